@@ -1,0 +1,1 @@
+"""Market data layer: schema, ingest, Parquet lake, DuckDB catalog, tape loader, synthetic data."""

@@ -1,0 +1,50 @@
+"""The catalog: DuckDB views over the Parquet lake, queried in place (nothing is copied)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from grinder.data.errors import DataError
+from grinder.data.schema import MARKET_TABLES
+
+
+class Catalog:
+    """DuckDB over a lake: one view per table (book, trades, bbo, funding, instruments)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.con = duckdb.connect(":memory:")
+        self.tables: list[str] = []
+        for table in (*MARKET_TABLES, "instruments"):
+            depth = "*/*/*/*.parquet" if table != "instruments" else "*/*/*.parquet"
+            pattern = self.root / table / depth
+            if not any(self.root.glob(f"{table}/{depth}")):
+                continue
+            self.con.sql(
+                f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true)"
+            )
+            self.tables.append(table)
+
+    def query(self, sql: str) -> duckdb.DuckDBPyRelation:
+        """Run SQL against the lake's views; errors name the query problem."""
+        try:
+            return self.con.sql(sql)
+        except duckdb.Error as e:
+            msg = str(e).strip().splitlines()[0]
+            raise DataError(f"query failed: {msg}") from None
+
+    def summary(self) -> list[dict]:
+        """Row count and exchange-time span per table, venue, symbol and date."""
+        if not self.tables:
+            return []
+        parts = [
+            f"SELECT '{t}' AS tbl, venue, symbol, CAST(date AS VARCHAR) AS date, count(*) AS rows, "
+            f"min(ts_exch) AS first_ns, max(ts_exch) AS last_ns FROM {t} GROUP BY ALL"
+            for t in self.tables
+            if t in MARKET_TABLES
+        ]
+        rel = self.query(" UNION ALL ".join(parts) + " ORDER BY venue, symbol, date, tbl")
+        cols = rel.columns
+        return [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]

@@ -1,0 +1,1 @@
+"""Ingest: parse vendor files into validated lake tables (one module per input format)."""

@@ -1,0 +1,237 @@
+"""The tape: one time-ordered struct-of-arrays of market events, ready for numba.
+
+``load_tape`` reads a selection (venue, symbol, time range) from the lake and merges book rows
+and trades by exchange time (ties broken by arrival order, ``seq``) in one compiled pass. Best
+bid/ask and mark-price/funding series ride along as their own time-ordered arrays. When a
+start time is given, the book rows are loaded from the last snapshot at or before it, so the
+book is complete at ``start``; ``Tape.start`` is the first event inside the window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from numba import njit
+
+from grinder.data.errors import DataError
+from grinder.data.instruments import Instrument
+from grinder.data.lake import NS_PER_DAY, partition_dir
+from grinder.data.schema import BOOK_RESET, SIDE_BOTH
+
+# Event kinds on the tape: the book row kinds of grinder.data.schema, plus trades.
+EV_TRADE = 3
+# flags
+BATCH_END = 1  # the book is consistent after this event (last row of an exchange message)
+
+
+@dataclass(frozen=True)
+class Series:
+    """A named group of equal-length, time-ordered columns (best bid/ask, funding)."""
+
+    columns: dict[str, np.ndarray]
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        try:
+            return self.columns[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __len__(self) -> int:
+        return len(self.columns["ts_exch"])
+
+
+@dataclass(frozen=True)
+class Tape:
+    """Market events (book rows and trades) as parallel arrays, ordered by exchange time.
+
+    Columns: ts_exch, ts_local (int64 ns), kind (int8: 0 diff, 1 snapshot, 2 reset, 3 trade),
+    side (int8: +1 bid/buy aggressor, -1 ask/sell aggressor, 0 both), price (float64, quote per
+    base), price_ticks (int64), qty (float64, base units), ref (int64: update id or trade id),
+    flags (uint8: BATCH_END).
+    """
+
+    instrument: Instrument
+    ts_exch: np.ndarray
+    ts_local: np.ndarray
+    kind: np.ndarray
+    side: np.ndarray
+    price: np.ndarray
+    price_ticks: np.ndarray
+    qty: np.ndarray
+    ref: np.ndarray
+    flags: np.ndarray
+    bbo: Series
+    funding: Series
+    start: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ts_exch)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the event columns."""
+        return sum(
+            a.nbytes
+            for a in (self.ts_exch, self.ts_local, self.kind, self.side, self.price)
+            + (self.price_ticks, self.qty, self.ref, self.flags)
+        )
+
+
+@njit(cache=True)
+def _merge(b_ts, b_loc, b_seq, b_uid, b_kind, b_side, b_px, b_qty, t_ts, t_loc, t_seq, t_id, t_side, t_px, t_qty,
+           tick):  # fmt: skip
+    """Merge book rows and trades by (ts_exch, seq) into tape columns; one pass, no Python loop."""
+    nb, nt = b_ts.shape[0], t_ts.shape[0]
+    n = nb + nt
+    ts = np.empty(n, np.int64)
+    loc = np.empty(n, np.int64)
+    kind = np.empty(n, np.int8)
+    side = np.empty(n, np.int8)
+    px = np.empty(n, np.float64)
+    ticks = np.empty(n, np.int64)
+    qty = np.empty(n, np.float64)
+    ref = np.empty(n, np.int64)
+    flags = np.zeros(n, np.uint8)
+    i = j = 0
+    inv_tick = 1.0 / tick
+    for k in range(n):
+        take_book = j >= nt or (i < nb and (b_ts[i] < t_ts[j] or (b_ts[i] == t_ts[j] and b_seq[i] <= t_seq[j])))
+        if take_book:
+            ts[k] = b_ts[i]
+            loc[k] = b_loc[i]
+            kind[k] = b_kind[i]
+            side[k] = b_side[i]
+            px[k] = b_px[i]
+            qty[k] = b_qty[i]
+            ref[k] = b_uid[i]
+            if i == nb - 1 or b_uid[i + 1] != b_uid[i]:
+                flags[k] = 1
+            i += 1
+        else:
+            ts[k] = t_ts[j]
+            loc[k] = t_loc[j]
+            kind[k] = 3
+            side[k] = t_side[j]
+            px[k] = t_px[j]
+            qty[k] = t_qty[j]
+            ref[k] = t_id[j]
+            flags[k] = 1
+            j += 1
+        ticks[k] = np.int64(np.rint(px[k] * inv_tick))
+    return ts, loc, kind, side, px, ticks, qty, ref, flags
+
+
+def _files(root: Path, table: str, venue: str, symbol: str, lo_ns: int | None, hi_ns: int | None) -> list[Path]:
+    base = root / partition_dir(table, venue, symbol, "x").parent
+    if not base.is_dir():
+        return []
+    out = []
+    for d in sorted(base.glob("date=*")):
+        day = np.datetime64(d.name[5:], "D").astype(np.int64)
+        if lo_ns is not None and (day + 1) * NS_PER_DAY <= lo_ns:
+            continue
+        if hi_ns is not None and day * NS_PER_DAY >= hi_ns:
+            continue
+        out.extend(sorted(d.glob("*.parquet")))
+    return out
+
+
+def _read(files: list[Path], schema_cols: list[str]) -> pa.Table:
+    if not files:
+        return None
+    tables = [pq.read_table(f, columns=schema_cols, use_threads=True) for f in files]
+    t = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    ts = t.column("ts_exch")
+    # Parts from different ingests of one partition may interleave: restore time order if so.
+    if len(tables) > 1 and t.num_rows > 1:
+        a = ts.to_numpy()
+        if (a[1:] < a[:-1]).any():
+            t = t.take(pc.sort_indices(t, [("ts_exch", "ascending"), ("seq", "ascending")]))
+    return t
+
+
+def _np(t: pa.Table | None, col: str, dtype) -> np.ndarray:
+    if t is None:
+        return np.empty(0, dtype)
+    c = t.column(col)
+    a = c.chunk(0).to_numpy() if c.num_chunks == 1 else c.to_numpy()
+    return a if a.dtype == dtype else a.astype(dtype)
+
+
+def read_instrument(root: Path, venue: str, symbol: str) -> Instrument:
+    """The instrument row stored in the lake for (venue, symbol)."""
+    p = root / "instruments" / f"venue={venue}" / f"symbol={symbol}" / "instrument.parquet"
+    if not p.is_file():
+        raise DataError(f"no data for {venue}/{symbol} in the lake at {root}")
+    row = pq.read_table(p).to_pylist()[0]
+    return Instrument(**row)
+
+
+def _window(t: pa.Table | None, lo: int | None, hi: int | None) -> pa.Table | None:
+    if t is None or (lo is None and hi is None):
+        return t
+    ts = _np(t, "ts_exch", np.int64)
+    a = 0 if lo is None else int(np.searchsorted(ts, lo, "left"))
+    b = len(ts) if hi is None else int(np.searchsorted(ts, hi, "left"))
+    return t.slice(a, b - a)
+
+
+def load_tape(
+    root: str | Path,
+    venue: str,
+    symbol: str,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+) -> Tape:
+    """Load [start_ns, end_ns) of one instrument from the lake into a Tape."""
+    root = Path(root)
+    inst = read_instrument(root, venue, symbol)
+    if start_ns is not None and end_ns is not None and end_ns <= start_ns:
+        raise DataError(f"empty time range: end {end_ns} <= start {start_ns}")
+    # Book rows: from the last full reset (snapshot start) at or before start, so the book is whole.
+    book_all = _read(_files(root, "book", venue, symbol, None, end_ns), list(_BOOK_COLS))
+    book_lo = start_ns
+    if book_all is not None and start_ns is not None:
+        ts = _np(book_all, "ts_exch", np.int64)
+        resets = np.flatnonzero(
+            (_np(book_all, "kind", np.int8) == BOOK_RESET)
+            & (_np(book_all, "side", np.int8) == SIDE_BOTH)
+            & (ts <= start_ns)
+        )
+        book_lo = int(ts[resets[-1]]) if resets.size else start_ns
+    book = _window(book_all, book_lo, end_ns)
+    trades = _window(_read(_files(root, "trades", venue, symbol, start_ns, end_ns), list(_TRADE_COLS)),
+                     start_ns, end_ns)  # fmt: skip
+    bbo = _window(_read(_files(root, "bbo", venue, symbol, start_ns, end_ns), list(_BBO_COLS)), start_ns, end_ns)
+    fund = _window(_read(_files(root, "funding", venue, symbol, start_ns, end_ns), list(_FUND_COLS)),
+                   start_ns, end_ns)  # fmt: skip
+    if all(t is None or t.num_rows == 0 for t in (book, trades)):
+        raise DataError(f"no book or trade rows for {venue}/{symbol} in the selected time range")
+    cols = _merge(
+        *(_np(book, c, d) for c, d in _BOOK_COLS.items()),
+        *(_np(trades, c, d) for c, d in _TRADE_COLS.items()),
+        inst.tick_size,
+    )
+    start = 0 if start_ns is None else int(np.searchsorted(cols[0], start_ns, "left"))
+    return Tape(
+        inst,
+        *cols,
+        bbo=Series({c: _np(bbo, c, d) for c, d in _BBO_COLS.items()}),
+        funding=Series({c: _np(fund, c, d) for c, d in _FUND_COLS.items()}),
+        start=start,
+    )
+
+
+_BOOK_COLS = {"ts_exch": np.int64, "ts_local": np.int64, "seq": np.int64, "update_id": np.int64,
+              "kind": np.int8, "side": np.int8, "price": np.float64, "qty": np.float64}  # fmt: skip
+_TRADE_COLS = {"ts_exch": np.int64, "ts_local": np.int64, "seq": np.int64, "trade_id": np.int64,
+               "side": np.int8, "price": np.float64, "qty": np.float64}  # fmt: skip
+_BBO_COLS = {"ts_exch": np.int64, "ts_local": np.int64, "update_id": np.int64, "bid_price": np.float64,
+             "bid_qty": np.float64, "ask_price": np.float64, "ask_qty": np.float64}  # fmt: skip
+_FUND_COLS = {"ts_exch": np.int64, "ts_local": np.int64, "mark_price": np.float64, "index_price": np.float64,
+              "funding_rate": np.float64, "next_funding_ts": np.int64}  # fmt: skip

@@ -1,0 +1,1 @@
+"""Event-driven live adapter (arrives with the live-adapter issue)."""

@@ -1,0 +1,1 @@
+"""Strategy objects (grid strategies arrive with the backtester)."""
