@@ -58,8 +58,12 @@ def _replay(kind, side, ticks, qty, ref, flags, bbo_uid, bbo_bid, bbo_bidq, bbo_
                 j += 1
             while j < nq and bbo_uid[j] == u:
                 checked += 1
-                if (bb == bbo_bid[j] and ba == bbo_ask[j] and best_qty(q, n, BID) == bbo_bidq[j]
-                        and best_qty(q, n, ASK) == bbo_askq[j]):
+                if (
+                    bb == bbo_bid[j]
+                    and ba == bbo_ask[j]
+                    and best_qty(q, n, BID) == bbo_bidq[j]
+                    and best_qty(q, n, ASK) == bbo_askq[j]
+                ):
                     matched += 1
                 elif first_mismatch < 0:
                     first_mismatch = j
@@ -86,10 +90,19 @@ def replay_check(tape: Tape, capacity: int = 4096) -> ReplayCheck:
     b = tape.bbo
     order = np.argsort(b.update_id, kind="stable")
     res = _replay(
-        tape.kind, tape.side, tape.price_ticks, tape.qty, tape.ref, tape.flags,
-        b.update_id[order], np.rint(b.bid_price[order] / tick).astype(np.int64), b.bid_qty[order],
-        np.rint(b.ask_price[order] / tick).astype(np.int64), b.ask_qty[order], capacity,
-    )  # fmt: skip
+        tape.kind,
+        tape.side,
+        tape.price_ticks,
+        tape.qty,
+        tape.ref,
+        tape.flags,
+        b.update_id[order],
+        np.rint(b.bid_price[order] / tick).astype(np.int64),
+        b.bid_qty[order],
+        np.rint(b.ask_price[order] / tick).astype(np.int64),
+        b.ask_qty[order],
+        capacity,
+    )
     out = ReplayCheck(*res)
     if out.first_mismatch >= 0:
         out = ReplayCheck(*res[:5], int(order[out.first_mismatch]), res[6])

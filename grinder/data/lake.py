@@ -168,9 +168,7 @@ class Lake:
         group = manifest["group"]
         # Earlier ingests of any of these files (alone or grouped differently) are superseded.
         old = [
-            m
-            for m in self.manifests()
-            if m["group"] == group or hashes & {s["sha256"] for s in m["sources"]}
+            m for m in self.manifests() if m["group"] == group or hashes & {s["sha256"] for s in m["sources"]}
         ]
         for rel in parts:
             dest = self.root / rel

@@ -83,8 +83,24 @@ class Tape:
 
 
 @njit(cache=True)
-def _merge(b_ts, b_loc, b_seq, b_uid, b_kind, b_side, b_px, b_qty, t_ts, t_loc, t_seq, t_id, t_side, t_px, t_qty,
-           tick):  # fmt: skip
+def _merge(
+    b_ts,
+    b_loc,
+    b_seq,
+    b_uid,
+    b_kind,
+    b_side,
+    b_px,
+    b_qty,
+    t_ts,
+    t_loc,
+    t_seq,
+    t_id,
+    t_side,
+    t_px,
+    t_qty,
+    tick,
+):
     """Merge book rows and trades by (ts_exch, seq) into tape columns; one pass, no Python loop."""
     nb, nt = b_ts.shape[0], t_ts.shape[0]
     n = nb + nt
@@ -100,7 +116,9 @@ def _merge(b_ts, b_loc, b_seq, b_uid, b_kind, b_side, b_px, b_qty, t_ts, t_loc, 
     i = j = 0
     inv_tick = 1.0 / tick
     for k in range(n):
-        take_book = j >= nt or (i < nb and (b_ts[i] < t_ts[j] or (b_ts[i] == t_ts[j] and b_seq[i] <= t_seq[j])))
+        take_book = j >= nt or (
+            i < nb and (b_ts[i] < t_ts[j] or (b_ts[i] == t_ts[j] and b_seq[i] <= t_seq[j]))
+        )
         if take_book:
             ts[k] = b_ts[i]
             loc[k] = b_loc[i]
@@ -126,7 +144,9 @@ def _merge(b_ts, b_loc, b_seq, b_uid, b_kind, b_side, b_px, b_qty, t_ts, t_loc, 
     return ts, loc, kind, side, px, ticks, qty, ref, flags
 
 
-def _files(root: Path, table: str, venue: str, symbol: str, lo_ns: int | None, hi_ns: int | None) -> list[Path]:
+def _files(
+    root: Path, table: str, venue: str, symbol: str, lo_ns: int | None, hi_ns: int | None
+) -> list[Path]:
     base = root / partition_dir(table, venue, symbol, "x").parent
     if not base.is_dir():
         return []
@@ -205,11 +225,15 @@ def load_tape(
         )
         book_lo = int(ts[resets[-1]]) if resets.size else start_ns
     book = _window(book_all, book_lo, end_ns)
-    trades = _window(_read(_files(root, "trades", venue, symbol, start_ns, end_ns), list(_TRADE_COLS)),
-                     start_ns, end_ns)  # fmt: skip
-    bbo = _window(_read(_files(root, "bbo", venue, symbol, start_ns, end_ns), list(_BBO_COLS)), start_ns, end_ns)
-    fund = _window(_read(_files(root, "funding", venue, symbol, start_ns, end_ns), list(_FUND_COLS)),
-                   start_ns, end_ns)  # fmt: skip
+    trades = _window(
+        _read(_files(root, "trades", venue, symbol, start_ns, end_ns), list(_TRADE_COLS)), start_ns, end_ns
+    )
+    bbo = _window(
+        _read(_files(root, "bbo", venue, symbol, start_ns, end_ns), list(_BBO_COLS)), start_ns, end_ns
+    )
+    fund = _window(
+        _read(_files(root, "funding", venue, symbol, start_ns, end_ns), list(_FUND_COLS)), start_ns, end_ns
+    )
     if all(t is None or t.num_rows == 0 for t in (book, trades)):
         raise DataError(f"no book or trade rows for {venue}/{symbol} in the selected time range")
     cols = _merge(
@@ -227,11 +251,39 @@ def load_tape(
     )
 
 
-_BOOK_COLS = {"ts_exch": np.int64, "ts_local": np.int64, "seq": np.int64, "update_id": np.int64,
-              "kind": np.int8, "side": np.int8, "price": np.float64, "qty": np.float64}  # fmt: skip
-_TRADE_COLS = {"ts_exch": np.int64, "ts_local": np.int64, "seq": np.int64, "trade_id": np.int64,
-               "side": np.int8, "price": np.float64, "qty": np.float64}  # fmt: skip
-_BBO_COLS = {"ts_exch": np.int64, "ts_local": np.int64, "update_id": np.int64, "bid_price": np.float64,
-             "bid_qty": np.float64, "ask_price": np.float64, "ask_qty": np.float64}  # fmt: skip
-_FUND_COLS = {"ts_exch": np.int64, "ts_local": np.int64, "mark_price": np.float64, "index_price": np.float64,
-              "funding_rate": np.float64, "next_funding_ts": np.int64}  # fmt: skip
+_BOOK_COLS = {
+    "ts_exch": np.int64,
+    "ts_local": np.int64,
+    "seq": np.int64,
+    "update_id": np.int64,
+    "kind": np.int8,
+    "side": np.int8,
+    "price": np.float64,
+    "qty": np.float64,
+}
+_TRADE_COLS = {
+    "ts_exch": np.int64,
+    "ts_local": np.int64,
+    "seq": np.int64,
+    "trade_id": np.int64,
+    "side": np.int8,
+    "price": np.float64,
+    "qty": np.float64,
+}
+_BBO_COLS = {
+    "ts_exch": np.int64,
+    "ts_local": np.int64,
+    "update_id": np.int64,
+    "bid_price": np.float64,
+    "bid_qty": np.float64,
+    "ask_price": np.float64,
+    "ask_qty": np.float64,
+}
+_FUND_COLS = {
+    "ts_exch": np.int64,
+    "ts_local": np.int64,
+    "mark_price": np.float64,
+    "index_price": np.float64,
+    "funding_rate": np.float64,
+    "next_funding_ts": np.int64,
+}

@@ -19,6 +19,8 @@ import orjson
 import pyarrow as pa
 
 from grinder.data.errors import DataError
+from grinder.data.ingest.binance_fast import _POW10, SLOW
+from grinder.data.ingest.binance_fast import scan as bf_scan
 from grinder.data.ingest.numbers import check_prices_qtys, check_sorted, parse_decimals
 from grinder.data.ingest.source import LineMap, read_bytes
 from grinder.data.instruments import Instrument
@@ -29,6 +31,7 @@ MS = 1_000_000
 SEQ_SHIFT = 16  # seq = global line << 16 | row within the line's message
 
 _WAIT, _BRIDGE, _SYNCED = 0, 1, 2
+_NO_SYMBOL = np.frombuffer(b"\x00", np.uint8).copy()  # matches no line: everything goes the slow way
 
 
 def _local_unit(ts: int, path: Path, line: int) -> int:
@@ -37,14 +40,16 @@ def _local_unit(ts: int, path: Path, line: int) -> int:
         return 1
     if 10**14 <= ts < 10**16:
         return 1000
-    raise DataError(f"local timestamp {ts} is neither microseconds nor nanoseconds since 1970", str(path), line)
+    raise DataError(
+        f"local timestamp {ts} is neither microseconds nor nanoseconds since 1970", str(path), line
+    )
 
 
-class _Parsed:
-    """Columns gathered while scanning lines, as Python lists (converted in bulk afterwards)."""
+class _Slow:
+    """Lines the compiled scanner left alone, parsed with orjson into Python lists."""
 
     def __init__(self) -> None:
-        # Depth messages and snapshots, in file order; levels flattened as price,qty,price,qty...
+        # Depth messages and snapshots; levels flattened as price,qty,price,qty...
         self.m_line: list[int] = []
         self.m_local: list[int] = []
         self.m_ts: list[int] = []
@@ -72,100 +77,278 @@ class _Parsed:
         self.f_next: list[int] = []
         self.f_num: list[str] = []
 
+    def parse(self, line: bytes, g: int, local: int, sym: str, report: IngestReport) -> None:
+        """Parse one line (global index g, local time in ns) into the lists."""
+        msg = orjson.loads(line[line.find(b" ") + 1 :])
+        data = msg.get("data") if "stream" in msg else msg
+        ev = data.get("e") if "stream" in msg else ("snapshot" if "lastUpdateId" in msg else None)
+        if ev is not None and ev != "snapshot" and data.get("s") != sym:
+            report.skip(f"message for another symbol ({data.get('s')})", _rows_in(data))
+            return
+        if ev == "depthUpdate" or ev == "snapshot":
+            snap = ev == "snapshot"
+            b, a = (msg["bids"], msg["asks"]) if snap else (data["b"], data["a"])
+            self.m_line.append(g)
+            self.m_local.append(local)
+            self.m_ts.append(data["T"] * MS)
+            self.m_kind.append(BOOK_SNAPSHOT if snap else BOOK_DIFF)
+            self.m_first.append(msg["lastUpdateId"] if snap else data["U"])
+            self.m_last.append(msg["lastUpdateId"] if snap else data["u"])
+            self.m_prev.append(msg["lastUpdateId"] if snap else data["pu"])
+            self.m_nbid.append(len(b))
+            self.m_nask.append(len(a))
+            self.levels.extend(chain.from_iterable(b))
+            self.levels.extend(chain.from_iterable(a))
+        elif ev == "bookTicker":
+            self.q_line.append(g)
+            self.q_local.append(local)
+            self.q_ts.append(data["T"] * MS)
+            self.q_id.append(data["u"])
+            self.q_num += (data["b"], data["B"], data["a"], data["A"])
+        elif ev == "trade":
+            if data.get("X", "MARKET") != "MARKET":
+                report.skip(f"trade of type {data['X']} (not a market trade)")
+                return
+            self.t_line.append(g)
+            self.t_local.append(local)
+            self.t_ts.append(data["T"] * MS)
+            self.t_id.append(data["t"])
+            self.t_sell.append(bool(data["m"]))  # buyer is maker: the aggressor sold
+            self.t_num += (data["p"], data["q"])
+        elif ev == "markPriceUpdate":
+            self.f_line.append(g)
+            self.f_local.append(local)
+            self.f_ts.append(data["E"] * MS)
+            self.f_next.append(data["T"] * MS)
+            self.f_num += (data["p"], data["i"], data["r"])
+        elif "code" in msg and "msg" in msg:
+            report.skip("venue error message")
+        else:
+            report.skip(f"unhandled message ({msg.get('stream', 'no stream')})")
 
-def _scan(paths: list[Path], symbol: str, report: IngestReport) -> tuple[_Parsed, LineMap]:
-    out = _Parsed()
+
+def _rows_in(data: dict) -> int:
+    """Rows a skipped message would have produced (levels for depth, one otherwise)."""
+    if data.get("e") == "depthUpdate":
+        return len(data.get("b", ())) + len(data.get("a", ()))
+    return 1
+
+
+def _decimals(strings: list[str], width: int, line: list[int], path_of, what: str) -> np.ndarray:
+    v, bad = parse_decimals(strings)
+    if bad >= 0:
+        raise DataError(f"{what}: not a number: {strings[bad]!r}", *path_of(line[bad // width]))
+    return v.reshape(-1, width) if width > 1 else v
+
+
+def _concat_by_line(fast_parts: list[dict], slow_cols: dict) -> dict[str, np.ndarray]:
+    """Join the compiled scanner's columns (one dict per file) with the slow path's, in line order."""
+    cols = {
+        k: np.concatenate([p[k] for p in fast_parts] + [np.asarray(v, dtype=fast_parts[0][k].dtype)])
+        for k, v in slow_cols.items()
+    }
+    order = np.argsort(cols["line"], kind="stable")
+    return {k: v[order] for k, v in cols.items()}
+
+
+class _Scan:
+    """Every kind's columns as numpy arrays, in file order, with global line indices."""
+
+    depth: dict[str, np.ndarray]
+    levels: np.ndarray  # (n, 2) price, qty
+    trades: dict[str, np.ndarray]
+    bbo: dict[str, np.ndarray]
+    funding: dict[str, np.ndarray]
+
+
+def _scan(paths: list[Path], symbol: str, report: IngestReport, compiled: bool) -> tuple[_Scan, LineMap]:
     lines_map = LineMap()
-    loads = orjson.loads
-    g0 = 0
     sym = symbol.upper()
+    sym_lit = np.frombuffer(sym.encode(), np.uint8).copy()
+    slow = _Slow()
+    fast: list[tuple] = []
+    g0 = 0
     for path in paths:
-        lines = read_bytes(path).split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
+        raw = read_bytes(path)
         lines_map.add(path, g0)
+        buf = np.frombuffer(raw, np.uint8)
+        # Without the compiled scanner every line takes the orjson path (tests compare the two).
+        kind, local, dep, lev, bi, bf, ti, tf, mi, mf = bf_scan(
+            buf, sym_lit if compiled else _NO_SYMBOL, _POW10
+        )
+        nlines = len(kind)
+        if nlines == 0:
+            raise DataError("empty file", str(path))
+        ends = np.flatnonzero(buf == 10)
+        starts = np.concatenate(([0], ends + 1))[:nlines]
         unit = None
-        for i, line in enumerate(lines):
-            g = g0 + i
+        for i in np.flatnonzero(kind == SLOW).tolist() + ([0] if kind[0] != SLOW else []):
+            line = raw[starts[i] : ends[i] if i < len(ends) else len(raw)]
             sp = line.find(b" ")
             try:
-                local = int(line[:sp]) if sp > 0 else None
+                ts = int(line[:sp]) if sp > 0 else None
             except ValueError:
-                local = None
-            if local is None:
+                ts = None
+            if ts is None:
                 raise DataError("expected '<local timestamp> <json>'", str(path), i + 1)
-            if unit is None:
-                unit = _local_unit(local, path, i + 1)
-            local *= unit
-            try:
-                msg = loads(line[sp + 1 :])
-                data = msg.get("data") if "stream" in msg else msg
-                ev = data.get("e") if "stream" in msg else ("snapshot" if "lastUpdateId" in msg else None)
-                if ev is not None and ev != "snapshot" and data.get("s") != sym:
-                    report.skip(f"message for another symbol ({data.get('s')})")
+            if i == 0:
+                unit = _local_unit(ts, path, 1)
+                if kind[0] != SLOW:
                     continue
-                if ev == "depthUpdate":
-                    out.m_line.append(g)
-                    out.m_local.append(local)
-                    out.m_ts.append(data["T"] * MS)
-                    out.m_kind.append(BOOK_DIFF)
-                    out.m_first.append(data["U"])
-                    out.m_last.append(data["u"])
-                    out.m_prev.append(data["pu"])
-                    b, a = data["b"], data["a"]
-                    out.m_nbid.append(len(b))
-                    out.m_nask.append(len(a))
-                    out.levels.extend(chain.from_iterable(b))
-                    out.levels.extend(chain.from_iterable(a))
-                elif ev == "bookTicker":
-                    out.q_line.append(g)
-                    out.q_local.append(local)
-                    out.q_ts.append(data["T"] * MS)
-                    out.q_id.append(data["u"])
-                    out.q_num += (data["b"], data["B"], data["a"], data["A"])
-                elif ev == "trade":
-                    if data.get("X", "MARKET") != "MARKET":
-                        report.skip(f"trade of type {data['X']} (not a market trade)")
-                        continue
-                    out.t_line.append(g)
-                    out.t_local.append(local)
-                    out.t_ts.append(data["T"] * MS)
-                    out.t_id.append(data["t"])
-                    out.t_sell.append(bool(data["m"]))  # buyer is maker: the aggressor sold
-                    out.t_num += (data["p"], data["q"])
-                elif ev == "markPriceUpdate":
-                    out.f_line.append(g)
-                    out.f_local.append(local)
-                    out.f_ts.append(data["E"] * MS)
-                    out.f_next.append(data["T"] * MS)
-                    out.f_num += (data["p"], data["i"], data["r"])
-                elif ev == "snapshot":
-                    b, a = msg["bids"], msg["asks"]
-                    out.m_line.append(g)
-                    out.m_local.append(local)
-                    out.m_ts.append(msg["T"] * MS)
-                    out.m_kind.append(BOOK_SNAPSHOT)
-                    out.m_first.append(msg["lastUpdateId"])
-                    out.m_last.append(msg["lastUpdateId"])
-                    out.m_prev.append(msg["lastUpdateId"])
-                    out.m_nbid.append(len(b))
-                    out.m_nask.append(len(a))
-                    out.levels.extend(chain.from_iterable(b))
-                    out.levels.extend(chain.from_iterable(a))
-                elif "code" in msg and "msg" in msg:
-                    report.skip("venue error message")
-                else:
-                    report.skip(f"unhandled message ({msg.get('stream', 'no stream')})")
+            if unit is None:
+                s0 = raw[: raw.find(b" ")]
+                unit = _local_unit(int(s0) if s0.isdigit() else -1, path, 1)
+            try:
+                slow.parse(line, g0 + i, ts * unit, sym, report)
             except orjson.JSONDecodeError as e:
                 raise DataError(f"malformed JSON: {e}", str(path), i + 1) from None
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise DataError(f"message lacks or mistypes a field ({e!r})", str(path), i + 1) from None
-        g0 += len(lines)
+        if unit is None:
+            unit = _local_unit(int(local[0]), path, 1)
+        loc = local * unit
+        fast.append((g0, loc, dep, lev, bi, bf, ti, tf, mi, mf))
+        g0 += nlines
+
+    out = _Scan()
+    # depth messages (fast) + depth messages and snapshots (slow)
+    fast_levels = [f[3] for f in fast]
+    n_fast_lev = sum(len(x) for x in fast_levels)
+    slow_lev = (
+        _decimals(
+            slow.levels,
+            2,
+            np.repeat(slow.m_line, np.add(slow.m_nbid, slow.m_nask)),
+            path_of=lines_map,
+            what="depth level",
+        )
+        if slow.levels
+        else np.empty((0, 2))
+    )
+    out.levels = np.concatenate(fast_levels + [slow_lev]) if fast_levels else slow_lev
+    parts, off = [], 0
+    for g, loc, dep, lev, *_ in fast:
+        ln = dep[:, 0]
+        parts.append(
+            {
+                "line": ln + g,
+                "local": loc[ln],
+                "ts": dep[:, 1] * MS,
+                "kind": np.zeros(len(dep), np.int64),
+                "first": dep[:, 2],
+                "last": dep[:, 3],
+                "prev": dep[:, 4],
+                "nbid": dep[:, 5],
+                "nask": dep[:, 6],
+                "off": dep[:, 7] + off,
+            }
+        )
+        off += len(lev)
+    nlev_slow = np.add(slow.m_nbid, slow.m_nask).astype(np.int64)
+    slow_off = n_fast_lev + np.cumsum(nlev_slow) - nlev_slow
+    out.depth = _concat_by_line(
+        parts,
+        {
+            "line": slow.m_line,
+            "local": slow.m_local,
+            "ts": slow.m_ts,
+            "kind": slow.m_kind,
+            "first": slow.m_first,
+            "last": slow.m_last,
+            "prev": slow.m_prev,
+            "nbid": slow.m_nbid,
+            "nask": slow.m_nask,
+            "off": slow_off,
+        },
+    )
+    # trades
+    tnum = _decimals(slow.t_num, 2, slow.t_line, lines_map, "trade") if slow.t_num else np.empty((0, 2))
+    parts = [
+        {
+            "line": ti[:, 0] + g,
+            "local": loc[ti[:, 0]],
+            "ts": ti[:, 1] * MS,
+            "id": ti[:, 2],
+            "sell": ti[:, 3],
+            "fp": tf[:, 0],
+            "fq": tf[:, 1],
+        }
+        for g, loc, _, _, _, _, ti, tf, _, _ in fast
+    ]
+    out.trades = _concat_by_line(
+        parts,
+        {
+            "line": slow.t_line,
+            "local": slow.t_local,
+            "ts": slow.t_ts,
+            "id": slow.t_id,
+            "sell": np.array(slow.t_sell, np.int64),
+            "fp": tnum[:, 0],
+            "fq": tnum[:, 1],
+        },
+    )
+    # best bid/ask
+    qnum = _decimals(slow.q_num, 4, slow.q_line, lines_map, "bookTicker") if slow.q_num else np.empty((0, 4))
+    parts = [
+        {
+            "line": bi[:, 0] + g,
+            "local": loc[bi[:, 0]],
+            "ts": bi[:, 1] * MS,
+            "id": bi[:, 2],
+            "fb": bf[:, 0],
+            "fbq": bf[:, 1],
+            "fa": bf[:, 2],
+            "faq": bf[:, 3],
+        }
+        for g, loc, _, _, bi, bf, _, _, _, _ in fast
+    ]
+    out.bbo = _concat_by_line(
+        parts,
+        {
+            "line": slow.q_line,
+            "local": slow.q_local,
+            "ts": slow.q_ts,
+            "id": slow.q_id,
+            "fb": qnum[:, 0],
+            "fbq": qnum[:, 1],
+            "fa": qnum[:, 2],
+            "faq": qnum[:, 3],
+        },
+    )
+    # mark price / funding
+    fnum = _decimals(slow.f_num, 3, slow.f_line, lines_map, "markPrice") if slow.f_num else np.empty((0, 3))
+    parts = [
+        {
+            "line": mi[:, 0] + g,
+            "local": loc[mi[:, 0]],
+            "ts": mi[:, 1] * MS,
+            "next": mi[:, 2] * MS,
+            "fmark": mf[:, 0],
+            "findex": mf[:, 1],
+            "frate": mf[:, 2],
+        }
+        for g, loc, *_, mi, mf in fast
+    ]
+    out.funding = _concat_by_line(
+        parts,
+        {
+            "line": slow.f_line,
+            "local": slow.f_local,
+            "ts": slow.f_ts,
+            "next": slow.f_next,
+            "fmark": fnum[:, 0],
+            "findex": fnum[:, 1],
+            "frate": fnum[:, 2],
+        },
+    )
     return out, lines_map
 
 
-def _sync(kind, first, last, prev, line, path_of, report: IngestReport) -> list[int]:
-    """Apply order of depth messages/snapshots; -1 entries stand for a book reset."""
+def _sync(kind, first, last, prev, nlev, line, path_of, report: IngestReport) -> list[int]:
+    """Apply order of depth messages/snapshots; an entry -(m + 1) is a book reset at message m's time.
+
+    Skipped messages are counted in price-level rows (`nlev` per message).
+    """
     order: list[int] = []
     buffered: list[int] = []
     state, snap_id, last_u = _WAIT, 0, 0
@@ -174,16 +357,16 @@ def _sync(kind, first, last, prev, line, path_of, report: IngestReport) -> list[
         nonlocal state, last_u
         if state == _BRIDGE:
             if last[m] < snap_id:
-                report.skip("depth diff older than the snapshot")
+                report.skip("depth level in a diff older than the snapshot", int(nlev[m]))
                 return
-            if first[m] > snap_id + 1:
+            if first[m] > snap_id:
                 p, ln = path_of(line[m])
                 report.gaps.append(
                     f"{p}:{ln}: first diff after snapshot {snap_id} starts at U={first[m]}: "
                     "book resyncs from the next snapshot"
                 )
                 state = _WAIT
-                order.append(-1)
+                order.append(-m - 1)
                 buffered.append(m)
                 return
             state, last_u = _SYNCED, last[m]
@@ -196,7 +379,7 @@ def _sync(kind, first, last, prev, line, path_of, report: IngestReport) -> list[
                     "book resyncs from the next snapshot"
                 )
                 state = _WAIT
-                order.append(-1)
+                order.append(-m - 1)
                 buffered.append(m)
                 return
             last_u = last[m]
@@ -206,7 +389,7 @@ def _sync(kind, first, last, prev, line, path_of, report: IngestReport) -> list[
 
     for m in range(len(kind)):
         if kind[m] == BOOK_SNAPSHOT:
-            order.append(-1)
+            order.append(-m - 1)
             order.append(m)
             state, snap_id = _BRIDGE, last[m]
             held, buffered[:] = list(buffered), []
@@ -215,63 +398,52 @@ def _sync(kind, first, last, prev, line, path_of, report: IngestReport) -> list[
         else:
             process(m)
     if buffered:
-        report.skip("depth diff with no snapshot to sync from", len(buffered))
+        report.skip(
+            "depth level in a diff with no snapshot to sync from", int(sum(nlev[b] for b in buffered))
+        )
     return order
 
 
-def parse_binance(paths: list[Path], inst: Instrument) -> IngestBatch:
+def parse_binance(paths: list[Path], inst: Instrument, compiled: bool = True) -> IngestBatch:
     """Parse raw captures (in the given order, later files continuing earlier ones) into lake tables."""
     report = IngestReport()
-    p, path_of = _scan(paths, inst.symbol, report)
-    local_cols = {"depth": p.m_local, "trades": p.t_local, "bbo": p.q_local, "funding": p.f_local}
+    sc, path_of = _scan(paths, inst.symbol, report, compiled)
     # Local receive times are the recorder's append order: they must not go backwards in a file.
-    all_line = np.array(p.m_line + p.t_line + p.q_line + p.f_line, dtype=np.int64)
-    all_local = np.array(sum(local_cols.values(), []), dtype=np.int64)
+    all_line = np.concatenate([sc.depth["line"], sc.trades["line"], sc.bbo["line"], sc.funding["line"]])
+    all_local = np.concatenate([sc.depth["local"], sc.trades["local"], sc.bbo["local"], sc.funding["local"]])
     o = np.argsort(all_line, kind="stable")
     check_sorted(all_local[o], all_line[o], path_of, "local timestamps")
 
     tables = {}
     # --- book ---
-    kind = np.array(p.m_kind, np.int8)
-    first = np.array(p.m_first, np.int64)
-    last = np.array(p.m_last, np.int64)
-    prev = np.array(p.m_prev, np.int64)
-    mline = np.array(p.m_line, np.int64)
-    nb = np.array(p.m_nbid, np.int64)
-    na = np.array(p.m_nask, np.int64)
-    nlev = nb + na
-    lv, bad = parse_decimals(p.levels)
-    lev_line = np.repeat(mline, 2 * nlev)
-    if bad >= 0:
-        raise DataError(f"depth level: not a number: {p.levels[bad]!r}", *path_of(lev_line[bad]))
-    price, qty = lv[0::2], lv[1::2]
-    row_line = lev_line[0::2]
-    is_snap_row = np.repeat(kind == BOOK_SNAPSHOT, nlev)
-    check_prices_qtys(price, qty, row_line, path_of, inst, "depth level", qty_may_be_zero=True)
-    zero_snap = np.flatnonzero(is_snap_row & (qty == 0))
+    d = sc.depth
+    kind, first, last, prev, mline = d["kind"], d["first"], d["last"], d["prev"], d["line"]
+    nb, nlev, lev_off = d["nbid"], d["nbid"] + d["nask"], d["off"]
+    lev_line = np.repeat(mline, nlev)
+    # Levels of each message, in message (file) order, for validation.
+    in_order = np.repeat(lev_off, nlev) + (np.arange(lev_line.size) - np.repeat(np.cumsum(nlev) - nlev, nlev))
+    price, qty = sc.levels[:, 0], sc.levels[:, 1]
+    check_prices_qtys(
+        price[in_order], qty[in_order], lev_line, path_of, inst, "depth level", qty_may_be_zero=True
+    )
+    zero_snap = np.flatnonzero(np.repeat(kind == BOOK_SNAPSHOT, nlev) & (qty[in_order] == 0))
     if zero_snap.size:
-        raise DataError("snapshot level with zero quantity", *path_of(row_line[zero_snap[0]]))
+        raise DataError("snapshot level with zero quantity", *path_of(lev_line[zero_snap[0]]))
 
-    order = np.array(_sync(kind, first, last, prev, mline, path_of, report), dtype=np.int64)
+    order = np.array(_sync(kind, first, last, prev, nlev, mline, path_of, report), dtype=np.int64)
     is_reset = order < 0
-    m = np.where(is_reset, 0, order)
-    # Reset rows take the time of the message they precede (or follow, at the end).
-    nxt = np.flatnonzero(~is_reset)
-    if nxt.size:
-        pos = np.searchsorted(nxt, np.arange(len(order)))
-        m = np.where(is_reset, order[nxt[np.minimum(pos, nxt.size - 1)]], m)
+    m = np.where(is_reset, -order - 1, order)
     counts = np.where(is_reset, 1, nlev[m] if len(nlev) else 0)
     entry = np.repeat(np.arange(len(order)), counts)
     within = np.arange(entry.size) - np.repeat(np.cumsum(counts) - counts, counts)
     em = m[entry]
     ereset = is_reset[entry]
-    lev_start = np.cumsum(nlev) - nlev
-    src = np.where(ereset, 0, lev_start[em] + within) if entry.size else entry
+    src = np.where(ereset, 0, lev_off[em] + within) if entry.size else entry
     side = np.where(within < nb[em], SIDE_BID, SIDE_ASK).astype(np.int8)
     tables["book"] = pa.table(
         {
-            "ts_exch": np.array(p.m_ts, np.int64)[em],
-            "ts_local": np.array(p.m_local, np.int64)[em],
+            "ts_exch": d["ts"][em],
+            "ts_local": d["local"][em],
             "seq": (mline[em] << SEQ_SHIFT) + np.where(ereset, 0, within + 1),
             "update_id": last[em],
             "kind": np.where(ereset, BOOK_RESET, kind[em]).astype(np.int8),
@@ -283,68 +455,60 @@ def parse_binance(paths: list[Path], inst: Instrument) -> IngestBatch:
     report.rows["book"] = int(entry.size)
 
     # --- trades ---
-    tline = np.array(p.t_line, np.int64)
-    tv, bad = parse_decimals(p.t_num)
-    if bad >= 0:
-        raise DataError(f"trade: not a number: {p.t_num[bad]!r}", *path_of(tline[bad // 2]))
-    tp, tq = tv[0::2], tv[1::2]
-    check_prices_qtys(tp, tq, tline, path_of, inst, "trade", qty_may_be_zero=False)
+    t = sc.trades
+    check_prices_qtys(t["fp"], t["fq"], t["line"], path_of, inst, "trade", qty_may_be_zero=False)
     tables["trades"] = pa.table(
         {
-            "ts_exch": np.array(p.t_ts, np.int64),
-            "ts_local": np.array(p.t_local, np.int64),
-            "seq": tline << SEQ_SHIFT,
-            "trade_id": np.array(p.t_id, np.int64),
-            "side": np.where(np.array(p.t_sell, bool), SIDE_ASK, SIDE_BID).astype(np.int8),
-            "price": tp,
-            "qty": tq,
+            "ts_exch": t["ts"],
+            "ts_local": t["local"],
+            "seq": t["line"] << SEQ_SHIFT,
+            "trade_id": t["id"],
+            "side": np.where(t["sell"] != 0, SIDE_ASK, SIDE_BID).astype(np.int8),
+            "price": t["fp"],
+            "qty": t["fq"],
         }
     )
-    report.rows["trades"] = len(tline)
+    report.rows["trades"] = len(t["line"])
 
     # --- best bid/ask ---
-    qline = np.array(p.q_line, np.int64)
-    qv, bad = parse_decimals(p.q_num)
-    if bad >= 0:
-        raise DataError(f"bookTicker: not a number: {p.q_num[bad]!r}", *path_of(qline[bad // 4]))
-    qv = qv.reshape(-1, 4)
-    for c, what in ((0, "bookTicker bid"), (2, "bookTicker ask")):
-        check_prices_qtys(qv[:, c], qv[:, c + 1], qline, path_of, inst, what, qty_may_be_zero=True)
+    q = sc.bbo
+    check_prices_qtys(q["fb"], q["fbq"], q["line"], path_of, inst, "bookTicker bid", qty_may_be_zero=True)
+    check_prices_qtys(q["fa"], q["faq"], q["line"], path_of, inst, "bookTicker ask", qty_may_be_zero=True)
     tables["bbo"] = pa.table(
         {
-            "ts_exch": np.array(p.q_ts, np.int64),
-            "ts_local": np.array(p.q_local, np.int64),
-            "seq": qline << SEQ_SHIFT,
-            "update_id": np.array(p.q_id, np.int64),
-            "bid_price": np.ascontiguousarray(qv[:, 0]),
-            "bid_qty": np.ascontiguousarray(qv[:, 1]),
-            "ask_price": np.ascontiguousarray(qv[:, 2]),
-            "ask_qty": np.ascontiguousarray(qv[:, 3]),
+            "ts_exch": q["ts"],
+            "ts_local": q["local"],
+            "seq": q["line"] << SEQ_SHIFT,
+            "update_id": q["id"],
+            "bid_price": q["fb"],
+            "bid_qty": q["fbq"],
+            "ask_price": q["fa"],
+            "ask_qty": q["faq"],
         }
     )
-    report.rows["bbo"] = len(qline)
+    report.rows["bbo"] = len(q["line"])
 
     # --- mark price / funding ---
-    fline = np.array(p.f_line, np.int64)
-    fv, bad = parse_decimals(p.f_num)
-    if bad >= 0:
-        raise DataError(f"markPrice: not a number: {p.f_num[bad]!r}", *path_of(fline[bad // 3]))
-    fv = fv.reshape(-1, 3)
-    badf = np.flatnonzero(~np.isfinite(fv).all(axis=1) | (fv[:, 0] <= 0) | (fv[:, 1] <= 0))
+    f = sc.funding
+    badf = np.flatnonzero(
+        ~(np.isfinite(f["fmark"]) & np.isfinite(f["findex"]) & np.isfinite(f["frate"]))
+        | (f["fmark"] <= 0)
+        | (f["findex"] <= 0)
+    )
     if badf.size:
-        raise DataError("markPrice: invalid mark or index price", *path_of(fline[badf[0]]))
+        raise DataError("markPrice: invalid mark or index price", *path_of(f["line"][badf[0]]))
     tables["funding"] = pa.table(
         {
-            "ts_exch": np.array(p.f_ts, np.int64),
-            "ts_local": np.array(p.f_local, np.int64),
-            "seq": fline << SEQ_SHIFT,
-            "mark_price": np.ascontiguousarray(fv[:, 0]),
-            "index_price": np.ascontiguousarray(fv[:, 1]),
-            "funding_rate": np.ascontiguousarray(fv[:, 2]),
-            "next_funding_ts": np.array(p.f_next, np.int64),
+            "ts_exch": f["ts"],
+            "ts_local": f["local"],
+            "seq": f["line"] << SEQ_SHIFT,
+            "mark_price": f["fmark"],
+            "index_price": f["findex"],
+            "funding_rate": f["frate"],
+            "next_funding_ts": f["next"],
         }
     )
-    report.rows["funding"] = len(fline)
+    report.rows["funding"] = len(f["line"])
     if not any(report.rows.values()):
         raise DataError("no market data for " + inst.symbol, str(paths[0]))
     return IngestBatch("binance", inst, tables, report)
