@@ -31,6 +31,7 @@ MS = 1_000_000
 SEQ_SHIFT = 16  # seq = global line << 16 | row within the line's message
 
 _WAIT, _BRIDGE, _SYNCED = 0, 1, 2
+_STREAM_EVENTS = ("depthUpdate", "bookTicker", "trade", "markPriceUpdate")
 _NO_SYMBOL = np.frombuffer(b"\x00", np.uint8).copy()  # matches no line: everything goes the slow way
 
 
@@ -82,7 +83,7 @@ class _Slow:
         msg = orjson.loads(line[line.find(b" ") + 1 :])
         data = msg.get("data") if "stream" in msg else msg
         ev = data.get("e") if "stream" in msg else ("snapshot" if "lastUpdateId" in msg else None)
-        if ev is not None and ev != "snapshot" and data.get("s") != sym:
+        if ev in _STREAM_EVENTS and data.get("s") != sym:
             report.skip(f"message for another symbol ({data.get('s')})", _rows_in(data))
             return
         if ev == "depthUpdate" or ev == "snapshot":

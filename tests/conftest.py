@@ -1,0 +1,45 @@
+"""Shared fixtures: where the real captures live, and small helpers to cut test files from them."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = Path(os.environ.get("GRINDER_REAL_DATA", REPO.parent / "shared" / "data" / "real" / "binance-usdm"))
+
+# Real windows and the facts verified on them (../shared/data/real/README.md).
+WINDOWS = {
+    "btcusdt_20230404": (["btcusdt_20230404.dat.gz", "btcusdt_20230405.dat.gz"], "BTCUSDT", 322_682, 12_935),
+    "btcusdt_20240718": (["btcusdt_20240718.gz", "btcusdt_20240719.gz"], "BTCUSDT", 400_859, 10_701),
+    "btcusdt_20240808": (["btcusdt_20240808.gz"], "BTCUSDT", 443_521, 21_313),
+    "ethusdt_20240718": (["ethusdt_20240718.gz", "ethusdt_20240719.gz"], "ETHUSDT", 355_138, 13_655),
+}
+
+
+@pytest.fixture(scope="session")
+def real_dir() -> Path:
+    """Folder of the real Binance captures; the suite fails loudly if it is missing."""
+    if not (REAL / "btcusdt_20240808.gz").is_file():
+        pytest.fail(f"real captures not found at {REAL} (set GRINDER_REAL_DATA)")
+    return REAL
+
+
+@pytest.fixture(scope="session")
+def real_lines(real_dir) -> list[bytes]:
+    """The first 3000 lines of btcusdt_20240808 (snapshot at line 55)."""
+    out = []
+    with gzip.open(real_dir / "btcusdt_20240808.gz", "rb") as f:
+        for _ in range(3000):
+            out.append(f.readline())
+    return out
+
+
+def write_capture(path: Path, lines: list[bytes]) -> Path:
+    """Write capture lines to a gzip file."""
+    with gzip.open(path, "wb") as f:
+        f.writelines(line if line.endswith(b"\n") else line + b"\n" for line in lines)
+    return path

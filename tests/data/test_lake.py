@@ -1,0 +1,87 @@
+"""The lake: atomic, idempotent ingests; overlapping ingests supersede; a failure writes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from grinder.data.catalog import Catalog
+from grinder.data.errors import DataError
+from grinder.data.ingest.binance import parse_binance
+from grinder.data.instruments import resolve_instrument
+from grinder.data.lake import Lake
+from tests.conftest import write_capture
+
+BTC = resolve_instrument("binance-usdm", "BTCUSDT")
+
+
+def _tree(root):
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".lock" and "_ingest" not in p.parts
+    }
+
+
+def _rows(root, table="book"):
+    return Catalog(root).query(f"select count(*) from {table}").fetchall()[0][0]
+
+
+def test_reingest_is_idempotent(real_lines, tmp_path):
+    path = write_capture(tmp_path / "btcusdt_x.gz", real_lines)
+    root = tmp_path / "lake"
+    Lake(root).write(parse_binance([path], BTC), [path])
+    before, n = _tree(root), _rows(root)
+    Lake(root).write(parse_binance([path], BTC), [path])
+    assert _tree(root) == before and _rows(root) == n
+    assert len(Lake(root).manifests()) == 1
+
+
+def test_overlapping_ingest_supersedes_the_earlier_one(real_lines, tmp_path):
+    a = write_capture(tmp_path / "btcusdt_a.gz", real_lines[:1500])
+    b = write_capture(tmp_path / "btcusdt_b.gz", real_lines[1500:])
+    root = tmp_path / "lake"
+    Lake(root).write(parse_binance([a], BTC), [a])
+    Lake(root).write(parse_binance([a, b], BTC), [a, b])
+    manifests = Lake(root).manifests()
+    assert len(manifests) == 1 and len(manifests[0]["sources"]) == 2
+    whole = parse_binance([a, b], BTC)
+    assert _rows(root) == whole.report.rows["book"]
+    assert _rows(root, "bbo") == whole.report.rows["bbo"]
+
+
+def test_failed_ingest_leaves_the_lake_untouched(real_lines, tmp_path):
+    good = write_capture(tmp_path / "btcusdt_good.gz", real_lines[:1000])
+    root = tmp_path / "lake"
+    Lake(root).write(parse_binance([good], BTC), [good])
+    before = _tree(root)
+    lines = list(real_lines)
+    lines[2000] = lines[2000][:60] + b"\n"  # cut a message in half
+    bad = write_capture(tmp_path / "btcusdt_bad.gz", lines)
+    with pytest.raises(DataError, match="malformed JSON"):
+        Lake(root).write(parse_binance([good, bad], BTC), [good, bad])
+    assert _tree(root) == before
+    assert not (root / ".staging").exists()
+
+
+def test_failure_while_writing_leaves_no_partial_partition(real_lines, tmp_path, monkeypatch):
+    path = write_capture(tmp_path / "btcusdt_x.gz", real_lines)
+    root = tmp_path / "lake"
+    batch = parse_binance([path], BTC)
+    import grinder.data.lake as lake_mod
+
+    calls = {"n": 0}
+    real_write = lake_mod.pq.write_table
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(lake_mod.pq, "write_table", flaky)
+    with pytest.raises(OSError, match="disk full"):
+        Lake(root).write(batch, [path])
+    assert [p for p in root.rglob("*.parquet")] == []
+    assert Lake(root).manifests() == []
