@@ -59,7 +59,8 @@ def resolve_instrument(venue: str, symbol: str, overrides: dict | None = None) -
                 + " and ".join("--" + m.replace("_", "-") for m in missing)
             )
         return Instrument(venue=venue, symbol=symbol, **overrides)
-    return base.model_copy(update=overrides) if overrides else base
+    # model_copy would skip validation: rebuild so overrides are checked like everything else.
+    return Instrument(**{**base.model_dump(), **overrides}) if overrides else base
 
 
 def off_grid(values: np.ndarray, step: float) -> np.ndarray:
