@@ -187,9 +187,7 @@ def query(
             out.print(f"(first {limit} rows; use --limit or --format csv for more)")
     else:
         df = rel.df()
-        sys.stdout.write(
-            df.to_csv(index=False) if fmt is OutFormat.csv else df.to_json(orient="records", lines=True)
-        )
+        sys.stdout.write(df.to_csv(index=False) if fmt is OutFormat.csv else df.to_json(orient="records", lines=True))
 
 
 @data_app.command("synth")
@@ -210,10 +208,7 @@ def synth(
         batch = synth_batch(events, seed=seed, symbol=symbol, venue=venue)
         manifest = Lake(root).write(batch, [], key=f"synth:{events}:{seed}")
     total = sum(manifest["report"]["rows"].values())
-    out.print(
-        f"generated {venue}/{symbol} seed {seed}: {total:,} rows in {time.perf_counter() - t0:.2f} s "
-        f"into {root}"
-    )
+    out.print(f"generated {venue}/{symbol} seed {seed}: {total:,} rows in {time.perf_counter() - t0:.2f} s into {root}")
 
 
 def _parse_time(s: str | None) -> int | None:
@@ -247,12 +242,8 @@ def check(
     t1 = time.perf_counter()
     r = replay_check(tape)
     t2 = time.perf_counter()
-    out.print(
-        f"{venue}/{symbol}: {len(tape):,} events loaded in {t1 - t0:.2f} s, replayed in {t2 - t1:.2f} s"
-    )
-    out.print(
-        f"  book messages applied: {r.batches:,}; crossed: {r.crossed}; max levels held: {r.max_levels:,}"
-    )
+    out.print(f"{venue}/{symbol}: {len(tape):,} events loaded in {t1 - t0:.2f} s, replayed in {t2 - t1:.2f} s")
+    out.print(f"  book messages applied: {r.batches:,}; crossed: {r.crossed}; max levels held: {r.max_levels:,}")
     out.print(f"  best bid/ask equal to the venue's: {r.bbo_matched:,} of {r.bbo_checked:,}")
     if r.crossed or r.bbo_matched != r.bbo_checked:
         raise DataError(f"book check failed: {r}")

@@ -22,9 +22,7 @@ class Catalog:
             pattern = self.root / table / depth
             if not any(self.root.glob(f"{table}/{depth}")):
                 continue
-            self.con.sql(
-                f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true)"
-            )
+            self.con.sql(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true)")
             self.tables.append(table)
 
     def query(self, sql: str) -> duckdb.DuckDBPyRelation:

@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from numba import njit
+from numba import njit, prange
 
 from grinder.data.errors import DataError
 from grinder.data.instruments import Instrument
@@ -82,7 +83,28 @@ class Tape:
         )
 
 
+@njit(cache=True, inline="always")
+def _book_first(b_ts, b_seq, i, t_ts, t_seq, j):
+    """Whether book row i comes before trade j: by exchange time, then arrival order."""
+    return b_ts[i] < t_ts[j] or (b_ts[i] == t_ts[j] and b_seq[i] <= t_seq[j])
+
+
 @njit(cache=True)
+def _split(b_ts, b_seq, t_ts, t_seq, k):
+    """How many book rows are among the first k merged rows (merge-path binary search)."""
+    nb, nt = b_ts.shape[0], t_ts.shape[0]
+    lo, hi = max(0, k - nt), min(k, nb)
+    while lo < hi:
+        i = (lo + hi) // 2
+        # Taking i book rows is too few if book row i still precedes trade k - i - 1.
+        if _book_first(b_ts, b_seq, i, t_ts, t_seq, k - i - 1):
+            lo = i + 1
+        else:
+            hi = i
+    return lo
+
+
+@njit(cache=True, parallel=True)
 def _merge(
     b_ts,
     b_loc,
@@ -100,8 +122,9 @@ def _merge(
     t_px,
     t_qty,
     tick,
+    parts,
 ):
-    """Merge book rows and trades by (ts_exch, seq) into tape columns; one pass, no Python loop."""
+    """Merge book rows and trades by (ts_exch, seq) into tape columns, `parts` chunks in parallel."""
     nb, nt = b_ts.shape[0], t_ts.shape[0]
     n = nb + nt
     ts = np.empty(n, np.int64)
@@ -112,41 +135,39 @@ def _merge(
     ticks = np.empty(n, np.int64)
     qty = np.empty(n, np.float64)
     ref = np.empty(n, np.int64)
-    flags = np.zeros(n, np.uint8)
-    i = j = 0
+    flags = np.empty(n, np.uint8)
     inv_tick = 1.0 / tick
-    for k in range(n):
-        take_book = j >= nt or (
-            i < nb and (b_ts[i] < t_ts[j] or (b_ts[i] == t_ts[j] and b_seq[i] <= t_seq[j]))
-        )
-        if take_book:
-            ts[k] = b_ts[i]
-            loc[k] = b_loc[i]
-            kind[k] = b_kind[i]
-            side[k] = b_side[i]
-            px[k] = b_px[i]
-            qty[k] = b_qty[i]
-            ref[k] = b_uid[i]
-            if i == nb - 1 or b_uid[i + 1] != b_uid[i]:
+    for p in prange(parts):
+        k0 = n * p // parts
+        k1 = n * (p + 1) // parts
+        i = _split(b_ts, b_seq, t_ts, t_seq, k0)
+        j = k0 - i
+        for k in range(k0, k1):
+            if j >= nt or (i < nb and _book_first(b_ts, b_seq, i, t_ts, t_seq, j)):
+                ts[k] = b_ts[i]
+                loc[k] = b_loc[i]
+                kind[k] = b_kind[i]
+                side[k] = b_side[i]
+                px[k] = b_px[i]
+                qty[k] = b_qty[i]
+                ref[k] = b_uid[i]
+                flags[k] = 1 if i == nb - 1 or b_uid[i + 1] != b_uid[i] else 0
+                i += 1
+            else:
+                ts[k] = t_ts[j]
+                loc[k] = t_loc[j]
+                kind[k] = 3
+                side[k] = t_side[j]
+                px[k] = t_px[j]
+                qty[k] = t_qty[j]
+                ref[k] = t_id[j]
                 flags[k] = 1
-            i += 1
-        else:
-            ts[k] = t_ts[j]
-            loc[k] = t_loc[j]
-            kind[k] = 3
-            side[k] = t_side[j]
-            px[k] = t_px[j]
-            qty[k] = t_qty[j]
-            ref[k] = t_id[j]
-            flags[k] = 1
-            j += 1
-        ticks[k] = np.int64(np.rint(px[k] * inv_tick))
+                j += 1
+            ticks[k] = np.int64(np.rint(px[k] * inv_tick))
     return ts, loc, kind, side, px, ticks, qty, ref, flags
 
 
-def _files(
-    root: Path, table: str, venue: str, symbol: str, lo_ns: int | None, hi_ns: int | None
-) -> list[Path]:
+def _files(root: Path, table: str, venue: str, symbol: str, lo_ns: int | None, hi_ns: int | None) -> list[Path]:
     base = root / partition_dir(table, venue, symbol, "x").parent
     if not base.is_dir():
         return []
@@ -201,6 +222,24 @@ def _window(t: pa.Table | None, lo: int | None, hi: int | None) -> pa.Table | No
     return t.slice(a, b - a)
 
 
+def _last_full_reset(book: pa.Table, at_ns: int) -> int:
+    """Exchange time of the last reset of both sides at or before `at_ns` (else `at_ns`).
+
+    A full reset is one row with side 0, or a bid reset and an ask reset in the same message
+    (hftbacktest clears each side separately before its snapshot).
+    """
+    ts = _np(book, "ts_exch", np.int64)
+    r = np.flatnonzero((_np(book, "kind", np.int8) == BOOK_RESET) & (ts <= at_ns))
+    if not r.size:
+        return at_ns
+    side, uid = _np(book, "side", np.int8)[r], _np(book, "update_id", np.int64)[r]
+    both = np.intersect1d(uid[side > 0], uid[side < 0])
+    full = np.flatnonzero((side == SIDE_BOTH) | np.isin(uid, both))
+    if not full.size:
+        return at_ns
+    return int(ts[r[np.flatnonzero(uid == uid[full[-1]])[0]]])
+
+
 def load_tape(
     root: str | Path,
     venue: str,
@@ -217,29 +256,20 @@ def load_tape(
     book_all = _read(_files(root, "book", venue, symbol, None, end_ns), list(_BOOK_COLS))
     book_lo = start_ns
     if book_all is not None and start_ns is not None:
-        ts = _np(book_all, "ts_exch", np.int64)
-        resets = np.flatnonzero(
-            (_np(book_all, "kind", np.int8) == BOOK_RESET)
-            & (_np(book_all, "side", np.int8) == SIDE_BOTH)
-            & (ts <= start_ns)
-        )
-        book_lo = int(ts[resets[-1]]) if resets.size else start_ns
+        book_lo = _last_full_reset(book_all, start_ns)
     book = _window(book_all, book_lo, end_ns)
     trades = _window(
         _read(_files(root, "trades", venue, symbol, start_ns, end_ns), list(_TRADE_COLS)), start_ns, end_ns
     )
-    bbo = _window(
-        _read(_files(root, "bbo", venue, symbol, start_ns, end_ns), list(_BBO_COLS)), start_ns, end_ns
-    )
-    fund = _window(
-        _read(_files(root, "funding", venue, symbol, start_ns, end_ns), list(_FUND_COLS)), start_ns, end_ns
-    )
+    bbo = _window(_read(_files(root, "bbo", venue, symbol, start_ns, end_ns), list(_BBO_COLS)), start_ns, end_ns)
+    fund = _window(_read(_files(root, "funding", venue, symbol, start_ns, end_ns), list(_FUND_COLS)), start_ns, end_ns)
     if all(t is None or t.num_rows == 0 for t in (book, trades)):
         raise DataError(f"no book or trade rows for {venue}/{symbol} in the selected time range")
     cols = _merge(
         *(_np(book, c, d) for c, d in _BOOK_COLS.items()),
         *(_np(trades, c, d) for c, d in _TRADE_COLS.items()),
         inst.tick_size,
+        max(1, min(numba.get_num_threads(), (len(book or ()) + len(trades or ())) // 1_000_000)),
     )
     start = 0 if start_ns is None else int(np.searchsorted(cols[0], start_ns, "left"))
     return Tape(

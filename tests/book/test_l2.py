@@ -22,7 +22,9 @@ from grinder.book.l2 import (
 
 ops = st.lists(
     st.one_of(
-        st.tuples(st.just("set"), st.sampled_from([BID, ASK]), st.integers(1, 60), st.sampled_from([0.0, 0.5, 1.0, 3.0])),
+        st.tuples(
+            st.just("set"), st.sampled_from([BID, ASK]), st.integers(1, 60), st.sampled_from([0.0, 0.5, 1.0, 3.0])
+        ),
         st.tuples(st.just("clear"), st.sampled_from([BID, ASK]), st.just(0), st.just(0.0)),
     ),
     max_size=200,

@@ -65,8 +65,21 @@ def test_ingest_then_ls(real_lines, tmp_path):
         (["data", "query", "select nope from book", "--root", "{sample}"], "query failed: Binder Error"),
         (["data", "ls", "--root", "{empty}"], "holds no data"),
         (["data", "check", "--symbol", "BTCUSDT", "--root", "{sample}", "--start", "yesterday"], "cannot read time"),
-        (["data", "check", "--symbol", "BTCUSDT", "--root", "{sample}", "--start", "2020-01-01",
-          "--end", "2020-01-02"], "no book or trade rows"),  # fmt: skip
+        (
+            [
+                "data",
+                "check",
+                "--symbol",
+                "BTCUSDT",
+                "--root",
+                "{sample}",
+                "--start",
+                "2020-01-01",
+                "--end",
+                "2020-01-02",
+            ],
+            "no book or trade rows",
+        ),  # fmt: skip
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, sample, tmp_path):

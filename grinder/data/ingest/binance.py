@@ -41,9 +41,7 @@ def _local_unit(ts: int, path: Path, line: int) -> int:
         return 1
     if 10**14 <= ts < 10**16:
         return 1000
-    raise DataError(
-        f"local timestamp {ts} is neither microseconds nor nanoseconds since 1970", str(path), line
-    )
+    raise DataError(f"local timestamp {ts} is neither microseconds nor nanoseconds since 1970", str(path), line)
 
 
 class _Slow:
@@ -174,9 +172,7 @@ def _scan(paths: list[Path], symbol: str, report: IngestReport, compiled: bool) 
         lines_map.add(path, g0)
         buf = np.frombuffer(raw, np.uint8)
         # Without the compiled scanner every line takes the orjson path (tests compare the two).
-        kind, local, dep, lev, bi, bf, ti, tf, mi, mf = bf_scan(
-            buf, sym_lit if compiled else _NO_SYMBOL, _POW10
-        )
+        kind, local, dep, lev, bi, bf, ti, tf, mi, mf = bf_scan(buf, sym_lit if compiled else _NO_SYMBOL, _POW10)
         nlines = len(kind)
         if nlines == 0:
             raise DataError("empty file", str(path))
@@ -376,8 +372,7 @@ def _sync(kind, first, last, prev, nlev, line, path_of, report: IngestReport) ->
             if prev[m] != last_u:
                 p, ln = path_of(line[m])
                 report.gaps.append(
-                    f"{p}:{ln}: sequence gap: pu={prev[m]} but previous u={last_u}; "
-                    "book resyncs from the next snapshot"
+                    f"{p}:{ln}: sequence gap: pu={prev[m]} but previous u={last_u}; book resyncs from the next snapshot"
                 )
                 state = _WAIT
                 order.append(-m - 1)
@@ -399,9 +394,7 @@ def _sync(kind, first, last, prev, nlev, line, path_of, report: IngestReport) ->
         else:
             process(m)
     if buffered:
-        report.skip(
-            "depth level in a diff with no snapshot to sync from", int(sum(nlev[b] for b in buffered))
-        )
+        report.skip("depth level in a diff with no snapshot to sync from", int(sum(nlev[b] for b in buffered)))
     return order
 
 
@@ -424,9 +417,7 @@ def parse_binance(paths: list[Path], inst: Instrument, compiled: bool = True) ->
     # Levels of each message, in message (file) order, for validation.
     in_order = np.repeat(lev_off, nlev) + (np.arange(lev_line.size) - np.repeat(np.cumsum(nlev) - nlev, nlev))
     price, qty = sc.levels[:, 0], sc.levels[:, 1]
-    check_prices_qtys(
-        price[in_order], qty[in_order], lev_line, path_of, inst, "depth level", qty_may_be_zero=True
-    )
+    check_prices_qtys(price[in_order], qty[in_order], lev_line, path_of, inst, "depth level", qty_may_be_zero=True)
     zero_snap = np.flatnonzero(np.repeat(kind == BOOK_SNAPSHOT, nlev) & (qty[in_order] == 0))
     if zero_snap.size:
         raise DataError("snapshot level with zero quantity", *path_of(lev_line[zero_snap[0]]))

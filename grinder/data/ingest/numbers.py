@@ -22,7 +22,10 @@ def parse_decimals(strings: list[str]) -> tuple[np.ndarray, int]:
             io.BytesIO(buf),
             read_options=pcsv.ReadOptions(column_names=["v"], block_size=1 << 26),
             parse_options=pcsv.ParseOptions(newlines_in_values=False),
-            convert_options=pcsv.ConvertOptions(column_types={"v": pa.float64()}, strings_can_be_null=False),
+            # No null spellings: "NA" or "null" must be rejected like float() would, not become NaN.
+            convert_options=pcsv.ConvertOptions(
+                column_types={"v": pa.float64()}, null_values=[], strings_can_be_null=False
+            ),
         )
         values = table.column("v").to_numpy()
         if len(values) == len(strings):
@@ -51,16 +54,16 @@ def check_prices_qtys(
     bad = np.flatnonzero(~np.isfinite(price) | (price <= 0))
     if bad.size:
         i = bad[0]
-        raise DataError(f"{what}: invalid price {price[i]!r}", *path_of(line[i]))
+        raise DataError(f"{what}: invalid price {float(price[i])!r}", *path_of(line[i]))
     bad = np.flatnonzero(~np.isfinite(qty) | (qty < 0) | ((qty == 0) & (not qty_may_be_zero)))
     if bad.size:
         i = bad[0]
-        raise DataError(f"{what}: invalid quantity {qty[i]!r}", *path_of(line[i]))
+        raise DataError(f"{what}: invalid quantity {float(qty[i])!r}", *path_of(line[i]))
     bad = off_grid(price, inst.tick_size)
     if bad.size:
         i = bad[0]
         raise DataError(
-            f"{what}: price {price[i]!r} is not a multiple of the tick size {inst.tick_size} "
+            f"{what}: price {float(price[i])!r} is not a multiple of the tick size {inst.tick_size} "
             f"of {inst.venue}/{inst.symbol}",
             *path_of(line[i]),
         )
@@ -68,7 +71,7 @@ def check_prices_qtys(
     if bad.size:
         i = bad[0]
         raise DataError(
-            f"{what}: quantity {qty[i]!r} is not a multiple of the lot size {inst.lot_size} "
+            f"{what}: quantity {float(qty[i])!r} is not a multiple of the lot size {inst.lot_size} "
             f"of {inst.venue}/{inst.symbol}",
             *path_of(line[i]),
         )
