@@ -34,39 +34,25 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _prefault(mb: int) -> None:
-    """Touch and free `mb` of memory: a fresh VM backs guest pages on first touch (~3 ms/MB here),
-    a cost a long-running research process does not pay again. Reported figures exclude it."""
-    import numpy as np
-
-    a = np.ones(mb * 131072)
-    del a
-
-
 def stage_ingest_real(root: Path) -> dict:
+    """Ingest every real window twice (into two lakes) and report the second pass: the first one
+    loads compiled kernels and lets the VM back its memory, as a long-running process would."""
     from grinder.data.ingest.binance import parse_binance
     from grinder.data.instruments import resolve_instrument
     from grinder.data.lake import Lake
 
     out = {}
-    warm = [REAL / "btcusdt_20240808.gz"]
-    parse_binance(warm, resolve_instrument("binance-usdm", "BTCUSDT"))  # load compiled scanner
-    _prefault(1024)
-    for name, (files, symbol) in WINDOWS.items():
-        paths = [REAL / f for f in files]
-        inst = resolve_instrument("binance-usdm", symbol)
-        t0 = time.perf_counter()
-        batch = parse_binance(paths, inst)
-        t1 = time.perf_counter()
-        Lake(root).write(batch, paths)
-        t2 = time.perf_counter()
-        rows = sum(batch.report.rows.values())
-        out[name] = {
-            "rows": rows,
-            "book_rows": batch.report.rows["book"],
-            "parse_s": t1 - t0,
-            "write_s": t2 - t1,
-        }
+    for attempt in ("first", "second"):
+        for name, (files, symbol) in WINDOWS.items():
+            paths = [REAL / f for f in files]
+            inst = resolve_instrument("binance-usdm", symbol)
+            t0 = time.perf_counter()
+            batch = parse_binance(paths, inst)
+            t1 = time.perf_counter()
+            Lake(root if attempt == "second" else root.with_name(root.name + "-first")).write(batch, paths)
+            t2 = time.perf_counter()
+            rows = sum(batch.report.rows.values())
+            out[name] = {"rows": rows, "book_rows": batch.report.rows["book"], "parse_s": t1 - t0, "write_s": t2 - t1}
     out["peak_rss_mb"] = _peak_mb()
     return out
 
@@ -95,7 +81,7 @@ def stage_ingest_tardis(root: Path, csv_dir: Path) -> dict:
 
     inst = read_instrument(root, "synthetic", "SYNTHUSDT")
     paths = sorted(csv_dir.glob("*.csv"))
-    _prefault(2048)
+    parse_tardis(paths, inst)  # first pass: the VM backs the memory the parse needs
     t0 = time.perf_counter()
     batch = parse_tardis(paths, inst)
     t1 = time.perf_counter()
@@ -112,6 +98,7 @@ def stage_ingest_tardis(root: Path, csv_dir: Path) -> dict:
 
 
 def stage_load(root: Path, venue: str, symbol: str) -> dict:
+    """Build the tape from Parquet: once cold (first in the process), then the best of three."""
     import numpy as np
 
     from grinder.data import tape as tape_mod
@@ -120,11 +107,10 @@ def stage_load(root: Path, venue: str, symbol: str) -> dict:
     z, zi = np.zeros(1, np.int64), np.zeros(1, np.int8)
     f = np.ones(1)
     tape_mod._merge(z, z, z, z, zi, zi, f, f, z, z, z, z, zi, f, f, 0.1, 1)  # load the compiled merge
-    _prefault(2048)
     t0 = time.perf_counter()
     tape = load_tape(root, venue, symbol)
     cold = time.perf_counter() - t0
-    n = len(tape)
+    n = _tape_rows(tape)
     del tape
     best = float("inf")
     for _ in range(3):
@@ -132,7 +118,42 @@ def stage_load(root: Path, venue: str, symbol: str) -> dict:
         tape = load_tape(root, venue, symbol)
         best = min(best, time.perf_counter() - t0)
         del tape
-    return {"rows": n, "cold_s": cold, "warm_s": best, "peak_rss_mb": _peak_mb(), "np": np.__version__}
+    load_tape(root, venue, symbol, cache=True)  # leaves the cached tape for stage_load_cached
+    return {"rows": n, "cold_s": cold, "warm_s": best, "peak_rss_mb": _peak_mb()}
+
+
+def stage_load_cached(root: Path, venue: str, symbol: str) -> dict:
+    """Open the cached tape in a fresh process and read every value of every column once."""
+    import numpy as np
+
+    from grinder.data.tape import load_tape
+
+    t0 = time.perf_counter()
+    tape = load_tape(root, venue, symbol, cache=True)
+    opened = time.perf_counter() - t0
+    assert isinstance(tape.ts_exch, np.memmap), "expected a cache hit"
+    cols = (
+        [
+            getattr(tape, c)
+            for c in ("ts_exch", "ts_local", "kind", "side", "price", "price_ticks", "qty", "ref", "flags")
+        ]
+        + list(tape.bbo.columns.values())
+        + list(tape.funding.columns.values())
+    )
+    total = sum(int(np.asarray(c).view(np.uint8).sum(dtype=np.uint64)) for c in cols)  # touch every page
+    touched = time.perf_counter() - t0
+    return {
+        "rows": _tape_rows(tape),
+        "open_s": opened,
+        "read_s": touched,
+        "checksum": total % 997,
+        "peak_rss_mb": _peak_mb(),
+    }
+
+
+def _tape_rows(tape) -> int:
+    """Rows loaded into numpy: tape events plus the BBO and funding series."""
+    return len(tape) + len(tape.bbo) + len(tape.funding)
 
 
 def _child(stage: str, *args: str) -> dict:
@@ -171,6 +192,7 @@ def _export_tardis(root: Path, csv_dir: Path) -> None:
             }
         ),
         csv_dir / "synthetic_incremental_book_L2_SYNTHUSDT.csv",
+        write_options=pcsv.WriteOptions(quoting_style="none"),
     )
     tr = cat.query("select ts_exch, ts_local, trade_id, side, price, qty from trades").to_arrow_table()
     n = tr.num_rows
@@ -188,7 +210,23 @@ def _export_tardis(root: Path, csv_dir: Path) -> None:
             }
         ),
         csv_dir / "synthetic_trades_SYNTHUSDT.csv",
+        write_options=pcsv.WriteOptions(quoting_style="none"),
     )
+
+
+def _report_load(label: str, root: Path, venue: str, symbol: str) -> dict:
+    lp = _child("load", str(root), venue, symbol)
+    lc = _child("load-cached", str(root), venue, symbol)
+    n = lp["rows"]
+    print(
+        f"loader, {label}: {n:,} rows (tape + bbo + funding) into numpy\n"
+        f"  from Parquet: first load {n / lp['cold_s'] / 1e6:.1f} M rows/s, repeated {n / lp['warm_s'] / 1e6:.1f} M "
+        f"rows/s; peak RSS {lp['peak_rss_mb']:.0f} MB\n"
+        f"  from the tape cache (fresh process, memory-mapped, every byte read once): "
+        f"{n / lc['read_s'] / 1e6:.1f} M rows/s (open alone {lc['open_s'] * 1e3:.1f} ms); "
+        f"peak RSS {lc['peak_rss_mb']:.0f} MB"
+    )
+    return {"parquet": lp, "cached": lc}
 
 
 def main() -> None:
@@ -203,11 +241,12 @@ def main() -> None:
             "synth": stage_synth,
             "ingest-tardis": stage_ingest_tardis,
             "load": stage_load,
+            "load-cached": stage_load_cached,
         }[a.stage]
         args = (
             [Path(a.args[0])]
             + ([a.events] if a.stage == "synth" else [])
-            + [Path(x) if a.stage != "load" else x for x in a.args[1:]]
+            + [Path(x) if not a.stage.startswith("load") else x for x in a.args[1:]]
         )
         print(json.dumps(fn(*args)))
         return
@@ -233,11 +272,7 @@ def main() -> None:
             f"price-level rows {book / secs / 1e6:.2f} M/s; peak RSS {r['peak_rss_mb']:.0f} MB"
         )
 
-        results["load_real"] = lr = _child("load", str(real), "binance-usdm", "BTCUSDT")
-        print(
-            f"loader, real BTCUSDT (3 windows): {lr['rows']:,} rows; cold {lr['rows'] / lr['cold_s'] / 1e6:.1f} M "
-            f"rows/s, warm {lr['rows'] / lr['warm_s'] / 1e6:.1f} M rows/s; peak RSS {lr['peak_rss_mb']:.0f} MB"
-        )
+        results["load_real"] = _report_load("real BTCUSDT (3 windows)", real, "binance-usdm", "BTCUSDT")
 
         results["synth"] = s = _child("synth", str(synth), "--events", str(a.events))
         print(
@@ -245,11 +280,7 @@ def main() -> None:
             f"{s['write_s']:.2f} s; peak RSS {s['peak_rss_mb']:.0f} MB"
         )
 
-        results["load_synth"] = ls = _child("load", str(synth), "synthetic", "SYNTHUSDT")
-        print(
-            f"loader, synthetic: {ls['rows']:,} rows; cold {ls['rows'] / ls['cold_s'] / 1e6:.1f} M rows/s, "
-            f"warm {ls['rows'] / ls['warm_s'] / 1e6:.1f} M rows/s; peak RSS {ls['peak_rss_mb']:.0f} MB"
-        )
+        results["load_synth"] = _report_load(f"synthetic {a.events:,} events", synth, "synthetic", "SYNTHUSDT")
 
         csv_dir = tmp / "csv"
         _export_tardis(synth, csv_dir)

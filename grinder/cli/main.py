@@ -78,6 +78,7 @@ def ingest(
     contract: Annotated[str | None, typer.Option(help="linear or inverse.")] = None,
     maker_fee: Annotated[float | None, typer.Option(help="Maker fee as a fraction (0.0002 = 2 bp).")] = None,
     taker_fee: Annotated[float | None, typer.Option(help="Taker fee as a fraction.")] = None,
+    compression: Annotated[str, typer.Option(help="Parquet compression: lz4 (fast), zstd (small).")] = "lz4",
 ) -> None:
     """Parse vendor files, validate every row and write them to the lake atomically."""
     from grinder.data.ingest import parse
@@ -102,10 +103,11 @@ def ingest(
             taker_fee=taker_fee,
         ),
     )
+    lake = Lake(root, compression)
     t0 = time.perf_counter()
     with err.status(f"ingesting {len(paths)} file(s) as {fmt.value} {inst.venue}/{inst.symbol}"):
         batch = parse(fmt.value, paths, inst)
-        manifest = Lake(root).write(batch, paths)
+        manifest = lake.write(batch, paths)
     dt = time.perf_counter() - t0
     rep = manifest["report"]
     total = sum(rep["rows"].values())

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numba import njit, prange
 
+from grinder.data import tape_cache
 from grinder.data.errors import DataError
 from grinder.data.instruments import Instrument
 from grinder.data.lake import NS_PER_DAY, partition_dir
@@ -196,6 +197,10 @@ def _read(files: list[Path], schema_cols: list[str]) -> pa.Table:
     return t
 
 
+def _rows(*tables: pa.Table | None) -> int:
+    return sum(t.num_rows for t in tables if t is not None)
+
+
 def _np(t: pa.Table | None, col: str, dtype) -> np.ndarray:
     if t is None:
         return np.empty(0, dtype)
@@ -222,8 +227,8 @@ def _window(t: pa.Table | None, lo: int | None, hi: int | None) -> pa.Table | No
     return t.slice(a, b - a)
 
 
-def _last_full_reset(book: pa.Table, at_ns: int) -> int:
-    """Exchange time of the last reset of both sides at or before `at_ns` (else `at_ns`).
+def _last_full_reset(book: pa.Table, at_ns: int) -> int | None:
+    """Exchange time of the last reset of both sides at or before `at_ns`, or None.
 
     A full reset is one row with side 0, or a bid reset and an ask reset in the same message
     (hftbacktest clears each side separately before its snapshot).
@@ -231,13 +236,36 @@ def _last_full_reset(book: pa.Table, at_ns: int) -> int:
     ts = _np(book, "ts_exch", np.int64)
     r = np.flatnonzero((_np(book, "kind", np.int8) == BOOK_RESET) & (ts <= at_ns))
     if not r.size:
-        return at_ns
+        return None
     side, uid = _np(book, "side", np.int8)[r], _np(book, "update_id", np.int64)[r]
     both = np.intersect1d(uid[side > 0], uid[side < 0])
     full = np.flatnonzero((side == SIDE_BOTH) | np.isin(uid, both))
     if not full.size:
-        return at_ns
+        return None
     return int(ts[r[np.flatnonzero(uid == uid[full[-1]])[0]]])
+
+
+def _book_selection(root: Path, venue: str, symbol: str, start_ns: int | None, end_ns: int | None):
+    """Book part files to read and the time to read from, so the book is whole at `start_ns`.
+
+    Walks date partitions back from the start's date, reading only the reset rows' columns,
+    until it finds a full reset; a long lake is not read from its beginning.
+    """
+    files = _files(root, "book", venue, symbol, None, end_ns)
+    if start_ns is None or not files:
+        return files, start_ns
+    days = sorted({f.parent for f in files})
+    first_day = np.datetime64(start_ns, "ns").astype("datetime64[D]").astype(np.int64)
+    for d in reversed(days):
+        day = np.datetime64(d.name[5:], "D").astype(np.int64)
+        if day > first_day:
+            continue
+        part = _read(sorted(d.glob("*.parquet")), ["ts_exch", "seq", "kind", "side", "update_id"])
+        lo = _last_full_reset(part, start_ns)
+        if lo is not None:
+            return [f for f in files if f.parent >= d], lo
+    # No snapshot before start: the book cannot be whole; read what there is from the beginning.
+    return files, None
 
 
 def load_tape(
@@ -246,18 +274,28 @@ def load_tape(
     symbol: str,
     start_ns: int | None = None,
     end_ns: int | None = None,
+    cache: bool = False,
 ) -> Tape:
-    """Load [start_ns, end_ns) of one instrument from the lake into a Tape."""
+    """Load [start_ns, end_ns) of one instrument from the lake into a Tape.
+
+    With `cache`, the built tape is kept under ``<root>/_tapes`` and later loads of the same
+    selection return read-only memory maps of it (until the instrument's data changes).
+    """
     root = Path(root)
-    inst = read_instrument(root, venue, symbol)
     if start_ns is not None and end_ns is not None and end_ns <= start_ns:
         raise DataError(f"empty time range: end {end_ns} <= start {start_ns}")
+    if cache:
+        key = tape_cache.cache_key(root, venue, symbol, start_ns, end_ns)
+        hit = tape_cache.open_cached(root, key)
+        if hit is not None:
+            return hit
+        tape = load_tape(root, venue, symbol, start_ns, end_ns)
+        tape_cache.save(tape, root, key)
+        return tape
+    inst = read_instrument(root, venue, symbol)
     # Book rows: from the last full reset (snapshot start) at or before start, so the book is whole.
-    book_all = _read(_files(root, "book", venue, symbol, None, end_ns), list(_BOOK_COLS))
-    book_lo = start_ns
-    if book_all is not None and start_ns is not None:
-        book_lo = _last_full_reset(book_all, start_ns)
-    book = _window(book_all, book_lo, end_ns)
+    book_files, book_lo = _book_selection(root, venue, symbol, start_ns, end_ns)
+    book = _window(_read(book_files, list(_BOOK_COLS)), book_lo, end_ns)
     trades = _window(
         _read(_files(root, "trades", venue, symbol, start_ns, end_ns), list(_TRADE_COLS)), start_ns, end_ns
     )
@@ -269,7 +307,7 @@ def load_tape(
         *(_np(book, c, d) for c, d in _BOOK_COLS.items()),
         *(_np(trades, c, d) for c, d in _TRADE_COLS.items()),
         inst.tick_size,
-        max(1, min(numba.get_num_threads(), (len(book or ()) + len(trades or ())) // 1_000_000)),
+        max(1, min(numba.get_num_threads(), _rows(book, trades) // 1_000_000)),
     )
     start = 0 if start_ns is None else int(np.searchsorted(cols[0], start_ns, "left"))
     return Tape(

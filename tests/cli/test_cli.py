@@ -62,6 +62,7 @@ def test_ingest_then_ls(real_lines, tmp_path):
         (["data", "ingest", "binance", "{bad}", "--symbol", "DOGEUSDT"], "no built-in rules for binance-usdm/DOGEUSDT"),
         (["data", "ingest", "binance", "{bad}", "--symbol", "BTCUSDT", "--tick-size", "-1"], "invalid tick_size"),
         (["data", "ingest", "binance", "{bad}", "--symbol", "BTCUSDT"], "x.gz: corrupt or truncated gzip"),
+        (["data", "ingest", "binance", "{bad}", "--symbol", "BTCUSDT", "--compression", "gzip"], "unknown compression"),
         (["data", "query", "select nope from book", "--root", "{sample}"], "query failed: Binder Error"),
         (["data", "ls", "--root", "{empty}"], "holds no data"),
         (["data", "check", "--symbol", "BTCUSDT", "--root", "{sample}", "--start", "yesterday"], "cannot read time"),

@@ -232,3 +232,13 @@ def test_gzip_and_plain_text_give_the_same_rows(real_lines, tmp_path):
     plain.write_bytes(gzip.decompress(gz.read_bytes()))
     a, b = parse_binance([gz], BTC), parse_binance([plain], BTC)
     assert all(a.tables[t].equals(b.tables[t]) for t in a.tables)
+
+
+def test_window_after_midnight_warms_up_from_the_previous_days_snapshot(ingested):
+    _, root = ingested["btcusdt_20240718"]
+    start = int(np.datetime64("2024-07-19T00:02:00", "ns").astype(np.int64))
+    tape = load_tape(root, "binance-usdm", "BTCUSDT", start, start + 60_000_000_000)
+    # The snapshot was taken on 2024-07-18 at 23:57; the book partition of that day is read too.
+    assert tape.kind[0] == BOOK_RESET and tape.ts_exch[0] < start - 120_000_000_000
+    check = replay_check(tape)
+    assert check.crossed == 0 and check.bbo_checked > 0 and check.bbo_matched == check.bbo_checked

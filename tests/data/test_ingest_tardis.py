@@ -313,3 +313,11 @@ def test_empty_file_and_no_rows(tmp_path):
     assert assert_error([empty], None, "empty file").path == str(empty)
     header_only = write(tmp_path, "h.csv", [BOOK_HEADER], gz=False)
     assert assert_error([header_only], None, "no market data for BTCUSDT").path == str(header_only)
+
+
+def test_quoted_header_names_are_accepted(tmp_path):
+    lines = small_book()
+    quoted = ",".join(f'"{c}"' for c in lines[0].split(","))
+    plain = parse_tardis([write(tmp_path, "a.csv", lines, gz=False)], BTC).tables["book"]
+    got = parse_tardis([write(tmp_path, "b.csv", [quoted] + lines[1:], gz=False)], BTC).tables["book"]
+    assert got.equals(plain)

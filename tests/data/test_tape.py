@@ -72,3 +72,24 @@ def test_empty_selection_is_a_clear_error(lake):
         load_tape(root, "binance-usdm", "DOGEUSDT")
     with pytest.raises(DataError, match="empty time range"):
         load_tape(root, "binance-usdm", "BTCUSDT", 10, 5)
+
+
+def test_tape_cache_returns_equal_read_only_maps_and_follows_new_ingests(real_dir, tmp_path):
+    root = tmp_path / "lake"
+    path = real_dir / "btcusdt_20240808.gz"
+    Lake(root).write(parse_binance([path], BTC), [path])
+    start = None
+    built = load_tape(root, "binance-usdm", "BTCUSDT", start, None, cache=True)
+    again = load_tape(root, "binance-usdm", "BTCUSDT", start, None, cache=True)
+    assert isinstance(again.ts_exch, np.memmap) and not again.ts_exch.flags.writeable
+    for c in ("ts_exch", "ts_local", "kind", "side", "price", "price_ticks", "qty", "ref", "flags"):
+        assert np.array_equal(getattr(built, c), getattr(again, c)), c
+    assert np.array_equal(built.bbo.bid_qty, again.bbo.bid_qty) and again.instrument == built.instrument
+    assert replay_check(again) == replay_check(built)
+    entries = list((root / "_tapes").iterdir())
+    assert len(entries) == 1
+    # A new ingest of the instrument drops its cached tapes; the next load rebuilds from the lake.
+    Lake(root).write(parse_binance([path], BTC.model_copy(update={"maker_fee": 0.0001})), [path])
+    assert not any((root / "_tapes").iterdir())
+    fresh = load_tape(root, "binance-usdm", "BTCUSDT", cache=True)
+    assert fresh.instrument.maker_fee == 0.0001 and not isinstance(fresh.ts_exch, np.memmap)

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+from numba import njit
 
 from grinder.data.errors import DataError
 from grinder.data.ingest.numbers import check_prices_qtys, check_sorted, parse_decimals
@@ -71,7 +72,8 @@ def _read_header(raw: bytes, path: Path) -> tuple[str, list[str]]:
     end = raw.find(b"\n")
     first = raw[: end if end >= 0 else len(raw)].rstrip(b"\r")
     try:
-        names = first.decode().split(",")
+        # Other CSV writers (pandas, pyarrow) may quote the header names.
+        names = [n.strip('"') for n in first.decode().split(",")]
     except UnicodeDecodeError:
         raise DataError("header is not text", str(path), 1) from None
     if "is_snapshot" in names:
@@ -212,6 +214,23 @@ class _Stream:
         return {c: np.concatenate([p[c] for p in self.parts]) for c in names}
 
 
+@njit(cache=True)
+def _arrival_ranks(book_local_us: np.ndarray, trade_local_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks of two time-sorted streams in their merged order (book first at equal local µs)."""
+    nb, nt = book_local_us.shape[0], trade_local_us.shape[0]
+    rb = np.empty(nb, np.int64)
+    rt = np.empty(nt, np.int64)
+    i = j = 0
+    while i < nb or j < nt:
+        if j >= nt or (i < nb and book_local_us[i] <= trade_local_us[j]):
+            rb[i] = i + j
+            i += 1
+        else:
+            rt[j] = i + j
+            j += 1
+    return rb, rt
+
+
 def _book_table(s: dict[str, np.ndarray]) -> pa.Table:
     """Book rows with a reset before each snapshot and message-counter update ids."""
     n = s["line"].size
@@ -223,17 +242,11 @@ def _book_table(s: dict[str, np.ndarray]) -> pa.Table:
         new_msg[1:] = (s["ts"][1:] != s["ts"][:-1]) | (s["loc"][1:] != s["loc"][:-1]) | (snap[1:] != snap[:-1])
     new_msg |= start | s["file_start"]
     uid = np.cumsum(new_msg)
-    # Output position of each row: shifted by the resets put before it (and before earlier rows).
-    pos = np.arange(n) + np.cumsum(start)
     r = np.flatnonzero(start)
-    rpos = pos[r] - 1
-    m = n + r.size
 
     def place(rows: np.ndarray, resets, dtype) -> np.ndarray:
-        out = np.empty(m, dtype)
-        out[pos] = rows
-        out[rpos] = resets
-        return out
+        # Snapshots are few: insert their reset rows by slicing, not by scattering every row.
+        return np.insert(np.asarray(rows, dtype), r, resets)
 
     return pa.table(
         {
@@ -342,8 +355,7 @@ def parse_tardis(paths: list[Path], inst: Instrument) -> IngestBatch:
     check_sorted(t["loc"] * US, t["line"], path_of, "trade local timestamps")
     # Arrival order across the book and trade files: rank by local time (book first on ties), so
     # that equal exchange times are broken as they were received, not by which file came first.
-    b["arrival"] = np.arange(b["loc"].size) + np.searchsorted(t["loc"], b["loc"], "left")
-    t_arrival = np.arange(t["loc"].size) + np.searchsorted(b["loc"], t["loc"], "right")
+    b["arrival"], t_arrival = _arrival_ranks(b["loc"], t["loc"])
     tables["book"] = _book_table(b)
     report.rows["book"] = tables["book"].num_rows
 
