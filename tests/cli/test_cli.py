@@ -101,3 +101,14 @@ def test_malformed_file_reports_file_and_line(real_lines, tmp_path):
     assert r.returncode == 2
     assert f"{path}:121: malformed JSON" in r.stderr
     assert not (tmp_path / "lake" / "book").exists()
+
+
+def test_synth_then_check(tmp_path):
+    root = tmp_path / "lake"
+    r = grinder("data", "synth", "--events", "50000", "--seed", "3", "--root", root)
+    assert r.returncode == 0, r.stderr
+    assert "generated synthetic/SYNTHUSDT seed 3" in r.stdout
+    r = grinder("data", "check", "--venue", "synthetic", "--symbol", "SYNTHUSDT", "--root", root)
+    assert r.returncode == 0, r.stderr
+    facts = json.loads(r.stdout.strip().splitlines()[-1])
+    assert facts["crossed"] == 0 and facts["bbo_checked"] == facts["bbo_matched"] > 0
