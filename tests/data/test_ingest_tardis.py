@@ -30,11 +30,6 @@ def batch():
     return parse_tardis([BOOK_CSV, TRADES_CSV], BTC)
 
 
-@pytest.fixture(scope="module")
-def truth(real_dir):
-    return mf.ground_truth(mf.WINDOW_S, real_dir / mf.SOURCE.name)
-
-
 def _np(table, col):
     return table.column(col).to_numpy()
 
