@@ -13,13 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from grinder.book.l2 import ASK, BID, EMPTY, best_qty, best_ticks, clear_side, grow, new_book, set_level
+from grinder.book.l2 import ASK, BID, EMPTY, apply_row, best_qty, best_ticks, n_levels, new_book
 from grinder.data.tape import Tape
 
 
 @njit(cache=True)
-def _replay(kind, side, ticks, qty, ref, flags, bbo_uid, bbo_bid, bbo_bidq, bbo_ask, bbo_askq, cap):
-    keys, q, n = np.zeros((2, cap), np.int64), np.zeros((2, cap), np.float64), np.zeros(2, np.int64)
+def _replay(kind, side, ticks, qty, ref, flags, bbo_uid, bbo_bid, bbo_bidq, bbo_ask, bbo_askq, hdr, wq, ok, oq):
     valid = False
     batches = crossed = checked = matched = 0
     first_cross = first_mismatch = -1
@@ -30,25 +29,18 @@ def _replay(kind, side, ticks, qty, ref, flags, bbo_uid, bbo_bid, bbo_bidq, bbo_
         k = kind[i]
         if k == 3:
             continue
+        ok, oq = apply_row(hdr, wq, ok, oq, k, side[i], ticks[i], qty[i])
         if k == 2:
-            if side[i] >= 0:
-                clear_side(n, BID)
-            if side[i] <= 0:
-                clear_side(n, ASK)
             valid = False
-        else:
-            s = BID if side[i] > 0 else ASK
-            if set_level(keys, q, n, s, ticks[i], qty[i]) == 1:
-                keys, q = grow(keys, q)
-                set_level(keys, q, n, s, ticks[i], qty[i])
-            if k == 1:
-                valid = True
+        elif k == 1:
+            valid = True
         if flags[i] & 1 and valid:
             batches += 1
-            if n[0] + n[1] > max_levels:
-                max_levels = n[0] + n[1]
-            bb = best_ticks(keys, n, BID)
-            ba = best_ticks(keys, n, ASK)
+            levels = n_levels(hdr, BID) + n_levels(hdr, ASK)
+            if levels > max_levels:
+                max_levels = levels
+            bb = best_ticks(hdr, BID)
+            ba = best_ticks(hdr, ASK)
             if bb != EMPTY and ba != EMPTY and bb >= ba:
                 crossed += 1
                 if first_cross < 0:
@@ -61,8 +53,8 @@ def _replay(kind, side, ticks, qty, ref, flags, bbo_uid, bbo_bid, bbo_bidq, bbo_
                 if (
                     bb == bbo_bid[j]
                     and ba == bbo_ask[j]
-                    and best_qty(q, n, BID) == bbo_bidq[j]
-                    and best_qty(q, n, ASK) == bbo_askq[j]
+                    and best_qty(hdr, wq, ok, oq, BID) == bbo_bidq[j]
+                    and best_qty(hdr, wq, ok, oq, ASK) == bbo_askq[j]
                 ):
                     matched += 1
                 elif first_mismatch < 0:
@@ -84,7 +76,7 @@ class ReplayCheck:
     max_levels: int  # largest number of levels held (both sides)
 
 
-def replay_check(tape: Tape, capacity: int = 4096) -> ReplayCheck:
+def replay_check(tape: Tape) -> ReplayCheck:
     """Replay every book event of `tape` and compare against its BBO series."""
     tick = tape.instrument.tick_size
     b = tape.bbo
@@ -101,7 +93,7 @@ def replay_check(tape: Tape, capacity: int = 4096) -> ReplayCheck:
         b.bid_qty[order],
         np.rint(b.ask_price[order] / tick).astype(np.int64),
         b.ask_qty[order],
-        capacity,
+        *new_book(),
     )
     out = ReplayCheck(*res)
     if out.first_mismatch >= 0:
@@ -109,4 +101,4 @@ def replay_check(tape: Tape, capacity: int = 4096) -> ReplayCheck:
     return out
 
 
-__all__ = ["ReplayCheck", "replay_check", "new_book"]
+__all__ = ["ReplayCheck", "replay_check"]

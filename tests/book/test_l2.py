@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,65 +14,75 @@ from grinder.book.l2 import (
     clear_side,
     grow,
     level,
+    n_levels,
     new_book,
     qty_at,
     set_level,
 )
 
+# A 64-tick window over prices 1..600 exercises the overflow tier and re-centring constantly.
+prices = st.one_of(st.integers(250, 350), st.integers(1, 600))
 ops = st.lists(
     st.one_of(
-        st.tuples(
-            st.just("set"), st.sampled_from([BID, ASK]), st.integers(1, 60), st.sampled_from([0.0, 0.5, 1.0, 3.0])
-        ),
+        st.tuples(st.just("set"), st.sampled_from([BID, ASK]), prices, st.sampled_from([0.0, 0.5, 1.0, 3.0])),
         st.tuples(st.just("clear"), st.sampled_from([BID, ASK]), st.just(0), st.just(0.0)),
     ),
-    max_size=200,
+    max_size=250,
 )
+
+
+def _check(book, model):
+    hdr, wq, ok, oq = book
+    for side in (BID, ASK):
+        m = model[side]
+        assert n_levels(hdr, side) == len(m)
+        best = (max(m) if side == BID else min(m)) if m else EMPTY
+        assert best_ticks(hdr, side) == best
+        assert best_qty(hdr, wq, ok, oq, side) == (m[best] if m else 0.0)
+        ordered = sorted(m, reverse=side == BID)
+        for depth in range(len(ordered) + 1):
+            px, q = level(hdr, wq, ok, oq, side, depth)
+            if depth < len(ordered):
+                assert (px, q) == (ordered[depth], m[ordered[depth]]), (side, depth)
+            else:
+                assert px == EMPTY
 
 
 @settings(max_examples=300, deadline=None)
 @given(ops)
 def test_book_matches_dict_model(operations):
-    keys, qty, n = new_book(4)
+    hdr, wq, ok, oq = new_book(window=64, overflow=4)
     model = {BID: {}, ASK: {}}
     for op, s, p, q in operations:
         if op == "clear":
-            clear_side(n, s)
+            clear_side(hdr, wq, ok, oq, s)
             model[s].clear()
-            continue
-        if set_level(keys, qty, n, s, p, q) == 1:
-            keys, qty = grow(keys, qty)
-            assert set_level(keys, qty, n, s, p, q) == 0
-        if q > 0:
-            model[s][p] = q
         else:
-            model[s].pop(p, None)
-        for side in (BID, ASK):
-            m = model[side]
-            assert n[side] == len(m)
-            # Levels are kept sorted with the best last, and no level holds zero.
-            k = keys[side, : n[side]]
-            assert (np.diff(k) > 0).all()
-            assert (qty[side, : n[side]] > 0).all()
-            best = (max(m) if side == BID else min(m)) if m else EMPTY
-            assert best_ticks(keys, n, side) == best
-            assert best_qty(qty, n, side) == (m[best] if m else 0.0)
-            for price in (p, p + 1, 30):
-                assert qty_at(keys, qty, n, side, price) == m.get(price, 0.0)
-            ordered = sorted(m, reverse=side == BID)
-            for depth in range(len(ordered) + 1):
-                px, q2 = level(keys, qty, n, side, depth)
-                if depth < len(ordered):
-                    assert (px, q2) == (ordered[depth], m[ordered[depth]])
-                else:
-                    assert px == EMPTY
+            while set_level(hdr, wq, ok, oq, s, p, q) == 1:
+                ok, oq = grow(ok, oq)
+            if q > 0:
+                model[s][p] = q
+            else:
+                model[s].pop(p, None)
+        for price in (p, p + 1, 300, 5):
+            for side in (BID, ASK):
+                assert qty_at(hdr, wq, ok, oq, side, price) == model[side].get(price, 0.0)
+        _check((hdr, wq, ok, oq), model)
 
 
-def test_full_book_reports_overflow_without_changing():
-    keys, qty, n = new_book(2)
-    assert set_level(keys, qty, n, BID, 10, 1.0) == 0
-    assert set_level(keys, qty, n, BID, 11, 1.0) == 0
-    assert set_level(keys, qty, n, BID, 12, 1.0) == 1
-    assert n[BID] == 2 and best_ticks(keys, n, BID) == 11
-    # Updating or deleting an existing level still works when full.
-    assert set_level(keys, qty, n, BID, 11, 0.0) == 0 and best_ticks(keys, n, BID) == 10
+def test_snapshot_then_far_updates_keep_the_best_exact():
+    hdr, wq, ok, oq = new_book(window=128, overflow=8)
+    model = {BID: {}, ASK: {}}
+    for i in range(100):  # a snapshot: 100 levels a side around 10_000
+        for side, p in ((BID, 10_000 - i), (ASK, 10_001 + i)):
+            while set_level(hdr, wq, ok, oq, side, p, 1.0 + i) == 1:
+                ok, oq = grow(ok, oq)
+            model[side][p] = 1.0 + i
+    for side, p in ((BID, 5), (ASK, 90_000), (BID, 9_000)):  # far levels
+        while set_level(hdr, wq, ok, oq, side, p, 2.0) == 1:
+            ok, oq = grow(ok, oq)
+        model[side][p] = 2.0
+    for i in range(100):  # the market sweeps down through every bid level, one at a time
+        set_level(hdr, wq, ok, oq, BID, 10_000 - i, 0.0)
+        del model[BID][10_000 - i]
+        _check((hdr, wq, ok, oq), model)

@@ -1,0 +1,70 @@
+"""Static symmetric grid: `levels` quotes a side, `interval` apart, at least `half_spread` from mid.
+
+Each decision the grid is recomputed from the local mid price and aligned to multiples of the
+interval, so it stays put while the mid moves inside one interval and re-centres (quotes that
+left the grid are cancelled, new levels placed) when it moves further. A side is not quoted once
+the position reaches `max_position` on it. This is the grid of hftbacktest's "High-Frequency Grid
+Trading" example, computed with the same floating-point steps so both engines quote the same
+prices.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from grinder.book.l2 import EMPTY
+
+
+class StaticGridParams(BaseModel):
+    """Parameters of the static grid (prices in quote currency, sizes in base units)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    levels: int = Field(20, ge=1, le=200, description="quotes per side")
+    interval: float = Field(gt=0, description="distance between grid levels, quote currency")
+    half_spread: float = Field(ge=0, description="minimum distance of the first level from mid")
+    order_qty: float = Field(gt=0, description="size of each quote, base units")
+    max_position: float = Field(gt=0, description="no more buying (selling) beyond +/- this, base units")
+
+    @model_validator(mode="after")
+    def _sane(self) -> StaticGridParams:
+        if self.max_position < self.order_qty:
+            raise ValueError("max_position must be at least order_qty")
+        return self
+
+    def as_array(self) -> np.ndarray:
+        """The float64 parameter vector the kernel reads."""
+        return np.array([self.levels, self.interval, self.half_spread, self.order_qty, self.max_position])
+
+
+@njit(cache=True)
+def static_grid(params, best_bid_tick, best_ask_tick, tick, lot, position, out_side, out_px, out_qty):
+    """Target quotes for one decision; writes (side +1/-1, price ticks, qty) and returns their count."""
+    if best_bid_tick == EMPTY or best_ask_tick == EMPTY:
+        return 0
+    levels = int(params[0])
+    interval = params[1]
+    half_spread = params[2]
+    qty = params[3]
+    max_position = params[4]
+    mid = (best_bid_tick * tick + best_ask_tick * tick) / 2.0
+    n = 0
+    if position < max_position:
+        bid = np.floor((mid - half_spread) / interval) * interval
+        for _ in range(levels):
+            out_side[n] = 1
+            out_px[n] = round(bid / tick)
+            out_qty[n] = qty
+            n += 1
+            bid -= interval
+    if position > -max_position:
+        ask = np.ceil((mid + half_spread) / interval) * interval
+        for _ in range(levels):
+            out_side[n] = -1
+            out_px[n] = round(ask / tick)
+            out_qty[n] = qty
+            n += 1
+            ask += interval
+    return n
