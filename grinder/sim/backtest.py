@@ -22,6 +22,7 @@ class VenueConfig(BaseModel):
     entry_latency_ns: int = Field(10_000_000, ge=0, description="local send -> exchange receipt")
     response_latency_ns: int = Field(10_000_000, ge=0, description="exchange event -> local receipt")
     feed_latency_floor_ns: int = Field(0, ge=0, description="minimum local - exchange time after correction")
+    local_clock_offset_ns: int | None = Field(None, description="add this to local times instead of estimating it")
     step_ns: int = Field(100_000_000, gt=0, description="decision interval, local time")
     queue: str = Field("risk_averse", pattern="^(risk_averse|power)$")
     queue_power: float = Field(3.0, gt=0)
@@ -71,9 +72,15 @@ def digest_of(fills: dict[str, np.ndarray], final: tuple[float, float, float]) -
 
 def run_backtest(tape: Tape, strategy, params: np.ndarray, venue: VenueConfig, max_targets: int = 64,
                  start_ns: int = 0) -> BacktestResult:  # fmt: skip
-    """Run `strategy` (a compiled target-quote kernel) with `params` over `tape`."""
+    """Run `strategy` (a compiled target-quote kernel) with `params` over `tape`.
+
+    Decisions happen at start_ns + k * step_ns; with start_ns = 0 the clock starts at the first event.
+    """
     inst = tape.instrument
-    local = corrected_local_times(tape, venue.feed_latency_floor_ns)
+    if venue.local_clock_offset_ns is None:
+        local = corrected_local_times(tape, venue.feed_latency_floor_ns)
+    else:
+        local = tape.ts_local + venue.local_clock_offset_ns
     order = np.lexsort((np.arange(len(tape)), local))
     out = run(
         tape.ts_exch, local, tape.kind, tape.side, tape.price_ticks, tape.qty, order,

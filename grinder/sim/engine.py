@@ -139,11 +139,11 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     out_place = np.zeros(max_targets, np.int64)
     slots = np.zeros(cap, np.int64)
     # Per-step records.
-    if n == 0:
+    # Decision clock: start_ns + k * step_ns (k >= 1), or from the first event when start_ns <= 0.
+    if start_ns > 0 or n == 0:
         t0 = start_ns
     else:
         t0 = min(ts_exch[0], ts_local[local_order[0]])
-        t0 = max(t0, start_ns)
     last_ts = 0
     if n > 0:
         last_ts = max(ts_exch[n - 1], ts_local[local_order[n - 1]])

@@ -1,0 +1,122 @@
+"""Agreement with hftbacktest: the same grid, data, latency, queue and fees; fills compared one for one.
+
+Runs hftbacktest 2.4.4 (in its own venv, bench/peers/) on the real Binance windows and Grinder on
+the same captures ingested into a scratch lake, then matches fills on (exchange time, side, price,
+quantity). Prints, per window: fills of each engine, matched share, final position, balance, fees.
+Run: `.venv/bin/python bench/agreement.py [--window NAME ...] [--rerun-peer]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PEERS = REPO / "bench" / "peers"
+REAL = Path(os.environ.get("GRINDER_REAL_DATA", REPO.parent / "shared" / "data" / "real" / "binance-usdm"))
+WINDOWS = {
+    "btcusdt_20230404": (["btcusdt_20230404.dat.gz", "btcusdt_20230405.dat.gz"], "BTCUSDT"),
+    "btcusdt_20240718": (["btcusdt_20240718.gz", "btcusdt_20240719.gz"], "BTCUSDT"),
+    "btcusdt_20240808": (["btcusdt_20240808.gz"], "BTCUSDT"),
+    "ethusdt_20240718": (["ethusdt_20240718.gz", "ethusdt_20240719.gz"], "ETHUSDT"),
+}
+
+
+def peer(window: str, out: Path, rerun: bool) -> tuple[dict, list[tuple]]:
+    """hftbacktest's summary and fills for a window (runs it once, then reuses its output)."""
+    summary = out / f"{window}_summary.json"
+    if rerun or not summary.is_file():
+        subprocess.run(["bash", str(PEERS / "setup_hftbacktest.sh")], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([str(PEERS / ".venv-hftbacktest" / "bin" / "python"), str(PEERS / "hftbacktest_grid.py"),
+                        "--out", str(out), "--window", window, "--repeat", "1"], check=True)  # fmt: skip
+    fills = []
+    for line in (out / f"{window}_fills.csv").read_text().splitlines()[1:]:
+        c = line.split(",")
+        fills.append((int(c[1]), 1 if c[5] == "buy" else -1, int(c[7]), round(float(c[8]), 9)))
+    return json.loads(summary.read_text()), fills
+
+
+def grinder(window: str, lake: Path, s: dict):
+    """Grinder's run of the same grid on the same window, with hftbacktest's clock origin and offset."""
+    from grinder.data.ingest.binance import parse_binance
+    from grinder.data.instruments import resolve_instrument
+    from grinder.data.lake import Lake
+    from grinder.data.tape import load_tape
+    from grinder.sim.backtest import VenueConfig, run_backtest
+    from strategies.grid import StaticGridParams, static_grid
+
+    files, symbol = WINDOWS[window]
+    root = lake / window
+    if not root.exists():
+        paths = [REAL / f for f in files]
+        Lake(root).write(parse_binance(paths, resolve_instrument("binance-usdm", symbol)), paths)
+    tape = load_tape(root, "binance-usdm", symbol)
+    st = s["settings"]
+    params = StaticGridParams(levels=st["grid_num"], interval=st["grid_interval"], half_spread=st["half_spread"],
+                              order_qty=st["order_qty"], max_position=st["max_position"])  # fmt: skip
+    venue = VenueConfig(entry_latency_ns=st["order_latency"]["entry_ns"],
+                        response_latency_ns=st["order_latency"]["response_ns"], step_ns=st["step_ns"],
+                        local_clock_offset_ns=s["conversion"]["local_ts_offset_added_ns"],
+                        maker_fee=st["fee_model"]["maker"], taker_fee=st["fee_model"]["taker"])  # fmt: skip
+    r = run_backtest(tape, static_grid, params.as_array(), venue, start_ns=s["conversion"]["first_exch_ts"])
+    f = r.fills
+    fills = [(int(a), int(b), int(c), round(float(d), 9))
+             for a, b, c, d in zip(f["ts_exch"], f["side"], f["price_ticks"], f["qty"], strict=True)]  # fmt: skip
+    return r, fills
+
+
+def compare(window: str, s: dict, pf: list, r, gf: list) -> dict:
+    common = sum((Counter(pf) & Counter(gf)).values())
+    res = s["result"]
+    out = {
+        "window": window,
+        "hftbacktest_fills": len(pf),
+        "grinder_fills": len(gf),
+        "matched": common,
+        "matched_share": common / max(len(pf), len(gf), 1),
+        "position": (res["position"], r.position),
+        "balance": (res["balance"], r.balance),
+        "fees": (res["fee"], r.fees),
+    }
+    only_p = sorted((Counter(pf) - Counter(gf)).elements())[:5]
+    only_g = sorted((Counter(gf) - Counter(pf)).elements())[:5]
+    out["first_only_hftbacktest"] = only_p
+    out["first_only_grinder"] = only_g
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--window", action="append", choices=list(WINDOWS))
+    ap.add_argument("--rerun-peer", action="store_true")
+    ap.add_argument("--out", type=Path, default=PEERS / "out")
+    a = ap.parse_args()
+    lake = Path(tempfile.gettempdir()) / "grinder-agreement-lake"
+    rows = []
+    for w in a.window or list(WINDOWS):
+        s, pf = peer(w, a.out, a.rerun_peer)
+        r, gf = grinder(w, lake, s)
+        c = compare(w, s, pf, r, gf)
+        rows.append(c)
+        print(f"{w}: fills hftbacktest {c['hftbacktest_fills']}, grinder {c['grinder_fills']}, matched "
+              f"{c['matched']} ({c['matched_share']:.1%}); position {c['position'][0]:.3f} vs {c['position'][1]:.3f}; "
+              f"balance {c['balance'][0]:.2f} vs {c['balance'][1]:.2f}; fees {c['fees'][0]:.4f} vs {c['fees'][1]:.4f}")
+        if c["matched"] != max(c["hftbacktest_fills"], c["grinder_fills"]):
+            print(f"  only hftbacktest: {c['first_only_hftbacktest']}\n  only grinder:     {c['first_only_grinder']}")
+    (REPO / "bench" / "out").mkdir(exist_ok=True)
+    (REPO / "bench" / "out" / "agreement.json").write_text(json.dumps(rows, indent=1, default=str))
+    if any(r["matched_share"] < 0.99 for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()
