@@ -7,7 +7,7 @@ Runs inside the peer venv after ``hftbacktest_grid.py`` has cached ``bench/peers
 
 At every 100 ms step (same clock as the grid run: first event time + k * step) it compares the
 local best bid/ask hftbacktest reports with a reference book rebuilt from the raw file the way
-``/work/shared/data/real/README.md`` prescribes (buffer diffs until the snapshot, drop diffs with
+``../shared/data/real/README.md`` prescribes (buffer diffs until the snapshot, drop diffs with
 ``u < lastUpdateId``, apply the rest in file order), stamped with the same corrected local clock.
 It also replays the converter's rows of each side (EXCH rows in exchange-time order, LOCAL rows in
 local-time order) and compares every level within ``--band-ticks`` of the top with the reference

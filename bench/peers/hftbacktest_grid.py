@@ -61,11 +61,11 @@ from numba import njit, uint64
 from numba.typed import Dict
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_RAW_DIR = Path("/work/shared/data/real/binance-usdm")
+DEFAULT_RAW_DIR = Path(os.environ.get("GRINDER_REAL_DATA", HERE.parents[2] / "shared" / "data" / "real" / "binance-usdm"))
 DEFAULT_DATA_DIR = HERE / "data"
 CONVERSION_VERSION = 1  # bump when the preprocessing below changes (invalidates the .npz cache)
 
-# Windows of /work/shared/data/real/README.md. Each pair is one continuous capture split at
+# Windows of ../shared/data/real/README.md. Each pair is one continuous capture split at
 # midnight; the second file has no snapshot of its own.
 WINDOWS: dict[str, dict] = {
     "btcusdt_20230404": {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create an isolated virtual environment holding hftbacktest 2.4.4, the peer engine
 # Grinder's backtester is compared against.  It pins numpy<2.3, which conflicts with
-# Grinder's own dependencies, so it must never be installed into /work/main/.venv.
+# Grinder's own dependencies, so it must never be installed into .venv.
 #
 # Usage: bash bench/peers/setup_hftbacktest.sh          (idempotent; fast when done)
 #        FORCE=1 bash bench/peers/setup_hftbacktest.sh  (recreate the venv from scratch)
