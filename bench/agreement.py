@@ -17,8 +17,6 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 PEERS = REPO / "bench" / "peers"
 REAL = Path(os.environ.get("GRINDER_REAL_DATA", REPO.parent / "shared" / "data" / "real" / "binance-usdm"))
@@ -106,9 +104,11 @@ def main() -> None:
         r, gf = grinder(w, lake, s)
         c = compare(w, s, pf, r, gf)
         rows.append(c)
-        print(f"{w}: fills hftbacktest {c['hftbacktest_fills']}, grinder {c['grinder_fills']}, matched "
-              f"{c['matched']} ({c['matched_share']:.1%}); position {c['position'][0]:.3f} vs {c['position'][1]:.3f}; "
-              f"balance {c['balance'][0]:.2f} vs {c['balance'][1]:.2f}; fees {c['fees'][0]:.4f} vs {c['fees'][1]:.4f}")
+        print(
+            f"{w}: fills hftbacktest {c['hftbacktest_fills']}, grinder {c['grinder_fills']}, matched "
+            f"{c['matched']} ({c['matched_share']:.1%}); position {c['position'][0]:.3f} vs {c['position'][1]:.3f}; "
+            f"balance {c['balance'][0]:.2f} vs {c['balance'][1]:.2f}; fees {c['fees'][0]:.4f} vs {c['fees'][1]:.4f}"
+        )
         if c["matched"] != max(c["hftbacktest_fills"], c["grinder_fills"]):
             print(f"  only hftbacktest: {c['first_only_hftbacktest']}\n  only grinder:     {c['first_only_grinder']}")
     (REPO / "bench" / "out").mkdir(exist_ok=True)

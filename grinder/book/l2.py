@@ -3,16 +3,16 @@
 Two tiers per side. Levels within a *window* of `W` ticks around the market live in a dense
 array indexed by tick, so an update, a lookup and the best price cost O(1) (after removing the
 best level, the next one is found by scanning the few ticks below it). Levels outside the window
-(Binance diff streams touch prices from 1% to 1000% of the mid) live in a sorted *overflow*
-array: bids keyed by +ticks, asks by -ticks, ascending, so the best overflow level is last.
+(Binance diff streams touch prices from 1% to 1000% of the mid; ~5% of updates land there)
+live in an open-addressing *overflow* hash per side, also O(1), which tracks its own best level.
 When the best price comes within W/8 of a window edge, the window is re-centred: levels move
 between the tiers in one O(W + overflow) pass, which happens rarely.
 
 State, all numpy arrays (see `new_book`):
-  hdr int64[8]: base tick of the window, W, best bid tick, best ask tick, window level counts
-                (bid, ask), overflow level counts (bid, ask)
+  hdr int64[12]: base tick of the window, W, best bid/ask tick, window level counts (bid, ask),
+                 overflow level counts, overflow tombstone counts, overflow best ticks
   wq  float64[2, W]: quantity at tick base + i (0 = no level); side 0 bid, 1 ask
-  ok  int64[2, cap], oq float64[2, cap]: overflow keys and quantities
+  ok  int64[2, cap], oq float64[2, cap]: overflow hash slots (price tick or FREE/TOMB), quantities
 Prices are int64 ticks, quantities float64 base units.
 """
 
@@ -25,17 +25,21 @@ BID = 0
 ASK = 1
 EMPTY = np.iinfo(np.int64).min
 
-H_BASE, H_W, H_BEST, H_WN, H_ON = 0, 1, 2, 4, 6  # header offsets (best and counts take 2 slots: bid, ask)
+H_BASE, H_W, H_BEST, H_WN, H_ON, H_OT, H_OB = 0, 1, 2, 4, 6, 8, 10  # offsets; per-side fields take 2 slots
+FREE = np.iinfo(np.int64).min + 1  # never-used overflow slot
+TOMB = np.iinfo(np.int64).min + 2  # deleted overflow slot (probing continues past it)
 
 
 def new_book(window: int = 1 << 15, overflow: int = 4096):
     """An empty book: (hdr, wq, ok, oq). `window` ticks are held densely; the rest in overflow."""
-    hdr = np.zeros(8, np.int64)
+    if overflow & (overflow - 1):
+        raise ValueError("overflow capacity must be a power of two")
+    hdr = np.zeros(12, np.int64)
     hdr[H_W] = window
-    hdr[H_BEST] = EMPTY
-    hdr[H_BEST + 1] = EMPTY
+    hdr[H_BEST : H_BEST + 2] = EMPTY
+    hdr[H_OB : H_OB + 2] = EMPTY
     hdr[H_BASE] = EMPTY  # placed around the first level that arrives
-    return hdr, np.zeros((2, window)), np.zeros((2, overflow), np.int64), np.zeros((2, overflow))
+    return hdr, np.zeros((2, window)), np.full((2, overflow), FREE, np.int64), np.zeros((2, overflow))
 
 
 @njit(cache=True, inline="always")
@@ -44,65 +48,86 @@ def side_index(side_code: int) -> int:
     return 0 if side_code > 0 else 1
 
 
+@njit(cache=True, inline="always")
+def _hash(p, mask):
+    return ((p * -7046029254386353131) >> 17) & mask
+
+
+@njit(cache=True, inline="always")
+def _better(s, a, b):
+    """Whether price a is better than price b on side s (EMPTY is worst)."""
+    if b == EMPTY:
+        return a != EMPTY
+    if a == EMPTY:
+        return False
+    return a > b if s == BID else a < b
+
+
 @njit(cache=True)
-def _ofind(keys, n, key):
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if keys[mid] < key:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+def _orescan_best(hdr, ok, s):
+    best = EMPTY
+    for i in range(ok.shape[1]):
+        p = ok[s, i]
+        if p != FREE and p != TOMB and _better(s, p, best):
+            best = p
+    hdr[H_OB + s] = best
 
 
 @njit(cache=True)
 def _oset(hdr, ok, oq, s, p, q):
-    """Set a level in the overflow tier; 1 if it is full, else 0."""
-    key = p if s == BID else -p
-    k = ok[s]
-    qs = oq[s]
-    m = hdr[H_ON + s]
-    i = _ofind(k, m, key)
-    if i < m and k[i] == key:
-        if q > 0.0:
-            qs[i] = q
-        else:
-            for j in range(i, m - 1):
-                k[j] = k[j + 1]
-                qs[j] = qs[j + 1]
-            hdr[H_ON + s] = m - 1
-        return 0
+    """Set a level in the overflow tier; 1 if the table must grow first, else 0."""
+    mask = ok.shape[1] - 1
+    i = _hash(p, mask)
+    first_free = -1
+    while True:
+        k = ok[s, i]
+        if k == p:
+            if q > 0.0:
+                oq[s, i] = q
+            else:
+                ok[s, i] = TOMB
+                hdr[H_ON + s] -= 1
+                hdr[H_OT + s] += 1
+                if p == hdr[H_OB + s]:
+                    _orescan_best(hdr, ok, s)
+            return 0
+        if k == TOMB and first_free < 0:
+            first_free = i
+        if k == FREE:
+            if first_free < 0:
+                first_free = i
+            break
+        i = (i + 1) & mask
     if q <= 0.0:
         return 0
-    if m == k.shape[0]:
+    if ok[s, first_free] == FREE and 2 * (hdr[H_ON + s] + hdr[H_OT + s] + 1) > ok.shape[1]:
         return 1
-    for j in range(m, i, -1):
-        k[j] = k[j - 1]
-        qs[j] = qs[j - 1]
-    k[i] = key
-    qs[i] = q
-    hdr[H_ON + s] = m + 1
+    if ok[s, first_free] == TOMB:
+        hdr[H_OT + s] -= 1
+    ok[s, first_free] = p
+    oq[s, first_free] = q
+    hdr[H_ON + s] += 1
+    if _better(s, p, hdr[H_OB + s]):
+        hdr[H_OB + s] = p
     return 0
 
 
 @njit(cache=True)
 def _oget(hdr, ok, oq, s, p):
-    key = p if s == BID else -p
-    m = hdr[H_ON + s]
-    i = _ofind(ok[s], m, key)
-    if i < m and ok[s, i] == key:
-        return oq[s, i]
-    return 0.0
+    mask = ok.shape[1] - 1
+    i = _hash(p, mask)
+    while True:
+        k = ok[s, i]
+        if k == p:
+            return oq[s, i]
+        if k == FREE:
+            return 0.0
+        i = (i + 1) & mask
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _obest(hdr, ok, s):
-    m = hdr[H_ON + s]
-    if m == 0:
-        return EMPTY
-    k = ok[s, m - 1]
-    return k if s == BID else -k
+    return hdr[H_OB + s]
 
 
 @njit(cache=True)
@@ -136,7 +161,7 @@ def _find_best(hdr, wq, ok, s, start_idx):
 
 @njit(cache=True)
 def _recentre(hdr, wq, ok, oq, centre):
-    """Move the window to centre on `centre`; returns 1 if overflow filled up (caller grows, retries)."""
+    """Move the window to centre on `centre`; returns 1 if overflow must grow first (nothing changed)."""
     w = hdr[H_W]
     new_base = centre - w // 2
     old_base = hdr[H_BASE]
@@ -149,42 +174,30 @@ def _recentre(hdr, wq, ok, oq, centre):
                     p = old_base + i
                     if p < new_base or p >= new_base + w:
                         leaving += 1
-            if hdr[H_ON + s] + leaving > ok.shape[1]:
+            if 2 * (hdr[H_ON + s] + hdr[H_OT + s] + leaving) > ok.shape[1]:
                 return 1
-    # Window levels that fall outside the new window go to overflow.
-    if old_base != EMPTY:
-        for s in range(2):
+    shifted = np.zeros((2, w))
+    for s in range(2):
+        # Overflow levels inside the new window come back (their slots become tombstones).
+        for i in range(ok.shape[1]):
+            p = ok[s, i]
+            if p != FREE and p != TOMB and new_base <= p < new_base + w:
+                shifted[s, p - new_base] = oq[s, i]
+                ok[s, i] = TOMB
+                hdr[H_ON + s] -= 1
+                hdr[H_OT + s] += 1
+        # Window levels stay (shifted) or leave for overflow.
+        if old_base != EMPTY:
             for i in range(w):
                 q = wq[s, i]
                 if q > 0.0:
                     p = old_base + i
-                    if p < new_base or p >= new_base + w:
-                        if _oset(hdr, ok, oq, s, p, q) == 1:
-                            return 1
-    shifted = np.zeros((2, w))
-    if old_base != EMPTY:
-        for s in range(2):
-            for i in range(w):
-                q = wq[s, i]
-                if q > 0.0:
-                    j = old_base + i - new_base
+                    j = p - new_base
                     if 0 <= j < w:
                         shifted[s, j] = q
-    # Overflow levels inside the new window come back.
-    for s in range(2):
-        m = hdr[H_ON + s]
-        keep = 0
-        for i in range(m):
-            key = ok[s, i]
-            p = key if s == BID else -key
-            j = p - new_base
-            if 0 <= j < w:
-                shifted[s, j] = oq[s, i]
-            else:
-                ok[s, keep] = key
-                oq[s, keep] = oq[s, i]
-                keep += 1
-        hdr[H_ON + s] = keep
+                    else:
+                        _oset(hdr, ok, oq, s, p, q)
+        _orescan_best(hdr, ok, s)
     wq[:, :] = shifted
     hdr[H_BASE] = new_base
     for s in range(2):
@@ -239,8 +252,11 @@ def set_level(hdr, wq, ok, oq, s, price_ticks, q):
 def clear_side(hdr, wq, ok, oq, s):
     """Remove every level of side s."""
     wq[s, :] = 0.0
+    ok[s, :] = FREE
     hdr[H_WN + s] = 0
     hdr[H_ON + s] = 0
+    hdr[H_OT + s] = 0
+    hdr[H_OB + s] = EMPTY
     hdr[H_BEST + s] = EMPTY
 
 
@@ -277,51 +293,70 @@ def n_levels(hdr, s):
 
 
 @njit(cache=True)
+def _overflow_sorted(ok, oq, s):
+    """Overflow levels of side s, best first (allocates; for the rare deep look-ups)."""
+    n = 0
+    for i in range(ok.shape[1]):
+        if ok[s, i] != FREE and ok[s, i] != TOMB:
+            n += 1
+    px = np.empty(n, np.int64)
+    qs = np.empty(n)
+    n = 0
+    for i in range(ok.shape[1]):
+        if ok[s, i] != FREE and ok[s, i] != TOMB:
+            px[n] = ok[s, i]
+            qs[n] = oq[s, i]
+            n += 1
+    order = np.argsort(-px) if s == BID else np.argsort(px)
+    return px[order], qs[order]
+
+
+@njit(cache=True)
 def level(hdr, wq, ok, oq, s, depth):
     """(price ticks, qty) of the depth-th level from the top of side s (0 = best); EMPTY past the end."""
     if hdr[H_BEST + s] == EMPTY:
         return EMPTY, 0.0
-    # Levels in price order: overflow levels on the market side of the window (only while the
-    # book is crossed or re-centring), then the window, then overflow levels beyond it.
     w = hdr[H_W]
     base = hdr[H_BASE]
+    # Walk the window from the best outwards; overflow levels are merged in price order.
+    opx, oqs = _overflow_sorted(ok, oq, s) if hdr[H_ON + s] > 0 else (np.empty(0, np.int64), np.empty(0))
+    r = 0
     seen = 0
-    r = hdr[H_ON + s] - 1
-    while r >= 0:
-        key = ok[s, r]
-        p = key if s == BID else -key
-        if (s == BID and p < base + w) or (s == ASK and p >= base):
-            break
-        if seen == depth:
-            return p, oq[s, r]
-        seen += 1
-        r -= 1
-    # No window level is better than the best: start the walk there.
     i = min(hdr[H_BEST + s] - base, w - 1) if s == BID else max(hdr[H_BEST + s] - base, 0)
     step = -1 if s == BID else 1
     while 0 <= i < w:
         if wq[s, i] > 0.0:
+            p = base + i
+            while r < opx.shape[0] and _better(s, opx[r], p):
+                if seen == depth:
+                    return opx[r], oqs[r]
+                seen += 1
+                r += 1
             if seen == depth:
-                return base + i, wq[s, i]
+                return p, wq[s, i]
             seen += 1
         i += step
-    while r >= 0:
+    while r < opx.shape[0]:
         if seen == depth:
-            key = ok[s, r]
-            return (key if s == BID else -key), oq[s, r]
+            return opx[r], oqs[r]
         seen += 1
-        r -= 1
+        r += 1
     return EMPTY, 0.0
 
 
 @njit(cache=True)
-def grow(ok, oq):
-    """Copies of the overflow arrays with twice the capacity."""
-    cap = ok.shape[1]
-    k2 = np.zeros((2, cap * 2), np.int64)
-    q2 = np.zeros((2, cap * 2))
-    k2[:, :cap] = ok
-    q2[:, :cap] = oq
+def grow(hdr, ok, oq):
+    """New overflow arrays with twice the capacity, entries rehashed and tombstones dropped."""
+    cap = ok.shape[1] * 2
+    k2 = np.full((2, cap), FREE, np.int64)
+    q2 = np.zeros((2, cap))
+    for s in range(2):
+        hdr[H_ON + s] = 0
+        hdr[H_OT + s] = 0
+        for i in range(ok.shape[1]):
+            p = ok[s, i]
+            if p != FREE and p != TOMB:
+                _oset(hdr, k2, q2, s, p, oq[s, i])
     return k2, q2
 
 
@@ -336,5 +371,5 @@ def apply_row(hdr, wq, ok, oq, kind, side_code, price_ticks, q):
     elif kind <= 1:
         s = BID if side_code > 0 else ASK
         while set_level(hdr, wq, ok, oq, s, price_ticks, q) == 1:
-            ok, oq = grow(ok, oq)
+            ok, oq = grow(hdr, ok, oq)
     return ok, oq

@@ -59,7 +59,7 @@ def test_book_matches_dict_model(operations):
             model[s].clear()
         else:
             while set_level(hdr, wq, ok, oq, s, p, q) == 1:
-                ok, oq = grow(ok, oq)
+                ok, oq = grow(hdr, ok, oq)
             if q > 0:
                 model[s][p] = q
             else:
@@ -76,11 +76,11 @@ def test_snapshot_then_far_updates_keep_the_best_exact():
     for i in range(100):  # a snapshot: 100 levels a side around 10_000
         for side, p in ((BID, 10_000 - i), (ASK, 10_001 + i)):
             while set_level(hdr, wq, ok, oq, side, p, 1.0 + i) == 1:
-                ok, oq = grow(ok, oq)
+                ok, oq = grow(hdr, ok, oq)
             model[side][p] = 1.0 + i
     for side, p in ((BID, 5), (ASK, 90_000), (BID, 9_000)):  # far levels
         while set_level(hdr, wq, ok, oq, side, p, 2.0) == 1:
-            ok, oq = grow(ok, oq)
+            ok, oq = grow(hdr, ok, oq)
         model[side][p] = 2.0
     for i in range(100):  # the market sweeps down through every bid level, one at a time
         set_level(hdr, wq, ok, oq, BID, 10_000 - i, 0.0)
