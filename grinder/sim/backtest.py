@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from grinder.book.l2 import new_book
 from grinder.data.tape import Tape
 from grinder.sim.engine import run
 from grinder.sim.queue import PROB_POWER, RISK_AVERSE
+from grinder.sim.replay import Replay, prepare_replay
 
 
 class VenueConfig(BaseModel):
@@ -70,26 +70,34 @@ def digest_of(fills: dict[str, np.ndarray], final: tuple[float, float, float]) -
     return h.hexdigest()
 
 
-def run_backtest(tape: Tape, strategy, params: np.ndarray, venue: VenueConfig, max_targets: int = 64,
-                 start_ns: int = 0) -> BacktestResult:  # fmt: skip
-    """Run `strategy` (a compiled target-quote kernel) with `params` over `tape`.
-
-    Decisions happen at start_ns + k * step_ns; with start_ns = 0 the clock starts at the first event.
-    """
-    inst = tape.instrument
+def prepare(tape: Tape, venue: VenueConfig) -> Replay:
+    """The per-tape replay (book facts, local view) for this venue's local clock; reuse it across runs."""
     if venue.local_clock_offset_ns is None:
         local = corrected_local_times(tape, venue.feed_latency_floor_ns)
     else:
         local = tape.ts_local + venue.local_clock_offset_ns
-    order = np.lexsort((np.arange(len(tape)), local))
+    return prepare_replay(tape, local)[0]
+
+
+def run_backtest(tape: Tape, strategy, params: np.ndarray, venue: VenueConfig, max_targets: int = 64,
+                 start_ns: int = 0, replay: Replay | None = None) -> BacktestResult:  # fmt: skip
+    """Run `strategy` (a compiled target-quote kernel) with `params` over `tape`.
+
+    Decisions happen at start_ns + k * step_ns; with start_ns = 0 the clock starts at the first event.
+    Pass `replay` from `prepare(tape, venue)` to skip rebuilding it (sweeps share one).
+    """
+    inst = tape.instrument
+    rep = prepare(tape, venue) if replay is None else replay
     out = run(
-        tape.ts_exch, local, tape.kind, tape.side, tape.price_ticks, tape.qty, order,
+        tape.ts_exch, tape.kind, tape.side, tape.price_ticks, tape.qty,
+        rep.prev_qty, rep.best_bid, rep.best_ask, rep.local_ts, rep.local_best_bid, rep.local_best_ask,
+        rep.level_rows, rep.level_keys, rep.reset_rows, rep.reset_sides,
         start_ns, venue.step_ns, venue.entry_latency_ns, venue.response_latency_ns,
         inst.tick_size, inst.lot_size,
         inst.maker_fee if venue.maker_fee is None else venue.maker_fee,
         inst.taker_fee if venue.taker_fee is None else venue.taker_fee,
         RISK_AVERSE if venue.queue == "risk_averse" else PROB_POWER, venue.queue_power,
-        strategy, np.asarray(params, np.float64), max_targets, new_book(), new_book(),
+        strategy, np.asarray(params, np.float64), max_targets,
     )  # fmt: skip
     fts_exch, fts_local, fside, fpx, fqty, fmaker, ffee = out[:7]
     fills = {"ts_exch": fts_exch, "ts_local": fts_local, "side": fside, "price": fpx * inst.tick_size,
