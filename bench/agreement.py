@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -113,7 +114,7 @@ def main() -> None:
     ap.add_argument("--rerun-peer", action="store_true")
     ap.add_argument("--out", type=Path, default=PEERS / "out")
     a = ap.parse_args()
-    lake = Path(tempfile.gettempdir()) / "grinder-agreement-lake"
+    lake = Path(tempfile.mkdtemp(prefix="grinder-agreement-"))  # ingested afresh: ingest is part of what is compared
     rows = []
     for w in a.window or list(WINDOWS):
         s, pf = peer(w, a.out, a.rerun_peer)
@@ -134,6 +135,7 @@ def main() -> None:
         )
         if c["matched"] != max(c["hftbacktest_fills"], c["grinder_fills"]):
             print(f"  only hftbacktest: {c['first_only_hftbacktest']}\n  only grinder:     {c['first_only_grinder']}")
+    shutil.rmtree(lake, ignore_errors=True)
     (REPO / "bench" / "out").mkdir(exist_ok=True)
     (REPO / "bench" / "out" / "agreement.json").write_text(json.dumps(rows, indent=1, default=str))
     if any(r["matched_share"] < 0.99 for r in rows):
