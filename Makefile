@@ -19,6 +19,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/grinder data ls --root data/sample/lake
 	$(BIN)/grinder data check --root data/sample/lake --symbol BTCUSDT
+	$(BIN)/grinder backtest static_grid --root data/sample/lake --config strategies/static_grid.toml
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -27,6 +28,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/data_layer.py
+	$(BIN)/python bench/agreement.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -15,6 +15,7 @@ from numba import njit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from grinder.book.l2 import EMPTY
+from grinder.core.strategy import Strategy
 
 
 class StaticGridParams(BaseModel):
@@ -68,3 +69,6 @@ def static_grid(params, best_bid_tick, best_ask_tick, tick, lot, position, out_s
             n += 1
             ask += interval
     return n
+
+
+STRATEGY = Strategy("static_grid", StaticGridParams, static_grid, max_targets=400)

@@ -261,6 +261,108 @@ def check(
     )
 
 
+@app.command("backtest")
+@_clean_errors
+def backtest(
+    strategy: Annotated[str, typer.Argument(help="Strategy name (a module in strategies/ defining STRATEGY).")],
+    symbol: Annotated[str, typer.Option(help="Symbol.")] = "BTCUSDT",
+    venue: Annotated[str, typer.Option(help="Venue.")] = "binance-usdm",
+    start: Annotated[str | None, typer.Option(help="Start (ISO 8601 UTC or ns).")] = None,
+    end: Annotated[str | None, typer.Option(help="End, exclusive.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Strategy parameter NAME=VALUE.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with [strategy] and [venue] tables.")] = None,
+    entry_latency_ms: Annotated[float | None, typer.Option(help="Order entry latency, ms.")] = None,
+    response_latency_ms: Annotated[float | None, typer.Option(help="Order response latency, ms.")] = None,
+    step_ms: Annotated[float | None, typer.Option(help="Decision interval, ms.")] = None,
+    queue: Annotated[str | None, typer.Option(help="Queue model: risk_averse or power.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("runs"),
+    root: RootOpt = DEFAULT_ROOT,
+) -> None:
+    """Backtest a strategy on a lake selection; writes a run folder (summary.json, fills and steps as Parquet)."""
+    import datetime as dt
+    import tomllib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from grinder.core.strategy import get
+    from grinder.data.tape import load_tape
+    from grinder.sim.backtest import VenueConfig, run_backtest
+
+    strat = get(strategy)
+    cfg: dict = {"strategy": {}, "venue": {}}
+    if config is not None:
+        if not config.is_file():
+            raise DataError("no such file", str(config))
+        try:
+            loaded = tomllib.loads(config.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise DataError(f"not valid TOML: {e}", str(config)) from None
+        unknown = sorted(set(loaded) - {"strategy", "venue"})
+        if unknown:
+            raise DataError(f"unknown table(s) {', '.join(unknown)}; expected [strategy] and [venue]", str(config))
+        cfg.update({k: dict(v) for k, v in loaded.items()})
+    for item in param or []:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise DataError(f"--param {item!r}: expected NAME=VALUE")
+        cfg["strategy"][name.strip()] = value.strip()
+    ms = 1_000_000
+    for key, value in (("entry_latency_ns", entry_latency_ms), ("response_latency_ns", response_latency_ms),
+                       ("step_ns", step_ms)):  # fmt: skip
+        if value is not None:
+            cfg["venue"][key] = int(round(value * ms))
+    if queue is not None:
+        cfg["venue"]["queue"] = queue
+    params = strat.validate(cfg["strategy"])
+    try:
+        venue_cfg = VenueConfig(**cfg["venue"])
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise DataError(f"venue: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+    t0 = time.perf_counter()
+    tape = load_tape(root, venue, symbol, _parse_time(start), _parse_time(end))
+    t1 = time.perf_counter()
+    with err.status(f"backtesting {strat.name} on {venue}/{symbol} ({len(tape):,} events)"):
+        res = run_backtest(tape, strat.kernel, strat.vector(params), venue_cfg, strat.max_targets,
+                           start_ns=_parse_time(start) or 0)  # fmt: skip
+    t2 = time.perf_counter()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = out / f"{stamp}-{strat.name}-{symbol}-{res.digest[:8]}"
+    tmp = out / f".{run_dir.name}.tmp"
+    tmp.mkdir(parents=True, exist_ok=False)
+    pq.write_table(pa.table(res.fills), tmp / "fills.parquet")
+    pq.write_table(pa.table(res.steps), tmp / "steps.parquet")
+    summary = {
+        "strategy": strat.name,
+        "params": params.model_dump(),
+        "venue": venue_cfg.model_dump(),
+        "selection": {"root": str(root), "venue": venue, "symbol": symbol, "start": start, "end": end},
+        "events": len(tape),
+        "fills": len(res.fills["qty"]),
+        "position": res.position,
+        "balance": res.balance,
+        "fees": res.fees,
+        "equity": res.equity,
+        "counters": res.counters,
+        "digest": res.digest,
+        "seconds": {"load": round(t1 - t0, 3), "backtest": round(t2 - t1, 3)},
+    }
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    tmp.rename(run_dir)
+    print_summary(summary, run_dir)
+
+
+def print_summary(summary: dict, run_dir: Path) -> None:
+    """One screen of results: what ran, what it did, where the files are."""
+    out.print(f"{summary['strategy']} on {summary['selection']['venue']}/{summary['selection']['symbol']}: "
+              f"{summary['events']:,} events in {summary['seconds']['backtest']:.2f} s")  # fmt: skip
+    out.print(f"  fills {summary['fills']:,}  position {summary['position']:.6g}  fees {summary['fees']:.4f}  "
+              f"equity {summary['equity']:.4f}")  # fmt: skip
+    out.print(f"  digest {summary['digest']}")
+    out.print(f"  run folder: {run_dir}")
+
+
 def main() -> None:  # pragma: no cover
     """Entry point for `python -m grinder`."""
     app()

@@ -112,3 +112,51 @@ def test_synth_then_check(tmp_path):
     assert r.returncode == 0, r.stderr
     facts = json.loads(r.stdout.strip().splitlines()[-1])
     assert facts["crossed"] == 0 and facts["bbo_checked"] == facts["bbo_matched"] > 0
+
+
+GRID = ["-p", "interval=1.0", "-p", "half_spread=2.0", "-p", "order_qty=0.1", "-p", "max_position=5"]
+
+
+def test_backtest_writes_a_run_folder_with_a_stable_digest(sample, tmp_path):
+    digests = []
+    for _ in range(2):
+        r = grinder("backtest", "static_grid", "--root", sample, *GRID, "--out", tmp_path / "runs")
+        assert r.returncode == 0, r.stderr
+        digests.append(r.stdout.split("digest ")[1].split()[0])
+    assert digests[0] == digests[1]
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and {p.name for p in runs[0].iterdir()} == {"fills.parquet", "steps.parquet", "summary.json"}
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    assert summary["digest"] == digests[0] and summary["fills"] > 500 and summary["params"]["levels"] == 20
+
+
+def test_backtest_reads_a_toml_config(sample, tmp_path):
+    cfg = tmp_path / "grid.toml"
+    cfg.write_text("[strategy]\ninterval = 1.0\nhalf_spread = 2.0\norder_qty = 0.1\nmax_position = 5.0\n"
+                   "[venue]\nentry_latency_ns = 5000000\n")  # fmt: skip
+    r = grinder("backtest", "static_grid", "--root", sample, "--config", cfg, "--out", tmp_path / "runs")
+    assert r.returncode == 0, r.stderr
+    run = next((tmp_path / "runs").iterdir())
+    assert json.loads((run / "summary.json").read_text())["venue"]["entry_latency_ns"] == 5_000_000
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["nope"], "unknown strategy 'nope'"),
+        (["static_grid", "-p", "intervl=1"], "unknown parameter(s) intervl"),
+        (
+            ["static_grid", "-p", "interval=-1", "-p", "half_spread=2", "-p", "order_qty=1", "-p", "max_position=5"],
+            "interval: Input should be greater than 0",
+        ),  # fmt: skip
+        (["static_grid", "-p", "interval"], "expected NAME=VALUE"),
+        (["static_grid", *GRID, "--queue", "fifo"], "venue: queue"),
+        (["static_grid", *GRID, "--start", "2020-01-01", "--end", "2020-01-02"], "no book or trade rows"),
+        (["static_grid", *GRID, "--config", "/nonexistent.toml"], "/nonexistent.toml: no such file"),
+    ],
+)
+def test_backtest_bad_input_is_one_line_and_exit_2(args, message, sample, tmp_path):
+    r = grinder("backtest", *args, "--root", sample, "--out", tmp_path / "runs")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
