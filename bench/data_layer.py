@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -20,14 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-REAL = Path(os.environ.get("GRINDER_REAL_DATA", REPO.parent / "shared" / "data" / "real" / "binance-usdm"))
-WINDOWS = {
-    "btcusdt_20230404": (["btcusdt_20230404.dat.gz", "btcusdt_20230405.dat.gz"], "BTCUSDT"),
-    "btcusdt_20240718": (["btcusdt_20240718.gz", "btcusdt_20240719.gz"], "BTCUSDT"),
-    "btcusdt_20240808": (["btcusdt_20240808.gz"], "BTCUSDT"),
-    "ethusdt_20240718": (["ethusdt_20240718.gz", "ethusdt_20240719.gz"], "ETHUSDT"),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_windows import REAL, REPO, WINDOWS  # noqa: E402
 
 
 def _peak_mb() -> float:

@@ -96,6 +96,22 @@ def _slot_of(ts):
     raise RuntimeError("order bus full")
 
 
+@njit(cache=True, inline="always")
+def _fill(s_, ts, response_ns, seq, o_qty, x_live, inflight, counters, r_ts, r_seq, r_slot, r_status, r_exch_ts, r_qty):
+    """Order in slot s_ filled in full at the exchange at ts: queue the fill response; returns next seq."""
+    x_live[s_] = False
+    k = _slot_of(r_ts)
+    r_ts[k] = ts + response_ns
+    r_seq[k] = seq
+    r_slot[k] = s_
+    r_status[k] = ST_FILLED
+    r_exch_ts[k] = ts
+    r_qty[k] = o_qty[s_]
+    inflight[s_] += 1
+    counters[4] += 1
+    return seq + 1
+
+
 @njit(cache=True)
 def run(  # noqa: C901 - the loop is the model; splitting it would hide the order of events
     ts_exch, kind, side, ticks, qty,
@@ -195,13 +211,22 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                                 fill = filled_qty(x_front[s_], lot) > 0.0
                             if fill:
                                 _idx_remove_at(ipx, islot, icnt, s, j)
-                                x_live[s_] = False
-                                k = _slot_of(r_ts)
-                                r_ts[k], r_seq[k], r_slot[k], r_status[k] = ts_exch[i] + response_ns, seq, s_, ST_FILLED
-                                r_exch_ts[k], r_qty[k] = ts_exch[i], o_qty[s_]
-                                seq += 1
-                                inflight[s_] += 1
-                                counters[4] += 1
+                                seq = _fill(
+                                    s_,
+                                    ts_exch[i],
+                                    response_ns,
+                                    seq,
+                                    o_qty,
+                                    x_live,
+                                    inflight,
+                                    counters,
+                                    r_ts,
+                                    r_seq,
+                                    r_slot,
+                                    r_status,
+                                    r_exch_ts,
+                                    r_qty,
+                                )
                             else:
                                 j += 1
                     else:
@@ -215,13 +240,22 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                                 fill = filled_qty(x_front[s_], lot) > 0.0
                             if fill:
                                 _idx_remove_at(ipx, islot, icnt, s, j)
-                                x_live[s_] = False
-                                k = _slot_of(r_ts)
-                                r_ts[k], r_seq[k], r_slot[k], r_status[k] = ts_exch[i] + response_ns, seq, s_, ST_FILLED
-                                r_exch_ts[k], r_qty[k] = ts_exch[i], o_qty[s_]
-                                seq += 1
-                                inflight[s_] += 1
-                                counters[4] += 1
+                                seq = _fill(
+                                    s_,
+                                    ts_exch[i],
+                                    response_ns,
+                                    seq,
+                                    o_qty,
+                                    x_live,
+                                    inflight,
+                                    counters,
+                                    r_ts,
+                                    r_seq,
+                                    r_slot,
+                                    r_status,
+                                    r_exch_ts,
+                                    r_qty,
+                                )
                             j -= 1
                 elif k_ <= 1:
                     s = BID if side[i] > 0 else ASK
@@ -240,13 +274,22 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                             while icnt[o] > 0 and ipx[o, 0] <= nb:
                                 s_ = islot[o, 0]
                                 _idx_remove_at(ipx, islot, icnt, o, 0)
-                                x_live[s_] = False
-                                k = _slot_of(r_ts)
-                                r_ts[k], r_seq[k], r_slot[k], r_status[k] = ts_exch[i] + response_ns, seq, s_, ST_FILLED
-                                r_exch_ts[k], r_qty[k] = ts_exch[i], o_qty[s_]
-                                seq += 1
-                                inflight[s_] += 1
-                                counters[4] += 1
+                                seq = _fill(
+                                    s_,
+                                    ts_exch[i],
+                                    response_ns,
+                                    seq,
+                                    o_qty,
+                                    x_live,
+                                    inflight,
+                                    counters,
+                                    r_ts,
+                                    r_seq,
+                                    r_slot,
+                                    r_status,
+                                    r_exch_ts,
+                                    r_qty,
+                                )
                     else:
                         na = best_ask[i]
                         pa = best_ask[i - 1] if i > 0 else EMPTY
@@ -255,13 +298,22 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                             while icnt[o] > 0 and ipx[o, icnt[o] - 1] >= na:
                                 s_ = islot[o, icnt[o] - 1]
                                 _idx_remove_at(ipx, islot, icnt, o, icnt[o] - 1)
-                                x_live[s_] = False
-                                k = _slot_of(r_ts)
-                                r_ts[k], r_seq[k], r_slot[k], r_status[k] = ts_exch[i] + response_ns, seq, s_, ST_FILLED
-                                r_exch_ts[k], r_qty[k] = ts_exch[i], o_qty[s_]
-                                seq += 1
-                                inflight[s_] += 1
-                                counters[4] += 1
+                                seq = _fill(
+                                    s_,
+                                    ts_exch[i],
+                                    response_ns,
+                                    seq,
+                                    o_qty,
+                                    x_live,
+                                    inflight,
+                                    counters,
+                                    r_ts,
+                                    r_seq,
+                                    r_slot,
+                                    r_status,
+                                    r_exch_ts,
+                                    r_qty,
+                                )
                 ei += 1
                 counters[5] += 1
             elif tq <= target and tq != MAX_TS:
