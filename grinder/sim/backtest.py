@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from grinder.data.tape import Tape
-from grinder.sim.engine import run
+from grinder.sim.engine import STRATEGY_SIG, run
 from grinder.sim.queue import PROB_POWER, RISK_AVERSE
 from grinder.sim.replay import Replay, prepare_replay
 
@@ -88,11 +88,14 @@ def run_backtest(tape: Tape, strategy, params: np.ndarray, venue: VenueConfig, m
     """
     inst = tape.instrument
     rep = prepare(tape, venue) if replay is None else replay
+    if tuple(STRATEGY_SIG.args) not in [tuple(sig) for sig in getattr(strategy, "signatures", [])]:
+        strategy.compile(STRATEGY_SIG.args)
+    c = np.ascontiguousarray  # no copy for tapes from load_tape; the engine is compiled for C layout
     out = run(
-        tape.ts_exch, tape.kind, tape.side, tape.price_ticks, tape.qty,
+        c(tape.ts_exch), c(tape.kind), c(tape.side), c(tape.price_ticks), c(tape.qty),
         rep.prev_qty, rep.best_bid, rep.best_ask, rep.local_ts, rep.local_best_bid, rep.local_best_ask,
         rep.level_rows, rep.level_keys, rep.reset_rows, rep.reset_sides,
-        start_ns, venue.step_ns, venue.entry_latency_ns, venue.response_latency_ns,
+        int(start_ns), venue.step_ns, venue.entry_latency_ns, venue.response_latency_ns,
         inst.tick_size, inst.lot_size,
         inst.maker_fee if venue.maker_fee is None else venue.maker_fee,
         inst.taker_fee if venue.taker_fee is None else venue.taker_fee,

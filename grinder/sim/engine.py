@@ -21,7 +21,7 @@ expires. Prices are int64 ticks, quantities float64 base units, times int64 ns.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 
 from grinder.book.l2 import ASK, BID, EMPTY
 from grinder.core.diff import (
@@ -40,6 +40,27 @@ from grinder.sim.replay import qty_before
 
 MAX_TS = np.iinfo(np.int64).max
 RESP_REJECTED = -1  # response status for a cancel that found no order
+
+# The strategy kernel's signature (see grinder.core.strategy). The engine takes the kernel as a
+# typed function pointer, so it is compiled once for every strategy and cached on disk.
+STRATEGY_SIG = types.int64(
+    types.float64[::1], types.int64, types.int64, types.float64, types.float64, types.float64,
+    types.int8[::1], types.int64[::1], types.float64[::1],
+)  # fmt: skip
+STRATEGY_FN = types.FunctionType(STRATEGY_SIG)
+
+
+def _run_signature(tape_readonly: bool):
+    a = lambda t, ro=False: types.Array(t, 1, "C", readonly=ro)  # noqa: E731
+    ro = tape_readonly
+    return (
+        a(types.int64, ro), a(types.int8, ro), a(types.int8, ro), a(types.int64, ro), a(types.float64, ro),
+        a(types.float64), a(types.int64), a(types.int64), a(types.int64), a(types.int64), a(types.int64),
+        a(types.int64), a(types.int64), a(types.int64), a(types.int64),
+        types.int64, types.int64, types.int64, types.int64,
+        types.float64, types.float64, types.float64, types.float64, types.int64, types.float64,
+        STRATEGY_FN, a(types.float64), types.int64,
+    )  # fmt: skip
 
 
 @njit(cache=True)
@@ -112,7 +133,7 @@ def _fill(s_, ts, response_ns, seq, o_qty, x_live, inflight, counters, r_ts, r_s
     return seq + 1
 
 
-@njit(cache=True)
+@njit([_run_signature(False), _run_signature(True)], cache=True)
 def run(  # noqa: C901 - the loop is the model; splitting it would hide the order of events
     ts_exch, kind, side, ticks, qty,
     prev_qty, best_bid, best_ask, local_ts, local_bb, local_ba,

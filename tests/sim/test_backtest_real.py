@@ -46,3 +46,15 @@ def test_decisions_every_step_and_digest_repeats(result):
     assert r.counters["exchange_events"] == len(tape)
     again = run_backtest(tape, static_grid, PARAMS.as_array(), VENUE)
     assert again.digest == r.digest
+
+
+def test_cached_read_only_tape_gives_the_same_run(result, tmp_path):
+    import shutil
+
+    r, _ = result
+    root = tmp_path / "lake"
+    shutil.copytree(REPO / "data" / "sample" / "lake", root)
+    load_tape(root, "binance-usdm", "BTCUSDT", cache=True)
+    mapped = load_tape(root, "binance-usdm", "BTCUSDT", cache=True)
+    assert not mapped.ts_exch.flags.writeable
+    assert run_backtest(mapped, static_grid, PARAMS.as_array(), VENUE).digest == r.digest
