@@ -29,8 +29,17 @@ def peer(window: str, out: Path, rerun: bool) -> tuple[dict, list[tuple]]:
     summary = out / f"{window}_summary.json"
     if rerun or not summary.is_file():
         subprocess.run(["bash", str(PEERS / "setup_hftbacktest.sh")], check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([str(PEERS / ".venv-hftbacktest" / "bin" / "python"), str(PEERS / "hftbacktest_grid.py"),
-                        "--out", str(out), "--window", window], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                str(PEERS / ".venv-hftbacktest" / "bin" / "python"),
+                str(PEERS / "hftbacktest_grid.py"),
+                "--out",
+                str(out),
+                "--window",
+                window,
+            ],
+            check=True,
+        )
     fills = []
     for line in (out / f"{window}_fills.csv").read_text().splitlines()[1:]:
         c = line.split(",")
@@ -54,12 +63,21 @@ def grinder(window: str, lake: Path, s: dict):
         Lake(root).write(parse_binance(paths, resolve_instrument("binance-usdm", symbol)), paths)
     tape = load_tape(root, "binance-usdm", symbol)
     st = s["settings"]
-    params = StaticGridParams(levels=st["grid_num"], interval=st["grid_interval"], half_spread=st["half_spread"],
-                              order_qty=st["order_qty"], max_position=st["max_position"])  # fmt: skip
-    venue = VenueConfig(entry_latency_ns=st["order_latency"]["entry_ns"],
-                        response_latency_ns=st["order_latency"]["response_ns"], step_ns=st["step_ns"],
-                        local_clock_offset_ns=s["conversion"]["local_ts_offset_added_ns"],
-                        maker_fee=st["fee_model"]["maker"], taker_fee=st["fee_model"]["taker"])  # fmt: skip
+    params = StaticGridParams(
+        levels=st["grid_num"],
+        interval=st["grid_interval"],
+        half_spread=st["half_spread"],
+        order_qty=st["order_qty"],
+        max_position=st["max_position"],
+    )
+    venue = VenueConfig(
+        entry_latency_ns=st["order_latency"]["entry_ns"],
+        response_latency_ns=st["order_latency"]["response_ns"],
+        step_ns=st["step_ns"],
+        local_clock_offset_ns=s["conversion"]["local_ts_offset_added_ns"],
+        maker_fee=st["fee_model"]["maker"],
+        taker_fee=st["fee_model"]["taker"],
+    )
     start = s["conversion"]["first_exch_ts"]
     t0 = time.perf_counter()
     rep = prepare(tape, venue)
@@ -74,8 +92,10 @@ def grinder(window: str, lake: Path, s: dict):
     object.__setattr__(r, "_prep_s", prep_s)
     object.__setattr__(r, "_events", len(tape))
     f = r.fills
-    fills = [(int(a), int(b), int(c), round(float(d), 9))
-             for a, b, c, d in zip(f["ts_exch"], f["side"], f["price_ticks"], f["qty"], strict=True)]  # fmt: skip
+    fills = [
+        (int(a), int(b), int(c), round(float(d), 9))
+        for a, b, c, d in zip(f["ts_exch"], f["side"], f["price_ticks"], f["qty"], strict=True)
+    ]
     return r, fills
 
 

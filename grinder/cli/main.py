@@ -308,8 +308,11 @@ def backtest(
             raise DataError(f"--param {item!r}: expected NAME=VALUE")
         cfg["strategy"][name.strip()] = value.strip()
     ms = 1_000_000
-    for key, value in (("entry_latency_ns", entry_latency_ms), ("response_latency_ns", response_latency_ms),
-                       ("step_ns", step_ms)):  # fmt: skip
+    for key, value in (
+        ("entry_latency_ns", entry_latency_ms),
+        ("response_latency_ns", response_latency_ms),
+        ("step_ns", step_ms),
+    ):
         if value is not None:
             cfg["venue"][key] = int(round(value * ms))
     if queue is not None:
@@ -324,8 +327,9 @@ def backtest(
     tape = load_tape(root, venue, symbol, _parse_time(start), _parse_time(end))
     t1 = time.perf_counter()
     with err.status(f"backtesting {strat.name} on {venue}/{symbol} ({len(tape):,} events)"):
-        res = run_backtest(tape, strat.kernel, strat.vector(params), venue_cfg, strat.max_targets,
-                           start_ns=_parse_time(start) or 0)  # fmt: skip
+        res = run_backtest(
+            tape, strat.kernel, strat.vector(params), venue_cfg, strat.max_targets, start_ns=_parse_time(start) or 0
+        )
     t2 = time.perf_counter()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = out / f"{stamp}-{strat.name}-{symbol}-{res.digest[:8]}"
@@ -355,10 +359,14 @@ def backtest(
 
 def print_summary(summary: dict, run_dir: Path) -> None:
     """One screen of results: what ran, what it did, where the files are."""
-    out.print(f"{summary['strategy']} on {summary['selection']['venue']}/{summary['selection']['symbol']}: "
-              f"{summary['events']:,} events in {summary['seconds']['backtest']:.2f} s")  # fmt: skip
-    out.print(f"  fills {summary['fills']:,}  position {summary['position']:.6g}  fees {summary['fees']:.4f}  "
-              f"equity {summary['equity']:.4f}")  # fmt: skip
+    out.print(
+        f"{summary['strategy']} on {summary['selection']['venue']}/{summary['selection']['symbol']}: "
+        f"{summary['events']:,} events in {summary['seconds']['backtest']:.2f} s"
+    )
+    out.print(
+        f"  fills {summary['fills']:,}  position {summary['position']:.6g}  fees {summary['fees']:.4f}  "
+        f"equity {summary['equity']:.4f}"
+    )
     out.print(f"  digest {summary['digest']}")
     out.print(f"  run folder: {run_dir}")
 

@@ -532,9 +532,16 @@ def synth_batch(
     pdiv, qdiv = _exact_divisor(tick_size), _exact_divisor(lot_size)
     lots_per_quote = 1.0 / (mid * lot_size)
     (book_i, book_k, book_f, nb, tr_i, tr_s, tr_f, nt, bbo_i, bbo_f, nq, fu_i, fu_f, nf, reg, nr) = _kernel(
-        int(n_events), seed32, int(start_ns), int(mid_ticks), float(tick_size), pdiv, float(lot_size), qdiv,
+        int(n_events),
+        seed32,
+        int(start_ns),
+        int(mid_ticks),
+        float(tick_size),
+        pdiv,
+        float(lot_size),
+        qdiv,
         lots_per_quote,
-    )  # fmt: skip
+    )
 
     def cols(*parts: np.ndarray, n: int) -> list[pa.Array]:
         # Each buffer row is one contiguous column: Arrow wraps it without a copy.
@@ -551,10 +558,17 @@ def synth_batch(
     index = np.round(mid_px * (1.0 - fu_f[2, :nf] + 2e-5 * rng.standard_normal(nf)), 8)
     mark = np.round(mid_px * (1.0 + 1e-5 * rng.standard_normal(nf)), 8)
     tables["funding"] = pa.Table.from_arrays(
-        [pa.array(fu_i[0, :nf].copy()), pa.array(fu_i[1, :nf].copy()), pa.array(fu_i[2, :nf].copy()),
-         pa.array(mark), pa.array(index), pa.array(np.round(fu_f[1, :nf], 8)), pa.array(fu_i[3, :nf].copy())],
+        [
+            pa.array(fu_i[0, :nf].copy()),
+            pa.array(fu_i[1, :nf].copy()),
+            pa.array(fu_i[2, :nf].copy()),
+            pa.array(mark),
+            pa.array(index),
+            pa.array(np.round(fu_f[1, :nf], 8)),
+            pa.array(fu_i[3, :nf].copy()),
+        ],
         schema=FUNDING,
-    )  # fmt: skip
+    )
 
     report = IngestReport(rows={k: v.num_rows for k, v in tables.items()})
     report.notes.append(f"synthetic seed={seed} n_events={n_events} mid={mid} tick={tick_size} lot={lot_size}")
@@ -562,9 +576,17 @@ def synth_batch(
         report.notes.append(f"regime {int(reg[0, i])} {REGIME_NAMES[reg[1, i]]} {int(reg[2, i]):+d}")
     base = symbol[:-4] if symbol.endswith("USDT") and len(symbol) > 4 else symbol
     inst = Instrument(
-        venue=venue, symbol=symbol, contract="linear", base=base, quote="USDT", tick_size=tick_size,
-        lot_size=lot_size, min_notional=100.0, maker_fee=0.0002, taker_fee=0.0005,
-    )  # fmt: skip
+        venue=venue,
+        symbol=symbol,
+        contract="linear",
+        base=base,
+        quote="USDT",
+        tick_size=tick_size,
+        lot_size=lot_size,
+        min_notional=100.0,
+        maker_fee=0.0002,
+        taker_fee=0.0005,
+    )
     return IngestBatch(fmt="synth", instrument=inst, tables=tables, report=report)
 
 

@@ -54,8 +54,12 @@ def save(tape, root: Path, key: str) -> None:
     for group in ("bbo", "funding"):
         for c, a in getattr(tape, group).columns.items():
             np.save(tmp / f"{group}.{c}.npy", a)
-    meta = {"start": tape.start, "instrument": tape.instrument.model_dump(),
-            "bbo": list(tape.bbo.columns), "funding": list(tape.funding.columns)}  # fmt: skip
+    meta = {
+        "start": tape.start,
+        "instrument": tape.instrument.model_dump(),
+        "bbo": list(tape.bbo.columns),
+        "funding": list(tape.funding.columns),
+    }
     (tmp / "meta.json").write_text(json.dumps(meta))
     dest = base / key
     shutil.rmtree(dest, ignore_errors=True)

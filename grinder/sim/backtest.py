@@ -79,8 +79,15 @@ def prepare(tape: Tape, venue: VenueConfig) -> Replay:
     return prepare_replay(tape, local)[0]
 
 
-def run_backtest(tape: Tape, strategy, params: np.ndarray, venue: VenueConfig, max_targets: int = 64,
-                 start_ns: int = 0, replay: Replay | None = None) -> BacktestResult:  # fmt: skip
+def run_backtest(
+    tape: Tape,
+    strategy,
+    params: np.ndarray,
+    venue: VenueConfig,
+    max_targets: int = 64,
+    start_ns: int = 0,
+    replay: Replay | None = None,
+) -> BacktestResult:
     """Run `strategy` (a compiled target-quote kernel) with `params` over `tape`.
 
     Decisions happen at start_ns + k * step_ns; with start_ns = 0 the clock starts at the first event.
@@ -92,23 +99,58 @@ def run_backtest(tape: Tape, strategy, params: np.ndarray, venue: VenueConfig, m
         strategy.compile(STRATEGY_SIG.args)
     c = np.ascontiguousarray  # no copy for tapes from load_tape; the engine is compiled for C layout
     out = run(
-        c(tape.ts_exch), c(tape.kind), c(tape.side), c(tape.price_ticks), c(tape.qty),
-        rep.prev_qty, rep.best_bid, rep.best_ask, rep.local_ts, rep.local_best_bid, rep.local_best_ask,
-        rep.level_rows, rep.level_keys, rep.reset_rows, rep.reset_sides,
-        int(start_ns), venue.step_ns, venue.entry_latency_ns, venue.response_latency_ns,
-        inst.tick_size, inst.lot_size,
+        c(tape.ts_exch),
+        c(tape.kind),
+        c(tape.side),
+        c(tape.price_ticks),
+        c(tape.qty),
+        rep.prev_qty,
+        rep.best_bid,
+        rep.best_ask,
+        rep.local_ts,
+        rep.local_best_bid,
+        rep.local_best_ask,
+        rep.level_rows,
+        rep.level_keys,
+        rep.reset_rows,
+        rep.reset_sides,
+        int(start_ns),
+        venue.step_ns,
+        venue.entry_latency_ns,
+        venue.response_latency_ns,
+        inst.tick_size,
+        inst.lot_size,
+        inst.min_notional,
         inst.maker_fee if venue.maker_fee is None else venue.maker_fee,
         inst.taker_fee if venue.taker_fee is None else venue.taker_fee,
-        RISK_AVERSE if venue.queue == "risk_averse" else PROB_POWER, venue.queue_power,
-        strategy, np.asarray(params, np.float64), max_targets,
-    )  # fmt: skip
+        RISK_AVERSE if venue.queue == "risk_averse" else PROB_POWER,
+        venue.queue_power,
+        strategy,
+        np.asarray(params, np.float64),
+        max_targets,
+    )
     fts_exch, fts_local, fside, fpx, fqty, fmaker, ffee = out[:7]
-    fills = {"ts_exch": fts_exch, "ts_local": fts_local, "side": fside, "price": fpx * inst.tick_size,
-             "price_ticks": fpx, "qty": fqty, "maker": fmaker, "fee": ffee}  # fmt: skip
+    fills = {
+        "ts_exch": fts_exch,
+        "ts_local": fts_local,
+        "side": fside,
+        "price": fpx * inst.tick_size,
+        "price_ticks": fpx,
+        "qty": fqty,
+        "maker": fmaker,
+        "fee": ffee,
+    }
     steps = dict(zip(("ts", "mid", "position", "balance", "fees", "open_orders"), out[7:13], strict=True))
     c = out[13]
-    counters = {"placed": int(c[0]), "cancelled": int(c[1]), "expired": int(c[2]), "cancel_rejected": int(c[3]),
-                "fills": int(c[4]), "exchange_events": int(c[5]), "decisions": int(c[6])}  # fmt: skip
+    counters = {
+        "placed": int(c[0]),
+        "cancelled": int(c[1]),
+        "expired": int(c[2]),
+        "cancel_rejected": int(c[3]),
+        "fills": int(c[4]),
+        "exchange_events": int(c[5]),
+        "decisions": int(c[6]),
+        "rejected": int(c[7]),
+    }
     position, balance, fees = float(out[14]), float(out[15]), float(out[16])
-    return BacktestResult(fills, steps, position, balance, fees, counters,
-                          digest_of(fills, (position, balance, fees)))  # fmt: skip
+    return BacktestResult(fills, steps, position, balance, fees, counters, digest_of(fills, (position, balance, fees)))

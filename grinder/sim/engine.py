@@ -15,7 +15,8 @@ Between two decisions the loop only walks exchange rows and checks them against 
 Fill rules (no partial fills): a resting buy fills in full at its own price when the best ask
 drops to or below it, when a sell trade prints below it, or when the queue ahead of it at its
 price is consumed (queue model). Orders are post-only (GTX): one that would cross on arrival
-expires. Prices are int64 ticks, quantities float64 base units, times int64 ns.
+expires; one that breaks the venue's filters (whole lots, minimum notional) is rejected. Prices
+are int64 ticks, quantities float64 base units, times int64 ns.
 """
 
 from __future__ import annotations
@@ -44,9 +45,16 @@ RESP_REJECTED = -1  # response status for a cancel that found no order
 # The strategy kernel's signature (see grinder.core.strategy). The engine takes the kernel as a
 # typed function pointer, so it is compiled once for every strategy and cached on disk.
 STRATEGY_SIG = types.int64(
-    types.float64[::1], types.int64, types.int64, types.float64, types.float64, types.float64,
-    types.int8[::1], types.int64[::1], types.float64[::1],
-)  # fmt: skip
+    types.float64[::1],
+    types.int64,
+    types.int64,
+    types.float64,
+    types.float64,
+    types.float64,
+    types.int8[::1],
+    types.int64[::1],
+    types.float64[::1],
+)
 STRATEGY_FN = types.FunctionType(STRATEGY_SIG)
 
 
@@ -54,13 +62,36 @@ def _run_signature(tape_readonly: bool):
     a = lambda t, ro=False: types.Array(t, 1, "C", readonly=ro)  # noqa: E731
     ro = tape_readonly
     return (
-        a(types.int64, ro), a(types.int8, ro), a(types.int8, ro), a(types.int64, ro), a(types.float64, ro),
-        a(types.float64), a(types.int64), a(types.int64), a(types.int64), a(types.int64), a(types.int64),
-        a(types.int64), a(types.int64), a(types.int64), a(types.int64),
-        types.int64, types.int64, types.int64, types.int64,
-        types.float64, types.float64, types.float64, types.float64, types.int64, types.float64,
-        STRATEGY_FN, a(types.float64), types.int64,
-    )  # fmt: skip
+        a(types.int64, ro),
+        a(types.int8, ro),
+        a(types.int8, ro),
+        a(types.int64, ro),
+        a(types.float64, ro),
+        a(types.float64),
+        a(types.int64),
+        a(types.int64),
+        a(types.int64),
+        a(types.int64),
+        a(types.int64),
+        a(types.int64),
+        a(types.int64),
+        a(types.int64),
+        a(types.int64),
+        types.int64,
+        types.int64,
+        types.int64,
+        types.int64,
+        types.float64,
+        types.float64,
+        types.float64,
+        types.float64,
+        types.float64,
+        types.int64,
+        types.float64,
+        STRATEGY_FN,
+        a(types.float64),
+        types.int64,
+    )
 
 
 @njit(cache=True)
@@ -135,13 +166,36 @@ def _fill(s_, ts, response_ns, seq, o_qty, x_live, inflight, counters, r_ts, r_s
 
 @njit([_run_signature(False), _run_signature(True)], cache=True)
 def run(  # noqa: C901 - the loop is the model; splitting it would hide the order of events
-    ts_exch, kind, side, ticks, qty,
-    prev_qty, best_bid, best_ask, local_ts, local_bb, local_ba,
-    level_rows, level_keys, reset_rows, reset_sides,
-    start_ns, step_ns, entry_ns, response_ns,
-    tick, lot, maker_fee, taker_fee, queue_model, queue_n,
-    strategy, params, max_targets,
-):  # fmt: skip
+    ts_exch,
+    kind,
+    side,
+    ticks,
+    qty,
+    prev_qty,
+    best_bid,
+    best_ask,
+    local_ts,
+    local_bb,
+    local_ba,
+    level_rows,
+    level_keys,
+    reset_rows,
+    reset_sides,
+    start_ns,
+    step_ns,
+    entry_ns,
+    response_ns,
+    tick,
+    lot,
+    min_notional,
+    maker_fee,
+    taker_fee,
+    queue_model,
+    queue_n,
+    strategy,
+    params,
+    max_targets,
+):
     """Run a strategy over a prepared tape; returns fills, per-step records and counters."""
     n = ts_exch.shape[0]
     cap = max(64, 4 * max_targets)
@@ -206,7 +260,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     s_fee = np.zeros(n_steps_cap)
     s_open = np.zeros(n_steps_cap, np.int64)
     ns = 0
-    counters = np.zeros(8, np.int64)  # placed, cancelled, expired, cancel_rejected, fills, events, decisions
+    # placed, cancelled, expired (post-only), cancel_rejected, fills, events, decisions, rejected (filters)
+    counters = np.zeros(8, np.int64)
     ei = 0  # next exchange row
     lj = 0  # next local event
     tq, qi = MAX_TS, -1
@@ -284,8 +339,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                         j = _idx_find(ipx, icnt, s, p)
                         if j < icnt[s] and ipx[s, j] == p:
                             s_ = islot[s, j]
-                            x_front[s_], x_cum[s_] = on_depth(queue_model, queue_n, x_front[s_], x_cum[s_],
-                                                              prev_qty[i], qty[i])  # fmt: skip
+                            x_front[s_], x_cum[s_] = on_depth(
+                                queue_model, queue_n, x_front[s_], x_cum[s_], prev_qty[i], qty[i]
+                            )
                     # The best moved through our orders on the other side: they fill at their price.
                     if s == BID:
                         nb = best_bid[i]
@@ -346,7 +402,16 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                 r_ts[k], r_seq[k], r_slot[k], r_exch_ts[k], r_qty[k] = tq + response_ns, seq, s_, tq, 0.0
                 seq += 1
                 inflight[s_] += 1
-                if req == REQ_NEW:
+                lots = o_qty[s_] / lot
+                if req == REQ_NEW and (
+                    lots < 0.5
+                    or abs(lots - round(lots)) > 1e-9
+                    or o_px[s_] * tick * o_qty[s_] < min_notional * (1.0 - 1e-12)
+                ):
+                    # The venue's filters: whole lots, and at least the minimum notional (quote).
+                    r_status[k] = ST_EXPIRED
+                    counters[7] += 1
+                elif req == REQ_NEW:
                     s = BID if o_side[s_] > 0 else ASK
                     # The exchange book now holds rows [0, ei).
                     bb_x = best_bid[ei - 1] if ei > 0 else EMPTY
@@ -361,8 +426,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                     else:
                         r_status[k] = ST_NEW
                         x_live[s_] = True
-                        x_front[s_] = qty_before(level_rows, level_keys, reset_rows, reset_sides, qty,
-                                                 o_side[s_], o_px[s_], ei)  # fmt: skip
+                        x_front[s_] = qty_before(
+                            level_rows, level_keys, reset_rows, reset_sides, qty, o_side[s_], o_px[s_], ei
+                        )
                         x_cum[s_] = 0.0
                         _idx_add(ipx, islot, icnt, s, o_px[s_], s_)
                 elif x_live[s_]:
@@ -428,8 +494,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             break
         # ---- decision at `target` ----
         for s_ in range(cap):
-            if l_live[s_] and (l_status[s_] == ST_FILLED or l_status[s_] == ST_CANCELED
-                               or l_status[s_] == ST_EXPIRED):  # fmt: skip
+            if l_live[s_] and (l_status[s_] == ST_FILLED or l_status[s_] == ST_CANCELED or l_status[s_] == ST_EXPIRED):
                 l_live[s_] = False
                 if not x_live[s_] and inflight[s_] == 0:
                     free[nfree] = s_
@@ -443,8 +508,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                 slots[m] = s_
                 m += 1
         sl = slots[:m]
-        nc, npl = diff_quotes(t_side, t_px, nt, o_side[sl], o_px[sl], l_status[sl], l_req[sl], l_live[sl], m,
-                              out_cancel, out_place)  # fmt: skip
+        nc, npl = diff_quotes(
+            t_side, t_px, nt, o_side[sl], o_px[sl], l_status[sl], l_req[sl], l_live[sl], m, out_cancel, out_place
+        )
         for c in range(nc):
             s_ = slots[out_cancel[c]]
             l_req[s_] = REQ_CANCEL
@@ -477,6 +543,22 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             ns += 1
         target += step_ns
     counters[6] = ns
-    return (f_ts_exch[:nf], f_ts_local[:nf], f_side[:nf], f_px[:nf], f_qty[:nf], f_maker[:nf], f_fee[:nf],
-            s_ts[:ns], s_mid[:ns], s_pos[:ns], s_bal[:ns], s_fee[:ns], s_open[:ns], counters,
-            position, balance, fees)  # fmt: skip
+    return (
+        f_ts_exch[:nf],
+        f_ts_local[:nf],
+        f_side[:nf],
+        f_px[:nf],
+        f_qty[:nf],
+        f_maker[:nf],
+        f_fee[:nf],
+        s_ts[:ns],
+        s_mid[:ns],
+        s_pos[:ns],
+        s_bal[:ns],
+        s_fee[:ns],
+        s_open[:ns],
+        counters,
+        position,
+        balance,
+        fees,
+    )

@@ -84,8 +84,9 @@ def prepare_replay(tape: Tape, local_ts: np.ndarray) -> tuple[Replay, np.ndarray
     keys = level_key(1, 0) * (tape.side[book_rows] > 0) + tape.price_ticks[book_rows]
     g = np.lexsort((book_rows, keys))
     resets = np.flatnonzero(tape.kind == 2)
-    rep = Replay(prev_q, bb, ba, local_ts[order], lbb, lba, book_rows[g], keys[g], resets,
-                 tape.side[resets].astype(np.int64))  # fmt: skip
+    rep = Replay(
+        prev_q, bb, ba, local_ts[order], lbb, lba, book_rows[g], keys[g], resets, tape.side[resets].astype(np.int64)
+    )
     return rep, order
 
 

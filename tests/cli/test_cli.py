@@ -13,8 +13,9 @@ from tests.conftest import REPO, write_capture
 
 
 def grinder(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "grinder", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "grinder", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,15 @@ def test_ls_and_check_on_bundled_sample(sample):
 
 
 def test_query_formats(sample):
-    r = grinder("data", "query", "select side, count(*) as n from trades group by side order by side",
-                "--root", sample, "--format", "csv")  # fmt: skip
+    r = grinder(
+        "data",
+        "query",
+        "select side, count(*) as n from trades group by side order by side",
+        "--root",
+        sample,
+        "--format",
+        "csv",
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[0] == "side,n" and len(lines) == 3
@@ -80,7 +88,7 @@ def test_ingest_then_ls(real_lines, tmp_path):
                 "2020-01-02",
             ],
             "no book or trade rows",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, sample, tmp_path):
@@ -132,8 +140,10 @@ def test_backtest_writes_a_run_folder_with_a_stable_digest(sample, tmp_path):
 
 def test_backtest_reads_a_toml_config(sample, tmp_path):
     cfg = tmp_path / "grid.toml"
-    cfg.write_text("[strategy]\ninterval = 1.0\nhalf_spread = 2.0\norder_qty = 0.1\nmax_position = 5.0\n"
-                   "[venue]\nentry_latency_ns = 5000000\n")  # fmt: skip
+    cfg.write_text(
+        "[strategy]\ninterval = 1.0\nhalf_spread = 2.0\norder_qty = 0.1\nmax_position = 5.0\n"
+        "[venue]\nentry_latency_ns = 5000000\n"
+    )
     r = grinder("backtest", "static_grid", "--root", sample, "--config", cfg, "--out", tmp_path / "runs")
     assert r.returncode == 0, r.stderr
     run = next((tmp_path / "runs").iterdir())
@@ -148,7 +158,7 @@ def test_backtest_reads_a_toml_config(sample, tmp_path):
         (
             ["static_grid", "-p", "interval=-1", "-p", "half_spread=2", "-p", "order_qty=1", "-p", "max_position=5"],
             "interval: Input should be greater than 0",
-        ),  # fmt: skip
+        ),
         (["static_grid", "-p", "interval"], "expected NAME=VALUE"),
         (["static_grid", *GRID, "--queue", "fifo"], "venue: queue"),
         (["static_grid", *GRID, "--start", "2020-01-01", "--end", "2020-01-02"], "no book or trade rows"),

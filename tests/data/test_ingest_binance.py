@@ -115,8 +115,13 @@ def _snapshot_from_book(lines, upto_line, snapshot_line):
     bids = sorted(book["b"].items(), key=lambda x: -float(x[0]))
     asks = sorted(book["a"].items(), key=lambda x: float(x[0]))
     local = lines[upto_line - 1].split(b" ", 1)[0]
-    body = {"lastUpdateId": last_u, "E": 0, "T": orjson.loads(lines[upto_line - 1].split(b" ", 1)[1])["data"]["T"],
-            "bids": [list(x) for x in bids], "asks": [list(x) for x in asks]}  # fmt: skip
+    body = {
+        "lastUpdateId": last_u,
+        "E": 0,
+        "T": orjson.loads(lines[upto_line - 1].split(b" ", 1)[1])["data"]["T"],
+        "bids": [list(x) for x in bids],
+        "asks": [list(x) for x in asks],
+    }
     return local + b" " + orjson.dumps(body)
 
 

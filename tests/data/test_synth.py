@@ -58,8 +58,12 @@ def test_schema_instrument_and_report(batch):
         assert batch.report.rows[name] == batch.tables[name].num_rows > 0
     inst = batch.instrument
     assert (inst.venue, inst.symbol, inst.base, inst.quote, inst.settle) == (
-        "synthetic", "SYNTHUSDT", "SYNTH", "USDT", "USDT",
-    )  # fmt: skip
+        "synthetic",
+        "SYNTHUSDT",
+        "SYNTH",
+        "USDT",
+        "USDT",
+    )
     assert (inst.tick_size, inst.lot_size, inst.min_notional) == (TICK, LOT, 100.0)
     assert (inst.maker_fee, inst.taker_fee) == (0.0002, 0.0005)
 
@@ -137,8 +141,11 @@ def test_messages_times_and_sequence(batch):
 
 def test_prices_and_quantities_on_grid(batch):
     t = batch.tables
-    for name, pcols, qcols in (("book", ["price"], ["qty"]), ("trades", ["price"], ["qty"]),
-                               ("bbo", ["bid_price", "ask_price"], ["bid_qty", "ask_qty"])):  # fmt: skip
+    for name, pcols, qcols in (
+        ("book", ["price"], ["qty"]),
+        ("trades", ["price"], ["qty"]),
+        ("bbo", ["bid_price", "ask_price"], ["bid_qty", "ask_qty"]),
+    ):
         for c in pcols:
             p = _np(t[name], c)
             if name == "book":

@@ -31,8 +31,13 @@ def test_round_trip_gives_the_same_events(lake):
     assert len(tape) == len(book) + len(trades)
     is_trade = tape.kind == EV_TRADE
     # Each table's rows come back in their own order, values unchanged.
-    for col, tcol in (("ts_exch", "ts_exch"), ("ts_local", "ts_local"), ("price", "price"), ("qty", "qty"),
-                      ("side", "side")):  # fmt: skip
+    for col, tcol in (
+        ("ts_exch", "ts_exch"),
+        ("ts_local", "ts_local"),
+        ("price", "price"),
+        ("qty", "qty"),
+        ("side", "side"),
+    ):
         assert np.array_equal(getattr(tape, tcol)[~is_trade], book[col].to_numpy())
         assert np.array_equal(getattr(tape, tcol)[is_trade], trades[col].to_numpy())
     assert np.array_equal(tape.kind[~is_trade], book["kind"].to_numpy())

@@ -16,8 +16,10 @@ from tests.conftest import REPO
 def test_grid_fills_match_hftbacktest_one_for_one(real_dir, tmp_path):
     r = subprocess.run(
         [sys.executable, str(REPO / "bench" / "agreement.py"), "--window", "btcusdt_20240808", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=1500,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     row = json.loads((REPO / "bench" / "out" / "agreement.json").read_text())[0]
     assert row["hftbacktest_fills"] == row["grinder_fills"] == row["matched"] > 1000

@@ -10,7 +10,8 @@ from grinder.sim.backtest import VenueConfig, run_backtest
 from strategies.grid import StaticGridParams, static_grid
 from tests.conftest import REPO
 
-PARAMS = StaticGridParams(levels=20, interval=1.0, half_spread=2.0, order_qty=0.001, max_position=0.02)
+# 0.002 BTC is about 124 USDT: above BTCUSDT's 100 USDT minimum notional.
+PARAMS = StaticGridParams(levels=20, interval=1.0, half_spread=2.0, order_qty=0.002, max_position=0.04)
 VENUE = VenueConfig(entry_latency_ns=10_000_000, response_latency_ns=10_000_000)
 
 

@@ -32,9 +32,20 @@ def tape(rows):
     ts = (a[:, 0] * MS).astype(np.int64)
     kind = a[:, 1].astype(np.int8)
     ref = np.arange(len(a), dtype=np.int64)
-    return Tape(INST, ts, ts.copy(), kind, a[:, 2].astype(np.int8), a[:, 3], a[:, 3].astype(np.int64), a[:, 4], ref,
-                np.ones(len(a), np.uint8), Series({"ts_exch": np.empty(0, np.int64)}),
-                Series({"ts_exch": np.empty(0, np.int64)}))  # fmt: skip
+    return Tape(
+        INST,
+        ts,
+        ts.copy(),
+        kind,
+        a[:, 2].astype(np.int8),
+        a[:, 3],
+        a[:, 3].astype(np.int64),
+        a[:, 4],
+        ref,
+        np.ones(len(a), np.uint8),
+        Series({"ts_exch": np.empty(0, np.int64)}),
+        Series({"ts_exch": np.empty(0, np.int64)}),
+    )
 
 
 BOOK = [(0, 2, 0, 0, 0), (0, 1, 1, 99, 5), (0, 1, 1, 98, 5), (0, 1, -1, 101, 5), (0, 1, -1, 102, 5)]
@@ -110,3 +121,23 @@ def test_digest_is_stable_and_sensitive():
     b = run([(200, 3, -1, 99, 6)], [1, 99, 1, 0])
     c = run([(200, 3, -1, 99, 6)], [1, 99, 2, 0])
     assert a.digest == b.digest != c.digest
+
+
+def test_orders_breaking_venue_filters_are_rejected():
+    strict = Instrument(venue="test", symbol="TESTUSDT", tick_size=1.0, lot_size=1.0, min_notional=200.0)
+    t = tape(BOOK + [(200, 3, -1, 99, 6)] + END)
+    t = Tape(
+        strict,
+        *(
+            getattr(t, c)
+            for c in ("ts_exch", "ts_local", "kind", "side", "price", "price_ticks", "qty", "ref", "flags")
+        ),
+        bbo=t.bbo,
+        funding=t.funding,
+    )
+    small = run_backtest(t, one_quote, np.array([1, 99, 1, 0], np.float64), VENUE)  # 99 < 200 min notional
+    assert small.counters["rejected"] >= 1 and len(small.fills["qty"]) == 0
+    odd_lot = run_backtest(t, one_quote, np.array([1, 99, 2.5, 0], np.float64), VENUE)  # not whole lots
+    assert odd_lot.counters["rejected"] >= 1 and len(odd_lot.fills["qty"]) == 0
+    ok = run_backtest(t, one_quote, np.array([1, 99, 3, 0], np.float64), VENUE)  # 297 >= 200
+    assert ok.counters["rejected"] == 0 and ok.fills["qty"].tolist() == [3.0]

@@ -26,8 +26,9 @@ def test_replay_matches_a_live_book(tmp_path):
             for d in queries[i]:
                 for code, s in ((1, BID), (-1, ASK)):
                     p = int(mid + d)
-                    got = qty_before(rep.level_rows, rep.level_keys, rep.reset_rows, rep.reset_sides, tape.qty,
-                                     code, p, i)  # fmt: skip
+                    got = qty_before(
+                        rep.level_rows, rep.level_keys, rep.reset_rows, rep.reset_sides, tape.qty, code, p, i
+                    )
                     assert got == qty_at(hdr, wq, ok, oq, s, p), (i, code, p)
         if tape.kind[i] <= 1:
             s = BID if tape.side[i] > 0 else ASK
