@@ -337,6 +337,7 @@ def backtest(
     tmp.mkdir(parents=True, exist_ok=False)
     pq.write_table(pa.table(res.fills), tmp / "fills.parquet")
     pq.write_table(pa.table(res.steps), tmp / "steps.parquet")
+    pq.write_table(pa.table(res.funding), tmp / "funding.parquet")
     summary = {
         "strategy": strat.name,
         "params": params.model_dump(),
@@ -347,6 +348,7 @@ def backtest(
         "position": res.position,
         "balance": res.balance,
         "fees": res.fees,
+        "funding_paid": res.funding_paid,
         "equity": res.equity,
         "counters": res.counters,
         "digest": res.digest,
@@ -365,6 +367,7 @@ def print_summary(summary: dict, run_dir: Path) -> None:
     )
     out.print(
         f"  fills {summary['fills']:,}  position {summary['position']:.6g}  fees {summary['fees']:.4f}  "
+        f"funding {summary['funding_paid']:.4f}  "
         f"equity {summary['equity']:.4f}"
     )
     out.print(f"  digest {summary['digest']}")

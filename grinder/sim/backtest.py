@@ -41,12 +41,18 @@ class BacktestResult:
     fees: float
     counters: dict[str, int]
     digest: str
+    funding: dict[str, np.ndarray]  # ts, position, amount (quote; positive = paid) of each settlement
+
+    @property
+    def funding_paid(self) -> float:
+        """Funding paid over the run, quote currency (negative when received)."""
+        return float(self.funding["amount"].sum())
 
     @property
     def equity(self) -> float:
-        """Balance plus position marked at the last mid, minus fees (quote currency)."""
+        """Balance plus position marked at the last mid, minus fees and funding (quote currency)."""
         mid = self.steps["mid"][-1] if len(self.steps["mid"]) else np.nan
-        return self.balance + self.position * mid - self.fees
+        return self.balance + self.position * mid - self.fees - self.funding_paid
 
 
 def corrected_local_times(tape: Tape, floor_ns: int = 0) -> np.ndarray:
@@ -68,6 +74,23 @@ def digest_of(fills: dict[str, np.ndarray], final: tuple[float, float, float]) -
         h.update(np.ascontiguousarray(fills[k]).tobytes())
     h.update(np.array(final, np.float64).tobytes())
     return h.hexdigest()
+
+
+def funding_settlements(tape: Tape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(time ns, rate, mark price) of each funding settlement inside the tape's mark-price series.
+
+    The rate is the last one published before the settlement time, the mark price the last one at
+    or before it; settlements outside the series' time span are not known and not applied.
+    """
+    f = tape.funding
+    if len(f) == 0:
+        return np.empty(0, np.int64), np.empty(0), np.empty(0)
+    ts = f.ts_exch
+    times = np.unique(f.next_funding_ts)
+    times = times[(times > ts[0]) & (times <= ts[-1])]
+    rate = f.funding_rate[np.searchsorted(ts, times, "left") - 1]
+    mark = f.mark_price[np.searchsorted(ts, times, "right") - 1]
+    return times.astype(np.int64), rate.astype(np.float64), mark.astype(np.float64)
 
 
 def prepare(tape: Tape, venue: VenueConfig) -> Replay:
@@ -114,6 +137,7 @@ def run_backtest(
         rep.level_keys,
         rep.reset_rows,
         rep.reset_sides,
+        *funding_settlements(tape),
         int(start_ns),
         venue.step_ns,
         venue.entry_latency_ns,
@@ -153,4 +177,8 @@ def run_backtest(
         "rejected": int(c[7]),
     }
     position, balance, fees = float(out[14]), float(out[15]), float(out[16])
-    return BacktestResult(fills, steps, position, balance, fees, counters, digest_of(fills, (position, balance, fees)))
+    funding = {"ts": out[17], "position": out[18], "amount": out[19]}
+    paid = float(out[20])
+    return BacktestResult(
+        fills, steps, position, balance, fees, counters, digest_of(fills, (position, balance, fees, paid)), funding
+    )

@@ -77,6 +77,9 @@ def _run_signature(tape_readonly: bool):
         a(types.int64),
         a(types.int64),
         a(types.int64),
+        a(types.int64),
+        a(types.float64),
+        a(types.float64),
         types.int64,
         types.int64,
         types.int64,
@@ -149,9 +152,27 @@ def _slot_of(ts):
 
 
 @njit(cache=True, inline="always")
-def _fill(s_, ts, response_ns, seq, o_qty, x_live, inflight, counters, r_ts, r_seq, r_slot, r_status, r_exch_ts, r_qty):
+def _fill(
+    s_,
+    ts,
+    response_ns,
+    seq,
+    o_qty,
+    x_live,
+    inflight,
+    counters,
+    r_ts,
+    r_seq,
+    r_slot,
+    r_status,
+    r_exch_ts,
+    r_qty,
+    o_side,
+    x_pos,
+):
     """Order in slot s_ filled in full at the exchange at ts: queue the fill response; returns next seq."""
     x_live[s_] = False
+    x_pos[0] += o_qty[s_] if o_side[s_] > 0 else -o_qty[s_]
     k = _slot_of(r_ts)
     r_ts[k] = ts + response_ns
     r_seq[k] = seq
@@ -181,6 +202,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     level_keys,
     reset_rows,
     reset_sides,
+    fund_ts,
+    fund_rate,
+    fund_mark,
     start_ns,
     step_ns,
     entry_ns,
@@ -211,6 +235,13 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     inflight = np.zeros(cap, np.int64)
     free = np.arange(cap - 1, -1, -1).astype(np.int64)
     nfree = cap
+    x_pos = np.zeros(1)  # position as the exchange sees it (fills count when they happen there)
+    nfund = fund_ts.shape[0]
+    fi = 0
+    funding_paid = 0.0
+    p_ts = np.zeros(nfund, np.int64)
+    p_pos = np.zeros(nfund)
+    p_amount = np.zeros(nfund)
     # Exchange price index of resting orders, per side, sorted by price.
     ipx = np.zeros((2, cap), np.int64)
     islot = np.zeros((2, cap), np.int64)
@@ -270,7 +301,15 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         # ---- exchange side: rows and request arrivals up to `target`, rows first on ties ----
         while True:
             te = ts_exch[ei] if ei < n else MAX_TS
-            if te <= tq and te <= target and te != MAX_TS:
+            tf = fund_ts[fi] if fi < nfund else MAX_TS
+            if tf < te and tf <= tq and tf <= target:
+                # Funding settles on the position held at the exchange at that moment (quote currency;
+                # positive rates: longs pay shorts).
+                amount = x_pos[0] * fund_mark[fi] * fund_rate[fi]
+                funding_paid += amount
+                p_ts[fi], p_pos[fi], p_amount[fi] = tf, x_pos[0], amount
+                fi += 1
+            elif te <= tq and te <= target and te != MAX_TS:
                 i = ei
                 k_ = kind[i]
                 p = ticks[i]
@@ -302,6 +341,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                                     r_status,
                                     r_exch_ts,
                                     r_qty,
+                                    o_side,
+                                    x_pos,
                                 )
                             else:
                                 j += 1
@@ -331,6 +372,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                                     r_status,
                                     r_exch_ts,
                                     r_qty,
+                                    o_side,
+                                    x_pos,
                                 )
                             j -= 1
                 elif k_ <= 1:
@@ -366,6 +409,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                                     r_status,
                                     r_exch_ts,
                                     r_qty,
+                                    o_side,
+                                    x_pos,
                                 )
                     else:
                         na = best_ask[i]
@@ -390,6 +435,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                                     r_status,
                                     r_exch_ts,
                                     r_qty,
+                                    o_side,
+                                    x_pos,
                                 )
                 ei += 1
                 counters[5] += 1
@@ -490,7 +537,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             lj += 1
         # Nothing left to happen after `target`: the data has ended, no more decisions.
         tr, ri = _earliest(r_ts, r_seq)
-        if ei >= n and lj >= n and tq == MAX_TS and tr == MAX_TS:
+        if ei >= n and lj >= n and tq == MAX_TS and tr == MAX_TS and (fi >= nfund or fund_ts[fi] > last_ts):
             break
         # ---- decision at `target` ----
         for s_ in range(cap):
@@ -561,4 +608,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         position,
         balance,
         fees,
+        p_ts[:fi],
+        p_pos[:fi],
+        p_amount[:fi],
+        funding_paid,
     )

@@ -133,7 +133,12 @@ def test_backtest_writes_a_run_folder_with_a_stable_digest(sample, tmp_path):
         digests.append(r.stdout.split("digest ")[1].split()[0])
     assert digests[0] == digests[1]
     runs = sorted((tmp_path / "runs").iterdir())
-    assert len(runs) == 2 and {p.name for p in runs[0].iterdir()} == {"fills.parquet", "steps.parquet", "summary.json"}
+    assert len(runs) == 2 and {p.name for p in runs[0].iterdir()} == {
+        "fills.parquet",
+        "steps.parquet",
+        "funding.parquet",
+        "summary.json",
+    }
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["digest"] == digests[0] and summary["fills"] > 500 and summary["params"]["levels"] == 20
 

@@ -141,3 +141,59 @@ def test_orders_breaking_venue_filters_are_rejected():
     assert odd_lot.counters["rejected"] >= 1 and len(odd_lot.fills["qty"]) == 0
     ok = run_backtest(t, one_quote, np.array([1, 99, 3, 0], np.float64), VENUE)  # 297 >= 200
     assert ok.counters["rejected"] == 0 and ok.fills["qty"].tolist() == [3.0]
+
+
+def test_funding_settles_on_the_exchange_position_at_settlement_time():
+    t = tape(BOOK + [(200, 3, -1, 99, 3), (300, 3, -1, 99, 3)] + END)  # long 1 from 300 ms
+    funding = Series(
+        {
+            "ts_exch": np.array([0, 600, 900], np.int64) * MS,
+            "ts_local": np.array([0, 600, 900], np.int64) * MS,
+            "mark_price": np.array([100.0, 100.0, 101.0]),
+            "index_price": np.array([100.0, 100.0, 101.0]),
+            "funding_rate": np.array([0.001, -0.002, 0.0005]),
+            "next_funding_ts": np.array([500, 800, 1800], np.int64) * MS,
+        }
+    )
+    t = Tape(
+        INST,
+        *(
+            getattr(t, c)
+            for c in ("ts_exch", "ts_local", "kind", "side", "price", "price_ticks", "qty", "ref", "flags")
+        ),
+        bbo=t.bbo,
+        funding=funding,
+    )
+    r = run_backtest(t, one_quote, np.array([1, 99, 1, 0], np.float64), VENUE)
+    assert r.position == 1.0
+    assert r.funding["ts"].tolist() == [500 * MS, 800 * MS]  # 1800 ms is beyond the series
+    assert r.funding["position"].tolist() == [1.0, 1.0]
+    assert r.funding["amount"] == pytest.approx([0.1, -0.2])  # long pays a positive rate, earns a negative one
+    assert r.funding_paid == pytest.approx(-0.1)
+    mid = r.steps["mid"][-1]
+    assert r.equity == pytest.approx(r.balance + r.position * mid - r.fees + 0.1)
+
+
+def test_funding_before_the_fill_finds_no_position():
+    t = tape(BOOK + [(200, 3, -1, 99, 3), (300, 3, -1, 99, 3)] + END)
+    funding = Series(
+        {
+            "ts_exch": np.array([0, 400], np.int64) * MS,
+            "ts_local": np.array([0, 400], np.int64) * MS,
+            "mark_price": np.array([100.0, 100.0]),
+            "index_price": np.array([100.0, 100.0]),
+            "funding_rate": np.array([0.001, 0.001]),
+            "next_funding_ts": np.array([250, 900]) * MS,
+        }
+    )
+    t = Tape(
+        INST,
+        *(
+            getattr(t, c)
+            for c in ("ts_exch", "ts_local", "kind", "side", "price", "price_ticks", "qty", "ref", "flags")
+        ),
+        bbo=t.bbo,
+        funding=funding,
+    )
+    r = run_backtest(t, one_quote, np.array([1, 99, 1, 0], np.float64), VENUE)
+    assert r.funding["ts"].tolist() == [250 * MS] and r.funding["amount"].tolist() == [0.0]
