@@ -285,12 +285,13 @@ def backtest(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from grinder.core.gates import GateConfig
     from grinder.core.strategy import get
     from grinder.data.tape import load_tape
     from grinder.sim.backtest import VenueConfig, run_backtest
 
     strat = get(strategy)
-    cfg: dict = {"strategy": {}, "venue": {}}
+    cfg: dict = {"strategy": {}, "venue": {}, "gates": {}}
     if config is not None:
         if not config.is_file():
             raise DataError("no such file", str(config))
@@ -298,9 +299,11 @@ def backtest(
             loaded = tomllib.loads(config.read_text())
         except tomllib.TOMLDecodeError as e:
             raise DataError(f"not valid TOML: {e}", str(config)) from None
-        unknown = sorted(set(loaded) - {"strategy", "venue"})
+        unknown = sorted(set(loaded) - {"strategy", "venue", "gates"})
         if unknown:
-            raise DataError(f"unknown table(s) {', '.join(unknown)}; expected [strategy] and [venue]", str(config))
+            raise DataError(
+                f"unknown table(s) {', '.join(unknown)}; expected [strategy], [venue], [gates]", str(config)
+            )
         cfg.update({k: dict(v) for k, v in loaded.items()})
     for item in param or []:
         name, eq, value = item.partition("=")
@@ -323,12 +326,23 @@ def backtest(
     except ValidationError as e:
         first = e.errors()[0]
         raise DataError(f"venue: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+    try:
+        gates_cfg = GateConfig(**cfg["gates"])
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise DataError(f"gates: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
     t0 = time.perf_counter()
     tape = load_tape(root, venue, symbol, _parse_time(start), _parse_time(end))
     t1 = time.perf_counter()
     with err.status(f"backtesting {strat.name} on {venue}/{symbol} ({len(tape):,} events)"):
         res = run_backtest(
-            tape, strat.kernel, strat.vector(params), venue_cfg, strat.max_targets, start_ns=_parse_time(start) or 0
+            tape,
+            strat.kernel,
+            strat.vector(params),
+            venue_cfg,
+            strat.max_targets,
+            start_ns=_parse_time(start) or 0,
+            gates=gates_cfg,
         )
     t2 = time.perf_counter()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -342,6 +356,7 @@ def backtest(
         "strategy": strat.name,
         "params": params.model_dump(),
         "venue": venue_cfg.model_dump(),
+        "gates": gates_cfg.model_dump(),
         "selection": {"root": str(root), "venue": venue, "symbol": symbol, "start": start, "end": end},
         "events": len(tape),
         "fills": len(res.fills["qty"]),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from grinder.core.gates import REASONS, GateConfig, new_gate_state
 from grinder.data.tape import Tape
 from grinder.sim.engine import STRATEGY_SIG, run
 from grinder.sim.queue import PROB_POWER, RISK_AVERSE
@@ -110,14 +111,18 @@ def run_backtest(
     max_targets: int = 64,
     start_ns: int = 0,
     replay: Replay | None = None,
+    gates: GateConfig | None = None,
 ) -> BacktestResult:
     """Run `strategy` (a compiled target-quote kernel) with `params` over `tape`.
 
     Decisions happen at start_ns + k * step_ns; with start_ns = 0 the clock starts at the first event.
-    Pass `replay` from `prepare(tape, venue)` to skip rebuilding it (sweeps share one).
+    Pass `replay` from `prepare(tape, venue)` to skip rebuilding it (sweeps share one). `gates`
+    filter every decision's intents (default: all off); blocked intents are counted by reason.
     """
     inst = tape.instrument
     rep = prepare(tape, venue) if replay is None else replay
+    gate_cfg = (gates or GateConfig()).as_array()
+    blocked = np.zeros(len(REASONS), np.int64)
     if tuple(STRATEGY_SIG.args) not in [tuple(sig) for sig in getattr(strategy, "signatures", [])]:
         strategy.compile(STRATEGY_SIG.args)
     c = np.ascontiguousarray  # no copy for tapes from load_tape; the engine is compiled for C layout
@@ -152,6 +157,9 @@ def run_backtest(
         strategy,
         np.asarray(params, np.float64),
         max_targets,
+        gate_cfg,
+        new_gate_state(gate_cfg),
+        blocked,
     )
     fts_exch, fts_local, fside, fpx, fqty, fmaker, ffee = out[:7]
     fills = {
@@ -179,6 +187,7 @@ def run_backtest(
     position, balance, fees = float(out[14]), float(out[15]), float(out[16])
     funding = {"ts": out[17], "position": out[18], "amount": out[19]}
     paid = float(out[20])
+    counters.update({f"blocked_{r}": int(b) for r, b in zip(REASONS, blocked, strict=True)})
     return BacktestResult(
         fills, steps, position, balance, fees, counters, digest_of(fills, (position, balance, fees, paid)), funding
     )

@@ -36,6 +36,7 @@ from grinder.core.diff import (
     ST_NONE,
     diff_quotes,
 )
+from grinder.core.gates import apply_gates
 from grinder.sim.queue import filled_qty, on_depth, on_trade
 from grinder.sim.replay import qty_before
 
@@ -94,6 +95,9 @@ def _run_signature(tape_readonly: bool):
         STRATEGY_FN,
         a(types.float64),
         types.int64,
+        a(types.float64),
+        a(types.float64),
+        a(types.int64),
     )
 
 
@@ -219,6 +223,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     strategy,
     params,
     max_targets,
+    gate_cfg,
+    gate_state,
+    blocked,
 ):
     """Run a strategy over a prepared tape; returns fills, per-step records and counters."""
     n = ts_exch.shape[0]
@@ -557,6 +564,23 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         sl = slots[:m]
         nc, npl = diff_quotes(
             t_side, t_px, nt, o_side[sl], o_px[sl], l_status[sl], l_req[sl], l_live[sl], m, out_cancel, out_place
+        )
+        mid_now = (bb + ba) * 0.5 * tick if bb != EMPTY and ba != EMPTY else 0.0
+        npl, nc = apply_gates(
+            gate_cfg,
+            gate_state,
+            target,
+            position,
+            bb * tick if bb != EMPTY else 0.0,
+            ba * tick if ba != EMPTY else 0.0,
+            balance + position * mid_now - fees,
+            t_side,
+            t_qty,
+            out_place,
+            npl,
+            nc,
+            m,
+            blocked,
         )
         for c in range(nc):
             s_ = slots[out_cancel[c]]

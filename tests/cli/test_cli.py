@@ -175,3 +175,17 @@ def test_backtest_bad_input_is_one_line_and_exit_2(args, message, sample, tmp_pa
     assert r.returncode == 2, r.stdout + r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_backtest_gates_from_toml_are_applied_and_validated(sample, tmp_path):
+    base = "[strategy]\ninterval = 1.0\nhalf_spread = 2.0\norder_qty = 0.1\nmax_position = 5.0\n"
+    good = tmp_path / "good.toml"
+    good.write_text(base + "[gates]\nrate_capacity = 10\nrate_per_s = 20\n")
+    r = grinder("backtest", "static_grid", "--root", sample, "--config", good, "--out", tmp_path / "runs")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((next((tmp_path / "runs").iterdir()) / "summary.json").read_text())
+    assert summary["gates"]["rate_capacity"] == 10 and summary["counters"]["blocked_rate_limit"] > 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text(base + "[gates]\nrate_capacity = -1\n")
+    r = grinder("backtest", "static_grid", "--root", sample, "--config", bad, "--out", tmp_path / "runs2")
+    assert r.returncode == 2 and "gates: rate_capacity" in r.stderr and not (tmp_path / "runs2").exists()

@@ -59,3 +59,16 @@ def test_cached_read_only_tape_gives_the_same_run(result, tmp_path):
     mapped = load_tape(root, "binance-usdm", "BTCUSDT", cache=True)
     assert not mapped.ts_exch.flags.writeable
     assert run_backtest(mapped, static_grid, PARAMS.as_array(), VENUE).digest == r.digest
+
+
+def test_gates_in_the_loop_block_and_count(result):
+    from grinder.core.gates import GateConfig
+
+    r, tape = result
+    gated = run_backtest(tape, static_grid, PARAMS.as_array(), VENUE,
+                         gates=GateConfig(rate_capacity=10, rate_per_s=20, max_position=0.01))  # fmt: skip
+    assert gated.counters["blocked_rate_limit"] > 0 and gated.counters["blocked_max_position"] > 0
+    assert gated.counters["placed"] < r.counters["placed"] and gated.digest != r.digest
+    again = run_backtest(tape, static_grid, PARAMS.as_array(), VENUE,
+                         gates=GateConfig(rate_capacity=10, rate_per_s=20, max_position=0.01))  # fmt: skip
+    assert again.digest == gated.digest
