@@ -22,20 +22,22 @@ REQ_CANCEL = 2
 
 
 @njit(cache=True)
-def diff_quotes(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, n_orders, out_cancel, out_place):
-    """Fill out_cancel with order indices to cancel and out_place with target indices to place.
+def diff_quotes(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, slots, n_orders, out_cancel, out_place):
+    """Fill out_cancel with positions in `slots` to cancel and out_place with target indices to place.
 
-    An order is cancelled when it is cancellable (resting, no request in flight) and no target
-    has its side and price; a target is placed when no known order (in any state still tracked,
-    including in-flight ones) has its side and price. Returns (n_cancel, n_place).
+    Orders are o_*[slots[i]] for i < n_orders. An order is cancelled when it is cancellable
+    (resting, no request in flight) and no target has its side and price; a target is placed when
+    no known order (in any state still tracked, including in-flight ones) has its side and price.
+    Returns (n_cancel, n_place).
     """
     nc = 0
     for i in range(n_orders):
-        if not o_live[i] or o_status[i] != ST_NEW or o_req[i] != REQ_NONE:
+        o = slots[i]
+        if not o_live[o] or o_status[o] != ST_NEW or o_req[o] != REQ_NONE:
             continue
         wanted = False
         for j in range(n_targets):
-            if t_side[j] == o_side[i] and t_px[j] == o_px[i]:
+            if t_side[j] == o_side[o] and t_px[j] == o_px[o]:
                 wanted = True
                 break
         if not wanted:
@@ -45,7 +47,8 @@ def diff_quotes(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, 
     for j in range(n_targets):
         known = False
         for i in range(n_orders):
-            if o_live[i] and o_side[i] == t_side[j] and o_px[i] == t_px[j]:
+            o = slots[i]
+            if o_live[o] and o_side[o] == t_side[j] and o_px[o] == t_px[j]:
                 known = True
                 break
         if not known:

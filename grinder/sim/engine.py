@@ -135,24 +135,62 @@ def _idx_remove_at(ipx, islot, icnt, s, i):
     icnt[s] = m - 1
 
 
-@njit(cache=True)
-def _earliest(ts, sq):
-    """(timestamp, index) of the earliest entry of a bus, first sent first on ties; MAX_TS if empty."""
-    best = MAX_TS
-    bi = -1
-    for k in range(ts.shape[0]):
-        if ts[k] < best or (ts[k] == best and best != MAX_TS and sq[k] < sq[bi]):
-            best = ts[k]
-            bi = k
-    return best, bi
+@njit(cache=True, inline="always")
+def _before(ts, sq, a, b):
+    return ts[a] < ts[b] or (ts[a] == ts[b] and sq[a] < sq[b])
 
 
 @njit(cache=True)
-def _slot_of(ts):
-    for k in range(ts.shape[0]):
-        if ts[k] == MAX_TS:
-            return k
-    raise RuntimeError("order bus full")
+def _bus_push(ts, sq, heap, st, free, t, s):
+    """Queue an entry due at t (ties: lower s first) on a bus; returns its index for the payload."""
+    if st[1] == 0:
+        raise RuntimeError("order bus full")
+    st[1] -= 1
+    k = free[st[1]]
+    ts[k] = t
+    sq[k] = s
+    i = st[0]
+    st[0] += 1
+    heap[i] = k
+    while i > 0:
+        parent = (i - 1) >> 1
+        if not _before(ts, sq, heap[i], heap[parent]):
+            break
+        heap[i], heap[parent] = heap[parent], heap[i]
+        i = parent
+    return k
+
+
+@njit(cache=True, inline="always")
+def _bus_top(ts, heap, st):
+    """(due time, index) of a bus's earliest entry; (MAX_TS, -1) when empty."""
+    if st[0] == 0:
+        return MAX_TS, -1
+    return ts[heap[0]], heap[0]
+
+
+@njit(cache=True)
+def _bus_pop(ts, sq, heap, st, free):
+    """Remove the earliest entry (its payload stays readable until the next push)."""
+    k = heap[0]
+    st[0] -= 1
+    n = st[0]
+    heap[0] = heap[n]
+    i = 0
+    while True:
+        lft = 2 * i + 1
+        if lft >= n:
+            break
+        c = lft
+        if lft + 1 < n and _before(ts, sq, heap[lft + 1], heap[lft]):
+            c = lft + 1
+        if not _before(ts, sq, heap[c], heap[i]):
+            break
+        heap[i], heap[c] = heap[c], heap[i]
+        i = c
+    ts[k] = MAX_TS
+    free[st[1]] = k
+    st[1] += 1
 
 
 @njit(cache=True, inline="always")
@@ -173,13 +211,14 @@ def _fill(
     r_qty,
     o_side,
     x_pos,
+    r_heap,
+    r_st,
+    r_free,
 ):
     """Order in slot s_ filled in full at the exchange at ts: queue the fill response; returns next seq."""
     x_live[s_] = False
     x_pos[0] += o_qty[s_] if o_side[s_] > 0 else -o_qty[s_]
-    k = _slot_of(r_ts)
-    r_ts[k] = ts + response_ns
-    r_seq[k] = seq
+    k = _bus_push(r_ts, r_seq, r_heap, r_st, r_free, ts + response_ns, seq)
     r_slot[k] = s_
     r_status[k] = ST_FILLED
     r_exch_ts[k] = ts
@@ -242,6 +281,10 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     inflight = np.zeros(cap, np.int64)
     free = np.arange(cap - 1, -1, -1).astype(np.int64)
     nfree = cap
+    hi = 0  # slots [0, hi) have been used: the free list hands out low slots first
+    touched = True
+    last_bb = last_ba = EMPTY
+    last_pos = 0.0
     x_pos = np.zeros(1)  # position as the exchange sees it (fills count when they happen there)
     nfund = fund_ts.shape[0]
     fi = 0
@@ -264,6 +307,12 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     r_status = np.zeros(cap * 2, np.int8)
     r_exch_ts = np.zeros(cap * 2, np.int64)
     r_qty = np.zeros(cap * 2)
+    q_heap = np.zeros(cap, np.int64)
+    q_st = np.array([0, cap], np.int64)  # heap size, free entries
+    q_free = np.arange(cap).astype(np.int64)
+    r_heap = np.zeros(cap * 2, np.int64)
+    r_st = np.array([0, cap * 2], np.int64)
+    r_free = np.arange(cap * 2).astype(np.int64)
     seq = 0
     # Ledger of the local side.
     position = 0.0
@@ -350,6 +399,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                                     r_qty,
                                     o_side,
                                     x_pos,
+                                    r_heap,
+                                    r_st,
+                                    r_free,
                                 )
                             else:
                                 j += 1
@@ -381,6 +433,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                                     r_qty,
                                     o_side,
                                     x_pos,
+                                    r_heap,
+                                    r_st,
+                                    r_free,
                                 )
                             j -= 1
                 elif k_ <= 1:
@@ -418,6 +473,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                                     r_qty,
                                     o_side,
                                     x_pos,
+                                    r_heap,
+                                    r_st,
+                                    r_free,
                                 )
                     else:
                         na = best_ask[i]
@@ -444,16 +502,19 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                                     r_qty,
                                     o_side,
                                     x_pos,
+                                    r_heap,
+                                    r_st,
+                                    r_free,
                                 )
                 ei += 1
                 counters[5] += 1
             elif tq <= target and tq != MAX_TS:
                 s_ = q_slot[qi]
                 req = q_req[qi]
-                q_ts[qi] = MAX_TS
+                _bus_pop(q_ts, q_seq, q_heap, q_st, q_free)
                 inflight[s_] -= 1
-                k = _slot_of(r_ts)
-                r_ts[k], r_seq[k], r_slot[k], r_exch_ts[k], r_qty[k] = tq + response_ns, seq, s_, tq, 0.0
+                k = _bus_push(r_ts, r_seq, r_heap, r_st, r_free, tq + response_ns, seq)
+                r_slot[k], r_exch_ts[k], r_qty[k] = s_, tq, 0.0
                 seq += 1
                 inflight[s_] += 1
                 lots = o_qty[s_] / lot
@@ -493,17 +554,18 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                 else:
                     r_status[k] = RESP_REJECTED
                     counters[3] += 1
-                tq, qi = _earliest(q_ts, q_seq)
+                tq, qi = _bus_top(q_ts, q_heap, q_st)
             else:
                 break
         # ---- local side: responses that have arrived, in arrival order ----
         while True:
-            tr, ri = _earliest(r_ts, r_seq)
+            tr, ri = _bus_top(r_ts, r_heap, r_st)
             if tr > target:
                 break
             s_ = r_slot[ri]
             st = r_status[ri]
-            r_ts[ri] = MAX_TS
+            _bus_pop(r_ts, r_seq, r_heap, r_st, r_free)
+            touched = True
             inflight[s_] -= 1
             if st == ST_FILLED:
                 sgn = 1.0 if o_side[s_] > 0 else -1.0
@@ -543,28 +605,34 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         while lj < n and local_ts[lj] <= target:
             lj += 1
         # Nothing left to happen after `target`: the data has ended, no more decisions.
-        tr, ri = _earliest(r_ts, r_seq)
+        tr, ri = _bus_top(r_ts, r_heap, r_st)
         if ei >= n and lj >= n and tq == MAX_TS and tr == MAX_TS and (fi >= nfund or fund_ts[fi] > last_ts):
             break
         # ---- decision at `target` ----
-        for s_ in range(cap):
+        bb = local_bb[lj - 1] if lj > 0 else EMPTY
+        ba = local_ba[lj - 1] if lj > 0 else EMPTY
+        # A strategy sees only (params, best prices, position): with those and every order's state
+        # unchanged since the last decision, it would ask for what is already known.
+        same = not touched and bb == last_bb and ba == last_ba and position == last_pos
+        touched = False
+        last_bb, last_ba, last_pos = bb, ba, position
+        for s_ in range(hi):
             if l_live[s_] and (l_status[s_] == ST_FILLED or l_status[s_] == ST_CANCELED or l_status[s_] == ST_EXPIRED):
                 l_live[s_] = False
                 if not x_live[s_] and inflight[s_] == 0:
                     free[nfree] = s_
                     nfree += 1
-        bb = local_bb[lj - 1] if lj > 0 else EMPTY
-        ba = local_ba[lj - 1] if lj > 0 else EMPTY
-        nt = strategy(params, bb, ba, tick, lot, position, t_side, t_px, t_qty)
         m = 0
-        for s_ in range(cap):
+        for s_ in range(hi):
             if l_live[s_]:
                 slots[m] = s_
                 m += 1
-        sl = slots[:m]
-        nc, npl = diff_quotes(
-            t_side, t_px, nt, o_side[sl], o_px[sl], l_status[sl], l_req[sl], l_live[sl], m, out_cancel, out_place
-        )
+        nc = npl = 0
+        if not same:
+            nt = strategy(params, bb, ba, tick, lot, position, t_side, t_px, t_qty)
+            nc, npl = diff_quotes(
+                t_side, t_px, nt, o_side, o_px, l_status, l_req, l_live, slots, m, out_cancel, out_place
+            )
         mid_now = (bb + ba) * 0.5 * tick if bb != EMPTY and ba != EMPTY else 0.0
         npl, nc = apply_gates(
             gate_cfg,
@@ -585,8 +653,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         for c in range(nc):
             s_ = slots[out_cancel[c]]
             l_req[s_] = REQ_CANCEL
-            k = _slot_of(q_ts)
-            q_ts[k], q_seq[k], q_slot[k], q_req[k] = target + entry_ns, seq, s_, REQ_CANCEL
+            k = _bus_push(q_ts, q_seq, q_heap, q_st, q_free, target + entry_ns, seq)
+            q_slot[k], q_req[k] = s_, REQ_CANCEL
             seq += 1
             inflight[s_] += 1
             counters[1] += 1
@@ -596,14 +664,15 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                 break
             nfree -= 1
             s_ = free[nfree]
+            hi = max(hi, s_ + 1)
             o_side[s_], o_px[s_], o_qty[s_] = t_side[j], t_px[j], t_qty[j]
             l_live[s_], l_status[s_], l_req[s_] = True, ST_NONE, REQ_NEW
-            k = _slot_of(q_ts)
-            q_ts[k], q_seq[k], q_slot[k], q_req[k] = target + entry_ns, seq, s_, REQ_NEW
+            k = _bus_push(q_ts, q_seq, q_heap, q_st, q_free, target + entry_ns, seq)
+            q_slot[k], q_req[k] = s_, REQ_NEW
             seq += 1
             inflight[s_] += 1
             counters[0] += 1
-        tq, qi = _earliest(q_ts, q_seq)
+        tq, qi = _bus_top(q_ts, q_heap, q_st)
         if ns < n_steps_cap:
             s_ts[ns] = target
             s_mid[ns] = (bb + ba) * 0.5 * tick if bb != EMPTY and ba != EMPTY else np.nan
