@@ -41,7 +41,21 @@ class StaticGridParams(BaseModel):
 
 
 @njit(cache=True)
-def static_grid(params, best_bid_tick, best_ask_tick, tick, lot, position, out_side, out_px, out_qty):
+def static_grid(
+    params,
+    state,
+    now_ns,
+    best_bid_tick,
+    best_ask_tick,
+    bid_qty,
+    ask_qty,
+    tick,
+    lot,
+    position,
+    out_side,
+    out_px,
+    out_qty,
+):
     """Target quotes for one decision; writes (side +1/-1, price ticks, qty) and returns their count."""
     if best_bid_tick == EMPTY or best_ask_tick == EMPTY:
         return 0

@@ -15,6 +15,10 @@ For every window it
 3. records every fill and writes ``DIR/<window>_fills.csv``, ``DIR/<window>_summary.json`` and
    ``DIR/<window>_records.npz`` (hftbacktest ``Recorder`` output: one row per 100 ms step).
 
+``--npz PATH --tick-size X --lot-size Y [--name NAME]`` skips step 1 and runs the same strategy on
+a ready-made hftbacktest event file (as written by ``bench/backtest_speed.py`` for synthetic
+data), writing the same three outputs as ``DIR/<NAME>_*``.
+
 See ``bench/peers/README.md`` for the exact semantics and the caveats.
 """
 
@@ -264,6 +268,34 @@ def _bridging_report(paths: list[Path], unit: str, snapshot: dict) -> dict:
     }
 
 
+def _data_stats(data: np.ndarray) -> dict:
+    """Row counts, time span, feed latency and snapshot arrival of an hftbacktest event array."""
+    ev = data["ev"]
+    exch = (ev & EXCH_EVENT) != 0
+    local = (ev & LOCAL_EVENT) != 0
+    snap_mask = ((ev & 0xFF) == DEPTH_SNAPSHOT_EVENT) & local
+    lat = data["local_ts"] - data["exch_ts"]
+    return {
+        "rows_total": int(len(data)),
+        "source_events": int(np.count_nonzero(exch)),
+        "local_rows": int(np.count_nonzero(local)),
+        "rows_exch_only": int(np.count_nonzero((ev & (EXCH_EVENT | LOCAL_EVENT)) == EXCH_EVENT)),
+        "rows_local_only": int(np.count_nonzero((ev & (EXCH_EVENT | LOCAL_EVENT)) == LOCAL_EVENT)),
+        "trade_events": int(np.count_nonzero(((ev & 0xFF) == TRADE_EVENT) & exch)),
+        "feed_latency_after_correction_ns": {
+            "min": int(lat.min()),
+            "p50": int(np.median(lat)),
+            "p99": int(np.percentile(lat, 99)),
+            "max": int(lat.max()),
+        },
+        "first_exch_ts": int(data["exch_ts"][exch].min()),
+        "last_exch_ts": int(data["exch_ts"][exch].max()),
+        "first_local_ts": int(data["local_ts"][local].min()),
+        "last_local_ts": int(data["local_ts"][local].max()),
+        "snapshot_local_ts": int(data["local_ts"][snap_mask].min()) if snap_mask.any() else None,
+    }
+
+
 def convert_window(name: str, raw_dir: Path, data_dir: Path, base_latency_ns: int, force: bool) -> tuple[Path, dict]:
     spec = WINDOWS[name]
     paths = [raw_dir / f for f in spec["files"]]
@@ -303,35 +335,17 @@ def convert_window(name: str, raw_dir: Path, data_dir: Path, base_latency_ns: in
         tmp.unlink(missing_ok=True)
     t2 = time.perf_counter()
 
-    exch_rows = int(np.count_nonzero(data["ev"] & EXCH_EVENT))
-    local_rows = int(np.count_nonzero(data["ev"] & LOCAL_EVENT))
+    stats = _data_stats(data)
+    exch_rows, local_rows = stats["source_events"], stats.pop("local_rows")
     if exch_rows != scan["expected_rows"] or local_rows != scan["expected_rows"]:
         raise RuntimeError(f"{name}: converter emitted {exch_rows}/{local_rows} rows, expected {scan['expected_rows']}")
     offset = -scan["min_raw_feed_latency_ns"] + base_latency_ns if scan["min_raw_feed_latency_ns"] < 0 else 0
-    snap_mask = ((data["ev"] & 0xFF) == DEPTH_SNAPSHOT_EVENT) & ((data["ev"] & LOCAL_EVENT) != 0)
-    snap_local = int(data["local_ts"][snap_mask].min()) if snap_mask.any() else None
-    lat = data["local_ts"] - data["exch_ts"]
     meta = {
         "key": key,
         "window": name,
         "files": spec["files"],
-        "rows_total": int(len(data)),
-        "source_events": exch_rows,
-        "rows_exch_only": int(np.count_nonzero((data["ev"] & (EXCH_EVENT | LOCAL_EVENT)) == EXCH_EVENT)),
-        "rows_local_only": int(np.count_nonzero((data["ev"] & (EXCH_EVENT | LOCAL_EVENT)) == LOCAL_EVENT)),
-        "trade_events": int(np.count_nonzero(((data["ev"] & 0xFF) == TRADE_EVENT) & ((data["ev"] & EXCH_EVENT) != 0))),
+        **stats,
         "local_ts_offset_added_ns": int(offset),
-        "feed_latency_after_correction_ns": {
-            "min": int(lat.min()),
-            "p50": int(np.median(lat)),
-            "p99": int(np.percentile(lat, 99)),
-            "max": int(lat.max()),
-        },
-        "first_exch_ts": int(data["exch_ts"][(data["ev"] & EXCH_EVENT) != 0].min()),
-        "last_exch_ts": int(data["exch_ts"][(data["ev"] & EXCH_EVENT) != 0].max()),
-        "first_local_ts": int(data["local_ts"][(data["ev"] & LOCAL_EVENT) != 0].min()),
-        "last_local_ts": int(data["local_ts"][(data["ev"] & LOCAL_EVENT) != 0].max()),
-        "snapshot_local_ts": snap_local,
         "scan": scan,
         "snapshot_ordering": _bridging_report(paths, spec["local_ts_unit"], scan["snapshot"])
         if scan["snapshot"]
@@ -552,7 +566,34 @@ def run_window(name: str, args) -> dict:
     t0 = time.perf_counter()
     data = np.load(npz)["data"]
     load_s = time.perf_counter() - t0
+    return _run_data(name, spec, data, meta, load_s, args)
 
+
+def run_npz(args) -> dict:
+    """Run the grid on a ready-made hftbacktest event file (``--npz``) instead of a converted window.
+
+    The file is used as it is: its local times are not corrected and its rows are not reordered,
+    so whoever wrote it decides the feed latency and the EXCH/LOCAL flags.
+    """
+    spec = {"files": [args.npz.name], "symbol": None, "tick_size": args.tick_size, "lot_size": args.lot_size}
+    t0 = time.perf_counter()
+    data = np.load(args.npz)["data"]
+    load_s = time.perf_counter() - t0
+    stats = _data_stats(data)
+    stats.pop("local_rows")
+    meta = {
+        "window": args.name,
+        "files": spec["files"],
+        "npz": str(args.npz),
+        **stats,
+        "local_ts_offset_added_ns": 0,  # nothing is added: the file's local times are taken as they are
+        "cached": False,
+        "convert_s": 0.0,
+    }
+    return _run_data(args.name, spec, data, meta, load_s, args)
+
+
+def _run_data(name: str, spec: dict, data: np.ndarray, meta: dict, load_s: float, args) -> dict:
     trade_px = data["px"][((data["ev"] & 0xFF) == TRADE_EVENT)]
     lo, hi = float(trade_px.min()), float(trade_px.max())
     roi = (
@@ -727,6 +768,15 @@ def main(argv=None) -> int:
     )
     p.add_argument("--force-convert", action="store_true", help="ignore the .npz cache")
     p.add_argument(
+        "--npz",
+        type=Path,
+        help="run on this hftbacktest event file (npz with a 'data' array) instead of the windows; "
+        "needs --tick-size and --lot-size",
+    )
+    p.add_argument("--tick-size", type=float, help="with --npz: the instrument's tick size")
+    p.add_argument("--lot-size", type=float, help="with --npz: the instrument's lot size")
+    p.add_argument("--name", help="with --npz: name of the outputs <name>_*.* (default: the file's stem)")
+    p.add_argument(
         "--feed-base-latency-ns",
         type=int,
         default=0,
@@ -770,20 +820,28 @@ def main(argv=None) -> int:
     )
     p.add_argument("--fill-capacity", type=int, default=2_000_000, help="max fills recorded (default: %(default)s)")
     args = p.parse_args(argv)
+    if args.npz is not None:
+        if args.window:
+            p.error("--npz and --window exclude each other")
+        if args.tick_size is None or args.lot_size is None:
+            p.error("--npz needs --tick-size and --lot-size")
+        args.name = args.name or args.npz.name.removesuffix(".npz")
+        names = [args.name]
+    else:
+        names = list(WINDOWS) if not args.window or "all" in args.window else list(dict.fromkeys(args.window))
 
-    windows = list(WINDOWS) if not args.window or "all" in args.window else list(dict.fromkeys(args.window))
     print(f"hftbacktest {hftbacktest.__version__}, numpy {np.__version__}; out={args.out}")
     hdr = f"{'window':<18}{'events':>10}{'fills':>8}{'pos':>8}{'fee':>10}{'PnL':>12}{'loop s':>9}{'events/s':>12}"
     rows = []
-    for name in windows:
-        s = run_window(name, args)
+    for name in names:
+        s = run_npz(args) if args.npz else run_window(name, args)
         r, t = s["result"], s["timing"]
         rows.append(
             f"{name:<18}{t['source_events']:>10}{r['fills']:>8}{r['position']:>8.3f}{r['fee']:>10.2f}"
             f"{r['pnl']:>12.2f}{t['loop_wall_s']:>9.3f}{t['events_per_s']:>12.0f}"
         )
         print(
-            f"[{name}] conv {'cached' if s['conversion']['cached'] else str(s['conversion']['convert_s']) + ' s'}; "
+            f"[{name}] conv {'none (--npz)' if args.npz else 'cached' if s['conversion']['cached'] else str(s['conversion']['convert_s']) + ' s'}; "
             f"fills {r['fills']} (buy {r['buy_fills']} / sell {r['sell_fills']}, maker {r['maker_fills']}); "
             f"pos {r['position']:.3f} equity {r['equity']:.2f} (w/o fee {r['equity_wo_fee']:.2f}, fee {r['fee']:.2f}); "
             f"loop {t['loop_wall_s']:.3f} s, {t['events_per_s']:.0f} ev/s, jit {t['jit_warmup_s']:.1f} s",

@@ -1,9 +1,10 @@
 """What a strategy is: validated parameters plus a compiled kernel from market view to target quotes.
 
-Kernel contract (numba, pure): ``kernel(params float64[:], best_bid_ticks, best_ask_ticks,
-tick_size, lot_size, position, out_side int8[:], out_price_ticks int64[:], out_qty float64[:]) ->
-count``. It writes the quotes that should be resting now (side +1 buy / -1 sell, price in ticks,
-quantity in base units) and returns how many; EMPTY best prices mean that side of the book is
+Kernel contract (numba; see `grinder.sim.engine.STRATEGY_SIG` and docs/strategies.md):
+``kernel(params, state, now_ns, best_bid_ticks, best_ask_ticks, bid_qty, ask_qty, tick_size,
+lot_size, position, out_side, out_price_ticks, out_qty) -> count``. It writes the quotes that should
+be resting now (side +1 buy / -1 sell, price in ticks, quantity in base units) and returns how
+many; `state` is its memory between decisions; EMPTY best prices mean that side of the book is
 empty. The drivers diff those targets against known orders (`grinder.core.diff`).
 """
 

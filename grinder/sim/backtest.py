@@ -112,6 +112,7 @@ def run_backtest(
     start_ns: int = 0,
     replay: Replay | None = None,
     gates: GateConfig | None = None,
+    state_size: int = 64,
 ) -> BacktestResult:
     """Run `strategy` (a compiled target-quote kernel) with `params` over `tape`.
 
@@ -138,6 +139,8 @@ def run_backtest(
         rep.local_ts,
         rep.local_best_bid,
         rep.local_best_ask,
+        rep.local_best_bid_qty,
+        rep.local_best_ask_qty,
         rep.level_rows,
         rep.level_keys,
         rep.reset_rows,
@@ -156,6 +159,7 @@ def run_backtest(
         venue.queue_power,
         strategy,
         np.asarray(params, np.float64),
+        np.zeros(state_size),
         max_targets,
         gate_cfg,
         new_gate_state(gate_cfg),

@@ -46,15 +46,19 @@ RESP_REJECTED = -1  # response status for a cancel that found no order
 # The strategy kernel's signature (see grinder.core.strategy). The engine takes the kernel as a
 # typed function pointer, so it is compiled once for every strategy and cached on disk.
 STRATEGY_SIG = types.int64(
-    types.float64[::1],
-    types.int64,
-    types.int64,
-    types.float64,
-    types.float64,
-    types.float64,
-    types.int8[::1],
-    types.int64[::1],
-    types.float64[::1],
+    types.float64[::1],  # params
+    types.float64[::1],  # state, kept between decisions (zeros at the start)
+    types.int64,  # now, ns (local clock)
+    types.int64,  # best bid, ticks (EMPTY if none)
+    types.int64,  # best ask, ticks
+    types.float64,  # quantity at the best bid, base units
+    types.float64,  # quantity at the best ask
+    types.float64,  # tick size
+    types.float64,  # lot size
+    types.float64,  # position, base units
+    types.int8[::1],  # out: side
+    types.int64[::1],  # out: price, ticks
+    types.float64[::1],  # out: quantity, base units
 )
 STRATEGY_FN = types.FunctionType(STRATEGY_SIG)
 
@@ -74,6 +78,8 @@ def _run_signature(tape_readonly: bool):
         a(types.int64),
         a(types.int64),
         a(types.int64),
+        a(types.float64),
+        a(types.float64),
         a(types.int64),
         a(types.int64),
         a(types.int64),
@@ -93,6 +99,7 @@ def _run_signature(tape_readonly: bool):
         types.int64,
         types.float64,
         STRATEGY_FN,
+        a(types.float64),
         a(types.float64),
         types.int64,
         a(types.float64),
@@ -241,6 +248,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     local_ts,
     local_bb,
     local_ba,
+    local_bbq,
+    local_baq,
     level_rows,
     level_keys,
     reset_rows,
@@ -261,6 +270,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     queue_n,
     strategy,
     params,
+    strategy_state,
     max_targets,
     gate_cfg,
     gate_state,
@@ -283,8 +293,10 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     nfree = cap
     hi = 0  # slots [0, hi) have been used: the free list hands out low slots first
     touched = True
-    last_bb = last_ba = EMPTY
-    last_pos = 0.0
+    last_nt = -1
+    p_side = np.zeros(max_targets, np.int8)
+    p_px = np.zeros(max_targets, np.int64)
+    p_qty = np.zeros(max_targets)
     x_pos = np.zeros(1)  # position as the exchange sees it (fills count when they happen there)
     nfund = fund_ts.shape[0]
     fi = 0
@@ -613,9 +625,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         ba = local_ba[lj - 1] if lj > 0 else EMPTY
         # A strategy sees only (params, best prices, position): with those and every order's state
         # unchanged since the last decision, it would ask for what is already known.
-        same = not touched and bb == last_bb and ba == last_ba and position == last_pos
-        touched = False
-        last_bb, last_ba, last_pos = bb, ba, position
+        bbq = local_bbq[lj - 1] if lj > 0 else 0.0
+        baq = local_baq[lj - 1] if lj > 0 else 0.0
         for s_ in range(hi):
             if l_live[s_] and (l_status[s_] == ST_FILLED or l_status[s_] == ST_CANCELED or l_status[s_] == ST_EXPIRED):
                 l_live[s_] = False
@@ -628,8 +639,20 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                 slots[m] = s_
                 m += 1
         nc = npl = 0
+        nt = strategy(params, strategy_state, target, bb, ba, bbq, baq, tick, lot, position, t_side, t_px, t_qty)
+        # The same targets as last time, and no order changed state since: the diff would be empty.
+        same = not touched and nt == last_nt
+        if same:
+            for j in range(nt):
+                if t_side[j] != p_side[j] or t_px[j] != p_px[j] or t_qty[j] != p_qty[j]:
+                    same = False
+                    break
+        touched = False
+        last_nt = nt
+        p_side[:nt] = t_side[:nt]
+        p_px[:nt] = t_px[:nt]
+        p_qty[:nt] = t_qty[:nt]
         if not same:
-            nt = strategy(params, bb, ba, tick, lot, position, t_side, t_px, t_qty)
             nc, npl = diff_quotes(
                 t_side, t_px, nt, o_side, o_px, l_status, l_req, l_live, slots, m, out_cancel, out_place
             )

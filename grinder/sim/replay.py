@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from grinder.book.l2 import ASK, BID, EMPTY, apply_row, best_ticks, new_book, qty_at
+from grinder.book.l2 import ASK, BID, EMPTY, apply_row, best_qty, best_ticks, new_book, qty_at
 from grinder.data.tape import EV_TRADE, Tape
 
 
@@ -32,6 +32,8 @@ class Replay:
     local_ts: np.ndarray  # int64 ns: corrected local times, sorted
     local_best_bid: np.ndarray  # int64 ticks after each local event, in local order
     local_best_ask: np.ndarray
+    local_best_bid_qty: np.ndarray  # float64 base units at those prices
+    local_best_ask_qty: np.ndarray
     level_rows: np.ndarray  # int64: book row indices grouped by (side, price), ascending within a group
     level_keys: np.ndarray  # int64: the group key of each entry of level_rows (side * 2**62 + price)
     reset_rows: np.ndarray  # int64: indices of reset rows, with reset_sides (+1, -1, 0 both)
@@ -61,13 +63,17 @@ def _local_pass(order, kind, side, ticks, qty, hdr, wq, ok, oq):
     n = order.shape[0]
     bb = np.empty(n, np.int64)
     ba = np.empty(n, np.int64)
+    bbq = np.empty(n)
+    baq = np.empty(n)
     for j in range(n):
         i = order[j]
         if kind[i] != 3:
             ok, oq = apply_row(hdr, wq, ok, oq, kind[i], side[i], ticks[i], qty[i])
         bb[j] = best_ticks(hdr, BID)
         ba[j] = best_ticks(hdr, ASK)
-    return bb, ba
+        bbq[j] = best_qty(hdr, wq, ok, oq, BID)
+        baq[j] = best_qty(hdr, wq, ok, oq, ASK)
+    return bb, ba, bbq, baq
 
 
 def level_key(side_code: int, price_ticks):
@@ -79,13 +85,24 @@ def prepare_replay(tape: Tape, local_ts: np.ndarray) -> tuple[Replay, np.ndarray
     """The Replay of `tape` with the given (corrected) local times, and the local order permutation."""
     prev_q, bb, ba = _exchange_pass(tape.kind, tape.side, tape.price_ticks, tape.qty, *new_book())
     order = np.lexsort((np.arange(len(tape)), local_ts))
-    lbb, lba = _local_pass(order, tape.kind, tape.side, tape.price_ticks, tape.qty, *new_book())
+    lbb, lba, lbbq, lbaq = _local_pass(order, tape.kind, tape.side, tape.price_ticks, tape.qty, *new_book())
     book_rows = np.flatnonzero(tape.kind <= 1)
     keys = level_key(1, 0) * (tape.side[book_rows] > 0) + tape.price_ticks[book_rows]
     g = np.lexsort((book_rows, keys))
     resets = np.flatnonzero(tape.kind == 2)
     rep = Replay(
-        prev_q, bb, ba, local_ts[order], lbb, lba, book_rows[g], keys[g], resets, tape.side[resets].astype(np.int64)
+        prev_q,
+        bb,
+        ba,
+        local_ts[order],
+        lbb,
+        lba,
+        lbbq,
+        lbaq,
+        book_rows[g],
+        keys[g],
+        resets,
+        tape.side[resets].astype(np.int64),
     )
     return rep, order
 

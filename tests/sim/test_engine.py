@@ -16,7 +16,9 @@ VENUE = VenueConfig(entry_latency_ns=10 * MS, response_latency_ns=10 * MS, step_
 
 
 @njit(cache=True)
-def one_quote(params, best_bid, best_ask, tick, lot, position, out_side, out_px, out_qty):
+def one_quote(
+    params, state, now_ns, best_bid, best_ask, bid_qty, ask_qty, tick, lot, position, out_side, out_px, out_qty
+):
     """Quote params[1] (ticks) on side params[0] for params[2] while flat and best bid >= params[3]."""
     if position != 0.0 or best_bid < params[3]:
         return 0
