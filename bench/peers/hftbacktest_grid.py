@@ -268,8 +268,11 @@ def _bridging_report(paths: list[Path], unit: str, snapshot: dict) -> dict:
     }
 
 
-def _data_stats(data: np.ndarray) -> dict:
-    """Row counts, time span, feed latency and snapshot arrival of an hftbacktest event array."""
+def _data_stats(data: np.ndarray, offset_ns: int) -> dict:
+    """Row counts, time span, feed latency and snapshot arrival of an hftbacktest event array.
+
+    `offset_ns` is what was added to its local times (recorded in between, in the summary's order).
+    """
     ev = data["ev"]
     exch = (ev & EXCH_EVENT) != 0
     local = (ev & LOCAL_EVENT) != 0
@@ -282,6 +285,7 @@ def _data_stats(data: np.ndarray) -> dict:
         "rows_exch_only": int(np.count_nonzero((ev & (EXCH_EVENT | LOCAL_EVENT)) == EXCH_EVENT)),
         "rows_local_only": int(np.count_nonzero((ev & (EXCH_EVENT | LOCAL_EVENT)) == LOCAL_EVENT)),
         "trade_events": int(np.count_nonzero(((ev & 0xFF) == TRADE_EVENT) & exch)),
+        "local_ts_offset_added_ns": int(offset_ns),
         "feed_latency_after_correction_ns": {
             "min": int(lat.min()),
             "p50": int(np.median(lat)),
@@ -335,17 +339,16 @@ def convert_window(name: str, raw_dir: Path, data_dir: Path, base_latency_ns: in
         tmp.unlink(missing_ok=True)
     t2 = time.perf_counter()
 
-    stats = _data_stats(data)
+    offset = -scan["min_raw_feed_latency_ns"] + base_latency_ns if scan["min_raw_feed_latency_ns"] < 0 else 0
+    stats = _data_stats(data, offset)
     exch_rows, local_rows = stats["source_events"], stats.pop("local_rows")
     if exch_rows != scan["expected_rows"] or local_rows != scan["expected_rows"]:
         raise RuntimeError(f"{name}: converter emitted {exch_rows}/{local_rows} rows, expected {scan['expected_rows']}")
-    offset = -scan["min_raw_feed_latency_ns"] + base_latency_ns if scan["min_raw_feed_latency_ns"] < 0 else 0
     meta = {
         "key": key,
         "window": name,
         "files": spec["files"],
         **stats,
-        "local_ts_offset_added_ns": int(offset),
         "scan": scan,
         "snapshot_ordering": _bridging_report(paths, spec["local_ts_unit"], scan["snapshot"])
         if scan["snapshot"]
@@ -579,14 +582,13 @@ def run_npz(args) -> dict:
     t0 = time.perf_counter()
     data = np.load(args.npz)["data"]
     load_s = time.perf_counter() - t0
-    stats = _data_stats(data)
+    stats = _data_stats(data, 0)  # nothing is added: the file's local times are taken as they are
     stats.pop("local_rows")
     meta = {
         "window": args.name,
         "files": spec["files"],
         "npz": str(args.npz),
         **stats,
-        "local_ts_offset_added_ns": 0,  # nothing is added: the file's local times are taken as they are
         "cached": False,
         "convert_s": 0.0,
     }

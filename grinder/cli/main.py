@@ -282,6 +282,7 @@ def backtest(
     import datetime as dt
     import tomllib
 
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -366,6 +367,7 @@ def backtest(
         "funding_paid": res.funding_paid,
         "equity": res.equity,
         "counters": res.counters,
+        "mode_share": {str(int(m)): float((res.steps["mode"] == m).mean()) for m in np.unique(res.steps["mode"])},
         "digest": res.digest,
         "seconds": {"load": round(t1 - t0, 3), "backtest": round(t2 - t1, 3)},
     }

@@ -178,6 +178,8 @@ def run_backtest(
     }
     steps = dict(zip(("ts", "mid", "position", "balance", "fees", "open_orders"), out[7:13], strict=True))
     c = out[13]
+    steps["mode"] = out[14]
+    out = out[:14] + out[15:]
     counters = {
         "placed": int(c[0]),
         "cancelled": int(c[1]),

@@ -358,6 +358,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     s_bal = np.zeros(n_steps_cap)
     s_fee = np.zeros(n_steps_cap)
     s_open = np.zeros(n_steps_cap, np.int64)
+    s_mode = np.zeros(n_steps_cap, np.int8)  # the strategy's state[0]: its controller mode, if it has one
     ns = 0
     # placed, cancelled, expired (post-only), cancel_rejected, fills, events, decisions, rejected (filters)
     counters = np.zeros(8, np.int64)
@@ -703,6 +704,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             s_bal[ns] = balance
             s_fee[ns] = fees
             s_open[ns] = m
+            s_mode[ns] = np.int8(strategy_state[0]) if strategy_state.shape[0] > 0 else 0
             ns += 1
         target += step_ns
     counters[6] = ns
@@ -721,6 +723,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         s_fee[:ns],
         s_open[:ns],
         counters,
+        s_mode[:ns],
         position,
         balance,
         fees,

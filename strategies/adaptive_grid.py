@@ -1,0 +1,176 @@
+"""Adaptive grid: the static grid, re-shaped by a controller and skewed by inventory.
+
+Each decision the controller reads three features — short-term volatility (an exponentially
+weighted mean of |mid return|, bps), the spread (ticks) and the best-level imbalance
+(|bid qty - ask qty| / their sum) — and picks a mode:
+
+- PAUSE when the spread or the imbalance is extreme: no quotes (resting ones are cancelled);
+- WIDEN when volatility is high: interval and half spread multiplied by `widen`;
+- TIGHTEN when volatility is low: multiplied by `tighten` (never below one tick);
+- BASE otherwise.
+
+A new mode takes effect only after it has been called for `confirm` decisions in a row
+(hysteresis, so one noisy reading does not flip the grid). Inventory skew moves the grid's centre
+by `-skew * position` (quote currency per base unit), so a long book quotes lower and sells
+sooner. The mode is kept in state[0], which the engine records at every step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from grinder.book.l2 import EMPTY
+from grinder.core.strategy import Strategy
+
+BASE, WIDEN, TIGHTEN, PAUSE = 0, 1, 2, 3
+MODES = ("base", "widen", "tighten", "pause")
+# state layout
+_MODE, _CANDIDATE, _STREAK, _LAST_MID, _VOL = 0, 1, 2, 3, 4
+
+
+class AdaptiveGridParams(BaseModel):
+    """Parameters of the adaptive grid (prices in quote currency, sizes in base units)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    levels: int = Field(20, ge=1, le=200, description="quotes per side")
+    interval: float = Field(gt=0, description="BASE distance between levels, quote currency")
+    half_spread: float = Field(ge=0, description="BASE distance of the first level from the centre")
+    order_qty: float = Field(gt=0, description="size of each quote, base units")
+    max_position: float = Field(gt=0, description="no more buying (selling) beyond +/- this, base units")
+    skew: float = Field(0.0, ge=0, description="centre shift per unit of position, quote currency")
+    vol_halflife: float = Field(20.0, gt=0, description="decisions")
+    widen_vol_bps: float = Field(3.0, gt=0, description="WIDEN above this volatility (bps per decision)")
+    tighten_vol_bps: float = Field(0.3, ge=0, description="TIGHTEN below this volatility")
+    pause_spread_ticks: int = Field(20, ge=2, description="PAUSE when the spread is at least this wide")
+    pause_imbalance: float = Field(0.98, gt=0, le=1, description="PAUSE when best-level imbalance reaches this")
+    widen: float = Field(2.0, ge=1)
+    tighten: float = Field(0.5, gt=0, le=1)
+    confirm: int = Field(3, ge=1, description="decisions a new mode must persist before it applies")
+
+    @model_validator(mode="after")
+    def _sane(self) -> AdaptiveGridParams:
+        if self.tighten_vol_bps >= self.widen_vol_bps:
+            raise ValueError("tighten_vol_bps must be below widen_vol_bps")
+        if self.max_position < self.order_qty:
+            raise ValueError("max_position must be at least order_qty")
+        return self
+
+    def as_array(self) -> np.ndarray:
+        """The float64 parameter vector the kernel reads."""
+        return np.array(
+            [
+                self.levels,
+                self.interval,
+                self.half_spread,
+                self.order_qty,
+                self.max_position,
+                self.skew,
+                self.vol_halflife,
+                self.widen_vol_bps,
+                self.tighten_vol_bps,
+                self.pause_spread_ticks,
+                self.pause_imbalance,
+                self.widen,
+                self.tighten,
+                self.confirm,
+            ],
+            np.float64,
+        )
+
+
+@njit(cache=True)
+def adaptive_grid(
+    params,
+    state,
+    now_ns,
+    best_bid_tick,
+    best_ask_tick,
+    bid_qty,
+    ask_qty,
+    tick,
+    lot,
+    position,
+    out_side,
+    out_px,
+    out_qty,
+):
+    """Target quotes for one decision (see the module docstring); updates `state`."""
+    if best_bid_tick == EMPTY or best_ask_tick == EMPTY:
+        return 0
+    levels, interval, half_spread, qty, max_position, skew = (
+        int(params[0]),
+        params[1],
+        params[2],
+        params[3],
+        params[4],
+        params[5],
+    )
+    halflife, widen_vol, tighten_vol, pause_spread = params[6], params[7], params[8], params[9]
+    pause_imb, widen, tighten, confirm = params[10], params[11], params[12], params[13]
+    mid = (best_bid_tick * tick + best_ask_tick * tick) / 2.0
+    # Features.
+    if state[_LAST_MID] > 0.0:
+        ret_bps = abs(mid / state[_LAST_MID] - 1.0) * 1e4
+        alpha = 1.0 - 0.5 ** (1.0 / halflife)
+        state[_VOL] += alpha * (ret_bps - state[_VOL])
+    state[_LAST_MID] = mid
+    spread_ticks = best_ask_tick - best_bid_tick
+    depth = bid_qty + ask_qty
+    imbalance = abs(bid_qty - ask_qty) / depth if depth > 0.0 else 0.0
+    # Controller with hysteresis.
+    if spread_ticks >= pause_spread or imbalance >= pause_imb:
+        raw = PAUSE
+    elif state[_VOL] >= widen_vol:
+        raw = WIDEN
+    elif state[_VOL] <= tighten_vol:
+        raw = TIGHTEN
+    else:
+        raw = BASE
+    if raw == state[_MODE]:
+        state[_STREAK] = 0.0
+    elif raw == state[_CANDIDATE]:
+        state[_STREAK] += 1.0
+    else:
+        state[_CANDIDATE] = raw
+        state[_STREAK] = 1.0
+    if state[_STREAK] >= confirm:
+        state[_MODE] = raw
+        state[_STREAK] = 0.0
+    mode = int(state[_MODE])
+    if mode == PAUSE:
+        return 0
+    if mode == WIDEN:
+        interval *= widen
+        half_spread *= widen
+    elif mode == TIGHTEN:
+        interval = max(interval * tighten, tick)
+        half_spread *= tighten
+    centre = mid - skew * position
+    n = 0
+    if position < max_position:
+        bid = np.floor((centre - half_spread) / interval) * interval
+        for _ in range(levels):
+            px = round(bid / tick)
+            if px < best_ask_tick:  # skew must not turn a quote into a taker order
+                out_side[n] = 1
+                out_px[n] = px
+                out_qty[n] = qty
+                n += 1
+            bid -= interval
+    if position > -max_position:
+        ask = np.ceil((centre + half_spread) / interval) * interval
+        for _ in range(levels):
+            px = round(ask / tick)
+            if px > best_bid_tick:
+                out_side[n] = -1
+                out_px[n] = px
+                out_qty[n] = qty
+                n += 1
+            ask += interval
+    return n
+
+
+STRATEGY = Strategy("adaptive_grid", AdaptiveGridParams, adaptive_grid, max_targets=400)
