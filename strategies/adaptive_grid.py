@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from grinder.book.l2 import EMPTY
 from grinder.core.strategy import Strategy
+from strategies.grid import grid_levels
 
 BASE, WIDEN, TIGHTEN, PAUSE = 0, 1, 2, 3
 MODES = ("base", "widen", "tighten", "pause")
@@ -148,29 +149,23 @@ def adaptive_grid(
     elif mode == TIGHTEN:
         interval = max(interval * tighten, tick)
         half_spread *= tighten
-    centre = mid - skew * position
-    n = 0
-    if position < max_position:
-        bid = np.floor((centre - half_spread) / interval) * interval
-        for _ in range(levels):
-            px = round(bid / tick)
-            if px < best_ask_tick:  # skew must not turn a quote into a taker order
-                out_side[n] = 1
-                out_px[n] = px
-                out_qty[n] = qty
-                n += 1
-            bid -= interval
-    if position > -max_position:
-        ask = np.ceil((centre + half_spread) / interval) * interval
-        for _ in range(levels):
-            px = round(ask / tick)
-            if px > best_bid_tick:
-                out_side[n] = -1
-                out_px[n] = px
-                out_qty[n] = qty
-                n += 1
-            ask += interval
-    return n
+    # Skew may push a level through the book: drop those rather than send taker-priced quotes.
+    return grid_levels(
+        mid - skew * position,
+        half_spread,
+        interval,
+        levels,
+        qty,
+        position,
+        max_position,
+        tick,
+        best_bid_tick,
+        best_ask_tick,
+        True,
+        out_side,
+        out_px,
+        out_qty,
+    )
 
 
 STRATEGY = Strategy("adaptive_grid", AdaptiveGridParams, adaptive_grid, max_targets=400)

@@ -41,6 +41,53 @@ class StaticGridParams(BaseModel):
 
 
 @njit(cache=True)
+def grid_levels(
+    centre,
+    half_spread,
+    interval,
+    levels,
+    qty,
+    position,
+    max_position,
+    tick,
+    best_bid_tick,
+    best_ask_tick,
+    post_only_guard,
+    out_side,
+    out_px,
+    out_qty,
+):
+    """Write `levels` bids below and asks above `centre` on an `interval` grid; returns the count.
+
+    Prices are aligned to multiples of the interval (quote currency), converted to ticks with the
+    same floating-point steps as hftbacktest's example. A side is left out once |position| reaches
+    `max_position` on it. With `post_only_guard`, levels that would cross the book are dropped.
+    """
+    n = 0
+    if position < max_position:
+        bid = np.floor((centre - half_spread) / interval) * interval
+        for _ in range(levels):
+            px = round(bid / tick)
+            if not post_only_guard or px < best_ask_tick:
+                out_side[n] = 1
+                out_px[n] = px
+                out_qty[n] = qty
+                n += 1
+            bid -= interval
+    if position > -max_position:
+        ask = np.ceil((centre + half_spread) / interval) * interval
+        for _ in range(levels):
+            px = round(ask / tick)
+            if not post_only_guard or px > best_bid_tick:
+                out_side[n] = -1
+                out_px[n] = px
+                out_qty[n] = qty
+                n += 1
+            ask += interval
+    return n
+
+
+@njit(cache=True)
 def static_grid(
     params,
     state,
@@ -65,24 +112,22 @@ def static_grid(
     qty = params[3]
     max_position = params[4]
     mid = (best_bid_tick * tick + best_ask_tick * tick) / 2.0
-    n = 0
-    if position < max_position:
-        bid = np.floor((mid - half_spread) / interval) * interval
-        for _ in range(levels):
-            out_side[n] = 1
-            out_px[n] = round(bid / tick)
-            out_qty[n] = qty
-            n += 1
-            bid -= interval
-    if position > -max_position:
-        ask = np.ceil((mid + half_spread) / interval) * interval
-        for _ in range(levels):
-            out_side[n] = -1
-            out_px[n] = round(ask / tick)
-            out_qty[n] = qty
-            n += 1
-            ask += interval
-    return n
+    return grid_levels(
+        mid,
+        half_spread,
+        interval,
+        levels,
+        qty,
+        position,
+        max_position,
+        tick,
+        best_bid_tick,
+        best_ask_tick,
+        False,
+        out_side,
+        out_px,
+        out_qty,
+    )
 
 
 STRATEGY = Strategy("static_grid", StaticGridParams, static_grid, max_targets=400)

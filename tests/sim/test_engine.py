@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from numba import njit
@@ -128,15 +130,7 @@ def test_digest_is_stable_and_sensitive():
 def test_orders_breaking_venue_filters_are_rejected():
     strict = Instrument(venue="test", symbol="TESTUSDT", tick_size=1.0, lot_size=1.0, min_notional=200.0)
     t = tape(BOOK + [(200, 3, -1, 99, 6)] + END)
-    t = Tape(
-        strict,
-        *(
-            getattr(t, c)
-            for c in ("ts_exch", "ts_local", "kind", "side", "price", "price_ticks", "qty", "ref", "flags")
-        ),
-        bbo=t.bbo,
-        funding=t.funding,
-    )
+    t = replace(t, instrument=strict)
     small = run_backtest(t, one_quote, np.array([1, 99, 1, 0], np.float64), VENUE)  # 99 < 200 min notional
     assert small.counters["rejected"] >= 1 and len(small.fills["qty"]) == 0
     odd_lot = run_backtest(t, one_quote, np.array([1, 99, 2.5, 0], np.float64), VENUE)  # not whole lots
@@ -157,15 +151,7 @@ def test_funding_settles_on_the_exchange_position_at_settlement_time():
             "next_funding_ts": np.array([500, 800, 1800], np.int64) * MS,
         }
     )
-    t = Tape(
-        INST,
-        *(
-            getattr(t, c)
-            for c in ("ts_exch", "ts_local", "kind", "side", "price", "price_ticks", "qty", "ref", "flags")
-        ),
-        bbo=t.bbo,
-        funding=funding,
-    )
+    t = replace(t, funding=funding)
     r = run_backtest(t, one_quote, np.array([1, 99, 1, 0], np.float64), VENUE)
     assert r.position == 1.0
     assert r.funding["ts"].tolist() == [500 * MS, 800 * MS]  # 1800 ms is beyond the series
@@ -188,14 +174,6 @@ def test_funding_before_the_fill_finds_no_position():
             "next_funding_ts": np.array([250, 900]) * MS,
         }
     )
-    t = Tape(
-        INST,
-        *(
-            getattr(t, c)
-            for c in ("ts_exch", "ts_local", "kind", "side", "price", "price_ticks", "qty", "ref", "flags")
-        ),
-        bbo=t.bbo,
-        funding=funding,
-    )
+    t = replace(t, funding=funding)
     r = run_backtest(t, one_quote, np.array([1, 99, 1, 0], np.float64), VENUE)
     assert r.funding["ts"].tolist() == [250 * MS] and r.funding["amount"].tolist() == [0.0]
