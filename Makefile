@@ -29,6 +29,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/data_layer.py
 	$(BIN)/python bench/agreement.py
+	$(BIN)/python bench/backtest_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
