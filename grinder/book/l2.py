@@ -43,12 +43,6 @@ def new_book(window: int = 1 << 15, overflow: int = 4096):
 
 
 @njit(cache=True, inline="always")
-def side_index(side_code: int) -> int:
-    """Book row side code (+1 bid, -1 ask) to array index (0 bid, 1 ask)."""
-    return 0 if side_code > 0 else 1
-
-
-@njit(cache=True, inline="always")
 def _hash(p, mask):
     return ((p * -7046029254386353131) >> 17) & mask
 

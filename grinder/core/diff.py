@@ -64,6 +64,17 @@ def diff_quotes_py(targets: list[tuple[int, int]], orders: list[tuple[int, int, 
     oc = np.empty(len(o), np.int64)
     op = np.empty(len(t), np.int64)
     nc, npl = diff_quotes(
-        t[:, 0], t[:, 1], len(t), o[:, 0], o[:, 1], o[:, 2], o[:, 3], np.ones(len(o), np.bool_), len(o), oc, op
+        t[:, 0],
+        t[:, 1],
+        len(t),
+        o[:, 0],
+        o[:, 1],
+        o[:, 2],
+        o[:, 3],
+        np.ones(len(o), np.bool_),
+        np.arange(len(o)),
+        len(o),
+        oc,
+        op,
     )
     return oc[:nc].tolist(), op[:npl].tolist()

@@ -18,8 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from grinder.book.l2 import ASK, BID, EMPTY, apply_row, best_qty, best_ticks, new_book, qty_at
-from grinder.data.tape import EV_TRADE, Tape
+from grinder.book.l2 import ASK, BID, apply_row, best_qty, best_ticks, new_book, qty_at
+from grinder.data.tape import Tape
+
+# Group key of a (side, price) level in Replay.level_keys: bids carry this bit, asks do not.
+SIDE_BIT = np.int64(1) << np.int64(62)
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class Replay:
     local_best_bid_qty: np.ndarray  # float64 base units at those prices
     local_best_ask_qty: np.ndarray
     level_rows: np.ndarray  # int64: book row indices grouped by (side, price), ascending within a group
-    level_keys: np.ndarray  # int64: the group key of each entry of level_rows (side * 2**62 + price)
+    level_keys: np.ndarray  # int64: the group key of each entry of level_rows (SIDE_BIT for bids + price)
     reset_rows: np.ndarray  # int64: indices of reset rows, with reset_sides (+1, -1, 0 both)
     reset_sides: np.ndarray
 
@@ -76,18 +79,13 @@ def _local_pass(order, kind, side, ticks, qty, hdr, wq, ok, oq):
     return bb, ba, bbq, baq
 
 
-def level_key(side_code: int, price_ticks):
-    """Group key of a (side, price) pair in `Replay.level_keys`."""
-    return (np.int64(1 if side_code > 0 else 0) << np.int64(62)) + price_ticks
-
-
 def prepare_replay(tape: Tape, local_ts: np.ndarray) -> tuple[Replay, np.ndarray]:
     """The Replay of `tape` with the given (corrected) local times, and the local order permutation."""
     prev_q, bb, ba = _exchange_pass(tape.kind, tape.side, tape.price_ticks, tape.qty, *new_book())
     order = np.lexsort((np.arange(len(tape)), local_ts))
     lbb, lba, lbbq, lbaq = _local_pass(order, tape.kind, tape.side, tape.price_ticks, tape.qty, *new_book())
     book_rows = np.flatnonzero(tape.kind <= 1)
-    keys = level_key(1, 0) * (tape.side[book_rows] > 0) + tape.price_ticks[book_rows]
+    keys = np.where(tape.side[book_rows] > 0, SIDE_BIT, 0) + tape.price_ticks[book_rows]
     g = np.lexsort((book_rows, keys))
     resets = np.flatnonzero(tape.kind == 2)
     rep = Replay(
@@ -110,7 +108,7 @@ def prepare_replay(tape: Tape, local_ts: np.ndarray) -> tuple[Replay, np.ndarray
 @njit(cache=True)
 def qty_before(level_rows, level_keys, reset_rows, reset_sides, qty, side_code, price_ticks, row):
     """Quantity resting at (side, price) once rows [0, row) have been applied."""
-    key = ((1 if side_code > 0 else 0) << 62) + price_ticks
+    key = (SIDE_BIT if side_code > 0 else 0) + price_ticks
     lo = np.searchsorted(level_keys, key, "left")
     hi = np.searchsorted(level_keys, key, "right")
     if lo == hi:
@@ -127,6 +125,3 @@ def qty_before(level_rows, level_keys, reset_rows, reset_sides, qty, side_code, 
             return 0.0
         r -= 1
     return qty[last]
-
-
-__all__ = ["EMPTY", "EV_TRADE", "Replay", "prepare_replay", "qty_before", "level_key"]

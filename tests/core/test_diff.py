@@ -1,0 +1,24 @@
+"""The diff from targets to intents, called one decision at a time from Python (as live will)."""
+
+from __future__ import annotations
+
+from grinder.core.diff import REQ_CANCEL, REQ_NEW, REQ_NONE, ST_FILLED, ST_NEW, ST_NONE, diff_quotes_py
+
+
+def test_cancels_stale_quotes_and_places_missing_ones():
+    targets = [(1, 100), (1, 99), (-1, 102)]
+    orders = [
+        (1, 100, ST_NEW, REQ_NONE),  # wanted: stays
+        (1, 98, ST_NEW, REQ_NONE),  # no longer wanted: cancel
+        (1, 97, ST_NEW, REQ_CANCEL),  # cancel already in flight: not again
+        (-1, 103, ST_NONE, REQ_NEW),  # not acknowledged yet: not cancellable
+        (1, 99, ST_FILLED, REQ_NONE),  # still known (until cleared): no duplicate at 99
+    ]
+    cancel, place = diff_quotes_py(targets, orders)
+    assert cancel == [1]
+    assert place == [2]  # only the ask at 102 is missing
+
+
+def test_same_price_on_the_other_side_is_a_different_quote():
+    cancel, place = diff_quotes_py([(-1, 100)], [(1, 100, ST_NEW, REQ_NONE)])
+    assert cancel == [0] and place == [0]
