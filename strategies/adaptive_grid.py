@@ -94,9 +94,14 @@ def adaptive_grid(
     tick,
     lot,
     position,
+    open_side,
+    open_px,
+    open_qty,
+    n_open,
     out_side,
     out_px,
     out_qty,
+    out_level,
 ):
     """Target quotes for one decision (see the module docstring); updates `state`."""
     if best_bid_tick == EMPTY or best_ask_tick == EMPTY:
@@ -165,7 +170,8 @@ def adaptive_grid(
         out_side,
         out_px,
         out_qty,
+        out_level,
     )
 
 
-STRATEGY = Strategy("adaptive_grid", AdaptiveGridParams, adaptive_grid, max_targets=400)
+STRATEGY = Strategy("adaptive_grid", AdaptiveGridParams, adaptive_grid, max_targets=400, modes=MODES)

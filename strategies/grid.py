@@ -1,11 +1,14 @@
-"""Static symmetric grid: `levels` quotes a side, `interval` apart, at least `half_spread` from mid.
+"""Static symmetric grid: `levels` quotes a side, `interval` apart, at least `half_spread` from its centre.
 
-Each decision the grid is recomputed from the local mid price and aligned to multiples of the
-interval, so it stays put while the mid moves inside one interval and re-centres (quotes that
-left the grid are cancelled, new levels placed) when it moves further. A side is not quoted once
-the position reaches `max_position` on it. This is the grid of hftbacktest's "High-Frequency Grid
-Trading" example, computed with the same floating-point steps so both engines quote the same
-prices.
+Re-centring. With `recenter_intervals = 0` (the default) the centre is the local mid at every
+decision and the grid is aligned to multiples of the interval, so it stays put while the mid moves
+inside one interval and re-centres (quotes that left the grid are cancelled, new levels placed)
+when it moves further. This is the grid of hftbacktest's "High-Frequency Grid Trading" example,
+computed with the same floating-point steps so both engines quote the same prices. With
+`recenter_intervals = k > 0` the centre is anchored and moves to the mid only once the mid has
+drifted more than k intervals from it: the grid then lets the price walk through its levels (the
+classic grid) instead of following it; levels the market has crossed are left out, since quotes
+are post-only. A side is not quoted once the position reaches `max_position` on it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ class StaticGridParams(BaseModel):
     half_spread: float = Field(ge=0, description="minimum distance of the first level from mid")
     order_qty: float = Field(gt=0, description="size of each quote, base units")
     max_position: float = Field(gt=0, description="no more buying (selling) beyond +/- this, base units")
+    recenter_intervals: float = Field(
+        0.0, ge=0, description="0: centre on the mid every decision; k > 0: re-centre once the mid is k intervals away"
+    )
 
     @model_validator(mode="after")
     def _sane(self) -> StaticGridParams:
@@ -37,7 +43,9 @@ class StaticGridParams(BaseModel):
 
     def as_array(self) -> np.ndarray:
         """The float64 parameter vector the kernel reads."""
-        return np.array([self.levels, self.interval, self.half_spread, self.order_qty, self.max_position])
+        return np.array(
+            [self.levels, self.interval, self.half_spread, self.order_qty, self.max_position, self.recenter_intervals]
+        )
 
 
 @njit(cache=True)
@@ -56,32 +64,36 @@ def grid_levels(
     out_side,
     out_px,
     out_qty,
+    out_level,
 ):
     """Write `levels` bids below and asks above `centre` on an `interval` grid; returns the count.
 
     Prices are aligned to multiples of the interval (quote currency), converted to ticks with the
     same floating-point steps as hftbacktest's example. A side is left out once |position| reaches
     `max_position` on it. With `post_only_guard`, levels that would cross the book are dropped.
+    Level ids count from the centre: bids -1, -2, ..., asks 1, 2, ...
     """
     n = 0
     if position < max_position:
         bid = np.floor((centre - half_spread) / interval) * interval
-        for _ in range(levels):
+        for k in range(levels):
             px = round(bid / tick)
             if not post_only_guard or px < best_ask_tick:
                 out_side[n] = 1
                 out_px[n] = px
                 out_qty[n] = qty
+                out_level[n] = -(k + 1)
                 n += 1
             bid -= interval
     if position > -max_position:
         ask = np.ceil((centre + half_spread) / interval) * interval
-        for _ in range(levels):
+        for k in range(levels):
             px = round(ask / tick)
             if not post_only_guard or px > best_bid_tick:
                 out_side[n] = -1
                 out_px[n] = px
                 out_qty[n] = qty
+                out_level[n] = k + 1
                 n += 1
             ask += interval
     return n
@@ -99,11 +111,16 @@ def static_grid(
     tick,
     lot,
     position,
+    open_side,
+    open_px,
+    open_qty,
+    n_open,
     out_side,
     out_px,
     out_qty,
+    out_level,
 ):
-    """Target quotes for one decision; writes (side +1/-1, price ticks, qty) and returns their count."""
+    """Target quotes for one decision; writes (side +1/-1, price ticks, qty, level) and returns their count."""
     if best_bid_tick == EMPTY or best_ask_tick == EMPTY:
         return 0
     levels = int(params[0])
@@ -111,9 +128,16 @@ def static_grid(
     half_spread = params[2]
     qty = params[3]
     max_position = params[4]
+    recenter = params[5]
     mid = (best_bid_tick * tick + best_ask_tick * tick) / 2.0
+    centre = mid
+    if recenter > 0.0:
+        # state[1] holds the anchored centre (0 before the first decision).
+        if state[1] == 0.0 or abs(mid - state[1]) > recenter * interval:
+            state[1] = mid
+        centre = state[1]
     return grid_levels(
-        mid,
+        centre,
         half_spread,
         interval,
         levels,
@@ -123,10 +147,11 @@ def static_grid(
         tick,
         best_bid_tick,
         best_ask_tick,
-        False,
+        recenter > 0.0,
         out_side,
         out_px,
         out_qty,
+        out_level,
     )
 
 

@@ -270,26 +270,29 @@ def backtest(
     start: Annotated[str | None, typer.Option(help="Start (ISO 8601 UTC or ns).")] = None,
     end: Annotated[str | None, typer.Option(help="End, exclusive.")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Strategy parameter NAME=VALUE.")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML file with [strategy] and [venue] tables.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with [strategy], [venue], [gates] tables.")] = None,
     entry_latency_ms: Annotated[float | None, typer.Option(help="Order entry latency, ms.")] = None,
     response_latency_ms: Annotated[float | None, typer.Option(help="Order response latency, ms.")] = None,
+    latency_file: Annotated[Path | None, typer.Option(help="Latency series file (docs/data/latency.md).")] = None,
     step_ms: Annotated[float | None, typer.Option(help="Decision interval, ms.")] = None,
     queue: Annotated[str | None, typer.Option(help="Queue model: risk_averse or power.")] = None,
+    partial_fills: Annotated[
+        bool | None, typer.Option("--partial-fills/--no-partial-fills", help="Partial fills on or off.")
+    ] = None,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
     out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("runs"),
     root: RootOpt = DEFAULT_ROOT,
 ) -> None:
-    """Backtest a strategy on a lake selection; writes a run folder (summary.json, fills and steps as Parquet)."""
-    import datetime as dt
+    """Backtest a strategy on a lake selection; writes a run folder (summary, fills, steps, HTML report)."""
     import tomllib
 
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from grinder.core.gates import GateConfig
-    from grinder.core.strategy import get
+    from grinder.core.strategy import compile_kernel, get
     from grinder.data.tape import load_tape
-    from grinder.sim.backtest import VenueConfig, run_backtest
+    from grinder.sim.backtest import LatencySeries, VenueConfig, prepare, run_backtest
+    from grinder.sim.run_folder import summarize, write_run
 
     strat = get(strategy)
     cfg: dict = {"strategy": {}, "venue": {}, "gates": {}}
@@ -321,6 +324,10 @@ def backtest(
             cfg["venue"][key] = int(round(value * ms))
     if queue is not None:
         cfg["venue"]["queue"] = queue
+    if partial_fills is not None:
+        cfg["venue"]["partial_fills"] = partial_fills
+    if latency_file is not None:
+        cfg["venue"]["latency_file"] = str(latency_file)
     params = strat.validate(cfg["strategy"])
     try:
         venue_cfg = VenueConfig(**cfg["venue"])
@@ -332,63 +339,77 @@ def backtest(
     except ValidationError as e:
         first = e.errors()[0]
         raise DataError(f"gates: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+    latency = LatencySeries.read(venue_cfg.latency_file) if venue_cfg.latency_file else None
     t0 = time.perf_counter()
     tape = load_tape(root, venue, symbol, _parse_time(start), _parse_time(end))
     t1 = time.perf_counter()
-    with err.status(f"backtesting {strat.name} on {venue}/{symbol} ({len(tape):,} events)"):
+    with err.status(f"compiling {strat.name} and preparing {len(tape):,} events"):
+        kernel = compile_kernel(strat.kernel)
+        replay = prepare(tape, venue_cfg)
+    t2 = time.perf_counter()
+    with Progress(
+        TextColumn(f"backtesting {strat.name} on {venue}/{symbol}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("run", total=max(1, len(tape)))
         res = run_backtest(
             tape,
-            strat.kernel,
+            kernel,
             strat.vector(params),
             venue_cfg,
             strat.max_targets,
             start_ns=_parse_time(start) or 0,
+            replay=replay,
             gates=gates_cfg,
+            latency=latency,
+            progress=(lambda done, total: bar.update(task, completed=done)) if err.is_terminal else None,
         )
-    t2 = time.perf_counter()
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = out / f"{stamp}-{strat.name}-{symbol}-{res.digest[:8]}"
-    tmp = out / f".{run_dir.name}.tmp"
-    tmp.mkdir(parents=True, exist_ok=False)
-    pq.write_table(pa.table(res.fills), tmp / "fills.parquet")
-    pq.write_table(pa.table(res.steps), tmp / "steps.parquet")
-    pq.write_table(pa.table(res.funding), tmp / "funding.parquet")
-    summary = {
+    t3 = time.perf_counter()
+    meta = {
         "strategy": strat.name,
         "params": params.model_dump(),
         "venue": venue_cfg.model_dump(),
         "gates": gates_cfg.model_dump(),
         "selection": {"root": str(root), "venue": venue, "symbol": symbol, "start": start, "end": end},
         "events": len(tape),
-        "fills": len(res.fills["qty"]),
-        "position": res.position,
-        "balance": res.balance,
-        "fees": res.fees,
-        "funding_paid": res.funding_paid,
-        "equity": res.equity,
-        "counters": res.counters,
-        "mode_share": {str(int(m)): float((res.steps["mode"] == m).mean()) for m in np.unique(res.steps["mode"])},
-        "digest": res.digest,
-        "seconds": {"load": round(t1 - t0, 3), "backtest": round(t2 - t1, 3)},
+        "seconds": {"load": round(t1 - t0, 3), "prepare": round(t2 - t1, 3), "backtest": round(t3 - t2, 3)},
     }
-    (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
-    tmp.rename(run_dir)
-    print_summary(summary, run_dir)
+    summary = summarize(res, meta, strat.modes)
+    with err.status("writing the run folder and report"):
+        run_dir = write_run(out, f"{strat.name}-{symbol}", res, summary, report=report)
+    print_summary(summary, run_dir, report)
 
 
-def print_summary(summary: dict, run_dir: Path) -> None:
+def print_summary(summary: dict, run_dir: Path, report: bool = True) -> None:
     """One screen of results: what ran, what it did, where the files are."""
+    cur = summary.get("settle", "")
+    c = summary["counters"]
+    blocked = sum(v for k, v in c.items() if k.startswith("blocked_"))
     out.print(
         f"{summary['strategy']} on {summary['selection']['venue']}/{summary['selection']['symbol']}: "
-        f"{summary['events']:,} events in {summary['seconds']['backtest']:.2f} s"
+        f"{summary['events']:,} events in {summary['seconds']['backtest']:.2f} s "
+        f"(+ {summary['seconds']['prepare']:.2f} s compile/prepare)"
     )
     out.print(
-        f"  fills {summary['fills']:,}  position {summary['position']:.6g}  fees {summary['fees']:.4f}  "
-        f"funding {summary['funding_paid']:.4f}  "
-        f"equity {summary['equity']:.4f}"
+        f"  fills {summary['fills']:,}  placed {c['placed']:,}  cancelled {c['cancelled']:,}  "
+        f"rejected {c['rejected']:,}  expired {c['expired']:,}  blocked {blocked:,}"
     )
+    out.print(
+        f"  position {summary['position']:.6g} @ {summary['avg_entry']:.6g}  realized {summary['realized']:.4f}  "
+        f"unrealized {summary['unrealized']:.4f}  fees {summary['fees']:.4f}  funding {summary['funding_paid']:.4f}"
+    )
+    out.print(f"  equity {summary['equity']:.4f} {cur}")
+    if summary.get("mode_share") and len(summary["mode_share"]) > 1:
+        out.print("  modes " + "  ".join(f"{k} {v:.0%}" for k, v in summary["mode_share"].items()))
     out.print(f"  digest {summary['digest']}")
     out.print(f"  run folder: {run_dir}")
+    if report:
+        out.print(f"  report: {run_dir / 'report.html'}")
 
 
 def main() -> None:  # pragma: no cover

@@ -4,10 +4,11 @@ Each decision's intents (cancels, then places) pass through the gates in this or
 intent is dropped and counted under its reason:
 
 - risk: a place that would take |position + pending same-side quantity| past `max_position`
-  (base units) or position notional past `max_notional` (quote), or open orders past
-  `max_open_orders`; after the day's loss exceeds `max_daily_loss` (quote) every place is blocked
+  (base units, or contracts) or position notional past `max_notional` (quote), or open orders past
+  `max_open_orders`; after the day's loss exceeds `max_daily_loss` (settle currency: quote for
+  linear contracts, the coin for inverse ones) every place is blocked
   (kill switch: the strategy's cancels still go out);
-- drawdown guard: once equity is `max_drawdown` (quote) below its peak, only places that reduce
+- drawdown guard: once equity is `max_drawdown` (settle currency) below its peak, only places that reduce
   the position pass (reduce-only);
 - toxicity: no places while the spread is more than `spread_spike` times its rolling median, or
   while the mid has moved more than `max_impact_bps` over the last `impact_window` decisions;
@@ -46,12 +47,12 @@ class GateConfig(BaseModel):
     max_position: float = Field(0, ge=0, description="base units")
     max_notional: float = Field(0, ge=0, description="quote currency")
     max_open_orders: int = Field(0, ge=0)
-    max_daily_loss: float = Field(0, ge=0, description="quote currency, per UTC day")
+    max_daily_loss: float = Field(0, ge=0, description="settle currency, per UTC day")
     spread_spike: float = Field(0, ge=0, description="block when spread > this x rolling median")
     spread_window: int = Field(50, ge=2, le=WINDOW, description="decisions in the spread median")
     max_impact_bps: float = Field(0, ge=0, description="block when |mid move| over the window exceeds this")
     impact_window: int = Field(10, ge=1, le=WINDOW - 1, description="decisions")
-    max_drawdown: float = Field(0, ge=0, description="quote below peak equity: reduce-only")
+    max_drawdown: float = Field(0, ge=0, description="settle currency below peak equity: reduce-only")
 
     def as_array(self) -> np.ndarray:
         """The float64 vector `apply_gates` reads."""
@@ -71,9 +72,13 @@ def new_gate_state(cfg: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def apply_gates(cfg, st, now_ns, position, best_bid_px, best_ask_px, equity, t_side, t_qty, place, n_place,
-                n_cancel, n_open, blocked):  # fmt: skip
-    """Filter one decision's intents; returns (places kept, cancels kept). `place` is compacted in place."""
+def apply_gates(cfg, st, now_ns, position, best_bid_px, best_ask_px, equity, unit_notional, t_side, t_qty, place,
+                n_place, n_cancel, n_open, blocked):  # fmt: skip
+    """Filter one decision's intents; returns (places kept, cancels kept). `place` is compacted in place.
+
+    Prices are quote per base; `equity` is in the settle currency; `unit_notional` is the quote value
+    of one unit of position (the mid for linear contracts, the contract size for inverse ones).
+    """
     rate_cap, rate_per_s, max_pos, max_notional = cfg[0], cfg[1], cfg[2], cfg[3]
     max_open, max_loss, spike, spread_win = cfg[4], cfg[5], cfg[6], int(cfg[7])
     max_impact, impact_win, max_dd = cfg[8], int(cfg[9]), cfg[10]
@@ -124,7 +129,7 @@ def apply_gates(cfg, st, now_ns, position, best_bid_px, best_ask_px, equity, t_s
             reason = toxic
         elif max_pos > 0.0 and abs(after) > max_pos and not reduces:
             reason = MAX_POSITION
-        elif max_notional > 0.0 and have_book and abs(after) * mid > max_notional and not reduces:
+        elif max_notional > 0.0 and have_book and abs(after) * unit_notional > max_notional and not reduces:
             reason = MAX_NOTIONAL
         elif max_open > 0.0 and n_open + kept + 1 > max_open:
             reason = MAX_OPEN_ORDERS

@@ -1,11 +1,14 @@
 """What a strategy is: validated parameters plus a compiled kernel from market view to target quotes.
 
-Kernel contract (numba; see `grinder.sim.engine.STRATEGY_SIG` and docs/strategies.md):
+Kernel contract (numba; `STRATEGY_SIG` below and docs/strategies.md):
 ``kernel(params, state, now_ns, best_bid_ticks, best_ask_ticks, bid_qty, ask_qty, tick_size,
-lot_size, position, out_side, out_price_ticks, out_qty) -> count``. It writes the quotes that should
-be resting now (side +1 buy / -1 sell, price in ticks, quantity in base units) and returns how
-many; `state` is its memory between decisions; EMPTY best prices mean that side of the book is
-empty. The drivers diff those targets against known orders (`grinder.core.diff`).
+lot_size, position, open_side, open_price_ticks, open_qty, n_open, out_side, out_price_ticks,
+out_qty, out_level) -> count``. From the market view, the position and our open quotes it writes
+the quotes that should be resting now (side +1 buy / -1 sell, price in ticks, quantity, and a
+level id of the strategy's choosing that is carried into fills) and returns how many. `state` is
+its memory between decisions; by convention state[0] is its controller mode, which drivers
+record. EMPTY best prices mean that side of the book is empty. The drivers diff those targets
+against known orders (`grinder.core.diff`) and pass the intents through the gates.
 """
 
 from __future__ import annotations
@@ -16,19 +19,50 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba import types
 from pydantic import BaseModel, ValidationError
 
 from grinder.data.errors import DataError
 
+_i8, _i64, _f64 = (types.Array(t, 1, "C") for t in (types.int8, types.int64, types.float64))
+# The engine takes the kernel as a typed function pointer, so it is compiled once for all
+# strategies and cached on disk; a kernel is compiled for exactly this signature.
+STRATEGY_SIG = types.int64(
+    _f64,  # params
+    _f64,  # state, kept between decisions (zeros at the start)
+    types.int64,  # now, ns (local clock)
+    types.int64,  # best bid, ticks (EMPTY if none)
+    types.int64,  # best ask, ticks
+    types.float64,  # quantity at the best bid (base units or contracts)
+    types.float64,  # quantity at the best ask
+    types.float64,  # tick size, quote per base
+    types.float64,  # lot size
+    types.float64,  # position (base units or contracts; + long)
+    _i8,  # our open quotes: side
+    _i64,  # price, ticks
+    _f64,  # quantity not yet filled
+    types.int64,  # how many open quotes
+    _i8,  # out: side
+    _i64,  # out: price, ticks
+    _f64,  # out: quantity
+    _i64,  # out: level id
+)
+STRATEGY_FN = types.FunctionType(STRATEGY_SIG)
+
 
 @dataclass(frozen=True)
 class Strategy:
-    """A named strategy: its parameter model, its kernel, and how many quotes it may ask for."""
+    """A named strategy: its parameter model, its kernel, how many quotes it may ask for, its mode names."""
 
     name: str
     params: type[BaseModel]
     kernel: Any
     max_targets: int = 64
+    modes: tuple[str, ...] = ()
+
+    def compiled(self):
+        """The kernel compiled for STRATEGY_SIG (what the engine and the live adapter call)."""
+        return compile_kernel(self.kernel)
 
     def validate(self, values: dict) -> BaseModel:
         """Parameters from user input, checked; errors name the parameter."""
@@ -48,6 +82,21 @@ class Strategy:
     def vector(self, p: BaseModel) -> np.ndarray:
         """The float64 parameter vector the kernel reads."""
         return p.as_array()
+
+
+def compile_kernel(kernel):
+    """Compile a numba kernel for STRATEGY_SIG once; a clear error if it does not fit the contract."""
+    if tuple(STRATEGY_SIG.args) in [tuple(sig) for sig in getattr(kernel, "signatures", [])]:
+        return kernel
+    if not hasattr(kernel, "compile"):
+        raise DataError(f"strategy kernel {kernel!r} is not a numba @njit function")
+    try:
+        kernel.compile(STRATEGY_SIG.args)
+    except Exception as e:  # numba's typing errors are long; keep the first line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        name = getattr(kernel, "__name__", kernel)
+        raise DataError(f"strategy kernel {name} does not fit the contract: {first}") from None
+    return kernel
 
 
 def discover() -> dict[str, Strategy]:

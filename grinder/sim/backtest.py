@@ -3,57 +3,148 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from grinder.book.l2 import EMPTY
 from grinder.core.gates import REASONS, GateConfig, new_gate_state
+from grinder.core.ledger import AVG_ENTRY, CASH, FEES, POSITION, REALIZED, equity, new_ledger, unrealized
+from grinder.core.strategy import compile_kernel
+from grinder.data.errors import DataError
 from grinder.data.tape import Tape
-from grinder.sim.engine import STRATEGY_SIG, run
+from grinder.sim.engine import COUNTERS, run
 from grinder.sim.queue import PROB_POWER, RISK_AVERSE
 from grinder.sim.replay import Replay, prepare_replay
 
 
 class VenueConfig(BaseModel):
-    """How the simulated venue behaves: latencies in ns, fees as fractions, the queue model."""
+    """How the simulated venue behaves: latencies in ns, fees as fractions, the queue and fill models."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     entry_latency_ns: int = Field(10_000_000, ge=0, description="local send -> exchange receipt")
     response_latency_ns: int = Field(10_000_000, ge=0, description="exchange event -> local receipt")
+    latency_file: str | None = Field(
+        None, description="Parquet/CSV latency series (ts, entry_ns, response_ns); replaces the constants"
+    )
     feed_latency_floor_ns: int = Field(0, ge=0, description="minimum local - exchange time after correction")
     local_clock_offset_ns: int | None = Field(None, description="add this to local times instead of estimating it")
     step_ns: int = Field(100_000_000, gt=0, description="decision interval, local time")
     queue: str = Field("risk_averse", pattern="^(risk_averse|power)$")
     queue_power: float = Field(3.0, gt=0)
+    partial_fills: bool = Field(False, description="fill by the traded quantity beyond our queue, in lots")
     maker_fee: float | None = Field(None, ge=-0.01, le=0.01, description="default: the instrument's")
-    taker_fee: float | None = Field(None, ge=-0.01, le=0.01)
+    taker_fee: float | None = Field(None, ge=-0.01, le=0.01, description="kept for taker orders; quotes are post-only")
 
 
 @dataclass(frozen=True)
 class BacktestResult:
-    """Fills, per-decision records, final state and a digest that identifies the run."""
+    """Fills, per-decision records, the final ledger and a digest that identifies the run.
 
-    fills: dict[str, np.ndarray]  # ts_exch, ts_local, side, price, qty, maker, fee
-    steps: dict[str, np.ndarray]  # ts, mid, position, balance, fees, open_orders
+    Money is in the settle currency (`settle`): quote for linear contracts, the coin for inverse.
+    """
+
+    fills: dict[str, np.ndarray]  # ts_exch, ts_local, side, price, price_ticks, qty, maker, fee, order_id, level, ...
+    steps: dict[str, np.ndarray]  # ts, mid, position, balance, fees, realized, equity, open_orders, quotes, mode
     position: float
-    balance: float
+    balance: float  # cash: what fills moved (see grinder.core.ledger)
     fees: float
     counters: dict[str, int]
     digest: str
-    funding: dict[str, np.ndarray]  # ts, position, amount (quote; positive = paid) of each settlement
+    funding: dict[str, np.ndarray]  # ts, position, amount (settle currency; positive = paid) of each settlement
+    avg_entry: float = 0.0
+    realized: float = 0.0
+    settle: str = "quote"
+    inverse: bool = False
+    contract_size: float = 1.0
 
     @property
     def funding_paid(self) -> float:
-        """Funding paid over the run, quote currency (negative when received)."""
+        """Funding paid over the run, settle currency (negative when received)."""
         return float(self.funding["amount"].sum())
 
     @property
+    def last_mid(self) -> float:
+        """The last mid price the strategy saw (NaN if none)."""
+        mid = self.steps["mid"]
+        ok = mid[~np.isnan(mid)]
+        return float(ok[-1]) if len(ok) else float("nan")
+
+    @property
+    def unrealized(self) -> float:
+        """PnL of the final position marked at the last mid, settle currency."""
+        led = self._ledger()
+        return float(unrealized(led, self.last_mid, self.inverse, self.contract_size)) if self.position else 0.0
+
+    @property
     def equity(self) -> float:
-        """Balance plus position marked at the last mid, minus fees and funding (quote currency)."""
-        mid = self.steps["mid"][-1] if len(self.steps["mid"]) else np.nan
-        return self.balance + self.position * mid - self.fees - self.funding_paid
+        """Cash plus the position marked at the last mid, minus fees and funding (settle currency)."""
+        return float(equity(self._ledger(), self.last_mid, self.funding_paid, self.inverse, self.contract_size))
+
+    def _ledger(self) -> np.ndarray:
+        led = new_ledger()
+        led[POSITION], led[AVG_ENTRY], led[REALIZED] = self.position, self.avg_entry, self.realized
+        led[CASH], led[FEES] = self.balance, self.fees
+        return led
+
+
+@dataclass(frozen=True)
+class LatencySeries:
+    """Order latencies over time: at local time ts[i] entry takes entry_ns[i], responses response_ns[i]."""
+
+    ts: np.ndarray
+    entry_ns: np.ndarray
+    response_ns: np.ndarray
+
+    @classmethod
+    def constant(cls, entry_ns: int, response_ns: int) -> LatencySeries:
+        """The same latencies all the time."""
+        return cls(np.zeros(1, np.int64), np.array([entry_ns], np.int64), np.array([response_ns], np.int64))
+
+    @classmethod
+    def read(cls, path: str | Path) -> LatencySeries:
+        """Read and check a latency file (Parquet or CSV; docs/data/latency.md); errors name the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError("no such latency file", str(path))
+        try:
+            if path.suffix == ".csv":
+                import pyarrow.csv as pacsv
+
+                t = pacsv.read_csv(path)
+            else:
+                t = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DataError(f"not a readable latency table: {str(e).splitlines()[0]}", str(path)) from None
+        missing = [c for c in ("ts", "entry_ns", "response_ns") if c not in t.column_names]
+        if missing:
+            raise DataError(f"latency table lacks column(s) {', '.join(missing)}", str(path))
+        if t.num_rows == 0:
+            raise DataError("latency table is empty", str(path))
+        cols = {}
+        for c in ("ts", "entry_ns", "response_ns"):
+            col = t.column(c)
+            if col.null_count:
+                raise DataError(f"latency column {c} has nulls", str(path))
+            if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+                raise DataError(f"latency column {c} is {col.type}, not a number of ns", str(path))
+            a = col.to_numpy()
+            if not np.isfinite(a).all():
+                raise DataError(f"latency column {c} has NaN or infinite values", str(path))
+            cols[c] = a.astype(np.int64)
+        if (cols["entry_ns"] < 0).any() or (cols["response_ns"] < 0).any():
+            raise DataError("latencies must not be negative", str(path))
+        if (np.diff(cols["ts"]) <= 0).any():
+            bad = int(np.flatnonzero(np.diff(cols["ts"]) <= 0)[0]) + 1
+            raise DataError(f"latency ts must increase strictly (row {bad})", str(path))
+        return cls(cols["ts"], cols["entry_ns"], cols["response_ns"])
 
 
 def corrected_local_times(tape: Tape, floor_ns: int = 0) -> np.ndarray:
@@ -113,21 +204,31 @@ def run_backtest(
     replay: Replay | None = None,
     gates: GateConfig | None = None,
     state_size: int = 64,
+    latency: LatencySeries | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BacktestResult:
     """Run `strategy` (a compiled target-quote kernel) with `params` over `tape`.
 
     Decisions happen at start_ns + k * step_ns; with start_ns = 0 the clock starts at the first event.
     Pass `replay` from `prepare(tape, venue)` to skip rebuilding it (sweeps share one). `gates`
     filter every decision's intents (default: all off); blocked intents are counted by reason.
+    `latency` overrides the venue's latencies (default: its latency_file, else its constants).
+    `progress(rows_done, rows_total)` is called a few times a second while the loop runs.
     """
     inst = tape.instrument
     rep = prepare(tape, venue) if replay is None else replay
     gate_cfg = (gates or GateConfig()).as_array()
     blocked = np.zeros(len(REASONS), np.int64)
-    if tuple(STRATEGY_SIG.args) not in [tuple(sig) for sig in getattr(strategy, "signatures", [])]:
-        strategy.compile(STRATEGY_SIG.args)
+    if latency is None:
+        latency = (
+            LatencySeries.read(venue.latency_file)
+            if venue.latency_file
+            else LatencySeries.constant(venue.entry_latency_ns, venue.response_latency_ns)
+        )
+    inverse = inst.contract == "inverse"
+    kernel = compile_kernel(strategy)
     c = np.ascontiguousarray  # no copy for tapes from load_tape; the engine is compiled for C layout
-    out = run(
+    args = (
         c(tape.ts_exch),
         c(tape.kind),
         c(tape.side),
@@ -146,26 +247,34 @@ def run_backtest(
         rep.reset_rows,
         rep.reset_sides,
         *funding_settlements(tape),
+        latency.ts,
+        latency.entry_ns,
+        latency.response_ns,
         int(start_ns),
         venue.step_ns,
-        venue.entry_latency_ns,
-        venue.response_latency_ns,
         inst.tick_size,
         inst.lot_size,
         inst.min_notional,
         inst.maker_fee if venue.maker_fee is None else venue.maker_fee,
-        inst.taker_fee if venue.taker_fee is None else venue.taker_fee,
+        inverse,
+        inst.contract_size,
         RISK_AVERSE if venue.queue == "risk_averse" else PROB_POWER,
         venue.queue_power,
-        strategy,
-        np.asarray(params, np.float64),
+        venue.partial_fills,
+        kernel,
+        np.array(params, np.float64),  # a private, writable copy: the kernel is compiled for one
         np.zeros(state_size),
         max_targets,
         gate_cfg,
         new_gate_state(gate_cfg),
         blocked,
     )
-    fts_exch, fts_local, fside, fpx, fqty, fmaker, ffee = out[:7]
+    done = np.zeros(1, np.int64)
+    if progress is None:
+        out = run(*args, done)
+    else:
+        out = _run_watched(args, done, len(tape), progress)
+    (fts_exch, fts_local, fside, fpx, fqty, ffee, foid, flevel, fpos, freal), st, fund, led, paid, cnt = out
     fills = {
         "ts_exch": fts_exch,
         "ts_local": fts_local,
@@ -173,27 +282,55 @@ def run_backtest(
         "price": fpx * inst.tick_size,
         "price_ticks": fpx,
         "qty": fqty,
-        "maker": fmaker,
+        "maker": np.ones(len(fqty), np.bool_),  # quotes are post-only
         "fee": ffee,
+        "order_id": foid,
+        "level": flevel,
+        "position": fpos,
+        "realized": freal,
     }
-    steps = dict(zip(("ts", "mid", "position", "balance", "fees", "open_orders"), out[7:13], strict=True))
-    c = out[13]
-    steps["mode"] = out[14]
-    out = out[:14] + out[15:]
-    counters = {
-        "placed": int(c[0]),
-        "cancelled": int(c[1]),
-        "expired": int(c[2]),
-        "cancel_rejected": int(c[3]),
-        "fills": int(c[4]),
-        "exchange_events": int(c[5]),
-        "decisions": int(c[6]),
-        "rejected": int(c[7]),
-    }
-    position, balance, fees = float(out[14]), float(out[15]), float(out[16])
-    funding = {"ts": out[17], "position": out[18], "amount": out[19]}
-    paid = float(out[20])
+    names = ("ts", "mid", "position", "balance", "fees", "realized", "equity", "open_orders", "quote_bid",
+             "quote_ask", "mode")  # fmt: skip
+    steps = dict(zip(names, st, strict=True))
+    for k in ("quote_bid", "quote_ask"):
+        steps[k] = np.where(steps[k] == EMPTY, np.nan, steps[k] * inst.tick_size)
+    counters = {name: int(v) for name, v in zip(COUNTERS, cnt, strict=True)}
     counters.update({f"blocked_{r}": int(b) for r, b in zip(REASONS, blocked, strict=True)})
+    funding = {"ts": fund[0], "position": fund[1], "amount": fund[2]}
+    position, balance, fees = float(led[POSITION]), float(led[CASH]), float(led[FEES])
     return BacktestResult(
-        fills, steps, position, balance, fees, counters, digest_of(fills, (position, balance, fees, paid)), funding
+        fills,
+        steps,
+        position,
+        balance,
+        fees,
+        counters,
+        digest_of(fills, (position, balance, fees, float(paid))),
+        funding,
+        avg_entry=float(led[AVG_ENTRY]),
+        realized=float(led[REALIZED]),
+        settle=inst.settle or ("base" if inverse else "quote"),
+        inverse=inverse,
+        contract_size=inst.contract_size,
     )
+
+
+def _run_watched(args: tuple, done: np.ndarray, total: int, progress: Callable[[int, int], None]):
+    """Run the loop in a worker thread (it releases the GIL) and report `done` until it returns."""
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            box["out"] = run(*args, done)
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=work, name="grinder-backtest", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.2)
+        progress(int(done[0]), total)
+    if "error" in box:
+        raise box["error"]
+    progress(total, total)
+    return box["out"]

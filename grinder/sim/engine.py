@@ -4,19 +4,22 @@ Two clocks, as on a real venue. The *exchange* side replays book rows and trades
 time, holds our resting orders with their queue position, and fills them. The *local* side sees
 the same events later, at their (corrected) local receive time, and is where the strategy
 decides, every `step_ns` of local time. Orders travel local -> exchange with the entry latency and
-responses travel back with the response latency. At equal timestamps the order of processing is:
-local data, responses arriving locally, exchange data, requests arriving at the exchange (as
-hftbacktest does), so both engines see the same sequence.
+responses travel back with the response latency (constant, or interpolated from a series; each
+direction stays first-in first-out, like one connection). At equal timestamps the order of
+processing is: local data, responses arriving locally, exchange data, requests arriving at the
+exchange (as hftbacktest does), so both engines see the same sequence.
 
 The books themselves are not rebuilt here: `grinder.sim.replay` records once per tape what the
 loop needs from them (quantity before each row, best prices after each row, the local view).
 Between two decisions the loop only walks exchange rows and checks them against our few orders.
 
-Fill rules (no partial fills): a resting buy fills in full at its own price when the best ask
-drops to or below it, when a sell trade prints below it, or when the queue ahead of it at its
-price is consumed (queue model). Orders are post-only (GTX): one that would cross on arrival
-expires; one that breaks the venue's filters (whole lots, minimum notional) is rejected. Prices
-are int64 ticks, quantities float64 base units, times int64 ns.
+Fill rules. A resting buy fills at its own price: in full when the best ask drops to or below it
+(price-through) or when a sell trade prints below it (trade-through); at its price, once the queue
+ahead of it has traded (queue model) — in full, or with partial fills on, by the traded quantity
+beyond the queue in whole lots. Sells mirror this. Orders are post-only (GTX): one that would cross
+on arrival expires; one that breaks the venue's filters (whole lots, minimum notional) is rejected.
+Prices are int64 ticks, quantities float64 (base units, or contracts for inverse instruments),
+times int64 ns; money goes through `grinder.core.ledger`.
 """
 
 from __future__ import annotations
@@ -37,75 +40,51 @@ from grinder.core.diff import (
     diff_quotes,
 )
 from grinder.core.gates import apply_gates
+from grinder.core.ledger import CASH, FEES, LEDGER_SIZE, POSITION, REALIZED, book_fill, equity, notional, quote_notional
+from grinder.core.strategy import STRATEGY_FN
 from grinder.sim.queue import filled_qty, on_depth, on_trade
 from grinder.sim.replay import qty_before
 
 MAX_TS = np.iinfo(np.int64).max
 RESP_REJECTED = -1  # response status for a cancel that found no order
+RESP_PARTIAL = -2  # response status of a partial fill (the order keeps resting)
 
-# The strategy kernel's signature (see grinder.core.strategy). The engine takes the kernel as a
-# typed function pointer, so it is compiled once for every strategy and cached on disk.
-STRATEGY_SIG = types.int64(
-    types.float64[::1],  # params
-    types.float64[::1],  # state, kept between decisions (zeros at the start)
-    types.int64,  # now, ns (local clock)
-    types.int64,  # best bid, ticks (EMPTY if none)
-    types.int64,  # best ask, ticks
-    types.float64,  # quantity at the best bid, base units
-    types.float64,  # quantity at the best ask
-    types.float64,  # tick size
-    types.float64,  # lot size
-    types.float64,  # position, base units
-    types.int8[::1],  # out: side
-    types.int64[::1],  # out: price, ticks
-    types.float64[::1],  # out: quantity, base units
-)
-STRATEGY_FN = types.FunctionType(STRATEGY_SIG)
+# Counters returned by the loop, in this order.
+COUNTERS = ("placed", "cancelled", "expired", "cancel_rejected", "fills", "exchange_events", "decisions", "rejected",
+            "partial_fills")  # fmt: skip
 
 
-def _run_signature(tape_readonly: bool):
-    a = lambda t, ro=False: types.Array(t, 1, "C", readonly=ro)  # noqa: E731
-    ro = tape_readonly
+def _signature():
+    ro = lambda t: types.Array(t, 1, "C", readonly=True)  # noqa: E731 - inputs: tapes may be read-only memmaps
+    rw = lambda t: types.Array(t, 1, "C")  # noqa: E731
+    i8, i64, f64, b = types.int8, types.int64, types.float64, types.boolean
     return (
-        a(types.int64, ro),
-        a(types.int8, ro),
-        a(types.int8, ro),
-        a(types.int64, ro),
-        a(types.float64, ro),
-        a(types.float64),
-        a(types.int64),
-        a(types.int64),
-        a(types.int64),
-        a(types.int64),
-        a(types.int64),
-        a(types.float64),
-        a(types.float64),
-        a(types.int64),
-        a(types.int64),
-        a(types.int64),
-        a(types.int64),
-        a(types.int64),
-        a(types.float64),
-        a(types.float64),
-        types.int64,
-        types.int64,
-        types.int64,
-        types.int64,
-        types.float64,
-        types.float64,
-        types.float64,
-        types.float64,
-        types.float64,
-        types.int64,
-        types.float64,
-        STRATEGY_FN,
-        a(types.float64),
-        a(types.float64),
-        types.int64,
-        a(types.float64),
-        a(types.float64),
-        a(types.int64),
+        *(ro(i64), ro(i8), ro(i8), ro(i64), ro(f64)),  # tape: ts_exch, kind, side, ticks, qty
+        *(ro(f64), ro(i64), ro(i64)),  # replay, exchange order: prev_qty, best_bid, best_ask
+        *(ro(i64), ro(i64), ro(i64), ro(f64), ro(f64)),  # replay, local order: ts, best bid/ask, their qty
+        *(ro(i64), ro(i64), ro(i64), ro(i64)),  # replay: level_rows, level_keys, reset_rows, reset_sides
+        *(ro(i64), ro(f64), ro(f64)),  # funding settlements: ts, rate, mark
+        *(ro(i64), ro(i64), ro(i64)),  # latency series: ts, entry ns, response ns
+        *(i64, i64),  # start_ns, step_ns
+        *(f64, f64, f64, f64, b, f64),  # tick, lot, min_notional (quote), maker_fee, inverse, contract_size
+        *(i64, f64, b),  # queue model, queue power, partial fills
+        *(STRATEGY_FN, rw(f64), rw(f64), i64),  # strategy, params, state, max_targets
+        *(ro(f64), rw(f64), rw(i64), rw(i64)),  # gate config, gate state, blocked counters, progress
     )
+
+
+@njit(cache=True, inline="always")
+def latency_at(lat_ts, lat_ns, t):
+    """Latency (ns) at time t: constant for a one-point series, else linear between points, flat outside."""
+    n = lat_ts.shape[0]
+    if n == 1 or t <= lat_ts[0]:
+        return lat_ns[0]
+    j = np.searchsorted(lat_ts, t, "right")
+    if j >= n:
+        return lat_ns[n - 1]
+    t0, t1 = lat_ts[j - 1], lat_ts[j]
+    v0, v1 = lat_ns[j - 1], lat_ns[j]
+    return v0 + np.int64(round((v1 - v0) * ((t - t0) / (t1 - t0))))
 
 
 @njit(cache=True)
@@ -201,41 +180,30 @@ def _bus_pop(ts, sq, heap, st, free):
 
 
 @njit(cache=True, inline="always")
-def _fill(
-    s_,
-    ts,
-    response_ns,
-    seq,
-    o_qty,
-    x_live,
-    inflight,
-    counters,
-    r_ts,
-    r_seq,
-    r_slot,
-    r_status,
-    r_exch_ts,
-    r_qty,
-    o_side,
-    x_pos,
-    r_heap,
-    r_st,
-    r_free,
-):
-    """Order in slot s_ filled in full at the exchange at ts: queue the fill response; returns next seq."""
-    x_live[s_] = False
-    x_pos[0] += o_qty[s_] if o_side[s_] > 0 else -o_qty[s_]
-    k = _bus_push(r_ts, r_seq, r_heap, r_st, r_free, ts + response_ns, seq)
+def _execute(s_, ts, q, full, r_arrive, seq, x_leaves, x_live, x_pos, o_side, inflight, counters,
+             r_ts, r_seq, r_heap, r_st, r_free, r_slot, r_status, r_exch_ts, r_qty):  # fmt: skip
+    """q of the order in slot s_ executed at the exchange at ts; queue the response; returns next seq.
+
+    `full` marks the last execution (the order leaves the book); the caller removes it from the index.
+    """
+    x_leaves[s_] -= q
+    if full:
+        x_live[s_] = False
+        x_leaves[s_] = 0.0
+    x_pos[0] += q if o_side[s_] > 0 else -q
+    k = _bus_push(r_ts, r_seq, r_heap, r_st, r_free, r_arrive, seq)
     r_slot[k] = s_
-    r_status[k] = ST_FILLED
+    r_status[k] = ST_FILLED if full else RESP_PARTIAL
     r_exch_ts[k] = ts
-    r_qty[k] = o_qty[s_]
+    r_qty[k] = q
     inflight[s_] += 1
     counters[4] += 1
+    if not full:
+        counters[8] += 1
     return seq + 1
 
 
-@njit([_run_signature(False), _run_signature(True)], cache=True)
+@njit(_signature(), cache=True, nogil=True)
 def run(  # noqa: C901 - the loop is the model; splitting it would hide the order of events
     ts_exch,
     kind,
@@ -257,17 +225,20 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     fund_ts,
     fund_rate,
     fund_mark,
+    lat_ts,
+    lat_entry,
+    lat_resp,
     start_ns,
     step_ns,
-    entry_ns,
-    response_ns,
     tick,
     lot,
     min_notional,
     maker_fee,
-    taker_fee,
+    inverse,
+    contract_size,
     queue_model,
     queue_n,
+    partial,
     strategy,
     params,
     strategy_state,
@@ -275,17 +246,27 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     gate_cfg,
     gate_state,
     blocked,
+    progress,
 ):
-    """Run a strategy over a prepared tape; returns fills, per-step records and counters."""
+    """Run a strategy over a prepared tape; returns fills, per-step records, the ledger and counters.
+
+    progress[0] is set to the number of exchange rows processed at every decision (another thread
+    may read it; the loop releases the GIL).
+    """
     n = ts_exch.shape[0]
     cap = max(64, 4 * max_targets)
     o_side = np.zeros(cap, np.int8)
     o_px = np.zeros(cap, np.int64)
     o_qty = np.zeros(cap)
+    o_level = np.zeros(cap, np.int64)
+    o_id = np.zeros(cap, np.int64)
+    next_id = 0
     l_live = np.zeros(cap, np.bool_)  # tracked by the local side
     l_status = np.zeros(cap, np.int8)
     l_req = np.zeros(cap, np.int8)
+    l_leaves = np.zeros(cap)
     x_live = np.zeros(cap, np.bool_)  # resting at the exchange
+    x_leaves = np.zeros(cap)
     x_front = np.zeros(cap)
     x_cum = np.zeros(cap)
     inflight = np.zeros(cap, np.int64)
@@ -308,7 +289,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     ipx = np.zeros((2, cap), np.int64)
     islot = np.zeros((2, cap), np.int64)
     icnt = np.zeros(2, np.int64)
-    # Buses (unordered; the earliest entry is looked up when they change).
+    # Buses: binary heaps ordered by (arrival time, sequence).
     q_ts = np.full(cap, MAX_TS, np.int64)
     q_seq = np.zeros(cap, np.int64)
     q_slot = np.zeros(cap, np.int64)
@@ -325,23 +306,29 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     r_heap = np.zeros(cap * 2, np.int64)
     r_st = np.array([0, cap * 2], np.int64)
     r_free = np.arange(cap * 2).astype(np.int64)
+    q_last = np.int64(0)  # latest arrival on each bus: a message never overtakes an earlier one
+    r_last = np.int64(0)
     seq = 0
-    # Ledger of the local side.
-    position = 0.0
-    balance = 0.0
-    fees = 0.0
+    led = np.zeros(LEDGER_SIZE)  # the local side's ledger
     f_cap = 1024
     f_ts_exch = np.zeros(f_cap, np.int64)
     f_ts_local = np.zeros(f_cap, np.int64)
     f_side = np.zeros(f_cap, np.int8)
     f_px = np.zeros(f_cap, np.int64)
     f_qty = np.zeros(f_cap)
-    f_maker = np.zeros(f_cap, np.bool_)
     f_fee = np.zeros(f_cap)
+    f_oid = np.zeros(f_cap, np.int64)
+    f_level = np.zeros(f_cap, np.int64)
+    f_pos = np.zeros(f_cap)
+    f_real = np.zeros(f_cap)
     nf = 0
     t_side = np.zeros(max_targets, np.int8)
     t_px = np.zeros(max_targets, np.int64)
     t_qty = np.zeros(max_targets)
+    t_level = np.zeros(max_targets, np.int64)
+    v_side = np.zeros(cap, np.int8)  # the open quotes the strategy is shown
+    v_px = np.zeros(cap, np.int64)
+    v_qty = np.zeros(cap)
     out_cancel = np.zeros(cap, np.int64)
     out_place = np.zeros(max_targets, np.int64)
     slots = np.zeros(cap, np.int64)
@@ -355,13 +342,16 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     s_ts = np.zeros(n_steps_cap, np.int64)
     s_mid = np.zeros(n_steps_cap)
     s_pos = np.zeros(n_steps_cap)
-    s_bal = np.zeros(n_steps_cap)
+    s_cash = np.zeros(n_steps_cap)
     s_fee = np.zeros(n_steps_cap)
+    s_real = np.zeros(n_steps_cap)
+    s_eq = np.zeros(n_steps_cap)
     s_open = np.zeros(n_steps_cap, np.int64)
+    s_qbid = np.zeros(n_steps_cap, np.int64)  # our innermost open quotes, ticks (EMPTY if none)
+    s_qask = np.zeros(n_steps_cap, np.int64)
     s_mode = np.zeros(n_steps_cap, np.int8)  # the strategy's state[0]: its controller mode, if it has one
     ns = 0
-    # placed, cancelled, expired (post-only), cancel_rejected, fills, events, decisions, rejected (filters)
-    counters = np.zeros(8, np.int64)
+    counters = np.zeros(9, np.int64)  # see COUNTERS
     ei = 0  # next exchange row
     lj = 0  # next local event
     tq, qi = MAX_TS, -1
@@ -372,9 +362,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             te = ts_exch[ei] if ei < n else MAX_TS
             tf = fund_ts[fi] if fi < nfund else MAX_TS
             if tf < te and tf <= tq and tf <= target:
-                # Funding settles on the position held at the exchange at that moment (quote currency;
-                # positive rates: longs pay shorts).
-                amount = x_pos[0] * fund_mark[fi] * fund_rate[fi]
+                # Funding settles on the position held at the exchange at that moment (settle
+                # currency; positive rates: longs pay shorts).
+                amount = notional(x_pos[0], fund_mark[fi], inverse, contract_size) * fund_rate[fi]
                 funding_paid += amount
                 p_ts[fi], p_pos[fi], p_amount[fi] = tf, x_pos[0], amount
                 fi += 1
@@ -384,72 +374,36 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                 p = ticks[i]
                 if k_ == 3:
                     # Trade by an aggressor on side[i]: our orders on the other side may fill.
-                    if side[i] > 0:
-                        s = ASK
-                        j = 0
-                        while j < icnt[s] and ipx[s, j] <= p:
-                            s_ = islot[s, j]
-                            fill = ipx[s, j] < p
-                            if not fill:
-                                x_front[s_], x_cum[s_] = on_trade(x_front[s_], x_cum[s_], qty[i])
-                                fill = filled_qty(x_front[s_], lot) > 0.0
-                            if fill:
-                                _idx_remove_at(ipx, islot, icnt, s, j)
-                                seq = _fill(
-                                    s_,
-                                    ts_exch[i],
-                                    response_ns,
-                                    seq,
-                                    o_qty,
-                                    x_live,
-                                    inflight,
-                                    counters,
-                                    r_ts,
-                                    r_seq,
-                                    r_slot,
-                                    r_status,
-                                    r_exch_ts,
-                                    r_qty,
-                                    o_side,
-                                    x_pos,
-                                    r_heap,
-                                    r_st,
-                                    r_free,
-                                )
-                            else:
-                                j += 1
-                    else:
-                        s = BID
-                        j = icnt[s] - 1
-                        while j >= 0 and ipx[s, j] >= p:
-                            s_ = islot[s, j]
-                            fill = ipx[s, j] > p
-                            if not fill:
-                                x_front[s_], x_cum[s_] = on_trade(x_front[s_], x_cum[s_], qty[i])
-                                fill = filled_qty(x_front[s_], lot) > 0.0
-                            if fill:
-                                _idx_remove_at(ipx, islot, icnt, s, j)
-                                seq = _fill(
-                                    s_,
-                                    ts_exch[i],
-                                    response_ns,
-                                    seq,
-                                    o_qty,
-                                    x_live,
-                                    inflight,
-                                    counters,
-                                    r_ts,
-                                    r_seq,
-                                    r_slot,
-                                    r_status,
-                                    r_exch_ts,
-                                    r_qty,
-                                    o_side,
-                                    x_pos,
-                                    r_heap,
-                                    r_st,
-                                    r_free,
-                                )
+                    s = ASK if side[i] > 0 else BID
+                    j = 0 if s == ASK else icnt[s] - 1
+                    while (s == ASK and j < icnt[s] and ipx[s, j] <= p) or (s == BID and j >= 0 and ipx[s, j] >= p):
+                        s_ = islot[s, j]
+                        exec_q = 0.0
+                        full = ipx[s, j] != p  # traded through our price: our level was taken out
+                        if full:
+                            exec_q = x_leaves[s_]
+                        else:
+                            x_front[s_], x_cum[s_] = on_trade(x_front[s_], x_cum[s_], qty[i])
+                            exec_q = filled_qty(x_front[s_], lot)
+                            if exec_q > 0.0:
+                                if partial and exec_q < x_leaves[s_] - 0.5 * lot:
+                                    x_front[s_] = 0.0  # we took the traded quantity beyond the queue
+                                else:
+                                    exec_q = x_leaves[s_]
+                                    full = True
+                        if exec_q > 0.0:
+                            ta = max(ts_exch[i] + latency_at(lat_ts, lat_resp, ts_exch[i]), r_last)
+                            r_last = ta
+                            seq = _execute(s_, ts_exch[i], exec_q, full, ta, seq, x_leaves, x_live, x_pos, o_side,
+                                           inflight, counters, r_ts, r_seq, r_heap, r_st, r_free, r_slot, r_status,
+                                           r_exch_ts, r_qty)  # fmt: skip
+                        if full:
+                            _idx_remove_at(ipx, islot, icnt, s, j)
+                            if s == ASK:
+                                continue  # the next order slid into position j
+                        if s == ASK:
+                            j += 1
+                        else:
                             j -= 1
                 elif k_ <= 1:
                     s = BID if side[i] > 0 else ASK
@@ -461,64 +415,28 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                                 queue_model, queue_n, x_front[s_], x_cum[s_], prev_qty[i], qty[i]
                             )
                     # The best moved through our orders on the other side: they fill at their price.
+                    o = -1
                     if s == BID:
                         nb = best_bid[i]
                         pb = best_bid[i - 1] if i > 0 else EMPTY
                         if nb != EMPTY and (pb == EMPTY or nb > pb):
                             o = ASK
-                            while icnt[o] > 0 and ipx[o, 0] <= nb:
-                                s_ = islot[o, 0]
-                                _idx_remove_at(ipx, islot, icnt, o, 0)
-                                seq = _fill(
-                                    s_,
-                                    ts_exch[i],
-                                    response_ns,
-                                    seq,
-                                    o_qty,
-                                    x_live,
-                                    inflight,
-                                    counters,
-                                    r_ts,
-                                    r_seq,
-                                    r_slot,
-                                    r_status,
-                                    r_exch_ts,
-                                    r_qty,
-                                    o_side,
-                                    x_pos,
-                                    r_heap,
-                                    r_st,
-                                    r_free,
-                                )
                     else:
                         na = best_ask[i]
                         pa = best_ask[i - 1] if i > 0 else EMPTY
                         if na != EMPTY and (pa == EMPTY or na < pa):
                             o = BID
-                            while icnt[o] > 0 and ipx[o, icnt[o] - 1] >= na:
-                                s_ = islot[o, icnt[o] - 1]
-                                _idx_remove_at(ipx, islot, icnt, o, icnt[o] - 1)
-                                seq = _fill(
-                                    s_,
-                                    ts_exch[i],
-                                    response_ns,
-                                    seq,
-                                    o_qty,
-                                    x_live,
-                                    inflight,
-                                    counters,
-                                    r_ts,
-                                    r_seq,
-                                    r_slot,
-                                    r_status,
-                                    r_exch_ts,
-                                    r_qty,
-                                    o_side,
-                                    x_pos,
-                                    r_heap,
-                                    r_st,
-                                    r_free,
-                                )
+                    while o >= 0 and icnt[o] > 0:
+                        j = 0 if o == ASK else icnt[o] - 1
+                        if (o == ASK and ipx[o, j] > best_bid[i]) or (o == BID and ipx[o, j] < best_ask[i]):
+                            break
+                        s_ = islot[o, j]
+                        _idx_remove_at(ipx, islot, icnt, o, j)
+                        ta = max(ts_exch[i] + latency_at(lat_ts, lat_resp, ts_exch[i]), r_last)
+                        r_last = ta
+                        seq = _execute(s_, ts_exch[i], x_leaves[s_], True, ta, seq, x_leaves, x_live, x_pos, o_side,
+                                       inflight, counters, r_ts, r_seq, r_heap, r_st, r_free, r_slot, r_status,
+                                       r_exch_ts, r_qty)  # fmt: skip
                 ei += 1
                 counters[5] += 1
             elif tq <= target and tq != MAX_TS:
@@ -526,7 +444,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                 req = q_req[qi]
                 _bus_pop(q_ts, q_seq, q_heap, q_st, q_free)
                 inflight[s_] -= 1
-                k = _bus_push(r_ts, r_seq, r_heap, r_st, r_free, tq + response_ns, seq)
+                ta = max(tq + latency_at(lat_ts, lat_resp, tq), r_last)
+                r_last = ta
+                k = _bus_push(r_ts, r_seq, r_heap, r_st, r_free, ta, seq)
                 r_slot[k], r_exch_ts[k], r_qty[k] = s_, tq, 0.0
                 seq += 1
                 inflight[s_] += 1
@@ -534,7 +454,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                 if req == REQ_NEW and (
                     lots < 0.5
                     or abs(lots - round(lots)) > 1e-9
-                    or o_px[s_] * tick * o_qty[s_] < min_notional * (1.0 - 1e-12)
+                    or quote_notional(o_qty[s_], o_px[s_] * tick, inverse, contract_size) < min_notional * (1.0 - 1e-12)
                 ):
                     # The venue's filters: whole lots, and at least the minimum notional (quote).
                     r_status[k] = ST_EXPIRED
@@ -554,6 +474,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                     else:
                         r_status[k] = ST_NEW
                         x_live[s_] = True
+                        x_leaves[s_] = o_qty[s_]
                         x_front[s_] = qty_before(
                             level_rows, level_keys, reset_rows, reset_sides, qty, o_side[s_], o_px[s_], ei
                         )
@@ -580,13 +501,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             _bus_pop(r_ts, r_seq, r_heap, r_st, r_free)
             touched = True
             inflight[s_] -= 1
-            if st == ST_FILLED:
-                sgn = 1.0 if o_side[s_] > 0 else -1.0
-                notional = r_qty[ri] * (o_px[s_] * tick)
-                fee = notional * maker_fee
-                position += sgn * r_qty[ri]
-                balance -= sgn * notional
-                fees += fee
+            if st == ST_FILLED or st == RESP_PARTIAL:
+                fee = book_fill(led, o_side[s_], o_px[s_] * tick, r_qty[ri], maker_fee, inverse, contract_size)
                 if nf == f_cap:
                     f_cap *= 2
                     f_ts_exch = np.concatenate((f_ts_exch, np.zeros(f_cap - nf, np.int64)))
@@ -594,18 +510,27 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                     f_side = np.concatenate((f_side, np.zeros(f_cap - nf, np.int8)))
                     f_px = np.concatenate((f_px, np.zeros(f_cap - nf, np.int64)))
                     f_qty = np.concatenate((f_qty, np.zeros(f_cap - nf)))
-                    f_maker = np.concatenate((f_maker, np.zeros(f_cap - nf, np.bool_)))
                     f_fee = np.concatenate((f_fee, np.zeros(f_cap - nf)))
+                    f_oid = np.concatenate((f_oid, np.zeros(f_cap - nf, np.int64)))
+                    f_level = np.concatenate((f_level, np.zeros(f_cap - nf, np.int64)))
+                    f_pos = np.concatenate((f_pos, np.zeros(f_cap - nf)))
+                    f_real = np.concatenate((f_real, np.zeros(f_cap - nf)))
                 f_ts_exch[nf] = r_exch_ts[ri]
                 f_ts_local[nf] = tr
                 f_side[nf] = o_side[s_]
                 f_px[nf] = o_px[s_]
                 f_qty[nf] = r_qty[ri]
-                f_maker[nf] = True
                 f_fee[nf] = fee
+                f_oid[nf] = o_id[s_]
+                f_level[nf] = o_level[s_]
+                f_pos[nf] = led[POSITION]
+                f_real[nf] = led[REALIZED]
                 nf += 1
-                l_status[s_] = ST_FILLED
-                l_req[s_] = REQ_NONE
+                l_leaves[s_] -= r_qty[ri]
+                if st == ST_FILLED:
+                    l_status[s_] = ST_FILLED
+                    l_req[s_] = REQ_NONE
+                    l_leaves[s_] = 0.0
             elif st == RESP_REJECTED:
                 l_req[s_] = REQ_NONE
             else:
@@ -624,8 +549,6 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         # ---- decision at `target` ----
         bb = local_bb[lj - 1] if lj > 0 else EMPTY
         ba = local_ba[lj - 1] if lj > 0 else EMPTY
-        # A strategy sees only (params, best prices, position): with those and every order's state
-        # unchanged since the last decision, it would ask for what is already known.
         bbq = local_bbq[lj - 1] if lj > 0 else 0.0
         baq = local_baq[lj - 1] if lj > 0 else 0.0
         for s_ in range(hi):
@@ -635,13 +558,23 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                     free[nfree] = s_
                     nfree += 1
         m = 0
+        qbid = EMPTY
+        qask = EMPTY
         for s_ in range(hi):
             if l_live[s_]:
                 slots[m] = s_
+                v_side[m], v_px[m], v_qty[m] = o_side[s_], o_px[s_], l_leaves[s_]
                 m += 1
+                if o_side[s_] > 0 and (qbid == EMPTY or o_px[s_] > qbid):
+                    qbid = o_px[s_]
+                elif o_side[s_] < 0 and (qask == EMPTY or o_px[s_] < qask):
+                    qask = o_px[s_]
         nc = npl = 0
-        nt = strategy(params, strategy_state, target, bb, ba, bbq, baq, tick, lot, position, t_side, t_px, t_qty)
-        # The same targets as last time, and no order changed state since: the diff would be empty.
+        position = led[POSITION]
+        nt = strategy(params, strategy_state, target, bb, ba, bbq, baq, tick, lot, position, v_side, v_px, v_qty, m,
+                      t_side, t_px, t_qty, t_level)  # fmt: skip
+        # A strategy sees only (params, its state, market, position, open quotes): with the same
+        # targets and no order changed since the last decision, the diff would be empty.
         same = not touched and nt == last_nt
         if same:
             for j in range(nt):
@@ -657,7 +590,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             nc, npl = diff_quotes(
                 t_side, t_px, nt, o_side, o_px, l_status, l_req, l_live, slots, m, out_cancel, out_place
             )
-        mid_now = (bb + ba) * 0.5 * tick if bb != EMPTY and ba != EMPTY else 0.0
+        have_mid = bb != EMPTY and ba != EMPTY
+        mid_now = (bb + ba) * 0.5 * tick if have_mid else 0.0
+        eq_now = equity(led, mid_now, funding_paid, inverse, contract_size) if have_mid else np.nan
         npl, nc = apply_gates(
             gate_cfg,
             gate_state,
@@ -665,7 +600,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             position,
             bb * tick if bb != EMPTY else 0.0,
             ba * tick if ba != EMPTY else 0.0,
-            balance + position * mid_now - fees,
+            eq_now if have_mid else led[REALIZED] - led[FEES] - funding_paid,
+            contract_size if inverse else mid_now,
             t_side,
             t_qty,
             out_place,
@@ -674,10 +610,14 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             m,
             blocked,
         )
+        t_send = q_last
+        if nc > 0 or npl > 0:
+            t_send = max(target + latency_at(lat_ts, lat_entry, target), q_last)
+            q_last = t_send
         for c in range(nc):
             s_ = slots[out_cancel[c]]
             l_req[s_] = REQ_CANCEL
-            k = _bus_push(q_ts, q_seq, q_heap, q_st, q_free, target + entry_ns, seq)
+            k = _bus_push(q_ts, q_seq, q_heap, q_st, q_free, t_send, seq)
             q_slot[k], q_req[k] = s_, REQ_CANCEL
             seq += 1
             inflight[s_] += 1
@@ -689,9 +629,11 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             nfree -= 1
             s_ = free[nfree]
             hi = max(hi, s_ + 1)
-            o_side[s_], o_px[s_], o_qty[s_] = t_side[j], t_px[j], t_qty[j]
-            l_live[s_], l_status[s_], l_req[s_] = True, ST_NONE, REQ_NEW
-            k = _bus_push(q_ts, q_seq, q_heap, q_st, q_free, target + entry_ns, seq)
+            o_side[s_], o_px[s_], o_qty[s_], o_level[s_] = t_side[j], t_px[j], t_qty[j], t_level[j]
+            o_id[s_] = next_id
+            next_id += 1
+            l_live[s_], l_status[s_], l_req[s_], l_leaves[s_] = True, ST_NONE, REQ_NEW, t_qty[j]
+            k = _bus_push(q_ts, q_seq, q_heap, q_st, q_free, t_send, seq)
             q_slot[k], q_req[k] = s_, REQ_NEW
             seq += 1
             inflight[s_] += 1
@@ -699,36 +641,24 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         tq, qi = _bus_top(q_ts, q_heap, q_st)
         if ns < n_steps_cap:
             s_ts[ns] = target
-            s_mid[ns] = (bb + ba) * 0.5 * tick if bb != EMPTY and ba != EMPTY else np.nan
-            s_pos[ns] = position
-            s_bal[ns] = balance
-            s_fee[ns] = fees
+            s_mid[ns] = mid_now if have_mid else np.nan
+            s_pos[ns] = led[POSITION]
+            s_cash[ns] = led[CASH]
+            s_fee[ns] = led[FEES]
+            s_real[ns] = led[REALIZED]
+            s_eq[ns] = eq_now
             s_open[ns] = m
+            s_qbid[ns] = qbid
+            s_qask[ns] = qask
             s_mode[ns] = np.int8(strategy_state[0]) if strategy_state.shape[0] > 0 else 0
             ns += 1
+        progress[0] = ei
         target += step_ns
     counters[6] = ns
-    return (
-        f_ts_exch[:nf],
-        f_ts_local[:nf],
-        f_side[:nf],
-        f_px[:nf],
-        f_qty[:nf],
-        f_maker[:nf],
-        f_fee[:nf],
-        s_ts[:ns],
-        s_mid[:ns],
-        s_pos[:ns],
-        s_bal[:ns],
-        s_fee[:ns],
-        s_open[:ns],
-        counters,
-        s_mode[:ns],
-        position,
-        balance,
-        fees,
-        p_ts[:fi],
-        p_pos[:fi],
-        p_amount[:fi],
-        funding_paid,
-    )
+    progress[0] = n
+    fills = (f_ts_exch[:nf], f_ts_local[:nf], f_side[:nf], f_px[:nf], f_qty[:nf], f_fee[:nf], f_oid[:nf],
+             f_level[:nf], f_pos[:nf], f_real[:nf])  # fmt: skip
+    steps = (s_ts[:ns], s_mid[:ns], s_pos[:ns], s_cash[:ns], s_fee[:ns], s_real[:ns], s_eq[:ns], s_open[:ns],
+             s_qbid[:ns], s_qask[:ns], s_mode[:ns])  # fmt: skip
+    funding = (p_ts[:fi], p_pos[:fi], p_amount[:fi])
+    return fills, steps, funding, led, funding_paid, counters

@@ -11,7 +11,7 @@ S = 1_000_000_000
 
 
 def decide(cfg: GateConfig, st=None, now=0, position=0.0, bid=100.0, ask=100.1, equity=0.0, places=(), cancels=0,
-           n_open=0):  # fmt: skip
+           n_open=0, unit_notional=None):  # fmt: skip
     """places: [(side, qty)]; returns (kept place indices, cancels kept, blocked by reason, state)."""
     c = cfg.as_array()
     st = new_gate_state(c) if st is None else st
@@ -19,7 +19,8 @@ def decide(cfg: GateConfig, st=None, now=0, position=0.0, bid=100.0, ask=100.1, 
     qty = np.array([p[1] for p in places], np.float64)
     idx = np.arange(len(places), dtype=np.int64)
     blocked = np.zeros(len(REASONS), np.int64)
-    kept, nc = apply_gates(c, st, now, position, bid, ask, equity, side, qty, idx, len(places), cancels, n_open,
+    unit = (bid + ask) / 2 if unit_notional is None else unit_notional
+    kept, nc = apply_gates(c, st, now, position, bid, ask, equity, unit, side, qty, idx, len(places), cancels, n_open,
                            blocked)  # fmt: skip
     return idx[:kept].tolist(), nc, dict(zip(REASONS, blocked.tolist(), strict=True)), st
 
@@ -48,6 +49,9 @@ def test_max_position_counts_pending_quantity_and_lets_reductions_through():
 def test_max_notional_and_open_orders():
     kept, _, blocked, _ = decide(GateConfig(max_notional=150.0), places=[(1, 1.0), (1, 1.0)])
     assert kept == [0] and blocked["max_notional"] == 1  # 2 x 100 > 150
+    # Inverse contracts: notional is contracts x contract size (quote), whatever the price.
+    kept, _, blocked, _ = decide(GateConfig(max_notional=250.0), places=[(1, 2.0), (1, 1.0)], unit_notional=100.0)
+    assert kept == [0] and blocked["max_notional"] == 1
     kept, _, blocked, _ = decide(GateConfig(max_open_orders=3), places=[(1, 1.0)] * 3, n_open=1)
     assert kept == [0, 1] and blocked["max_open_orders"] == 1
 

@@ -18,15 +18,15 @@ VENUE = VenueConfig(entry_latency_ns=10 * MS, response_latency_ns=10 * MS, step_
 
 
 @njit(cache=True)
-def one_quote(
-    params, state, now_ns, best_bid, best_ask, bid_qty, ask_qty, tick, lot, position, out_side, out_px, out_qty
-):
+def one_quote(params, state, now_ns, best_bid, best_ask, bid_qty, ask_qty, tick, lot, position, open_side, open_px,
+              open_qty, n_open, out_side, out_px, out_qty, out_level):  # fmt: skip
     """Quote params[1] (ticks) on side params[0] for params[2] while flat and best bid >= params[3]."""
     if position != 0.0 or best_bid < params[3]:
         return 0
     out_side[0] = int(params[0])
     out_px[0] = int(params[1])
     out_qty[0] = params[2]
+    out_level[0] = 7
     return 1
 
 
@@ -177,3 +177,131 @@ def test_funding_before_the_fill_finds_no_position():
     t = replace(t, funding=funding)
     r = run_backtest(t, one_quote, np.array([1, 99, 1, 0], np.float64), VENUE)
     assert r.funding["ts"].tolist() == [250 * MS] and r.funding["amount"].tolist() == [0.0]
+
+
+def run_with(rows, params, venue=VENUE, instrument=INST, **kw):
+    t = replace(tape(BOOK + rows + END), instrument=instrument)
+    return run_backtest(t, one_quote, np.array(params, np.float64), venue, **kw)
+
+
+PARTIAL = VENUE.model_copy(update={"partial_fills": True})
+
+
+def test_partial_fills_take_the_traded_quantity_beyond_the_queue():
+    # Buy 4 @ 99 behind 5: a sell trade of 7 leaves 2 for us; a later trade of 5 completes the order.
+    r = run_with([(200, 3, -1, 99, 7), (300, 3, -1, 99, 5)], [1, 99, 4, 0], PARTIAL)
+    assert r.fills["qty"].tolist() == [2.0, 2.0]
+    assert r.fills["ts_exch"].tolist() == [200 * MS, 300 * MS]
+    assert r.fills["order_id"].tolist() == [0, 0] and r.fills["level"].tolist() == [7, 7]
+    assert r.fills["position"].tolist() == [2.0, 4.0]
+    assert r.counters["partial_fills"] == 1 and r.counters["fills"] == 2 and r.position == 4.0
+    # Without partial fills the first trade already fills the whole order (hftbacktest's default).
+    r = run_with([(200, 3, -1, 99, 7), (300, 3, -1, 99, 5)], [1, 99, 4, 0])
+    assert r.fills["qty"].tolist() == [4.0] and r.counters["partial_fills"] == 0
+
+
+@njit(cache=True)
+def bid_99_reporting_leaves(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, o_side, o_px, o_qty, n_open,
+                            out_side, out_px, out_qty, out_level):  # fmt: skip
+    """Always wants 4 @ 99; state[0] (recorded as the step's mode) = leaves of the open quote, -1 if none."""
+    state[0] = o_qty[0] if n_open == 1 else -1.0
+    out_side[0], out_px[0], out_qty[0], out_level[0] = 1, 99, 4.0, 0
+    return 1
+
+
+def test_partially_filled_order_stays_quoted_and_the_strategy_sees_its_leaves():
+    t = tape(BOOK + [(200, 3, -1, 99, 7)] + END)
+    r = run_backtest(t, bid_99_reporting_leaves, np.zeros(1), PARTIAL)
+    assert r.fills["qty"].tolist() == [2.0]
+    assert r.counters["placed"] == 1 and r.counters["cancelled"] == 0  # still the target: not re-sent
+    modes = r.steps["mode"].tolist()
+    assert modes[0] == -1 and modes[1] == 4 and modes[-1] == 2  # none yet, then 4 open, then 2 left
+
+
+def test_price_through_fills_the_whole_remainder_with_partial_fills_on():
+    r = run_with([(200, 3, -1, 99, 7), (300, 0, -1, 99, 3)], [1, 99, 4, 0], PARTIAL)
+    assert r.fills["qty"].tolist() == [2.0, 2.0] and r.fills["ts_exch"].tolist() == [200 * MS, 300 * MS]
+
+
+def test_latency_series_is_interpolated_and_keeps_messages_in_order(tmp_path):
+    from grinder.sim.backtest import LatencySeries
+
+    # Entry latency 10 ms until 100 ms, then rising to 110 ms at 200 ms: the order sent at 100 ms
+    # arrives at 110 ms, and the 300 ms trade fills it; its response takes 50 ms.
+    lat = LatencySeries(np.array([0, 100, 200], np.int64) * MS, np.array([10, 10, 110]) * MS,
+                        np.array([50, 50, 50]) * MS)  # fmt: skip
+    r = run_with([(200, 3, -1, 99, 3), (300, 3, -1, 99, 3)], [1, 99, 1, 0], latency=lat)
+    assert r.fills["ts_exch"].tolist() == [300 * MS] and r.fills["ts_local"].tolist() == [350 * MS]
+    # Same from a Parquet file named by the venue config.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "lat.parquet"
+    pq.write_table(pa.table({"ts": lat.ts, "entry_ns": lat.entry_ns, "response_ns": lat.response_ns}), f)
+    r2 = run_with(
+        [(200, 3, -1, 99, 3), (300, 3, -1, 99, 3)], [1, 99, 1, 0], VENUE.model_copy(update={"latency_file": str(f)})
+    )
+    assert r2.digest == r.digest
+    # A slow cancel loses the race the fast one wins (the 215 ms trade fills the 98 bid first).
+    slow = LatencySeries(np.array([0, 190], np.int64) * MS, np.array([10, 30]) * MS, np.array([10, 10]) * MS)
+    r = run_with([(150, 0, 1, 99, 0), (215, 3, -1, 97, 1)], [1, 98, 1, 99], latency=slow)
+    assert r.fills["ts_exch"].tolist() == [215 * MS] and r.counters["cancel_rejected"] == 1
+
+
+def test_latency_file_errors_name_the_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from grinder.data.errors import DataError
+    from grinder.sim.backtest import LatencySeries
+
+    bad = tmp_path / "lat.parquet"
+    pq.write_table(pa.table({"ts": [0, 0], "entry_ns": [1, 1], "response_ns": [1, 1]}), bad)
+    with pytest.raises(DataError, match="increase strictly") as e:
+        LatencySeries.read(bad)
+    assert str(bad) in str(e.value)
+    pq.write_table(pa.table({"ts": [0, 1], "entry_ns": [1, -1], "response_ns": [1, 1]}), bad)
+    with pytest.raises(DataError, match="negative"):
+        LatencySeries.read(bad)
+    pq.write_table(pa.table({"ts": [0, 1], "entry": [1, 1]}), bad)
+    with pytest.raises(DataError, match="entry_ns, response_ns"):
+        LatencySeries.read(bad)
+    with pytest.raises(DataError, match="no such latency file"):
+        LatencySeries.read(tmp_path / "nope.parquet")
+
+
+INVERSE = Instrument(venue="test", symbol="TESTUSD_PERP", tick_size=1.0, lot_size=1.0, maker_fee=0.0002,
+                     taker_fee=0.0005, contract="inverse", contract_size=100.0, base="TEST", quote="USD")  # fmt: skip
+
+
+def test_inverse_contract_pnl_is_in_the_coin():
+    # Buy 3 contracts (100 USD each) @ 99, then the book moves up to mid 110.5 (110/111).
+    up = [(400, 0, -1, 101, 0), (400, 0, -1, 102, 0), (400, 0, -1, 111, 5), (400, 0, 1, 110, 5)]
+    r = run_with([(200, 3, -1, 99, 3), (300, 3, -1, 99, 3)] + up, [1, 99, 3, 0], instrument=INVERSE)
+    assert r.settle == "TEST"  # PnL is in the coin
+    assert r.position == 3.0 and r.avg_entry == 99.0
+    assert r.balance == pytest.approx(300 / 99)  # long contracts: cash in coin = contracts x size / price
+    assert r.fees == pytest.approx(300 / 99 * 0.0002)
+    mid = r.steps["mid"][-1]
+    assert mid == 110.5
+    assert r.unrealized == pytest.approx(300 * (1 / 99 - 1 / 110.5))
+    assert r.equity == pytest.approx(300 * (1 / 99 - 1 / 110.5) - r.fees)
+    # Funding on inverse contracts is charged on the coin notional at the mark price.
+    t_ms = np.array([0, 600], np.int64) * MS
+    mark = np.array([100.0, 100.0])
+    rate, due = np.array([0.001, 0.001]), np.array([500, 900]) * MS
+    funding = Series({"ts_exch": t_ms, "ts_local": t_ms, "mark_price": mark, "index_price": mark,
+                      "funding_rate": rate, "next_funding_ts": due})  # fmt: skip
+    t = replace(tape(BOOK + [(200, 3, -1, 99, 3), (300, 3, -1, 99, 3)] + END), instrument=INVERSE, funding=funding)
+    r = run_backtest(t, one_quote, np.array([1, 99, 3, 0], np.float64), VENUE)
+    assert r.funding["amount"] == pytest.approx([3 * 100 / 100.0 * 0.001])
+
+
+def test_progress_reports_rows_until_done():
+    seen = []
+    t = tape(BOOK + [(200, 3, -1, 99, 6)] + END)
+    r = run_backtest(
+        t, one_quote, np.array([1, 99, 1, 0], np.float64), VENUE, progress=lambda d, n: seen.append((d, n))
+    )
+    assert seen[-1] == (len(t), len(t)) and all(a <= b for (a, _), (b, _) in zip(seen, seen[1:], strict=False))
+    assert r.digest == run([(200, 3, -1, 99, 6)], [1, 99, 1, 0]).digest

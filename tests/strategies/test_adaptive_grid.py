@@ -34,8 +34,10 @@ class Kernel:
         self.state = np.zeros(64)
 
     def __call__(self, bid, ask, position=0.0, bq=1.0, aq=1.0):
-        side, px, qty = np.zeros(64, np.int8), np.zeros(64, np.int64), np.zeros(64)
-        n = adaptive_grid(self.p, self.state, 0, bid, ask, bq, aq, 0.1, 0.001, position, side, px, qty)
+        side, px, qty, level = np.zeros(64, np.int8), np.zeros(64, np.int64), np.zeros(64), np.zeros(64, np.int64)
+        no_side, no_px, no_qty = np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0)
+        n = adaptive_grid(self.p, self.state, 0, bid, ask, bq, aq, 0.1, 0.001, position, no_side, no_px, no_qty, 0,
+                          side, px, qty, level)  # fmt: skip
         return list(zip(side[:n].tolist(), px[:n].tolist(), strict=True)), int(self.state[0])
 
 
