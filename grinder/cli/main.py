@@ -280,6 +280,9 @@ def backtest(
         bool | None, typer.Option("--partial-fills/--no-partial-fills", help="Partial fills on or off.")
     ] = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
+    capital: Annotated[
+        float | None, typer.Option(help="Account capital (settle currency) for the report's return statistics.")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("runs"),
     root: RootOpt = DEFAULT_ROOT,
 ) -> None:
@@ -295,6 +298,8 @@ def backtest(
     from grinder.sim.run_folder import summarize, write_run
 
     strat = get(strategy)
+    if capital is not None and not capital > 0:
+        raise DataError(f"--capital must be positive, got {capital}")
     cfg: dict = {"strategy": {}, "venue": {}, "gates": {}}
     if config is not None:
         if not config.is_file():
@@ -379,6 +384,8 @@ def backtest(
         "events": len(tape),
         "seconds": {"load": round(t1 - t0, 3), "prepare": round(t2 - t1, 3), "backtest": round(t3 - t2, 3)},
     }
+    if capital is not None:
+        meta["capital"] = capital
     summary = summarize(res, meta, strat.modes)
     with err.status("writing the run folder and report"):
         run_dir = write_run(out, f"{strat.name}-{symbol}", res, summary, report=report)

@@ -29,6 +29,7 @@ def summarize(res: BacktestResult, meta: dict, mode_names: tuple[str, ...] = ())
         **meta,
         "settle": res.settle,
         "contract": "inverse" if res.inverse else "linear",
+        "contract_size": res.contract_size,
         "fills": len(res.fills["qty"]),
         "position": res.position,
         "avg_entry": res.avg_entry,

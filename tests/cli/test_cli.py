@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import REPO, write_capture
 
 
-def grinder(*args, cwd=None):
+def grinder(*args, cwd=None, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "grinder", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600
+        [sys.executable, "-m", "grinder", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -127,8 +134,9 @@ GRID = ["-p", "interval=1.0", "-p", "half_spread=2.0", "-p", "order_qty=0.1", "-
 
 def test_backtest_writes_a_run_folder_with_a_stable_digest(sample, tmp_path):
     digests = []
-    for _ in range(2):
-        r = grinder("backtest", "static_grid", "--root", sample, *GRID, "--out", tmp_path / "runs")
+    for threads in ("1", "2"):  # the digest does not depend on the number of threads
+        r = grinder("backtest", "static_grid", "--root", sample, *GRID, "--out", tmp_path / "runs",
+                    env={"NUMBA_NUM_THREADS": threads})  # fmt: skip
         assert r.returncode == 0, r.stderr
         digests.append(r.stdout.split("digest ")[1].split()[0])
     assert digests[0] == digests[1]
@@ -138,9 +146,26 @@ def test_backtest_writes_a_run_folder_with_a_stable_digest(sample, tmp_path):
         "steps.parquet",
         "funding.parquet",
         "summary.json",
+        "report.html",
     }
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["digest"] == digests[0] and summary["fills"] > 500 and summary["params"]["levels"] == 20
+    assert f"report: {runs[0] / 'report.html'}" in r.stdout.replace(str(runs[1]), str(runs[0]))
+    fills = pq.read_table(runs[0] / "fills.parquet").to_pydict()
+    assert set(fills["level"]) <= {*range(-20, 0), *range(1, 21)}
+    assert abs(summary["equity"] - (summary["realized"] + summary["unrealized"] - summary["fees"]
+                                    - summary["funding_paid"])) < 1e-6  # fmt: skip
+
+
+def test_backtest_partial_fills_and_latency_file(sample, tmp_path):
+    lat = tmp_path / "lat.csv"
+    lat.write_text("ts,entry_ns,response_ns\n0,5000000,5000000\n")
+    r = grinder("backtest", "static_grid", "--root", sample, *GRID, "--partial-fills", "--latency-file", lat,
+                "--no-report", "--out", tmp_path / "runs")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((next((tmp_path / "runs").iterdir()) / "summary.json").read_text())
+    assert summary["venue"]["partial_fills"] is True and summary["venue"]["latency_file"] == str(lat)
+    assert summary["counters"]["partial_fills"] > 0
 
 
 def test_backtest_reads_a_toml_config(sample, tmp_path):
@@ -168,6 +193,7 @@ def test_backtest_reads_a_toml_config(sample, tmp_path):
         (["static_grid", *GRID, "--queue", "fifo"], "venue: queue"),
         (["static_grid", *GRID, "--start", "2020-01-01", "--end", "2020-01-02"], "no book or trade rows"),
         (["static_grid", *GRID, "--config", "/nonexistent.toml"], "/nonexistent.toml: no such file"),
+        (["static_grid", *GRID, "--latency-file", "/nonexistent.parquet"], "no such latency file"),
     ],
 )
 def test_backtest_bad_input_is_one_line_and_exit_2(args, message, sample, tmp_path):
