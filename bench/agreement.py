@@ -67,8 +67,12 @@ def grinder(window: str, lake: Path, s: dict):
     return run_grinder(window_tape(window, lake), s)
 
 
-def run_grinder(tape, s: dict):
-    """Grinder's run of the grid on `tape` with the settings, clock origin and offset of hftbacktest's summary `s`."""
+def run_grinder(tape, s: dict, replay_cache_dir: Path | None = None):
+    """Grinder's run of the grid on `tape` with the settings, clock origin and offset of hftbacktest's summary `s`.
+
+    With `replay_cache_dir` (an empty folder), also times the replay stored there (build + write) and
+    opened again from there (read-only maps, every page read once), and the loop on the opened maps.
+    """
     from grinder.sim.backtest import VenueConfig, prepare, run_backtest
     from strategies.grid import StaticGridParams, static_grid
 
@@ -100,6 +104,27 @@ def run_grinder(tape, s: dict):
         t0 = time.perf_counter()
         run_backtest(tape, static_grid, params.as_array(), venue, start_ns=start, replay=rep)
         best = min(best, time.perf_counter() - t0)
+    del rep  # one replay at a time: peak RSS stays that of one backtest
+    if replay_cache_dir is not None:
+        from grinder.sim.replay import REPLAY_FIELDS, load_or_prepare
+
+        local = tape.ts_local + venue.local_clock_offset_ns  # what prepare() uses when the offset is given
+        t0 = time.perf_counter()
+        load_or_prepare(tape, local, replay_cache_dir)  # a miss: builds and stores
+        object.__setattr__(r, "_prep_store_s", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        cached = load_or_prepare(tape, local, replay_cache_dir)
+        for f in REPLAY_FIELDS:
+            getattr(cached, f).sum()  # page the maps in: a fresh process pays this before its loop runs at speed
+        object.__setattr__(r, "_prep_cached_s", time.perf_counter() - t0)
+        loop_cached = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            rc = run_backtest(tape, static_grid, params.as_array(), venue, start_ns=start, replay=cached)
+            loop_cached = min(loop_cached, time.perf_counter() - t0)
+        if rc.digest != r.digest:
+            raise AssertionError("the backtest on the cached replay differs from the one on the prepared replay")
+        object.__setattr__(r, "_loop_cached_s", loop_cached)
     object.__setattr__(r, "_loop_s", best)
     object.__setattr__(r, "_prep_s", prep_s)
     object.__setattr__(r, "_first_s", first_s)
@@ -128,6 +153,9 @@ def compare(window: str, s: dict, pf: list, r, gf: list) -> dict:
         "grinder_prepare_s": r._prep_s,
         "grinder_loop_s": r._loop_s,
     }
+    for k in ("prep_store_s", "prep_cached_s", "loop_cached_s"):
+        if hasattr(r, f"_{k}"):
+            out[f"grinder_{k.replace('prep', 'prepare')}"] = getattr(r, f"_{k}")
     only_p = sorted((Counter(pf) - Counter(gf)).elements())[:5]
     only_g = sorted((Counter(gf) - Counter(pf)).elements())[:5]
     out["first_only_hftbacktest"] = only_p

@@ -205,7 +205,11 @@ def _recentre(hdr, wq, ok, oq, centre):
 
 @njit(cache=True)
 def set_level(hdr, wq, ok, oq, s, price_ticks, q):
-    """Set the quantity at a level (q == 0 deletes it); returns 1 if overflow is full, else 0."""
+    """Set the quantity at a level (q == 0 deletes it); returns 1 if overflow is full, else 0.
+
+    grinder.sim.replay._book_pass writes out the in-window branch; tests/sim/test_replay.py holds
+    the two to the same results, but change both together.
+    """
     if hdr[H_BASE] == EMPTY:
         if q <= 0.0:
             return 0

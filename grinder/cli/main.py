@@ -283,6 +283,9 @@ def backtest(
     capital: Annotated[
         float | None, typer.Option(help="Account capital (settle currency) for the report's return statistics.")
     ] = None,
+    cache: Annotated[
+        bool, typer.Option("--cache/--no-cache", help="Keep the tape and its replay on disk in the lake for reuse.")
+    ] = False,
     out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("runs"),
     root: RootOpt = DEFAULT_ROOT,
 ) -> None:
@@ -295,6 +298,7 @@ def backtest(
     from grinder.core.strategy import compile_kernel, get
     from grinder.data.tape import load_tape
     from grinder.sim.backtest import LatencySeries, VenueConfig, prepare, run_backtest
+    from grinder.sim.replay_cache import cache_root
     from grinder.sim.run_folder import summarize, write_run
 
     strat = get(strategy)
@@ -346,11 +350,11 @@ def backtest(
         raise DataError(f"gates: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
     latency = LatencySeries.read(venue_cfg.latency_file) if venue_cfg.latency_file else None
     t0 = time.perf_counter()
-    tape = load_tape(root, venue, symbol, _parse_time(start), _parse_time(end))
+    tape = load_tape(root, venue, symbol, _parse_time(start), _parse_time(end), cache=cache)
     t1 = time.perf_counter()
     with err.status(f"compiling {strat.name} and preparing {len(tape):,} events"):
         kernel = compile_kernel(strat.kernel)
-        replay = prepare(tape, venue_cfg)
+        replay = prepare(tape, venue_cfg, cache_root(root) if cache else None)
     t2 = time.perf_counter()
     with Progress(
         TextColumn(f"backtesting {strat.name} on {venue}/{symbol}"),

@@ -21,7 +21,7 @@ from grinder.data.errors import DataError
 from grinder.data.tape import Tape
 from grinder.sim.engine import COUNTERS, run
 from grinder.sim.queue import PROB_POWER, RISK_AVERSE
-from grinder.sim.replay import Replay, prepare_replay
+from grinder.sim.replay import Replay, load_or_prepare
 
 
 class VenueConfig(BaseModel):
@@ -185,13 +185,17 @@ def funding_settlements(tape: Tape) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return times.astype(np.int64), rate.astype(np.float64), mark.astype(np.float64)
 
 
-def prepare(tape: Tape, venue: VenueConfig) -> Replay:
-    """The per-tape replay (book facts, local view) for this venue's local clock; reuse it across runs."""
+def prepare(tape: Tape, venue: VenueConfig, cache_dir: Path | str | None = None) -> Replay:
+    """The per-tape replay (book facts, local view) for this venue's local clock; reuse it across runs.
+
+    With `cache_dir` (e.g. `grinder.sim.replay_cache.cache_root(lake_root)`) it is kept on disk and
+    later processes open it memory-mapped instead of rebuilding it (decision 006).
+    """
     if venue.local_clock_offset_ns is None:
         local = corrected_local_times(tape, venue.feed_latency_floor_ns)
     else:
         local = tape.ts_local + venue.local_clock_offset_ns
-    return prepare_replay(tape, local)[0]
+    return load_or_prepare(tape, local, cache_dir)
 
 
 def run_backtest(

@@ -9,25 +9,57 @@ book, and a sweep shares these read-only arrays across all its parameter sets.
 
 The quantity resting at an arbitrary price at an arbitrary moment (the queue ahead of a new
 order) is answered from an index of book rows grouped by (side, price), in row order.
+
+Building it: when the local times are already in order (synthetic tapes), one book pass records
+both sides; otherwise the exchange-order pass and the local-order pass run on two threads. The
+(side, price) index is built alongside, by a counting sort of dense key ranks or one sort of
+packed (rank, row) integers. The passes write out the book's in-window level update (a numba call
+with array arguments costs atomic reference counting, more than the update itself) and call
+`grinder.book.l2` for everything else; tests/sim/test_replay.py holds them to l2.apply_row.
+`load_or_prepare` adds an opt-in on-disk cache (`grinder.sim.replay_cache`, decision 006).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 from numba import njit
 
-from grinder.book.l2 import ASK, BID, apply_row, best_qty, best_ticks, new_book, qty_at
+from grinder.book.l2 import (
+    ASK,
+    BID,
+    EMPTY,
+    H_BASE,
+    H_BEST,
+    H_W,
+    H_WN,
+    _find_best,
+    _oget,
+    _recentre,
+    clear_side,
+    grow,
+    new_book,
+    set_level,
+)
 from grinder.data.tape import Tape
 
 # Group key of a (side, price) level in Replay.level_keys: bids carry this bit, asks do not.
 SIDE_BIT = np.int64(1) << np.int64(62)
+_I64_MAX = np.iinfo(np.int64).max
+_I64_MIN = np.iinfo(np.int64).min
+_COUNTING_MIN = 1 << 16  # the level index is a counting sort when key ranks span fewer than max(this, rows)
 
 
 @dataclass(frozen=True)
 class Replay:
-    """Per-row book facts of a tape (exchange order) and the local side's view (local order)."""
+    """Per-row book facts of a tape (exchange order) and the local side's view (local order).
+
+    Arrays are read-only. When the local times are already sorted, the local best prices are the
+    exchange-order ones (the same arrays) and `local_ts` is a read-only view of the times passed in.
+    """
 
     prev_qty: np.ndarray  # float64: quantity at the row's side and price before the row (book rows)
     best_bid: np.ndarray  # int64 ticks after the row, EMPTY if none (exchange side)
@@ -43,66 +75,312 @@ class Replay:
     reset_sides: np.ndarray
 
 
-@njit(cache=True)
-def _exchange_pass(kind, side, ticks, qty, hdr, wq, ok, oq):
+REPLAY_FIELDS = tuple(f.name for f in fields(Replay))
+
+
+@njit(cache=True, nogil=True)
+def _book_pass(start, pending, order, local, kind, side, ticks, qty, hdr, wq, ok, oq, prev_q, bb, ba, bbq, baq, lts):
+    """Apply rows to the book in `order` (tape order if empty) from position `start`, recording after each.
+
+    prev_q[i] (if non-empty): quantity at row i's level before it, 0 for other rows; bb, ba[j]: best
+    ticks after the j-th applied row; bbq, baq[j] (if non-empty): the quantities there; lts[j] (if
+    non-empty): local[order[j]]. Rows change the book as l2.apply_row does: resets clear sides,
+    trades nothing, book rows set a level. The common case, a level inside the dense window, is
+    l2.set_level's first branch written out (calls with array arguments cost more than the update).
+
+    Returns -1 when done, or the position whose set_level needs a larger overflow tier: grow it
+    (l2.grow) and call again from there with `pending`, which repeats set_level for that row
+    (apply_row's loop). Growing outside keeps the overflow arrays loop-invariant here.
+    """
+    n = bb.shape[0]
+    direct = order.shape[0] == 0
+    with_prev = prev_q.shape[0] > 0
+    with_qty = bbq.shape[0] > 0
+    with_ts = lts.shape[0] > 0
+    w = hdr[H_W]
+    lo_edge = w // 8
+    hi_edge = w - w // 8
+    for j in range(start, n):
+        i = j if direct else order[j]
+        k = kind[i]
+        if j == start and pending:
+            if set_level(hdr, wq, ok, oq, BID if side[i] > 0 else ASK, ticks[i], qty[i]) == 1:
+                return j
+        elif k <= 1:
+            s = BID if side[i] > 0 else ASK
+            p = ticks[i]
+            q = qty[i]
+            base = hdr[H_BASE]
+            inside = False
+            idx = 0
+            if base != EMPTY:
+                idx = p - base
+                inside = 0 <= idx < w
+            if with_prev:
+                if base == EMPTY:
+                    prev_q[i] = 0.0
+                elif inside:
+                    prev_q[i] = wq[s, idx]
+                else:
+                    prev_q[i] = _oget(hdr, ok, oq, s, p)
+            if inside:
+                # l2.set_level for a level inside the window.
+                old = wq[s, idx]
+                wq[s, idx] = q if q > 0.0 else 0.0
+                if old > 0.0 and q <= 0.0:
+                    hdr[H_WN + s] -= 1
+                elif old <= 0.0 and q > 0.0:
+                    hdr[H_WN + s] += 1
+                best = hdr[H_BEST + s]
+                if q > 0.0:
+                    if best == EMPTY or (s == BID and p > best) or (s == ASK and p < best):
+                        hdr[H_BEST + s] = p
+                elif p == best:
+                    hdr[H_BEST + s] = _find_best(hdr, wq, ok, s, idx - 1 if s == BID else idx + 1)
+                b = hdr[H_BEST + s]
+                if b != EMPTY:
+                    e = b - hdr[H_BASE]
+                    if e < lo_edge or e >= hi_edge:
+                        if _recentre(hdr, wq, ok, oq, b) == 1:
+                            return j  # set_level returns 1 here
+                        hdr[H_BEST] = _find_best(hdr, wq, ok, BID, w - 1)
+                        hdr[H_BEST + 1] = _find_best(hdr, wq, ok, ASK, 0)
+            elif set_level(hdr, wq, ok, oq, s, p, q) == 1:
+                return j
+        else:
+            if with_prev:
+                prev_q[i] = 0.0
+            if k == 2:
+                if side[i] >= 0:
+                    clear_side(hdr, wq, ok, oq, BID)
+                if side[i] <= 0:
+                    clear_side(hdr, wq, ok, oq, ASK)
+        bb[j] = hdr[H_BEST]
+        ba[j] = hdr[H_BEST + 1]
+        if with_qty:
+            # l2.best_qty of both sides.
+            base = hdr[H_BASE]
+            for s in range(2):
+                b = hdr[H_BEST + s]
+                bq = 0.0
+                if b != EMPTY and base != EMPTY:
+                    e = b - base
+                    bq = wq[s, e] if 0 <= e < w else _oget(hdr, ok, oq, s, b)
+                if s == BID:
+                    bbq[j] = bq
+                else:
+                    baq[j] = bq
+        if with_ts:
+            lts[j] = local[i]
+    return -1
+
+
+def _replay_pass(order, local, kind, side, ticks, qty, prev_q, bb, ba, bbq, baq, lts, window=1 << 15, overflow=4096):
+    """Run _book_pass over all rows with a new book, growing its overflow tier when asked to."""
+    hdr, wq, ok, oq = new_book(window, overflow)
+    j, pending = 0, False
+    while True:
+        j = _book_pass(j, pending, order, local, kind, side, ticks, qty, hdr, wq, ok, oq, prev_q, bb, ba, bbq, baq, lts)
+        if j < 0:
+            return
+        ok, oq = grow(hdr, ok, oq)
+        pending = True
+
+
+@njit(cache=True, nogil=True)
+def _is_sorted(a):
+    for i in range(1, a.shape[0]):
+        if a[i] < a[i - 1]:
+            return False
+    return True
+
+
+@njit(cache=True, inline="always")
+def _key(side_code, ticks):
+    return (SIDE_BIT if side_code > 0 else np.int64(0)) + ticks
+
+
+@njit(cache=True, nogil=True)
+def _levels(kind, side, ticks):
+    """The (side, price) index of book rows and the resets, or packed values to sort for the index.
+
+    Rows are ordered by (key, row), as lexsort((rows, keys)) would. Keys map to dense ranks: key -
+    base_a for asks and span_a + key - base_b for bids when every ask key is below every bid key
+    (base_a, base_b each side's smallest key, span_a the asks' key range + 1), else key - base_b with
+    span_a = 0 (base_b the smallest key). With few distinct ranks, a counting sort gives the index
+    (mode 0). Otherwise, if rank and row fit in 64 bits, `packed` holds `rank << rb | row` per book
+    row, whose plain sort is the index (mode 1: sort, then _unpack_levels); else mode 2 (sort keys).
+    Returns (rows, keys, packed, reset_rows, reset_sides, rb, span_a, base_a, base_b, mode).
+    """
     n = kind.shape[0]
-    prev_q = np.zeros(n)
-    bb = np.empty(n, np.int64)
-    ba = np.empty(n, np.int64)
+    nb = 0
+    na = 0
+    nr = 0
+    amin = bmin = _I64_MAX
+    amax = bmax = _I64_MIN
     for i in range(n):
         k = kind[i]
         if k <= 1:
-            s = BID if side[i] > 0 else ASK
-            prev_q[i] = qty_at(hdr, wq, ok, oq, s, ticks[i])
-        if k != 3:
-            ok, oq = apply_row(hdr, wq, ok, oq, k, side[i], ticks[i], qty[i])
-        bb[i] = best_ticks(hdr, BID)
-        ba[i] = best_ticks(hdr, ASK)
-    return prev_q, bb, ba
+            nb += 1
+            key = _key(side[i], ticks[i])
+            if side[i] > 0:
+                bmin = min(bmin, key)
+                bmax = max(bmax, key)
+            else:
+                na += 1
+                amin = min(amin, key)
+                amax = max(amax, key)
+        elif k == 2:
+            nr += 1
+    resets = np.empty(nr, np.int64)
+    reset_sides = np.empty(nr, np.int64)
+    r = 0
+    for i in range(n):
+        if kind[i] == 2:
+            resets[r] = i
+            reset_sides[r] = side[i]
+            r += 1
+    rb = 0
+    while (1 << rb) < n:
+        rb += 1
+    limit = np.uint64(1) << np.uint64(62)
+    if na == 0 or na == nb or amax < bmin:
+        da = np.uint64(amax - amin) if na > 0 else np.uint64(0)
+        db = np.uint64(bmax - bmin) if nb > na else np.uint64(0)
+        span_a = da + np.uint64(1) if 0 < na < nb else np.uint64(0)
+        base_a = amin if na > 0 else bmin
+        base_b = bmin if nb > na else amin
+        small = da < limit and db < limit
+        top = span_a + db if nb > na else da
+    else:
+        lo, hi = min(amin, bmin), max(amax, bmax)
+        span_a, base_a, base_b = np.uint64(0), lo, lo
+        top = np.uint64(hi - lo)
+        small = top < limit
+    kb = 0
+    while kb < 64 and (top >> np.uint64(kb)) > np.uint64(0):
+        kb += 1
+    if nb == 0 or (small and top < np.uint64(max(nb, _COUNTING_MIN))):
+        mode = 0
+    elif small and kb + rb <= 64:
+        mode = 1
+    else:
+        mode = 2
+    rows = np.empty(nb if mode == 0 else 0, np.int64)
+    keys = np.empty(nb if mode == 0 else 0, np.int64)
+    packed = np.empty(nb if mode == 1 else 0, np.uint64)
+    if mode == 0 and nb > 0:
+        at = np.zeros(np.int64(top) + 2, np.int64)
+        for i in range(n):
+            if kind[i] <= 1:
+                key = _key(side[i], ticks[i])
+                rank = span_a + np.uint64(key - base_b) if side[i] > 0 else np.uint64(key - base_a)
+                at[np.int64(rank) + 1] += 1
+        for v in range(1, at.shape[0]):
+            at[v] += at[v - 1]
+        for i in range(n):
+            if kind[i] <= 1:
+                key = _key(side[i], ticks[i])
+                rank = np.int64(span_a + np.uint64(key - base_b) if side[i] > 0 else np.uint64(key - base_a))
+                m = at[rank]
+                rows[m] = i
+                keys[m] = key
+                at[rank] = m + 1
+    elif mode == 1:
+        m = 0
+        for i in range(n):
+            if kind[i] <= 1:
+                key = _key(side[i], ticks[i])
+                rank = span_a + np.uint64(key - base_b) if side[i] > 0 else np.uint64(key - base_a)
+                packed[m] = (rank << np.uint64(rb)) | np.uint64(i)
+                m += 1
+    return rows, keys, packed, resets, reset_sides, rb, span_a, base_a, base_b, mode
 
 
-@njit(cache=True)
-def _local_pass(order, kind, side, ticks, qty, hdr, wq, ok, oq):
-    n = order.shape[0]
-    bb = np.empty(n, np.int64)
-    ba = np.empty(n, np.int64)
-    bbq = np.empty(n)
-    baq = np.empty(n)
-    for j in range(n):
-        i = order[j]
-        if kind[i] != 3:
-            ok, oq = apply_row(hdr, wq, ok, oq, kind[i], side[i], ticks[i], qty[i])
-        bb[j] = best_ticks(hdr, BID)
-        ba[j] = best_ticks(hdr, ASK)
-        bbq[j] = best_qty(hdr, wq, ok, oq, BID)
-        baq[j] = best_qty(hdr, wq, ok, oq, ASK)
-    return bb, ba, bbq, baq
+@njit(cache=True, nogil=True)
+def _unpack_levels(packed, keys, rb, span_a, base_a, base_b):
+    """Sorted packed values -> their keys (into `keys`) and rows (in place: the low bits)."""
+    mask = (np.uint64(1) << np.uint64(rb)) - np.uint64(1)
+    for j in range(packed.shape[0]):
+        v = packed[j]
+        rank = v >> np.uint64(rb)
+        if rank < span_a:
+            keys[j] = base_a + np.int64(rank)
+        else:
+            keys[j] = base_b + np.int64(rank - span_a)
+        packed[j] = v & mask
+
+
+def _level_index(kind, side, ticks):
+    """(level_rows, level_keys, reset_rows, reset_sides) of the tape columns."""
+    rows, keys, packed, resets, reset_sides, rb, span_a, base_a, base_b, mode = _levels(kind, side, ticks)
+    if mode == 1:
+        packed.sort()  # the packed values are distinct, so any sort gives the stable order
+        keys = np.empty(len(packed), np.int64)
+        _unpack_levels(packed, keys, rb, span_a, base_a, base_b)
+        rows = packed.view(np.int64)
+    elif mode == 2:
+        # Keys too far apart to pack with row numbers: sort the keys themselves, stably.
+        rows = np.flatnonzero(kind <= 1)
+        keys = np.where(side[rows] > 0, SIDE_BIT, 0) + ticks[rows]
+        g = np.argsort(keys, kind="stable")
+        rows, keys = rows[g], keys[g]
+    return rows, keys, resets, reset_sides
+
+
+def _build(tape: Tape, local_ts: np.ndarray, want_order: bool) -> tuple[Replay, np.ndarray | None]:
+    kind, side, ticks, qty = (np.ascontiguousarray(a) for a in (tape.kind, tape.side, tape.price_ticks, tape.qty))
+    local = np.ascontiguousarray(local_ts, dtype=np.int64)
+    n = len(kind)
+    if local.shape != (n,):
+        raise ValueError(f"local_ts has shape {local.shape}; the tape has {n} rows")
+    none_f, none_i = np.empty(0), np.empty(0, np.int64)
+    prev_q, bb, ba = np.empty(n), np.empty(n, np.int64), np.empty(n, np.int64)
+    bbq, baq = np.empty(n), np.empty(n)
+    order = None
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        index = pool.submit(_level_index, kind, side, ticks)
+        if _is_sorted(local):
+            # Local order is tape order: one pass records both sides' facts.
+            _replay_pass(none_i, none_i, kind, side, ticks, qty, prev_q, bb, ba, bbq, baq, none_i)
+            lbb, lba, lts = bb, ba, local.view()
+            if want_order:
+                order = np.arange(n)
+        else:
+            ex = (prev_q, bb, ba, none_f, none_f, none_i)
+            exch = pool.submit(_replay_pass, none_i, none_i, kind, side, ticks, qty, *ex)
+            order = np.argsort(local, kind="stable")  # = lexsort((arange(n), local))
+            lbb, lba, lts = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+            _replay_pass(order, local, kind, side, ticks, qty, none_f, lbb, lba, bbq, baq, lts)
+            exch.result()
+        level_rows, level_keys, resets, reset_sides = index.result()
+    arrays = (prev_q, bb, ba, lts, lbb, lba, bbq, baq, level_rows, level_keys, resets, reset_sides)
+    for a in arrays:
+        a.flags.writeable = False
+    return Replay(*arrays), order
+
+
+def build_replay(tape: Tape, local_ts: np.ndarray) -> Replay:
+    """The Replay of `tape` with the given (corrected) local times."""
+    return _build(tape, local_ts, False)[0]
 
 
 def prepare_replay(tape: Tape, local_ts: np.ndarray) -> tuple[Replay, np.ndarray]:
     """The Replay of `tape` with the given (corrected) local times, and the local order permutation."""
-    prev_q, bb, ba = _exchange_pass(tape.kind, tape.side, tape.price_ticks, tape.qty, *new_book())
-    order = np.lexsort((np.arange(len(tape)), local_ts))
-    lbb, lba, lbbq, lbaq = _local_pass(order, tape.kind, tape.side, tape.price_ticks, tape.qty, *new_book())
-    book_rows = np.flatnonzero(tape.kind <= 1)
-    keys = np.where(tape.side[book_rows] > 0, SIDE_BIT, 0) + tape.price_ticks[book_rows]
-    g = np.lexsort((book_rows, keys))
-    resets = np.flatnonzero(tape.kind == 2)
-    rep = Replay(
-        prev_q,
-        bb,
-        ba,
-        local_ts[order],
-        lbb,
-        lba,
-        lbbq,
-        lbaq,
-        book_rows[g],
-        keys[g],
-        resets,
-        tape.side[resets].astype(np.int64),
-    )
-    return rep, order
+    return _build(tape, local_ts, True)
+
+
+def load_or_prepare(tape: Tape, local_ts: np.ndarray, cache_dir: Path | str | None = None) -> Replay:
+    """The Replay of `tape` with local times `local_ts`; with `cache_dir`, opened from there or built and stored.
+
+    Cached replays are read-only memory maps keyed by a digest of what they depend on (see
+    `grinder.sim.replay_cache`); `replay_cache.cache_root(lake_root)` is the conventional folder.
+    """
+    if cache_dir is None:
+        return build_replay(tape, local_ts)
+    from grinder.sim import replay_cache
+
+    return replay_cache.load_or_build(tape, local_ts, cache_dir)
 
 
 @njit(cache=True)

@@ -215,3 +215,15 @@ def test_backtest_gates_from_toml_are_applied_and_validated(sample, tmp_path):
     bad.write_text(base + "[gates]\nrate_capacity = -1\n")
     r = grinder("backtest", "static_grid", "--root", sample, "--config", bad, "--out", tmp_path / "runs2")
     assert r.returncode == 2 and "gates: rate_capacity" in r.stderr and not (tmp_path / "runs2").exists()
+
+
+def test_backtest_cache_keeps_tape_and_replay_and_changes_nothing(sample, tmp_path):
+    lake = tmp_path / "lake"
+    shutil.copytree(sample, lake)
+    digests = []
+    for _ in range(2):
+        r = grinder("backtest", "static_grid", "--root", lake, *GRID, "--cache", "--no-report", "--out", tmp_path / "r")
+        assert r.returncode == 0, r.stderr
+        digests.append(r.stdout.split("digest ")[1].split()[0])
+    assert digests[0] == digests[1]
+    assert any((lake / "_tapes").iterdir()) and any((lake / "_replays").iterdir())
