@@ -71,7 +71,8 @@ def grid_levels(
     Prices are aligned to multiples of the interval (quote currency), converted to ticks with the
     same floating-point steps as hftbacktest's example. A side is left out once |position| reaches
     `max_position` on it. With `post_only_guard`, levels that would cross the book are dropped.
-    Level ids count from the centre: bids -1, -2, ..., asks 1, 2, ...
+    Level ids count from the centre: bids -1, -2, ..., asks 1, 2, ... Returns how many quotes it
+    wants even when the buffers hold fewer, so the driver can refuse instead of quoting part of a grid.
     """
     n = 0
     if position < max_position:
@@ -79,10 +80,11 @@ def grid_levels(
         for k in range(levels):
             px = round(bid / tick)
             if not post_only_guard or px < best_ask_tick:
-                out_side[n] = 1
-                out_px[n] = px
-                out_qty[n] = qty
-                out_level[n] = -(k + 1)
+                if n < out_side.shape[0]:  # never write past the buffer (numba does not check bounds)
+                    out_side[n] = 1
+                    out_px[n] = px
+                    out_qty[n] = qty
+                    out_level[n] = -(k + 1)
                 n += 1
             bid -= interval
     if position > -max_position:
@@ -90,10 +92,11 @@ def grid_levels(
         for k in range(levels):
             px = round(ask / tick)
             if not post_only_guard or px > best_bid_tick:
-                out_side[n] = -1
-                out_px[n] = px
-                out_qty[n] = qty
-                out_level[n] = k + 1
+                if n < out_side.shape[0]:
+                    out_side[n] = -1
+                    out_px[n] = px
+                    out_qty[n] = qty
+                    out_level[n] = k + 1
                 n += 1
             ask += interval
     return n

@@ -21,6 +21,46 @@ REQ_NEW = 1
 REQ_CANCEL = 2
 
 
+_NO_KEY = np.iinfo(np.int64).min
+
+
+@njit(cache=True, inline="always")
+def _key(side, px):
+    return px * 2 + (1 if side > 0 else 0)
+
+
+@njit(cache=True, inline="always")
+def _slot(key, mask):
+    # Fibonacci hashing; the mask keeps the index in range for negative products too.
+    return (key * -7046029254386353131) >> 20 & mask
+
+
+@njit(cache=True)
+def _table(n):
+    size = 8
+    while size < 2 * n:
+        size *= 2
+    return np.full(size, _NO_KEY, np.int64), size - 1
+
+
+@njit(cache=True, inline="always")
+def _insert(table, mask, key):
+    h = _slot(key, mask)
+    while table[h] != _NO_KEY and table[h] != key:
+        h = (h + 1) & mask
+    table[h] = key
+
+
+@njit(cache=True, inline="always")
+def _contains(table, mask, key):
+    h = _slot(key, mask)
+    while table[h] != _NO_KEY:
+        if table[h] == key:
+            return True
+        h = (h + 1) & mask
+    return False
+
+
 @njit(cache=True)
 def diff_quotes(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, slots, n_orders, out_cancel, out_place):
     """Fill out_cancel with positions in `slots` to cancel and out_place with target indices to place.
@@ -28,30 +68,25 @@ def diff_quotes(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, 
     Orders are o_*[slots[i]] for i < n_orders. An order is cancelled when it is cancellable
     (resting, no request in flight) and no target has its side and price; a target is placed when
     no known order (in any state still tracked, including in-flight ones) has its side and price.
-    Returns (n_cancel, n_place).
+    Returns (n_cancel, n_place). Linear in targets + orders (hash sets of (side, price) keys).
     """
+    targets, tmask = _table(n_targets)
+    for j in range(n_targets):
+        _insert(targets, tmask, _key(t_side[j], t_px[j]))
+    known, kmask = _table(n_orders)
     nc = 0
     for i in range(n_orders):
         o = slots[i]
-        if not o_live[o] or o_status[o] != ST_NEW or o_req[o] != REQ_NONE:
+        if not o_live[o]:
             continue
-        wanted = False
-        for j in range(n_targets):
-            if t_side[j] == o_side[o] and t_px[j] == o_px[o]:
-                wanted = True
-                break
-        if not wanted:
+        k = _key(o_side[o], o_px[o])
+        _insert(known, kmask, k)
+        if o_status[o] == ST_NEW and o_req[o] == REQ_NONE and not _contains(targets, tmask, k):
             out_cancel[nc] = i
             nc += 1
     npl = 0
     for j in range(n_targets):
-        known = False
-        for i in range(n_orders):
-            o = slots[i]
-            if o_live[o] and o_side[o] == t_side[j] and o_px[o] == t_px[j]:
-                known = True
-                break
-        if not known:
+        if not _contains(known, kmask, _key(t_side[j], t_px[j])):
             out_place[npl] = j
             npl += 1
     return nc, npl

@@ -38,10 +38,11 @@ class Series:
     columns: dict[str, np.ndarray]
 
     def __getattr__(self, name: str) -> np.ndarray:
-        try:
-            return self.columns[name]
-        except KeyError:
-            raise AttributeError(name) from None
+        # Only called for names not found normally; `columns` itself is missing while unpickling.
+        columns = self.__dict__.get("columns")
+        if columns is None or name not in columns:
+            raise AttributeError(name)
+        return columns[name]
 
     def __len__(self) -> int:
         return len(self.columns["ts_exch"])

@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from grinder.book.l2 import EMPTY
 from grinder.core.gates import REASONS, GateConfig, new_gate_state
 from grinder.core.ledger import AVG_ENTRY, CASH, FEES, POSITION, REALIZED, equity, new_ledger, unrealized
-from grinder.core.strategy import compile_kernel
+from grinder.core.strategy import Strategy, compile_kernel
 from grinder.data.errors import DataError
 from grinder.data.tape import Tape
-from grinder.sim.engine import COUNTERS, run
+from grinder.sim.engine import COUNTERS, block_extremes, run
 from grinder.sim.queue import PROB_POWER, RISK_AVERSE
 from grinder.sim.replay import Replay, load_or_prepare
 
@@ -203,7 +203,7 @@ def run_backtest(
     strategy,
     params: np.ndarray,
     venue: VenueConfig,
-    max_targets: int = 64,
+    max_targets: int | None = None,
     start_ns: int = 0,
     replay: Replay | None = None,
     gates: GateConfig | None = None,
@@ -211,7 +211,10 @@ def run_backtest(
     latency: LatencySeries | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> BacktestResult:
-    """Run `strategy` (a compiled target-quote kernel) with `params` over `tape`.
+    """Run `strategy` (a `Strategy`, or a bare kernel) with `params` over `tape`.
+
+    `max_targets` bounds the quotes one decision may ask for (default: the Strategy's, else 64); a
+    kernel that returns more stops the run with a DataError.
 
     Decisions happen at start_ns + k * step_ns; with start_ns = 0 the clock starts at the first event.
     Pass `replay` from `prepare(tape, venue)` to skip rebuilding it (sweeps share one). `gates`
@@ -230,6 +233,12 @@ def run_backtest(
             else LatencySeries.constant(venue.entry_latency_ns, venue.response_latency_ns)
         )
     inverse = inst.contract == "inverse"
+    if isinstance(strategy, Strategy):
+        max_targets = strategy.max_targets if max_targets is None else max_targets
+        strategy = strategy.kernel
+    max_targets = 64 if max_targets is None else int(max_targets)
+    if max_targets < 1:
+        raise DataError(f"max_targets must be at least 1, got {max_targets}")
     kernel = compile_kernel(strategy)
     c = np.ascontiguousarray  # no copy for tapes from load_tape; the engine is compiled for C layout
     args = (
@@ -250,6 +259,7 @@ def run_backtest(
         rep.level_keys,
         rep.reset_rows,
         rep.reset_sides,
+        *block_extremes(c(tape.kind), c(tape.side), c(tape.price_ticks), rep.best_bid, rep.best_ask),
         *funding_settlements(tape),
         latency.ts,
         latency.entry_ns,
@@ -274,10 +284,11 @@ def run_backtest(
         blocked,
     )
     done = np.zeros(1, np.int64)
-    if progress is None:
-        out = run(*args, done)
-    else:
-        out = _run_watched(args, done, len(tape), progress)
+    try:
+        out = run(*args, done) if progress is None else _run_watched(args, done, len(tape), progress)
+    except ValueError as e:  # raised by the loop about the strategy's output
+        name = getattr(strategy, "__name__", "strategy")
+        raise DataError(f"{name}: {e} (max_targets={max_targets})") from None
     (fts_exch, fts_local, fside, fpx, fqty, ffee, foid, flevel, fpos, freal), st, fund, led, paid, cnt = out
     fills = {
         "ts_exch": fts_exch,

@@ -11,7 +11,10 @@ exchange (as hftbacktest does), so both engines see the same sequence.
 
 The books themselves are not rebuilt here: `grinder.sim.replay` records once per tape what the
 loop needs from them (quantity before each row, best prices after each row, the local view).
-Between two decisions the loop only walks exchange rows and checks them against our few orders.
+Between two decisions the loop only walks exchange rows and checks them against our few orders;
+it jumps over whole blocks of rows that cannot touch them (`block_extremes`), and brings an
+order's queue position up to date from its price level's own rows only when a trade at its price
+needs it, which gives the same result as following every depth change.
 
 Fill rules. A resting buy fills at its own price: in full when the best ask drops to or below it
 (price-through) or when a sell trade prints below it (trade-through); at its price, once the queue
@@ -43,7 +46,7 @@ from grinder.core.gates import apply_gates
 from grinder.core.ledger import CASH, FEES, LEDGER_SIZE, POSITION, REALIZED, book_fill, equity, notional, quote_notional
 from grinder.core.strategy import STRATEGY_FN
 from grinder.sim.queue import filled_qty, on_depth, on_trade
-from grinder.sim.replay import qty_before
+from grinder.sim.replay import level_cursor, qty_before
 
 MAX_TS = np.iinfo(np.int64).max
 RESP_REJECTED = -1  # response status for a cancel that found no order
@@ -63,6 +66,7 @@ def _signature():
         *(ro(f64), ro(i64), ro(i64)),  # replay, exchange order: prev_qty, best_bid, best_ask
         *(ro(i64), ro(i64), ro(i64), ro(f64), ro(f64)),  # replay, local order: ts, best bid/ask, their qty
         *(ro(i64), ro(i64), ro(i64), ro(i64)),  # replay: level_rows, level_keys, reset_rows, reset_sides
+        *(ro(i64), ro(i64)),  # block_extremes: highest and lowest price per block of rows
         *(ro(i64), ro(f64), ro(f64)),  # funding settlements: ts, rate, mark
         *(ro(i64), ro(i64), ro(i64)),  # latency series: ts, entry ns, response ns
         *(i64, i64),  # start_ns, step_ns
@@ -179,6 +183,35 @@ def _bus_pop(ts, sq, heap, st, free):
     st[1] += 1
 
 
+BLOCK_SHIFT = 6  # rows per block: 64
+BLOCK_MASK = (1 << BLOCK_SHIFT) - 1
+_MIN_TICKS = np.iinfo(np.int64).min
+
+
+@njit(cache=True)
+def block_extremes(kind, side, ticks, best_bid, best_ask):
+    """Per block of 64 rows (ticks): the highest price that could reach a resting ask (best bid, buy
+    trade) and the lowest that could reach a resting bid (best ask, sell trade). A block whose
+    highest is below our lowest ask and whose lowest is above our highest bid cannot fill us."""
+    n = kind.shape[0]
+    nb = (n + BLOCK_MASK) >> BLOCK_SHIFT
+    hi = np.full(nb, _MIN_TICKS, np.int64)
+    lo = np.full(nb, MAX_TS, np.int64)
+    for i in range(n):
+        b = i >> BLOCK_SHIFT
+        if kind[i] == 3:
+            if side[i] > 0:
+                hi[b] = max(hi[b], ticks[i])
+            else:
+                lo[b] = min(lo[b], ticks[i])
+        else:
+            if best_bid[i] != EMPTY:
+                hi[b] = max(hi[b], best_bid[i])
+            if best_ask[i] != EMPTY:
+                lo[b] = min(lo[b], best_ask[i])
+    return hi, lo
+
+
 @njit(cache=True, inline="always")
 def _execute(s_, ts, q, full, r_arrive, seq, x_leaves, x_live, x_pos, o_side, inflight, counters,
              r_ts, r_seq, r_heap, r_st, r_free, r_slot, r_status, r_exch_ts, r_qty):  # fmt: skip
@@ -222,6 +255,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     level_keys,
     reset_rows,
     reset_sides,
+    blk_hi,
+    blk_lo,
     fund_ts,
     fund_rate,
     fund_mark,
@@ -269,6 +304,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     x_leaves = np.zeros(cap)
     x_front = np.zeros(cap)
     x_cum = np.zeros(cap)
+    x_lp = np.zeros(cap, np.int64)  # next row of the order's level (position in level_rows) not yet applied
+    x_le = np.zeros(cap, np.int64)  # end of the level's rows in level_rows
+    nblk = blk_hi.shape[0]
     inflight = np.zeros(cap, np.int64)
     free = np.arange(cap - 1, -1, -1).astype(np.int64)
     nfree = cap
@@ -369,6 +407,23 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                 p_ts[fi], p_pos[fi], p_amount[fi] = tf, x_pos[0], amount
                 fi += 1
             elif te <= tq and te <= target and te != MAX_TS:
+                if (ei & BLOCK_MASK) == 0:
+                    # Jump over whole blocks that end before the next request, decision or funding
+                    # and hold no price that reaches our orders.
+                    lim = min(tq, target, tf)
+                    min_ask = ipx[ASK, 0] if icnt[ASK] > 0 else MAX_TS
+                    max_bid = ipx[BID, icnt[BID] - 1] if icnt[BID] > 0 else _MIN_TICKS
+                    b = ei >> BLOCK_SHIFT
+                    skipped = False
+                    while b < nblk and blk_hi[b] < min_ask and blk_lo[b] > max_bid:
+                        end = min((b + 1) << BLOCK_SHIFT, n)
+                        if ts_exch[end - 1] > lim:
+                            break
+                        ei = end
+                        b += 1
+                        skipped = True
+                    if skipped:
+                        continue
                 i = ei
                 k_ = kind[i]
                 p = ticks[i]
@@ -383,6 +438,15 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                         if full:
                             exec_q = x_leaves[s_]
                         else:
+                            # Bring the queue up to date with the level's depth changes before this trade.
+                            lp, le = x_lp[s_], x_le[s_]
+                            while lp < le and level_rows[lp] < i:
+                                r_ = level_rows[lp]
+                                x_front[s_], x_cum[s_] = on_depth(
+                                    queue_model, queue_n, x_front[s_], x_cum[s_], prev_qty[r_], qty[r_]
+                                )
+                                lp += 1
+                            x_lp[s_] = lp
                             x_front[s_], x_cum[s_] = on_trade(x_front[s_], x_cum[s_], qty[i])
                             exec_q = filled_qty(x_front[s_], lot)
                             if exec_q > 0.0:
@@ -407,13 +471,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                             j -= 1
                 elif k_ <= 1:
                     s = BID if side[i] > 0 else ASK
-                    if icnt[s] > 0 and ipx[s, 0] <= p <= ipx[s, icnt[s] - 1]:
-                        j = _idx_find(ipx, icnt, s, p)
-                        if j < icnt[s] and ipx[s, j] == p:
-                            s_ = islot[s, j]
-                            x_front[s_], x_cum[s_] = on_depth(
-                                queue_model, queue_n, x_front[s_], x_cum[s_], prev_qty[i], qty[i]
-                            )
+                    # (Depth changes at our prices are applied lazily, at the next trade there.)
                     # The best moved through our orders on the other side: they fill at their price.
                     o = -1
                     if s == BID:
@@ -438,7 +496,6 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                                        inflight, counters, r_ts, r_seq, r_heap, r_st, r_free, r_slot, r_status,
                                        r_exch_ts, r_qty)  # fmt: skip
                 ei += 1
-                counters[5] += 1
             elif tq <= target and tq != MAX_TS:
                 s_ = q_slot[qi]
                 req = q_req[qi]
@@ -479,6 +536,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                             level_rows, level_keys, reset_rows, reset_sides, qty, o_side[s_], o_px[s_], ei
                         )
                         x_cum[s_] = 0.0
+                        x_lp[s_], x_le[s_] = level_cursor(level_rows, level_keys, o_side[s_], o_px[s_], ei)
                         _idx_add(ipx, islot, icnt, s, o_px[s_], s_)
                 elif x_live[s_]:
                     s = BID if o_side[s_] > 0 else ASK
@@ -573,6 +631,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         position = led[POSITION]
         nt = strategy(params, strategy_state, target, bb, ba, bbq, baq, tick, lot, position, v_side, v_px, v_qty, m,
                       t_side, t_px, t_qty, t_level)  # fmt: skip
+        if nt < 0 or nt > max_targets:
+            raise ValueError("strategy kernel returned more targets than max_targets (or a negative count)")
         # A strategy sees only (params, its state, market, position, open quotes): with the same
         # targets and no order changed since the last decision, the diff would be empty.
         same = not touched and nt == last_nt
@@ -654,6 +714,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             ns += 1
         progress[0] = ei
         target += step_ns
+    counters[5] = ei
     counters[6] = ns
     progress[0] = n
     fills = (f_ts_exch[:nf], f_ts_local[:nf], f_side[:nf], f_px[:nf], f_qty[:nf], f_fee[:nf], f_oid[:nf],

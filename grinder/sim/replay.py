@@ -403,3 +403,12 @@ def qty_before(level_rows, level_keys, reset_rows, reset_sides, qty, side_code, 
             return 0.0
         r -= 1
     return qty[last]
+
+
+@njit(cache=True)
+def level_cursor(level_rows, level_keys, side_code, price_ticks, row):
+    """(first, end): positions in level_rows of the (side, price) level's rows from `row` on."""
+    key = (SIDE_BIT if side_code > 0 else 0) + price_ticks
+    lo = np.searchsorted(level_keys, key, "left")
+    hi = np.searchsorted(level_keys, key, "right")
+    return lo + np.searchsorted(level_rows[lo:hi], row, "left"), hi

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from grinder.core.diff import REQ_CANCEL, REQ_NEW, REQ_NONE, ST_FILLED, ST_NEW, ST_NONE, diff_quotes_py
 
 
@@ -22,3 +25,34 @@ def test_cancels_stale_quotes_and_places_missing_ones():
 def test_same_price_on_the_other_side_is_a_different_quote():
     cancel, place = diff_quotes_py([(-1, 100)], [(1, 100, ST_NEW, REQ_NONE)])
     assert cancel == [0] and place == [0]
+
+
+def naive_diff(targets, orders):
+    """The definition, written out: what diff_quotes must return."""
+    cancel = [
+        i
+        for i, (s, p, st, rq) in enumerate(orders)
+        if st == ST_NEW and rq == REQ_NONE and (s, p) not in {(ts, tp) for ts, tp in targets}
+    ]
+    place = [j for j, (s, p) in enumerate(targets) if (s, p) not in {(os_, op) for os_, op, _, _ in orders}]
+    return cancel, place
+
+
+quote = st.tuples(st.sampled_from([1, -1]), st.integers(-5, 40))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    targets=st.lists(quote, max_size=40, unique=True),
+    orders=st.lists(
+        st.tuples(
+            st.sampled_from([1, -1]),
+            st.integers(-5, 40),
+            st.sampled_from([ST_NONE, ST_NEW, ST_FILLED]),
+            st.sampled_from([REQ_NONE, REQ_NEW, REQ_CANCEL]),
+        ),  # fmt: skip
+        max_size=60,
+    ),
+)
+def test_matches_the_definition(targets, orders):
+    assert diff_quotes_py(targets, orders) == naive_diff(targets, orders)

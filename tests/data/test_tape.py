@@ -98,3 +98,18 @@ def test_tape_cache_returns_equal_read_only_maps_and_follows_new_ingests(real_di
     assert not any((root / "_tapes").iterdir())
     fresh = load_tape(root, "binance-usdm", "BTCUSDT", cache=True)
     assert fresh.instrument.maker_fee == 0.0001 and not isinstance(fresh.ts_exch, np.memmap)
+
+
+def test_a_tape_survives_pickling(tmp_path):
+    """Tapes travel to worker processes (sweeps, Dask) by pickle."""
+    import pickle
+
+    from grinder.data.lake import Lake
+    from grinder.data.synth import synth_batch
+    from grinder.data.tape import load_tape
+
+    Lake(tmp_path).write(synth_batch(5_000, seed=3), [])
+    tape = load_tape(tmp_path, "synthetic", "SYNTHUSDT")
+    back = pickle.loads(pickle.dumps(tape))
+    assert (back.price_ticks == tape.price_ticks).all() and back.funding.columns.keys() == tape.funding.columns.keys()
+    assert len(back.bbo) == len(tape.bbo) and back.instrument == tape.instrument

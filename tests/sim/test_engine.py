@@ -305,3 +305,36 @@ def test_progress_reports_rows_until_done():
     )
     assert seen[-1] == (len(t), len(t)) and all(a <= b for (a, _), (b, _) in zip(seen, seen[1:], strict=False))
     assert r.digest == run([(200, 3, -1, 99, 6)], [1, 99, 1, 0]).digest
+
+
+@njit(cache=True)
+def too_many(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, o_side, o_px, o_qty, n_open, out_side,
+             out_px, out_qty, out_level):  # fmt: skip
+    """Claims more targets than the buffer holds (writes none: numba would not stop it)."""
+    return out_side.shape[0] + 1
+
+
+def test_a_kernel_returning_more_targets_than_max_targets_stops_the_run():
+    from grinder.data.errors import DataError
+
+    with pytest.raises(DataError, match="too_many: strategy kernel returned more targets than max_targets"):
+        run_backtest(tape(BOOK + END), too_many, np.zeros(1), VENUE, max_targets=4)
+
+
+def test_a_strategy_object_brings_its_own_max_targets():
+    from grinder.core.strategy import get
+
+    grid = get("static_grid")
+    p = grid.validate({"levels": 100, "interval": 1.0, "half_spread": 2.0, "order_qty": 1.0, "max_position": 5.0})
+    r = run_backtest(tape(BOOK + END), grid, grid.vector(p), VENUE)
+    assert r.steps["open_orders"].max() > 128  # up to 100 a side: beyond the bare-kernel default of 64
+
+
+def test_a_grid_wider_than_max_targets_is_refused_not_truncated():
+    from grinder.core.strategy import get
+    from grinder.data.errors import DataError
+
+    grid = get("static_grid")
+    p = grid.validate({"levels": 40, "interval": 1.0, "half_spread": 2.0, "order_qty": 1.0, "max_position": 5.0})
+    with pytest.raises(DataError, match="static_grid: strategy kernel returned more targets"):
+        run_backtest(tape(BOOK + END), grid.kernel, grid.vector(p), VENUE, max_targets=64)
