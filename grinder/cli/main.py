@@ -261,6 +261,58 @@ def check(
     )
 
 
+def _settings(config: Path | None, tables: tuple[str, ...], param: list[str] | None, venue_over: dict) -> dict:
+    """Settings from a TOML file's tables, then -p NAME=VALUE and venue options on top (None = not given)."""
+    import tomllib
+
+    cfg: dict = {t: {} for t in tables}
+    if config is not None:
+        if not config.is_file():
+            raise DataError("no such file", str(config))
+        try:
+            loaded = tomllib.loads(config.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise DataError(f"not valid TOML: {e}", str(config)) from None
+        unknown = sorted(set(loaded) - set(tables))
+        if unknown:
+            expected = ", ".join(f"[{t}]" for t in tables)
+            raise DataError(f"unknown table(s) {', '.join(unknown)}; expected {expected}", str(config))
+        for k, v in loaded.items():
+            if not isinstance(v, dict):
+                raise DataError(f"[{k}] must be a table", str(config))
+            cfg[k] = dict(v)
+    for item in param or []:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise DataError(f"--param {item!r}: expected NAME=VALUE")
+        cfg["strategy"][name.strip()] = value.strip()
+    ms = 1_000_000
+    for key, value in venue_over.items():
+        if value is None:
+            continue
+        if key.endswith("_ns"):
+            value = int(round(value * ms))
+        elif isinstance(value, Path):
+            value = str(value)
+        cfg["venue"][key] = value
+    return cfg
+
+
+def _venue_and_gates(cfg: dict):
+    """VenueConfig and GateConfig from settings, with errors naming the table and field."""
+    from grinder.core.gates import GateConfig
+    from grinder.sim.backtest import VenueConfig
+
+    out = []
+    for table, model in (("venue", VenueConfig), ("gates", GateConfig)):
+        try:
+            out.append(model(**cfg[table]))
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise DataError(f"{table}: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+    return tuple(out)
+
+
 @app.command("backtest")
 @_clean_errors
 def backtest(
@@ -290,64 +342,28 @@ def backtest(
     root: RootOpt = DEFAULT_ROOT,
 ) -> None:
     """Backtest a strategy on a lake selection; writes a run folder (summary, fills, steps, HTML report)."""
-    import tomllib
-
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from grinder.core.gates import GateConfig
     from grinder.core.strategy import compile_kernel, get
     from grinder.data.tape import load_tape
-    from grinder.sim.backtest import LatencySeries, VenueConfig, prepare, run_backtest
+    from grinder.sim.backtest import LatencySeries, prepare, run_backtest
     from grinder.sim.replay_cache import cache_root
     from grinder.sim.run_folder import summarize, write_run
 
     strat = get(strategy)
     if capital is not None and not capital > 0:
         raise DataError(f"--capital must be positive, got {capital}")
-    cfg: dict = {"strategy": {}, "venue": {}, "gates": {}}
-    if config is not None:
-        if not config.is_file():
-            raise DataError("no such file", str(config))
-        try:
-            loaded = tomllib.loads(config.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise DataError(f"not valid TOML: {e}", str(config)) from None
-        unknown = sorted(set(loaded) - {"strategy", "venue", "gates"})
-        if unknown:
-            raise DataError(
-                f"unknown table(s) {', '.join(unknown)}; expected [strategy], [venue], [gates]", str(config)
-            )
-        cfg.update({k: dict(v) for k, v in loaded.items()})
-    for item in param or []:
-        name, eq, value = item.partition("=")
-        if not eq or not name:
-            raise DataError(f"--param {item!r}: expected NAME=VALUE")
-        cfg["strategy"][name.strip()] = value.strip()
-    ms = 1_000_000
-    for key, value in (
-        ("entry_latency_ns", entry_latency_ms),
-        ("response_latency_ns", response_latency_ms),
-        ("step_ns", step_ms),
-    ):
-        if value is not None:
-            cfg["venue"][key] = int(round(value * ms))
-    if queue is not None:
-        cfg["venue"]["queue"] = queue
-    if partial_fills is not None:
-        cfg["venue"]["partial_fills"] = partial_fills
-    if latency_file is not None:
-        cfg["venue"]["latency_file"] = str(latency_file)
+    venue_over = {
+        "entry_latency_ns": entry_latency_ms,
+        "response_latency_ns": response_latency_ms,
+        "step_ns": step_ms,
+        "queue": queue,
+        "partial_fills": partial_fills,
+        "latency_file": latency_file,
+    }
+    cfg = _settings(config, ("strategy", "venue", "gates"), param, venue_over)
     params = strat.validate(cfg["strategy"])
-    try:
-        venue_cfg = VenueConfig(**cfg["venue"])
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise DataError(f"venue: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
-    try:
-        gates_cfg = GateConfig(**cfg["gates"])
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise DataError(f"gates: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+    venue_cfg, gates_cfg = _venue_and_gates(cfg)
     latency = LatencySeries.read(venue_cfg.latency_file) if venue_cfg.latency_file else None
     t0 = time.perf_counter()
     tape = load_tape(root, venue, symbol, _parse_time(start), _parse_time(end), cache=cache)
@@ -394,6 +410,107 @@ def backtest(
     with err.status("writing the run folder and report"):
         run_dir = write_run(out, f"{strat.name}-{symbol}", res, summary, report=report)
     print_summary(summary, run_dir, report)
+
+
+@app.command("sweep")
+@_clean_errors
+def sweep(
+    strategy: Annotated[str, typer.Argument(help="Strategy name (a module in strategies/ defining STRATEGY).")],
+    grid: Annotated[
+        list[str] | None, typer.Option("--grid", "-g", help="Swept parameter NAME=SPEC: 1,2,3 | 0.5:2:0.5 | lin:a:b:n")
+    ] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Fixed parameter NAME=VALUE.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML with [strategy], [sweep], [venue], [gates].")] = None,
+    symbol: Annotated[str, typer.Option(help="Symbol.")] = "BTCUSDT",
+    venue: Annotated[str, typer.Option(help="Venue.")] = "binance-usdm",
+    start: Annotated[str | None, typer.Option(help="Start (ISO 8601 UTC or ns).")] = None,
+    end: Annotated[str | None, typer.Option(help="End, exclusive.")] = None,
+    train: Annotated[
+        float | None, typer.Option(help="In-sample fraction of the span; the rest is out of sample.")
+    ] = None,
+    walk_forward: Annotated[int, typer.Option(help="Walk-forward folds (rolling in/out-of-sample windows).")] = 0,
+    rank_by: Annotated[
+        str, typer.Option(help="Metric to rank sets by (out of sample when there is a test window).")
+    ] = "equity",
+    workers: Annotated[int | None, typer.Option(help="Backtests run at once (default: CPU count).")] = None,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for sweep folders.")] = Path("sweeps"),
+    root: RootOpt = DEFAULT_ROOT,
+) -> None:
+    """Backtest every parameter set of a grid over shared tapes; rank in- vs out-of-sample; write a sweep folder."""
+    from grinder.core.strategy import get
+    from grinder.data.tape import load_tape
+    from grinder.sim.backtest import LatencySeries
+    from grinder.sweep.folder import sweep_id, write_sweep
+    from grinder.sweep.folds import make_folds
+    from grinder.sweep.spec import expand
+    from grinder.sweep.study import LOWER_IS_BETTER, RANKABLE, Selection, run_study
+
+    strat = get(strategy)
+    if rank_by not in RANKABLE:
+        raise DataError(f"unknown ranking metric {rank_by!r}; choose from {', '.join(RANKABLE)}")
+    if workers is not None and workers < 1:
+        raise DataError(f"--workers must be at least 1, got {workers}")
+    cfg = _settings(config, ("strategy", "sweep", "venue", "gates"), param, {})
+    for item in grid or []:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise DataError(f"--grid {item!r}: expected NAME=SPEC")
+        cfg["sweep"][name.strip()] = value.strip()
+    g = expand(strat, cfg["sweep"], cfg["strategy"])
+    venue_cfg, gates_cfg = _venue_and_gates(cfg)
+    latency = LatencySeries.read(venue_cfg.latency_file) if venue_cfg.latency_file else None
+    lo, hi = _parse_time(start), _parse_time(end)
+    t0 = time.perf_counter()
+    with err.status("reading the data span"):
+        whole = load_tape(root, venue, symbol, lo, hi)
+    span_lo = lo if lo is not None else int(whole.ts_exch[0])
+    span_hi = hi if hi is not None else int(whole.ts_exch[-1]) + 1
+    windows = make_folds(span_lo, span_hi, train, walk_forward)
+    sel = Selection(root, venue, symbol, lo, hi)
+    # Without folds the one window is the selection itself: reuse the tape already loaded.
+    loader = (lambda s, w: whole) if len(windows) == 1 and lo is None and hi is None else None
+    if loader is None:
+        del whole
+    total = len(g) * len(windows)
+    with err.status(f"sweeping {len(g):,} parameter sets x {len(windows)} window(s)") as status:
+        study = run_study(sel, g, windows, venue_cfg, gates_cfg, latency, rank_by, workers, loader,
+                          progress=lambda w, d, n: status.update(f"window {w}: {d:,}/{n:,} sets"))  # fmt: skip
+    seconds = round(time.perf_counter() - t0, 3)
+    summary = {
+        "strategy": strat.name,
+        "axes": list(g.axes),
+        "grid": {k: v for k, v in g.axes.items()},
+        "fixed": cfg["strategy"],
+        "venue": venue_cfg.model_dump(),
+        "gates": gates_cfg.model_dump(),
+        "selection": {"root": str(root), "venue": venue, "symbol": symbol, "start": start, "end": end},
+        "windows": [w.__dict__ for w in windows],
+        "sets": len(g),
+        "backtests": total,
+        "events": int(study.results.groupby("window")["events"].first().sum()),
+        "rank_by": rank_by,
+        "rank_key": study.ranking.attrs["rank_key"],
+        "lower_is_better": rank_by in LOWER_IS_BETTER,
+        "settle": whole.instrument.settle if loader is not None else None,
+        "best": study.ranking.head(5).to_dict(orient="records"),
+        "sweep_id": sweep_id(study),
+        "seconds": seconds,
+    }
+    with err.status("writing the sweep folder and report"):
+        folder = write_sweep(out_dir, f"{strat.name}-{symbol}", study, summary, report=report)
+    key = summary["rank_key"]
+    out.print(
+        f"sweep of {strat.name} on {venue}/{symbol}: {len(g):,} sets x {len(windows)} window(s) in {seconds:.2f} s"
+    )
+    for r in study.ranking.head(5).to_dict(orient="records"):
+        vals = "  ".join(f"{a}={r[a]}" for a in g.axes)
+        other = f"  equity_in {r.get('equity_in', float('nan')):.4f}" if key != "equity_in" else ""
+        out.print(f"  #{r['rank']} set {r['set']}: {vals}  {key} {r[key]:.6g}{other}")
+    out.print(f"  sweep id {summary['sweep_id']}")
+    out.print(f"  sweep folder: {folder}")
+    if report:
+        out.print(f"  report: {folder / 'report.html'}")
 
 
 def print_summary(summary: dict, run_dir: Path, report: bool = True) -> None:

@@ -227,3 +227,43 @@ def test_backtest_cache_keeps_tape_and_replay_and_changes_nothing(sample, tmp_pa
         digests.append(r.stdout.split("digest ")[1].split()[0])
     assert digests[0] == digests[1]
     assert any((lake / "_tapes").iterdir()) and any((lake / "_replays").iterdir())
+
+
+SWEEP = ["-g", "interval=1,2", "-g", "half_spread=1:4:3", "-p", "order_qty=0.1", "-p", "max_position=5"]
+
+
+def test_sweep_writes_a_folder_and_its_sets_match_lone_backtests(sample, tmp_path):
+    r = grinder("sweep", "static_grid", "--root", sample, *SWEEP, "--train", "0.6", "--out", tmp_path / "sw")
+    assert r.returncode == 0, r.stderr
+    folder = next((tmp_path / "sw").iterdir())
+    assert {p.name for p in folder.iterdir()} == {"results.parquet", "ranking.parquet", "summary.json", "report.html"}
+    assert f"sweep folder: {folder}" in r.stdout and "#1 set" in r.stdout
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["sets"] == 4 and summary["backtests"] == 8 and summary["rank_key"] == "equity_out"
+    rows = pq.read_table(folder / "results.parquet").to_pylist()
+    test = next(w for w in summary["windows"] if w["sample"] == "out")
+    row = next(x for x in rows if x["window"] == "test" and x["interval"] == 2.0 and x["half_spread"] == 4.0)
+    lone = grinder("backtest", "static_grid", "--root", sample, "-p", "interval=2", "-p", "half_spread=4",
+                   "-p", "order_qty=0.1", "-p", "max_position=5", "--start", test["start_ns"], "--end",
+                   test["end_ns"], "--no-report", "--out", tmp_path / "runs")  # fmt: skip
+    assert lone.returncode == 0, lone.stderr
+    assert lone.stdout.split("digest ")[1].split()[0] == row["digest"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["-p", "order_qty=0.1"], "empty sweep grid"),
+        (["-g", "intervl=1,2"], "unknown parameter(s) intervl"),
+        (["-g", "interval=2:1:1", "-p", "half_spread=1", "-p", "order_qty=0.1", "-p", "max_position=5"],
+         "range '2:1:1' yields no value"),
+        ([*SWEEP, "--rank-by", "profit"], "unknown ranking metric 'profit'"),
+        ([*SWEEP, "--walk-forward", "-1"], "walk_forward must be >= 0"),
+        (["-g", "interval"], "expected NAME=SPEC"),
+    ],
+)  # fmt: skip
+def test_sweep_bad_input_is_one_line_and_exit_2(args, message, sample, tmp_path):
+    r = grinder("sweep", "static_grid", "--root", sample, *args, "--out", tmp_path / "sw")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "sw").exists() or not any((tmp_path / "sw").iterdir())

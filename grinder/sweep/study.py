@@ -1,0 +1,125 @@
+"""A sweep study: every parameter set of a grid over every window, then in-sample vs out-of-sample ranking.
+
+Each window's tape is loaded once (as `grinder backtest --start --end` would load it) and all
+parameter sets run over it (`grinder.sweep.runner`). The results table has one row per
+(parameter set, window); the ranking table one row per set with its in-sample and out-of-sample
+means side by side, ranked by the out-of-sample value of the chosen metric when there is an
+out-of-sample window (by the in-sample value otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from grinder.core.gates import GateConfig
+from grinder.data.errors import DataError
+from grinder.data.tape import Tape, load_tape
+from grinder.sim.backtest import LatencySeries, VenueConfig
+from grinder.sweep.folds import Window
+from grinder.sweep.runner import METRICS, run_window
+from grinder.sweep.spec import Grid
+
+# Metrics where lower is better; every other metric ranks higher-is-better.
+LOWER_IS_BETTER = frozenset({"max_drawdown", "fees", "funding_paid"})
+RANKABLE = (*METRICS, "sharpe", "return_over_drawdown")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which data a sweep reads: lake folder, venue, symbol, and the [start, end) span in ns (None: all)."""
+
+    root: Path
+    venue: str
+    symbol: str
+    start_ns: int | None = None
+    end_ns: int | None = None
+
+
+@dataclass
+class StudyResult:
+    """Rows per (set, window), the per-set ranking, and each window's equity curves (grid ns, matrix)."""
+
+    results: pd.DataFrame
+    ranking: pd.DataFrame
+    rank_by: str
+    equity: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def sharpe_of(grid_ns: np.ndarray, equity: np.ndarray) -> np.ndarray:
+    """vectorbt's Sharpe ratio of each column's equity increments on the grid (capital-free, annualised)."""
+    from grinder.report.stats import YEAR_FREQ, quiet_vectorbt
+
+    if equity.shape[0] < 3:
+        return np.full(equity.shape[1], np.nan)
+    step_ns = int(np.median(np.diff(grid_ns)))
+    # Increments over a constant unit capital: no compounding, so the ratio does not depend on capital.
+    inc = pd.DataFrame(np.diff(equity, axis=0), index=pd.to_datetime(grid_ns[1:], unit="ns"))
+    with quiet_vectorbt():
+        import vectorbt as vbt  # noqa: F401 - registers the .vbt accessor
+
+        s = inc.vbt.returns(freq=pd.Timedelta(step_ns, "ns"), year_freq=YEAR_FREQ).sharpe_ratio()
+    return np.asarray(s, np.float64)
+
+
+def run_study(
+    sel: Selection,
+    grid: Grid,
+    windows: list[Window],
+    venue: VenueConfig,
+    gates: GateConfig | None = None,
+    latency: LatencySeries | None = None,
+    rank_by: str = "equity",
+    workers: int | None = None,
+    load: Callable[[Selection, Window], Tape] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> StudyResult:
+    """Run the grid over each window; rank sets by `rank_by` out of sample (in sample if no test window)."""
+    if rank_by not in RANKABLE:
+        raise DataError(f"unknown ranking metric {rank_by!r}; choose from {', '.join(RANKABLE)}")
+    load = load or (lambda s, w: load_tape(s.root, s.venue, s.symbol, w.start_ns, w.end_ns))
+    frames, curves = [], {}
+    for w in windows:
+        tape = load(sel, w)
+        if len(tape) == 0:
+            raise DataError(f"window {w.name} [{w.start_ns}, {w.end_ns}) holds no events")
+        cb = (lambda d, n, name=w.name: progress(name, d, n)) if progress else None
+        run = run_window(tape, grid.strategy, grid.sets, venue, gates, start_ns=w.start_ns, latency=latency,
+                         workers=workers, progress=cb)  # fmt: skip
+        df = pd.DataFrame(run.rows)
+        df["sharpe"] = sharpe_of(run.grid_ns, run.equity)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df["return_over_drawdown"] = np.where(df["max_drawdown"] > 0, df["equity"] / df["max_drawdown"], np.nan)
+        df.insert(0, "set", np.arange(len(grid.sets)))
+        for name in reversed(list(grid.axes)):
+            df.insert(1, name, [getattr(p, name) for p in grid.sets])
+        df.insert(1, "window", w.name)
+        df.insert(2, "sample", w.sample)
+        df.insert(3, "start_ns", w.start_ns)
+        df.insert(4, "end_ns", w.end_ns)
+        df.insert(5, "events", len(tape))
+        frames.append(df)
+        curves[w.name] = (run.grid_ns, run.equity)
+        del tape
+    results = pd.concat(frames, ignore_index=True)
+    return StudyResult(results, rank(results, list(grid.axes), rank_by), rank_by, curves)
+
+
+def rank(results: pd.DataFrame, axes: list[str], rank_by: str) -> pd.DataFrame:
+    """One row per set: swept values, in-sample and out-of-sample means of every metric, and its rank."""
+    metrics = [m for m in RANKABLE if m in results]
+    means = results.groupby(["set", "sample"])[metrics].mean().unstack("sample")
+    means.columns = [f"{m}_{s}" for m, s in means.columns]
+    out = results.groupby("set")[axes].first().join(means)
+    has_out = (results["sample"] == "out").any()
+    key = f"{rank_by}_{'out' if has_out else 'in'}"
+    ascending = rank_by in LOWER_IS_BETTER
+    # Ties and NaN: the lower set number first, so rankings are deterministic.
+    out = out.reset_index().sort_values([key, "set"], ascending=[ascending, True], na_position="last")
+    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    out.attrs["rank_key"] = key
+    return out.reset_index(drop=True)

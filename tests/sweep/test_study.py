@@ -1,0 +1,65 @@
+"""A study on the bundled sample: one shared tape per window, same digests as lone backtests, any worker count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from grinder.core.strategy import get
+from grinder.data.errors import DataError
+from grinder.data.tape import load_tape
+from grinder.sim.backtest import VenueConfig, run_backtest
+from grinder.sweep.folds import make_folds
+from grinder.sweep.spec import expand
+from grinder.sweep.study import Selection, run_study
+from tests.conftest import REPO
+
+SEL = Selection(REPO / "data" / "sample" / "lake", "binance-usdm", "BTCUSDT")
+GRID = get("static_grid")
+
+
+@pytest.fixture(scope="module")
+def windows():
+    t = load_tape(SEL.root, SEL.venue, SEL.symbol)
+    return make_folds(int(t.ts_exch[0]), int(t.ts_exch[-1]) + 1, train=0.6)
+
+
+@pytest.fixture(scope="module")
+def study(windows):
+    g = expand(GRID, {"interval": "1,2", "half_spread": "1,4"}, {"order_qty": 0.1, "max_position": 5})
+    return g, run_study(SEL, g, windows, VenueConfig(), workers=2)
+
+
+def test_rows_per_set_and_window_and_ranking_out_of_sample(study):
+    g, r = study
+    assert len(r.results) == 8 and set(r.results["window"]) == {"train", "test"}
+    assert r.ranking.attrs["rank_key"] == "equity_out"
+    eq = r.ranking["equity_out"].to_numpy()
+    assert (np.diff(eq) <= 0).all() and r.ranking["rank"].tolist() == [1, 2, 3, 4]
+    test = r.results[r.results["window"] == "test"].set_index("set")
+    assert r.ranking["equity_out"].tolist() == test.loc[r.ranking["set"], "equity"].tolist()
+    grid_ns, curves = r.equity["test"]
+    assert curves.shape == (len(grid_ns), 4)
+    assert curves[-1].tolist() == pytest.approx(test.loc[range(4), "equity"].tolist())
+
+
+def test_a_set_in_a_sweep_has_the_digest_of_its_lone_backtest(study, windows):
+    g, r = study
+    w = windows[1]
+    best = int(r.ranking["set"].iloc[0])
+    tape = load_tape(SEL.root, SEL.venue, SEL.symbol, w.start_ns, w.end_ns)
+    alone = run_backtest(tape, GRID, GRID.vector(g.sets[best]), VenueConfig(), start_ns=w.start_ns)
+    row = r.results[(r.results["window"] == "test") & (r.results["set"] == best)].iloc[0]
+    assert row["digest"] == alone.digest and row["fills"] == alone.counters["fills"]
+
+
+def test_one_worker_gives_the_same_results(study, windows):
+    g, r = study
+    one = run_study(SEL, g, windows, VenueConfig(), workers=1)
+    assert one.results["digest"].tolist() == r.results["digest"].tolist()
+
+
+def test_unknown_ranking_metric_is_refused(study, windows):
+    g, _ = study
+    with pytest.raises(DataError, match="unknown ranking metric 'profit'"):
+        run_study(SEL, g, windows, VenueConfig(), rank_by="profit")
