@@ -433,6 +433,9 @@ def sweep(
         str, typer.Option(help="Metric to rank sets by (out of sample when there is a test window).")
     ] = "equity",
     workers: Annotated[int | None, typer.Option(help="Backtests run at once (default: CPU count).")] = None,
+    cluster: Annotated[
+        str | None, typer.Option(help="Dask scheduler tcp://host:port; workers must see the same lake path.")
+    ] = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for sweep folders.")] = Path("sweeps"),
     root: RootOpt = DEFAULT_ROOT,
@@ -461,6 +464,13 @@ def sweep(
     venue_cfg, gates_cfg = _venue_and_gates(cfg)
     latency = LatencySeries.read(venue_cfg.latency_file) if venue_cfg.latency_file else None
     lo, hi = _parse_time(start), _parse_time(end)
+    client = None
+    if cluster is not None:
+        from grinder.sweep.cluster import connect
+
+        with err.status(f"connecting to {cluster}"):
+            client = connect(cluster)
+        root = root.resolve()  # workers resolve paths on their own machine
     t0 = time.perf_counter()
     with err.status("reading the data span"):
         whole = load_tape(root, venue, symbol, lo, hi)
@@ -473,9 +483,14 @@ def sweep(
     if loader is None:
         del whole
     total = len(g) * len(windows)
-    with err.status(f"sweeping {len(g):,} parameter sets x {len(windows)} window(s)") as status:
-        study = run_study(sel, g, windows, venue_cfg, gates_cfg, latency, rank_by, workers, loader,
-                          progress=lambda w, d, n: status.update(f"window {w}: {d:,}/{n:,} sets"))  # fmt: skip
+    try:
+        with err.status(f"sweeping {len(g):,} parameter sets x {len(windows)} window(s)") as status:
+            study = run_study(sel, g, windows, venue_cfg, gates_cfg, latency, rank_by, workers, loader,
+                              progress=lambda w, d, n: status.update(f"window {w}: {d:,}/{n:,} sets"),
+                              client=client)  # fmt: skip
+    finally:
+        if client is not None:
+            client.close()
     seconds = round(time.perf_counter() - t0, 3)
     summary = {
         "strategy": strat.name,
@@ -495,6 +510,7 @@ def sweep(
         "settle": whole.instrument.settle if loader is not None else None,
         "best": study.ranking.head(5).to_dict(orient="records"),
         "sweep_id": sweep_id(study),
+        "cluster": cluster,
         "seconds": seconds,
     }
     with err.status("writing the sweep folder and report"):

@@ -77,20 +77,32 @@ def run_study(
     workers: int | None = None,
     load: Callable[[Selection, Window], Tape] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    client=None,
 ) -> StudyResult:
-    """Run the grid over each window; rank sets by `rank_by` out of sample (in sample if no test window)."""
+    """Run the grid over each window; rank sets by `rank_by` out of sample (in sample if no test window).
+
+    With a dask.distributed `client` the parameter sets go to its workers in chunks
+    (`grinder.sweep.cluster`); the results are the same as a local run's.
+    """
     if rank_by not in RANKABLE:
         raise DataError(f"unknown ranking metric {rank_by!r}; choose from {', '.join(RANKABLE)}")
     load = load or (lambda s, w: load_tape(s.root, s.venue, s.symbol, w.start_ns, w.end_ns))
     frames, curves = [], {}
     for w in windows:
-        tape = load(sel, w)
-        if len(tape) == 0:
-            raise DataError(f"window {w.name} [{w.start_ns}, {w.end_ns}) holds no events")
-        cb = (lambda d, n, name=w.name: progress(name, d, n)) if progress else None
-        run = run_window(tape, grid.strategy, grid.sets, venue, gates, start_ns=w.start_ns, latency=latency,
-                         workers=workers, progress=cb)  # fmt: skip
+        if client is not None:
+            from grinder.sweep.cluster import run_window_on_cluster
+
+            run = run_window_on_cluster(client, sel, w, grid, venue, gates or GateConfig(), venue.latency_file)
+        else:
+            tape = load(sel, w)
+            if len(tape) == 0:
+                raise DataError(f"window {w.name} [{w.start_ns}, {w.end_ns}) holds no events")
+            cb = (lambda d, n, name=w.name: progress(name, d, n)) if progress else None
+            run = run_window(tape, grid.strategy, grid.sets, venue, gates, start_ns=w.start_ns, latency=latency,
+                             workers=workers, progress=cb)  # fmt: skip
+            del tape
         df = pd.DataFrame(run.rows)
+        events = df.pop("events")
         df["sharpe"] = sharpe_of(run.grid_ns, run.equity)
         with np.errstate(divide="ignore", invalid="ignore"):
             df["return_over_drawdown"] = np.where(df["max_drawdown"] > 0, df["equity"] / df["max_drawdown"], np.nan)
@@ -101,10 +113,9 @@ def run_study(
         df.insert(2, "sample", w.sample)
         df.insert(3, "start_ns", w.start_ns)
         df.insert(4, "end_ns", w.end_ns)
-        df.insert(5, "events", len(tape))
+        df.insert(5, "events", events)
         frames.append(df)
         curves[w.name] = (run.grid_ns, run.equity)
-        del tape
     results = pd.concat(frames, ignore_index=True)
     return StudyResult(results, rank(results, list(grid.axes), rank_by), rank_by, curves)
 

@@ -267,3 +267,28 @@ def test_sweep_bad_input_is_one_line_and_exit_2(args, message, sample, tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "sw").exists() or not any((tmp_path / "sw").iterdir())
+
+
+def test_sweep_on_a_dask_cluster_gives_the_local_sweep_id(sample, tmp_path):
+    from distributed import LocalCluster
+
+    args = ["sweep", "static_grid", "--root", sample, *SWEEP, "--train", "0.5", "--no-report"]
+    local = grinder(*args, "--out", tmp_path / "a")
+    assert local.returncode == 0, local.stderr
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, host="127.0.0.1") as lc:
+        remote = grinder(*args, "--cluster", lc.scheduler_address, "--out", tmp_path / "b")
+    assert remote.returncode == 0, remote.stderr
+    sid = [r.stdout.split("sweep id ")[1].split()[0] for r in (local, remote)]
+    assert sid[0] == sid[1]
+
+
+def test_sweep_cluster_that_does_not_answer_is_one_line_and_exit_2(sample, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = grinder("sweep", "static_grid", "--root", sample, *SWEEP, "--cluster", f"tcp://127.0.0.1:{port}",
+                "--out", tmp_path / "sw", env={"GRINDER_CONNECT_TIMEOUT_S": "2"})  # fmt: skip
+    assert r.returncode == 2 and "does not answer" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "sw").exists()

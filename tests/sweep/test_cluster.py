@@ -1,0 +1,49 @@
+"""The same sweep on a Dask LocalCluster of two worker processes: identical results and digests."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from grinder.data.errors import DataError
+from grinder.data.tape import load_tape
+from grinder.sim.backtest import VenueConfig
+from grinder.sweep import cluster
+from grinder.sweep.folds import make_folds
+from grinder.sweep.spec import expand
+from grinder.sweep.study import run_study
+from tests.sweep.test_study import GRID, SEL
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as lc, Client(lc) as c:  # fmt: skip
+        yield c
+
+
+def test_cluster_results_equal_local_results(client):
+    t = load_tape(SEL.root, SEL.venue, SEL.symbol)
+    windows = make_folds(int(t.ts_exch[0]), int(t.ts_exch[-1]) + 1, train=0.5)
+    g = expand(GRID, {"interval": "1,2,3", "half_spread": "1,4"}, {"order_qty": 0.1, "max_position": 5})
+    local = run_study(SEL, g, windows, VenueConfig(), workers=2)
+    remote = run_study(SEL, g, windows, VenueConfig(), client=client)
+    assert len(client.scheduler_info()["workers"]) == 2
+    assert remote.results["digest"].tolist() == local.results["digest"].tolist()
+    assert remote.ranking["set"].tolist() == local.ranking["set"].tolist()
+    for w in local.equity:
+        assert (remote.equity[w][1] == local.equity[w][1]).all()
+
+
+def test_an_address_that_does_not_answer_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 2)
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DataError, match=f"cluster tcp://127.0.0.1:{port} does not answer"):
+        cluster.connect(f"tcp://127.0.0.1:{port}")
+    with pytest.raises(DataError, match="must look like tcp://host:port"):
+        cluster.connect("localhost:8786")
