@@ -198,6 +198,12 @@ def prepare(tape: Tape, venue: VenueConfig, cache_dir: Path | str | None = None)
     return load_or_prepare(tape, local, cache_dir)
 
 
+def row_blocks(tape: Tape, replay: Replay) -> tuple[np.ndarray, np.ndarray]:
+    """Per 64-row block, the highest and lowest prices (ticks) that can reach a resting order (see the engine)."""
+    c = np.ascontiguousarray
+    return block_extremes(c(tape.kind), c(tape.side), c(tape.price_ticks), replay.best_bid, replay.best_ask)
+
+
 def run_backtest(
     tape: Tape,
     strategy,
@@ -210,6 +216,7 @@ def run_backtest(
     state_size: int = 64,
     latency: LatencySeries | None = None,
     progress: Callable[[int, int], None] | None = None,
+    blocks: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> BacktestResult:
     """Run `strategy` (a `Strategy`, or a bare kernel) with `params` over `tape`.
 
@@ -220,7 +227,8 @@ def run_backtest(
     Pass `replay` from `prepare(tape, venue)` to skip rebuilding it (sweeps share one). `gates`
     filter every decision's intents (default: all off); blocked intents are counted by reason.
     `latency` overrides the venue's latencies (default: its latency_file, else its constants).
-    `progress(rows_done, rows_total)` is called a few times a second while the loop runs.
+    `progress(rows_done, rows_total)` is called a few times a second while the loop runs. `blocks`
+    (from `row_blocks(tape, replay)`) saves recomputing the block summaries when a tape is reused.
     """
     inst = tape.instrument
     rep = prepare(tape, venue) if replay is None else replay
@@ -259,7 +267,7 @@ def run_backtest(
         rep.level_keys,
         rep.reset_rows,
         rep.reset_sides,
-        *block_extremes(c(tape.kind), c(tape.side), c(tape.price_ticks), rep.best_bid, rep.best_ask),
+        *(row_blocks(tape, rep) if blocks is None else blocks),
         *funding_settlements(tape),
         latency.ts,
         latency.entry_ns,
