@@ -12,8 +12,18 @@ from grinder.sim.backtest import VenueConfig
 from grinder.sweep import cluster
 from grinder.sweep.folds import make_folds
 from grinder.sweep.spec import expand
-from grinder.sweep.study import run_study
+from grinder.sweep.study import Selection, run_study
 from tests.sweep.test_study import GRID, SEL
+
+
+@pytest.fixture(scope="module")
+def sel(tmp_path_factory):
+    """A copy of the sample lake: cluster workers keep tape caches in the lake they read."""
+    import shutil
+
+    dst = tmp_path_factory.mktemp("lake") / "lake"
+    shutil.copytree(SEL.root, dst)
+    return Selection(dst, SEL.venue, SEL.symbol)
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +35,12 @@ def client():
         yield c
 
 
-def test_cluster_results_equal_local_results(client):
-    t = load_tape(SEL.root, SEL.venue, SEL.symbol)
+def test_cluster_results_equal_local_results(client, sel):
+    t = load_tape(sel.root, sel.venue, sel.symbol)
     windows = make_folds(int(t.ts_exch[0]), int(t.ts_exch[-1]) + 1, train=0.5)
     g = expand(GRID, {"interval": "1,2,3", "half_spread": "1,4"}, {"order_qty": 0.1, "max_position": 5})
-    local = run_study(SEL, g, windows, VenueConfig(), workers=2)
-    remote = run_study(SEL, g, windows, VenueConfig(), client=client)
+    local = run_study(sel, g, windows, VenueConfig(), workers=2)
+    remote = run_study(sel, g, windows, VenueConfig(), client=client)
     assert len(client.scheduler_info()["workers"]) == 2
     assert remote.results["digest"].tolist() == local.results["digest"].tolist()
     assert remote.ranking["set"].tolist() == local.ranking["set"].tolist()
