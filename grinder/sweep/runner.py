@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from grinder.core.gates import GateConfig
 from grinder.core.strategy import Strategy, compile_kernel
 from grinder.data.tape import Tape
+from grinder.portfolio.curves import align_equity
 from grinder.sim.backtest import BacktestResult, LatencySeries, VenueConfig, prepare, row_blocks, run_backtest
 from grinder.sim.replay import Replay
 
@@ -52,11 +53,8 @@ def metrics_of(res: BacktestResult) -> dict:
 
 
 def equity_on_grid(res: BacktestResult, grid_ns: np.ndarray) -> np.ndarray:
-    """Equity (settle currency) at each grid time: the last decision's value at or before it, 0 before any."""
-    ts, eq = res.steps["ts"], res.steps["equity"]
-    eq = np.where(np.isnan(eq), 0.0, eq)
-    i = np.searchsorted(ts, grid_ns, "right") - 1
-    return np.where(i >= 0, eq[np.maximum(i, 0)], 0.0)
+    """Equity (settle currency) at each grid time: the last finite value at or before it, 0 before any."""
+    return align_equity([(res.steps["ts"], res.steps["equity"])], grid_ns)[:, 0]
 
 
 @dataclass(frozen=True)
@@ -87,8 +85,8 @@ def run_window(
     blocks = row_blocks(tape, rep)
     lo = start_ns if start_ns > 0 else int(min(tape.ts_exch[0], rep.local_ts[0])) if len(tape) else 0
     hi = int(max(tape.ts_exch[-1], rep.local_ts[-1])) if len(tape) else lo
-    grid_ns = np.linspace(lo, hi, grid_points).astype(np.int64)
-    equity = np.zeros((grid_points, len(sets)))
+    grid_ns = np.unique(np.linspace(lo, hi, grid_points).astype(np.int64))
+    equity = np.zeros((len(grid_ns), len(sets)))
     rows: list[dict | None] = [None] * len(sets)
 
     def one(i: int) -> int:
