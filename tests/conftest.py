@@ -43,3 +43,16 @@ def write_capture(path: Path, lines: list[bytes]) -> Path:
     with gzip.open(path, "wb") as f:
         f.writelines(line if line.endswith(b"\n") else line + b"\n" for line in lines)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store_outside_the_repo(tmp_path_factory):
+    """Commands run by tests record MLflow runs in a temporary store, never in the repository's mlruns/."""
+    root = tmp_path_factory.mktemp("mlruns")
+    old = os.environ.get("GRINDER_MLRUNS")
+    os.environ["GRINDER_MLRUNS"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("GRINDER_MLRUNS", None)
+    else:
+        os.environ["GRINDER_MLRUNS"] = old

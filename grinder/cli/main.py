@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -33,6 +34,10 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 DEFAULT_ROOT = Path(os.environ.get("GRINDER_LAKE", "data/lake"))
 RootOpt = Annotated[Path, typer.Option("--root", help="Lake folder (env GRINDER_LAKE).")]
+TrackOpt = Annotated[bool, typer.Option("--track/--no-track", help="Record the run in MLflow (docs/tracking.md).")]
+MlrunsOpt = Annotated[
+    Path | None, typer.Option("--mlruns", help="MLflow store folder (default: $GRINDER_MLRUNS or ./mlruns).")
+]
 
 
 def _clean_errors(fn):
@@ -338,7 +343,9 @@ def backtest(
     cache: Annotated[
         bool, typer.Option("--cache/--no-cache", help="Keep the tape and its replay on disk in the lake for reuse.")
     ] = False,
-    out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("runs"),
+    track: TrackOpt = True,
+    mlruns: MlrunsOpt = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for run folders.")] = Path("runs"),
     root: RootOpt = DEFAULT_ROOT,
 ) -> None:
     """Backtest a strategy on a lake selection; writes a run folder (summary, fills, steps, HTML report)."""
@@ -408,8 +415,15 @@ def backtest(
         meta["capital"] = capital
     summary = summarize(res, meta, strat.modes)
     with err.status("writing the run folder and report"):
-        run_dir = write_run(out, f"{strat.name}-{symbol}", res, summary, report=report)
+        run_dir = write_run(out_dir, f"{strat.name}-{symbol}", res, summary, report=report)
     print_summary(summary, run_dir, report)
+    if track:
+        from grinder.track.mlflow_store import default_root, log_backtest
+        from grinder.track.provenance import data_fingerprint
+
+        with err.status("recording the run in MLflow"):
+            run_id = log_backtest(run_dir, fingerprint=data_fingerprint(tape), root=mlruns or default_root())
+        out.print(f"  mlflow run: {run_id}")
 
 
 @app.command("sweep")
@@ -436,6 +450,9 @@ def sweep(
     cluster: Annotated[
         str | None, typer.Option(help="Dask scheduler tcp://host:port; workers must see the same lake path.")
     ] = None,
+    children: Annotated[int, typer.Option(help="Best sets re-run over the whole selection as MLflow child runs.")] = 3,
+    track: TrackOpt = True,
+    mlruns: MlrunsOpt = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for sweep folders.")] = Path("sweeps"),
     root: RootOpt = DEFAULT_ROOT,
@@ -464,189 +481,137 @@ def sweep(
     venue_cfg, gates_cfg = _venue_and_gates(cfg)
     latency = LatencySeries.read(venue_cfg.latency_file) if venue_cfg.latency_file else None
     lo, hi = _parse_time(start), _parse_time(end)
-    client = None
-    if cluster is not None:
-        from grinder.sweep.cluster import connect
+    if children < 0:
+        raise DataError(f"--children must be >= 0, got {children}")
+    spec = {
+        "strategy": strat.name,
+        "grid": {k: ",".join(map(str, v)) for k, v in g.axes.items()},
+        "fixed": cfg["strategy"],
+        "symbol": symbol,
+        "venue": venue,
+        "train": train,
+        "walk_forward": walk_forward,
+        "rank_by": rank_by,
+    }
+    with contextlib.ExitStack() as stack:
+        client = None
+        if cluster is not None:
+            from grinder.sweep.cluster import connect
 
-        with err.status(f"connecting to {cluster}"):
-            client = connect(cluster)
-        root = root.resolve()  # workers resolve paths on their own machine
-    t0 = time.perf_counter()
-    with err.status("reading the data span"):
-        whole = load_tape(root, venue, symbol, lo, hi)
-    span_lo = lo if lo is not None else int(whole.ts_exch[0])
-    span_hi = hi if hi is not None else int(whole.ts_exch[-1]) + 1
-    windows = make_folds(span_lo, span_hi, train, walk_forward)
-    sel = Selection(root, venue, symbol, lo, hi)
-    # Without folds the one window is the selection itself: reuse the tape already loaded.
-    loader = (lambda s, w: whole) if len(windows) == 1 and lo is None and hi is None else None
-    if loader is None:
-        del whole
-    total = len(g) * len(windows)
-    try:
+            with err.status(f"connecting to {cluster}"):
+                client = connect(cluster)
+            stack.callback(client.close)
+            root = root.resolve()  # workers resolve paths on their own machine
+        t0 = time.perf_counter()
+        with err.status("reading the data span"):
+            whole = load_tape(root, venue, symbol, lo, hi)
+        span_lo = lo if lo is not None else int(whole.ts_exch[0])
+        span_hi = hi if hi is not None else int(whole.ts_exch[-1]) + 1
+        windows = make_folds(span_lo, span_hi, train, walk_forward)
+        sel = Selection(root, venue, symbol, lo, hi)
+        parent = None
+        if track:
+            from grinder.track.mlflow_store import default_root, sweep_run
+            from grinder.track.provenance import data_fingerprint
+
+            fingerprint = data_fingerprint(whole)
+            # From here on a failure marks the sweep's MLflow run FAILED (never left RUNNING).
+            parent = stack.enter_context(sweep_run(mlruns or default_root(), f"sweep-{strat.name}-{symbol}", spec,
+                                                   tags={"data_fingerprint": fingerprint}))  # fmt: skip
+        # Without folds the one window is the selection itself: reuse the tape already loaded.
+        loader = (lambda s, w: whole) if len(windows) == 1 and lo is None and hi is None else None
+        settle = whole.instrument.settle
         with err.status(f"sweeping {len(g):,} parameter sets x {len(windows)} window(s)") as status:
             study = run_study(sel, g, windows, venue_cfg, gates_cfg, latency, rank_by, workers, loader,
                               progress=lambda w, d, n: status.update(f"window {w}: {d:,}/{n:,} sets"),
                               client=client)  # fmt: skip
-    finally:
-        if client is not None:
-            client.close()
-    seconds = round(time.perf_counter() - t0, 3)
-    summary = {
-        "strategy": strat.name,
-        "axes": list(g.axes),
-        "grid": {k: v for k, v in g.axes.items()},
-        "fixed": cfg["strategy"],
-        "venue": venue_cfg.model_dump(),
-        "gates": gates_cfg.model_dump(),
-        "selection": {"root": str(root), "venue": venue, "symbol": symbol, "start": start, "end": end},
-        "windows": [w.__dict__ for w in windows],
-        "sets": len(g),
-        "backtests": total,
-        "events": int(study.results.groupby("window")["events"].first().sum()),
-        "rank_by": rank_by,
-        "rank_key": study.ranking.attrs["rank_key"],
-        "lower_is_better": rank_by in LOWER_IS_BETTER,
-        "settle": whole.instrument.settle if loader is not None else None,
-        "best": study.ranking.head(5).to_dict(orient="records"),
-        "sweep_id": sweep_id(study),
-        "cluster": cluster,
-        "seconds": seconds,
-    }
-    with err.status("writing the sweep folder and report"):
-        folder = write_sweep(out_dir, f"{strat.name}-{symbol}", study, summary, report=report)
+        seconds = round(time.perf_counter() - t0, 3)
+        summary = {
+            "strategy": strat.name,
+            "axes": list(g.axes),
+            "grid": {k: v for k, v in g.axes.items()},
+            "fixed": cfg["strategy"],
+            "venue": venue_cfg.model_dump(),
+            "gates": gates_cfg.model_dump(),
+            "selection": {"root": str(root), "venue": venue, "symbol": symbol, "start": start, "end": end},
+            "windows": [w.__dict__ for w in windows],
+            "sets": len(g),
+            "backtests": len(g) * len(windows),
+            "events": int(study.results.groupby("window")["events"].first().sum()),
+            "rank_by": rank_by,
+            "rank_key": study.ranking.attrs["rank_key"],
+            "lower_is_better": rank_by in LOWER_IS_BETTER,
+            "settle": settle,
+            "best": study.ranking.head(5).to_dict(orient="records"),
+            "sweep_id": sweep_id(study),
+            "cluster": cluster,
+            "seconds": seconds,
+        }
+        with err.status("writing the sweep folder and report"):
+            folder = write_sweep(out_dir, f"{strat.name}-{symbol}", study, summary, report=report)
+        key = summary["rank_key"]
+        out.print(
+            f"sweep of {strat.name} on {venue}/{symbol}: {len(g):,} sets x {len(windows)} window(s) in {seconds:.2f} s"
+        )
+        for r in study.ranking.head(5).to_dict(orient="records"):
+            vals = "  ".join(f"{a}={r[a]}" for a in g.axes)
+            other = f"  equity_in {r.get('equity_in', float('nan')):.4f}" if key != "equity_in" else ""
+            out.print(f"  #{r['rank']} set {r['set']}: {vals}  {key} {r[key]:.6g}{other}")
+        out.print(f"  sweep id {summary['sweep_id']}")
+        out.print(f"  sweep folder: {folder}")
+        if report:
+            out.print(f"  report: {folder / 'report.html'}")
+        if parent is not None:
+            _track_sweep(parent, folder, study, summary, g, whole, venue_cfg, gates_cfg, latency, lo, children,
+                         fingerprint, report)  # fmt: skip
+            out.print(f"  mlflow run: {parent.run_id} ({min(children, len(g))} child runs)")
+
+
+def _track_sweep(parent, folder, study, summary, g, tape, venue_cfg, gates_cfg, latency, lo, children, fingerprint,
+                 report) -> None:  # fmt: skip
+    """Log the sweep's files and best metrics on its parent run; re-run the best sets in full as child runs."""
+    from grinder.sim.backtest import run_backtest
+    from grinder.sim.run_folder import summarize, write_run
+
+    for name in ("results.parquet", "ranking.parquet", "summary.json", "report.html"):
+        if (folder / name).exists():
+            parent.log_artifact(folder / name)
+    best = study.ranking.iloc[0]
     key = summary["rank_key"]
-    out.print(
-        f"sweep of {strat.name} on {venue}/{symbol}: {len(g):,} sets x {len(windows)} window(s) in {seconds:.2f} s"
-    )
-    for r in study.ranking.head(5).to_dict(orient="records"):
-        vals = "  ".join(f"{a}={r[a]}" for a in g.axes)
-        other = f"  equity_in {r.get('equity_in', float('nan')):.4f}" if key != "equity_in" else ""
-        out.print(f"  #{r['rank']} set {r['set']}: {vals}  {key} {r[key]:.6g}{other}")
-    out.print(f"  sweep id {summary['sweep_id']}")
-    out.print(f"  sweep folder: {folder}")
-    if report:
-        out.print(f"  report: {folder / 'report.html'}")
+    parent.log_metrics({"sets": summary["sets"], "backtests": summary["backtests"], f"best_{key}": best[key],
+                        "seconds": summary["seconds"]})  # fmt: skip
+    strat = g.strategy
+    with err.status(f"re-running the best {children} sets over the whole selection"):
+        for rank, set_no in enumerate(study.ranking["set"].head(children).tolist(), start=1):
+            params = g.sets[set_no]
+            res = run_backtest(tape, strat, strat.vector(params), venue_cfg, start_ns=lo or 0, gates=gates_cfg,
+                               latency=latency)  # fmt: skip
+            meta = {"strategy": strat.name, "params": params.model_dump(), "venue": venue_cfg.model_dump(),
+                    "gates": gates_cfg.model_dump(), "selection": summary["selection"], "events": len(tape),
+                    "seconds": {"load": 0.0, "prepare": 0.0, "backtest": 0.0},
+                    "sweep": {"sweep_id": summary["sweep_id"], "set": set_no, "rank": rank}}  # fmt: skip
+            run_dir = write_run(folder / "best", f"rank{rank}-set{set_no}", res, summarize(res, meta, strat.modes),
+                                report=report)  # fmt: skip
+            parent.log_child(run_dir, fingerprint=fingerprint, tags={"sweep_rank": str(rank), "sweep_set": str(set_no)})
 
 
-@app.command("portfolio")
+@app.command("ui")
 @_clean_errors
-def portfolio(
-    strategy: Annotated[str, typer.Argument(help="Strategy name (a module in strategies/ defining STRATEGY).")],
-    symbols: Annotated[str, typer.Option(help="Candidates, comma-separated: SYMBOL (on --venue) or VENUE/SYMBOL.")],
-    k: Annotated[int, typer.Option(help="How many symbols to trade (top K of the prefilter).")] = 3,
-    lookback_s: Annotated[
-        float | None, typer.Option(help="Prefilter look-back from the start, seconds (default: a third of the span).")
-    ] = None,
-    budget: Annotated[float, typer.Option(help="Total risk budget, settle currency, split equally.")] = 10_000.0,
-    max_drawdown: Annotated[
-        float, typer.Option(help="A pick's budget reaches the floor at this drawdown / budget.")
-    ] = 0.2,
-    floor: Annotated[float, typer.Option(help="Smallest budget fraction a pick keeps.")] = 0.0,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Strategy parameter NAME=VALUE.")] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="TOML: [strategy], [symbols.SYMBOL] overrides, [venue], [gates], [prefilter].")
-    ] = None,
-    venue: Annotated[str, typer.Option(help="Venue.")] = "binance-usdm",
-    start: Annotated[str | None, typer.Option(help="Start (default: when every candidate has data).")] = None,
-    end: Annotated[str | None, typer.Option(help="End, exclusive (default: the last common moment).")] = None,
-    report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for portfolio folders.")] = Path("portfolios"),
-    root: RootOpt = DEFAULT_ROOT,
+def ui(
+    mlruns: MlrunsOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 5000,
 ) -> None:
-    """Rank candidates on a look-back, trade the top K after it, split a budget by drawdown; write a folder."""
-    import numpy as np
+    """Start the MLflow UI on the tracking store (one worker); Ctrl-C stops it."""
+    from grinder.track.mlflow_store import default_root, serve_ui
 
-    from grinder.core.strategy import get
-    from grinder.data.catalog import Catalog
-    from grinder.portfolio.allocator import DrawdownRule
-    from grinder.portfolio.folder import portfolio_id, write_portfolio
-    from grinder.portfolio.prefilter import PrefilterRules
-    from grinder.portfolio.study import run_portfolio
-
-    strat = get(strategy)
-    cands = [x.strip() for x in symbols.split(",") if x.strip()]
-    if not cands:
-        raise DataError("--symbols: no candidate symbols")
-    if k < 1:
-        raise DataError(f"--k must be at least 1, got {k}")
-    cfg = _settings(config, ("strategy", "symbols", "venue", "gates", "prefilter"), param, {})
-    unknown = sorted(set(cfg["symbols"]) - set(cands))  # [symbols."VENUE/SYMBOL"] for other venues
-    if unknown:
-        raise DataError(f"[symbols] names symbol(s) that are not candidates: {', '.join(unknown)}")
-    params = {}
-    for sym in cands:
-        override = cfg["symbols"].get(sym, {})
-        if not isinstance(override, dict):
-            raise DataError(f"[symbols.{sym}] must be a table")
-        try:
-            params[sym] = strat.validate({**cfg["strategy"], **override})
-        except DataError as e:
-            raise DataError(f"{sym}: {e}") from None
-    venue_cfg, gates_cfg = _venue_and_gates(cfg)
-    try:
-        rules = PrefilterRules(**cfg["prefilter"])
-        rule = DrawdownRule(max_drawdown=max_drawdown, floor=floor)
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise DataError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
-    spans = {}
-    for r in Catalog(root).summary():
-        name = r["symbol"] if r["venue"] == venue else f"{r['venue']}/{r['symbol']}"
-        if name in cands and r["tbl"] in ("book", "trades"):
-            lo_, hi_ = spans.get(name, (r["first_ns"], r["last_ns"]))
-            spans[name] = (min(lo_, r["first_ns"]), max(hi_, r["last_ns"]))
-    missing = [c for c in cands if c not in spans]
-    if missing:
-        raise DataError(f"no data for {', '.join(missing)} on {venue} in {root}")
-    lo = _parse_time(start) or max(a for a, _ in spans.values())
-    hi = _parse_time(end) or min(b for _, b in spans.values()) + 1
-    if hi <= lo:
-        raise DataError("the candidates have no time in common (or --end is not after --start)")
-    look = int((lookback_s * 1e9) if lookback_s is not None else (hi - lo) // 3)
-    t0 = time.perf_counter()
-    with err.status(f"ranking {len(cands)} candidates and backtesting the top {k}"):
-        run = run_portfolio(root, venue, cands, strat, params.__getitem__, lo, hi, look, k, budget, rule, venue_cfg,
-                            gates_cfg, rules)  # fmt: skip
-    seconds = round(time.perf_counter() - t0, 3)
-    first = next(iter(run.results.values()))
-    summary = {
-        "strategy": strat.name,
-        "venue_name": venue,
-        "candidates": cands,
-        "picks": list(run.selection.symbols),
-        "excluded": dict(run.selection.excluded),
-        "params": {s: params[s].model_dump() for s in run.selection.symbols},
-        "venue": venue_cfg.model_dump(),
-        "gates": gates_cfg.model_dump(),
-        "prefilter": rules.model_dump(),
-        "rule": rule.model_dump(),
-        "budget": budget,
-        "settle": first.settle,
-        "start": str(np.datetime64(lo, "ns")),
-        "trade_start": str(np.datetime64(run.trade_start_ns, "ns")),
-        "end": str(np.datetime64(hi, "ns")),
-        "lookback_s": look / 1e9,
-        "equity": float(run.portfolio.equity[-1]),
-        "max_drawdown": run.portfolio.max_drawdown,
-        "full_size_equity": float(run.full_equity[-1].sum()),
-        "digests": {s: r.digest for s, r in run.results.items()},
-        "portfolio_id": portfolio_id(run),
-        "seconds": seconds,
-    }
-    with err.status("writing the portfolio folder and report"):
-        folder = write_portfolio(out_dir, f"{strat.name}-k{k}", run, summary, report=report)
-    out.print(f"portfolio of {strat.name}: chose {', '.join(summary['picks'])} of {len(cands)} in {seconds:.2f} s")
-    for sym, why in run.selection.excluded:
-        out.print(f"  excluded {sym}: {why}")
-    out.print(
-        f"  equity {summary['equity']:.4f} {summary['settle']} (full size {summary['full_size_equity']:.4f}), "
-        f"max drawdown {summary['max_drawdown']:.4f}"
-    )
-    out.print(f"  portfolio id {summary['portfolio_id']}")
-    out.print(f"  portfolio folder: {folder}")
-    if report:
-        out.print(f"  report: {folder / 'report.html'}")
+    root = mlruns or default_root()
+    if not (root / "mlflow.db").exists():
+        raise DataError("no MLflow store here yet (run a backtest or a sweep first)", str(root))
+    out.print(f"MLflow UI on http://{host}:{port} (store {root}); Ctrl-C stops it")
+    code = serve_ui(root, host, port)
+    if code:
+        raise typer.Exit(code)
 
 
 def print_summary(summary: dict, run_dir: Path, report: bool = True) -> None:

@@ -1,0 +1,399 @@
+"""The MLflow store of backtests and sweeps: sqlite metadata and local artifacts under one folder (decision 008).
+
+Layout of the root folder (default `mlruns/`, or $GRINDER_MLRUNS): `mlflow.db` (experiments, runs,
+params, metrics, tags) and `artifacts/<experiment id>/<run id>/artifacts/` (copies of run folder
+files). MLflow takes about 2 s to import, so only the functions that talk to the store import it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow.parquet as pq
+
+import grinder
+from grinder.data.errors import DataError
+from grinder.report.load import read_summary
+from grinder.track.provenance import git_commit
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+DEFAULT_EXPERIMENT = "grinder"  # one experiment for every strategy: runs compare in one table, filtered by tag
+DB_NAME = "mlflow.db"
+ARTIFACTS = "artifacts"
+STEPS_MAX_BYTES = 50 * 1024 * 1024  # larger steps.parquet files stay in the run folder only
+# MLflow's limits on a param and a tag value (mlflow.utils.validation); longer values are cut to fit.
+MAX_PARAM_LEN = 6000
+MAX_TAG_LEN = 8000
+# Defaults unless the environment says otherwise: no usage reports to mlflow.org from a research
+# tool, and no GenAI job runner process beside the UI (it serves features we do not use).
+MLFLOW_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+UI_ENV = MLFLOW_ENV | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+# Summary numbers logged as metrics under their own name, and groups logged as `<group>.<name>`.
+METRIC_KEYS = ("equity", "realized", "unrealized", "fees", "funding_paid", "fills", "position", "avg_entry")
+METRIC_KEYS += ("balance", "events", "capital")
+METRIC_GROUPS = ("counters", "seconds", "mode_share", "stats")
+# Summary settings logged as params: strategy params as `p.<name>`, venue and gate settings under their table.
+PARAM_GROUPS = {"params": "p", "venue": "venue", "gates": "gates"}
+# MLflow 3.17's store uses SQLAlchemy's `noload`, which SQLAlchemy 2.1 deprecates; harmless, so it alone is hidden.
+SA_NOLOAD_WARNING = r"The ``noload`` loader strategy is deprecated"
+CODE_REPO = Path(grinder.__file__).resolve().parents[1]  # the checkout whose code runs
+
+
+def default_root() -> Path:
+    """The store folder: $GRINDER_MLRUNS if set, else `mlruns` relative to the working directory."""
+    return Path(os.environ.get("GRINDER_MLRUNS") or "mlruns")
+
+
+def tracking_uri(root: Path) -> str:
+    """The sqlite tracking URI of the store in `root`, absolute so it means the same from any directory."""
+    return "sqlite:///" + (Path(root).resolve() / DB_NAME).as_posix()
+
+
+def artifact_root(root: Path) -> str:
+    """The folder the store's experiments keep their artifacts in (absolute path)."""
+    return str(Path(root).resolve() / ARTIFACTS)
+
+
+def open_store(root: Path, experiment: str = DEFAULT_EXPERIMENT) -> tuple[MlflowClient, str]:
+    """An MlflowClient on the store in `root` and the id of `experiment`, creating folder, database and experiment."""
+    mlflow = _import_mlflow()
+    root = Path(root)
+    uri = tracking_uri(root)
+    direct = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with _quiet_mlflow():
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # warns on first import
+
+            # MLflow's client puts new experiments (and the "Default" one of a new database) under
+            # ./mlruns of the working directory; a store told our artifact root puts them in
+            # <root>/artifacts/<experiment id>, the layout the UI server uses too.
+            if not (root / DB_NAME).exists():
+                direct = SqlAlchemyStore(uri, artifact_root(root))
+            client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None:
+                direct = direct or SqlAlchemyStore(uri, artifact_root(root))
+                exp_id = direct.create_experiment(experiment)
+            else:
+                exp_id = exp.experiment_id
+    except Exception as e:  # sqlalchemy, sqlite and MLflow errors alike: the store cannot be used
+        raise DataError(f"cannot open the MLflow store: {_brief(e)}", str(root)) from e
+    finally:
+        if direct is not None:
+            direct.engine.dispose()
+    if exp is not None and exp.lifecycle_stage == "deleted":
+        raise DataError(f"experiment {experiment!r} was deleted: restore it in the UI or use another name", str(root))
+    return client, exp_id
+
+
+def log_backtest(
+    run_dir: Path,
+    *,
+    fingerprint: str | None,
+    root: Path,
+    experiment: str = DEFAULT_EXPERIMENT,
+    parent_run_id: str | None = None,
+    tags: dict | None = None,
+) -> str:
+    """Log a finished backtest run folder as one MLflow run (params, metrics, tags, artifacts); returns its id."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError("no such run folder", str(run_dir))
+    summary = read_summary(run_dir / "summary.json")
+    for name in ("fills.parquet", "steps.parquet"):
+        if not (run_dir / name).is_file():
+            raise DataError("missing", str(run_dir / name))
+    # Everything is read and checked before the run exists, so bad folders leave no run behind.
+    params = backtest_params(summary)
+    metrics = backtest_metrics(summary)
+    dd = max_drawdown(run_dir / "steps.parquet")
+    if dd is not None:
+        metrics["max_drawdown"] = dd
+    all_tags = backtest_tags(summary, run_dir, fingerprint)
+    steps_bytes = (run_dir / "steps.parquet").stat().st_size
+    files = [run_dir / n for n in ("summary.json", "report.html", "fills.parquet", "funding.parquet")]
+    files = [f for f in files if f.is_file()]
+    if steps_bytes <= STEPS_MAX_BYTES:
+        files.append(run_dir / "steps.parquet")
+    else:
+        all_tags["steps_artifact"] = f"not copied ({steps_bytes / 2**20:.0f} MB); see run_dir"
+    client, exp_id = open_store(root, experiment)
+    if parent_run_id is not None:
+        exp_id = _parent_experiment(client, parent_run_id, root)
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    all_tags |= {str(k): v for k, v in (tags or {}).items()}
+    try:
+        run_id = _create_run(client, exp_id, run_dir.name, all_tags)
+        with _ends(client, run_id):
+            _log_batch(client, run_id, params, metrics)
+            for f in files:
+                client.log_artifact(run_id, str(f))
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"logging to MLflow failed (run marked FAILED): {_brief(e)}", str(run_dir)) from e
+    return run_id
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """An open parent run of a sweep: log its artifacts, metrics and the child runs of the best sets."""
+
+    client: MlflowClient
+    run_id: str
+    root: Path
+
+    def log_artifact(self, path: Path, artifact_dir: str | None = None) -> None:
+        """Copy a file (results table, HTML report, ...) into the sweep's artifacts."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError("no such file to log", str(path))
+        self.client.log_artifact(self.run_id, str(path), artifact_dir)
+
+    def log_metrics(self, metrics: dict) -> None:
+        """Log numbers (e.g. the best set's metric) on the sweep run; keys are made MLflow-safe."""
+        _log_batch(self.client, self.run_id, {}, _numbers(metrics, ""))
+
+    def log_child(self, run_dir: Path, *, fingerprint: str | None, tags: dict | None = None) -> str:
+        """Log a backtest run folder as a child of this sweep; returns the child's run id."""
+        return log_backtest(run_dir, fingerprint=fingerprint, root=self.root, parent_run_id=self.run_id, tags=tags)
+
+
+@contextmanager
+def sweep_run(
+    root: Path, name: str, params_spec: dict, tags: dict | None = None, experiment: str = DEFAULT_EXPERIMENT
+) -> Iterator[Sweep]:
+    """A parent run for a sweep: FINISHED when the block ends, FAILED on any exception (re-raised as is)."""
+    client, exp_id = open_store(root, experiment)
+    all_tags = {"kind": "sweep", **_provenance()} | {str(k): v for k, v in (tags or {}).items()}
+    try:
+        run_id = _create_run(client, exp_id, name, all_tags)
+    except Exception as e:
+        raise DataError(f"cannot create the sweep run: {_brief(e)}", str(root)) from e
+    with _ends(client, run_id):
+        _log_batch(client, run_id, _flat_params(params_spec, "spec"), {})
+        client.log_text(run_id, json.dumps(params_spec, indent=1, default=str), "sweep_spec.json")
+        yield Sweep(client, run_id, Path(root))
+
+
+def ui_command(root: Path, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """The command line of the MLflow UI on the store in `root`: one worker, artifacts read from the store."""
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracking_uri(root),
+        # Only used by experiments created in the UI; ours name their artifact folder themselves.
+        "--default-artifact-root",
+        artifact_root(root),
+        # Artifacts are local files the server reads directly; no upload proxy (and no ./mlartifacts).
+        "--no-serve-artifacts",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+
+
+def ui_env() -> dict[str, str]:
+    """The environment for the UI process: this one, with telemetry and MLflow's job runner off unless set."""
+    return UI_ENV | dict(os.environ)
+
+
+def serve_ui(root: Path, host: str = "127.0.0.1", port: int = 5000) -> int:
+    """Run the MLflow UI on the store in `root` until Ctrl-C; returns the server's exit code (0 after Ctrl-C)."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(ui_command(root, host, port), env=ui_env())
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        # The terminal sent Ctrl-C to the server as well: let it shut its worker down cleanly.
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # MLflow forwards SIGTERM to its uvicorn worker
+            proc.wait()
+        return 0  # Ctrl-C is how a UI is stopped, not a failure
+
+
+def backtest_params(summary: dict) -> dict[str, str]:
+    """Strategy params as `p.<name>`, venue settings as `venue.<name>`, gate settings as `gates.<name>`."""
+    out = {}
+    for key, prefix in PARAM_GROUPS.items():
+        out |= _flat_params(summary.get(key) or {}, prefix)
+    return out
+
+
+def backtest_metrics(summary: dict) -> dict[str, float]:
+    """The summary's numbers: results (equity, realized, fees, ...) and the counters, timings, mode shares, stats."""
+    out = _numbers({k: summary[k] for k in METRIC_KEYS if k in summary}, "")
+    for group in METRIC_GROUPS:
+        if isinstance(summary.get(group), dict):
+            out |= _numbers(summary[group], group + ".")
+    return out
+
+
+def backtest_tags(summary: dict, run_dir: Path, fingerprint: str | None) -> dict[str, str]:
+    """What ran on what: strategy, selection, digest, data fingerprint, code version, run folder."""
+    sel = summary.get("selection") or {}
+    tags = {
+        "kind": "backtest",
+        "strategy": summary.get("strategy"),
+        "venue": sel.get("venue"),
+        "symbol": sel.get("symbol"),
+        "start": sel.get("start"),
+        "end": sel.get("end"),
+        "lake": sel.get("root"),
+        "settle": summary.get("settle"),
+        "contract": summary.get("contract"),
+        "digest": summary.get("digest"),
+        "data_fingerprint": fingerprint,
+        "run_dir": str(Path(run_dir).resolve()),
+        **_provenance(),
+    }
+    return {k: str(v) for k, v in tags.items() if v is not None}
+
+
+def max_drawdown(steps_path: Path) -> float | None:
+    """Deepest fall of equity below its running peak over all steps (settle currency); None without an equity column."""
+    try:
+        if "equity" not in pq.read_schema(steps_path).names:
+            return None  # run folders from before equity was recorded per step
+        eq = pq.read_table(steps_path, columns=["equity"]).column("equity").to_numpy(zero_copy_only=False)
+    except Exception as e:
+        raise DataError(f"not a readable Parquet file: {_brief(e)}", str(steps_path)) from e
+    eq = np.asarray(eq, dtype=np.float64)
+    eq = eq[~np.isnan(eq)]
+    return float(np.max(np.maximum.accumulate(eq) - eq)) if len(eq) else 0.0
+
+
+def _provenance() -> dict[str, str]:
+    """grinder's version and the commit of its checkout (absent outside git)."""
+    commit = git_commit(CODE_REPO)
+    return {"grinder_version": grinder.__version__} | ({"git_commit": commit} if commit else {})
+
+
+def _create_run(client: MlflowClient, exp_id: str, name: str, tags: dict) -> str:
+    """Create a RUNNING run with its tags (values cut to MLflow's limit); returns its id."""
+    tags = {k if k.startswith("mlflow.") else _key(k): str(v)[:MAX_TAG_LEN] for k, v in tags.items() if v is not None}
+    return client.create_run(exp_id, tags=tags, run_name=name).info.run_id
+
+
+@contextmanager
+def _ends(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """End the run FINISHED if the block succeeds, FAILED if anything (even Ctrl-C) escapes it; never RUNNING."""
+    try:
+        yield
+    except BaseException:
+        _mark_failed(client, run_id)
+        raise
+    try:
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        _mark_failed(client, run_id)
+        raise
+
+
+def _mark_failed(client: MlflowClient, run_id: str) -> None:
+    """Best effort: the error that got us here matters more than one from marking the run."""
+    try:
+        client.set_terminated(run_id, "FAILED")
+    except Exception:
+        logging.getLogger(__name__).warning("could not mark MLflow run %s FAILED", run_id)
+
+
+def _log_batch(client: MlflowClient, run_id: str, params: dict[str, str], metrics: dict[str, float]) -> None:
+    """Params and metrics in as few requests as MLflow allows (it splits batches itself)."""
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+        params=[Param(k, v) for k, v in params.items()],
+    )
+
+
+def _flat_params(d: dict, prefix: str) -> dict[str, str]:
+    """Nested settings as `prefix.a.b` -> string value (lists and other values as JSON, cut to MLflow's limit)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{_key(str(k))}"
+        if isinstance(v, dict) and v:
+            out |= _flat_params(v, key)
+        else:
+            text = v if isinstance(v, str) else json.dumps(v, default=str)
+            out[key] = text[:MAX_PARAM_LEN]
+    return out
+
+
+def _numbers(d: dict, prefix: str) -> dict[str, float]:
+    """The int and float values of `d` (not bools) under MLflow-safe keys; NaN and inf are kept."""
+    return {
+        prefix + _key(str(k)): float(v) for k, v in d.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def _key(name: str) -> str:
+    """A name MLflow accepts as a key (letters, digits, _ - . space): "Total Return [%]" -> "Total Return pct"."""
+    name = re.sub(r"[\[\](){}]", "", name.replace("%", "pct"))
+    return re.sub(r"[^\w.\- ]+", "_", name).strip("_ ") or "_"
+
+
+def _parent_experiment(client: MlflowClient, parent_run_id: str, root: Path) -> str:
+    """The experiment of the parent run, so children sit beside it."""
+    try:
+        return client.get_run(parent_run_id).info.experiment_id
+    except Exception as e:
+        raise DataError(f"no parent run {parent_run_id} in the MLflow store: {_brief(e)}", str(root)) from e
+
+
+def _import_mlflow():
+    """Import mlflow with telemetry off; only the first call in a process pays the import."""
+    for k, v in MLFLOW_ENV.items():
+        os.environ.setdefault(k, v)
+    import mlflow
+
+    return mlflow
+
+
+@contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """Keep MLflow's INFO lines about creating the database, and its one SQLAlchemy deprecation, off the terminal."""
+    logger = logging.getLogger("mlflow")
+    old = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=SA_NOLOAD_WARNING, category=DeprecationWarning, module=r"mlflow\."
+            )
+            yield
+    finally:
+        logger.setLevel(old)
+
+
+def _brief(e: BaseException) -> str:
+    """An exception's type and first line (SQL errors run on for many lines)."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__

@@ -1,0 +1,66 @@
+"""Where a run came from: a content fingerprint of its market data and the git commit of the code.
+
+Both are plain Python (no MLflow), so anything can stamp its output with them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from grinder.data.tape import Tape
+
+# The event columns the backtest reads (the book replay and the engine); ts_local and flags matter
+# too (latency and local view, book consistency), so two tapes that differ there get different
+# fingerprints. `price` is price_ticks x tick (the instrument is hashed) and `ref` is never read.
+EVENT_COLUMNS = ("ts_exch", "ts_local", "kind", "side", "price_ticks", "qty", "flags")
+CHUNK_BYTES = 16 * 1024 * 1024  # bounds the copy when a column needs converting to little-endian
+
+
+def data_fingerprint(tape: Tape) -> str:
+    """sha256 (hex) over the tape's event columns, its funding series and its instrument's JSON."""
+    h = hashlib.sha256(b"grinder-tape-v1\n")
+    h.update(tape.instrument.model_dump_json().encode())
+    for name in EVENT_COLUMNS:
+        _update(h, name, getattr(tape, name))
+    # Funding is settled on the position, so it changes results as much as the book does.
+    for name in sorted(tape.funding.columns):
+        _update(h, "funding." + name, tape.funding.columns[name])
+    return h.hexdigest()
+
+
+def _update(h, name: str, a: np.ndarray) -> None:
+    """Feed one column: a header (name, dtype, length) so columns cannot run into each other, then its bytes."""
+    a = np.asarray(a)
+    dtype = a.dtype.newbyteorder("<")  # the same bytes on any machine; single-byte types are unchanged
+    h.update(f"\n{name}:{dtype.str}:{len(a)}\n".encode())
+    step = max(1, CHUNK_BYTES // max(1, a.dtype.itemsize))
+    for i in range(0, len(a), step):
+        # A no-op view for native little-endian contiguous columns; hashlib reads the buffer without copying.
+        h.update(np.ascontiguousarray(a[i : i + step], dtype=dtype).data)
+
+
+def git_commit(repo: Path) -> str | None:
+    """HEAD's commit hash in `repo`, with "-dirty" when tracked or untracked files differ; None if unknown."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--verify", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if head.returncode != 0:
+            return None
+        # Untracked files count: a new strategy module changes what a run does as much as an edit.
+        status = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    if status.returncode != 0:
+        return None  # a commit without knowing whether the tree matches it would claim too much
+    commit = head.stdout.strip()
+    return commit + "-dirty" if status.stdout.strip() else commit

@@ -1,0 +1,1 @@
+"""Experiment tracking: data fingerprints, git provenance, the MLflow store, sweeps and the UI."""

@@ -1,0 +1,271 @@
+"""MLflow tracking on a real backtest of the bundled sample: logged runs read back, sweeps, FAILED runs, the UI."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+
+import grinder
+from grinder.core import strategy
+from grinder.data.errors import DataError
+from grinder.data.tape import load_tape
+from grinder.sim.backtest import VenueConfig, run_backtest
+from grinder.sim.run_folder import summarize, write_run
+from grinder.track import mlflow_store
+from grinder.track.mlflow_store import log_backtest, open_store, sweep_run, ui_command, ui_env
+from grinder.track.provenance import data_fingerprint, git_commit
+from tests.conftest import REPO
+
+LAKE = REPO / "data" / "sample" / "lake"
+
+
+def backtest(out, **params):
+    """A real run folder: the static grid on the sample, without the HTML report (slow, and not under test)."""
+    tape = load_tape(LAKE, "binance-usdm", "BTCUSDT")
+    grid = strategy.get("static_grid")
+    p = grid.validate({"interval": 1.0, "half_spread": 2.0, "order_qty": 0.1, "max_position": 5, **params})
+    venue = VenueConfig()
+    res = run_backtest(tape, grid, grid.vector(p), venue)
+    meta = {
+        "strategy": grid.name,
+        "params": p.model_dump(),
+        "venue": venue.model_dump(),
+        "gates": {"max_position": 5.0},
+        "selection": {"root": str(LAKE), "venue": "binance-usdm", "symbol": "BTCUSDT", "start": None, "end": "x"},
+        "events": len(tape),
+        "stats": {"Total Return [%]": 1.5, "Sharpe Ratio": -0.25, "Period": "0 days 00:10:00"},
+    }
+    summary = summarize(res, meta, grid.modes)
+    return write_run(out, f"{grid.name}-BTCUSDT", res, summary, report=False), data_fingerprint(tape), summary
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two run folders (levels 20 and 10) and their data fingerprint."""
+    out = tmp_path_factory.mktemp("runs")
+    a, fp, summary = backtest(out, levels=20)
+    b, _, _ = backtest(out, levels=10)
+    (a / "report.html").write_text("<html>report</html>")  # stands in for the report write_run can make
+    return a, b, fp, summary
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return tmp_path_factory.mktemp("track") / "mlruns"  # does not exist yet: the first log creates it
+
+
+@pytest.fixture(scope="module")
+def logged(runs, store):
+    a, _, fp, _ = runs
+    return log_backtest(a, fingerprint=fp, root=store, tags={"note": "first"})
+
+
+def test_store_is_sqlite_with_every_artifact_folder_inside_it(store, logged):
+    assert mlflow_store.tracking_uri(store) == f"sqlite:///{store.resolve()}/mlflow.db"
+    assert (store / "mlflow.db").is_file() and (store / "artifacts").is_dir()
+    client, exp_id = open_store(store)
+    locations = {e.name: e.artifact_location for e in client.search_experiments()}
+    assert locations == {"grinder": str(store / "artifacts" / exp_id), "Default": str(store / "artifacts" / "0")}
+    assert client.get_run(logged).info.experiment_id == exp_id
+    assert client.get_run(logged).info.artifact_uri.startswith(str(store / "artifacts" / exp_id) + "/")
+
+
+def test_logged_run_reads_back(runs, store, logged, tmp_path):
+    a, _, fp, summary = runs
+    client, _ = open_store(store)
+    run = client.get_run(logged)
+    assert run.info.status == "FINISHED" and run.info.run_name == a.name
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    assert params["p.levels"] == "20" and params["p.half_spread"] == "2.0"
+    assert params["venue.queue"] == "risk_averse" and params["venue.maker_fee"] == "null"
+    assert params["gates.max_position"] == "5.0"
+    for key in ("equity", "realized", "unrealized", "fees", "funding_paid", "position"):
+        assert metrics[key] == pytest.approx(summary[key])
+    assert metrics["fills"] == summary["fills"] > 100
+    assert metrics["counters.placed"] == summary["counters"]["placed"] > 0
+    assert metrics["stats.Total Return pct"] == 1.5 and metrics["stats.Sharpe Ratio"] == -0.25
+    assert "stats.Period" not in metrics  # not a number
+    assert metrics["max_drawdown"] >= max(0.0, -summary["equity"])
+    assert tags["digest"] == summary["digest"] and tags["data_fingerprint"] == fp
+    assert tags["strategy"] == "static_grid" and tags["symbol"] == "BTCUSDT" and tags["venue"] == "binance-usdm"
+    assert tags["end"] == "x" and "start" not in tags  # a selection without a start has no start tag
+    assert tags["kind"] == "backtest" and tags["note"] == "first" and tags["run_dir"] == str(a.resolve())
+    assert tags["grinder_version"] == grinder.__version__
+    # The checkout may be committed to while the tests run: check the form, not the hash.
+    if git_commit(REPO) is None:
+        assert "git_commit" not in tags
+    else:
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", tags["git_commit"])
+    files = {f.path: f.file_size for f in client.list_artifacts(logged)}
+    assert set(files) == {"summary.json", "report.html", "fills.parquet", "steps.parquet", "funding.parquet"}
+    assert files["fills.parquet"] == (a / "fills.parquet").stat().st_size
+    local = client.download_artifacts(logged, "summary.json", str(tmp_path))
+    assert json.loads(open(local).read())["digest"] == summary["digest"]
+
+
+def test_large_steps_stay_in_the_run_folder(runs, store, monkeypatch):
+    a, _, fp, _ = runs
+    monkeypatch.setattr(mlflow_store, "STEPS_MAX_BYTES", 1000)
+    run_id = log_backtest(a, fingerprint=fp, root=store, experiment="small")
+    client, _ = open_store(store)
+    assert "steps.parquet" not in {f.path for f in client.list_artifacts(run_id)}
+    assert "not copied" in client.get_run(run_id).data.tags["steps_artifact"]
+
+
+def test_sweep_with_two_children(runs, store, tmp_path):
+    a, b, fp, _ = runs
+    table = tmp_path / "results.parquet"
+    pd.DataFrame({"levels": [10, 20], "equity": [1.0, 2.0]}).to_parquet(table)
+    page = tmp_path / "report.html"
+    page.write_text("<html>sweep</html>")
+    spec = {"levels": [10, 20], "fixed": {"interval": 1.0}}
+    with sweep_run(store, "grid-levels", spec, {"strategy": "static_grid"}, experiment="sweeps") as sweep:
+        sweep.log_artifact(table)
+        sweep.log_artifact(page)
+        sweep.log_metrics({"best equity": 2.0, "sets": 2})
+        kids = [sweep.log_child(a, fingerprint=fp)]
+        kids.append(log_backtest(b, fingerprint=fp, root=store, parent_run_id=sweep.run_id))
+    client, exp_id = open_store(store, "sweeps")
+    parent = client.get_run(sweep.run_id)
+    assert parent.info.status == "FINISHED" and parent.info.experiment_id == exp_id
+    assert parent.data.tags["kind"] == "sweep" and parent.data.tags["strategy"] == "static_grid"
+    assert parent.data.params == {"spec.levels": "[10, 20]", "spec.fixed.interval": "1.0"}
+    assert parent.data.metrics == {"best equity": 2.0, "sets": 2.0}
+    files = {f.path for f in client.list_artifacts(sweep.run_id)}
+    assert files == {"results.parquet", "report.html", "sweep_spec.json"}
+    children = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{sweep.run_id}'")
+    assert sorted(r.info.run_id for r in children) == sorted(kids)
+    assert {r.data.params["p.levels"] for r in children} == {"20", "10"}
+    assert all(r.info.status == "FINISHED" for r in children)
+
+
+@pytest.mark.parametrize("error", [ValueError("boom"), KeyboardInterrupt()], ids=["error", "ctrl-c"])
+def test_a_failing_sweep_leaves_a_failed_parent(runs, store, error):
+    a, _, fp, _ = runs
+    exp = f"failing-{type(error).__name__}"
+    with pytest.raises(type(error)):
+        with sweep_run(store, "doomed", {"levels": [1]}, experiment=exp) as sweep:
+            sweep.log_child(a, fingerprint=fp)
+            raise error
+    client, exp_id = open_store(store, exp)
+    statuses = {r.data.tags.get("kind"): r.info.status for r in client.search_runs([exp_id])}
+    assert statuses == {"sweep": "FAILED", "backtest": "FINISHED"}
+
+
+def test_failure_while_logging_marks_the_run_failed_and_names_the_folder(runs, store, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    a, _, fp, _ = runs
+
+    def broken(self, run_id, local_path, artifact_path=None):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", broken)
+    with pytest.raises(DataError, match="disk full") as e:
+        log_backtest(a, fingerprint=fp, root=store, experiment="broken")
+    assert e.value.path == str(a)
+    client, exp_id = open_store(store, "broken")
+    assert [r.info.status for r in client.search_runs([exp_id])] == ["FAILED"]
+
+
+def test_bad_input_is_a_data_error_before_any_run_exists(runs, store, tmp_path):
+    a, _, fp, _ = runs
+    with pytest.raises(DataError, match="no such run folder"):
+        log_backtest(tmp_path / "nope", fingerprint=fp, root=store, experiment="bad")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "summary.json").write_text((a / "summary.json").read_text())
+    with pytest.raises(DataError, match="missing") as e:
+        log_backtest(partial, fingerprint=fp, root=store, experiment="bad")
+    assert e.value.path == str(partial / "fills.parquet")
+    (partial / "summary.json").write_text("{not json")
+    with pytest.raises(DataError, match="not readable JSON"):
+        log_backtest(partial, fingerprint=fp, root=store, experiment="bad")
+    with pytest.raises(DataError, match="no parent run") as e:
+        log_backtest(a, fingerprint=fp, root=store, parent_run_id="0" * 32)
+    assert e.value.path == str(store)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.raises(DataError, match="cannot open the MLflow store") as e:
+        open_store(blocked)
+    assert e.value.path == str(blocked)
+    client, _ = open_store(store)
+    assert client.get_experiment_by_name("bad") is None  # nothing was created for bad input
+
+
+def test_importing_the_module_does_not_import_mlflow():
+    code = "import sys, grinder.track.mlflow_store, grinder.track.provenance; print('mlflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_default_root_follows_the_environment(monkeypatch):
+    monkeypatch.delenv("GRINDER_MLRUNS", raising=False)
+    assert str(mlflow_store.default_root()) == "mlruns"
+    monkeypatch.setenv("GRINDER_MLRUNS", "/somewhere/else")
+    assert str(mlflow_store.default_root()) == "/somewhere/else"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, data: dict | None = None):
+    body = None if data is None else json.dumps(data).encode()
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.status, r.read()
+
+
+def test_ui_starts_and_shows_the_logged_run(store, logged, tmp_path):
+    port = free_port()
+    cmd = ui_command(store, port=port)
+    assert cmd[cmd.index("--workers") + 1] == "1" and cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    base = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "ui.log").open("wb")
+    # Its own session, so the server and the uvicorn worker it spawns are stopped together.
+    proc = subprocess.Popen(cmd, env=ui_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 45
+        while True:
+            assert proc.poll() is None, (tmp_path / "ui.log").read_text()
+            try:
+                if get(base + "/health") == (200, b"OK"):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "UI did not answer in 45 s:\n" + (tmp_path / "ui.log").read_text()
+            time.sleep(0.25)
+        status, page = get(base + "/")
+        assert status == 200 and b"<html" in page.lower()
+        _, exp_id = open_store(store)
+        _, body = get(base + "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp_id]})
+        runs = {r["info"]["run_id"]: r for r in json.loads(body)["runs"]}
+        assert runs[logged]["info"]["status"] == "FINISHED"
+        _, body = get(f"{base}/ajax-api/2.0/mlflow/artifacts/list?run_id={logged}")
+        assert "summary.json" in {f["path"] for f in json.loads(body)["files"]}
+        tags = {t["key"]: t["value"] for t in runs[logged]["data"]["tags"]}
+        _, body = get(f"{base}/get-artifact?path=summary.json&run_uuid={logged}")
+        assert json.loads(body)["digest"] == tags["digest"]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
