@@ -451,6 +451,11 @@ def sweep(
         str | None, typer.Option(help="Dask scheduler tcp://host:port; workers must see the same lake path.")
     ] = None,
     children: Annotated[int, typer.Option(help="Best sets re-run over the whole selection as MLflow child runs.")] = 3,
+    search: Annotated[
+        str | None, typer.Option(help="Search instead of the full grid: 'tpe' (Optuna), in-sample objective.")
+    ] = None,
+    trials: Annotated[int, typer.Option(help="With --search: parameter sets to try.")] = 64,
+    seed: Annotated[int, typer.Option(help="With --search: sampler seed (same seed, same trials).")] = 0,
     track: TrackOpt = True,
     mlruns: MlrunsOpt = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
@@ -463,6 +468,7 @@ def sweep(
     from grinder.sim.backtest import LatencySeries
     from grinder.sweep.folder import sweep_id, write_sweep
     from grinder.sweep.folds import make_folds
+    from grinder.sweep.runner import METRICS
     from grinder.sweep.spec import expand
     from grinder.sweep.study import LOWER_IS_BETTER, RANKABLE, Selection, run_study
 
@@ -477,7 +483,11 @@ def sweep(
         if not eq or not name.strip():
             raise DataError(f"--grid {item!r}: expected NAME=SPEC")
         cfg["sweep"][name.strip()] = value.strip()
-    g = expand(strat, cfg["sweep"], cfg["strategy"])
+    if search is not None and search != "tpe":
+        raise DataError(f"unknown search {search!r}; available: tpe")
+    if search is not None and rank_by not in METRICS:
+        raise DataError(f"a search optimises a per-backtest metric ({', '.join(METRICS)}), not {rank_by!r}")
+    g = expand(strat, cfg["sweep"], cfg["strategy"]) if search is None else None
     venue_cfg, gates_cfg = _venue_and_gates(cfg)
     latency = LatencySeries.read(venue_cfg.latency_file) if venue_cfg.latency_file else None
     lo, hi = _parse_time(start), _parse_time(end)
@@ -485,7 +495,8 @@ def sweep(
         raise DataError(f"--children must be >= 0, got {children}")
     spec = {
         "strategy": strat.name,
-        "grid": {k: ",".join(map(str, v)) for k, v in g.axes.items()},
+        "grid": {k: str(v) for k, v in cfg["sweep"].items()},
+        "search": search,
         "fixed": cfg["strategy"],
         "symbol": symbol,
         "venue": venue,
@@ -509,6 +520,15 @@ def sweep(
         span_hi = hi if hi is not None else int(whole.ts_exch[-1]) + 1
         windows = make_folds(span_lo, span_hi, train, walk_forward)
         sel = Selection(root, venue, symbol, lo, hi)
+        if search is not None:
+            from grinder.sweep.search import search_sets
+
+            one = len(windows) == 1 and lo is None and hi is None
+            with err.status(f"searching {trials} trials (TPE, in sample)"):
+                g = search_sets(strat, cfg["sweep"], cfg["strategy"], windows,
+                                lambda w: whole if one else load_tape(root, venue, symbol, w.start_ns, w.end_ns),
+                                venue_cfg, gates_cfg, latency, rank_by, rank_by in LOWER_IS_BETTER, trials, seed,
+                                workers)  # fmt: skip
         parent = None
         if track:
             from grinder.track.mlflow_store import default_root, sweep_run
@@ -536,6 +556,7 @@ def sweep(
             "selection": {"root": str(root), "venue": venue, "symbol": symbol, "start": start, "end": end},
             "windows": [w.__dict__ for w in windows],
             "sets": len(g),
+            "search": None if search is None else {"sampler": search, "trials": trials, "seed": seed},
             "backtests": len(g) * len(windows),
             "events": int(study.results.groupby("window")["events"].first().sum()),
             "rank_by": rank_by,

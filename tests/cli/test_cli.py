@@ -260,6 +260,8 @@ def test_sweep_writes_a_folder_and_its_sets_match_lone_backtests(sample, tmp_pat
         ([*SWEEP, "--rank-by", "profit"], "unknown ranking metric 'profit'"),
         ([*SWEEP, "--walk-forward", "-1"], "walk_forward must be >= 0"),
         (["-g", "interval"], "expected NAME=SPEC"),
+        ([*SWEEP, "--search", "grid"], "unknown search 'grid'"),
+        ([*SWEEP, "--search", "tpe", "--rank-by", "sharpe"], "a search optimises a per-backtest metric"),
     ],
 )  # fmt: skip
 def test_sweep_bad_input_is_one_line_and_exit_2(args, message, sample, tmp_path):
