@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/data_layer.py
 	$(BIN)/python bench/agreement.py
 	$(BIN)/python bench/backtest_speed.py
+	$(BIN)/python bench/sweep_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

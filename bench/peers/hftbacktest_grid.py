@@ -19,6 +19,11 @@ For every window it
 a ready-made hftbacktest event file (as written by ``bench/backtest_speed.py`` for synthetic
 data), writing the same three outputs as ``DIR/<NAME>_*``.
 
+``--sweep-file SETS.json`` (with one ``--window`` or ``--npz``) is the sweep mode used by
+``bench/sweep_speed.py``: the data is loaded once and the strategy compiled once, then every
+parameter set gets a full run (a fresh backtester built on the loaded array, the loop, the final
+state), ``--repeat`` passes over all sets; it writes ``DIR/<name>_sweep.json``.
+
 See ``bench/peers/README.md`` for the exact semantics and the caveats.
 """
 
@@ -562,13 +567,19 @@ def _run_loop(data, spec, args, roi, start_ts, n_steps_hint):
     return wall, final, open_orders, counters, fills_i[:n].copy(), fills_f[:n].copy(), recorder
 
 
-def run_window(name: str, args) -> dict:
+def load_window(name: str, args) -> tuple[dict, np.ndarray, dict, float]:
+    """A window's spec, its converted event array (converted once, then cached), its meta and load time."""
     spec = WINDOWS[name]
     npz, meta = convert_window(name, args.raw_dir, args.data_dir, args.feed_base_latency_ns, args.force_convert)
 
     t0 = time.perf_counter()
     data = np.load(npz)["data"]
     load_s = time.perf_counter() - t0
+    return spec, data, meta, load_s
+
+
+def run_window(name: str, args) -> dict:
+    spec, data, meta, load_s = load_window(name, args)
     return _run_data(name, spec, data, meta, load_s, args)
 
 
@@ -578,6 +589,11 @@ def run_npz(args) -> dict:
     The file is used as it is: its local times are not corrected and its rows are not reordered,
     so whoever wrote it decides the feed latency and the EXCH/LOCAL flags.
     """
+    return _run_data(args.name, *load_npz(args), args)
+
+
+def load_npz(args) -> tuple[dict, np.ndarray, dict, float]:
+    """The ``--npz`` file's spec, event array, meta (its statistics) and load time."""
     spec = {"files": [args.npz.name], "symbol": None, "tick_size": args.tick_size, "lot_size": args.lot_size}
     t0 = time.perf_counter()
     data = np.load(args.npz)["data"]
@@ -592,10 +608,11 @@ def run_npz(args) -> dict:
         "cached": False,
         "convert_s": 0.0,
     }
-    return _run_data(args.name, spec, data, meta, load_s, args)
+    return spec, data, meta, load_s
 
 
-def _run_data(name: str, spec: dict, data: np.ndarray, meta: dict, load_s: float, args) -> dict:
+def _run_context(spec: dict, data: np.ndarray, meta: dict, args) -> tuple[tuple[float, float], int, int]:
+    """ROI bounds (0.8 x min and 1.2 x max trade price), first quoting time and a step-count hint."""
     trade_px = data["px"][((data["ev"] & 0xFF) == TRADE_EVENT)]
     lo, hi = float(trade_px.min()), float(trade_px.max())
     roi = (
@@ -605,6 +622,11 @@ def _run_data(name: str, spec: dict, data: np.ndarray, meta: dict, load_s: float
     start_ts = meta["snapshot_local_ts"] if (args.wait_snapshot and meta["snapshot_local_ts"]) else 0
     span_ns = max(meta["last_exch_ts"], meta["last_local_ts"]) - min(meta["first_exch_ts"], meta["first_local_ts"])
     n_steps_hint = int(span_ns // args.step_ns) + 16
+    return roi, start_ts, n_steps_hint
+
+
+def _run_data(name: str, spec: dict, data: np.ndarray, meta: dict, load_s: float, args) -> dict:
+    roi, start_ts, n_steps_hint = _run_context(spec, data, meta, args)
 
     # JIT warm-up on a small prefix of the same data so the timed loop excludes compilation.
     t0 = time.perf_counter()
@@ -758,6 +780,185 @@ def _run_data(name: str, spec: dict, data: np.ndarray, meta: dict, load_s: float
     return summary
 
 
+# --------------------------------------------------------------------------------------------
+# Sweep: one full run per parameter set, in one process, as a user sweeping with hftbacktest would
+# --------------------------------------------------------------------------------------------
+SWEEP_KEYS = ("grid_num", "grid_interval_ticks", "half_spread_ticks", "order_qty", "max_position")
+
+
+def read_sweep_sets(path: Path, args) -> list[dict]:
+    """Parameter sets from a JSON list (or {"sets": [...]}) of objects with keys SWEEP_KEYS.
+
+    A key left out takes its command-line value (--grid-num, --grid-interval-ticks, ...).
+    """
+    raw = json.loads(Path(path).read_text())
+    raw = raw["sets"] if isinstance(raw, dict) else raw
+    if not isinstance(raw, list) or not raw:
+        raise SystemExit(f"{path}: expected a non-empty JSON list of parameter sets")
+    sets = []
+    for i, s in enumerate(raw):
+        unknown = sorted(set(s) - set(SWEEP_KEYS))
+        if unknown:
+            raise SystemExit(f"{path}: set {i} has unknown key(s) {unknown}; expected {list(SWEEP_KEYS)}")
+        sets.append(
+            {
+                "grid_num": int(s.get("grid_num", args.grid_num)),
+                "grid_interval_ticks": s.get("grid_interval_ticks", args.grid_interval_ticks),
+                "half_spread_ticks": s.get("half_spread_ticks", args.half_spread_ticks),
+                "order_qty": float(s.get("order_qty", args.order_qty)),
+                "max_position": float(s.get("max_position", args.max_position)),
+            }
+        )
+    return sets
+
+
+def _run_set(data, spec, args, roi, start_ts, n_steps_hint, p, fills_i, fills_f) -> tuple[dict, tuple]:
+    """One full run of parameter set `p`: build a fresh backtester on `data`, run the grid, read its state.
+
+    Returns the set's result and the wall times of (build, loop, read + close). The fill buffers are
+    reused across sets (only the first `fills` rows are written); the arguments have the types of
+    `_run_loop`'s, so the compiled strategy is the same and nothing recompiles between sets.
+    """
+    t0 = time.perf_counter()
+    hbt = _build(data, spec, args, roi)
+    recorder = Recorder(1, n_steps_hint)
+    counters = np.zeros(C_N, np.int64)
+    t1 = time.perf_counter()
+    grid_trading(
+        hbt,
+        recorder.recorder,
+        args.step_ns,
+        start_ts,
+        p["grid_num"],
+        float(p["grid_interval_ticks"]),
+        float(p["half_spread_ticks"]),
+        p["order_qty"],
+        p["max_position"],
+        fills_i,
+        fills_f,
+        counters,
+    )
+    t2 = time.perf_counter()
+    sv = hbt.state_values(0)
+    res = {
+        "fills": int(counters[C_FILLS]),
+        "num_trades": int(sv.num_trades),
+        "position": sv.position,
+        "balance": sv.balance,
+        "fee": sv.fee,
+        "steps": int(counters[C_STEPS]),
+        "orders_submitted": int(counters[C_SUBMIT_BUY] + counters[C_SUBMIT_SELL]),
+        "cancels_submitted": int(counters[C_CANCEL]),
+        "orders_expired_gtx": int(counters[C_EXPIRED]),
+        "fill_buffer_overflow": int(counters[C_OVERFLOW]),
+    }
+    hbt.close()
+    t3 = time.perf_counter()
+    return res, (t1 - t0, t2 - t1, t3 - t2)
+
+
+def run_sweep(name: str, spec: dict, data: np.ndarray, meta: dict, load_s: float, args) -> dict:
+    """Every set of ``--sweep-file`` on the loaded data, one fresh backtester per set; ``--repeat`` passes.
+
+    The data is loaded (and for a window converted) once; the strategy is JIT-compiled once on a
+    20 000-row prefix before the first pass (reported as jit_warmup_s). Each pass then runs every
+    set in order: build the backtester from the event array, run the loop, read the final state.
+    A pass's total_s is its wall time from the first build to the last close. Writes
+    ``<out>/<name>_sweep.json``.
+    """
+    sets = read_sweep_sets(args.sweep_file, args)
+    roi, start_ts, n_steps_hint = _run_context(spec, data, meta, args)
+    cap = args.fill_capacity
+    fills_i = np.zeros((cap, 8), np.int64)
+    fills_f = np.zeros((cap, 2), np.float64)
+    ctx = (spec, args, roi, start_ts, n_steps_hint)
+
+    t0 = time.perf_counter()
+    _run_set(data[: min(len(data), 20_000)].copy(), *ctx, sets[0], fills_i, fills_f)
+    jit_s = time.perf_counter() - t0
+
+    passes, times, results, differs = [], [[] for _ in sets], None, 0
+    for _ in range(max(1, args.repeat)):
+        out = []
+        t0 = time.perf_counter()
+        for i, p in enumerate(sets):
+            r, t = _run_set(data, *ctx, p, fills_i, fills_f)
+            times[i].append(t)
+            out.append(r)
+        total = time.perf_counter() - t0
+        last = [t[-1] for t in times]
+        passes.append(
+            {
+                "total_s": round(total, 4),
+                "build_s": round(sum(t[0] for t in last), 4),
+                "loop_s": round(sum(t[1] for t in last), 4),
+                "read_close_s": round(sum(t[2] for t in last), 4),
+            }
+        )
+        if results is None:
+            results = out
+        else:  # hftbacktest is deterministic up to the last bits of balance (hash-map order of sums)
+            key = ("fills", "position", "steps", "orders_submitted", "cancels_submitted")
+            differs += sum(any(a[k] != b[k] for k in key) for a, b in zip(results, out, strict=True))
+    overflow = sum(r["fill_buffer_overflow"] for r in results)
+    if overflow:
+        raise RuntimeError(f"fill buffer overflow ({overflow}); raise --fill-capacity")
+    for r, p, t in zip(results, sets, times, strict=True):
+        r["params"] = p
+        r["build_s_min"] = round(min(x[0] for x in t), 5)
+        r["loop_s_min"] = round(min(x[1] for x in t), 5)
+        r["read_close_s_min"] = round(min(x[2] for x in t), 5)
+
+    best = min(range(len(passes)), key=lambda k: passes[k]["total_s"])
+    src_events = meta["source_events"]
+    summary = {
+        "window": name,
+        "engine": "hftbacktest",
+        "engine_version": hftbacktest.__version__,
+        "symbol": spec["symbol"],
+        "files": spec["files"],
+        "settings": {
+            "strategy": "hftbacktest 'High-Frequency Grid Trading' (plain grid) example, one full run per set",
+            "step_ns": args.step_ns,
+            "tick_size": spec["tick_size"],
+            "lot_size": spec["lot_size"],
+            "order_latency": {
+                "model": "constant_order_latency",
+                "entry_ns": args.entry_latency_ns,
+                "response_ns": args.response_latency_ns,
+            },
+            "queue_model": "risk_adverse_queue_model",
+            "exchange_model": "no_partial_fill_exchange",
+            "fee_model": {"model": "trading_value_fee_model", "maker": args.maker_fee, "taker": args.taker_fee},
+            "depth": args.depth,
+            "roi": list(roi) if args.depth == "roivector" else None,
+            "wait_for_snapshot": bool(args.wait_snapshot),
+            "first_quote_not_before_ts": int(start_ts),
+            "feed_base_latency_ns": args.feed_base_latency_ns,
+        },
+        "conversion": {k: v for k, v in meta.items() if k not in ("key",)},
+        "sets": results,
+        "timing": {
+            "npz_load_s": round(load_s, 4),
+            "jit_warmup_s": round(jit_s, 3),
+            "sets": len(sets),
+            "passes": passes,
+            "best_pass": best,
+            "total_s": passes[best]["total_s"],
+            "total_s_all": [q["total_s"] for q in passes],
+            "per_set_min_sum_s": round(sum(min(sum(x) for x in t) for t in times), 4),
+            "source_events": src_events,
+            "rows_processed": meta["rows_total"],
+            "set_events_per_s": round(len(sets) * src_events / passes[best]["total_s"], 1),
+            "sets_differing_between_passes": differs,
+        },
+        "host": {"python": platform.python_version(), "numpy": np.__version__, "cpu_count": os.cpu_count()},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}_sweep.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="output directory")
@@ -821,6 +1022,13 @@ def main(argv=None) -> int:
         help="timed runs of the loop (fresh backtester each; min wall time reported; default: %(default)s)",
     )
     p.add_argument("--fill-capacity", type=int, default=2_000_000, help="max fills recorded (default: %(default)s)")
+    p.add_argument(
+        "--sweep-file",
+        type=Path,
+        help="sweep mode: run every parameter set of this JSON list (keys grid_num, grid_interval_ticks, "
+        "half_spread_ticks, order_qty, max_position; missing keys take the options' values) on one window or "
+        "--npz, a fresh backtester per set, --repeat passes; writes <out>/<name>_sweep.json",
+    )
     args = p.parse_args(argv)
     if args.npz is not None:
         if args.window:
@@ -833,6 +1041,21 @@ def main(argv=None) -> int:
         names = list(WINDOWS) if not args.window or "all" in args.window else list(dict.fromkeys(args.window))
 
     print(f"hftbacktest {hftbacktest.__version__}, numpy {np.__version__}; out={args.out}")
+    if args.sweep_file is not None:
+        if len(names) != 1:
+            p.error("--sweep-file runs on one dataset: give one --window or --npz")
+        name = names[0]
+        spec, data, meta, load_s = load_npz(args) if args.npz else load_window(name, args)
+        s = run_sweep(name, spec, data, meta, load_s, args)
+        t = s["timing"]
+        print(
+            f"[{name}] sweep of {t['sets']} sets x {t['source_events']:,} events: best of {len(t['passes'])} passes "
+            f"{t['total_s']:.2f} s (all {t['total_s_all']}), {t['set_events_per_s'] / 1e6:.2f} M set-events/s; "
+            f"build {t['passes'][t['best_pass']]['build_s']:.2f} s, loop {t['passes'][t['best_pass']]['loop_s']:.2f} s; "
+            f"jit {t['jit_warmup_s']:.1f} s, npz load {t['npz_load_s']:.3f} s",
+            flush=True,
+        )
+        return 0
     hdr = f"{'window':<18}{'events':>10}{'fills':>8}{'pos':>8}{'fee':>10}{'PnL':>12}{'loop s':>9}{'events/s':>12}"
     rows = []
     for name in names:
