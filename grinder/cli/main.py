@@ -616,6 +616,126 @@ def _track_sweep(parent, folder, study, summary, g, tape, venue_cfg, gates_cfg, 
             parent.log_child(run_dir, fingerprint=fingerprint, tags={"sweep_rank": str(rank), "sweep_set": str(set_no)})
 
 
+@app.command("portfolio")
+@_clean_errors
+def portfolio(
+    strategy: Annotated[str, typer.Argument(help="Strategy name (a module in strategies/ defining STRATEGY).")],
+    symbols: Annotated[str, typer.Option(help="Candidates, comma-separated: SYMBOL (on --venue) or VENUE/SYMBOL.")],
+    k: Annotated[int, typer.Option(help="How many symbols to trade (top K of the prefilter).")] = 3,
+    lookback_s: Annotated[
+        float | None, typer.Option(help="Prefilter look-back from the start, seconds (default: a third of the span).")
+    ] = None,
+    budget: Annotated[float, typer.Option(help="Total risk budget, settle currency, split equally.")] = 10_000.0,
+    max_drawdown: Annotated[
+        float, typer.Option(help="A pick's budget reaches the floor at this drawdown / budget.")
+    ] = 0.2,
+    floor: Annotated[float, typer.Option(help="Smallest budget fraction a pick keeps.")] = 0.0,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Strategy parameter NAME=VALUE.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML: [strategy], [symbols.SYMBOL] overrides, [venue], [gates], [prefilter].")
+    ] = None,
+    venue: Annotated[str, typer.Option(help="Venue.")] = "binance-usdm",
+    start: Annotated[str | None, typer.Option(help="Start (default: when every candidate has data).")] = None,
+    end: Annotated[str | None, typer.Option(help="End, exclusive (default: the last common moment).")] = None,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for portfolio folders.")] = Path("portfolios"),
+    root: RootOpt = DEFAULT_ROOT,
+) -> None:
+    """Rank candidates on a look-back, trade the top K after it, split a budget by drawdown; write a folder."""
+    import numpy as np
+
+    from grinder.core.strategy import get
+    from grinder.data.catalog import Catalog
+    from grinder.portfolio.allocator import DrawdownRule
+    from grinder.portfolio.folder import portfolio_id, write_portfolio
+    from grinder.portfolio.prefilter import PrefilterRules
+    from grinder.portfolio.study import run_portfolio
+
+    strat = get(strategy)
+    cands = [x.strip() for x in symbols.split(",") if x.strip()]
+    if not cands:
+        raise DataError("--symbols: no candidate symbols")
+    if k < 1:
+        raise DataError(f"--k must be at least 1, got {k}")
+    cfg = _settings(config, ("strategy", "symbols", "venue", "gates", "prefilter"), param, {})
+    unknown = sorted(set(cfg["symbols"]) - set(cands))  # [symbols."VENUE/SYMBOL"] for other venues
+    if unknown:
+        raise DataError(f"[symbols] names symbol(s) that are not candidates: {', '.join(unknown)}")
+    params = {}
+    for sym in cands:
+        override = cfg["symbols"].get(sym, {})
+        if not isinstance(override, dict):
+            raise DataError(f"[symbols.{sym}] must be a table")
+        try:
+            params[sym] = strat.validate({**cfg["strategy"], **override})
+        except DataError as e:
+            raise DataError(f"{sym}: {e}") from None
+    venue_cfg, gates_cfg = _venue_and_gates(cfg)
+    try:
+        rules = PrefilterRules(**cfg["prefilter"])
+        rule = DrawdownRule(max_drawdown=max_drawdown, floor=floor)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise DataError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+    spans = {}
+    for r in Catalog(root).summary():
+        name = r["symbol"] if r["venue"] == venue else f"{r['venue']}/{r['symbol']}"
+        if name in cands and r["tbl"] in ("book", "trades"):
+            lo_, hi_ = spans.get(name, (r["first_ns"], r["last_ns"]))
+            spans[name] = (min(lo_, r["first_ns"]), max(hi_, r["last_ns"]))
+    missing = [c for c in cands if c not in spans]
+    if missing:
+        raise DataError(f"no data for {', '.join(missing)} on {venue} in {root}")
+    lo = _parse_time(start) or max(a for a, _ in spans.values())
+    hi = _parse_time(end) or min(b for _, b in spans.values()) + 1
+    if hi <= lo:
+        raise DataError("the candidates have no time in common (or --end is not after --start)")
+    look = int((lookback_s * 1e9) if lookback_s is not None else (hi - lo) // 3)
+    t0 = time.perf_counter()
+    with err.status(f"ranking {len(cands)} candidates and backtesting the top {k}"):
+        run = run_portfolio(root, venue, cands, strat, params.__getitem__, lo, hi, look, k, budget, rule, venue_cfg,
+                            gates_cfg, rules)  # fmt: skip
+    seconds = round(time.perf_counter() - t0, 3)
+    first = next(iter(run.results.values()))
+    summary = {
+        "strategy": strat.name,
+        "venue_name": venue,
+        "candidates": cands,
+        "picks": list(run.selection.symbols),
+        "excluded": dict(run.selection.excluded),
+        "params": {s: params[s].model_dump() for s in run.selection.symbols},
+        "venue": venue_cfg.model_dump(),
+        "gates": gates_cfg.model_dump(),
+        "prefilter": rules.model_dump(),
+        "rule": rule.model_dump(),
+        "budget": budget,
+        "settle": first.settle,
+        "start": str(np.datetime64(lo, "ns")),
+        "trade_start": str(np.datetime64(run.trade_start_ns, "ns")),
+        "end": str(np.datetime64(hi, "ns")),
+        "lookback_s": look / 1e9,
+        "equity": float(run.portfolio.equity[-1]),
+        "max_drawdown": run.portfolio.max_drawdown,
+        "full_size_equity": float(run.full_equity[-1].sum()),
+        "digests": {s: r.digest for s, r in run.results.items()},
+        "portfolio_id": portfolio_id(run),
+        "seconds": seconds,
+    }
+    with err.status("writing the portfolio folder and report"):
+        folder = write_portfolio(out_dir, f"{strat.name}-k{k}", run, summary, report=report)
+    out.print(f"portfolio of {strat.name}: chose {', '.join(summary['picks'])} of {len(cands)} in {seconds:.2f} s")
+    for sym, why in run.selection.excluded:
+        out.print(f"  excluded {sym}: {why}")
+    out.print(
+        f"  equity {summary['equity']:.4f} {summary['settle']} (full size {summary['full_size_equity']:.4f}), "
+        f"max drawdown {summary['max_drawdown']:.4f}"
+    )
+    out.print(f"  portfolio id {summary['portfolio_id']}")
+    out.print(f"  portfolio folder: {folder}")
+    if report:
+        out.print(f"  report: {folder / 'report.html'}")
+
+
 @app.command("ui")
 @_clean_errors
 def ui(

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from grinder.portfolio.study import PortfolioRun
+from grinder.sim.run_folder import atomic_folder
 
 
 def portfolio_id(run: PortfolioRun) -> str:
@@ -43,11 +42,7 @@ def tables(run: PortfolioRun) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def write_portfolio(out: Path, name: str, run: PortfolioRun, summary: dict, report: bool = True) -> Path:
     """Write `out/<UTC stamp>-<name>-<id[:8]>` atomically; returns its path."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder = Path(out) / f"{stamp}-{name}-{summary['portfolio_id'][:8]}"
-    tmp = Path(out) / f".{folder.name}.tmp"
-    tmp.mkdir(parents=True, exist_ok=False)
-    try:
+    with atomic_folder(out, name, summary["portfolio_id"]) as (tmp, folder):
         feats, eq = tables(run)
         feats.to_parquet(tmp / "features.parquet", index=False)
         eq.to_parquet(tmp / "equity.parquet", index=False)
@@ -56,8 +51,4 @@ def write_portfolio(out: Path, name: str, run: PortfolioRun, summary: dict, repo
             from grinder.report.portfolio_html import write_portfolio_report
 
             write_portfolio_report(tmp, feats, eq, summary)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder

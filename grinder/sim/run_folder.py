@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,13 +48,27 @@ def summarize(res: BacktestResult, meta: dict, mode_names: tuple[str, ...] = ())
     }
 
 
-def write_run(out: Path, name: str, res: BacktestResult, summary: dict, report: bool = True) -> Path:
-    """Write the run folder `out/<UTC stamp>-<name>-<digest[:8]>` atomically; returns its path."""
+@contextmanager
+def atomic_folder(out: Path, name: str, ident: str) -> Iterator[tuple[Path, Path]]:
+    """Yield (temporary folder to fill, final path `out/<UTC stamp>-<name>-<ident[:8]>`); renamed at the end.
+
+    On any error the temporary folder is removed, so a half-written folder is never seen.
+    """
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = Path(out) / f"{stamp}-{name}-{res.digest[:8]}"
-    tmp = Path(out) / f".{run_dir.name}.tmp"
+    final = Path(out) / f"{stamp}-{name}-{ident[:8]}"
+    tmp = Path(out) / f".{final.name}.tmp"
     tmp.mkdir(parents=True, exist_ok=False)
     try:
+        yield tmp, final
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_run(out: Path, name: str, res: BacktestResult, summary: dict, report: bool = True) -> Path:
+    """Write the run folder `out/<UTC stamp>-<name>-<digest[:8]>` atomically; returns its path."""
+    with atomic_folder(out, name, res.digest) as (tmp, run_dir):
         pq.write_table(pa.table(res.fills), tmp / "fills.parquet")
         pq.write_table(pa.table(res.steps), tmp / "steps.parquet")
         pq.write_table(pa.table(res.funding), tmp / "funding.parquet")
@@ -61,8 +77,4 @@ def write_run(out: Path, name: str, res: BacktestResult, summary: dict, report: 
             from grinder.report.html import write_report
 
             write_report(tmp)
-        tmp.rename(run_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return run_dir

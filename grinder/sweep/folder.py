@@ -6,12 +6,11 @@ failed or interrupted sweep leaves nothing behind.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
+from grinder.sim.run_folder import atomic_folder
 from grinder.sweep.study import StudyResult
 
 
@@ -25,11 +24,7 @@ def sweep_id(study: StudyResult) -> str:
 
 def write_sweep(out: Path, name: str, study: StudyResult, summary: dict, report: bool = True) -> Path:
     """Write the sweep folder `out/<UTC stamp>-<name>-<id[:8]>` atomically; returns its path."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder = Path(out) / f"{stamp}-{name}-{summary['sweep_id'][:8]}"
-    tmp = Path(out) / f".{folder.name}.tmp"
-    tmp.mkdir(parents=True, exist_ok=False)
-    try:
+    with atomic_folder(out, name, summary["sweep_id"]) as (tmp, folder):
         study.results.to_parquet(tmp / "results.parquet", index=False)
         study.ranking.to_parquet(tmp / "ranking.parquet", index=False)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
@@ -37,8 +32,4 @@ def write_sweep(out: Path, name: str, study: StudyResult, summary: dict, report:
             from grinder.report.sweep_html import write_sweep_report
 
             write_sweep_report(tmp, study, summary)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder

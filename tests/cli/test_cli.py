@@ -236,7 +236,8 @@ def test_sweep_writes_a_folder_and_its_sets_match_lone_backtests(sample, tmp_pat
     r = grinder("sweep", "static_grid", "--root", sample, *SWEEP, "--train", "0.6", "--out", tmp_path / "sw")
     assert r.returncode == 0, r.stderr
     folder = next((tmp_path / "sw").iterdir())
-    assert {p.name for p in folder.iterdir()} == {"results.parquet", "ranking.parquet", "summary.json", "report.html"}
+    files = {"results.parquet", "ranking.parquet", "summary.json", "report.html", "best"}  # best: MLflow child runs
+    assert {p.name for p in folder.iterdir()} == files and len(list((folder / "best").iterdir())) == 3
     assert f"sweep folder: {folder}" in r.stdout and "#1 set" in r.stdout
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["sets"] == 4 and summary["backtests"] == 8 and summary["rank_key"] == "equity_out"
