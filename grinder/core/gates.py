@@ -72,6 +72,20 @@ def new_gate_state(cfg: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
+def gates_active(cfg) -> bool:
+    """Whether any gate is on (a limit above 0); with none, apply_gates would pass every intent unchanged."""
+    return (
+        cfg[0] > 0.0
+        or cfg[2] > 0.0
+        or cfg[3] > 0.0
+        or cfg[4] > 0.0
+        or cfg[5] > 0.0
+        or cfg[6] > 0.0
+        or (cfg[8] > 0.0 or cfg[10] > 0.0)
+    )
+
+
+@njit(cache=True)
 def apply_gates(cfg, st, now_ns, position, best_bid_px, best_ask_px, equity, unit_notional, t_side, t_qty, place,
                 n_place, n_cancel, n_open, blocked):  # fmt: skip
     """Filter one decision's intents; returns (places kept, cancels kept). `place` is compacted in place.

@@ -42,7 +42,7 @@ from grinder.core.diff import (
     ST_NONE,
     diff_quotes,
 )
-from grinder.core.gates import apply_gates
+from grinder.core.gates import apply_gates, gates_active
 from grinder.core.ledger import CASH, FEES, LEDGER_SIZE, POSITION, REALIZED, book_fill, equity, notional, quote_notional
 from grinder.core.strategy import STRATEGY_FN
 from grinder.sim.queue import filled_qty, on_depth, on_trade
@@ -307,6 +307,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     x_lp = np.zeros(cap, np.int64)  # next row of the order's level (position in level_rows) not yet applied
     x_le = np.zeros(cap, np.int64)  # end of the level's rows in level_rows
     nblk = blk_hi.shape[0]
+    gates_on = gates_active(gate_cfg)  # all off: skip them (their rolling history is only read by gates)
     inflight = np.zeros(cap, np.int64)
     free = np.arange(cap - 1, -1, -1).astype(np.int64)
     nfree = cap
@@ -609,17 +610,18 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         ba = local_ba[lj - 1] if lj > 0 else EMPTY
         bbq = local_bbq[lj - 1] if lj > 0 else 0.0
         baq = local_baq[lj - 1] if lj > 0 else 0.0
-        for s_ in range(hi):
-            if l_live[s_] and (l_status[s_] == ST_FILLED or l_status[s_] == ST_CANCELED or l_status[s_] == ST_EXPIRED):
-                l_live[s_] = False
-                if not x_live[s_] and inflight[s_] == 0:
-                    free[nfree] = s_
-                    nfree += 1
         m = 0
         qbid = EMPTY
         qask = EMPTY
         for s_ in range(hi):
-            if l_live[s_]:
+            if not l_live[s_]:
+                continue
+            if l_status[s_] == ST_FILLED or l_status[s_] == ST_CANCELED or l_status[s_] == ST_EXPIRED:
+                l_live[s_] = False
+                if not x_live[s_] and inflight[s_] == 0:
+                    free[nfree] = s_
+                    nfree += 1
+            else:
                 slots[m] = s_
                 v_side[m], v_px[m], v_qty[m] = o_side[s_], o_px[s_], l_leaves[s_]
                 m += 1
@@ -653,23 +655,24 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         have_mid = bb != EMPTY and ba != EMPTY
         mid_now = (bb + ba) * 0.5 * tick if have_mid else 0.0
         eq_now = equity(led, mid_now, funding_paid, inverse, contract_size) if have_mid else np.nan
-        npl, nc = apply_gates(
-            gate_cfg,
-            gate_state,
-            target,
-            position,
-            bb * tick if bb != EMPTY else 0.0,
-            ba * tick if ba != EMPTY else 0.0,
-            eq_now if have_mid else led[REALIZED] - led[FEES] - funding_paid,
-            contract_size if inverse else mid_now,
-            t_side,
-            t_qty,
-            out_place,
-            npl,
-            nc,
-            m,
-            blocked,
-        )
+        if gates_on:
+            npl, nc = apply_gates(
+                gate_cfg,
+                gate_state,
+                target,
+                position,
+                bb * tick if bb != EMPTY else 0.0,
+                ba * tick if ba != EMPTY else 0.0,
+                eq_now if have_mid else led[REALIZED] - led[FEES] - funding_paid,
+                contract_size if inverse else mid_now,
+                t_side,
+                t_qty,
+                out_place,
+                npl,
+                nc,
+                m,
+                blocked,
+            )
         t_send = q_last
         if nc > 0 or npl > 0:
             t_send = max(target + latency_at(lat_ts, lat_entry, target), q_last)
