@@ -303,19 +303,21 @@ def _settings(config: Path | None, tables: tuple[str, ...], param: list[str] | N
     return cfg
 
 
+def _validated(table: str, model, values: dict):
+    """A settings model built from a table's values, with errors naming the table and field."""
+    try:
+        return model(**values)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise DataError(f"{table}: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+
+
 def _venue_and_gates(cfg: dict):
     """VenueConfig and GateConfig from settings, with errors naming the table and field."""
     from grinder.core.gates import GateConfig
     from grinder.sim.backtest import VenueConfig
 
-    out = []
-    for table, model in (("venue", VenueConfig), ("gates", GateConfig)):
-        try:
-            out.append(model(**cfg[table]))
-        except ValidationError as e:
-            first = e.errors()[0]
-            raise DataError(f"{table}: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
-    return tuple(out)
+    return _validated("venue", VenueConfig, cfg["venue"]), _validated("gates", GateConfig, cfg["gates"])
 
 
 @app.command("backtest")
@@ -371,7 +373,7 @@ def backtest(
     cfg = _settings(config, ("strategy", "venue", "gates"), param, venue_over)
     params = strat.validate(cfg["strategy"])
     venue_cfg, gates_cfg = _venue_and_gates(cfg)
-    latency = LatencySeries.read(venue_cfg.latency_file) if venue_cfg.latency_file else None
+    latency = LatencySeries.for_venue(venue_cfg)  # a bad latency file fails before any data is read
     t0 = time.perf_counter()
     tape = load_tape(root, venue, symbol, _parse_time(start), _parse_time(end), cache=cache)
     t1 = time.perf_counter()
@@ -489,7 +491,7 @@ def sweep(
         raise DataError(f"a search optimises a per-backtest metric ({', '.join(METRICS)}), not {rank_by!r}")
     g = expand(strat, cfg["sweep"], cfg["strategy"]) if search is None else None
     venue_cfg, gates_cfg = _venue_and_gates(cfg)
-    latency = LatencySeries.read(venue_cfg.latency_file) if venue_cfg.latency_file else None
+    latency = LatencySeries.for_venue(venue_cfg)  # a bad latency file fails before any data is read
     lo, hi = _parse_time(start), _parse_time(end)
     if children < 0:
         raise DataError(f"--children must be >= 0, got {children}")
@@ -591,7 +593,7 @@ def sweep(
 def _track_sweep(parent, folder, study, summary, g, tape, venue_cfg, gates_cfg, latency, lo, children, fingerprint,
                  report) -> None:  # fmt: skip
     """Log the sweep's files and best metrics on its parent run; re-run the best sets in full as child runs."""
-    from grinder.sim.backtest import run_backtest
+    from grinder.sim.backtest import prepare, row_blocks, run_backtest
     from grinder.sim.run_folder import summarize, write_run
 
     for name in ("results.parquet", "ranking.parquet", "summary.json", "report.html"):
@@ -603,10 +605,12 @@ def _track_sweep(parent, folder, study, summary, g, tape, venue_cfg, gates_cfg, 
                         "seconds": summary["seconds"]})  # fmt: skip
     strat = g.strategy
     with err.status(f"re-running the best {children} sets over the whole selection"):
+        replay = prepare(tape, venue_cfg)  # one replay and block summary serve every child run
+        blocks = row_blocks(tape, replay)
         for rank, set_no in enumerate(study.ranking["set"].head(children).tolist(), start=1):
             params = g.sets[set_no]
-            res = run_backtest(tape, strat, strat.vector(params), venue_cfg, start_ns=lo or 0, gates=gates_cfg,
-                               latency=latency)  # fmt: skip
+            res = run_backtest(tape, strat, strat.vector(params), venue_cfg, start_ns=lo or 0, replay=replay,
+                               gates=gates_cfg, latency=latency, blocks=blocks)  # fmt: skip
             meta = {"strategy": strat.name, "params": params.model_dump(), "venue": venue_cfg.model_dump(),
                     "gates": gates_cfg.model_dump(), "selection": summary["selection"], "events": len(tape),
                     "seconds": {"load": 0.0, "prepare": 0.0, "backtest": 0.0},
@@ -671,12 +675,8 @@ def portfolio(
         except DataError as e:
             raise DataError(f"{sym}: {e}") from None
     venue_cfg, gates_cfg = _venue_and_gates(cfg)
-    try:
-        rules = PrefilterRules(**cfg["prefilter"])
-        rule = DrawdownRule(max_drawdown=max_drawdown, floor=floor)
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise DataError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+    rules = _validated("prefilter", PrefilterRules, cfg["prefilter"])
+    rule = _validated("allocator", DrawdownRule, {"max_drawdown": max_drawdown, "floor": floor})
     spans = {}
     for r in Catalog(root).summary():
         name = r["symbol"] if r["venue"] == venue else f"{r['venue']}/{r['symbol']}"

@@ -56,3 +56,10 @@ def drawdown(equity: np.ndarray) -> np.ndarray:
     """Running peak minus equity along the first (time) axis, same units as equity (>= 0)."""
     equity = np.asarray(equity, np.float64)
     return np.maximum.accumulate(equity, axis=0) - equity
+
+
+def max_drawdown(equity: np.ndarray) -> float:
+    """Deepest fall of a 1-D equity curve below its running peak, NaN rows skipped (0 for no values)."""
+    eq = np.asarray(equity, np.float64)
+    eq = eq[~np.isnan(eq)]
+    return float(drawdown(eq).max()) if len(eq) else 0.0

@@ -109,6 +109,13 @@ class LatencySeries:
         return cls(np.zeros(1, np.int64), np.array([entry_ns], np.int64), np.array([response_ns], np.int64))
 
     @classmethod
+    def for_venue(cls, venue: VenueConfig) -> LatencySeries:
+        """The venue's latencies: its latency_file when it names one, else its constants."""
+        if venue.latency_file:
+            return cls.read(venue.latency_file)
+        return cls.constant(venue.entry_latency_ns, venue.response_latency_ns)
+
+    @classmethod
     def read(cls, path: str | Path) -> LatencySeries:
         """Read and check a latency file (Parquet or CSV; docs/data/latency.md); errors name the file."""
         path = Path(path)
@@ -235,11 +242,7 @@ def run_backtest(
     gate_cfg = (gates or GateConfig()).as_array()
     blocked = np.zeros(len(REASONS), np.int64)
     if latency is None:
-        latency = (
-            LatencySeries.read(venue.latency_file)
-            if venue.latency_file
-            else LatencySeries.constant(venue.entry_latency_ns, venue.response_latency_ns)
-        )
+        latency = LatencySeries.for_venue(venue)
     inverse = inst.contract == "inverse"
     if isinstance(strategy, Strategy):
         max_targets = strategy.max_targets if max_targets is None else max_targets

@@ -33,24 +33,24 @@ def connect(address: str):
 
 
 def _chunk(root: str, venue: str, symbol: str, window: Window, strategy: str, values: list[dict], venue_cfg: dict,
-           gates_cfg: dict, latency_file: str | None) -> tuple[list[dict], np.ndarray, np.ndarray]:  # fmt: skip
+           gates_cfg: dict) -> tuple[list[dict], np.ndarray, np.ndarray]:  # fmt: skip
     """One task on a worker: load the window, run the given parameter sets, return rows and equity."""
     from grinder.core.gates import GateConfig
     from grinder.core.strategy import get
     from grinder.data.tape import load_tape
-    from grinder.sim.backtest import LatencySeries, VenueConfig
+    from grinder.sim.backtest import VenueConfig
     from grinder.sweep.runner import run_window
 
     strat = get(strategy)
     sets = [strat.validate(v) for v in values]
     tape = load_tape(root, venue, symbol, window.start_ns, window.end_ns, cache=True)
-    latency = LatencySeries.read(latency_file) if latency_file else None
+    # The venue's own latencies (constants or its latency_file, which workers must see at the same path).
     run = run_window(tape, strat, sets, VenueConfig(**venue_cfg), GateConfig(**gates_cfg), start_ns=window.start_ns,
-                     latency=latency, workers=1)  # fmt: skip
+                     workers=1)  # fmt: skip
     return run.rows, run.grid_ns, run.equity
 
 
-def run_window_on_cluster(client, sel, window: Window, grid, venue, gates, latency_file: str | None) -> WindowRun:
+def run_window_on_cluster(client, sel, window: Window, grid, venue, gates) -> WindowRun:
     """The same as runner.run_window over one window, computed by the cluster's workers."""
     n = len(grid.sets)
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
@@ -67,7 +67,6 @@ def run_window_on_cluster(client, sel, window: Window, grid, venue, gates, laten
             values[i : i + size],
             venue.model_dump(),
             gates.model_dump(),
-            latency_file,
             pure=False,
         )  # fmt: skip
         for i in range(0, n, size)

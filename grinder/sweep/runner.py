@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from grinder.core.gates import GateConfig
 from grinder.core.strategy import Strategy, compile_kernel
 from grinder.data.tape import Tape
-from grinder.portfolio.curves import align_equity
+from grinder.portfolio.curves import align_equity, max_drawdown
 from grinder.sim.backtest import BacktestResult, LatencySeries, VenueConfig, prepare, row_blocks, run_backtest
 from grinder.sim.replay import Replay
 
@@ -30,9 +30,6 @@ METRICS = ("equity", "realized", "unrealized", "fees", "funding_paid", "fills", 
 
 def metrics_of(res: BacktestResult) -> dict:
     """The numbers a sweep compares (settle currency; max_drawdown is the deepest fall of equity below its peak)."""
-    eq = res.steps["equity"]
-    eq = eq[~np.isnan(eq)]
-    dd = float(np.max(np.maximum.accumulate(eq) - eq)) if len(eq) else 0.0
     c = res.counters
     return {
         "equity": res.equity,
@@ -42,7 +39,7 @@ def metrics_of(res: BacktestResult) -> dict:
         "funding_paid": res.funding_paid,
         "fills": c["fills"],
         "position": res.position,
-        "max_drawdown": dd,
+        "max_drawdown": max_drawdown(res.steps["equity"]),
         "placed": c["placed"],
         "cancelled": c["cancelled"],
         "rejected": c["rejected"],
@@ -81,6 +78,7 @@ def run_window(
 ) -> WindowRun:
     """Backtest each parameter set over `tape` (one shared replay, a thread pool); rows in set order."""
     compile_kernel(strategy.kernel)
+    latency = LatencySeries.for_venue(venue) if latency is None else latency  # read a latency file once, not per set
     rep = prepare(tape, venue) if replay is None else replay
     blocks = row_blocks(tape, rep)
     lo = start_ns if start_ns > 0 else int(min(tape.ts_exch[0], rep.local_ts[0])) if len(tape) else 0

@@ -92,7 +92,7 @@ def run_study(
         if client is not None:
             from grinder.sweep.cluster import run_window_on_cluster
 
-            run = run_window_on_cluster(client, sel, w, grid, venue, gates or GateConfig(), venue.latency_file)
+            run = run_window_on_cluster(client, sel, w, grid, venue, gates or GateConfig())
         else:
             tape = load(sel, w)
             if len(tape) == 0:

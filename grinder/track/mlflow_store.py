@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow.parquet as pq
 
 import grinder
 from grinder.data.errors import DataError
+from grinder.portfolio.curves import max_drawdown as max_drawdown_of
 from grinder.report.load import read_summary
 from grinder.track.provenance import git_commit
 
@@ -282,9 +282,7 @@ def max_drawdown(steps_path: Path) -> float | None:
         eq = pq.read_table(steps_path, columns=["equity"]).column("equity").to_numpy(zero_copy_only=False)
     except Exception as e:
         raise DataError(f"not a readable Parquet file: {_brief(e)}", str(steps_path)) from e
-    eq = np.asarray(eq, dtype=np.float64)
-    eq = eq[~np.isnan(eq)]
-    return float(np.max(np.maximum.accumulate(eq) - eq)) if len(eq) else 0.0
+    return max_drawdown_of(eq)
 
 
 def _provenance() -> dict[str, str]:
