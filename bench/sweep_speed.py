@@ -200,6 +200,51 @@ def child_sweep(a) -> None:
     hwm["after_warmup"] = vm_hwm_mb()
 
     runs, digests, table_mb, sets_out = {}, None, 0.0, None
+    # The same studies over a lake whose tape and replay caches were built by an untimed study first
+    # (`grinder sweep --cache`): hftbacktest's npz, built once before its timing, is the counterpart.
+    from grinder.data.tape import load_tape
+    from grinder.sweep import study as study_mod
+
+    if a.dataset in WINDOWS:
+        croot, cvenue, csymbol = a.lake / a.dataset, "binance-usdm", WINDOWS[a.dataset][1]
+    else:
+        croot, cvenue, csymbol = a.lake, SYNTH_VENUE, SYNTH_SYMBOL
+    study_prepare = study_mod.prepare
+
+    def cached_study(g, workers: int) -> dict:
+        marks.clear()
+
+        def load_cached(_sel, _w):
+            marks["load0"] = time.perf_counter()
+            tape = load_tape(croot, cvenue, csymbol, cache=True)
+            marks["load1"] = time.perf_counter()
+            return tape
+
+        def prep(*args, **kw):
+            marks["prep0"] = time.perf_counter()
+            rep = study_prepare(*args, **kw)
+            marks["prep1"] = time.perf_counter()
+            return rep
+
+        study_mod.prepare = prep
+        try:
+            t0 = time.perf_counter()
+            res = run_study(Selection(croot, cvenue, csymbol, cache=True), g, [window], venue, workers=workers,
+                            load=load_cached, progress=progress)  # fmt: skip
+            t1 = time.perf_counter()
+        finally:
+            study_mod.prepare = study_prepare
+        split = {
+            "total_s": t1 - t0,
+            "load_s": marks["load1"] - marks["load0"],
+            "prepare_s": marks["prep1"] - marks["prep0"],
+        }
+        split["runs_s"] = marks["runs1"] - marks["prep1"]
+        split["rank_s"] = t1 - marks["runs1"]
+        split["other_s"] = split["total_s"] - sum(v for k, v in split.items() if k != "total_s")
+        split["_res"] = res
+        return split
+
     for workers in dict.fromkeys([os.cpu_count() or 1, 1]):
         passes = []
         for _ in range(a.repeat):
@@ -221,12 +266,23 @@ def child_sweep(a) -> None:
             passes.append(s)
         runs[str(workers)] = passes
         hwm[f"after_workers_{workers}"] = vm_hwm_mb()
+    cached_study(Grid(grid.strategy, grid.axes, grid.fixed, grid.sets[:2]), os.cpu_count() or 1)  # builds the caches
+    cached = []
+    for _ in range(a.repeat):
+        s = cached_study(grid, os.cpu_count() or 1)
+        res = s.pop("_res")
+        if list(res.results["digest"]) != digests:
+            raise SystemExit("a study over the cached tape and replay gives other digests than one without")
+        del res
+        cached.append(s)
+    hwm["after_cached"] = vm_hwm_mb()
     out = {
         "events": events,
         "sets": len(grid),
         "import_s": import_s,
         "warmup_s": warmup_s,
         "workers": runs,
+        "cached": cached,
         "results_table_mb": table_mb,
         "vm_hwm_mb": hwm,
         "set_results": sets_out,
@@ -409,6 +465,13 @@ def measure(name: str, n: int, data: dict, tmp: Path, a) -> dict:
         "ratio": g_rate / peer_rate,
         # Grinder's backtests alone (no load, prepare or ranking) against hftbacktest's whole per-set runs.
         "ratio_runs_only": (n * g["events"] / gb["runs_s"]) / peer_rate if "runs_s" in gb else None,
+        # The same study with the tape and replay read from the lake's caches (`grinder sweep --cache`).
+        "grinder_cached_s": min(c["total_s"] for c in g["cached"]),
+        "grinder_cached_split": {
+            k: v for k, v in min(g["cached"], key=lambda c: c["total_s"]).items() if k != "total_s"
+        },
+        "grinder_cached_s_all": [c["total_s"] for c in g["cached"]],
+        "ratio_cached": (n * g["events"] / min(c["total_s"] for c in g["cached"])) / peer_rate,
         "grinder_1_worker_s": best["1"]["total_s"],
         "grinder_1_worker_split": {k: v for k, v in best["1"].items() if k != "total_s"},
         "grinder_1_worker_s_all": [s["total_s"] for s in workers["1"]],
@@ -423,7 +486,8 @@ def measure(name: str, n: int, data: dict, tmp: Path, a) -> dict:
         "agreement": agreement(peer["sets"], g["set_results"]),
         "hftbacktest_sets_differing_between_passes": pt["sets_differing_between_passes"],
     }
-    print(f"  {name}, {n} sets: Grinder {gb['total_s']:.2f} s ({row['ratio']:.1f}x)", flush=True)
+    print(f"  {name}, {n} sets: Grinder {gb['total_s']:.2f} s ({row['ratio']:.1f}x); with cached tape and replay "
+          f"{row['grinder_cached_s']:.2f} s ({row['ratio_cached']:.1f}x)", flush=True)  # fmt: skip
     if a.profile and n == min(a.sets):
         prof, _ = run_child("profile", name, data["lake"], sets_file, peer_json, data["offset"], 2, d / "profile.log")
         row["grinder_profile"] = prof
@@ -454,6 +518,17 @@ def print_table(rows: list[dict]) -> None:
             f"{sp['load_s']:>6.2f}{sp.get('prepare_s', float('nan')):>6.2f}{sp.get('runs_s', float('nan')):>6.2f}"
             f"{sp['rank_s']:>6.2f}{r['grinder_1_worker_s']:>8.2f}{r['worker_speedup']:>5.2f}"
             f"{r['hftbacktest_peak_rss_mb']:>11.0f} / {r['grinder_peak_rss_mb']:<7.0f}{agree:>9}"
+        )
+    print(
+        "\nWith the tape and replay read from the lake's caches (grinder sweep --cache; built by an untimed study "
+        "first, as hftbacktest's npz is built before its timing):"
+    )
+    for r in rows:
+        sp = r["grinder_cached_split"]
+        print(
+            f"  {r['dataset']:<18}{r['sets']:>5} sets: {r['grinder_cached_s']:.2f} s, {r['ratio_cached']:.1f}x "
+            f"hftbacktest (load {sp['load_s']:.3f}, prepare {sp['prepare_s']:.3f}, runs {sp['runs_s']:.2f}, "
+            f"rank {sp['rank_s']:.2f} s)"
         )
     for r in rows:
         if r["agreement"]["first_differing"]:

@@ -158,4 +158,4 @@ def static_grid(
     )
 
 
-STRATEGY = Strategy("static_grid", StaticGridParams, static_grid, max_targets=400)
+STRATEGY = Strategy("static_grid", StaticGridParams, static_grid, max_targets=400, recompute="best_prices")

@@ -462,6 +462,10 @@ def sweep(
     mlruns: MlrunsOpt = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for sweep folders.")] = Path("sweeps"),
+    cache: Annotated[
+        bool,
+        typer.Option("--cache/--no-cache", help="Keep each window's tape and replay on disk in the lake for reuse."),
+    ] = False,
     root: RootOpt = DEFAULT_ROOT,
 ) -> None:
     """Backtest every parameter set of a grid over shared tapes; rank in- vs out-of-sample; write a sweep folder."""
@@ -517,18 +521,19 @@ def sweep(
             root = root.resolve()  # workers resolve paths on their own machine
         t0 = time.perf_counter()
         with err.status("reading the data span"):
-            whole = load_tape(root, venue, symbol, lo, hi)
+            whole = load_tape(root, venue, symbol, lo, hi, cache=cache)
         span_lo = lo if lo is not None else int(whole.ts_exch[0])
         span_hi = hi if hi is not None else int(whole.ts_exch[-1]) + 1
         windows = make_folds(span_lo, span_hi, train, walk_forward)
-        sel = Selection(root, venue, symbol, lo, hi)
+        sel = Selection(root, venue, symbol, lo, hi, cache)
         if search is not None:
             from grinder.sweep.search import search_sets
 
             one = len(windows) == 1 and lo is None and hi is None
             with err.status(f"searching {trials} trials (TPE, in sample)"):
                 g = search_sets(strat, cfg["sweep"], cfg["strategy"], windows,
-                                lambda w: whole if one else load_tape(root, venue, symbol, w.start_ns, w.end_ns),
+                                lambda w: whole if one else load_tape(root, venue, symbol, w.start_ns, w.end_ns,
+                                                                      cache=cache),
                                 venue_cfg, gates_cfg, latency, rank_by, rank_by in LOWER_IS_BETTER, trials, seed,
                                 workers)  # fmt: skip
         parent = None
@@ -593,7 +598,7 @@ def sweep(
 def _track_sweep(parent, folder, study, summary, g, tape, venue_cfg, gates_cfg, latency, lo, children, fingerprint,
                  report) -> None:  # fmt: skip
     """Log the sweep's files and best metrics on its parent run; re-run the best sets in full as child runs."""
-    from grinder.sim.backtest import prepare, row_blocks, run_backtest
+    from grinder.sim.backtest import decision_inputs, prepare, row_blocks, run_backtest
     from grinder.sim.run_folder import summarize, write_run
 
     for name in ("results.parquet", "ranking.parquet", "summary.json", "report.html"):
@@ -607,10 +612,11 @@ def _track_sweep(parent, folder, study, summary, g, tape, venue_cfg, gates_cfg, 
     with err.status(f"re-running the best {children} sets over the whole selection"):
         replay = prepare(tape, venue_cfg)  # one replay and block summary serve every child run
         blocks = row_blocks(tape, replay)
+        decisions = decision_inputs(tape, replay, venue_cfg, lo or 0)
         for rank, set_no in enumerate(study.ranking["set"].head(children).tolist(), start=1):
             params = g.sets[set_no]
             res = run_backtest(tape, strat, strat.vector(params), venue_cfg, start_ns=lo or 0, replay=replay,
-                               gates=gates_cfg, latency=latency, blocks=blocks)  # fmt: skip
+                               gates=gates_cfg, latency=latency, blocks=blocks, decisions=decisions)  # fmt: skip
             meta = {"strategy": strat.name, "params": params.model_dump(), "venue": venue_cfg.model_dump(),
                     "gates": gates_cfg.model_dump(), "selection": summary["selection"], "events": len(tape),
                     "seconds": {"load": 0.0, "prepare": 0.0, "backtest": 0.0},

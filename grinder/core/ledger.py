@@ -51,7 +51,7 @@ def quote_notional(q: float, price: float, inverse: bool, contract_size: float) 
     return q * price
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def book_fill(led, side: int, price: float, qty: float, fee_rate: float, inverse: bool, contract_size: float) -> float:
     """Book one fill (side +1 buy / -1 sell, price quote per base, qty > 0); returns its fee."""
     q = qty if side > 0 else -qty

@@ -48,6 +48,8 @@ STRATEGY_SIG = types.int64(
     _i64,  # out: level id
 )
 STRATEGY_FN = types.FunctionType(STRATEGY_SIG)
+# Strategy.recompute values, in the order of the engine's codes (grinder.sim.engine.REUSE_*).
+RECOMPUTE = ("always", "top_of_book", "best_prices")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,19 @@ class Strategy:
     kernel: Any
     max_targets: int = 64
     modes: tuple[str, ...] = ()
+    # When a driver must call the kernel again rather than reuse its last targets (RECOMPUTE):
+    # "always" (it reads the clock, or its state changes on every call); "top_of_book" (only when
+    # the best prices or their quantities, our open quotes or the position changed); "best_prices"
+    # (only when the best prices, our open quotes or the position changed). A kernel that declares
+    # less than "always" must return the same targets and leave its state as it was when called
+    # again with the inputs it names unchanged; tests/strategies check that for every strategy.
+    recompute: str = "always"
+
+    def __post_init__(self) -> None:
+        if self.recompute not in RECOMPUTE:
+            raise DataError(
+                f"strategy {self.name}: recompute must be one of {', '.join(RECOMPUTE)}, got {self.recompute!r}"
+            )
 
     def compiled(self):
         """The kernel compiled for STRATEGY_SIG (what the engine and the live adapter call)."""

@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from grinder.book.l2 import EMPTY
 from grinder.core.gates import REASONS, GateConfig, new_gate_state
 from grinder.core.ledger import AVG_ENTRY, CASH, FEES, POSITION, REALIZED, equity, new_ledger, unrealized
-from grinder.core.strategy import Strategy, compile_kernel
+from grinder.core.strategy import RECOMPUTE, Strategy, compile_kernel
 from grinder.data.errors import DataError
 from grinder.data.tape import Tape
-from grinder.sim.engine import COUNTERS, block_extremes, run
+from grinder.sim.engine import COUNTERS, block_extremes, decision_clock, local_at_decisions, run
 from grinder.sim.queue import PROB_POWER, RISK_AVERSE
 from grinder.sim.replay import Replay, load_or_prepare
 
@@ -206,9 +206,32 @@ def prepare(tape: Tape, venue: VenueConfig, cache_dir: Path | str | None = None)
 
 
 def row_blocks(tape: Tape, replay: Replay) -> tuple[np.ndarray, np.ndarray]:
-    """Per 64-row block, the highest and lowest prices (ticks) that can reach a resting order (see the engine)."""
+    """Per block of rows, the highest and lowest prices (ticks) that can reach a resting order (see the engine)."""
     c = np.ascontiguousarray
     return block_extremes(c(tape.kind), c(tape.side), c(tape.price_ticks), replay.best_bid, replay.best_ask)
+
+
+# Above this many decisions the local view is looked up as the loop goes instead of tabulated first.
+MAX_TABULATED_DECISIONS = 20_000_000
+
+
+def decision_inputs(tape: Tape, replay: Replay, venue: VenueConfig, start_ns: int = 0) -> tuple[np.ndarray, ...]:
+    """The local view at every decision time (see engine.local_at_decisions); sweeps compute it once per window."""
+    ts = np.ascontiguousarray(tape.ts_exch)
+    _, _, steps = decision_clock(ts, replay.local_ts, int(start_ns), venue.step_ns)
+    if steps > MAX_TABULATED_DECISIONS:
+        e = np.empty(0, np.int64)
+        return e, e, e, np.empty(0), np.empty(0)
+    r = replay
+    return local_at_decisions(
+        ts, r.local_ts, r.local_best_bid, r.local_best_ask, r.local_best_bid_qty, r.local_best_ask_qty,
+        int(start_ns), venue.step_ns,
+    )  # fmt: skip
+
+
+# Fill records the loop's buffers hold at first (about 20 MB of address space, touched only as
+# fills arrive); a run with more is repeated with buffers four times larger.
+FILL_CAP = 1 << 18
 
 
 def run_backtest(
@@ -224,6 +247,7 @@ def run_backtest(
     latency: LatencySeries | None = None,
     progress: Callable[[int, int], None] | None = None,
     blocks: tuple[np.ndarray, np.ndarray] | None = None,
+    decisions: tuple[np.ndarray, ...] | None = None,
 ) -> BacktestResult:
     """Run `strategy` (a `Strategy`, or a bare kernel) with `params` over `tape`.
 
@@ -235,17 +259,19 @@ def run_backtest(
     filter every decision's intents (default: all off); blocked intents are counted by reason.
     `latency` overrides the venue's latencies (default: its latency_file, else its constants).
     `progress(rows_done, rows_total)` is called a few times a second while the loop runs. `blocks`
-    (from `row_blocks(tape, replay)`) saves recomputing the block summaries when a tape is reused.
+    (from `row_blocks(tape, replay)`) and `decisions` (from `decision_inputs(tape, replay, venue,
+    start_ns)`) save recomputing them when a tape is reused with the same venue and start.
     """
     inst = tape.instrument
     rep = prepare(tape, venue) if replay is None else replay
     gate_cfg = (gates or GateConfig()).as_array()
-    blocked = np.zeros(len(REASONS), np.int64)
     if latency is None:
         latency = LatencySeries.for_venue(venue)
     inverse = inst.contract == "inverse"
+    reuse = 0  # a bare kernel is called at every decision
     if isinstance(strategy, Strategy):
         max_targets = strategy.max_targets if max_targets is None else max_targets
+        reuse = RECOMPUTE.index(strategy.recompute)
         strategy = strategy.kernel
     max_targets = 64 if max_targets is None else int(max_targets)
     if max_targets < 1:
@@ -267,10 +293,12 @@ def run_backtest(
         rep.local_best_bid_qty,
         rep.local_best_ask_qty,
         rep.level_rows,
-        rep.level_keys,
+        rep.level_ukeys,
+        rep.level_starts,
         rep.reset_rows,
         rep.reset_sides,
         *(row_blocks(tape, rep) if blocks is None else blocks),
+        *(decision_inputs(tape, rep, venue, start_ns) if decisions is None else decisions),
         *funding_settlements(tape),
         latency.ts,
         latency.entry_ns,
@@ -287,20 +315,26 @@ def run_backtest(
         venue.queue_power,
         venue.partial_fills,
         kernel,
-        np.array(params, np.float64),  # a private, writable copy: the kernel is compiled for one
-        np.zeros(state_size),
-        max_targets,
-        gate_cfg,
-        new_gate_state(gate_cfg),
-        blocked,
     )
-    done = np.zeros(1, np.int64)
-    try:
-        out = run(*args, done) if progress is None else _run_watched(args, done, len(tape), progress)
-    except ValueError as e:  # raised by the loop about the strategy's output
-        name = getattr(strategy, "__name__", "strategy")
-        raise DataError(f"{name}: {e} (max_targets={max_targets})") from None
-    (fts_exch, fts_local, fside, fpx, fqty, ffee, foid, flevel, fpos, freal), st, fund, led, paid, cnt = out
+    fill_cap = FILL_CAP
+    while True:
+        # Every attempt starts from a private, writable copy of params (the kernel is compiled for
+        # one), fresh strategy and gate state, and zero counters.
+        blocked = np.zeros(len(REASONS), np.int64)
+        attempt = (*args, np.array(params, np.float64), np.zeros(state_size), max_targets, reuse, fill_cap,
+                   gate_cfg, new_gate_state(gate_cfg), blocked)  # fmt: skip
+        done = np.zeros(1, np.int64)
+        try:
+            out = run(*attempt, done) if progress is None else _run_watched(attempt, done, len(tape), progress)
+        except ValueError as e:  # raised by the loop about the strategy's output
+            name = getattr(strategy, "__name__", "strategy")
+            raise DataError(f"{name}: {e} (max_targets={max_targets})") from None
+        if not out[-1]:
+            break
+        fill_cap *= 4  # more fills than the buffers hold: run again with larger ones
+    fill_cols, st, fund, led, paid, cnt, _ = out
+    # Copies: the slices would keep the large fill buffers alive with the result.
+    fts_exch, fts_local, fside, fpx, fqty, ffee, foid, flevel, fpos, freal = (a.copy() for a in fill_cols)
     fills = {
         "ts_exch": fts_exch,
         "ts_local": fts_local,

@@ -46,11 +46,13 @@ from grinder.core.gates import apply_gates, gates_active
 from grinder.core.ledger import CASH, FEES, LEDGER_SIZE, POSITION, REALIZED, book_fill, equity, notional, quote_notional
 from grinder.core.strategy import STRATEGY_FN
 from grinder.sim.queue import filled_qty, on_depth, on_trade
-from grinder.sim.replay import level_cursor, qty_before
+from grinder.sim.replay import level_of, qty_at_cursor
 
 MAX_TS = np.iinfo(np.int64).max
 RESP_REJECTED = -1  # response status for a cancel that found no order
 RESP_PARTIAL = -2  # response status of a partial fill (the order keeps resting)
+# When the loop may reuse a kernel's last targets instead of calling it (Strategy.reuse).
+REUSE_NEVER, REUSE_TOP, REUSE_PRICES = 0, 1, 2
 
 # Counters returned by the loop, in this order.
 COUNTERS = ("placed", "cancelled", "expired", "cancel_rejected", "fills", "exchange_events", "decisions", "rejected",
@@ -65,25 +67,33 @@ def _signature():
         *(ro(i64), ro(i8), ro(i8), ro(i64), ro(f64)),  # tape: ts_exch, kind, side, ticks, qty
         *(ro(f64), ro(i64), ro(i64)),  # replay, exchange order: prev_qty, best_bid, best_ask
         *(ro(i64), ro(i64), ro(i64), ro(f64), ro(f64)),  # replay, local order: ts, best bid/ask, their qty
-        *(ro(i64), ro(i64), ro(i64), ro(i64)),  # replay: level_rows, level_keys, reset_rows, reset_sides
+        *(ro(i64), ro(i64), ro(i64), ro(i64), ro(i64)),  # replay: level rows, ukeys, starts; reset rows, sides
         *(ro(i64), ro(i64)),  # block_extremes: highest and lowest price per block of rows
+        *(ro(i64), ro(i64), ro(i64), ro(f64), ro(f64)),  # local_at_decisions (or empty: computed as it goes)
         *(ro(i64), ro(f64), ro(f64)),  # funding settlements: ts, rate, mark
         *(ro(i64), ro(i64), ro(i64)),  # latency series: ts, entry ns, response ns
         *(i64, i64),  # start_ns, step_ns
         *(f64, f64, f64, f64, b, f64),  # tick, lot, min_notional (quote), maker_fee, inverse, contract_size
         *(i64, f64, b),  # queue model, queue power, partial fills
-        *(STRATEGY_FN, rw(f64), rw(f64), i64),  # strategy, params, state, max_targets
+        *(STRATEGY_FN, rw(f64), rw(f64), i64, i64, i64),  # strategy, params, state, max_targets, reuse, fill_cap
         *(ro(f64), rw(f64), rw(i64), rw(i64)),  # gate config, gate state, blocked counters, progress
     )
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False)
 def latency_at(lat_ts, lat_ns, t):
     """Latency (ns) at time t: constant for a one-point series, else linear between points, flat outside."""
     n = lat_ts.shape[0]
     if n == 1 or t <= lat_ts[0]:
         return lat_ns[0]
-    j = np.searchsorted(lat_ts, t, "right")
+    lo, hi = 0, n  # first j with lat_ts[j] > t (no np.searchsorted: it needs the runtime)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if lat_ts[mid] <= t:
+            lo = mid + 1
+        else:
+            hi = mid
+    j = lo
     if j >= n:
         return lat_ns[n - 1]
     t0, t1 = lat_ts[j - 1], lat_ts[j]
@@ -91,7 +101,7 @@ def latency_at(lat_ts, lat_ns, t):
     return v0 + np.int64(round((v1 - v0) * ((t - t0) / (t1 - t0))))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _idx_find(ipx, icnt, s, px):
     """Position of px in the sorted price index of side s (or where it would go)."""
     lo, hi = 0, icnt[s]
@@ -104,7 +114,7 @@ def _idx_find(ipx, icnt, s, px):
     return lo
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _idx_add(ipx, islot, icnt, s, px, slot):
     i = _idx_find(ipx, icnt, s, px)
     m = icnt[s]
@@ -116,7 +126,7 @@ def _idx_add(ipx, islot, icnt, s, px, slot):
     icnt[s] = m + 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _idx_remove_at(ipx, islot, icnt, s, i):
     m = icnt[s]
     for k in range(i, m - 1):
@@ -125,65 +135,41 @@ def _idx_remove_at(ipx, islot, icnt, s, i):
     icnt[s] = m - 1
 
 
-@njit(cache=True, inline="always")
-def _before(ts, sq, a, b):
-    return ts[a] < ts[b] or (ts[a] == ts[b] and sq[a] < sq[b])
+@njit(cache=True, _nrt=False)
+def _bus_push(ts, st, t):
+    """Queue an entry due at t on a bus (a ring: st = [count, head]); returns its index for the payload.
 
-
-@njit(cache=True)
-def _bus_push(ts, sq, heap, st, free, t, s):
-    """Queue an entry due at t (ties: lower s first) on a bus; returns its index for the payload."""
-    if st[1] == 0:
+    Each direction is first-in first-out (arrival times never decrease: see the callers' max with
+    the bus's last arrival), so a ring keeps them in order; equal times leave in the order sent.
+    """
+    cap = ts.shape[0]
+    if st[0] == cap:
         raise RuntimeError("order bus full")
-    st[1] -= 1
-    k = free[st[1]]
+    if st[0] > 0 and t < ts[(st[1] + st[0] - 1) % cap]:
+        raise RuntimeError("order bus: a message would overtake an earlier one")
+    k = (st[1] + st[0]) % cap
     ts[k] = t
-    sq[k] = s
-    i = st[0]
     st[0] += 1
-    heap[i] = k
-    while i > 0:
-        parent = (i - 1) >> 1
-        if not _before(ts, sq, heap[i], heap[parent]):
-            break
-        heap[i], heap[parent] = heap[parent], heap[i]
-        i = parent
     return k
 
 
-@njit(cache=True, inline="always")
-def _bus_top(ts, heap, st):
+@njit(cache=True, _nrt=False)
+def _bus_top(ts, st):
     """(due time, index) of a bus's earliest entry; (MAX_TS, -1) when empty."""
     if st[0] == 0:
         return MAX_TS, -1
-    return ts[heap[0]], heap[0]
+    return ts[st[1]], st[1]
 
 
-@njit(cache=True)
-def _bus_pop(ts, sq, heap, st, free):
-    """Remove the earliest entry (its payload stays readable until the next push)."""
-    k = heap[0]
+@njit(cache=True, _nrt=False)
+def _bus_pop(ts, st):
+    """Remove the earliest entry (its payload stays readable until its index is handed out again)."""
+    ts[st[1]] = MAX_TS
+    st[1] = (st[1] + 1) % ts.shape[0]
     st[0] -= 1
-    n = st[0]
-    heap[0] = heap[n]
-    i = 0
-    while True:
-        lft = 2 * i + 1
-        if lft >= n:
-            break
-        c = lft
-        if lft + 1 < n and _before(ts, sq, heap[lft + 1], heap[lft]):
-            c = lft + 1
-        if not _before(ts, sq, heap[c], heap[i]):
-            break
-        heap[i], heap[c] = heap[c], heap[i]
-        i = c
-    ts[k] = MAX_TS
-    free[st[1]] = k
-    st[1] += 1
 
 
-BLOCK_SHIFT = 6  # rows per block: 64
+BLOCK_SHIFT = 4  # rows per block: 16
 BLOCK_MASK = (1 << BLOCK_SHIFT) - 1
 _MIN_TICKS = np.iinfo(np.int64).min
 
@@ -212,10 +198,68 @@ def block_extremes(kind, side, ticks, best_bid, best_ask):
     return hi, lo
 
 
-@njit(cache=True, inline="always")
-def _execute(s_, ts, q, full, r_arrive, seq, x_leaves, x_live, x_pos, o_side, inflight, counters,
-             r_ts, r_seq, r_heap, r_st, r_free, r_slot, r_status, r_exch_ts, r_qty):  # fmt: skip
-    """q of the order in slot s_ executed at the exchange at ts; queue the response; returns next seq.
+@njit(cache=True, _nrt=False)
+def _advance(ts, j, hi, t):
+    """The first index in [j, hi) whose value is after t (ts sorted there), or hi: a galloping search from j."""
+    if j >= hi or ts[j] > t:
+        return j
+    step = 1
+    lo = j  # ts[lo] <= t
+    while lo + step < hi and ts[lo + step] <= t:
+        lo += step
+        step *= 2
+    top = min(lo + step, hi)  # ts[top] > t, or top == hi
+    while top - lo > 1:
+        mid = (lo + top) >> 1
+        if ts[mid] <= t:
+            lo = mid
+        else:
+            top = mid
+    return top
+
+
+@njit(cache=True, nogil=True)
+def decision_clock(ts_exch, local_ts, start_ns, step_ns):
+    """(t0, last event time, step capacity): decisions at t0 + k * step_ns for k >= 1, where t0 is
+    start_ns, or the first event's time when start_ns <= 0; there are at most `capacity` of them
+    while the data lasts."""
+    n = ts_exch.shape[0]
+    if start_ns > 0 or n == 0:
+        t0 = start_ns
+    else:
+        t0 = min(ts_exch[0], local_ts[0])
+    last_ts = max(ts_exch[n - 1], local_ts[n - 1]) if n > 0 else t0
+    return t0, last_ts, max(1, (last_ts - t0) // step_ns + 2)
+
+
+@njit(cache=True, nogil=True)
+def local_at_decisions(ts_exch, local_ts, local_bb, local_ba, local_bbq, local_baq, start_ns, step_ns):
+    """At each decision time of the clock: local events arrived by then, best bid and ask (ticks) and
+    their quantities. The same for every parameter set over a tape: sweeps compute it once."""
+    t0, _, cap = decision_clock(ts_exch, local_ts, start_ns, step_ns)
+    n = local_ts.shape[0]
+    lj_ = np.empty(cap, np.int64)
+    bb = np.empty(cap, np.int64)
+    ba = np.empty(cap, np.int64)
+    bbq = np.empty(cap)
+    baq = np.empty(cap)
+    lj = 0
+    target = t0 + step_ns
+    for k in range(cap):
+        lj = _advance(local_ts, lj, n, target)
+        lj_[k] = lj
+        bb[k] = local_bb[lj - 1] if lj > 0 else EMPTY
+        ba[k] = local_ba[lj - 1] if lj > 0 else EMPTY
+        bbq[k] = local_bbq[lj - 1] if lj > 0 else 0.0
+        baq[k] = local_baq[lj - 1] if lj > 0 else 0.0
+        target += step_ns
+    return lj_, bb, ba, bbq, baq
+
+
+@njit(cache=True, _nrt=False)
+def _execute(s_, ts, q, full, r_arrive, x_leaves, x_live, x_pos, o_side, inflight, counters, r_ts, r_st, r_slot,
+             r_status, r_exch_ts, r_qty):  # fmt: skip
+    """q of the order in slot s_ executed at the exchange at ts; queue the response.
 
     `full` marks the last execution (the order leaves the book); the caller removes it from the index.
     """
@@ -224,7 +268,7 @@ def _execute(s_, ts, q, full, r_arrive, seq, x_leaves, x_live, x_pos, o_side, in
         x_live[s_] = False
         x_leaves[s_] = 0.0
     x_pos[0] += q if o_side[s_] > 0 else -q
-    k = _bus_push(r_ts, r_seq, r_heap, r_st, r_free, r_arrive, seq)
+    k = _bus_push(r_ts, r_st, r_arrive)
     r_slot[k] = s_
     r_status[k] = ST_FILLED if full else RESP_PARTIAL
     r_exch_ts[k] = ts
@@ -233,7 +277,6 @@ def _execute(s_, ts, q, full, r_arrive, seq, x_leaves, x_live, x_pos, o_side, in
     counters[4] += 1
     if not full:
         counters[8] += 1
-    return seq + 1
 
 
 @njit(_signature(), cache=True, nogil=True)
@@ -252,11 +295,17 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     local_bbq,
     local_baq,
     level_rows,
-    level_keys,
+    level_ukeys,
+    level_starts,
     reset_rows,
     reset_sides,
     blk_hi,
     blk_lo,
+    dec_lj,
+    dec_bb,
+    dec_ba,
+    dec_bbq,
+    dec_baq,
     fund_ts,
     fund_rate,
     fund_mark,
@@ -278,6 +327,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     params,
     strategy_state,
     max_targets,
+    reuse,
+    fill_cap,
     gate_cfg,
     gate_state,
     blocked,
@@ -306,7 +357,6 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     x_cum = np.zeros(cap)
     x_lp = np.zeros(cap, np.int64)  # next row of the order's level (position in level_rows) not yet applied
     x_le = np.zeros(cap, np.int64)  # end of the level's rows in level_rows
-    nblk = blk_hi.shape[0]
     gates_on = gates_active(gate_cfg)  # all off: skip them (their rolling history is only read by gates)
     inflight = np.zeros(cap, np.int64)
     free = np.arange(cap - 1, -1, -1).astype(np.int64)
@@ -314,6 +364,14 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     hi = 0  # slots [0, hi) have been used: the free list hands out low slots first
     touched = True
     last_nt = -1
+    # Reusing the last targets (see REUSE_*): the local view of our orders changed (responses,
+    # requests sent), and the inputs the kernel was last called with.
+    dirty = True
+    m = 0
+    qbid = EMPTY
+    qask = EMPTY
+    k_bb = k_ba = EMPTY
+    k_bbq = k_baq = np.nan
     p_side = np.zeros(max_targets, np.int8)
     p_px = np.zeros(max_targets, np.int64)
     p_qty = np.zeros(max_targets)
@@ -328,38 +386,35 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     ipx = np.zeros((2, cap), np.int64)
     islot = np.zeros((2, cap), np.int64)
     icnt = np.zeros(2, np.int64)
-    # Buses: binary heaps ordered by (arrival time, sequence).
+    # Buses: first-in first-out rings (see _bus_push), one per direction.
     q_ts = np.full(cap, MAX_TS, np.int64)
-    q_seq = np.zeros(cap, np.int64)
     q_slot = np.zeros(cap, np.int64)
     q_req = np.zeros(cap, np.int8)
+    q_st = np.zeros(2, np.int64)  # ring: count, head
     r_ts = np.full(cap * 2, MAX_TS, np.int64)
-    r_seq = np.zeros(cap * 2, np.int64)
     r_slot = np.zeros(cap * 2, np.int64)
     r_status = np.zeros(cap * 2, np.int8)
     r_exch_ts = np.zeros(cap * 2, np.int64)
     r_qty = np.zeros(cap * 2)
-    q_heap = np.zeros(cap, np.int64)
-    q_st = np.array([0, cap], np.int64)  # heap size, free entries
-    q_free = np.arange(cap).astype(np.int64)
-    r_heap = np.zeros(cap * 2, np.int64)
-    r_st = np.array([0, cap * 2], np.int64)
-    r_free = np.arange(cap * 2).astype(np.int64)
+    r_st = np.zeros(2, np.int64)
+    lvl_pos = np.zeros(level_ukeys.shape[0], np.int64)  # per price level: where its last search ended
     q_last = np.int64(0)  # latest arrival on each bus: a message never overtakes an earlier one
     r_last = np.int64(0)
-    seq = 0
     led = np.zeros(LEDGER_SIZE)  # the local side's ledger
-    f_cap = 1024
-    f_ts_exch = np.zeros(f_cap, np.int64)
-    f_ts_local = np.zeros(f_cap, np.int64)
-    f_side = np.zeros(f_cap, np.int8)
-    f_px = np.zeros(f_cap, np.int64)
-    f_qty = np.zeros(f_cap)
-    f_fee = np.zeros(f_cap)
-    f_oid = np.zeros(f_cap, np.int64)
-    f_level = np.zeros(f_cap, np.int64)
-    f_pos = np.zeros(f_cap)
-    f_real = np.zeros(f_cap)
+    # Fill records: fixed buffers (never reassigned in the loop, which would cost reference counting
+    # on every response); when they are full the run stops with `overflow` and the caller reruns it
+    # with larger ones. np.empty leaves untouched pages unmapped, so a generous cap costs no memory.
+    f_ts_exch = np.empty(fill_cap, np.int64)
+    f_ts_local = np.empty(fill_cap, np.int64)
+    f_side = np.empty(fill_cap, np.int8)
+    f_px = np.empty(fill_cap, np.int64)
+    f_qty = np.empty(fill_cap)
+    f_fee = np.empty(fill_cap)
+    f_oid = np.empty(fill_cap, np.int64)
+    f_level = np.empty(fill_cap, np.int64)
+    f_pos = np.empty(fill_cap)
+    f_real = np.empty(fill_cap)
+    overflow = False
     nf = 0
     t_side = np.zeros(max_targets, np.int8)
     t_px = np.zeros(max_targets, np.int64)
@@ -371,13 +426,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     out_cancel = np.zeros(cap, np.int64)
     out_place = np.zeros(max_targets, np.int64)
     slots = np.zeros(cap, np.int64)
-    # Decision clock: start_ns + k * step_ns (k >= 1), or from the first event when start_ns <= 0.
-    if start_ns > 0 or n == 0:
-        t0 = start_ns
-    else:
-        t0 = min(ts_exch[0], local_ts[0])
-    last_ts = max(ts_exch[n - 1], local_ts[n - 1]) if n > 0 else t0
-    n_steps_cap = max(1, (last_ts - t0) // step_ns + 2)
+    t0, last_ts, n_steps_cap = decision_clock(ts_exch, local_ts, start_ns, step_ns)
+    n_dec = dec_lj.shape[0]
+    k_dec = 0
     s_ts = np.zeros(n_steps_cap, np.int64)
     s_mid = np.zeros(n_steps_cap)
     s_pos = np.zeros(n_steps_cap)
@@ -408,23 +459,38 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                 p_ts[fi], p_pos[fi], p_amount[fi] = tf, x_pos[0], amount
                 fi += 1
             elif te <= tq and te <= target and te != MAX_TS:
-                if (ei & BLOCK_MASK) == 0:
-                    # Jump over whole blocks that end before the next request, decision or funding
-                    # and hold no price that reaches our orders.
-                    lim = min(tq, target, tf)
-                    min_ask = ipx[ASK, 0] if icnt[ASK] > 0 else MAX_TS
-                    max_bid = ipx[BID, icnt[BID] - 1] if icnt[BID] > 0 else _MIN_TICKS
+                # Rows that cannot reach our orders, up to the next request, decision or funding, are
+                # passed over (depth at our prices is applied lazily, at a trade there): a block whose
+                # summary (`block_extremes`) cannot reach them is left by its times alone, from any row
+                # in it; in a block that might, rows are tested one by one.
+                lim = min(tq, target, tf)
+                min_ask = ipx[ASK, 0] if icnt[ASK] > 0 else MAX_TS
+                max_bid = ipx[BID, icnt[BID] - 1] if icnt[BID] > 0 else _MIN_TICKS
+                e0 = ei
+                while ei < n:
                     b = ei >> BLOCK_SHIFT
-                    skipped = False
-                    while b < nblk and blk_hi[b] < min_ask and blk_lo[b] > max_bid:
-                        end = min((b + 1) << BLOCK_SHIFT, n)
-                        if ts_exch[end - 1] > lim:
+                    end = min((b + 1) << BLOCK_SHIFT, n)
+                    if blk_hi[b] < min_ask and blk_lo[b] > max_bid:
+                        if ts_exch[end - 1] <= lim:
+                            ei = end
+                            continue
+                        while ts_exch[ei] <= lim:  # stops inside the block: its last row is after lim
+                            ei += 1
+                        break
+                    while ei < end and ts_exch[ei] <= lim:
+                        if kind[ei] == 3:
+                            reach_ask = ticks[ei] if side[ei] > 0 else _MIN_TICKS
+                            reach_bid = ticks[ei] if side[ei] < 0 else MAX_TS
+                        else:
+                            reach_ask = best_bid[ei]  # EMPTY is the lowest int64: reaches nothing
+                            reach_bid = best_ask[ei] if best_ask[ei] != EMPTY else MAX_TS
+                        if reach_ask >= min_ask or reach_bid <= max_bid:
                             break
-                        ei = end
-                        b += 1
-                        skipped = True
-                    if skipped:
-                        continue
+                        ei += 1
+                    if ei < end:
+                        break  # a row that may reach us, or one after lim
+                if ei != e0:
+                    continue
                 i = ei
                 k_ = kind[i]
                 p = ticks[i]
@@ -459,9 +525,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                         if exec_q > 0.0:
                             ta = max(ts_exch[i] + latency_at(lat_ts, lat_resp, ts_exch[i]), r_last)
                             r_last = ta
-                            seq = _execute(s_, ts_exch[i], exec_q, full, ta, seq, x_leaves, x_live, x_pos, o_side,
-                                           inflight, counters, r_ts, r_seq, r_heap, r_st, r_free, r_slot, r_status,
-                                           r_exch_ts, r_qty)  # fmt: skip
+                            _execute(s_, ts_exch[i], exec_q, full, ta, x_leaves, x_live, x_pos, o_side, inflight,
+                                     counters, r_ts, r_st, r_slot, r_status, r_exch_ts, r_qty)  # fmt: skip
                         if full:
                             _idx_remove_at(ipx, islot, icnt, s, j)
                             if s == ASK:
@@ -493,20 +558,18 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                         _idx_remove_at(ipx, islot, icnt, o, j)
                         ta = max(ts_exch[i] + latency_at(lat_ts, lat_resp, ts_exch[i]), r_last)
                         r_last = ta
-                        seq = _execute(s_, ts_exch[i], x_leaves[s_], True, ta, seq, x_leaves, x_live, x_pos, o_side,
-                                       inflight, counters, r_ts, r_seq, r_heap, r_st, r_free, r_slot, r_status,
-                                       r_exch_ts, r_qty)  # fmt: skip
+                        _execute(s_, ts_exch[i], x_leaves[s_], True, ta, x_leaves, x_live, x_pos, o_side, inflight,
+                                 counters, r_ts, r_st, r_slot, r_status, r_exch_ts, r_qty)  # fmt: skip
                 ei += 1
             elif tq <= target and tq != MAX_TS:
                 s_ = q_slot[qi]
                 req = q_req[qi]
-                _bus_pop(q_ts, q_seq, q_heap, q_st, q_free)
+                _bus_pop(q_ts, q_st)
                 inflight[s_] -= 1
                 ta = max(tq + latency_at(lat_ts, lat_resp, tq), r_last)
                 r_last = ta
-                k = _bus_push(r_ts, r_seq, r_heap, r_st, r_free, ta, seq)
+                k = _bus_push(r_ts, r_st, ta)
                 r_slot[k], r_exch_ts[k], r_qty[k] = s_, tq, 0.0
-                seq += 1
                 inflight[s_] += 1
                 lots = o_qty[s_] / lot
                 if req == REQ_NEW and (
@@ -533,11 +596,17 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                         r_status[k] = ST_NEW
                         x_live[s_] = True
                         x_leaves[s_] = o_qty[s_]
-                        x_front[s_] = qty_before(
-                            level_rows, level_keys, reset_rows, reset_sides, qty, o_side[s_], o_px[s_], ei
-                        )
+                        # The level's rows from ei on: galloping from where the last order there
+                        # started (ei only grows), so a price quoted again is found in a few steps.
+                        u = level_of(level_ukeys, o_side[s_], o_px[s_])
+                        lo = hi_ = first = 0
+                        if u >= 0:
+                            lo, hi_ = level_starts[u], level_starts[u + 1]
+                            first = _advance(level_rows, max(lo, lvl_pos[u]), hi_, ei - 1)
+                            lvl_pos[u] = first
+                        x_lp[s_], x_le[s_] = first, hi_
+                        x_front[s_] = qty_at_cursor(level_rows, reset_rows, reset_sides, qty, o_side[s_], lo, first, ei)
                         x_cum[s_] = 0.0
-                        x_lp[s_], x_le[s_] = level_cursor(level_rows, level_keys, o_side[s_], o_px[s_], ei)
                         _idx_add(ipx, islot, icnt, s, o_px[s_], s_)
                 elif x_live[s_]:
                     s = BID if o_side[s_] > 0 else ASK
@@ -547,33 +616,25 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                 else:
                     r_status[k] = RESP_REJECTED
                     counters[3] += 1
-                tq, qi = _bus_top(q_ts, q_heap, q_st)
+                tq, qi = _bus_top(q_ts, q_st)
             else:
                 break
         # ---- local side: responses that have arrived, in arrival order ----
         while True:
-            tr, ri = _bus_top(r_ts, r_heap, r_st)
+            tr, ri = _bus_top(r_ts, r_st)
             if tr > target:
                 break
             s_ = r_slot[ri]
             st = r_status[ri]
-            _bus_pop(r_ts, r_seq, r_heap, r_st, r_free)
+            _bus_pop(r_ts, r_st)
             touched = True
+            dirty = True
             inflight[s_] -= 1
             if st == ST_FILLED or st == RESP_PARTIAL:
                 fee = book_fill(led, o_side[s_], o_px[s_] * tick, r_qty[ri], maker_fee, inverse, contract_size)
-                if nf == f_cap:
-                    f_cap *= 2
-                    f_ts_exch = np.concatenate((f_ts_exch, np.zeros(f_cap - nf, np.int64)))
-                    f_ts_local = np.concatenate((f_ts_local, np.zeros(f_cap - nf, np.int64)))
-                    f_side = np.concatenate((f_side, np.zeros(f_cap - nf, np.int8)))
-                    f_px = np.concatenate((f_px, np.zeros(f_cap - nf, np.int64)))
-                    f_qty = np.concatenate((f_qty, np.zeros(f_cap - nf)))
-                    f_fee = np.concatenate((f_fee, np.zeros(f_cap - nf)))
-                    f_oid = np.concatenate((f_oid, np.zeros(f_cap - nf, np.int64)))
-                    f_level = np.concatenate((f_level, np.zeros(f_cap - nf, np.int64)))
-                    f_pos = np.concatenate((f_pos, np.zeros(f_cap - nf)))
-                    f_real = np.concatenate((f_real, np.zeros(f_cap - nf)))
+                if nf == fill_cap:
+                    overflow = True
+                    break
                 f_ts_exch[nf] = r_exch_ts[ri]
                 f_ts_local[nf] = tr
                 f_side[nf] = o_side[s_]
@@ -598,60 +659,79 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             if not l_live[s_] and not x_live[s_] and inflight[s_] == 0:
                 free[nfree] = s_
                 nfree += 1
+        if overflow:
+            break
         # ---- local market data up to `target` ----
-        while lj < n and local_ts[lj] <= target:
-            lj += 1
+        if k_dec < n_dec:
+            lj = dec_lj[k_dec]
+        else:
+            lj = _advance(local_ts, lj, n, target)
         # Nothing left to happen after `target`: the data has ended, no more decisions.
-        tr, ri = _bus_top(r_ts, r_heap, r_st)
+        tr, ri = _bus_top(r_ts, r_st)
         if ei >= n and lj >= n and tq == MAX_TS and tr == MAX_TS and (fi >= nfund or fund_ts[fi] > last_ts):
             break
         # ---- decision at `target` ----
-        bb = local_bb[lj - 1] if lj > 0 else EMPTY
-        ba = local_ba[lj - 1] if lj > 0 else EMPTY
-        bbq = local_bbq[lj - 1] if lj > 0 else 0.0
-        baq = local_baq[lj - 1] if lj > 0 else 0.0
-        m = 0
-        qbid = EMPTY
-        qask = EMPTY
-        for s_ in range(hi):
-            if not l_live[s_]:
-                continue
-            if l_status[s_] == ST_FILLED or l_status[s_] == ST_CANCELED or l_status[s_] == ST_EXPIRED:
-                l_live[s_] = False
-                if not x_live[s_] and inflight[s_] == 0:
-                    free[nfree] = s_
-                    nfree += 1
-            else:
-                slots[m] = s_
-                v_side[m], v_px[m], v_qty[m] = o_side[s_], o_px[s_], l_leaves[s_]
-                m += 1
-                if o_side[s_] > 0 and (qbid == EMPTY or o_px[s_] > qbid):
-                    qbid = o_px[s_]
-                elif o_side[s_] < 0 and (qask == EMPTY or o_px[s_] < qask):
-                    qask = o_px[s_]
+        if k_dec < n_dec:  # read in order: no cache miss per decision
+            bb, ba, bbq, baq = dec_bb[k_dec], dec_ba[k_dec], dec_bbq[k_dec], dec_baq[k_dec]
+        else:
+            bb = local_bb[lj - 1] if lj > 0 else EMPTY
+            ba = local_ba[lj - 1] if lj > 0 else EMPTY
+            bbq = local_bbq[lj - 1] if lj > 0 else 0.0
+            baq = local_baq[lj - 1] if lj > 0 else 0.0
+        k_dec += 1
+        fresh = (
+            dirty
+            or gates_on
+            or reuse == REUSE_NEVER
+            or bb != k_bb
+            or ba != k_ba
+            or (reuse == REUSE_TOP and (bbq != k_bbq or baq != k_baq))
+        )
+        if dirty:
+            m = 0
+            qbid = EMPTY
+            qask = EMPTY
+            for s_ in range(hi):
+                if not l_live[s_]:
+                    continue
+                if l_status[s_] == ST_FILLED or l_status[s_] == ST_CANCELED or l_status[s_] == ST_EXPIRED:
+                    l_live[s_] = False
+                    if not x_live[s_] and inflight[s_] == 0:
+                        free[nfree] = s_
+                        nfree += 1
+                else:
+                    slots[m] = s_
+                    v_side[m], v_px[m], v_qty[m] = o_side[s_], o_px[s_], l_leaves[s_]
+                    m += 1
+                    if o_side[s_] > 0 and (qbid == EMPTY or o_px[s_] > qbid):
+                        qbid = o_px[s_]
+                    elif o_side[s_] < 0 and (qask == EMPTY or o_px[s_] < qask):
+                        qask = o_px[s_]
+        dirty = False
         nc = npl = 0
         position = led[POSITION]
-        nt = strategy(params, strategy_state, target, bb, ba, bbq, baq, tick, lot, position, v_side, v_px, v_qty, m,
-                      t_side, t_px, t_qty, t_level)  # fmt: skip
-        if nt < 0 or nt > max_targets:
-            raise ValueError("strategy kernel returned more targets than max_targets (or a negative count)")
-        # A strategy sees only (params, its state, market, position, open quotes): with the same
-        # targets and no order changed since the last decision, the diff would be empty.
-        same = not touched and nt == last_nt
-        if same:
+        if fresh:
+            k_bb, k_ba, k_bbq, k_baq = bb, ba, bbq, baq
+            nt = strategy(params, strategy_state, target, bb, ba, bbq, baq, tick, lot, position, v_side, v_px, v_qty,
+                          m, t_side, t_px, t_qty, t_level)  # fmt: skip
+            if nt < 0 or nt > max_targets:
+                raise ValueError("strategy kernel returned more targets than max_targets (or a negative count)")
+            # A strategy sees only (params, its state, market, position, open quotes): with the same
+            # targets and no order changed since the last decision, the diff would be empty.
+            same = not touched and nt == last_nt
+            if same:
+                for j in range(nt):
+                    if t_side[j] != p_side[j] or t_px[j] != p_px[j] or t_qty[j] != p_qty[j]:
+                        same = False
+                        break
+            touched = False
+            last_nt = nt
             for j in range(nt):
-                if t_side[j] != p_side[j] or t_px[j] != p_px[j] or t_qty[j] != p_qty[j]:
-                    same = False
-                    break
-        touched = False
-        last_nt = nt
-        p_side[:nt] = t_side[:nt]
-        p_px[:nt] = t_px[:nt]
-        p_qty[:nt] = t_qty[:nt]
-        if not same:
-            nc, npl = diff_quotes(
-                t_side, t_px, nt, o_side, o_px, l_status, l_req, l_live, slots, m, out_cancel, out_place
-            )
+                p_side[j], p_px[j], p_qty[j] = t_side[j], t_px[j], t_qty[j]
+            if not same:
+                nc, npl = diff_quotes(
+                    t_side, t_px, nt, o_side, o_px, l_status, l_req, l_live, slots, m, out_cancel, out_place
+                )
         have_mid = bb != EMPTY and ba != EMPTY
         mid_now = (bb + ba) * 0.5 * tick if have_mid else 0.0
         eq_now = equity(led, mid_now, funding_paid, inverse, contract_size) if have_mid else np.nan
@@ -675,14 +755,14 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             )
         t_send = q_last
         if nc > 0 or npl > 0:
+            dirty = True
             t_send = max(target + latency_at(lat_ts, lat_entry, target), q_last)
             q_last = t_send
         for c in range(nc):
             s_ = slots[out_cancel[c]]
             l_req[s_] = REQ_CANCEL
-            k = _bus_push(q_ts, q_seq, q_heap, q_st, q_free, t_send, seq)
+            k = _bus_push(q_ts, q_st, t_send)
             q_slot[k], q_req[k] = s_, REQ_CANCEL
-            seq += 1
             inflight[s_] += 1
             counters[1] += 1
         for pl in range(npl):
@@ -696,12 +776,11 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             o_id[s_] = next_id
             next_id += 1
             l_live[s_], l_status[s_], l_req[s_], l_leaves[s_] = True, ST_NONE, REQ_NEW, t_qty[j]
-            k = _bus_push(q_ts, q_seq, q_heap, q_st, q_free, t_send, seq)
+            k = _bus_push(q_ts, q_st, t_send)
             q_slot[k], q_req[k] = s_, REQ_NEW
-            seq += 1
             inflight[s_] += 1
             counters[0] += 1
-        tq, qi = _bus_top(q_ts, q_heap, q_st)
+        tq, qi = _bus_top(q_ts, q_st)
         if ns < n_steps_cap:
             s_ts[ns] = target
             s_mid[ns] = mid_now if have_mid else np.nan
@@ -725,4 +804,4 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     steps = (s_ts[:ns], s_mid[:ns], s_pos[:ns], s_cash[:ns], s_fee[:ns], s_real[:ns], s_eq[:ns], s_open[:ns],
              s_qbid[:ns], s_qask[:ns], s_mode[:ns])  # fmt: skip
     funding = (p_ts[:fi], p_pos[:fi], p_amount[:fi])
-    return fills, steps, funding, led, funding_paid, counters
+    return fills, steps, funding, led, funding_paid, counters, overflow

@@ -46,7 +46,7 @@ from grinder.book.l2 import (
 )
 from grinder.data.tape import Tape
 
-# Group key of a (side, price) level in Replay.level_keys: bids carry this bit, asks do not.
+# Group key of a (side, price) level in Replay.level_ukeys: bids carry this bit, asks do not.
 SIDE_BIT = np.int64(1) << np.int64(62)
 _I64_MAX = np.iinfo(np.int64).max
 _I64_MIN = np.iinfo(np.int64).min
@@ -70,7 +70,10 @@ class Replay:
     local_best_bid_qty: np.ndarray  # float64 base units at those prices
     local_best_ask_qty: np.ndarray
     level_rows: np.ndarray  # int64: book row indices grouped by (side, price), ascending within a group
-    level_keys: np.ndarray  # int64: the group key of each entry of level_rows (SIDE_BIT for bids + price)
+    # A level's rows are level_rows[level_starts[u]:level_starts[u + 1]] for its key level_ukeys[u]
+    # (SIDE_BIT for bids + price): one short search per order placed instead of two over every row.
+    level_ukeys: np.ndarray  # int64: the distinct group keys, ascending
+    level_starts: np.ndarray  # int64: len(level_ukeys) + 1 offsets into level_rows
     reset_rows: np.ndarray  # int64: indices of reset rows, with reset_sides (+1, -1, 0 both)
     reset_sides: np.ndarray
 
@@ -312,7 +315,7 @@ def _unpack_levels(packed, keys, rb, span_a, base_a, base_b):
 
 
 def _level_index(kind, side, ticks):
-    """(level_rows, level_keys, reset_rows, reset_sides) of the tape columns."""
+    """(level_rows, level_ukeys, level_starts, reset_rows, reset_sides) of the tape columns."""
     rows, keys, packed, resets, reset_sides, rb, span_a, base_a, base_b, mode = _levels(kind, side, ticks)
     if mode == 1:
         packed.sort()  # the packed values are distinct, so any sort gives the stable order
@@ -325,7 +328,9 @@ def _level_index(kind, side, ticks):
         keys = np.where(side[rows] > 0, SIDE_BIT, 0) + ticks[rows]
         g = np.argsort(keys, kind="stable")
         rows, keys = rows[g], keys[g]
-    return rows, keys, resets, reset_sides
+    first = np.flatnonzero(np.diff(keys)) + 1 if len(keys) else np.empty(0, np.int64)
+    starts = np.concatenate(([0], first, [len(keys)])).astype(np.int64) if len(keys) else np.zeros(1, np.int64)
+    return rows, keys[starts[:-1]], starts, resets, reset_sides
 
 
 def _build(tape: Tape, local_ts: np.ndarray, want_order: bool) -> tuple[Replay, np.ndarray | None]:
@@ -353,8 +358,8 @@ def _build(tape: Tape, local_ts: np.ndarray, want_order: bool) -> tuple[Replay, 
             lbb, lba, lts = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
             _replay_pass(order, local, kind, side, ticks, qty, none_f, lbb, lba, bbq, baq, lts)
             exch.result()
-        level_rows, level_keys, resets, reset_sides = index.result()
-    arrays = (prev_q, bb, ba, lts, lbb, lba, bbq, baq, level_rows, level_keys, resets, reset_sides)
+        level_rows, ukeys, starts, resets, reset_sides = index.result()
+    arrays = (prev_q, bb, ba, lts, lbb, lba, bbq, baq, level_rows, ukeys, starts, resets, reset_sides)
     for a in arrays:
         a.flags.writeable = False
     return Replay(*arrays), order
@@ -384,20 +389,32 @@ def load_or_prepare(tape: Tape, local_ts: np.ndarray, cache_dir: Path | str | No
 
 
 @njit(cache=True)
-def qty_before(level_rows, level_keys, reset_rows, reset_sides, qty, side_code, price_ticks, row):
+def qty_before(level_rows, level_ukeys, level_starts, reset_rows, reset_sides, qty, side_code, price_ticks, row):
     """Quantity resting at (side, price) once rows [0, row) have been applied."""
-    key = (SIDE_BIT if side_code > 0 else 0) + price_ticks
-    lo = np.searchsorted(level_keys, key, "left")
-    hi = np.searchsorted(level_keys, key, "right")
-    if lo == hi:
+    lo, first, _ = level_cursor(level_rows, level_ukeys, level_starts, side_code, price_ticks, row)
+    return qty_at_cursor(level_rows, reset_rows, reset_sides, qty, side_code, lo, first, row)
+
+
+@njit(cache=True, _nrt=False)
+def _first_at_or_after(a, lo, hi, x):
+    """The first position in a[lo:hi] (sorted) whose value is >= x, or hi (no view: no reference counting)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, _nrt=False)
+def qty_at_cursor(level_rows, reset_rows, reset_sides, qty, side_code, lo, first, row):
+    """qty_before for a level whose rows start at `lo` in level_rows, `first` being its first from `row` on."""
+    if first == lo:
         return 0.0
-    # The last row at this level before `row`.
-    j = lo + np.searchsorted(level_rows[lo:hi], row, "left") - 1
-    if j < lo:
-        return 0.0
-    last = level_rows[j]
+    last = level_rows[first - 1]  # the last row at this level before `row`
     # A reset of this side after that row clears the level.
-    r = np.searchsorted(reset_rows, row, "left") - 1
+    r = _first_at_or_after(reset_rows, 0, reset_rows.shape[0], row) - 1
     while r >= 0 and reset_rows[r] > last:
         if reset_sides[r] == 0 or (reset_sides[r] > 0) == (side_code > 0):
             return 0.0
@@ -405,10 +422,21 @@ def qty_before(level_rows, level_keys, reset_rows, reset_sides, qty, side_code, 
     return qty[last]
 
 
-@njit(cache=True)
-def level_cursor(level_rows, level_keys, side_code, price_ticks, row):
-    """(first, end): positions in level_rows of the (side, price) level's rows from `row` on."""
+@njit(cache=True, _nrt=False)
+def level_of(level_ukeys, side_code, price_ticks):
+    """Index of the (side, price) level in level_ukeys, or -1 when no book row of the tape is there."""
     key = (SIDE_BIT if side_code > 0 else 0) + price_ticks
-    lo = np.searchsorted(level_keys, key, "left")
-    hi = np.searchsorted(level_keys, key, "right")
-    return lo + np.searchsorted(level_rows[lo:hi], row, "left"), hi
+    u = _first_at_or_after(level_ukeys, 0, level_ukeys.shape[0], key)
+    if u == level_ukeys.shape[0] or level_ukeys[u] != key:
+        return -1
+    return u
+
+
+@njit(cache=True, _nrt=False)
+def level_cursor(level_rows, level_ukeys, level_starts, side_code, price_ticks, row):
+    """(start, first, end): positions in level_rows of the (side, price) level's rows, and its first from `row` on."""
+    u = level_of(level_ukeys, side_code, price_ticks)
+    if u < 0:
+        return 0, 0, 0
+    lo, hi = level_starts[u], level_starts[u + 1]
+    return lo, _first_at_or_after(level_rows, lo, hi, row), hi

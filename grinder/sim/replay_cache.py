@@ -24,7 +24,7 @@ import numpy as np
 from grinder.data.tape import Tape
 from grinder.sim.replay import REPLAY_FIELDS, Replay, build_replay
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _FLOAT_FIELDS = ("prev_qty", "local_best_bid_qty", "local_best_ask_qty")
 _ROW_FIELDS = REPLAY_FIELDS[:8]  # one value per tape row (or local event)
 _HASH_CHUNK = 32 << 20  # bytes hashed per task; digests of the chunks are hashed in order
@@ -155,7 +155,13 @@ def open_cached(cache_dir: str | Path, key: str, rows: int) -> Replay | None:
             out[f] = a
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # json.JSONDecodeError is a ValueError
-    if len(out["level_rows"]) != len(out["level_keys"]) or len(out["reset_rows"]) != len(out["reset_sides"]):
+    starts = out["level_starts"]
+    if (
+        len(starts) != len(out["level_ukeys"]) + 1
+        or starts[0] != 0
+        or starts[-1] != len(out["level_rows"])
+        or len(out["reset_rows"]) != len(out["reset_sides"])
+    ):
         return None
     return Replay(**out)
 

@@ -21,7 +21,15 @@ from grinder.core.gates import GateConfig
 from grinder.core.strategy import Strategy, compile_kernel
 from grinder.data.tape import Tape
 from grinder.portfolio.curves import align_equity, max_drawdown
-from grinder.sim.backtest import BacktestResult, LatencySeries, VenueConfig, prepare, row_blocks, run_backtest
+from grinder.sim.backtest import (
+    BacktestResult,
+    LatencySeries,
+    VenueConfig,
+    decision_inputs,
+    prepare,
+    row_blocks,
+    run_backtest,
+)
 from grinder.sim.replay import Replay
 
 METRICS = ("equity", "realized", "unrealized", "fees", "funding_paid", "fills", "position", "max_drawdown",
@@ -81,6 +89,7 @@ def run_window(
     latency = LatencySeries.for_venue(venue) if latency is None else latency  # read a latency file once, not per set
     rep = prepare(tape, venue) if replay is None else replay
     blocks = row_blocks(tape, rep)
+    decisions = decision_inputs(tape, rep, venue, start_ns)
     lo = start_ns if start_ns > 0 else int(min(tape.ts_exch[0], rep.local_ts[0])) if len(tape) else 0
     hi = int(max(tape.ts_exch[-1], rep.local_ts[-1])) if len(tape) else lo
     grid_ns = np.unique(np.linspace(lo, hi, grid_points).astype(np.int64))
@@ -89,7 +98,7 @@ def run_window(
 
     def one(i: int) -> int:
         res = run_backtest(tape, strategy, strategy.vector(sets[i]), venue, start_ns=start_ns, replay=rep,
-                           gates=gates, latency=latency, blocks=blocks)  # fmt: skip
+                           gates=gates, latency=latency, blocks=blocks, decisions=decisions)  # fmt: skip
         rows[i] = {**metrics_of(res), "events": len(tape)}
         equity[:, i] = equity_on_grid(res, grid_ns)
         return i

@@ -19,7 +19,8 @@ import pandas as pd
 from grinder.core.gates import GateConfig
 from grinder.data.errors import DataError
 from grinder.data.tape import Tape, load_tape
-from grinder.sim.backtest import LatencySeries, VenueConfig
+from grinder.sim.backtest import LatencySeries, VenueConfig, prepare
+from grinder.sim.replay_cache import cache_root
 from grinder.sweep.folds import Window
 from grinder.sweep.runner import METRICS, run_window
 from grinder.sweep.spec import Grid
@@ -38,6 +39,7 @@ class Selection:
     symbol: str
     start_ns: int | None = None
     end_ns: int | None = None
+    cache: bool = False  # keep each window's tape and replay on disk in the lake, reused by later sweeps
 
 
 @dataclass
@@ -86,7 +88,7 @@ def run_study(
     """
     if rank_by not in RANKABLE:
         raise DataError(f"unknown ranking metric {rank_by!r}; choose from {', '.join(RANKABLE)}")
-    load = load or (lambda s, w: load_tape(s.root, s.venue, s.symbol, w.start_ns, w.end_ns))
+    load = load or (lambda s, w: load_tape(s.root, s.venue, s.symbol, w.start_ns, w.end_ns, cache=s.cache))
     frames, curves = [], {}
     for w in windows:
         if client is not None:
@@ -98,8 +100,9 @@ def run_study(
             if len(tape) == 0:
                 raise DataError(f"window {w.name} [{w.start_ns}, {w.end_ns}) holds no events")
             cb = (lambda d, n, name=w.name: progress(name, d, n)) if progress else None
+            replay = prepare(tape, venue, cache_root(sel.root)) if sel.cache else None
             run = run_window(tape, grid.strategy, grid.sets, venue, gates, start_ns=w.start_ns, latency=latency,
-                             workers=workers, progress=cb)  # fmt: skip
+                             replay=replay, workers=workers, progress=cb)  # fmt: skip
             del tape
         df = pd.DataFrame(run.rows)
         events = df.pop("events")

@@ -72,3 +72,26 @@ def test_gates_in_the_loop_block_and_count(result):
     again = run_backtest(tape, static_grid, PARAMS.as_array(), VENUE,
                          gates=GateConfig(rate_capacity=10, rate_per_s=20, max_position=0.01))  # fmt: skip
     assert again.digest == gated.digest
+
+
+def test_tabulated_local_view_and_looked_up_one_give_the_same_run(result):
+    from grinder.sim.backtest import decision_inputs, prepare
+
+    r, tape = result
+    rep = prepare(tape, VENUE)
+    table = decision_inputs(tape, rep, VENUE)
+    assert len(table[0]) >= r.counters["decisions"]
+    e = np.empty(0, np.int64)
+    empty = (e, e, e, np.empty(0), np.empty(0))
+    looked_up = run_backtest(tape, static_grid, PARAMS.as_array(), VENUE, replay=rep, decisions=empty)
+    assert looked_up.digest == r.digest and looked_up.counters == r.counters
+
+
+def test_more_fills_than_the_buffers_hold_reruns_with_larger_ones(result, monkeypatch):
+    import grinder.sim.backtest as bt
+
+    r, tape = result
+    monkeypatch.setattr(bt, "FILL_CAP", 7)  # a few reruns, each from a fresh start
+    small = run_backtest(tape, static_grid, PARAMS.as_array(), VENUE)
+    assert small.counters["fills"] > 7 * 4 and small.digest == r.digest and small.counters == r.counters
+    assert all(a.base is None for a in r.fills.values())  # copies, not views that keep the buffers alive

@@ -37,7 +37,15 @@ def test_replay_matches_a_live_book(tmp_path):
                 for code, s in ((1, BID), (-1, ASK)):
                     p = int(mid + d)
                     got = qty_before(
-                        rep.level_rows, rep.level_keys, rep.reset_rows, rep.reset_sides, tape.qty, code, p, i
+                        rep.level_rows,
+                        rep.level_ukeys,
+                        rep.level_starts,
+                        rep.reset_rows,
+                        rep.reset_sides,
+                        tape.qty,
+                        code,
+                        p,
+                        i,
                     )
                     assert got == qty_at(hdr, wq, ok, oq, s, p), (i, code, p)
         if tape.kind[i] <= 1:
@@ -99,7 +107,9 @@ def reference_index(kind, side, ticks):
     keys = np.where(side[book_rows] > 0, SIDE_BIT, 0) + ticks[book_rows]
     g = np.lexsort((book_rows, keys))
     resets = np.flatnonzero(kind == 2)
-    return book_rows[g], keys[g], resets, side[resets].astype(np.int64)
+    ukeys, starts = np.unique(keys[g], return_index=True)
+    starts = np.append(starts, len(g)).astype(np.int64)
+    return book_rows[g], ukeys, starts, resets, side[resets].astype(np.int64)
 
 
 def reference_replay(tape, local, book=(1 << 15, 4096)):
@@ -213,8 +223,9 @@ def test_level_index_matches_lexsort_in_every_mode(case, mode):
     got = replay._level_index(kind, side, ticks)
     for a, b in zip(got, reference_index(kind, side, ticks), strict=True):
         assert a.dtype == b.dtype and np.array_equal(a, b)
-    empty = replay._level_index(kind[:0], side[:0], ticks[:0])
-    assert all(len(a) == 0 and a.dtype == np.int64 for a in empty)
+    rows, ukeys, starts, resets, reset_sides = replay._level_index(kind[:0], side[:0], ticks[:0])
+    assert all(len(a) == 0 and a.dtype == np.int64 for a in (rows, ukeys, resets, reset_sides))
+    assert starts.dtype == np.int64 and starts.tolist() == [0]  # one offset more than there are levels
 
 
 # --- The on-disk cache ---
@@ -264,7 +275,7 @@ def _truncate(entry):
 
 
 def _pad(entry):
-    with open(entry / "level_keys.npy", "ab") as fh:
+    with open(entry / "level_starts.npy", "ab") as fh:
         fh.write(b"\0" * 8)
 
 

@@ -1,0 +1,51 @@
+"""Strategies that let the engine reuse their last targets must give the same run as when called every decision."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from grinder.core.strategy import RECOMPUTE, Strategy, discover
+from grinder.data.errors import DataError
+from grinder.data.tape import load_tape
+from grinder.sim.backtest import VenueConfig, run_backtest
+from tests.conftest import REPO
+
+# Parameters each reusing strategy is checked with (a new reusing strategy must add its own here).
+EXAMPLES = {
+    "static_grid": [
+        {"levels": 5, "interval": 0.5, "half_spread": 0.1, "order_qty": 0.002, "max_position": 0.01},
+        {"levels": 8, "interval": 1.0, "half_spread": 0.5, "order_qty": 0.002, "max_position": 0.01,
+         "recenter_intervals": 2.0},
+    ],
+}  # fmt: skip
+
+REUSING = sorted(name for name, s in discover().items() if s.recompute != "always")
+
+
+def test_the_grid_declares_reuse():
+    assert "static_grid" in REUSING  # the sweep speed depends on it
+
+
+@pytest.mark.parametrize("name", REUSING)
+def test_reusing_targets_changes_nothing(name):
+    strategy = discover()[name]
+    assert name in EXAMPLES, f"{name} declares recompute={strategy.recompute!r}: add example parameters here"
+    tape = load_tape(REPO / "data" / "sample" / "lake", "binance-usdm", "BTCUSDT")
+    venue = VenueConfig(step_ns=50_000_000)
+    always = dataclasses.replace(strategy, recompute="always")
+    for values in EXAMPLES[name]:
+        vec = strategy.vector(strategy.validate(values))
+        a = run_backtest(tape, strategy, vec, venue)
+        b = run_backtest(tape, always, vec, venue)
+        assert a.counters["fills"] > 0
+        assert a.digest == b.digest and a.counters == b.counters
+        assert (a.steps["mode"] == b.steps["mode"]).all()
+
+
+def test_unknown_recompute_value_is_refused():
+    grid = discover()["static_grid"]
+    with pytest.raises(DataError, match="recompute must be one of"):
+        Strategy("x", grid.params, grid.kernel, recompute="sometimes")
+    assert RECOMPUTE[0] == "always"
