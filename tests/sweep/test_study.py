@@ -63,3 +63,18 @@ def test_unknown_ranking_metric_is_refused(study, windows):
     g, _ = study
     with pytest.raises(DataError, match="unknown ranking metric 'profit'"):
         run_study(SEL, g, windows, VenueConfig(), rank_by="profit")
+
+
+def test_a_cached_lake_gives_the_same_results_and_keeps_its_caches(study, windows, tmp_path):
+    import dataclasses
+    import shutil
+
+    g, r = study
+    root = tmp_path / "lake"
+    shutil.copytree(SEL.root, root)
+    sel = dataclasses.replace(SEL, root=root, cache=True)
+    first = run_study(sel, g, windows, VenueConfig(), workers=2)
+    again = run_study(sel, g, windows, VenueConfig(), workers=2)  # reads both caches
+    assert first.results["digest"].tolist() == again.results["digest"].tolist() == r.results["digest"].tolist()
+    assert len(list((root / "_tapes").iterdir())) == len(windows)
+    assert len(list((root / "_replays").iterdir())) == len(windows)
