@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from grinder.io.atomic import write_atomic
 from grinder.report.load import Run, load_run
 from grinder.report.stats import Stats, run_stats
 
@@ -35,20 +33,6 @@ def write_report(run_dir: Path) -> Path:
     out = run.path / "report.html"
     write_atomic(out, page)
     return out
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write text to a temp file beside path, then rename it over path: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for reading
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def render(run: Run, stats: Stats) -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from grinder.report.html import STYLE, _table, write_atomic
+from grinder.io.atomic import write_atomic
+from grinder.report.html import STYLE, _table
 from grinder.report.sweep_html import _rows_table
 
 

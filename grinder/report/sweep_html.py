@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from grinder.report.html import STYLE, _num, _table, write_atomic
+from grinder.io.atomic import write_atomic
+from grinder.report.html import STYLE, _num, _table
 
 BEST_CURVES = 5  # equity curves drawn per window: the best sets by the ranking
 

@@ -1,0 +1,1 @@
+"""File writing shared by the CLI, the reports and the live adapter."""

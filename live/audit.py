@@ -1,0 +1,53 @@
+"""The audit trail: every action the adapter takes, one JSON object per line, secrets removed.
+
+Lines are appended and flushed to disk one by one (fsync), so the trail of a process killed with
+SIGKILL ends at its last complete action. Values equal to a registered secret, and every value
+under a key that names a credential (api key, secret, signature, listen key, password), are
+written as "***", at any depth; a secret inside a longer string (an error message quoting a
+request) is cut out too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+REDACTED = "***"
+_SECRET_KEYS = re.compile(r"(api[-_]?key|secret|signature|listen[-_]?key|password|passphrase|token)", re.I)
+
+
+class AuditLog:
+    """Append-only JSONL file; `write(event, **fields)` records one action with its time (ns)."""
+
+    def __init__(self, path: Path, secrets: tuple[str, ...] = ()):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._secrets = tuple(s for s in secrets if s)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the process's life
+
+    def redact(self, value: Any, key: str = "") -> Any:
+        """`value` with every secret replaced by REDACTED (dicts and lists walked)."""
+        if key and _SECRET_KEYS.search(key):
+            return REDACTED
+        if isinstance(value, dict):
+            return {k: self.redact(v, str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.redact(v) for v in value]
+        if isinstance(value, str):
+            for s in self._secrets:
+                value = value.replace(s, REDACTED)
+        return value
+
+    def write(self, now_ns: int, event: str, **fields: Any) -> None:
+        """Append one line {"ts_ns", "event", **fields} and force it to disk."""
+        record = self.redact({"ts_ns": int(now_ns), "event": event, **fields})
+        self._fh.write(json.dumps(record, default=str, separators=(",", ":")) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        """Close the file (later writes raise)."""
+        self._fh.close()

@@ -1,0 +1,77 @@
+"""The daily order budget: order actions and notional per UTC day, kept on disk across restarts.
+
+Every create or cancel the adapter sends is charged here *before* it leaves, and the charge is on
+disk (fsynced) when `charge` returns: after a crash the budget counts an action that may not have
+reached the venue, never the other way round. A new UTC day starts from zero. A damaged budget
+file stops the adapter with an error naming the file (`--reset-budget` is the deliberate way to
+start over); it is never silently reset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from grinder.data.errors import DataError
+from grinder.io.atomic import write_atomic
+
+
+def utc_day(now_ns: int) -> str:
+    """The UTC calendar day (YYYY-MM-DD) of a time in ns since the epoch."""
+    return dt.datetime.fromtimestamp(now_ns / 1e9, dt.UTC).strftime("%Y-%m-%d")
+
+
+@dataclass(frozen=True)
+class BudgetLimits:
+    """Per UTC day: most order actions (creates + cancels) and most notional created (quote currency)."""
+
+    max_actions: int
+    max_notional: float
+
+    def __post_init__(self) -> None:
+        if self.max_actions < 0 or not self.max_notional >= 0:
+            raise DataError(f"budget limits must be >= 0, got {self.max_actions} actions, {self.max_notional} notional")
+
+
+class DailyBudget:
+    """What today's budget has left; `allows` asks, `charge` spends and records it on disk."""
+
+    def __init__(self, path: Path, limits: BudgetLimits):
+        self.path, self.limits = Path(path), limits
+        self.day, self.actions, self.notional = "", 0, 0.0
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+                self.day, self.actions, self.notional = str(data["day"]), int(data["actions"]), float(data["notional"])
+                if self.actions < 0 or not self.notional >= 0:
+                    raise ValueError("negative spend")
+            except (ValueError, KeyError, TypeError) as e:
+                raise DataError(
+                    f"{self.path}: damaged budget file ({e}); refusing to start with an unknown spend"
+                ) from None
+
+    def _roll(self, now_ns: int) -> None:
+        day = utc_day(now_ns)
+        if day != self.day:
+            self.day, self.actions, self.notional = day, 0, 0.0
+
+    def allows(self, now_ns: int, notional: float = 0.0) -> str | None:
+        """None if one more action with this notional fits today's budget, else the reason it does not."""
+        self._roll(now_ns)
+        if self.actions + 1 > self.limits.max_actions:
+            return f"daily order actions used up ({self.actions}/{self.limits.max_actions})"
+        if self.notional + notional > self.limits.max_notional:
+            return f"daily notional used up ({self.notional:.2f} + {notional:.2f} > {self.limits.max_notional:.2f})"
+        return None
+
+    def charge(self, now_ns: int, notional: float = 0.0) -> None:
+        """Spend one action (and its notional; 0 for a cancel) and record it durably; refused if it does not fit."""
+        reason = self.allows(now_ns, notional)
+        if reason is not None:
+            raise DataError(f"budget: {reason}")
+        actions, spent = self.actions + 1, self.notional + notional
+        record = {"day": self.day, "actions": actions, "notional": spent}
+        write_atomic(self.path, json.dumps(record), durable=True)
+        self.actions, self.notional = actions, spent  # only once it is on disk

@@ -1,0 +1,23 @@
+"""Audit lines carry no secret, at any depth, inside strings or under credential-named keys."""
+
+from __future__ import annotations
+
+import json
+
+from live.audit import REDACTED, AuditLog
+
+KEY, SECRET = "k3yABCDEF0123456789", "s3cretZYXW9876543210"
+
+
+def test_audit_lines_never_contain_secrets(tmp_path):
+    log = AuditLog(tmp_path / "audit" / "audit.jsonl", secrets=(KEY, SECRET))
+    log.write(1, "create", client_id="grinder_grid:BTCUSDT:1", request={"apiKey": "anything", "qty": 0.1})
+    log.write(2, "error", message=f"401 for https://x/fapi/v1/order?signature=abc&key={KEY}", headers=[SECRET])
+    log.write(3, "listen", listenKey="pqr", nested={"auth": {"api_secret": "z"}})
+    log.close()
+    text = (tmp_path / "audit" / "audit.jsonl").read_text()
+    assert KEY not in text and SECRET not in text and "pqr" not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [x["event"] for x in lines] == ["create", "error", "listen"]
+    assert lines[0]["request"] == {"apiKey": REDACTED, "qty": 0.1} and lines[0]["client_id"].startswith("grinder_")
+    assert lines[2]["nested"]["auth"]["api_secret"] == REDACTED and lines[1]["headers"] == [REDACTED]

@@ -1,0 +1,47 @@
+"""The daily budget: charged before an action leaves, kept across restarts, new each UTC day."""
+
+from __future__ import annotations
+
+import pytest
+
+from grinder.data.errors import DataError
+from live.budget import BudgetLimits, DailyBudget, utc_day
+
+DAY = 1_764_028_800_000_000_000  # 2025-11-25 00:00:00 UTC, ns
+HOUR = 3_600 * 10**9
+
+
+def test_actions_and_notional_are_capped(tmp_path):
+    b = DailyBudget(tmp_path / "budget.json", BudgetLimits(max_actions=3, max_notional=250.0))
+    b.charge(DAY, 100.0)
+    b.charge(DAY + 1, 100.0)
+    assert "daily notional used up" in b.allows(DAY + 2, 100.0)
+    assert b.allows(DAY + 2, 0.0) is None  # a cancel still fits
+    b.charge(DAY + 2)
+    assert "daily order actions used up (3/3)" in b.allows(DAY + 3)
+    with pytest.raises(DataError, match="budget: daily order actions used up"):
+        b.charge(DAY + 3)
+
+
+def test_a_restart_continues_the_day_and_a_new_day_starts_from_zero(tmp_path):
+    limits = BudgetLimits(max_actions=2, max_notional=1e9)
+    path = tmp_path / "budget.json"
+    DailyBudget(path, limits).charge(DAY + HOUR, 10.0)
+    again = DailyBudget(path, limits)  # the process restarted
+    assert (again.actions, again.notional) == (1, 10.0)
+    again.charge(DAY + 2 * HOUR)
+    assert again.allows(DAY + 3 * HOUR) is not None
+    assert again.allows(DAY + 24 * HOUR) is None and again.day == utc_day(DAY + 24 * HOUR) == "2025-11-26"
+
+
+@pytest.mark.parametrize("content", ["", "{", '{"day": "2025-11-25"}', '{"day": "x", "actions": -1, "notional": 0}'])
+def test_a_damaged_budget_file_is_never_silently_reset(tmp_path, content):
+    path = tmp_path / "budget.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match="budget.json: damaged budget file"):
+        DailyBudget(path, BudgetLimits(1, 1.0))
+
+
+def test_negative_limits_are_refused():
+    with pytest.raises(DataError, match="budget limits must be >= 0"):
+        BudgetLimits(-1, 1.0)

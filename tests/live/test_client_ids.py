@@ -1,0 +1,96 @@
+"""Client order ids: names with underscores round-trip, foreign ids are not ours, ids never repeat."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from grinder.data.errors import DataError
+from live.client_ids import MAX_LEN, PREFIX, ClientOrderId, IdAllocator, check_names, decode_seq, encode_seq, parse
+
+NAME = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/", min_size=1, max_size=9)
+
+
+@given(NAME, NAME, st.integers(0, 62**6 - 1))
+def test_every_id_parses_back_to_its_parts(strategy, symbol, seq):
+    cid = ClientOrderId(strategy, symbol, seq)
+    text = str(cid)
+    assert len(text) <= MAX_LEN and text.startswith(PREFIX)
+    assert parse(text) == cid
+
+
+def test_underscores_in_names_round_trip():
+    cid = ClientOrderId("adaptive_grid", "ETH_USDT", 12345)
+    assert str(cid) == "grinder_adaptive_grid:ETH_USDT:3D7"
+    assert parse(str(cid)) == cid
+    check_names("adaptive_grid", "ETH_USDT")  # and there is room for 62**5 orders
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    ["", "web_123", "grinder", "grinder_", "grinder_a:b", "grinder_a:b:c:d", "grinder_:BTCUSDT:1",
+     "grinder_grid::1", "grinder_grid:BTCUSDT:", "grinder_grid:BTCUSDT:1!", "x" + "grinder_grid:BTCUSDT:1",
+     "grinder_" + "a" * 30 + ":B:1", None, 17],
+)  # fmt: skip
+def test_ids_that_are_not_ours_parse_to_none(foreign):
+    assert parse(foreign) is None
+
+
+@pytest.mark.parametrize(
+    ("strategy", "symbol", "message"),
+    [("grid:v2", "BTCUSDT", "strategy name 'grid:v2'"), ("grid", "BTC USDT", "symbol name 'BTC USDT'"),
+     ("", "BTCUSDT", "strategy name ''"), ("a_very_long_strategy_name", "BTCUSDT", "use a shorter strategy name")],
+)  # fmt: skip
+def test_names_that_cannot_be_carried_are_refused_up_front(strategy, symbol, message):
+    with pytest.raises(DataError, match=message):
+        check_names(strategy, symbol)
+
+
+def test_base62_round_trip_and_errors():
+    assert [encode_seq(n) for n in (0, 61, 62)] == ["0", "z", "10"]
+    assert decode_seq(encode_seq(62**7 + 5)) == 62**7 + 5
+    for bad in ("", "a!"):
+        with pytest.raises(ValueError):
+            decode_seq(bad)
+
+
+def test_allocator_never_reuses_an_id_across_restarts(tmp_path):
+    path = tmp_path / "ids.json"
+    a = IdAllocator(path, "static_grid", "BTCUSDT", block=3)
+    first = [a.next().seq for _ in range(4)]  # crosses a block boundary
+    assert first == [0, 1, 2, 3] and json.loads(path.read_text())["reserved_until"] == 6
+    b = IdAllocator(path, "static_grid", "BTCUSDT", block=3)  # a restart: resumes after the reservation
+    assert b.next().seq == 6
+
+
+def test_allocator_after_kill_9_resumes_beyond_every_id_it_handed_out(tmp_path):
+    path = tmp_path / "ids.json"
+    code = (
+        "import os, sys\n"
+        "from live.client_ids import IdAllocator\n"
+        f"a = IdAllocator({str(path)!r}, 'static_grid', 'BTCUSDT', block=10)\n"
+        "print(max(a.next().seq for _ in range(25)), flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.getcwd())
+    assert r.returncode == -9
+    last = int(r.stdout.split()[0])
+    assert IdAllocator(path, "static_grid", "BTCUSDT").next().seq > last
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{", "damaged client-id reservation"), ('{"strategy": "static_grid", "symbol": "BTCUSDT"}', "damaged"),
+     ('{"strategy": "other", "symbol": "BTCUSDT", "reserved_until": 5}', "belongs to other/BTCUSDT")],
+)  # fmt: skip
+def test_a_damaged_or_foreign_reservation_stops_the_adapter(tmp_path, content, message):
+    path = tmp_path / "ids.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        IdAllocator(path, "static_grid", "BTCUSDT")

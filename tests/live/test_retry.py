@@ -1,0 +1,37 @@
+"""Backoff honours Retry-After; the circuit breaker opens, waits, tries once and recovers."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from live.retry import CLOSED, HALF_OPEN, OPEN, Backoff, CircuitBreaker
+
+
+def test_backoff_grows_with_jitter_and_honours_retry_after():
+    b = Backoff(base_s=0.5, cap_s=4.0, max_attempts=3)
+    rng = random.Random(7)
+    waits = [b.delay(a, rng) for a in (1, 2, 3, 4, 5)]
+    assert all(0 <= w <= min(4.0, 0.5 * 2 ** (a - 1)) for a, w in zip((1, 2, 3, 4, 5), waits, strict=True))
+    assert b.delay(1, rng, retry_after_s=7.0) == 7.0
+    assert not b.gives_up(2) and b.gives_up(3)
+    with pytest.raises(ValueError):
+        Backoff(base_s=0)
+
+
+def test_breaker_opens_after_repeated_failures_then_recovers_through_one_trial():
+    cb = CircuitBreaker(threshold=3, cooldown_s=10.0)
+    for t in (0.0, 1.0):
+        assert cb.allows(t)
+        cb.failure(t)
+    assert cb.state == CLOSED
+    cb.failure(2.0)
+    assert cb.state == OPEN and not cb.allows(5.0) and not cb.allows(11.9)
+    assert cb.allows(12.0) and cb.state == HALF_OPEN
+    assert not cb.allows(12.1)  # one trial at a time
+    cb.failure(12.5)  # the trial failed: open again, a new cool-down
+    assert cb.state == OPEN and not cb.allows(20.0)
+    assert cb.allows(22.5)
+    cb.success()
+    assert cb.state == CLOSED and cb.allows(22.6) and cb.failures == 0
