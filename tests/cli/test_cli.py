@@ -278,7 +278,7 @@ def test_sweep_on_a_dask_cluster_gives_the_local_sweep_id(sample, tmp_path):
     args = ["sweep", "static_grid", "--root", sample, *SWEEP, "--train", "0.5", "--no-report"]
     local = grinder(*args, "--out", tmp_path / "a")
     assert local.returncode == 0, local.stderr
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, host="127.0.0.1") as lc:
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0", host="127.0.0.1") as lc:
         remote = grinder(*args, "--cluster", lc.scheduler_address, "--out", tmp_path / "b")
     assert remote.returncode == 0, remote.stderr
     sid = [r.stdout.split("sweep id ")[1].split()[0] for r in (local, remote)]

@@ -30,7 +30,7 @@ def sel(tmp_path_factory):
 def client():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       host="127.0.0.1") as lc, Client(lc) as c:  # fmt: skip
         yield c
 

@@ -1,0 +1,1 @@
+"""A local Binance USDT-M futures venue for testing the live adapter: the protocol, auth, matching, faults."""
