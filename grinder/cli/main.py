@@ -27,6 +27,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Market data: ingest, list, query, generate, verify.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+venue_app = typer.Typer(help="The local Binance USDT-M venue emulator (for testing the live adapter).",
+                        no_args_is_help=True)  # fmt: skip
+app.add_typer(venue_app, name="venue")
 
 # Piped output is not wrapped at 80 columns: tables stay one row per line for grep and diff.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -786,6 +789,60 @@ def print_summary(summary: dict, run_dir: Path, report: bool = True) -> None:
     out.print(f"  run folder: {run_dir}")
     if report:
         out.print(f"  report: {run_dir / 'report.html'}")
+
+
+@venue_app.command("serve")
+@_clean_errors
+def venue_serve(
+    symbol: Annotated[str, typer.Option(help="Symbol.")] = "BTCUSDT",
+    venue: Annotated[str, typer.Option(help="Venue of the data in the lake.")] = "binance-usdm",
+    start: Annotated[str | None, typer.Option(help="Start (ISO 8601 UTC or ns).")] = None,
+    end: Annotated[str | None, typer.Option(help="End, exclusive.")] = None,
+    speed: Annotated[float, typer.Option(help="Replay speed, x real time.")] = 1.0,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 0,
+    balance: Annotated[float, typer.Option(help="Starting wallet, USDT.")] = 10_000.0,
+    root: RootOpt = DEFAULT_ROOT,
+) -> None:
+    """Replay a selection as a Binance USDT-M venue on 127.0.0.1 until the data ends or SIGTERM / Ctrl-C.
+
+    The API key and secret clients must sign with come from GRINDER_VENUE_API_KEY and
+    GRINDER_VENUE_SECRET (never from the command line).
+    """
+    import asyncio
+    import signal
+
+    from grinder.data.tape import load_tape
+    from grinder.venue.auth import Credentials
+    from grinder.venue.server import VenueServer
+
+    key, secret = os.environ.get("GRINDER_VENUE_API_KEY", ""), os.environ.get("GRINDER_VENUE_SECRET", "")
+    if not key or not secret:
+        raise DataError("set GRINDER_VENUE_API_KEY and GRINDER_VENUE_SECRET: the credentials clients must sign with")
+    if speed <= 0:
+        raise DataError(f"--speed must be > 0, got {speed}")
+    tape = load_tape(root, venue, symbol, _parse_time(start), _parse_time(end))
+    if len(tape) == 0:
+        raise DataError(f"no events for {venue}/{symbol} in {root} in that span")
+
+    async def serve() -> None:
+        srv = VenueServer(tape, Credentials(key, secret), speed=speed, balance=balance)
+        srv.preroll()
+        bound = await srv.start(port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        out.print(f"venue {venue}/{symbol} on http://127.0.0.1:{bound} (ws://127.0.0.1:{bound}/ws), "
+                  f"{len(tape):,} events at {speed:g}x")  # fmt: skip
+        replay = asyncio.create_task(srv.run_replay())
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({replay, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        out.print("replay finished" if replay.done() else "stopping")
+        replay.cancel()
+        waiter.cancel()
+        await srv.stop()
+
+    asyncio.run(serve())
 
 
 def main() -> None:  # pragma: no cover

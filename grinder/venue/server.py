@@ -1,0 +1,479 @@
+"""The venue emulator's server: the part of Binance USDT-M futures' REST and WebSocket API ccxt uses.
+
+One symbol, replayed from a tape at `speed` times real time (`VenueServer.run_replay`), matched by
+`grinder.venue.exchange.Exchange`. Public: exchangeInfo, time, depth snapshots, the diff depth
+stream (U / u / pu) and trade / aggTrade streams. Private (HMAC-signed, `grinder.venue.auth`):
+order create / cancel / query, open orders, cancel all, leverage brackets, position risk, account,
+listenKey and the user stream (ORDER_TRADE_UPDATE, ACCOUNT_UPDATE). Paths and message shapes follow
+docs/venue-protocol.md, measured against ccxt 4.5. Market data times are the tape's; signature
+timestamps are checked against the wall clock, as the real venue does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from grinder.book.l2 import EMPTY
+from grinder.data.tape import Tape
+from grinder.venue.auth import Credentials, check_signed
+from grinder.venue.exchange import BAD_PARAM, Exchange, Order, OrderEvent, VenueError
+
+BATCH_END = 1  # Tape.flags bit: the last row of one depth update
+SIDE = {1: "BUY", -1: "SELL"}
+
+
+def _ms(ns: int) -> int:
+    return int(ns // 1_000_000)
+
+
+@dataclass
+class Faults:
+    """Knobs a test turns while the server runs (see docs/venue-protocol.md for what ccxt does with each)."""
+
+    http_status: int = 0  # answer private REST with this status (429, 418, 5xx) while > 0 ...
+    http_count: int = 0  # ... for this many requests (then back to normal)
+    retry_after_s: int = 0  # Retry-After header sent with the fault status
+    slow_s: float = 0.0  # delay before answering any REST request
+    lose_create_replies: int = 0  # accept this many creates but drop the connection instead of answering
+    seq_gap: bool = False  # skip one depth update (its u) in the stream, once
+    requests: list = field(default_factory=list)  # (method, path) of every REST request, in order
+
+
+class VenueServer:
+    """An aiohttp application over one `Exchange`; `start()` binds 127.0.0.1 and returns the port."""
+
+    def __init__(self, tape: Tape, creds: Credentials, speed: float = 1.0, balance: float = 10_000.0, **exchange_kw):
+        if speed <= 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        self.tape, self.creds, self.speed = tape, creds, speed
+        self.inst = tape.instrument
+        self.x = Exchange(self.inst, balance=balance, **exchange_kw)
+        self.faults = Faults()
+        self.decimals = max(0, -int(np.floor(np.log10(self.inst.tick_size) + 1e-9)))
+        self.qty_decimals = max(0, -int(np.floor(np.log10(self.inst.lot_size) + 1e-9)))
+        self.update_id = 0  # u of the last depth update applied
+        self.now_ns = int(tape.ts_exch[0]) if len(tape) else 0  # the replay's exchange time
+        self.row = 0  # next tape row
+        self.depth_subs: set[web.WebSocketResponse] = set()
+        self.trade_subs: dict[str, set[web.WebSocketResponse]] = {"trade": set(), "aggTrade": set()}
+        self.user_socks: dict[str, set[web.WebSocketResponse]] = {}
+        self.listen_keys: set[str] = set()
+        self.done = asyncio.Event()
+        self.app = web.Application(middlewares=[self._faults_mw])
+        r = self.app.router
+        r.add_get("/fapi/v1/exchangeInfo", self.exchange_info)
+        r.add_get("/fapi/v1/time", self.server_time)
+        r.add_get("/fapi/v1/depth", self.depth)
+        r.add_route("*", "/fapi/v1/listenKey", self.listen_key)
+        r.add_post("/fapi/v1/order", self.create_order)
+        r.add_delete("/fapi/v1/order", self.cancel_order)
+        r.add_get("/fapi/v1/order", self.get_order)
+        r.add_get("/fapi/v1/openOrders", self.open_orders)
+        r.add_delete("/fapi/v1/allOpenOrders", self.cancel_all)
+        r.add_get("/fapi/v1/leverageBracket", self.leverage_bracket)
+        for v in ("v2", "v3"):
+            r.add_get(f"/fapi/{v}/positionRisk", self.position_risk)
+            r.add_get(f"/fapi/{v}/account", self.account)
+        r.add_get("/public/ws/{n}", self.public_ws)
+        r.add_get("/market/ws/{n}", self.public_ws)
+        r.add_get("/private/ws", self.private_ws)
+        self._runner: web.AppRunner | None = None
+
+    # ---- life cycle ----
+    async def start(self, port: int = 0) -> int:
+        """Serve on 127.0.0.1:port (0: a free port); returns the port."""
+        self._runner = web.AppRunner(self.app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        """Close every socket and the listener."""
+        for ws in [*self.depth_subs, *self.trade_subs["trade"], *self.trade_subs["aggTrade"],
+                   *(w for s in self.user_socks.values() for w in s)]:  # fmt: skip
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def preroll(self) -> None:
+        """Apply rows up to the end of the first complete book (its snapshot), without streaming them."""
+        t = self.tape
+        seen_book = False
+        while self.row < len(t):
+            i = self.row
+            self._apply(i)
+            self.row += 1
+            seen_book = seen_book or t.kind[i] in (1, 2)
+            if seen_book and t.flags[i] & BATCH_END and t.kind[i] != 3:
+                bb, ba = self.x.best()
+                if bb != EMPTY and ba != EMPTY:
+                    break
+        self.update_id = 1000  # the snapshot's lastUpdateId; each streamed update takes the next ids
+
+    async def run_replay(self, until_row: int | None = None) -> None:
+        """Stream the tape from the current row at `speed` x real time; sets `done` at the end."""
+        t = self.tape
+        end = len(t) if until_row is None else min(until_row, len(t))
+        if self.row >= end:
+            self.done.set()
+            return
+        wall0, ts0 = time.monotonic(), int(t.ts_exch[self.row])
+        batch: list[int] = []
+        while self.row < end:
+            i = self.row
+            due = wall0 + (int(t.ts_exch[i]) - ts0) / 1e9 / self.speed
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.now_ns = int(t.ts_exch[i])
+            if t.kind[i] == 3:
+                await self._emit_trade(i)
+                await self._emit_orders(
+                    self.x.on_row(3, int(t.side[i]), int(t.price_ticks[i]), float(t.qty[i]), self.now_ns)
+                )
+            else:
+                batch.append(i)
+                if t.flags[i] & BATCH_END:
+                    await self._emit_depth(batch)
+                    batch = []
+            self.row += 1
+        if batch:
+            await self._emit_depth(batch)
+        self.done.set()
+
+    def _apply(self, i: int) -> list[OrderEvent]:
+        t = self.tape
+        return self.x.on_row(int(t.kind[i]), int(t.side[i]), int(t.price_ticks[i]), float(t.qty[i]), int(t.ts_exch[i]))
+
+    # ---- formatting ----
+    def px(self, ticks: int) -> str:
+        return f"{ticks * self.inst.tick_size:.{self.decimals}f}"
+
+    def qty(self, q: float) -> str:
+        return f"{q:.{self.qty_decimals}f}"
+
+    def order_json(self, o: Order) -> dict:
+        avg = o.quote_filled / o.filled if o.filled > 0 else 0.0
+        return {
+            "orderId": o.order_id, "symbol": self.inst.symbol, "status": o.status, "clientOrderId": o.client_id,
+            "price": self.px(o.price_ticks), "avgPrice": f"{avg:.{self.decimals + 2}f}", "origQty": self.qty(o.qty),
+            "executedQty": self.qty(o.filled), "cumQty": self.qty(o.filled), "cumQuote": f"{o.quote_filled:.8f}",
+            "timeInForce": o.tif, "type": "LIMIT", "reduceOnly": False, "closePosition": False, "side": SIDE[o.side],
+            "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE", "priceProtect": False,
+            "origType": "LIMIT", "priceMatch": "NONE", "selfTradePreventionMode": "NONE", "goodTillDate": 0,
+            "time": _ms(o.created_ns), "updateTime": _ms(o.updated_ns),
+        }  # fmt: skip
+
+    # ---- streams ----
+    async def _send(self, socks, msg: dict) -> None:
+        text = json.dumps(msg)
+        for ws in list(socks):
+            if ws.closed:
+                socks.discard(ws)
+                continue
+            try:
+                await ws.send_str(text)
+            except (ConnectionResetError, RuntimeError):
+                socks.discard(ws)
+
+    async def _emit_depth(self, rows: list[int]) -> None:
+        t = self.tape
+        before = self.x.depth(1000) if any(t.kind[i] != 0 for i in rows) else None
+        events: list[OrderEvent] = []
+        for i in rows:
+            events += self._apply(i)
+        if before is None:
+            bids = [[self.px(int(t.price_ticks[i])), self.qty(float(t.qty[i]))] for i in rows if t.side[i] > 0]
+            asks = [[self.px(int(t.price_ticks[i])), self.qty(float(t.qty[i]))] for i in rows if t.side[i] < 0]
+        else:  # a reset or snapshot in the capture: stream it as the levels it changed
+            after = self.x.depth(1000)
+            bids, asks = (
+                [[self.px(p), self.qty(q)] for p, q in _changed(b, a)] for b, a in zip(before, after, strict=True)
+            )
+        prev = self.update_id
+        self.update_id = prev + len(rows)
+        msg = {"e": "depthUpdate", "E": _ms(self.now_ns), "T": _ms(self.now_ns), "s": self.inst.symbol,
+               "U": prev + 1, "u": self.update_id, "pu": prev, "b": bids, "a": asks}  # fmt: skip
+        if self.faults.seq_gap:
+            self.faults.seq_gap = False  # this update is lost: the next one's pu will not match
+        else:
+            await self._send(self.depth_subs, msg)
+        await self._emit_orders(events)
+
+    async def _emit_trade(self, i: int) -> None:
+        t = self.tape
+        px, q = self.px(int(t.price_ticks[i])), self.qty(float(t.qty[i]))
+        base = {
+            "E": _ms(self.now_ns),
+            "T": _ms(self.now_ns),
+            "s": self.inst.symbol,
+            "p": px,
+            "q": q,
+            "m": bool(t.side[i] < 0),
+        }
+        await self._send(self.trade_subs["trade"], {"e": "trade", "t": int(t.ref[i]), "X": "MARKET", **base})
+        tid = int(t.ref[i])
+        await self._send(self.trade_subs["aggTrade"], {"e": "aggTrade", "a": tid, "f": tid, "l": tid, **base})
+
+    async def _emit_orders(self, events: list[OrderEvent]) -> None:
+        for ev in events:
+            o = ev.order
+            avg = o.quote_filled / o.filled if o.filled > 0 else 0.0
+            msg = {"e": "ORDER_TRADE_UPDATE", "E": _ms(ev.ts_ns), "T": _ms(ev.ts_ns), "o": {
+                "s": self.inst.symbol, "c": o.client_id, "S": SIDE[o.side], "o": "LIMIT", "f": o.tif,
+                "q": self.qty(o.qty), "p": self.px(o.price_ticks), "ap": f"{avg:.{self.decimals + 2}f}", "sp": "0",
+                "x": ev.exec_type, "X": ev.status, "i": o.order_id, "l": self.qty(ev.last_qty), "z": self.qty(o.filled),
+                "L": self.px(ev.last_price_ticks) if ev.last_qty else "0", "n": f"{ev.fee:.8f}", "N": "USDT",
+                "T": _ms(ev.ts_ns), "t": ev.trade_id, "b": "0", "a": "0", "m": True, "R": False,
+                "wt": "CONTRACT_PRICE", "ot": "LIMIT", "ps": "BOTH", "cp": False, "rp": f"{ev.realized:.8f}",
+                "pP": False, "si": 0, "ss": 0}}  # fmt: skip
+            await self._send(self._all_user_socks(), msg)
+            if ev.exec_type == "TRADE":
+                await self._send(self._all_user_socks(), self._account_update(ev.ts_ns))
+
+    def _account_update(self, ts_ns: int) -> dict:
+        pos, entry, realized = self.x.position()
+        wb = f"{self.x.wallet():.8f}"
+        return {"e": "ACCOUNT_UPDATE", "E": _ms(ts_ns), "T": _ms(ts_ns), "a": {"m": "ORDER",
+                "B": [{"a": "USDT", "wb": wb, "cw": wb, "bc": "0"}],
+                "P": [{"s": self.inst.symbol, "pa": self.qty(pos), "ep": f"{entry:.8f}", "bep": f"{entry:.8f}",
+                       "cr": f"{realized:.8f}", "up": f"{self.x.unrealized():.8f}", "mt": "cross", "iw": "0",
+                       "ps": "BOTH", "ma": "USDT"}]}}  # fmt: skip
+
+    def _all_user_socks(self) -> set:
+        return {w for s in self.user_socks.values() for w in s}
+
+    async def public_ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        sym = self.inst.symbol.lower()
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            try:
+                req = json.loads(msg.data)
+                method, params, rid = req["method"], req.get("params", []), req["id"]
+            except (ValueError, KeyError, TypeError):
+                await ws.send_str(json.dumps({"error": {"code": 3, "msg": "Invalid JSON"}, "id": None}))
+                continue
+            targets = []
+            for stream in params:
+                if stream.startswith(f"{sym}@depth"):
+                    targets.append(self.depth_subs)
+                elif stream == f"{sym}@trade":
+                    targets.append(self.trade_subs["trade"])
+                elif stream == f"{sym}@aggTrade":
+                    targets.append(self.trade_subs["aggTrade"])
+                else:
+                    targets = None
+                    break
+            if targets is None or method not in ("SUBSCRIBE", "UNSUBSCRIBE"):
+                await ws.send_str(
+                    json.dumps({"error": {"code": 2, "msg": "Invalid request: invalid stream"}, "id": rid})
+                )
+                continue
+            for subs in targets:
+                (subs.add if method == "SUBSCRIBE" else subs.discard)(ws)
+            await ws.send_str(json.dumps({"result": None, "id": rid}))
+        for subs in (self.depth_subs, *self.trade_subs.values()):
+            subs.discard(ws)
+        return ws
+
+    async def private_ws(self, request: web.Request) -> web.StreamResponse:
+        key = request.query.get("listenKey", "")
+        if key not in self.listen_keys:
+            return web.json_response({"code": -1125, "msg": "This listenKey does not exist."}, status=400)
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self.user_socks.setdefault(key, set()).add(ws)
+        async for _ in ws:
+            pass  # the client sends nothing on the user stream
+        self.user_socks.get(key, set()).discard(ws)
+        return ws
+
+    # ---- REST ----
+    @web.middleware
+    async def _faults_mw(self, request: web.Request, handler):
+        f = self.faults
+        f.requests.append((request.method, request.path))
+        if f.slow_s > 0:
+            await asyncio.sleep(f.slow_s)
+        private = request.path.startswith("/fapi/") and request.path not in (
+            "/fapi/v1/exchangeInfo", "/fapi/v1/time", "/fapi/v1/depth")  # fmt: skip
+        if private and f.http_status and f.http_count > 0:
+            f.http_count -= 1
+            headers = {"Retry-After": str(f.retry_after_s)} if f.retry_after_s else {}
+            if f.http_status in (418, 429):
+                body = {"code": -1003, "msg": "Too many requests; current limit is 2400 requests per minute."}
+                return web.json_response(body, status=f.http_status, headers=headers)
+            return web.Response(status=f.http_status, text="Service Unavailable", headers=headers)
+        try:
+            return await handler(request)
+        except VenueError as e:
+            return web.json_response({"code": e.code, "msg": e.msg}, status=e.http_status)
+
+    async def _signed(self, request: web.Request) -> dict[str, str]:
+        body = (await request.text()) if request.method in ("POST", "PUT") else ""
+        # The signature covers the query exactly as sent: percent-encoded, not decoded.
+        query = request.rel_url.raw_query_string
+        params, err = check_signed(self.creds, request.headers.get("X-MBX-APIKEY"), query, body,
+                                   int(time.time() * 1000))  # fmt: skip
+        if err is not None:
+            raise VenueError(err[0], err[1], 401 if err[0] in (-2015, -1022) else 400)
+        sym = params.get("symbol")
+        if sym is not None and sym != self.inst.symbol:
+            raise VenueError(-1121, "Invalid symbol.")
+        return params
+
+    async def exchange_info(self, request: web.Request) -> web.Response:
+        i = self.inst
+        base = i.symbol[: -len("USDT")] if i.symbol.endswith("USDT") else i.symbol
+        sym = {
+            "symbol": i.symbol, "pair": i.symbol, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
+            "onboardDate": 1569398400000, "status": "TRADING", "baseAsset": base, "quoteAsset": "USDT",
+            "marginAsset": "USDT", "pricePrecision": self.decimals, "quantityPrecision": self.qty_decimals,
+            "baseAssetPrecision": 8, "quotePrecision": 8,
+            "filters": [
+                {"filterType": "PRICE_FILTER", "minPrice": self.px(1), "maxPrice": "10000000", "tickSize": self.px(1)},
+                {"filterType": "LOT_SIZE", "minQty": self.qty(i.lot_size), "maxQty": "100000",
+                 "stepSize": self.qty(i.lot_size)},
+                {"filterType": "MARKET_LOT_SIZE", "minQty": self.qty(i.lot_size), "maxQty": "100000",
+                 "stepSize": self.qty(i.lot_size)},
+                {"filterType": "MIN_NOTIONAL", "notional": f"{i.min_notional:g}"},
+            ],
+            "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
+                           "TRAILING_STOP_MARKET"],
+            "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+        }  # fmt: skip
+        return web.json_response({"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [],
+                                  "exchangeFilters": [], "assets": [], "symbols": [sym]})  # fmt: skip
+
+    async def server_time(self, request: web.Request) -> web.Response:
+        return web.json_response({"serverTime": int(time.time() * 1000)})
+
+    async def depth(self, request: web.Request) -> web.Response:
+        if request.query.get("symbol") != self.inst.symbol:
+            raise VenueError(-1121, "Invalid symbol.")
+        try:
+            limit = int(request.query.get("limit", "500"))
+        except ValueError:
+            raise VenueError(*BAD_PARAM) from None
+        bids, asks = self.x.depth(max(1, min(limit, 1000)))
+        return web.json_response({
+            "lastUpdateId": self.update_id, "E": _ms(self.now_ns), "T": _ms(self.now_ns),
+            "bids": [[self.px(p), self.qty(q)] for p, q in bids], "asks": [[self.px(p), self.qty(q)] for p, q in asks],
+        })  # fmt: skip
+
+    async def listen_key(self, request: web.Request) -> web.Response:
+        if request.headers.get("X-MBX-APIKEY") != self.creds.api_key:
+            raise VenueError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+        if request.method == "POST":
+            key = secrets.token_urlsafe(24)
+            self.listen_keys.add(key)
+            return web.json_response({"listenKey": key})
+        if request.method == "PUT":
+            return web.json_response({})
+        if request.method == "DELETE":
+            return web.json_response({})
+        raise web.HTTPMethodNotAllowed(request.method, ["POST", "PUT", "DELETE"])
+
+    async def create_order(self, request: web.Request) -> web.Response:
+        p = await self._signed(request)
+        try:
+            side = {"BUY": 1, "SELL": -1}[p["side"]]
+            if p.get("type") != "LIMIT":
+                raise VenueError(-1116, "Invalid orderType.")
+            price = float(p["price"])
+            qty = float(p["quantity"])
+            cid = p.get("newClientOrderId") or f"venue-{secrets.token_hex(8)}"
+            tif = p.get("timeInForce", "GTC")
+        except (KeyError, ValueError):
+            raise VenueError(*BAD_PARAM) from None
+        ticks = round(price / self.inst.tick_size)
+        if abs(ticks * self.inst.tick_size - price) > 1e-9 * max(1.0, price):
+            raise VenueError(-4014, "Price not increased by tick size.")
+        ev = self.x.create(cid, side, ticks, qty, tif, self.now_ns)
+        await self._emit_orders([ev])
+        if self.faults.lose_create_replies > 0:
+            self.faults.lose_create_replies -= 1
+            request.transport.close()  # type: ignore[union-attr] - accepted, but the reply never arrives
+            return web.Response(status=204)
+        return web.json_response(self.order_json(ev.order))
+
+    def _order_of(self, p: dict[str, str]) -> tuple[int | None, str | None]:
+        oid = p.get("orderId")
+        cid = p.get("origClientOrderId")
+        if oid is None and cid is None:
+            raise VenueError(-1102, "Either orderId or origClientOrderId must be sent.")
+        try:
+            return (int(oid) if oid is not None else None), cid
+        except ValueError:
+            raise VenueError(*BAD_PARAM) from None
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        p = await self._signed(request)
+        oid, cid = self._order_of(p)
+        ev = self.x.cancel(self.now_ns, oid, cid)
+        await self._emit_orders([ev])
+        return web.json_response(self.order_json(ev.order))
+
+    async def get_order(self, request: web.Request) -> web.Response:
+        p = await self._signed(request)
+        oid, cid = self._order_of(p)
+        return web.json_response(self.order_json(self.x.find(oid, cid)))
+
+    async def open_orders(self, request: web.Request) -> web.Response:
+        await self._signed(request)
+        return web.json_response([self.order_json(o) for o in self.x.open_orders()])
+
+    async def cancel_all(self, request: web.Request) -> web.Response:
+        await self._signed(request)
+        events = [self.x.cancel(self.now_ns, o.order_id) for o in self.x.open_orders()]
+        await self._emit_orders(events)
+        return web.json_response({"code": 200, "msg": "The operation of cancel all open order is done."})
+
+    async def leverage_bracket(self, request: web.Request) -> web.Response:
+        await self._signed(request)
+        return web.json_response([{"symbol": self.inst.symbol, "brackets": [
+            {"bracket": 1, "initialLeverage": 20, "notionalCap": 10_000_000, "notionalFloor": 0,
+             "maintMarginRatio": 0.004, "cum": 0}]}])  # fmt: skip
+
+    async def position_risk(self, request: web.Request) -> web.Response:
+        await self._signed(request)
+        pos, entry, _ = self.x.position()
+        bb, ba = self.x.best()
+        mark = (bb + ba) * 0.5 * self.inst.tick_size if bb != EMPTY and ba != EMPTY else entry
+        return web.json_response([{
+            "symbol": self.inst.symbol, "positionSide": "BOTH", "positionAmt": self.qty(pos),
+            "entryPrice": f"{entry:.8f}", "breakEvenPrice": f"{entry:.8f}", "markPrice": f"{mark:.8f}",
+            "unRealizedProfit": f"{self.x.unrealized():.8f}", "liquidationPrice": "0", "isolatedMargin": "0",
+            "notional": f"{pos * mark:.8f}", "marginAsset": "USDT", "isolatedWallet": "0", "initialMargin": "0",
+            "maintMargin": "0", "positionInitialMargin": "0", "openOrderInitialMargin": "0", "adl": 0,
+            "bidNotional": "0", "askNotional": "0", "updateTime": _ms(self.now_ns),
+        }])  # fmt: skip
+
+    async def account(self, request: web.Request) -> web.Response:
+        await self._signed(request)
+        wb = self.x.wallet()
+        up = self.x.unrealized()
+        asset = {"asset": "USDT", "walletBalance": f"{wb:.8f}", "unrealizedProfit": f"{up:.8f}",
+                 "marginBalance": f"{wb + up:.8f}", "maintMargin": "0", "initialMargin": "0",
+                 "positionInitialMargin": "0", "openOrderInitialMargin": "0", "crossWalletBalance": f"{wb:.8f}",
+                 "crossUnPnl": f"{up:.8f}", "availableBalance": f"{wb + up:.8f}", "maxWithdrawAmount": f"{wb:.8f}",
+                 "updateTime": max(1, _ms(self.now_ns))}  # fmt: skip
+        return web.json_response({"totalWalletBalance": f"{wb:.8f}", "availableBalance": f"{wb + up:.8f}",
+                                  "assets": [asset], "positions": []})  # fmt: skip
+
+
+def _changed(before: list[tuple[int, float]], after: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Levels whose quantity differs between two depth lists (0 for levels that went away), by price."""
+    a, b = dict(before), dict(after)
+    return sorted((p, b.get(p, 0.0)) for p in set(a) | set(b) if a.get(p, 0.0) != b.get(p, 0.0))

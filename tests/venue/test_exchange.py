@@ -1,0 +1,99 @@
+"""The emulated venue's matching: the backtester's fill rules, applied event by event, and its refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from grinder.data.instruments import Instrument
+from grinder.venue.exchange import CANCELED, FILLED, NEW, PARTIALLY_FILLED, Exchange, VenueError
+
+INST = Instrument(venue="test", symbol="TESTUSDT", tick_size=1.0, lot_size=1.0, maker_fee=0.0002, taker_fee=0.0005,
+                  min_notional=5.0)  # fmt: skip
+BOOK = [(2, 0, 0, 0), (1, 1, 99, 5), (1, 1, 98, 5), (1, -1, 101, 5), (1, -1, 102, 5)]
+
+
+def venue(**kw) -> Exchange:
+    x = Exchange(INST, **kw)
+    for kind, side, px, q in BOOK:
+        assert x.on_row(kind, side, px, q, 0) == []
+    return x
+
+
+def feed(x: Exchange, rows, t=1):
+    out = []
+    for kind, side, px, q in rows:
+        out += x.on_row(kind, side, px, q, t)
+    return out
+
+
+def test_the_book_is_replayed_and_served_best_first():
+    x = venue()
+    assert x.best() == (99, 101) and x.top() == (5.0, 5.0)
+    assert x.depth(5) == ([(99, 5.0), (98, 5.0)], [(101, 5.0), (102, 5.0)])
+    assert x.depth(1) == ([(99, 5.0)], [(101, 5.0)])
+
+
+def test_risk_averse_queue_fills_once_the_queue_ahead_has_traded():
+    x = venue()
+    assert x.create("a", 1, 99, 1.0, "GTX", 1).status == NEW
+    assert feed(x, [(3, -1, 99, 3), (3, -1, 99, 2)]) == []  # 5 traded ahead of us
+    (ev,) = feed(x, [(3, -1, 99, 1)])
+    assert ev.exec_type == "TRADE" and ev.status == FILLED and ev.last_qty == 1.0 and ev.last_price_ticks == 99
+    assert x.position()[0] == 1.0 and ev.fee == pytest.approx(99 * 0.0002)
+    assert x.wallet() == pytest.approx(10_000 - 99 * 0.0002)
+
+
+def test_depth_drops_only_cap_the_queue_ahead():
+    x = venue()
+    x.create("a", 1, 99, 1.0, "GTX", 1)
+    assert feed(x, [(0, 1, 99, 1), (3, -1, 99, 1)]) == []
+    assert len(feed(x, [(3, -1, 99, 1)])) == 1
+
+
+def test_price_through_and_trade_through_fill_at_our_price():
+    x = venue()
+    x.create("a", 1, 98, 1.0, "GTX", 1)
+    (ev,) = feed(x, [(0, -1, 98, 2)])  # the best ask drops onto our bid
+    assert ev.last_price_ticks == 98 and ev.status == FILLED
+    y = venue()
+    y.create("b", -1, 102, 1.0, "GTX", 1)
+    (ev,) = feed(y, [(3, 1, 103, 1)])  # a buy trade above our ask
+    assert ev.last_price_ticks == 102 and y.position()[0] == -1.0
+
+
+def test_partial_fills_take_the_traded_quantity_beyond_the_queue():
+    x = venue(partial_fills=True)
+    x.create("a", 1, 99, 4.0, "GTX", 1)
+    (ev,) = feed(x, [(3, -1, 99, 7)])  # 5 ahead, 2 for us
+    assert ev.last_qty == 2.0 and ev.status == PARTIALLY_FILLED and x.open_orders()[0].leaves == 2.0
+    (ev,) = feed(x, [(3, -1, 99, 5)])
+    assert ev.status == FILLED and x.open_orders() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [(("c", 1, 101, 1.0, "GTX"), -5022), (("c", -1, 99, 1.0, "GTX"), -5022), (("c", 1, 99, 0.5, "GTX"), -1111),
+     (("c", 1, 2, 1.0, "GTX"), -4164), (("a", 1, 97, 1.0, "GTX"), -4116)],
+)  # fmt: skip
+def test_refused_orders_carry_the_venue_error_and_change_nothing(args, code):
+    x = venue()
+    x.create("a", 1, 98, 1.0, "GTX", 1)
+    with pytest.raises(VenueError) as e:
+        x.create(*args, 2)
+    assert e.value.code == code and [o.client_id for o in x.open_orders()] == ["a"]
+
+
+def test_cancel_by_either_id_and_unknown_orders():
+    x = venue()
+    a = x.create("a", 1, 98, 1.0, "GTX", 1).order
+    x.create("b", 1, 97, 1.0, "GTX", 1)
+    assert x.cancel(2, order_id=a.order_id).status == CANCELED
+    assert x.cancel(3, client_id="b").status == CANCELED and x.open_orders() == []
+    assert x.find(client_id="a").status == CANCELED  # still known, closed
+    for kw in ({"order_id": a.order_id}, {"client_id": "zzz"}):
+        with pytest.raises(VenueError) as e:
+            x.cancel(4, **kw)
+        assert e.value.code == -2011
+    with pytest.raises(VenueError) as e:
+        x.find(client_id="zzz")
+    assert e.value.code == -2013
