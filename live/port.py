@@ -1,0 +1,168 @@
+"""The exchange port: every order the adapter creates or cancels goes through here, once.
+
+A create is charged to the daily budget and written to the audit trail before it leaves. It is
+retried only on errors that may be temporary, with backoff and jitter, never sooner than a
+Retry-After the venue sent. After an *ambiguous* failure (a timeout, a dropped connection, a 5xx:
+the venue may have accepted the order) the port looks the order up by its client order id before
+sending it again, so a retried create never makes two orders. Errors that will not go away (a
+post-only order that would take, bad credentials, a filter) are not retried. Repeated failures
+open the circuit breaker: no new orders until a trial request succeeds after the cool-down.
+Cancels are still sent while the breaker is open (they only reduce risk).
+
+The clock, the sleep and the random generator are the caller's (the live process passes the real
+ones; tests pass fakes), so the same code is tested without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import ccxt
+
+from live.audit import AuditLog
+from live.budget import DailyBudget
+from live.client_ids import ClientOrderId
+from live.retry import Backoff, CircuitBreaker
+
+# Rejections that will not change by trying again.
+PERMANENT = (ccxt.InvalidOrder, ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.InsufficientFunds,
+             ccxt.BadSymbol, ccxt.BadRequest, ccxt.AccountSuspended)  # fmt: skip
+RATE_LIMITED = (ccxt.DDoSProtection, ccxt.RateLimitExceeded)  # refused before execution: safe to resend
+
+
+class PortRefused(Exception):
+    """The port did not send the request (breaker open, budget used up); the reason is the message."""
+
+
+class PortFailed(Exception):
+    """The request failed for good; `unknown` is True when the venue may still hold the order."""
+
+    def __init__(self, msg: str, unknown: bool = False):
+        super().__init__(msg)
+        self.unknown = unknown
+
+
+@dataclass
+class ExchangePort:
+    """Creates and cancels one symbol's orders through a ccxt (pro) binanceusdm client."""
+
+    ex: ccxt.Exchange  # async ccxt client
+    symbol: str  # ccxt symbol, e.g. "BTC/USDT:USDT"
+    audit: AuditLog
+    budget: DailyBudget
+    now_ns: Callable[[], int]
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    backoff: Backoff = Backoff()
+    breaker: CircuitBreaker | None = None
+    rng: random.Random | None = None
+    timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        self.breaker = self.breaker or CircuitBreaker()
+        self.rng = self.rng or random.Random()
+
+    def _retry_after_s(self) -> float | None:
+        headers = getattr(self.ex, "last_response_headers", None) or {}
+        for k, v in headers.items():
+            if k.lower() == "retry-after":
+                try:
+                    return float(v)
+                except ValueError:
+                    return None
+        return None
+
+    async def _call(self, coro_fn: Callable[[], Awaitable[dict]]) -> dict:
+        return await asyncio.wait_for(coro_fn(), self.timeout_s)
+
+    async def _lookup(self, cid: str) -> dict | None:
+        """The order with this client id, None if the venue has none; raises on a failed lookup."""
+        try:
+            return await self._call(lambda: self.ex.fetch_order(None, self.symbol, {"clientOrderId": cid}))
+        except ccxt.OrderNotFound:
+            return None
+
+    async def create(self, cid: ClientOrderId, side: str, price: float, qty: float) -> dict:
+        """Place a post-only limit order; returns ccxt's order. PortRefused if not sent, PortFailed if it failed."""
+        now = self.now_ns()
+        if not self.breaker.allows(now / 1e9):
+            self.audit.write(now, "create_refused", client_id=str(cid), reason="circuit breaker open")
+            raise PortRefused("circuit breaker open: no new orders")
+        reason = self.budget.allows(now, price * qty)
+        if reason is not None:
+            self.audit.write(now, "create_refused", client_id=str(cid), reason=reason)
+            raise PortRefused(reason)
+        self.budget.charge(now, price * qty)
+        params = {"postOnly": True, "clientOrderId": str(cid)}
+        self.audit.write(now, "create", client_id=str(cid), side=side, price=price, qty=qty)
+        attempt = 0
+        ambiguous = False  # a previous try may have reached the venue
+        while True:
+            attempt += 1
+            try:
+                if ambiguous:
+                    found = await self._lookup(str(cid))
+                    if found is not None:
+                        self.breaker.success()
+                        self.audit.write(self.now_ns(), "created", client_id=str(cid), order_id=found["id"],
+                                         found_by_lookup=True)  # fmt: skip
+                        return found
+                order = await self._call(lambda: self.ex.create_order(self.symbol, "limit", side, qty, price, params))
+                self.breaker.success()
+                self.audit.write(self.now_ns(), "created", client_id=str(cid), order_id=order["id"])
+                return order
+            except PERMANENT as e:
+                self.audit.write(self.now_ns(), "create_rejected", client_id=str(cid), error=str(e))
+                raise PortFailed(f"{cid}: rejected: {e}") from e
+            except RATE_LIMITED as e:
+                wait = self.backoff.delay(attempt, self.rng, self._retry_after_s())
+                self._failed(cid, e, attempt, wait)
+            except (TimeoutError, ccxt.NetworkError, ccxt.ExchangeError) as e:
+                # Timeouts, dropped connections, 5xx: the venue may hold the order now.
+                ambiguous = True
+                wait = self.backoff.delay(attempt, self.rng, self._retry_after_s())
+                self._failed(cid, e, attempt, wait)
+            if self.backoff.gives_up(attempt) or not self.breaker.allows(self.now_ns() / 1e9):
+                self.audit.write(
+                    self.now_ns(), "create_failed", client_id=str(cid), attempts=attempt, unknown=ambiguous
+                )
+                raise PortFailed(f"{cid}: gave up after {attempt} tries", unknown=ambiguous)
+            await self.sleep(wait)
+
+    def _failed(self, cid: ClientOrderId, e: Exception, attempt: int, wait: float) -> None:
+        self.breaker.failure(self.now_ns() / 1e9)
+        self.audit.write(self.now_ns(), "create_error", client_id=str(cid), attempt=attempt,
+                         error=type(e).__name__, detail=str(e)[:300], retry_in_s=round(wait, 3))  # fmt: skip
+
+    async def cancel(self, order_id: str | None = None, client_id: str | None = None) -> dict | None:
+        """Cancel an order (by venue id or client id); None if the venue no longer has it open.
+
+        Sent even with the breaker open: a cancel only lowers risk.
+        """
+        now = self.now_ns()
+        reason = self.budget.allows(now)
+        if reason is not None:
+            self.audit.write(now, "cancel_refused", order_id=order_id, client_id=client_id, reason=reason)
+            raise PortRefused(reason)
+        self.budget.charge(now)
+        self.audit.write(now, "cancel", order_id=order_id, client_id=client_id)
+        params = {} if client_id is None else {"clientOrderId": client_id}
+        for attempt in range(1, self.backoff.max_attempts + 1):
+            try:
+                out = await self._call(lambda: self.ex.cancel_order(order_id, self.symbol, params))
+                self.audit.write(self.now_ns(), "cancelled", order_id=order_id, client_id=client_id)
+                return out
+            except ccxt.OrderNotFound:
+                self.audit.write(self.now_ns(), "cancel_not_open", order_id=order_id, client_id=client_id)
+                return None
+            except PERMANENT as e:
+                raise PortFailed(f"cancel {order_id or client_id}: rejected: {e}") from e
+            except (TimeoutError, ccxt.NetworkError, ccxt.ExchangeError) as e:
+                wait = self.backoff.delay(attempt, self.rng, self._retry_after_s())
+                self.audit.write(self.now_ns(), "cancel_error", order_id=order_id, client_id=client_id,
+                                 attempt=attempt, error=type(e).__name__, retry_in_s=round(wait, 3))  # fmt: skip
+                if attempt < self.backoff.max_attempts:
+                    await self.sleep(wait)
+        raise PortFailed(f"cancel {order_id or client_id}: gave up after {self.backoff.max_attempts} tries")
