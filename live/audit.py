@@ -17,6 +17,8 @@ from typing import Any
 
 REDACTED = "***"
 _SECRET_KEYS = re.compile(r"(api[-_]?key|secret|signature|listen[-_]?key|password|passphrase|token)", re.I)
+# Credentials inside URLs and messages: signature=..., listenKey=..., X-MBX-APIKEY: ...
+_SECRET_PARAMS = re.compile(r"((?:signature|listenKey|apiKey|X-MBX-APIKEY)[=:]\s*)[^&\s,'\"}]+", re.I)
 
 
 class AuditLog:
@@ -25,7 +27,7 @@ class AuditLog:
     def __init__(self, path: Path, secrets: tuple[str, ...] = ()):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._secrets = tuple(s for s in secrets if s)
+        self._secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))  # longest first
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the process's life
 
     def redact(self, value: Any, key: str = "") -> Any:
@@ -39,11 +41,14 @@ class AuditLog:
         if isinstance(value, str):
             for s in self._secrets:
                 value = value.replace(s, REDACTED)
+            value = _SECRET_PARAMS.sub(lambda m: m.group(1) + REDACTED, value)
         return value
 
     def write(self, now_ns: int, event: str, **fields: Any) -> None:
         """Append one line {"ts_ns", "event", **fields} and force it to disk."""
-        record = self.redact({"ts_ns": int(now_ns), "event": event, **fields})
+        # Objects become text first (exceptions, bytes, paths), so their text is redacted too.
+        plain = json.loads(json.dumps({"ts_ns": int(now_ns), "event": event, **fields}, default=str))
+        record = self.redact(plain)
         self._fh.write(json.dumps(record, default=str, separators=(",", ":")) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from grinder.data.errors import DataError
 from grinder.io.atomic import write_atomic
+from live.lock import ProcessLock
 
 
 def utc_day(now_ns: int) -> str:
     """The UTC calendar day (YYYY-MM-DD) of a time in ns since the epoch."""
-    return dt.datetime.fromtimestamp(now_ns / 1e9, dt.UTC).strftime("%Y-%m-%d")
+    return dt.datetime.fromtimestamp(now_ns // 10**9, dt.UTC).strftime("%Y-%m-%d")
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class BudgetLimits:
     max_notional: float
 
     def __post_init__(self) -> None:
-        if self.max_actions < 0 or not self.max_notional >= 0:
+        if self.max_actions < 0 or not (math.isfinite(self.max_notional) and self.max_notional >= 0):
             raise DataError(f"budget limits must be >= 0, got {self.max_actions} actions, {self.max_notional} notional")
 
 
@@ -40,25 +42,30 @@ class DailyBudget:
 
     def __init__(self, path: Path, limits: BudgetLimits):
         self.path, self.limits = Path(path), limits
+        self._lock = ProcessLock(self.path)  # two processes charging one file would lose spend
         self.day, self.actions, self.notional = "", 0, 0.0
         if self.path.exists():
             try:
                 data = json.loads(self.path.read_text())
                 self.day, self.actions, self.notional = str(data["day"]), int(data["actions"]), float(data["notional"])
-                if self.actions < 0 or not self.notional >= 0:
-                    raise ValueError("negative spend")
+                if self.actions < 0 or not (math.isfinite(self.notional) and self.notional >= 0):
+                    raise ValueError("negative or non-finite spend")
+                dt.date.fromisoformat(self.day)  # ValueError unless YYYY-MM-DD
             except (ValueError, KeyError, TypeError) as e:
+                self._lock.release()
                 raise DataError(
                     f"{self.path}: damaged budget file ({e}); refusing to start with an unknown spend"
                 ) from None
 
     def _roll(self, now_ns: int) -> None:
         day = utc_day(now_ns)
-        if day != self.day:
+        if day > self.day:  # only forward: a clock stepped back over midnight keeps today's spend
             self.day, self.actions, self.notional = day, 0, 0.0
 
     def allows(self, now_ns: int, notional: float = 0.0) -> str | None:
         """None if one more action with this notional fits today's budget, else the reason it does not."""
+        if not (math.isfinite(notional) and notional >= 0):
+            raise ValueError(f"notional must be a finite amount >= 0, got {notional}")
         self._roll(now_ns)
         if self.actions + 1 > self.limits.max_actions:
             return f"daily order actions used up ({self.actions}/{self.limits.max_actions})"
@@ -75,3 +82,7 @@ class DailyBudget:
         record = {"day": self.day, "actions": actions, "notional": spent}
         write_atomic(self.path, json.dumps(record), durable=True)
         self.actions, self.notional = actions, spent  # only once it is on disk
+
+    def close(self) -> None:
+        """Release the file for another process."""
+        self._lock.release()

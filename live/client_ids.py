@@ -21,11 +21,12 @@ from pathlib import Path
 
 from grinder.data.errors import DataError
 from grinder.io.atomic import write_atomic
+from live.lock import ProcessLock
 
 PREFIX = "grinder_"
 MAX_LEN = 36  # Binance's limit for newClientOrderId
 MIN_SEQ_CHARS = 5  # room left for the sequence: 62**5, about 916 million orders (and restarts x block)
-_ALLOWED = re.compile(r"^[.A-Z/a-z0-9_-]+$")  # the venue's set without ":" (our separator)
+_ALLOWED = re.compile(r"[.A-Z/a-z0-9_-]+")  # the venue's set without ":" (our separator); fullmatch only
 _DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _VALUE = {c: i for i, c in enumerate(_DIGITS)}
 
@@ -69,7 +70,7 @@ class ClientOrderId:
 def check_names(strategy: str, symbol: str) -> None:
     """Refuse a strategy or symbol that cannot be carried in a client order id (DataError naming it)."""
     for what, name in (("strategy", strategy), ("symbol", symbol)):
-        if not name or not _ALLOWED.match(name):
+        if not name or not _ALLOWED.fullmatch(name):
             raise DataError(f"{what} name {name!r} cannot go into a client order id: use letters, digits, . / _ -")
     room = MAX_LEN - len(PREFIX) - len(strategy) - len(symbol) - 2
     if room < MIN_SEQ_CHARS:
@@ -87,27 +88,39 @@ def parse(client_id: str) -> ClientOrderId | None:
     if len(parts) != 3:
         return None
     strategy, symbol, seq = parts
-    if not strategy or not symbol or not _ALLOWED.match(strategy) or not _ALLOWED.match(symbol):
+    if not strategy or not symbol or not _ALLOWED.fullmatch(strategy) or not _ALLOWED.fullmatch(symbol):
         return None
     try:
-        return ClientOrderId(strategy, symbol, decode_seq(seq))
+        cid = ClientOrderId(strategy, symbol, decode_seq(seq))
     except ValueError:
         return None
+    return cid if str(cid) == client_id else None  # one id, one text: "..:01" is not "..:1"
 
 
 class IdAllocator:
     """Hands out ever-growing client order ids for one strategy and symbol; the reservation lives in `path`."""
 
-    def __init__(self, path: Path, strategy: str, symbol: str, block: int = 1000):
+    def __init__(self, path: Path, strategy: str, symbol: str, block: int = 1000, new: bool = False):
+        """Open the reservation in `path`; `new=True` (first start only) creates it, else it must exist."""
         check_names(strategy, symbol)
         if block < 1:
             raise ValueError(f"block must be >= 1, got {block}")
         self.path, self.strategy, self.symbol, self.block = Path(path), strategy, symbol, block
-        self._next = self._reserved()
+        if new and self.path.exists():
+            raise DataError(f"{self.path} already exists: a new id reservation would reuse its ids")
+        if not new and not self.path.exists():
+            # A lost or mistyped state folder must not silently restart the sequence at 0.
+            raise DataError(f"{self.path}: no client-id reservation; create one on the first start only")
+        self._lock = ProcessLock(self.path)  # two processes sharing it would hand out the same ids
+        try:
+            self._next = self._reserved()
+        except DataError:
+            self._lock.release()
+            raise
         self._end = self._next  # nothing reserved by this process yet
 
     def _reserved(self) -> int:
-        """Where the last process's reservation ended (0 for a new file); a damaged file stops the adapter."""
+        """Where the last process's reservation ended (0 for a new one); a damaged file stops the adapter."""
         if not self.path.exists():
             return 0
         try:
@@ -136,3 +149,7 @@ class IdAllocator:
         cid = ClientOrderId(self.strategy, self.symbol, self._next)
         self._next += 1
         return cid
+
+    def close(self) -> None:
+        """Release the reservation file for another process."""
+        self._lock.release()

@@ -47,7 +47,8 @@ class CircuitBreaker:
     state: str = CLOSED
     failures: int = 0
     opened_at_s: float = 0.0
-    trial_out: bool = False  # half open: the one trial request has been let through
+    trial_out: bool = False  # half open: the one trial request has been let through ...
+    trial_at_s: float = 0.0  # ... at this time; a trial never reported back expires after cooldown_s
 
     def __post_init__(self) -> None:
         if self.threshold < 1 or self.cooldown_s < 0:
@@ -58,14 +59,16 @@ class CircuitBreaker:
         if self.state == OPEN and now_s - self.opened_at_s >= self.cooldown_s:
             self.state, self.trial_out = HALF_OPEN, False
         if self.state == HALF_OPEN:
-            if self.trial_out:
+            if self.trial_out and now_s - self.trial_at_s < self.cooldown_s:
                 return False
-            self.trial_out = True
+            self.trial_out, self.trial_at_s = True, now_s
             return True
         return self.state == CLOSED
 
     def success(self) -> None:
-        """A request went through: close."""
+        """A request went through: close; ignored while open (a late reply to a request sent before it opened)."""
+        if self.state == OPEN:
+            return
         self.state, self.failures, self.trial_out = CLOSED, 0, False
 
     def failure(self, now_s: float) -> None:

@@ -2,8 +2,8 @@
 
 The signature covers the query string followed by the form body, exactly as sent (the order of
 parameters matters); it is the hex HMAC-SHA256 of that text under the API secret and is sent as
-the last parameter, `signature`. The request's `timestamp` (ms) must not be more than 1 s ahead
-of the server's clock nor older than `recvWindow` ms (default 5000, at most 60000).
+the last parameter, `signature`. The request's `timestamp` (ms) must be less than 1 s ahead
+of the server's clock and no older than `recvWindow` ms (default 5000, at most 60000).
 """
 
 from __future__ import annotations
@@ -43,12 +43,14 @@ def check_signed(
     if not api_key or not hmac.compare_digest(api_key, creds.api_key):
         return params, BAD_API_KEY
     total = query + body
-    # The signature is the last parameter; what it signs is everything before "&signature=".
+    # The signature is the last parameter: it signs everything before "&signature=", and nothing
+    # may follow it (a parameter added after signing would go unchecked). Hex, any case.
     head, sep, sig = total.rpartition("signature=")
     if not sep or not sig:
         return params, (MISSING_PARAM[0], MISSING_PARAM[1].format("signature"))
-    signed = head[:-1] if head.endswith("&") else head
-    if not hmac.compare_digest(sign(creds.secret, signed), sig.split("&")[0]):
+    if "&" in sig or (head and not head.endswith("&")):
+        return params, BAD_SIGNATURE
+    if not hmac.compare_digest(sign(creds.secret, head[:-1]), sig.lower()):
         return params, BAD_SIGNATURE
     try:
         ts = int(params["timestamp"])
@@ -60,7 +62,7 @@ def check_signed(
         return params, (MISSING_PARAM[0], MISSING_PARAM[1].format("recvWindow"))
     if window > 60000 or window <= 0:
         return params, BAD_RECV_WINDOW
-    if ts > now_ms + 1000 or now_ms - ts > window:
+    if ts >= now_ms + 1000 or now_ms - ts > window:
         return params, BAD_TIMESTAMP
     params.pop("signature", None)
     return params, None

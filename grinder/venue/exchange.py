@@ -15,6 +15,7 @@ clock, the sockets and the faults. Prices are int64 ticks inside, quantities bas
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from grinder.book.l2 import ASK, BID, EMPTY, apply_row, best_qty, best_ticks, level, n_levels, new_book, qty_at
@@ -34,6 +35,10 @@ BAD_PRICE = (-4014, "Price not increased by tick size.")
 BAD_QTY = (-1111, "Precision is over the maximum defined for this asset.")
 MIN_NOTIONAL = (-4164, "Order's notional must be no smaller than {} (unless you choose reduce only).")
 BAD_PARAM = (-1102, "A mandatory parameter was not sent, was empty/null, or malformed.")
+BAD_CLIENT_ID = (-4015, "Client order id is not valid.")
+# The backtester models post-only quotes only; other orders are refused rather than mis-filled.
+POST_ONLY_ONLY = (-1115, "Invalid timeInForce: this venue emulator takes post-only (GTX) limit orders only.")
+_CLIENT_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 
 
 class VenueError(Exception):
@@ -81,6 +86,12 @@ class OrderEvent:
     fee: float = 0.0
     realized: float = 0.0
     trade_id: int = 0
+    filled: float = 0.0  # the order's filled quantity and quote value right after this event (the
+    quote_filled: float = 0.0  # order object itself keeps changing before the event is sent)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "filled", self.order.filled)
+        object.__setattr__(self, "quote_filled", self.order.quote_filled)
 
 
 @dataclass
@@ -127,12 +138,11 @@ class Exchange:
         prev = float(qty_at(self.hdr, self.wq, self.ok, self.oq, s, price_ticks)) if kind <= 1 else 0.0
         self.ok, self.oq = apply_row(self.hdr, self.wq, self.ok, self.oq, kind, side, price_ticks, qty)
         events: list[OrderEvent] = []
+        # Only the level's own rows move a resting order's queue position (as in the backtester); a
+        # reset clears the book, and the snapshot rows after it are the level's next rows.
         for o in self._resting():
             if kind <= 1 and o.price_ticks == price_ticks and (o.side > 0) == (side > 0):
                 o.front, o.cum_trade = on_depth(self.queue_model, self.queue_power, o.front, o.cum_trade, prev, qty)
-            elif kind == 2:
-                o.front = min(o.front, float(qty_at(self.hdr, self.wq, self.ok, self.oq, BID if o.side > 0 else ASK,
-                                                    o.price_ticks)))  # fmt: skip
         bb, ba = self.best()
         for o in self._resting():
             # The best moved through our order on the other side: it fills at its own price.
@@ -184,17 +194,19 @@ class Exchange:
     def create(self, client_id: str, side: int, price_ticks: int, qty: float, tif: str, ts_ns: int) -> OrderEvent:
         """Place a limit order; raises VenueError for a refused one (nothing changes then)."""
         inst = self.instrument
-        if client_id in self.by_client:
-            raise VenueError(*DUPLICATE_CLIENT_ID)
+        if tif != "GTX":
+            raise VenueError(*POST_ONLY_ONLY)
+        if not _CLIENT_ID.fullmatch(client_id):
+            raise VenueError(*BAD_CLIENT_ID)
+        if client_id in self.by_client and self.orders[self.by_client[client_id]].status in (NEW, PARTIALLY_FILLED):
+            raise VenueError(*DUPLICATE_CLIENT_ID)  # Binance: unique among open orders
         lots = qty / inst.lot_size
         if qty <= 0 or abs(lots - round(lots)) > 1e-9:
             raise VenueError(*BAD_QTY)
         if qty * price_ticks * inst.tick_size < inst.min_notional * (1 - 1e-12):
             raise VenueError(MIN_NOTIONAL[0], MIN_NOTIONAL[1].format(f"{inst.min_notional:g}"))
         bb, ba = self.best()
-        if tif == "GTX" and (
-            (side > 0 and ba != EMPTY and price_ticks >= ba) or (side < 0 and bb != EMPTY and price_ticks <= bb)
-        ):
+        if (side > 0 and ba != EMPTY and price_ticks >= ba) or (side < 0 and bb != EMPTY and price_ticks <= bb):
             raise VenueError(*POST_ONLY_REJECTED)
         o = Order(self.next_id, client_id, side, int(price_ticks), float(qty), tif, created_ns=ts_ns, updated_ns=ts_ns)
         self.next_id += 1

@@ -6,13 +6,16 @@ stream (U / u / pu) and trade / aggTrade streams. Private (HMAC-signed, `grinder
 order create / cancel / query, open orders, cancel all, leverage brackets, position risk, account,
 listenKey and the user stream (ORDER_TRADE_UPDATE, ACCOUNT_UPDATE). Paths and message shapes follow
 docs/venue-protocol.md, measured against ccxt 4.5. Market data times are the tape's; signature
-timestamps are checked against the wall clock, as the real venue does.
+timestamps are checked against the wall clock, as the real venue does. Not modelled: funding
+(the backtester settles it, so balances drift apart across a settlement), margin and leverage,
+and orders other than post-only limits (refused with -1115).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -135,10 +138,10 @@ class VenueServer:
                 await asyncio.sleep(delay)
             self.now_ns = int(t.ts_exch[i])
             if t.kind[i] == 3:
+                # Applied before anything is awaited: an order created meanwhile comes after this row.
+                fills = self.x.on_row(3, int(t.side[i]), int(t.price_ticks[i]), float(t.qty[i]), self.now_ns)
                 await self._emit_trade(i)
-                await self._emit_orders(
-                    self.x.on_row(3, int(t.side[i]), int(t.price_ticks[i]), float(t.qty[i]), self.now_ns)
-                )
+                await self._emit_orders(fills)
             else:
                 batch.append(i)
                 if t.flags[i] & BATCH_END:
@@ -226,11 +229,12 @@ class VenueServer:
     async def _emit_orders(self, events: list[OrderEvent]) -> None:
         for ev in events:
             o = ev.order
-            avg = o.quote_filled / o.filled if o.filled > 0 else 0.0
+            avg = ev.quote_filled / ev.filled if ev.filled > 0 else 0.0
             msg = {"e": "ORDER_TRADE_UPDATE", "E": _ms(ev.ts_ns), "T": _ms(ev.ts_ns), "o": {
                 "s": self.inst.symbol, "c": o.client_id, "S": SIDE[o.side], "o": "LIMIT", "f": o.tif,
                 "q": self.qty(o.qty), "p": self.px(o.price_ticks), "ap": f"{avg:.{self.decimals + 2}f}", "sp": "0",
-                "x": ev.exec_type, "X": ev.status, "i": o.order_id, "l": self.qty(ev.last_qty), "z": self.qty(o.filled),
+                "x": ev.exec_type, "X": ev.status, "i": o.order_id, "l": self.qty(ev.last_qty),
+                "z": self.qty(ev.filled),
                 "L": self.px(ev.last_price_ticks) if ev.last_qty else "0", "n": f"{ev.fee:.8f}", "N": "USDT",
                 "T": _ms(ev.ts_ns), "t": ev.trade_id, "b": "0", "a": "0", "m": True, "R": False,
                 "wt": "CONTRACT_PRICE", "ot": "LIMIT", "ps": "BOTH", "cp": False, "rp": f"{ev.realized:.8f}",
@@ -379,9 +383,13 @@ class VenueServer:
             key = secrets.token_urlsafe(24)
             self.listen_keys.add(key)
             return web.json_response({"listenKey": key})
-        if request.method == "PUT":
+        if request.method == "PUT":  # keepalive: the account's key stays valid
             return web.json_response({})
-        if request.method == "DELETE":
+        if request.method == "DELETE":  # the user stream ends
+            for key in list(self.listen_keys):
+                for ws in self.user_socks.pop(key, set()):
+                    await ws.close()
+            self.listen_keys.clear()
             return web.json_response({})
         raise web.HTTPMethodNotAllowed(request.method, ["POST", "PUT", "DELETE"])
 
@@ -391,8 +399,12 @@ class VenueServer:
             side = {"BUY": 1, "SELL": -1}[p["side"]]
             if p.get("type") != "LIMIT":
                 raise VenueError(-1116, "Invalid orderType.")
+            if "symbol" not in p:
+                raise KeyError("symbol")
             price = float(p["price"])
             qty = float(p["quantity"])
+            if not (math.isfinite(price) and math.isfinite(qty)) or price <= 0:
+                raise ValueError(p["price"])
             cid = p.get("newClientOrderId") or f"venue-{secrets.token_hex(8)}"
             tif = p.get("timeInForce", "GTC")
         except (KeyError, ValueError):
@@ -401,12 +413,13 @@ class VenueServer:
         if abs(ticks * self.inst.tick_size - price) > 1e-9 * max(1.0, price):
             raise VenueError(-4014, "Price not increased by tick size.")
         ev = self.x.create(cid, side, ticks, qty, tif, self.now_ns)
+        reply = self.order_json(ev.order)  # as created: NEW, whatever the replay does while events go out
         await self._emit_orders([ev])
         if self.faults.lose_create_replies > 0:
             self.faults.lose_create_replies -= 1
             request.transport.close()  # type: ignore[union-attr] - accepted, but the reply never arrives
             return web.Response(status=204)
-        return web.json_response(self.order_json(ev.order))
+        return web.json_response(reply)
 
     def _order_of(self, p: dict[str, str]) -> tuple[int | None, str | None]:
         oid = p.get("orderId")
@@ -422,8 +435,9 @@ class VenueServer:
         p = await self._signed(request)
         oid, cid = self._order_of(p)
         ev = self.x.cancel(self.now_ns, oid, cid)
+        reply = self.order_json(ev.order)
         await self._emit_orders([ev])
-        return web.json_response(self.order_json(ev.order))
+        return web.json_response(reply)
 
     async def get_order(self, request: web.Request) -> web.Response:
         p = await self._signed(request)

@@ -14,10 +14,19 @@ def test_audit_lines_never_contain_secrets(tmp_path):
     log.write(1, "create", client_id="grinder_grid:BTCUSDT:1", request={"apiKey": "anything", "qty": 0.1})
     log.write(2, "error", message=f"401 for https://x/fapi/v1/order?signature=abc&key={KEY}", headers=[SECRET])
     log.write(3, "listen", listenKey="pqr", nested={"auth": {"api_secret": "z"}})
+    log.write(4, "fail", err=RuntimeError(f"GET /x?signature=d00dfeed&listenKey=LK9 key {KEY}"), raw=SECRET.encode())
     log.close()
     text = (tmp_path / "audit" / "audit.jsonl").read_text()
     assert KEY not in text and SECRET not in text and "pqr" not in text
+    assert "abc" not in text and "d00dfeed" not in text and "LK9" not in text  # inside URLs and exceptions
     lines = [json.loads(line) for line in text.splitlines()]
-    assert [x["event"] for x in lines] == ["create", "error", "listen"]
+    assert [x["event"] for x in lines] == ["create", "error", "listen", "fail"]
     assert lines[0]["request"] == {"apiKey": REDACTED, "qty": 0.1} and lines[0]["client_id"].startswith("grinder_")
     assert lines[2]["nested"]["auth"]["api_secret"] == REDACTED and lines[1]["headers"] == [REDACTED]
+
+
+def test_a_secret_that_contains_another_is_removed_whole(tmp_path):
+    log = AuditLog(tmp_path / "a.jsonl", secrets=("abc", "abcdef123"))
+    log.write(1, "x", msg="token abcdef123 here")
+    log.close()
+    assert json.loads((tmp_path / "a.jsonl").read_text())["msg"] == "token *** here"

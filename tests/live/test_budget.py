@@ -26,7 +26,9 @@ def test_actions_and_notional_are_capped(tmp_path):
 def test_a_restart_continues_the_day_and_a_new_day_starts_from_zero(tmp_path):
     limits = BudgetLimits(max_actions=2, max_notional=1e9)
     path = tmp_path / "budget.json"
-    DailyBudget(path, limits).charge(DAY + HOUR, 10.0)
+    first = DailyBudget(path, limits)
+    first.charge(DAY + HOUR, 10.0)
+    first.close()
     again = DailyBudget(path, limits)  # the process restarted
     assert (again.actions, again.notional) == (1, 10.0)
     again.charge(DAY + 2 * HOUR)
@@ -34,7 +36,11 @@ def test_a_restart_continues_the_day_and_a_new_day_starts_from_zero(tmp_path):
     assert again.allows(DAY + 24 * HOUR) is None and again.day == utc_day(DAY + 24 * HOUR) == "2025-11-26"
 
 
-@pytest.mark.parametrize("content", ["", "{", '{"day": "2025-11-25"}', '{"day": "x", "actions": -1, "notional": 0}'])
+@pytest.mark.parametrize(
+    "content",
+    ["", "{", '{"day": "2025-11-25"}', '{"day": "x", "actions": -1, "notional": 0}',
+     '{"day": "yesterday", "actions": 1, "notional": 0}', '{"day": "2025-11-25", "actions": 1, "notional": NaN}'],
+)  # fmt: skip
 def test_a_damaged_budget_file_is_never_silently_reset(tmp_path, content):
     path = tmp_path / "budget.json"
     path.write_text(content)
@@ -43,5 +49,24 @@ def test_a_damaged_budget_file_is_never_silently_reset(tmp_path, content):
 
 
 def test_negative_limits_are_refused():
-    with pytest.raises(DataError, match="budget limits must be >= 0"):
-        BudgetLimits(-1, 1.0)
+    for bad in ((-1, 1.0), (1, float("nan")), (1, -1.0)):
+        with pytest.raises(DataError, match="budget limits must be >= 0"):
+            BudgetLimits(*bad)
+
+
+def test_a_clock_stepping_back_over_midnight_does_not_refill_the_budget(tmp_path):
+    b = DailyBudget(tmp_path / "budget.json", BudgetLimits(max_actions=2, max_notional=1e9))
+    b.charge(DAY)
+    b.charge(DAY + 1)
+    assert b.allows(DAY - 10**9) is not None  # NTP stepped back 1 s into yesterday: still today's spend
+    assert utc_day(DAY - 200) == "2025-11-24"  # 200 ns before midnight is the day before
+
+
+def test_nan_or_negative_notional_is_refused_and_a_second_process_too(tmp_path):
+    b = DailyBudget(tmp_path / "budget.json", BudgetLimits(5, 100.0))
+    for bad in (float("nan"), -5.0, float("inf")):
+        with pytest.raises(ValueError, match="notional must be a finite amount"):
+            b.charge(DAY, bad)
+    assert b.allows(DAY, 100.0) is None and b.actions == 0
+    with pytest.raises(DataError, match="in use by another process"):
+        DailyBudget(tmp_path / "budget.json", BudgetLimits(5, 100.0))

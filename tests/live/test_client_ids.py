@@ -36,7 +36,8 @@ def test_underscores_in_names_round_trip():
     "foreign",
     ["", "web_123", "grinder", "grinder_", "grinder_a:b", "grinder_a:b:c:d", "grinder_:BTCUSDT:1",
      "grinder_grid::1", "grinder_grid:BTCUSDT:", "grinder_grid:BTCUSDT:1!", "x" + "grinder_grid:BTCUSDT:1",
-     "grinder_" + "a" * 30 + ":B:1", None, 17],
+     "grinder_" + "a" * 30 + ":B:1", "grinder_grid:BTCUSDT:01", "grinder_grid\n:BTCUSDT:1",
+     "grinder_grid:BTCUSDT:1\n", None, 17],
 )  # fmt: skip
 def test_ids_that_are_not_ours_parse_to_none(foreign):
     assert parse(foreign) is None
@@ -45,7 +46,8 @@ def test_ids_that_are_not_ours_parse_to_none(foreign):
 @pytest.mark.parametrize(
     ("strategy", "symbol", "message"),
     [("grid:v2", "BTCUSDT", "strategy name 'grid:v2'"), ("grid", "BTC USDT", "symbol name 'BTC USDT'"),
-     ("", "BTCUSDT", "strategy name ''"), ("a_very_long_strategy_name", "BTCUSDT", "use a shorter strategy name")],
+     ("", "BTCUSDT", "strategy name ''"), ("a_very_long_strategy_name", "BTCUSDT", "use a shorter strategy name"),
+     ("grid\n", "BTCUSDT", "cannot go into a client order id")],
 )  # fmt: skip
 def test_names_that_cannot_be_carried_are_refused_up_front(strategy, symbol, message):
     with pytest.raises(DataError, match=message):
@@ -62,19 +64,33 @@ def test_base62_round_trip_and_errors():
 
 def test_allocator_never_reuses_an_id_across_restarts(tmp_path):
     path = tmp_path / "ids.json"
-    a = IdAllocator(path, "static_grid", "BTCUSDT", block=3)
+    a = IdAllocator(path, "static_grid", "BTCUSDT", block=3, new=True)
     first = [a.next().seq for _ in range(4)]  # crosses a block boundary
     assert first == [0, 1, 2, 3] and json.loads(path.read_text())["reserved_until"] == 6
+    a.close()
     b = IdAllocator(path, "static_grid", "BTCUSDT", block=3)  # a restart: resumes after the reservation
     assert b.next().seq == 6
 
 
-def test_allocator_after_kill_9_resumes_beyond_every_id_it_handed_out(tmp_path):
+def test_a_missing_or_shared_reservation_is_refused(tmp_path):
+    path = tmp_path / "ids.json"
+    with pytest.raises(DataError, match="no client-id reservation"):
+        IdAllocator(path, "static_grid", "BTCUSDT")  # a lost state folder must not restart at 0
+    a = IdAllocator(path, "static_grid", "BTCUSDT", new=True)
+    a.next()
+    with pytest.raises(DataError, match="in use by another process"):
+        IdAllocator(path, "static_grid", "BTCUSDT")
+    a.close()
+    with pytest.raises(DataError, match="already exists"):
+        IdAllocator(path, "static_grid", "BTCUSDT", new=True)
+
+
+def test_after_kill_9_the_next_process_resumes_beyond_every_id_handed_out(tmp_path):
     path = tmp_path / "ids.json"
     code = (
         "import os, sys\n"
         "from live.client_ids import IdAllocator\n"
-        f"a = IdAllocator({str(path)!r}, 'static_grid', 'BTCUSDT', block=10)\n"
+        f"a = IdAllocator({str(path)!r}, 'static_grid', 'BTCUSDT', block=10, new=True)\n"
         "print(max(a.next().seq for _ in range(25)), flush=True)\n"
         "os.kill(os.getpid(), 9)\n"
     )
@@ -93,4 +109,6 @@ def test_a_damaged_or_foreign_reservation_stops_the_adapter(tmp_path, content, m
     path = tmp_path / "ids.json"
     path.write_text(content)
     with pytest.raises(DataError, match=message):
+        IdAllocator(path, "static_grid", "BTCUSDT")
+    with pytest.raises(DataError, match=message):  # refusing released the lock: the same error again
         IdAllocator(path, "static_grid", "BTCUSDT")

@@ -14,6 +14,8 @@ def test_backoff_grows_with_jitter_and_honours_retry_after():
     rng = random.Random(7)
     waits = [b.delay(a, rng) for a in (1, 2, 3, 4, 5)]
     assert all(0 <= w <= min(4.0, 0.5 * 2 ** (a - 1)) for a, w in zip((1, 2, 3, 4, 5), waits, strict=True))
+    late = [b.delay(5, rng) for _ in range(200)]  # jittered over [0, cap]: spread out, not a constant
+    assert 1.5 < sum(late) / len(late) < 2.5 and max(late) - min(late) > 3.0
     assert b.delay(1, rng, retry_after_s=7.0) == 7.0
     assert not b.gives_up(2) and b.gives_up(3)
     with pytest.raises(ValueError):
@@ -35,3 +37,12 @@ def test_breaker_opens_after_repeated_failures_then_recovers_through_one_trial()
     assert cb.allows(22.5)
     cb.success()
     assert cb.state == CLOSED and cb.allows(22.6) and cb.failures == 0
+
+
+def test_a_late_success_does_not_close_an_open_breaker_and_a_lost_trial_expires():
+    cb = CircuitBreaker(threshold=1, cooldown_s=10.0)
+    cb.failure(0.0)
+    cb.success()  # the reply to a request sent before it opened
+    assert cb.state == OPEN and not cb.allows(5.0)
+    assert cb.allows(10.0) and not cb.allows(15.0)  # the trial went out and was never reported
+    assert cb.allows(20.0)  # after another cool-down a new trial goes

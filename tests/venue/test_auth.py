@@ -20,6 +20,11 @@ def test_a_well_signed_request_passes_and_its_params_come_back_without_the_signa
     assert err is None and params == {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002", "timestamp": str(NOW)}
 
 
+def test_the_signature_is_hex_in_any_case():
+    params = f"symbol=BTCUSDT&timestamp={NOW}"
+    assert check_signed(CREDS, "key123", f"{params}&signature={sign(CREDS.secret, params).upper()}", "", NOW)[1] is None
+
+
 def test_the_signature_may_come_in_the_body():
     body = signed(f"symbol=BTCUSDT&timestamp={NOW}")
     assert check_signed(CREDS, "key123", "", body, NOW)[1] is None
@@ -43,7 +48,8 @@ def test_known_signature_from_binances_documentation():
         ("key123", f"timestamp={NOW}", NOW, -1102),
         ("key123", signed("symbol=BTCUSDT"), NOW, -1102),
         ("key123", signed(f"timestamp={NOW}"), NOW + 5001, -1021),
-        ("key123", signed(f"timestamp={NOW + 1001}"), NOW, -1021),
+        ("key123", signed(f"timestamp={NOW + 1000}"), NOW, -1021),
+        ("key123", signed(f"timestamp={NOW}") + "&side=SELL", NOW, -1022),  # a parameter added after signing
         ("key123", signed(f"timestamp={NOW}&recvWindow=60001"), NOW, -1131),
     ],
 )

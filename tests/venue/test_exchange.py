@@ -97,3 +97,40 @@ def test_cancel_by_either_id_and_unknown_orders():
     with pytest.raises(VenueError) as e:
         x.find(client_id="zzz")
     assert e.value.code == -2013
+
+
+def test_only_post_only_orders_and_valid_client_ids_are_taken():
+    x = venue()
+    for tif in ("GTC", "IOC", "FOK"):
+        with pytest.raises(VenueError) as e:
+            x.create("a", 1, 98, 1.0, tif, 1)
+        assert e.value.code == -1115
+    for bad in ("", "has space", "x" * 37):
+        with pytest.raises(VenueError) as e:
+            x.create(bad, 1, 98, 1.0, "GTX", 1)
+        assert e.value.code == -4015
+    assert x.open_orders() == []
+
+
+def test_a_client_id_is_unique_among_open_orders_only_as_on_binance():
+    x = venue()
+    first = x.create("a", 1, 98, 1.0, "GTX", 1).order
+    x.cancel(2, client_id="a")
+    again = x.create("a", 1, 97, 1.0, "GTX", 3).order  # the first one is closed: allowed
+    assert again.order_id != first.order_id and x.find(client_id="a").order_id == again.order_id
+
+
+def test_a_reset_and_snapshot_mid_session_keep_our_place_in_the_queue():
+    x = venue()
+    x.create("a", 1, 99, 1.0, "GTX", 1)
+    feed(x, [(2, 0, 0, 0), (1, 1, 99, 5), (1, 1, 98, 5), (1, -1, 101, 5), (1, -1, 102, 5)])  # the capture resyncs
+    assert feed(x, [(3, -1, 99, 5)]) == []  # still 5 ahead of us
+    assert len(feed(x, [(3, -1, 99, 1)])) == 1
+
+
+def test_events_keep_the_order_as_it_was_when_they_happened():
+    x = venue(partial_fills=True)
+    x.create("a", 1, 99, 4.0, "GTX", 1)
+    (first,) = feed(x, [(3, -1, 99, 7)])
+    (second,) = feed(x, [(3, -1, 99, 5)])
+    assert (first.filled, second.filled) == (2.0, 4.0) and first.order.filled == 4.0
