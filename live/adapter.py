@@ -1,0 +1,298 @@
+"""The live adapter: one strategy on one symbol of one account, event-driven, on ccxt.pro.
+
+Market data (`watch_order_book`) keeps the latest top of book; the user stream (`watch_orders`)
+keeps the adapter's orders and position. Every `step_ms` of local time the strategy decides
+exactly as in the backtest (`grinder.core.decision.Decider`: kernel -> diff -> gates); the intents
+then pass the daily budget and leave through the exchange port (`live.port`), cancels first. The
+adapter never trades on a stale book: after a sequence gap (ccxt raises ChecksumError) or a
+dropped socket it waits for a fresh snapshot before deciding again. On start and every
+`reconcile_s` it reconciles with the venue (`live.reconcile`). On stop (SIGTERM) it cancels its
+open orders before it exits. Every action is in the audit trail.
+
+Modes: "live" sends real orders. Against the real Binance host (no `api_url`) it refuses to start
+unless ALLOW_MAINNET_TRADE=1 is set and the symbol is in `mainnet_allowlist`; "testnet" uses
+ccxt's sandbox URLs. Paper trading (fills simulated locally) is not built yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ccxt
+import ccxt.pro as ccxtpro
+from pydantic import BaseModel, ConfigDict, Field
+
+from grinder.book.l2 import EMPTY
+from grinder.core.decision import Decider
+from grinder.core.decision import Order as KnownOrder
+from grinder.core.diff import REQ_CANCEL, REQ_NONE, ST_NEW, ST_NONE
+from grinder.core.strategy import get
+from grinder.data.errors import DataError
+from live.audit import AuditLog
+from live.budget import BudgetLimits, DailyBudget
+from live.client_ids import IdAllocator, parse
+from live.port import ExchangePort, PortFailed, PortRefused
+from live.reconcile import reconcile
+
+
+class LiveConfig(BaseModel):
+    """`grinder live --config FILE`: what to run, where, and its limits. Secrets are not here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strategy: str
+    params: dict
+    symbol: str = Field(description="venue symbol, e.g. BTCUSDT")
+    mode: str = Field("live", pattern="^(live|testnet)$")
+    api_url: str | None = Field(
+        None, description="base URL of a Binance-compatible venue (the emulator); None: Binance"
+    )
+    state_dir: Path = Path("live_state")
+    step_ms: int = Field(100, ge=1)
+    reconcile_s: float = Field(30.0, gt=0)
+    max_actions_per_day: int = Field(10_000, ge=0)
+    max_notional_per_day: float = Field(1_000_000.0, ge=0)
+    mainnet_allowlist: tuple[str, ...] = ()
+    stale_after_s: float = Field(5.0, gt=0, description="no decision when the book is older than this")
+
+
+def credentials() -> tuple[str, str]:
+    """API key and secret from GRINDER_API_KEY / GRINDER_API_SECRET, or *_FILE paths to files holding them."""
+    out = []
+    for name in ("GRINDER_API_KEY", "GRINDER_API_SECRET"):
+        value = os.environ.get(name, "")
+        path = os.environ.get(f"{name}_FILE", "")
+        if not value and path:
+            try:
+                value = Path(path).read_text().strip()
+            except OSError as e:
+                raise DataError(f"{name}_FILE={path}: {e.strerror}") from None
+        if not value:
+            raise DataError(f"set {name} or {name}_FILE (secrets never come from the command line)")
+        out.append(value)
+    return out[0], out[1]
+
+
+def make_client(cfg: LiveConfig, key: str, secret: str) -> ccxtpro.binanceusdm:
+    """The ccxt.pro client for the config: the emulator's URLs, testnet, or Binance (mainnet gate checked)."""
+    # ccxt's own throttle keeps a real venue's request weights; the emulator needs none (its faults test that).
+    opts = {"apiKey": key, "secret": secret, "options": {"fetchCurrencies": False}, "enableRateLimit": not cfg.api_url}
+    if cfg.api_url:
+        h = cfg.api_url.rstrip("/")
+        ws = h.replace("http://", "ws://").replace("https://", "wss://") + "/ws"
+        api = {k: h + p for k, p in (("fapiPublic", "/fapi/v1"), ("fapiPublicV2", "/fapi/v2"),
+               ("fapiPublicV3", "/fapi/v3"), ("fapiPrivate", "/fapi/v1"), ("fapiPrivateV2", "/fapi/v2"),
+               ("fapiPrivateV3", "/fapi/v3"), ("fapiData", "/futures/data"))}  # fmt: skip
+        api["ws"] = {"linear": ws}
+        opts["urls"] = {"api": api}
+    elif cfg.mode == "live":
+        if os.environ.get("ALLOW_MAINNET_TRADE") != "1":
+            raise DataError("live mode on Binance mainnet needs ALLOW_MAINNET_TRADE=1")
+        if cfg.symbol not in cfg.mainnet_allowlist:
+            raise DataError(f"{cfg.symbol} is not in mainnet_allowlist {list(cfg.mainnet_allowlist)}")
+    ex = ccxtpro.binanceusdm(opts)
+    if cfg.mode == "testnet":
+        ex.set_sandbox_mode(True)
+    ex.exceptions["exact"].update(ex.exceptions["linear"]["exact"])  # the venue's error classes on any host
+    return ex
+
+
+@dataclass
+class Known:
+    """An order the adapter placed and still considers open."""
+
+    client_id: str
+    side: int
+    price_ticks: int
+    qty: float
+    filled: float = 0.0
+    status: int = ST_NONE  # ST_NONE until acknowledged, then ST_NEW
+    request: int = REQ_NONE
+
+
+@dataclass
+class LiveAdapter:
+    """Runs `cfg` until `stop()`; `run()` returns after its orders are cancelled."""
+
+    cfg: LiveConfig
+    ex: ccxt.Exchange
+    audit: AuditLog
+    clock_ns: callable = time.time_ns
+    orders: dict[str, Known] = field(default_factory=dict)
+    filled: dict[str, float] = field(default_factory=dict)  # per client id of ours, filled so far (late fills count)
+    position: float = 0.0
+    decisions: int = 0
+    book_ts: float = 0.0  # monotonic time of the last book update (0: no book)
+    top: tuple[int, int, float, float] = (EMPTY, EMPTY, 0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        self.strategy = get(self.cfg.strategy)
+        self.decider = Decider(self.strategy, self.strategy.validate(self.cfg.params))
+        d = self.cfg.state_dir
+        first = not d.exists() or not any(d.iterdir())
+        d.mkdir(parents=True, exist_ok=True)
+        self.ids = IdAllocator(d / "client_ids.json", self.strategy.name, self.cfg.symbol, new=first)
+        self.budget = DailyBudget(d / "budget.json", BudgetLimits(self.cfg.max_actions_per_day,
+                                                                  self.cfg.max_notional_per_day))  # fmt: skip
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask the adapter to cancel its orders and return (safe from a signal handler)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Reconcile, then trade until stopped; always cancels its own orders before returning."""
+        ex = self.ex
+        await ex.load_markets()
+        self.market = next(m for m in ex.markets.values() if m["id"] == self.cfg.symbol)
+        self.symbol = self.market["symbol"]
+        self.tick = float(self.market["precision"]["price"])
+        self.lot = float(self.market["precision"]["amount"])
+        self.port = ExchangePort(ex, self.symbol, self.audit, self.budget, self.clock_ns, asyncio.sleep)
+        self.audit.write(self.clock_ns(), "start", strategy=self.strategy.name, symbol=self.cfg.symbol,
+                         mode=self.cfg.mode, params=self.cfg.params)  # fmt: skip
+        await self._reconcile(adopt_position=True)
+        tasks = [asyncio.create_task(c) for c in (self._book(), self._user(), self._decide(), self._reconciler())]
+        stop = asyncio.create_task(self._stop.wait())
+        failed: BaseException | None = None
+        try:
+            # A task that dies takes the adapter down (orders cancelled first), never silently.
+            done, _ = await asyncio.wait({stop, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stop and t.exception() is not None:
+                    failed = t.exception()
+                    self.audit.write(self.clock_ns(), "task_failed", error=type(failed).__name__,
+                                     detail=str(failed)[:300])  # fmt: skip
+        finally:
+            for t in (*tasks, stop):
+                t.cancel()
+            await asyncio.gather(*tasks, stop, return_exceptions=True)
+            await self._cancel_all()
+            self.audit.write(self.clock_ns(), "stop", position=self.position, decisions=self.decisions)
+            self.ids.close()
+            self.budget.close()
+        if failed is not None:
+            raise failed
+
+    async def _reconcile(self, adopt_position: bool = False) -> None:
+        expected = {c for c, k in self.orders.items() if k.status == ST_NEW}
+        found, pos = await reconcile(self.ex, self.port, self.audit, self.clock_ns(), self.symbol, self.strategy.name,
+                                     self.cfg.symbol, self.lot, expected, self.position)  # fmt: skip
+        for m in found:
+            if m.kind == "missing":
+                self.orders.pop(m.client_id, None)
+        if adopt_position:  # on start the venue's position is the truth; later drift is logged for a human
+            self.position = pos
+
+    async def _reconciler(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.reconcile_s)
+            try:
+                await self._reconcile()
+            except (ccxt.NetworkError, ccxt.ExchangeError, PortFailed, PortRefused) as e:
+                self.audit.write(self.clock_ns(), "reconcile_error", error=type(e).__name__, detail=str(e)[:300])
+
+    async def _book(self) -> None:
+        while True:
+            try:
+                ob = await self.ex.watch_order_book(self.symbol)
+            except ccxt.ChecksumError:
+                self.book_ts = 0.0  # a gap: stale until the next snapshot
+                self.audit.write(self.clock_ns(), "book_gap")
+                continue
+            except ccxt.NetworkError as e:
+                self.book_ts = 0.0
+                self.audit.write(self.clock_ns(), "book_error", error=type(e).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            if ob["bids"] and ob["asks"]:
+                (bp, bq), (ap, aq) = ob["bids"][0][:2], ob["asks"][0][:2]
+                self.top = (round(bp / self.tick), round(ap / self.tick), float(bq), float(aq))
+                self.book_ts = time.monotonic()
+
+    async def _user(self) -> None:
+        while True:
+            try:
+                updates = await self.ex.watch_orders(self.symbol)
+            except ccxt.NetworkError as e:
+                self.audit.write(self.clock_ns(), "user_stream_error", error=type(e).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            for o in updates:
+                cid = o.get("clientOrderId") or ""
+                p = parse(cid)
+                if p is None or p.strategy != self.strategy.name or p.symbol != self.cfg.symbol:
+                    continue  # not ours
+                # Fills count for any order of ours, also one already cancelled here (a fill can
+                # overtake the cancel).
+                filled = float(o.get("filled") or 0.0)
+                before = self.filled.get(cid, 0.0)
+                if filled > before:
+                    q = filled - before
+                    self.position += q if o.get("side") == "buy" else -q
+                    self.filled[cid] = filled
+                    self.audit.write(self.clock_ns(), "fill", client_id=cid, qty=q, price=o.get("average"),
+                                     position=self.position)  # fmt: skip
+                k = self.orders.get(cid)
+                if k is None:
+                    continue
+                k.filled = filled
+                if o.get("status") in ("closed", "canceled", "expired", "rejected"):
+                    self.orders.pop(cid, None)
+                elif k.status == ST_NONE:
+                    k.status = ST_NEW
+
+    async def _decide(self) -> None:
+        step = self.cfg.step_ms / 1000
+        while True:
+            await asyncio.sleep(step)
+            if not self.book_ts or time.monotonic() - self.book_ts > self.cfg.stale_after_s:
+                continue  # never on a stale book
+            await self.decide_once()
+
+    async def decide_once(self) -> None:
+        """One decision on the current top of book, and its intents sent (cancels first)."""
+        bb, ba, bq, aq = self.top
+        known = list(self.orders.values())
+        view = [KnownOrder(k.side, k.price_ticks, k.qty - k.filled, k.status, k.request) for k in known]
+        mid = (bb + ba) * 0.5 * self.tick
+        intents = self.decider.decide(self.clock_ns(), bb, ba, bq, aq, self.tick, self.lot, self.position, 0.0, mid,
+                                      view)  # fmt: skip
+        self.decisions += 1
+        for i in intents.cancel:
+            k = known[i]
+            k.request = REQ_CANCEL
+            try:
+                await self.port.cancel(client_id=k.client_id)
+                self.orders.pop(k.client_id, None)
+            except (PortFailed, PortRefused) as e:
+                k.request = REQ_NONE
+                self.audit.write(self.clock_ns(), "cancel_not_done", client_id=k.client_id, error=str(e)[:200])
+        for side, px, qty, _level in intents.place:
+            cid = self.ids.next()
+            k = Known(str(cid), side, px, qty)
+            self.orders[k.client_id] = k
+            try:
+                await self.port.create(cid, "buy" if side > 0 else "sell", px * self.tick, qty)
+                k.status = ST_NEW
+            except PortRefused:
+                self.orders.pop(k.client_id, None)
+                break  # breaker open or budget used up: no more new orders this decision
+            except PortFailed as e:
+                if not e.unknown:
+                    self.orders.pop(k.client_id, None)  # rejected for good; unknown ones stay for reconciliation
+
+    async def _cancel_all(self) -> None:
+        """Cancel every open order of ours the venue lists (known or not), then check none is left."""
+        try:
+            for o in await self.ex.fetch_open_orders(self.symbol):
+                p = parse(o.get("clientOrderId") or "")
+                if p is not None and p.strategy == self.strategy.name and p.symbol == self.cfg.symbol:
+                    await self.port.cancel(client_id=o["clientOrderId"])
+            self.orders.clear()
+        except (ccxt.NetworkError, ccxt.ExchangeError, PortFailed, PortRefused) as e:
+            self.audit.write(self.clock_ns(), "cancel_all_failed", error=type(e).__name__, detail=str(e)[:300])
