@@ -133,7 +133,9 @@ class LiveAdapter:
         self.strategy = get(self.cfg.strategy)
         self.decider = Decider(self.strategy, self.strategy.validate(self.cfg.params))
         d = self.cfg.state_dir
-        first = not d.exists() or not any(d.iterdir())
+        # The first start is the one with no state at all; a budget without its id reservation is a
+        # damaged state folder and refused (IdAllocator), never a silent fresh start.
+        first = not (d / "client_ids.json").exists() and not (d / "budget.json").exists()
         d.mkdir(parents=True, exist_ok=True)
         self.ids = IdAllocator(d / "client_ids.json", self.strategy.name, self.cfg.symbol, new=first)
         self.budget = DailyBudget(d / "budget.json", BudgetLimits(self.cfg.max_actions_per_day,

@@ -845,6 +845,57 @@ def venue_serve(
     asyncio.run(serve())
 
 
+@app.command("live")
+@_clean_errors
+def live(
+    config: Annotated[Path, typer.Option(help="TOML: strategy, symbol, mode, api_url, state_dir, ... and [params].")],
+) -> None:
+    """Run a strategy live on one symbol until SIGTERM / Ctrl-C, then cancel its orders and exit.
+
+    Credentials come from GRINDER_API_KEY / GRINDER_API_SECRET (or *_FILE); every action is
+    appended to <state_dir>/audit.jsonl.
+    """
+    import asyncio
+    import signal
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from live.adapter import LiveAdapter, LiveConfig, credentials, make_client
+    from live.audit import AuditLog
+
+    try:
+        raw = tomllib.loads(config.read_text())
+    except OSError as e:
+        raise DataError(f"{config}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise DataError(f"{config}: {e}") from None
+    try:
+        cfg = LiveConfig(**raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise DataError(f"{config}: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+    key, secret = credentials()
+    ex = make_client(cfg, key, secret)
+
+    async def go() -> None:
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        audit = AuditLog(cfg.state_dir / "audit.jsonl", secrets=(key, secret))
+        try:
+            adapter = LiveAdapter(cfg, ex, audit)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, adapter.stop)
+            out.print(f"{cfg.strategy} on {cfg.symbol} ({cfg.mode}); audit {cfg.state_dir / 'audit.jsonl'}")
+            await adapter.run()
+            out.print(f"stopped: {adapter.decisions} decisions, position {adapter.position:g}")
+        finally:
+            audit.close()
+            await ex.close()
+
+    asyncio.run(go())
+
+
 def main() -> None:  # pragma: no cover
     """Entry point for `python -m grinder`."""
     app()
