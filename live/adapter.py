@@ -17,6 +17,7 @@ ccxt's sandbox URLs. Paper trading (fills simulated locally) is not built yet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from live.audit import AuditLog
 from live.budget import BudgetLimits, DailyBudget
 from live.client_ids import IdAllocator, parse
 from live.port import ExchangePort, PortFailed, PortRefused
-from live.reconcile import reconcile
+from live.reconcile import reconcile, venue_position
 
 
 class LiveConfig(BaseModel):
@@ -170,10 +171,18 @@ class LiveAdapter:
                     self.audit.write(self.clock_ns(), "task_failed", error=type(failed).__name__,
                                      detail=str(failed)[:300])  # fmt: skip
         finally:
+            self._stop.set()  # loops also check it: a library that swallows a cancellation cannot hold us
             for t in (*tasks, stop):
                 t.cancel()
-            await asyncio.gather(*tasks, stop, return_exceptions=True)
-            await self._cancel_all()
+            await asyncio.wait({*tasks, stop}, timeout=5.0)
+            try:
+                await asyncio.wait_for(self._cancel_all(), 30.0)
+                # Fills can land after the user stream was stopped: the position reported is the venue's.
+                self.position = venue_position(await self.ex.fetch_positions([self.symbol]), self.symbol)
+            except TimeoutError:
+                self.audit.write(self.clock_ns(), "cancel_all_failed", error="timeout")
+            except (ccxt.NetworkError, ccxt.ExchangeError) as e:
+                self.audit.write(self.clock_ns(), "final_position_unknown", error=type(e).__name__)
             self.audit.write(self.clock_ns(), "stop", position=self.position, decisions=self.decisions)
             self.ids.close()
             self.budget.close()
@@ -191,7 +200,7 @@ class LiveAdapter:
             self.position = pos
 
     async def _reconciler(self) -> None:
-        while True:
+        while not self._stop.is_set():
             await asyncio.sleep(self.cfg.reconcile_s)
             try:
                 await self._reconcile()
@@ -199,30 +208,40 @@ class LiveAdapter:
                 self.audit.write(self.clock_ns(), "reconcile_error", error=type(e).__name__, detail=str(e)[:300])
 
     async def _book(self) -> None:
-        while True:
+        failures = 0
+        while not self._stop.is_set():
             try:
                 ob = await self.ex.watch_order_book(self.symbol)
-            except ccxt.ChecksumError:
-                self.book_ts = 0.0  # a gap: stale until the next snapshot
-                self.audit.write(self.clock_ns(), "book_gap")
-                continue
-            except ccxt.NetworkError as e:
+            except (ccxt.ChecksumError, ccxt.NetworkError) as e:
+                # A sequence gap (ChecksumError) or a dropped socket: stale until ccxt has resubscribed
+                # and synced a new snapshot on a later watch. Logged once per outage; the pause grows
+                # so a venue that keeps failing is not hammered (and the loop always yields).
+                if self.book_ts:
+                    reason = "sequence gap" if isinstance(e, ccxt.ChecksumError) else type(e).__name__
+                    self.audit.write(self.clock_ns(), "book_stale", reason=reason, decisions=self.decisions)
                 self.book_ts = 0.0
-                self.audit.write(self.clock_ns(), "book_error", error=type(e).__name__)
-                await asyncio.sleep(0.5)
+                failures += 1
+                await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))
                 continue
+            failures = 0
             if ob["bids"] and ob["asks"]:
                 (bp, bq), (ap, aq) = ob["bids"][0][:2], ob["asks"][0][:2]
                 self.top = (round(bp / self.tick), round(ap / self.tick), float(bq), float(aq))
+                if not self.book_ts:
+                    self.audit.write(self.clock_ns(), "book_fresh", nonce=ob.get("nonce"), decisions=self.decisions)
                 self.book_ts = time.monotonic()
 
     async def _user(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 updates = await self.ex.watch_orders(self.symbol)
             except ccxt.NetworkError as e:
+                # Events sent while the stream was down are lost (as on Binance): once it is back,
+                # take orders and position from the venue again.
                 self.audit.write(self.clock_ns(), "user_stream_error", error=type(e).__name__)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.2)
+                with contextlib.suppress(ccxt.NetworkError, ccxt.ExchangeError, PortFailed, PortRefused):
+                    await self._reconcile(adopt_position=True)
                 continue
             for o in updates:
                 cid = o.get("clientOrderId") or ""
@@ -250,7 +269,7 @@ class LiveAdapter:
 
     async def _decide(self) -> None:
         step = self.cfg.step_ms / 1000
-        while True:
+        while not self._stop.is_set():
             await asyncio.sleep(step)
             if not self.book_ts or time.monotonic() - self.book_ts > self.cfg.stale_after_s:
                 continue  # never on a stale book

@@ -46,6 +46,7 @@ class Faults:
     slow_s: float = 0.0  # delay before answering any REST request
     lose_create_replies: int = 0  # accept this many creates but drop the connection instead of answering
     seq_gap: bool = False  # skip one depth update (its u) in the stream, once
+    drop_ws: bool = False  # close every public and user WebSocket once (clients must reconnect)
     requests: list = field(default_factory=list)  # (method, path) of every REST request, in order
 
 
@@ -187,7 +188,15 @@ class VenueServer:
             except (ConnectionResetError, RuntimeError):
                 socks.discard(ws)
 
+    async def _drop_sockets(self) -> None:
+        self.faults.drop_ws = False
+        socks = [*self.depth_subs, *self.trade_subs["trade"], *self.trade_subs["aggTrade"], *self._all_user_socks()]
+        for ws in socks:
+            await ws.close(code=1001, message=b"going away")
+
     async def _emit_depth(self, rows: list[int]) -> None:
+        if self.faults.drop_ws:
+            await self._drop_sockets()
         t = self.tape
         before = self.x.depth(1000) if any(t.kind[i] != 0 for i in rows) else None
         events: list[OrderEvent] = []

@@ -21,7 +21,7 @@ def config(tmp_path, port: int, **kw) -> LiveConfig:
                       state_dir=tmp_path / "state", step_ms=100, reconcile_s=1.0, **kw)  # fmt: skip
 
 
-async def session(tape, tmp_path, seconds: float, before=None):  # noqa: F811
+async def session(tape, tmp_path, seconds: float, before=None, during=None):  # noqa: F811
     srv = VenueServer(tape, CREDS, speed=20.0)
     srv.preroll()
     port = await srv.start()
@@ -35,8 +35,12 @@ async def session(tape, tmp_path, seconds: float, before=None):  # noqa: F811
     audit = AuditLog(tmp_path / "audit.jsonl", secrets=(CREDS.api_key, CREDS.secret))
     adapter = LiveAdapter(cfg, ex, audit)
     task = asyncio.create_task(adapter.run())
-    await asyncio.sleep(seconds)
-    mid_run = sorted(o.client_id for o in srv.x.open_orders())
+    mid_run: set[str] = set()  # every order of the venue seen resting while the adapter ran
+    for k in range(int(seconds / 0.25)):
+        if during is not None and k == int(seconds / 0.5):
+            during(srv)
+        await asyncio.sleep(0.25)
+        mid_run |= {o.client_id for o in srv.x.open_orders()}
     adapter.stop()
     await asyncio.wait_for(task, 30)
     left = sorted(o.client_id for o in srv.x.open_orders())
@@ -57,7 +61,10 @@ def test_the_adapter_quotes_gets_fills_and_cancels_its_orders_on_stop(tape, tmp_
 
     adapter, srv, mid_run, left, events = asyncio.run(session(tape, tmp_path, 6.0, foreign))
     ours = [c for c in mid_run if c.startswith("grinder_static_grid:BTCUSDT:")]
-    assert len(ours) >= 2 and adapter.decisions > 10  # quotes resting on both sides while it ran
+    assert len(ours) >= 4 and adapter.decisions > 10  # quotes resting while it ran ...
+    created = {e["client_id"] for e in events if e["event"] == "created"}
+    sides = {e["side"] for e in events if e["event"] == "create" and e["client_id"] in created}
+    assert sides == {"buy", "sell"}  # ... on both sides of the book
     kinds = [e["event"] for e in events]
     assert "created" in kinds and kinds[-1] == "stop"
     assert left == ["web_keep_me"]  # its own orders cancelled on stop, the foreign one untouched
@@ -83,3 +90,41 @@ def test_secrets_come_from_the_environment_or_files_and_mainnet_is_gated(tmp_pat
     monkeypatch.setenv("ALLOW_MAINNET_TRADE", "1")
     with pytest.raises(DataError, match="not in mainnet_allowlist"):
         make_client(mainnet, "k", "s")
+
+
+def pairs(events, first: str, then: str):
+    """(first, the next `then` after it) event pairs."""
+    out = []
+    for i, e in enumerate(events):
+        if e["event"] == first:
+            nxt = next((f for f in events[i + 1 :] if f["event"] == then), None)
+            out.append((e, nxt))
+    return out
+
+
+def test_a_sequence_gap_stops_decisions_until_the_book_is_resynced(tape, tmp_path):  # noqa: F811
+    def gap(srv):
+        srv.faults.seq_gap = True
+
+    adapter, srv, _, left, events = asyncio.run(session(tape, tmp_path, 6.0, during=gap))
+    stale = pairs(events, "book_stale", "book_fresh")
+    assert stale and stale[0][0]["reason"] == "sequence gap"
+    gap_ev, fresh = stale[0]
+    assert fresh is not None and fresh["decisions"] == gap_ev["decisions"]  # no decision on the stale book
+    assert adapter.decisions > fresh["decisions"]  # and trading resumed after the resync
+    assert sum(p == "/fapi/v1/depth" for _, p in srv.faults.requests) >= 2  # a new snapshot
+    assert not [c for c in left if c.startswith("grinder_")]
+
+
+def test_a_dropped_websocket_reconnects_resyncs_and_trading_goes_on(tape, tmp_path):  # noqa: F811
+    def drop(srv):
+        srv.faults.drop_ws = True
+
+    adapter, srv, _, left, events = asyncio.run(session(tape, tmp_path, 8.0, during=drop))
+    stale = pairs(events, "book_stale", "book_fresh")
+    assert stale and stale[0][1] is not None and stale[0][1]["decisions"] == stale[0][0]["decisions"]
+    assert adapter.decisions > stale[0][1]["decisions"]
+    # The user stream came back too: fills after the drop are counted (the position matches the venue's).
+    fills_after = [e for e in events if e["event"] == "fill" and e["ts_ns"] > stale[0][0]["ts_ns"]]
+    assert fills_after and adapter.position == pytest.approx(srv.x.position()[0], abs=1e-9)
+    assert not [c for c in left if c.startswith("grinder_")]

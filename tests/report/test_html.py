@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from grinder.data.errors import DataError
-from grinder.report import html as report_html
+from grinder.io import atomic
 from grinder.report.downsample import even_indices, minmax_indices
 from grinder.report.figures import MAX_POINTS, main_figure
 from grinder.report.html import write_report
@@ -261,7 +261,7 @@ def test_failed_write_keeps_the_old_report_and_leaves_no_temp_file(run, monkeypa
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report_html.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_report(run)
     assert (run / "report.html").read_text() == "old"
