@@ -33,6 +33,7 @@ from grinder.core.decision import Order as KnownOrder
 from grinder.core.diff import REQ_CANCEL, REQ_NONE, ST_NEW, ST_NONE
 from grinder.core.strategy import get
 from grinder.data.errors import DataError
+from grinder.venue.server import api_urls
 from live.audit import AuditLog
 from live.budget import BudgetLimits, DailyBudget
 from live.client_ids import IdAllocator, parse
@@ -83,13 +84,7 @@ def make_client(cfg: LiveConfig, key: str, secret: str) -> ccxtpro.binanceusdm:
     # ccxt's own throttle keeps a real venue's request weights; the emulator needs none (its faults test that).
     opts = {"apiKey": key, "secret": secret, "options": {"fetchCurrencies": False}, "enableRateLimit": not cfg.api_url}
     if cfg.api_url:
-        h = cfg.api_url.rstrip("/")
-        ws = h.replace("http://", "ws://").replace("https://", "wss://") + "/ws"
-        api = {k: h + p for k, p in (("fapiPublic", "/fapi/v1"), ("fapiPublicV2", "/fapi/v2"),
-               ("fapiPublicV3", "/fapi/v3"), ("fapiPrivate", "/fapi/v1"), ("fapiPrivateV2", "/fapi/v2"),
-               ("fapiPrivateV3", "/fapi/v3"), ("fapiData", "/futures/data"))}  # fmt: skip
-        api["ws"] = {"linear": ws}
-        opts["urls"] = {"api": api}
+        opts["urls"] = {"api": api_urls(cfg.api_url)}
     elif cfg.mode == "live":
         if os.environ.get("ALLOW_MAINNET_TRADE") != "1":
             raise DataError("live mode on Binance mainnet needs ALLOW_MAINNET_TRADE=1")

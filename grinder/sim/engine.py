@@ -86,14 +86,7 @@ def latency_at(lat_ts, lat_ns, t):
     n = lat_ts.shape[0]
     if n == 1 or t <= lat_ts[0]:
         return lat_ns[0]
-    lo, hi = 0, n  # first j with lat_ts[j] > t (no np.searchsorted: it needs the runtime)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if lat_ts[mid] <= t:
-            lo = mid + 1
-        else:
-            hi = mid
-    j = lo
+    j = _advance(lat_ts, 0, n, t)  # the first point after t
     if j >= n:
         return lat_ns[n - 1]
     t0, t1 = lat_ts[j - 1], lat_ts[j]

@@ -32,6 +32,16 @@ BATCH_END = 1  # Tape.flags bit: the last row of one depth update
 SIDE = {1: "BUY", -1: "SELL"}
 
 
+def api_urls(base_url: str) -> dict:
+    """ccxt's `urls['api']` for binanceusdm pointed at a Binance-compatible venue at base_url (http or https)."""
+    h = base_url.rstrip("/")
+    api = {k: h + p for k, p in (("fapiPublic", "/fapi/v1"), ("fapiPublicV2", "/fapi/v2"),
+           ("fapiPublicV3", "/fapi/v3"), ("fapiPrivate", "/fapi/v1"), ("fapiPrivateV2", "/fapi/v2"),
+           ("fapiPrivateV3", "/fapi/v3"), ("fapiData", "/futures/data"))}  # fmt: skip
+    api["ws"] = {"linear": h.replace("http://", "ws://").replace("https://", "wss://") + "/ws"}
+    return api
+
+
 def _ms(ns: int) -> int:
     return int(ns // 1_000_000)
 

@@ -11,7 +11,7 @@ import pytest
 
 from grinder.data.tape import load_tape
 from grinder.venue.auth import Credentials
-from grinder.venue.server import VenueServer
+from grinder.venue.server import VenueServer, api_urls
 from tests.conftest import REPO
 
 SYMBOL = "BTC/USDT:USDT"
@@ -24,12 +24,8 @@ def tape():
 
 
 def client(port: int, secret: str = CREDS.secret) -> ccxtpro.binanceusdm:
-    h = f"http://127.0.0.1:{port}"
-    api = {k: h + path for k, path in (("fapiPublic", "/fapi/v1"), ("fapiPublicV2", "/fapi/v2"),
-           ("fapiPublicV3", "/fapi/v3"), ("fapiPrivate", "/fapi/v1"), ("fapiPrivateV2", "/fapi/v2"),
-           ("fapiPrivateV3", "/fapi/v3"), ("fapiData", "/futures/data"))}  # fmt: skip
-    api["ws"] = {"linear": f"ws://127.0.0.1:{port}/ws"}
-    return ccxtpro.binanceusdm({"apiKey": CREDS.api_key, "secret": secret, "urls": {"api": api},
+    return ccxtpro.binanceusdm({"apiKey": CREDS.api_key, "secret": secret,
+                                "urls": {"api": api_urls(f"http://127.0.0.1:{port}")},
                                 "options": {"fetchCurrencies": False}, "enableRateLimit": False})  # fmt: skip
 
 
