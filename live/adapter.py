@@ -11,90 +11,36 @@ open orders before it exits. Every action is in the audit trail.
 
 Modes: "live" sends real orders. Against the real Binance host (no `api_url`) it refuses to start
 unless ALLOW_MAINNET_TRADE=1 is set and the symbol is in `mainnet_allowlist`; "testnet" uses
-ccxt's sandbox URLs. Paper trading (fills simulated locally) is not built yet.
+ccxt's sandbox URLs; "paper" takes live market data and fills its orders locally with the
+backtester's venue model (`live.paper`).
+
+Decision latency is measured on every decision that sends something: from the moment its inputs
+were ready (the later of the depth update behind its book and its clock tick) to the first order
+request handed to the connection (`latencies`, nanoseconds; bench/live_latency.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import ccxt
-import ccxt.pro as ccxtpro
-from pydantic import BaseModel, ConfigDict, Field
 
 from grinder.book.l2 import EMPTY
 from grinder.core.decision import Decider
 from grinder.core.decision import Order as KnownOrder
 from grinder.core.diff import REQ_CANCEL, REQ_NONE, ST_NEW, ST_NONE
 from grinder.core.strategy import get
-from grinder.data.errors import DataError
-from grinder.venue.server import api_urls
 from live.audit import AuditLog
 from live.budget import BudgetLimits, DailyBudget
+from live.client import GrinderBinance
 from live.client_ids import IdAllocator, parse
+from live.config import LiveConfig
 from live.port import ExchangePort, PortFailed, PortRefused
 from live.reconcile import reconcile, venue_position
-
-
-class LiveConfig(BaseModel):
-    """`grinder live --config FILE`: what to run, where, and its limits. Secrets are not here."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    strategy: str
-    params: dict
-    symbol: str = Field(description="venue symbol, e.g. BTCUSDT")
-    mode: str = Field("live", pattern="^(live|testnet)$")
-    api_url: str | None = Field(
-        None, description="base URL of a Binance-compatible venue (the emulator); None: Binance"
-    )
-    state_dir: Path = Path("live_state")
-    step_ms: int = Field(100, ge=1)
-    reconcile_s: float = Field(30.0, gt=0)
-    max_actions_per_day: int = Field(10_000, ge=0)
-    max_notional_per_day: float = Field(1_000_000.0, ge=0)
-    mainnet_allowlist: tuple[str, ...] = ()
-    stale_after_s: float = Field(5.0, gt=0, description="no decision when the book is older than this")
-
-
-def credentials() -> tuple[str, str]:
-    """API key and secret from GRINDER_API_KEY / GRINDER_API_SECRET, or *_FILE paths to files holding them."""
-    out = []
-    for name in ("GRINDER_API_KEY", "GRINDER_API_SECRET"):
-        value = os.environ.get(name, "")
-        path = os.environ.get(f"{name}_FILE", "")
-        if not value and path:
-            try:
-                value = Path(path).read_text().strip()
-            except OSError as e:
-                raise DataError(f"{name}_FILE={path}: {e.strerror}") from None
-        if not value:
-            raise DataError(f"set {name} or {name}_FILE (secrets never come from the command line)")
-        out.append(value)
-    return out[0], out[1]
-
-
-def make_client(cfg: LiveConfig, key: str, secret: str) -> ccxtpro.binanceusdm:
-    """The ccxt.pro client for the config: the emulator's URLs, testnet, or Binance (mainnet gate checked)."""
-    # ccxt's own throttle keeps a real venue's request weights; the emulator needs none (its faults test that).
-    opts = {"apiKey": key, "secret": secret, "options": {"fetchCurrencies": False}, "enableRateLimit": not cfg.api_url}
-    if cfg.api_url:
-        opts["urls"] = {"api": api_urls(cfg.api_url)}
-    elif cfg.mode == "live":
-        if os.environ.get("ALLOW_MAINNET_TRADE") != "1":
-            raise DataError("live mode on Binance mainnet needs ALLOW_MAINNET_TRADE=1")
-        if cfg.symbol not in cfg.mainnet_allowlist:
-            raise DataError(f"{cfg.symbol} is not in mainnet_allowlist {list(cfg.mainnet_allowlist)}")
-    ex = ccxtpro.binanceusdm(opts)
-    if cfg.mode == "testnet":
-        ex.set_sandbox_mode(True)
-    ex.exceptions["exact"].update(ex.exceptions["linear"]["exact"])  # the venue's error classes on any host
-    return ex
 
 
 @dataclass
@@ -115,15 +61,21 @@ class LiveAdapter:
     """Runs `cfg` until `stop()`; `run()` returns after its orders are cancelled."""
 
     cfg: LiveConfig
-    ex: ccxt.Exchange
+    ex: GrinderBinance
     audit: AuditLog
     clock_ns: callable = time.time_ns
     orders: dict[str, Known] = field(default_factory=dict)
     filled: dict[str, float] = field(default_factory=dict)  # per client id of ours, filled so far (late fills count)
     position: float = 0.0
+    equity_start: float | None = None  # the account's equity (wallet + unrealized, settle currency) at start
+    pnl: float | None = None  # equity at stop minus equity at start, as the venue reports them
     decisions: int = 0
     book_ts: float = 0.0  # monotonic time of the last book update (0: no book)
     top: tuple[int, int, float, float] = (EMPTY, EMPTY, 0.0, 0.0)
+    top_arrival_ns: int = 0  # perf_counter_ns of the depth update behind `top`
+    tick_ns: int = 0  # perf_counter_ns the current decision was scheduled for
+    # (inputs ready -> intents decided, inputs ready -> first order request), ns, most recent decisions
+    latencies: deque = field(default_factory=lambda: deque(maxlen=100_000))
 
     def __post_init__(self) -> None:
         self.strategy = get(self.cfg.strategy)
@@ -154,6 +106,7 @@ class LiveAdapter:
         self.audit.write(self.clock_ns(), "start", strategy=self.strategy.name, symbol=self.cfg.symbol,
                          mode=self.cfg.mode, params=self.cfg.params)  # fmt: skip
         await self._reconcile(adopt_position=True)
+        self.equity_start = await self._equity()
         tasks = [asyncio.create_task(c) for c in (self._book(), self._user(), self._decide(), self._reconciler())]
         stop = asyncio.create_task(self._stop.wait())
         failed: BaseException | None = None
@@ -174,15 +127,20 @@ class LiveAdapter:
                 await asyncio.wait_for(self._cancel_all(), 30.0)
                 # Fills can land after the user stream was stopped: the position reported is the venue's.
                 self.position = venue_position(await self.ex.fetch_positions([self.symbol]), self.symbol)
+                self.pnl = await self._equity() - self.equity_start
             except TimeoutError:
                 self.audit.write(self.clock_ns(), "cancel_all_failed", error="timeout")
             except (ccxt.NetworkError, ccxt.ExchangeError) as e:
                 self.audit.write(self.clock_ns(), "final_position_unknown", error=type(e).__name__)
-            self.audit.write(self.clock_ns(), "stop", position=self.position, decisions=self.decisions)
+            self.audit.write(self.clock_ns(), "stop", position=self.position, pnl=self.pnl, decisions=self.decisions)
             self.ids.close()
             self.budget.close()
         if failed is not None:
             raise failed
+
+    async def _equity(self) -> float:
+        bal = await self.ex.fetch_balance()
+        return float(bal[self.market["settle"]]["total"])
 
     async def _reconcile(self, adopt_position: bool = False) -> None:
         expected = {c for c, k in self.orders.items() if k.status == ST_NEW}
@@ -222,6 +180,7 @@ class LiveAdapter:
             if ob["bids"] and ob["asks"]:
                 (bp, bq), (ap, aq) = ob["bids"][0][:2], ob["asks"][0][:2]
                 self.top = (round(bp / self.tick), round(ap / self.tick), float(bq), float(aq))
+                self.top_arrival_ns = self.ex.depth_arrival_ns
                 if not self.book_ts:
                     self.audit.write(self.clock_ns(), "book_fresh", nonce=ob.get("nonce"), decisions=self.decisions)
                 self.book_ts = time.monotonic()
@@ -263,22 +222,32 @@ class LiveAdapter:
                     k.status = ST_NEW
 
     async def _decide(self) -> None:
-        step = self.cfg.step_ms / 1000
+        step_ns = self.cfg.step_ms * 1_000_000
+        next_tick = time.perf_counter_ns() + step_ns
         while not self._stop.is_set():
-            await asyncio.sleep(step)
+            now = time.perf_counter_ns()
+            if now < next_tick:
+                await asyncio.sleep((next_tick - now) / 1e9)
+                self.tick_ns = next_tick
+            else:  # the last decision's requests outlasted a step: decide now, back on the grid after
+                self.tick_ns = now
+            next_tick += max(1, (self.tick_ns - next_tick) // step_ns + 1) * step_ns
             if not self.book_ts or time.monotonic() - self.book_ts > self.cfg.stale_after_s:
                 continue  # never on a stale book
             await self.decide_once()
 
     async def decide_once(self) -> None:
         """One decision on the current top of book, and its intents sent (cancels first)."""
+        ready = max(self.top_arrival_ns, self.tick_ns)
         bb, ba, bq, aq = self.top
         known = list(self.orders.values())
         view = [KnownOrder(k.side, k.price_ticks, k.qty - k.filled, k.status, k.request) for k in known]
         mid = (bb + ba) * 0.5 * self.tick
         intents = self.decider.decide(self.clock_ns(), bb, ba, bq, aq, self.tick, self.lot, self.position, 0.0, mid,
                                       view)  # fmt: skip
+        decided = time.perf_counter_ns()
         self.decisions += 1
+        self.ex.arm_probe()
         for i in intents.cancel:
             k = known[i]
             k.request = REQ_CANCEL
@@ -301,6 +270,8 @@ class LiveAdapter:
             except PortFailed as e:
                 if not e.unknown:
                     self.orders.pop(k.client_id, None)  # rejected for good; unknown ones stay for reconciliation
+        if self.ex.first_request_ns:
+            self.latencies.append((decided - ready, self.ex.first_request_ns - ready))
 
     async def _cancel_all(self) -> None:
         """Cancel every open order of ours the venue lists (known or not), then check none is left."""

@@ -857,25 +857,14 @@ def live(
     """
     import asyncio
     import signal
-    import tomllib
 
-    from pydantic import ValidationError
-
-    from live.adapter import LiveAdapter, LiveConfig, credentials, make_client
+    from live.adapter import LiveAdapter
     from live.audit import AuditLog
+    from live.client import credentials, make_client
+    from live.config import load_config
 
-    try:
-        raw = tomllib.loads(config.read_text())
-    except OSError as e:
-        raise DataError(f"{config}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise DataError(f"{config}: {e}") from None
-    try:
-        cfg = LiveConfig(**raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise DataError(f"{config}: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
-    key, secret = credentials()
+    cfg = load_config(config)
+    key, secret = ("", "") if cfg.mode == "paper" else credentials()  # paper sends no signed request
     ex = make_client(cfg, key, secret)
 
     async def go() -> None:
@@ -888,7 +877,8 @@ def live(
                 loop.add_signal_handler(sig, adapter.stop)
             out.print(f"{cfg.strategy} on {cfg.symbol} ({cfg.mode}); audit {cfg.state_dir / 'audit.jsonl'}")
             await adapter.run()
-            out.print(f"stopped: {adapter.decisions} decisions, position {adapter.position:g}")
+            pnl = "unknown" if adapter.pnl is None else f"{adapter.pnl:+.4f} {adapter.market['settle']}"
+            out.print(f"stopped: {adapter.decisions} decisions, position {adapter.position:g}, PnL {pnl}")
         finally:
             audit.close()
             await ex.close()

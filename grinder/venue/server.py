@@ -20,16 +20,15 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
 from grinder.book.l2 import EMPTY
 from grinder.data.tape import Tape
 from grinder.venue.auth import Credentials, check_signed
-from grinder.venue.exchange import BAD_PARAM, Exchange, Order, OrderEvent, VenueError
+from grinder.venue.exchange import BAD_PARAM, Exchange, OrderEvent, VenueError
+from grinder.venue.wire import Wire, ms
 
 BATCH_END = 1  # Tape.flags bit: the last row of one depth update
-SIDE = {1: "BUY", -1: "SELL"}
 
 
 def api_urls(base_url: str) -> dict:
@@ -40,10 +39,6 @@ def api_urls(base_url: str) -> dict:
            ("fapiPrivateV3", "/fapi/v3"), ("fapiData", "/futures/data"))}  # fmt: skip
     api["ws"] = {"linear": h.replace("http://", "ws://").replace("https://", "wss://") + "/ws"}
     return api
-
-
-def _ms(ns: int) -> int:
-    return int(ns // 1_000_000)
 
 
 @dataclass
@@ -70,8 +65,8 @@ class VenueServer:
         self.inst = tape.instrument
         self.x = Exchange(self.inst, balance=balance, **exchange_kw)
         self.faults = Faults()
-        self.decimals = max(0, -int(np.floor(np.log10(self.inst.tick_size) + 1e-9)))
-        self.qty_decimals = max(0, -int(np.floor(np.log10(self.inst.lot_size) + 1e-9)))
+        self.wire = Wire(self.inst)
+        self.px, self.qty = self.wire.px, self.wire.qty
         self.update_id = 0  # u of the last depth update applied
         self.now_ns = int(tape.ts_exch[0]) if len(tape) else 0  # the replay's exchange time
         self.row = 0  # next tape row
@@ -167,25 +162,6 @@ class VenueServer:
         t = self.tape
         return self.x.on_row(int(t.kind[i]), int(t.side[i]), int(t.price_ticks[i]), float(t.qty[i]), int(t.ts_exch[i]))
 
-    # ---- formatting ----
-    def px(self, ticks: int) -> str:
-        return f"{ticks * self.inst.tick_size:.{self.decimals}f}"
-
-    def qty(self, q: float) -> str:
-        return f"{q:.{self.qty_decimals}f}"
-
-    def order_json(self, o: Order) -> dict:
-        avg = o.quote_filled / o.filled if o.filled > 0 else 0.0
-        return {
-            "orderId": o.order_id, "symbol": self.inst.symbol, "status": o.status, "clientOrderId": o.client_id,
-            "price": self.px(o.price_ticks), "avgPrice": f"{avg:.{self.decimals + 2}f}", "origQty": self.qty(o.qty),
-            "executedQty": self.qty(o.filled), "cumQty": self.qty(o.filled), "cumQuote": f"{o.quote_filled:.8f}",
-            "timeInForce": o.tif, "type": "LIMIT", "reduceOnly": False, "closePosition": False, "side": SIDE[o.side],
-            "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE", "priceProtect": False,
-            "origType": "LIMIT", "priceMatch": "NONE", "selfTradePreventionMode": "NONE", "goodTillDate": 0,
-            "time": _ms(o.created_ns), "updateTime": _ms(o.updated_ns),
-        }  # fmt: skip
-
     # ---- streams ----
     async def _send(self, socks, msg: dict) -> None:
         text = json.dumps(msg)
@@ -222,7 +198,7 @@ class VenueServer:
             )
         prev = self.update_id
         self.update_id = prev + len(rows)
-        msg = {"e": "depthUpdate", "E": _ms(self.now_ns), "T": _ms(self.now_ns), "s": self.inst.symbol,
+        msg = {"e": "depthUpdate", "E": ms(self.now_ns), "T": ms(self.now_ns), "s": self.inst.symbol,
                "U": prev + 1, "u": self.update_id, "pu": prev, "b": bids, "a": asks}  # fmt: skip
         if self.faults.seq_gap:
             self.faults.seq_gap = False  # this update is lost: the next one's pu will not match
@@ -234,8 +210,8 @@ class VenueServer:
         t = self.tape
         px, q = self.px(int(t.price_ticks[i])), self.qty(float(t.qty[i]))
         base = {
-            "E": _ms(self.now_ns),
-            "T": _ms(self.now_ns),
+            "E": ms(self.now_ns),
+            "T": ms(self.now_ns),
             "s": self.inst.symbol,
             "p": px,
             "q": q,
@@ -247,29 +223,9 @@ class VenueServer:
 
     async def _emit_orders(self, events: list[OrderEvent]) -> None:
         for ev in events:
-            o = ev.order
-            avg = ev.quote_filled / ev.filled if ev.filled > 0 else 0.0
-            msg = {"e": "ORDER_TRADE_UPDATE", "E": _ms(ev.ts_ns), "T": _ms(ev.ts_ns), "o": {
-                "s": self.inst.symbol, "c": o.client_id, "S": SIDE[o.side], "o": "LIMIT", "f": o.tif,
-                "q": self.qty(o.qty), "p": self.px(o.price_ticks), "ap": f"{avg:.{self.decimals + 2}f}", "sp": "0",
-                "x": ev.exec_type, "X": ev.status, "i": o.order_id, "l": self.qty(ev.last_qty),
-                "z": self.qty(ev.filled),
-                "L": self.px(ev.last_price_ticks) if ev.last_qty else "0", "n": f"{ev.fee:.8f}", "N": "USDT",
-                "T": _ms(ev.ts_ns), "t": ev.trade_id, "b": "0", "a": "0", "m": True, "R": False,
-                "wt": "CONTRACT_PRICE", "ot": "LIMIT", "ps": "BOTH", "cp": False, "rp": f"{ev.realized:.8f}",
-                "pP": False, "si": 0, "ss": 0}}  # fmt: skip
-            await self._send(self._all_user_socks(), msg)
+            await self._send(self._all_user_socks(), self.wire.order_update(ev))
             if ev.exec_type == "TRADE":
-                await self._send(self._all_user_socks(), self._account_update(ev.ts_ns))
-
-    def _account_update(self, ts_ns: int) -> dict:
-        pos, entry, realized = self.x.position()
-        wb = f"{self.x.wallet():.8f}"
-        return {"e": "ACCOUNT_UPDATE", "E": _ms(ts_ns), "T": _ms(ts_ns), "a": {"m": "ORDER",
-                "B": [{"a": "USDT", "wb": wb, "cw": wb, "bc": "0"}],
-                "P": [{"s": self.inst.symbol, "pa": self.qty(pos), "ep": f"{entry:.8f}", "bep": f"{entry:.8f}",
-                       "cr": f"{realized:.8f}", "up": f"{self.x.unrealized():.8f}", "mt": "cross", "iw": "0",
-                       "ps": "BOTH", "ma": "USDT"}]}}  # fmt: skip
+                await self._send(self._all_user_socks(), self.wire.account_update(self.x, ev.ts_ns))
 
     def _all_user_socks(self) -> set:
         return {w for s in self.user_socks.values() for w in s}
@@ -362,7 +318,7 @@ class VenueServer:
         sym = {
             "symbol": i.symbol, "pair": i.symbol, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
             "onboardDate": 1569398400000, "status": "TRADING", "baseAsset": base, "quoteAsset": "USDT",
-            "marginAsset": "USDT", "pricePrecision": self.decimals, "quantityPrecision": self.qty_decimals,
+            "marginAsset": "USDT", "pricePrecision": self.wire.decimals, "quantityPrecision": self.wire.qty_decimals,
             "baseAssetPrecision": 8, "quotePrecision": 8,
             "filters": [
                 {"filterType": "PRICE_FILTER", "minPrice": self.px(1), "maxPrice": "10000000", "tickSize": self.px(1)},
@@ -391,7 +347,7 @@ class VenueServer:
             raise VenueError(*BAD_PARAM) from None
         bids, asks = self.x.depth(max(1, min(limit, 1000)))
         return web.json_response({
-            "lastUpdateId": self.update_id, "E": _ms(self.now_ns), "T": _ms(self.now_ns),
+            "lastUpdateId": self.update_id, "E": ms(self.now_ns), "T": ms(self.now_ns),
             "bids": [[self.px(p), self.qty(q)] for p, q in bids], "asks": [[self.px(p), self.qty(q)] for p, q in asks],
         })  # fmt: skip
 
@@ -432,7 +388,7 @@ class VenueServer:
         if abs(ticks * self.inst.tick_size - price) > 1e-9 * max(1.0, price):
             raise VenueError(-4014, "Price not increased by tick size.")
         ev = self.x.create(cid, side, ticks, qty, tif, self.now_ns)
-        reply = self.order_json(ev.order)  # as created: NEW, whatever the replay does while events go out
+        reply = self.wire.order(ev.order)  # as created: NEW, whatever the replay does while events go out
         await self._emit_orders([ev])
         if self.faults.lose_create_replies > 0:
             self.faults.lose_create_replies -= 1
@@ -454,18 +410,18 @@ class VenueServer:
         p = await self._signed(request)
         oid, cid = self._order_of(p)
         ev = self.x.cancel(self.now_ns, oid, cid)
-        reply = self.order_json(ev.order)
+        reply = self.wire.order(ev.order)
         await self._emit_orders([ev])
         return web.json_response(reply)
 
     async def get_order(self, request: web.Request) -> web.Response:
         p = await self._signed(request)
         oid, cid = self._order_of(p)
-        return web.json_response(self.order_json(self.x.find(oid, cid)))
+        return web.json_response(self.wire.order(self.x.find(oid, cid)))
 
     async def open_orders(self, request: web.Request) -> web.Response:
         await self._signed(request)
-        return web.json_response([self.order_json(o) for o in self.x.open_orders()])
+        return web.json_response([self.wire.order(o) for o in self.x.open_orders()])
 
     async def cancel_all(self, request: web.Request) -> web.Response:
         await self._signed(request)
@@ -481,29 +437,11 @@ class VenueServer:
 
     async def position_risk(self, request: web.Request) -> web.Response:
         await self._signed(request)
-        pos, entry, _ = self.x.position()
-        bb, ba = self.x.best()
-        mark = (bb + ba) * 0.5 * self.inst.tick_size if bb != EMPTY and ba != EMPTY else entry
-        return web.json_response([{
-            "symbol": self.inst.symbol, "positionSide": "BOTH", "positionAmt": self.qty(pos),
-            "entryPrice": f"{entry:.8f}", "breakEvenPrice": f"{entry:.8f}", "markPrice": f"{mark:.8f}",
-            "unRealizedProfit": f"{self.x.unrealized():.8f}", "liquidationPrice": "0", "isolatedMargin": "0",
-            "notional": f"{pos * mark:.8f}", "marginAsset": "USDT", "isolatedWallet": "0", "initialMargin": "0",
-            "maintMargin": "0", "positionInitialMargin": "0", "openOrderInitialMargin": "0", "adl": 0,
-            "bidNotional": "0", "askNotional": "0", "updateTime": _ms(self.now_ns),
-        }])  # fmt: skip
+        return web.json_response(self.wire.position_risk(self.x, self.now_ns))
 
     async def account(self, request: web.Request) -> web.Response:
         await self._signed(request)
-        wb = self.x.wallet()
-        up = self.x.unrealized()
-        asset = {"asset": "USDT", "walletBalance": f"{wb:.8f}", "unrealizedProfit": f"{up:.8f}",
-                 "marginBalance": f"{wb + up:.8f}", "maintMargin": "0", "initialMargin": "0",
-                 "positionInitialMargin": "0", "openOrderInitialMargin": "0", "crossWalletBalance": f"{wb:.8f}",
-                 "crossUnPnl": f"{up:.8f}", "availableBalance": f"{wb + up:.8f}", "maxWithdrawAmount": f"{wb:.8f}",
-                 "updateTime": max(1, _ms(self.now_ns))}  # fmt: skip
-        return web.json_response({"totalWalletBalance": f"{wb:.8f}", "availableBalance": f"{wb + up:.8f}",
-                                  "assets": [asset], "positions": []})  # fmt: skip
+        return web.json_response(self.wire.account(self.x, self.now_ns))
 
 
 def _changed(before: list[tuple[int, float]], after: list[tuple[int, float]]) -> list[tuple[int, float]]:

@@ -9,8 +9,10 @@ import pytest
 
 from grinder.data.errors import DataError
 from grinder.venue.server import VenueServer
-from live.adapter import LiveAdapter, LiveConfig, credentials, make_client
+from live.adapter import LiveAdapter
 from live.audit import AuditLog
+from live.client import credentials, make_client
+from live.config import LiveConfig
 from tests.venue.test_server import CREDS, SYMBOL, client, tape  # noqa: F401 - tape is a fixture
 
 PARAMS = {"levels": 3, "interval": 0.5, "half_spread": 0.1, "order_qty": 0.002, "max_position": 0.01}
@@ -21,7 +23,7 @@ def config(tmp_path, port: int, **kw) -> LiveConfig:
                       state_dir=tmp_path / "state", step_ms=100, reconcile_s=1.0, **kw)  # fmt: skip
 
 
-async def session(tape, tmp_path, seconds: float, before=None, during=None):  # noqa: F811
+async def session(tape, tmp_path, seconds: float, before=None, during=None, mode: str = "live"):  # noqa: F811
     srv = VenueServer(tape, CREDS, speed=20.0)
     srv.preroll()
     port = await srv.start()
@@ -30,8 +32,9 @@ async def session(tape, tmp_path, seconds: float, before=None, during=None):  # 
     await other.load_markets()
     if before is not None:
         await before(srv, other)
-    cfg = config(tmp_path, port)
-    ex = make_client(cfg, CREDS.api_key, CREDS.secret)
+    cfg = config(tmp_path, port, mode=mode)
+    ex = make_client(cfg, CREDS.api_key, CREDS.secret) if mode != "paper" else make_client(cfg)
+    venue = srv.x if mode != "paper" else None  # paper: the adapter's own local venue, known after start
     audit = AuditLog(tmp_path / "audit.jsonl", secrets=(CREDS.api_key, CREDS.secret))
     adapter = LiveAdapter(cfg, ex, audit)
     task = asyncio.create_task(adapter.run())
@@ -40,10 +43,13 @@ async def session(tape, tmp_path, seconds: float, before=None, during=None):  # 
         if during is not None and k == int(seconds / 0.5):
             during(srv)
         await asyncio.sleep(0.25)
-        mid_run |= {o.client_id for o in srv.x.open_orders()}
+        venue = venue or getattr(ex, "x", None)
+        mid_run |= {o.client_id for o in venue.open_orders()} if venue is not None else set()
     adapter.stop()
     await asyncio.wait_for(task, 30)
     left = sorted(o.client_id for o in srv.x.open_orders())
+    if mode == "paper":
+        left += sorted(o.client_id for o in ex.x.open_orders())
     replay.cancel()
     await ex.close()
     await other.close()
@@ -128,3 +134,46 @@ def test_a_dropped_websocket_reconnects_resyncs_and_trading_goes_on(tape, tmp_pa
     fills_after = [e for e in events if e["event"] == "fill" and e["ts_ns"] > stale[0][0]["ts_ns"]]
     assert fills_after and adapter.position == pytest.approx(srv.x.position()[0], abs=1e-9)
     assert not [c for c in left if c.startswith("grinder_")]
+
+
+def test_paper_mode_takes_market_data_from_the_venue_and_fills_locally(tape, tmp_path):  # noqa: F811
+    adapter, srv, mid_run, left, events = asyncio.run(session(tape, tmp_path, 6.0, mode="paper"))
+    paper = adapter.ex
+    assert len([c for c in mid_run if c.startswith("grinder_static_grid:BTCUSDT:")]) >= 4
+    assert paper.rows_applied > 100 and paper.gaps == 0  # the local book followed the venue's diffs and trades
+    fills = [e for e in events if e["event"] == "fill"]
+    assert fills and adapter.position == pytest.approx(paper.x.position()[0], abs=1e-9)
+    stop = events[-1]
+    assert stop["event"] == "stop" and stop["pnl"] == adapter.pnl and stop["position"] == adapter.position
+    # PnL is the paper account's: realized less fees (fixed once the orders are gone) plus the open position marked
+    # at the stop, within a 1% move of the last price.
+    bb, ba = paper.x.best()
+    mid = (bb + ba) * 0.05
+    assert abs(adapter.pnl - (paper.x.wallet() - 10_000)) <= abs(adapter.position) * mid * 0.01 + 1e-9
+    assert left == [] and srv.x.orders == {}  # nothing rests anywhere; the venue never saw an order ...
+    public = ("/fapi/v1/exchangeInfo", "/fapi/v1/depth", "/public/ws/0", "/public/ws/1")
+    private = [p for _, p in srv.faults.requests if p not in public]
+    assert private == []  # ... nor any signed request
+
+
+def test_the_local_paper_book_matches_the_venue_book(tape, tmp_path):  # noqa: F811
+    """Applying the venue's diffs and snapshots as they arrive gives the venue's own book, level for level."""
+
+    async def run():
+        srv = VenueServer(tape, CREDS, speed=20.0)
+        srv.preroll()
+        port = await srv.start()
+        replay = asyncio.create_task(srv.run_replay())
+        cfg = config(tmp_path, port, mode="paper")
+        ex = make_client(cfg)
+        await ex.load_markets()
+        for _ in range(30):
+            await ex.watch_order_book(SYMBOL)
+        same = ex.x.depth(50) == srv.x.depth(50)
+        replay.cancel()
+        await ex.close()
+        await srv.stop()
+        return same, ex.rows_applied
+
+    same, rows = asyncio.run(run())
+    assert same and rows > 100

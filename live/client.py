@@ -1,0 +1,118 @@
+"""The ccxt.pro client the adapter, paper mode and the recorder talk through, and where its secrets come from.
+
+`GrinderBinance` is ccxt.pro's binanceusdm with two additions that change nothing it sends or
+parses: *taps*, callables that see every raw market message (depth diffs, trades, REST depth
+snapshots) with its local receive time, and monotonic timestamps of the last depth update
+received and of the first request sent after `arm_probe()` (the decision-latency probe's
+two ends). The recorder writes what the taps see; paper mode matches orders against it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import ccxt.pro as ccxtpro
+
+from grinder.data.errors import DataError
+from grinder.venue.server import api_urls
+from live.config import LiveConfig
+
+MARKET_EVENTS = ("depthUpdate", "trade")
+
+Tap = Callable[[int, dict], None]  # (local receive time ns since the epoch, raw message)
+
+
+class GrinderBinance(ccxtpro.binanceusdm):
+    """binanceusdm with taps on the raw market feed and timestamps for the latency probe."""
+
+    def __init__(self, config: dict | None = None):
+        super().__init__(config or {})
+        self.taps: list[Tap] = []
+        self.depth_arrival_ns = 0  # time.perf_counter_ns() when the last depth update arrived
+        self.first_request_ns = 0  # time.perf_counter_ns() of the first order request since arm_probe()
+
+    def handle_message(self, client, message):  # noqa: D102 - ccxt's hook, called for every WebSocket message
+        if isinstance(message, dict):
+            event = message.get("e")
+            if event == "depthUpdate":
+                self.depth_arrival_ns = time.perf_counter_ns()
+            if self.taps and event in MARKET_EVENTS:
+                now = time.time_ns()
+                for tap in self.taps:
+                    tap(now, message)
+        return super().handle_message(client, message)
+
+    async def request(self, path, api=None, method="GET", params=None, config=None):  # noqa: D102 - ccxt's
+        response = await super().request(path, api or ["public"], method, params or {}, config or {})
+        # The REST depth snapshot ccxt syncs the diff stream from: the taps need it to sync too.
+        if self.taps and path == "depth" and isinstance(response, dict) and "lastUpdateId" in response:
+            now = time.time_ns()
+            for tap in self.taps:
+                tap(now, response)
+        return response
+
+    async def fetch(self, url, method="GET", headers=None, body=None):  # noqa: D102 - ccxt's HTTP call
+        self.mark_request()
+        return await super().fetch(url, method, headers, body)
+
+    def arm_probe(self) -> None:
+        """Forget the last request time: the next request sent is stamped in `first_request_ns`."""
+        self.first_request_ns = 0
+
+    def mark_request(self) -> None:
+        """A request leaves now (the HTTP call is handed to the connection; paper: the local venue is called)."""
+        if not self.first_request_ns:
+            self.first_request_ns = time.perf_counter_ns()
+
+
+def credentials() -> tuple[str, str]:
+    """API key and secret from GRINDER_API_KEY / GRINDER_API_SECRET, or *_FILE paths to files holding them."""
+    out = []
+    for name in ("GRINDER_API_KEY", "GRINDER_API_SECRET"):
+        value = os.environ.get(name, "")
+        path = os.environ.get(f"{name}_FILE", "")
+        if not value and path:
+            try:
+                value = Path(path).read_text().strip()
+            except OSError as e:
+                raise DataError(f"{name}_FILE={path}: {e.strerror}") from None
+        if not value:
+            raise DataError(f"set {name} or {name}_FILE (secrets never come from the command line)")
+        out.append(value)
+    return out[0], out[1]
+
+
+def client_options(api_url: str | None, key: str = "", secret: str = "") -> dict:
+    """ccxt options for Binance (api_url None) or a Binance-compatible venue at api_url (the emulator)."""
+    # ccxt's own throttle keeps a real venue's request weights; the emulator needs none (its faults test that).
+    opts: dict = {"options": {"fetchCurrencies": False}, "enableRateLimit": not api_url}
+    if key:
+        opts |= {"apiKey": key, "secret": secret}
+    if api_url:
+        opts["urls"] = {"api": api_urls(api_url)}
+    return opts
+
+
+def make_client(cfg: LiveConfig, key: str = "", secret: str = "") -> GrinderBinance:
+    """The client for the config: paper (no orders leave), the emulator, testnet, or Binance (mainnet gate checked)."""
+    opts = client_options(cfg.api_url, key, secret)
+    if cfg.mode == "paper":
+        from live.paper import PaperBinance  # paper builds on this module
+
+        ex: GrinderBinance = PaperBinance(opts, cfg.symbol, cfg.paper_balance, cfg.paper_partial_fills)
+    else:
+        if not key or not secret:
+            raise DataError(f"{cfg.mode} mode needs credentials (GRINDER_API_KEY / GRINDER_API_SECRET)")
+        if cfg.mode == "live" and not cfg.api_url:
+            if os.environ.get("ALLOW_MAINNET_TRADE") != "1":
+                raise DataError("live mode on Binance mainnet needs ALLOW_MAINNET_TRADE=1")
+            if cfg.symbol not in cfg.mainnet_allowlist:
+                raise DataError(f"{cfg.symbol} is not in mainnet_allowlist {list(cfg.mainnet_allowlist)}")
+        ex = GrinderBinance(opts)
+    if cfg.mode == "testnet":
+        ex.set_sandbox_mode(True)
+    ex.exceptions["exact"].update(ex.exceptions["linear"]["exact"])  # the venue's error classes on any host
+    return ex

@@ -1,0 +1,212 @@
+"""Paper mode: live market data from the venue, orders filled locally by the backtester's venue model.
+
+`PaperBinance` is the adapter's ccxt client with its order side replaced. Market data (markets,
+the order book, trades) comes from the venue as usual; every raw depth diff, depth snapshot and
+trade it receives is also applied, in arrival order, to a local `grinder.venue.exchange.Exchange`
+(the emulator's matching core: the backtester's queue and fill rules, post-only, the venue's
+filters and error codes). Creates, cancels, queries, open orders, positions and the user stream
+are answered from that local venue, as the venue's JSON parsed by ccxt's own parsers, so the
+adapter, the port and reconciliation run unchanged. No private request ever leaves: `sign`
+refuses them, and paper mode needs no API key.
+
+The local book follows the venue's sequence rules: diffs older than the snapshot are skipped, the
+first one must bridge it, every later one must continue the previous (`pu`). On a break the local
+book is cleared (no fills) until ccxt fetches the next snapshot. Not modelled: the trip to the
+venue (orders rest from the moment they are sent), funding, margin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import ccxt
+
+from grinder.data.instruments import Instrument
+from grinder.data.schema import BOOK_DIFF, BOOK_RESET, BOOK_SNAPSHOT, SIDE_ASK, SIDE_BID
+from grinder.venue.exchange import BAD_PARAM, TRADE_KIND, Exchange, OrderEvent, VenueError
+from grinder.venue.wire import Wire
+from live.client import GrinderBinance
+
+MS = 1_000_000
+
+
+class PaperBinance(GrinderBinance):
+    """One symbol's paper venue behind ccxt's binanceusdm interface (`symbol_id` as the venue spells it)."""
+
+    def __init__(self, config: dict, symbol_id: str, balance: float = 10_000.0, partial_fills: bool = False):
+        super().__init__(config)
+        self.symbol_id = symbol_id
+        self.paper_balance = balance
+        self.partial_fills = partial_fills
+        self.x: Exchange | None = None
+        self.wire: Wire | None = None
+        self.feed_ns = 0  # exchange time of the latest market message applied (ns)
+        self.book_u: int | None = None  # u of the last diff applied; None: no synced book
+        self.bridging = False  # a snapshot was applied; the first diff must bridge it
+        self.rows_applied = 0
+        self.gaps = 0
+        self._updates: asyncio.Queue[list[OrderEvent]] = asyncio.Queue()
+        self._trades_task: asyncio.Task | None = None
+        self.taps.append(self._on_market)
+
+    # ---- market data into the local venue ----
+    async def load_markets(self, reload=False, params=None):  # noqa: D102 - ccxt's
+        markets = await super().load_markets(reload, params or {})
+        if self.x is None:
+            m = next((m for m in self.markets.values() if m["id"] == self.symbol_id), None)
+            if m is None:
+                raise ccxt.BadSymbol(f"paper: the venue lists no market {self.symbol_id}")
+            self.paper_market = m
+            cost = m["limits"].get("cost") or {}
+            inst = Instrument(venue="binance-usdm", symbol=self.symbol_id, base=m["base"], quote=m["quote"],
+                              tick_size=float(m["precision"]["price"]), lot_size=float(m["precision"]["amount"]),
+                              min_notional=float(cost.get("min") or 0.0), maker_fee=float(m.get("maker") or 0.0),
+                              taker_fee=float(m.get("taker") or 0.0))  # fmt: skip
+            self.x = Exchange(inst, balance=self.paper_balance, partial_fills=self.partial_fills)
+            self.wire = Wire(inst)
+        return markets
+
+    def _ticks(self, price: str | float) -> int:
+        return round(float(price) / self.x.instrument.tick_size)
+
+    def _on_market(self, _local_ns: int, msg: dict) -> None:
+        if self.x is None:
+            return
+        events: list[OrderEvent] = []
+        if "lastUpdateId" in msg:  # a REST snapshot (ccxt fetched it for this symbol)
+            self.feed_ns = max(self.feed_ns, int(msg.get("T") or msg.get("E") or 0) * MS)
+            events += self.x.on_row(BOOK_RESET, 0, 0, 0.0, self.feed_ns)
+            for side, levels in ((SIDE_BID, msg["bids"]), (SIDE_ASK, msg["asks"])):
+                for p, q in levels:
+                    events += self.x.on_row(BOOK_SNAPSHOT, side, self._ticks(p), float(q), self.feed_ns)
+            self.book_u, self.bridging = int(msg["lastUpdateId"]), True
+            self.rows_applied += 1 + len(msg["bids"]) + len(msg["asks"])
+        elif msg.get("s") != self.symbol_id:
+            return
+        elif msg["e"] == "depthUpdate":
+            events += self._on_depth(msg)
+        elif msg.get("X", "MARKET") == "MARKET":  # a trade; insurance-fund and ADL prints are not market trades
+            self.feed_ns = max(self.feed_ns, int(msg["T"]) * MS)
+            side = SIDE_ASK if msg["m"] else SIDE_BID  # buyer is maker: the aggressor sold
+            events += self.x.on_row(TRADE_KIND, side, self._ticks(msg["p"]), float(msg["q"]), self.feed_ns)
+            self.rows_applied += 1
+        if events:
+            self._updates.put_nowait(events)
+
+    def _on_depth(self, msg: dict) -> list[OrderEvent]:
+        if self.book_u is None:
+            return []  # no snapshot to sync from yet
+        first, last, prev = int(msg["U"]), int(msg["u"]), int(msg["pu"])
+        if last < self.book_u:
+            return []  # older than the snapshot
+        if (self.bridging and first > self.book_u + 1) or (not self.bridging and prev != self.book_u):
+            self.gaps += 1  # the book is wrong from here: clear it (no fills) until the next snapshot
+            self.book_u = None
+            return self.x.on_row(BOOK_RESET, 0, 0, 0.0, self.feed_ns)
+        self.bridging, self.book_u = False, last
+        self.feed_ns = max(self.feed_ns, int(msg["T"]) * MS)
+        events: list[OrderEvent] = []
+        for side, levels in ((SIDE_BID, msg["b"]), (SIDE_ASK, msg["a"])):
+            for p, q in levels:
+                events += self.x.on_row(BOOK_DIFF, side, self._ticks(p), float(q), self.feed_ns)
+        self.rows_applied += len(msg["b"]) + len(msg["a"])
+        return events
+
+    async def _follow_trades(self) -> None:
+        # Trades reach the local venue through the tap; this loop only keeps the subscription alive.
+        while True:
+            try:
+                await self.watch_trades(self.paper_market["symbol"])
+            except (ccxt.NetworkError, ccxt.ExchangeError):
+                await asyncio.sleep(0.5)
+
+    # ---- the order side, answered locally ----
+    def sign(self, path, api=None, method="GET", params=None):  # noqa: D102 - ccxt's, before every request
+        kind = (api or ["public"])[0] if isinstance(api, list) else api
+        if "private" in str(kind).lower() or path == "listenKey":
+            raise ccxt.NotSupported(f"paper mode sends no private request ({method} {path})")
+        return super().sign(path, api or ["public"], method, params or {})
+
+    def _raise(self, e: VenueError):
+        cls = self.exceptions["exact"].get(str(e.code), ccxt.ExchangeError)
+        raise cls(f"{self.id} {json.dumps({'code': e.code, 'msg': e.msg})}") from None
+
+    def _check(self, symbol: str | None) -> None:
+        if self.x is None:
+            raise ccxt.ExchangeError("paper: load_markets() first")
+        if symbol is not None and symbol not in (self.paper_market["symbol"], self.symbol_id):
+            raise ccxt.BadSymbol(f"paper: only {self.paper_market['symbol']} is simulated, not {symbol}")
+
+    def _emit(self, ev: OrderEvent) -> dict:
+        self._updates.put_nowait([ev])
+        return self.parse_order(self.wire.order(ev.order), self.paper_market)
+
+    async def create_order(self, symbol, type, side, amount, price=None, params=None):  # noqa: A002, D102
+        self._check(symbol)
+        params = params or {}
+        if type != "limit" or price is None:
+            self._raise(VenueError(-1116, "Invalid orderType."))
+        if side not in ("buy", "sell"):
+            self._raise(VenueError(*BAD_PARAM))
+        tif = "GTX" if params.get("postOnly") else params.get("timeInForce", "GTC")
+        ticks = self._ticks(price)
+        if abs(ticks * self.x.instrument.tick_size - float(price)) > 1e-9 * max(1.0, float(price)):
+            self._raise(VenueError(-4014, "Price not increased by tick size."))
+        cid = params.get("clientOrderId") or f"paper-{self.x.next_id}"
+        self.mark_request()
+        try:
+            ev = self.x.create(cid, 1 if side == "buy" else -1, ticks, float(amount), tif, self.feed_ns)
+        except VenueError as e:
+            self._raise(e)
+        return self._emit(ev)
+
+    async def cancel_order(self, id, symbol=None, params=None):  # noqa: A002, D102
+        self._check(symbol)
+        params = params or {}
+        cid = params.get("clientOrderId") or params.get("origClientOrderId")
+        self.mark_request()
+        try:
+            ev = self.x.cancel(self.feed_ns, int(id) if id is not None else None, cid)
+        except (VenueError, ValueError) as e:
+            self._raise(e if isinstance(e, VenueError) else VenueError(*BAD_PARAM))
+        return self._emit(ev)
+
+    async def fetch_order(self, id, symbol=None, params=None):  # noqa: A002, D102
+        self._check(symbol)
+        params = params or {}
+        try:
+            o = self.x.find(int(id) if id is not None else None, params.get("clientOrderId"))
+        except VenueError as e:
+            self._raise(e)
+        return self.parse_order(self.wire.order(o), self.paper_market)
+
+    async def fetch_open_orders(self, symbol=None, since=None, limit=None, params=None):  # noqa: D102
+        self._check(symbol)
+        return [self.parse_order(self.wire.order(o), self.paper_market) for o in self.x.open_orders()]
+
+    async def fetch_positions(self, symbols=None, params=None):  # noqa: D102
+        self._check(None)
+        return [self.parse_position_risk(p, self.paper_market) for p in self.wire.position_risk(self.x, self.feed_ns)]
+
+    async def fetch_balance(self, params=None):  # noqa: D102
+        self._check(None)
+        return self.parse_balance_custom(self.wire.account(self.x, self.feed_ns), "linear", None, False)
+
+    async def watch_orders(self, symbol=None, since=None, limit=None, params=None):  # noqa: D102
+        self._check(symbol)
+        if self._trades_task is None or self._trades_task.done():
+            self._trades_task = asyncio.create_task(self._follow_trades())
+        events = await self._updates.get()
+        while not self._updates.empty():
+            events += self._updates.get_nowait()
+        market = self.paper_market
+        return [self.parse_ws_order(self.wire.order_update(ev)["o"], market) for ev in events]
+
+    async def close(self) -> None:  # noqa: D102
+        if self._trades_task is not None:
+            self._trades_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._trades_task
+        await super().close()
