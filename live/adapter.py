@@ -15,14 +15,17 @@ ccxt's sandbox URLs; "paper" takes live market data and fills its orders locally
 backtester's venue model (`live.paper`).
 
 Decision latency is measured on every decision that sends something: from the moment its inputs
-were ready (the later of the depth update behind its book and its clock tick) to the first order
-request handed to the connection (`latencies`, nanoseconds; bench/live_latency.py).
+were ready (the later of the depth update behind its book arriving and the decision clock waking
+the adapter) to the first order request handed to the connection (`latencies`, nanoseconds;
+bench/live_latency.py). How late the clock itself wakes (asyncio sleeps to the millisecond) is
+recorded beside it, not in it: it moves when a decision happens, not how fast the adapter reacts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -73,20 +76,23 @@ class LiveAdapter:
     book_ts: float = 0.0  # monotonic time of the last book update (0: no book)
     top: tuple[int, int, float, float] = (EMPTY, EMPTY, 0.0, 0.0)
     top_arrival_ns: int = 0  # perf_counter_ns of the depth update behind `top`
-    tick_ns: int = 0  # perf_counter_ns the current decision was scheduled for
-    # (inputs ready -> intents decided, inputs ready -> first order request), ns, most recent decisions
+    tick_ns: int = 0  # perf_counter_ns the decision clock woke the adapter for the current decision
+    tick_late_ns: int = 0  # how long after its scheduled time it woke
+    # ns from inputs ready to (decision started, intents decided, first order request), then how late
+    # the clock woke, for the most recent decisions that sent something
     latencies: deque = field(default_factory=lambda: deque(maxlen=100_000))
 
     def __post_init__(self) -> None:
         self.strategy = get(self.cfg.strategy)
         self.decider = Decider(self.strategy, self.strategy.validate(self.cfg.params))
+        self.decider.warm_up()  # the first real decision must not pay for loading compiled code
         d = self.cfg.state_dir
         # The first start is the one with no state at all; a budget without its id reservation is a
         # damaged state folder and refused (IdAllocator), never a silent fresh start.
-        first = not (d / "client_ids.json").exists() and not (d / "budget.json").exists()
+        first = not (d / "client_ids.json").exists() and not (d / "budget.jsonl").exists()
         d.mkdir(parents=True, exist_ok=True)
         self.ids = IdAllocator(d / "client_ids.json", self.strategy.name, self.cfg.symbol, new=first)
-        self.budget = DailyBudget(d / "budget.json", BudgetLimits(self.cfg.max_actions_per_day,
+        self.budget = DailyBudget(d / "budget.jsonl", BudgetLimits(self.cfg.max_actions_per_day,
                                                                   self.cfg.max_notional_per_day))  # fmt: skip
         self._stop = asyncio.Event()
 
@@ -107,6 +113,9 @@ class LiveAdapter:
                          mode=self.cfg.mode, params=self.cfg.params)  # fmt: skip
         await self._reconcile(adopt_position=True)
         self.equity_start = await self._equity()
+        # What exists now (markets, compiled code, ccxt's tables) lives as long as the process:
+        # keeping it out of the collector's scans keeps its pauses short while trading.
+        gc.freeze()
         tasks = [asyncio.create_task(c) for c in (self._book(), self._user(), self._decide(), self._reconciler())]
         stop = asyncio.create_task(self._stop.wait())
         failed: BaseException | None = None
@@ -228,9 +237,10 @@ class LiveAdapter:
             now = time.perf_counter_ns()
             if now < next_tick:
                 await asyncio.sleep((next_tick - now) / 1e9)
-                self.tick_ns = next_tick
-            else:  # the last decision's requests outlasted a step: decide now, back on the grid after
-                self.tick_ns = now
+            # Late by more than a step (the last decision's requests outlasted it): decide now, then
+            # back on the grid.
+            self.tick_ns = time.perf_counter_ns()
+            self.tick_late_ns = self.tick_ns - next_tick
             next_tick += max(1, (self.tick_ns - next_tick) // step_ns + 1) * step_ns
             if not self.book_ts or time.monotonic() - self.book_ts > self.cfg.stale_after_s:
                 continue  # never on a stale book
@@ -238,7 +248,8 @@ class LiveAdapter:
 
     async def decide_once(self) -> None:
         """One decision on the current top of book, and its intents sent (cancels first)."""
-        ready = max(self.top_arrival_ns, self.tick_ns)
+        started = time.perf_counter_ns()
+        ready = min(max(self.top_arrival_ns, self.tick_ns), started)
         bb, ba, bq, aq = self.top
         known = list(self.orders.values())
         view = [KnownOrder(k.side, k.price_ticks, k.qty - k.filled, k.status, k.request) for k in known]
@@ -271,7 +282,9 @@ class LiveAdapter:
                 if not e.unknown:
                     self.orders.pop(k.client_id, None)  # rejected for good; unknown ones stay for reconciliation
         if self.ex.first_request_ns:
-            self.latencies.append((decided - ready, self.ex.first_request_ns - ready))
+            self.latencies.append(
+                (started - ready, decided - ready, self.ex.first_request_ns - ready, self.tick_late_ns)
+            )
 
     async def _cancel_all(self) -> None:
         """Cancel every open order of ours the venue lists (known or not), then check none is left."""

@@ -1,8 +1,10 @@
 """The audit trail: every action the adapter takes, one JSON object per line, secrets removed.
 
-Lines are appended and flushed to disk one by one (fsync), so the trail of a process killed with
-SIGKILL ends at its last complete action. Values equal to a registered secret, and every value
-under a key that names a credential (api key, secret, signature, listen key, password), are
+Lines go through a `live.journal.Journal`: each is handed to the OS before `write` returns, so the
+trail of a process killed with SIGKILL ends at its last complete action; the fsync follows on a
+background thread (the adapter never waits for the disk between a decision and its order).
+
+Values equal to a registered secret, and every value under a key that names a credential (api key, secret, signature, listen key, password), are
 written as "***", at any depth; a secret inside a longer string (an error message quoting a
 request) is cut out too.
 """
@@ -10,12 +12,14 @@ request) is cut out too.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
+from live.journal import Journal
+
 REDACTED = "***"
+_PLAIN = (str, int, float, bool, type(None))  # values json writes as they are
 _SECRET_KEYS = re.compile(r"(api[-_]?key|secret|signature|listen[-_]?key|password|passphrase|token)", re.I)
 # Credentials inside URLs and messages: signature=..., listenKey=..., X-MBX-APIKEY: ...
 _SECRET_PARAMS = re.compile(r"((?:signature|listenKey|apiKey|X-MBX-APIKEY)[=:]\s*)[^&\s,'\"}]+", re.I)
@@ -26,9 +30,8 @@ class AuditLog:
 
     def __init__(self, path: Path, secrets: tuple[str, ...] = ()):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._journal = Journal(self.path)
         self._secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))  # longest first
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the process's life
 
     def redact(self, value: Any, key: str = "") -> Any:
         """`value` with every secret replaced by REDACTED (dicts and lists walked)."""
@@ -45,14 +48,14 @@ class AuditLog:
         return value
 
     def write(self, now_ns: int, event: str, **fields: Any) -> None:
-        """Append one line {"ts_ns", "event", **fields} and force it to disk."""
-        # Objects become text first (exceptions, bytes, paths), so their text is redacted too.
-        plain = json.loads(json.dumps({"ts_ns": int(now_ns), "event": event, **fields}, default=str))
-        record = self.redact(plain)
-        self._fh.write(json.dumps(record, default=str, separators=(",", ":")) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        """Append one line {"ts_ns", "event", **fields} (in the OS at once, on disk a moment later)."""
+        record = {"ts_ns": int(now_ns), "event": event, **fields}
+        if not all(type(v) in _PLAIN for v in fields.values()):
+            # Objects become text first (exceptions, bytes, paths), so their text is redacted too.
+            record = json.loads(json.dumps(record, default=str))
+        record = self.redact(record)
+        self._journal.append(json.dumps(record, default=str, separators=(",", ":")))
 
     def close(self) -> None:
-        """Close the file (later writes raise)."""
-        self._fh.close()
+        """Flush to disk and close the file (later writes raise)."""
+        self._journal.close()

@@ -1,10 +1,12 @@
 """The daily order budget: order actions and notional per UTC day, kept on disk across restarts.
 
-Every create or cancel the adapter sends is charged here *before* it leaves, and the charge is on
-disk (fsynced) when `charge` returns: after a crash the budget counts an action that may not have
-reached the venue, never the other way round. A new UTC day starts from zero. A damaged budget
-file stops the adapter with an error naming the file (`--reset-budget` is the deliberate way to
-start over); it is never silently reset.
+Every create or cancel the adapter sends is charged here *before* it leaves. The file is a journal
+(`live.journal`): one line per charge with the day's totals, in the OS when `charge` returns and
+fsynced on a background thread right after. After a crash or kill the budget counts an action that
+may not have reached the venue, never the other way round; a power loss can cost the last few
+milliseconds of charges (a line cut short is ignored). The journal is compacted to its last line
+on open. A new UTC day starts from zero. A damaged budget file stops the adapter with an error
+naming the file; it is never silently reset.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from grinder.data.errors import DataError
 from grinder.io.atomic import write_atomic
+from live.journal import Journal
 from live.lock import ProcessLock
 
 
@@ -45,17 +48,29 @@ class DailyBudget:
         self._lock = ProcessLock(self.path)  # two processes charging one file would lose spend
         self.day, self.actions, self.notional = "", 0, 0.0
         if self.path.exists():
-            try:
-                data = json.loads(self.path.read_text())
-                self.day, self.actions, self.notional = str(data["day"]), int(data["actions"]), float(data["notional"])
-                if self.actions < 0 or not (math.isfinite(self.notional) and self.notional >= 0):
-                    raise ValueError("negative or non-finite spend")
-                dt.date.fromisoformat(self.day)  # ValueError unless YYYY-MM-DD
-            except (ValueError, KeyError, TypeError) as e:
-                self._lock.release()
-                raise DataError(
-                    f"{self.path}: damaged budget file ({e}); refusing to start with an unknown spend"
-                ) from None
+            # Complete lines end with a newline; a last piece without one was cut short by a power loss.
+            lines = self.path.read_text().split("\n")[:-1]
+            if lines:
+                try:
+                    data = json.loads(lines[-1])
+                    self.day, self.actions, self.notional = (
+                        str(data["day"]),
+                        int(data["actions"]),
+                        float(data["notional"]),
+                    )
+                    if self.actions < 0 or not (math.isfinite(self.notional) and self.notional >= 0):
+                        raise ValueError("negative or non-finite spend")
+                    dt.date.fromisoformat(self.day)  # ValueError unless YYYY-MM-DD
+                except (ValueError, KeyError, TypeError) as e:
+                    self._lock.release()
+                    raise DataError(
+                        f"{self.path}: damaged budget file ({e}); refusing to start with an unknown spend"
+                    ) from None
+            write_atomic(self.path, self._line() + "\n" if lines else "", durable=True)  # compacted
+        self._journal = Journal(self.path)
+
+    def _line(self) -> str:
+        return json.dumps({"day": self.day, "actions": self.actions, "notional": self.notional})
 
     def _roll(self, now_ns: int) -> None:
         day = utc_day(now_ns)
@@ -74,15 +89,14 @@ class DailyBudget:
         return None
 
     def charge(self, now_ns: int, notional: float = 0.0) -> None:
-        """Spend one action (and its notional; 0 for a cancel) and record it durably; refused if it does not fit."""
+        """Spend one action (and its notional; 0 for a cancel) and record it; refused if it does not fit."""
         reason = self.allows(now_ns, notional)
         if reason is not None:
             raise DataError(f"budget: {reason}")
-        actions, spent = self.actions + 1, self.notional + notional
-        record = {"day": self.day, "actions": actions, "notional": spent}
-        write_atomic(self.path, json.dumps(record), durable=True)
-        self.actions, self.notional = actions, spent  # only once it is on disk
+        self.actions, self.notional = self.actions + 1, self.notional + notional
+        self._journal.append(self._line())
 
     def close(self) -> None:
-        """Release the file for another process."""
+        """Flush the journal to disk and release the file for another process."""
+        self._journal.close()
         self._lock.release()

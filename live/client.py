@@ -37,12 +37,14 @@ class GrinderBinance(ccxtpro.binanceusdm):
     def handle_message(self, client, message):  # noqa: D102 - ccxt's hook, called for every WebSocket message
         if isinstance(message, dict):
             event = message.get("e")
-            if event == "depthUpdate":
-                self.depth_arrival_ns = time.perf_counter_ns()
             if self.taps and event in MARKET_EVENTS:
                 now = time.time_ns()
                 for tap in self.taps:
                     tap(now, message)
+            # Stamped after the taps: their work (the recorder's, paper mode's local venue) is the
+            # venue's side of the wire, not the adapter's reaction time.
+            if event == "depthUpdate":
+                self.depth_arrival_ns = time.perf_counter_ns()
         return super().handle_message(client, message)
 
     async def request(self, path, api=None, method="GET", params=None, config=None):  # noqa: D102 - ccxt's

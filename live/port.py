@@ -75,7 +75,10 @@ class ExchangePort:
         return None
 
     async def _call(self, coro_fn: Callable[[], Awaitable[dict]]) -> dict:
-        return await asyncio.wait_for(coro_fn(), self.timeout_s)
+        # Runs in the caller's task (wait_for would schedule a new one: a trip round the event loop
+        # between the decision and its request).
+        async with asyncio.timeout(self.timeout_s):
+            return await coro_fn()
 
     async def _lookup(self, cid: str) -> dict | None:
         """The order with this client id, None if the venue has none; raises on a failed lookup."""

@@ -52,6 +52,12 @@ class Decider:
         n = strategy.max_targets
         self._t = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64))
 
+    def warm_up(self) -> None:
+        """Run one throwaway decision so every compiled function is loaded before the first real one."""
+        state, gate_state = self.state.copy(), self.gate_state.copy()
+        self.decide(0, EMPTY, EMPTY, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, [Order(1, 1, 1.0)])
+        self.state[:], self.gate_state[:] = state, gate_state
+
     @property
     def mode(self) -> int:
         """The strategy's controller mode (state[0] by convention)."""

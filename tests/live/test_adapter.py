@@ -163,14 +163,14 @@ def test_the_local_paper_book_matches_the_venue_book(tape, tmp_path):  # noqa: F
         srv = VenueServer(tape, CREDS, speed=20.0)
         srv.preroll()
         port = await srv.start()
-        replay = asyncio.create_task(srv.run_replay())
         cfg = config(tmp_path, port, mode="paper")
         ex = make_client(cfg)
         await ex.load_markets()
-        for _ in range(30):
-            await ex.watch_order_book(SYMBOL)
+        await ex.watch_order_book(SYMBOL)  # subscribed and synced before the replay moves
+        replay = asyncio.create_task(srv.run_replay(until_row=srv.row + 4000))
+        await replay  # the tap applies every message ccxt receives, watched or not
+        await asyncio.sleep(1.0)  # the last updates still on their way
         same = ex.x.depth(50) == srv.x.depth(50)
-        replay.cancel()
         await ex.close()
         await srv.stop()
         return same, ex.rows_applied

@@ -12,7 +12,7 @@ HOUR = 3_600 * 10**9
 
 
 def test_actions_and_notional_are_capped(tmp_path):
-    b = DailyBudget(tmp_path / "budget.json", BudgetLimits(max_actions=3, max_notional=250.0))
+    b = DailyBudget(tmp_path / "budget.jsonl", BudgetLimits(max_actions=3, max_notional=250.0))
     b.charge(DAY, 100.0)
     b.charge(DAY + 1, 100.0)
     assert "daily notional used up" in b.allows(DAY + 2, 100.0)
@@ -25,7 +25,7 @@ def test_actions_and_notional_are_capped(tmp_path):
 
 def test_a_restart_continues_the_day_and_a_new_day_starts_from_zero(tmp_path):
     limits = BudgetLimits(max_actions=2, max_notional=1e9)
-    path = tmp_path / "budget.json"
+    path = tmp_path / "budget.jsonl"
     first = DailyBudget(path, limits)
     first.charge(DAY + HOUR, 10.0)
     first.close()
@@ -38,13 +38,13 @@ def test_a_restart_continues_the_day_and_a_new_day_starts_from_zero(tmp_path):
 
 @pytest.mark.parametrize(
     "content",
-    ["", "{", '{"day": "2025-11-25"}', '{"day": "x", "actions": -1, "notional": 0}',
-     '{"day": "yesterday", "actions": 1, "notional": 0}', '{"day": "2025-11-25", "actions": 1, "notional": NaN}'],
+    ["\n", "{\n", '{"day": "2025-11-25"}\n', '{"day": "x", "actions": -1, "notional": 0}\n',
+     '{"day": "yesterday", "actions": 1, "notional": 0}\n', '{"day": "2025-11-25", "actions": 1, "notional": NaN}\n'],
 )  # fmt: skip
 def test_a_damaged_budget_file_is_never_silently_reset(tmp_path, content):
-    path = tmp_path / "budget.json"
+    path = tmp_path / "budget.jsonl"
     path.write_text(content)
-    with pytest.raises(DataError, match="budget.json: damaged budget file"):
+    with pytest.raises(DataError, match="budget.jsonl: damaged budget file"):
         DailyBudget(path, BudgetLimits(1, 1.0))
 
 
@@ -55,7 +55,7 @@ def test_negative_limits_are_refused():
 
 
 def test_a_clock_stepping_back_over_midnight_does_not_refill_the_budget(tmp_path):
-    b = DailyBudget(tmp_path / "budget.json", BudgetLimits(max_actions=2, max_notional=1e9))
+    b = DailyBudget(tmp_path / "budget.jsonl", BudgetLimits(max_actions=2, max_notional=1e9))
     b.charge(DAY)
     b.charge(DAY + 1)
     assert b.allows(DAY - 10**9) is not None  # NTP stepped back 1 s into yesterday: still today's spend
@@ -63,10 +63,26 @@ def test_a_clock_stepping_back_over_midnight_does_not_refill_the_budget(tmp_path
 
 
 def test_nan_or_negative_notional_is_refused_and_a_second_process_too(tmp_path):
-    b = DailyBudget(tmp_path / "budget.json", BudgetLimits(5, 100.0))
+    b = DailyBudget(tmp_path / "budget.jsonl", BudgetLimits(5, 100.0))
     for bad in (float("nan"), -5.0, float("inf")):
         with pytest.raises(ValueError, match="notional must be a finite amount"):
             b.charge(DAY, bad)
     assert b.allows(DAY, 100.0) is None and b.actions == 0
     with pytest.raises(DataError, match="in use by another process"):
-        DailyBudget(tmp_path / "budget.json", BudgetLimits(5, 100.0))
+        DailyBudget(tmp_path / "budget.jsonl", BudgetLimits(5, 100.0))
+
+
+def test_the_journal_keeps_the_last_complete_line_and_is_compacted_on_open(tmp_path):
+    path = tmp_path / "budget.jsonl"
+    b = DailyBudget(path, BudgetLimits(10, 1e9))
+    for k in range(3):
+        b.charge(DAY + k, 5.0)
+    b.close()
+    assert len(path.read_text().splitlines()) == 3  # one line per charge, on disk after close
+    with open(path, "a") as f:
+        f.write('{"day": "2025-11-25", "actio')  # a power loss cut the fourth charge's line short
+    again = DailyBudget(path, BudgetLimits(10, 1e9))
+    assert (again.actions, again.notional) == (3, 15.0)
+    assert path.read_text().splitlines() == ['{"day": "2025-11-25", "actions": 3, "notional": 15.0}']
+    again.close()
+    assert DailyBudget(tmp_path / "new.jsonl", BudgetLimits(1, 1.0)).actions == 0  # no file: nothing spent

@@ -78,7 +78,7 @@ max_position = 0.01
         assert first.wait(10) == -9
         resting = [c for c in open_orders(port) if c.startswith("grinder_static_grid:BTCUSDT:")]
         assert resting
-        spent = json.loads((state / "budget.json").read_text())["actions"]
+        spent = json.loads((state / "budget.jsonl").read_text().splitlines()[-1])["actions"]
         n_before = len(events(state))
 
         second = start("live", "--config", str(cfg))
@@ -90,7 +90,9 @@ max_position = 0.01
         handled = {e["client_id"] for e in after if e["event"] in ("cancelled", "cancel_not_open")}
         assert orphans <= handled  # ... and cancelled (or filled meanwhile: the replay goes on)
         assert not set(open_orders(port)) & set(resting)  # none of them is left
-        assert json.loads((state / "budget.json").read_text())["actions"] > spent + len(resting)  # continued
+        assert json.loads((state / "budget.jsonl").read_text().splitlines()[-1])["actions"] > spent + len(
+            resting
+        )  # continued
         new_ids = [e["client_id"] for e in after if e["event"] == "create"]
         assert not set(new_ids) & {e.get("client_id") for e in events(state)[:n_before]}  # ids never reused
 

@@ -46,7 +46,7 @@ def run(tape, body, limits=ROOMY, breaker=None, tmp=None):  # noqa: F811
         await ex.load_markets()
         clock = Clock()
         audit = AuditLog(tmp / "audit.jsonl", secrets=(CREDS.api_key, CREDS.secret))
-        p = ExchangePort(ex, SYMBOL, audit, DailyBudget(tmp / "budget.json", limits), clock.now, clock.sleep,
+        p = ExchangePort(ex, SYMBOL, audit, DailyBudget(tmp / "budget.jsonl", limits), clock.now, clock.sleep,
                          Backoff(base_s=0.5, cap_s=8.0, max_attempts=4), breaker or CircuitBreaker(3, 30.0),
                          random.Random(1), timeout_s=5.0)  # fmt: skip
         try:

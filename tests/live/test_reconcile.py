@@ -51,7 +51,7 @@ def test_reconcile_cancels_only_our_orphans_and_logs_every_mismatch(tape, tmp_pa
             )
         clock = Clock()
         audit = AuditLog(tmp_path / "audit.jsonl", secrets=(CREDS.secret,))
-        p = ExchangePort(ex, SYMBOL, audit, DailyBudget(tmp_path / "budget.json", BudgetLimits(10, 1e9)), clock.now,
+        p = ExchangePort(ex, SYMBOL, audit, DailyBudget(tmp_path / "budget.jsonl", BudgetLimits(10, 1e9)), clock.now,
                          clock.sleep)  # fmt: skip
         expected = {"grinder_static_grid:BTCUSDT:1", str(ClientOrderId("static_grid", "BTCUSDT", 3))}
         try:
