@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import ccxt
 
 from grinder.book.l2 import EMPTY
-from grinder.core.decision import Decider
+from grinder.core.decision import Decider, DecisionRecord
 from grinder.core.decision import Order as KnownOrder
 from grinder.core.diff import REQ_CANCEL, REQ_NONE, ST_NEW, ST_NONE
 from grinder.core.strategy import get
@@ -81,6 +81,10 @@ class LiveAdapter:
     # ns from inputs ready to (decision started, intents decided, first order request), then how late
     # the clock woke, for the most recent decisions that sent something
     latencies: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    top_ts_ns: int = 0  # exchange time of the depth update behind `top`
+    decision_log: list | None = (
+        None  # when a list: every decision's inputs and targets (`DecisionRecord`, for live.parity)
+    )
 
     def __post_init__(self) -> None:
         self.strategy = get(self.cfg.strategy)
@@ -190,6 +194,7 @@ class LiveAdapter:
                 (bp, bq), (ap, aq) = ob["bids"][0][:2], ob["asks"][0][:2]
                 self.top = (round(bp / self.tick), round(ap / self.tick), float(bq), float(aq))
                 self.top_arrival_ns = self.ex.depth_arrival_ns
+                self.top_ts_ns = int(ob.get("timestamp") or 0) * 1_000_000
                 if not self.book_ts:
                     self.audit.write(self.clock_ns(), "book_fresh", nonce=ob.get("nonce"), decisions=self.decisions)
                 self.book_ts = time.monotonic()
@@ -258,6 +263,8 @@ class LiveAdapter:
                                       view)  # fmt: skip
         decided = time.perf_counter_ns()
         self.decisions += 1
+        if self.decision_log is not None:
+            self.decision_log.append(DecisionRecord(self.top_ts_ns, bb, ba, self.position, self.decider.last_targets))
         self.ex.arm_probe()
         for i in intents.cancel:
             k = known[i]

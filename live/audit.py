@@ -4,9 +4,9 @@ Lines go through a `live.journal.Journal`: each is handed to the OS before `writ
 trail of a process killed with SIGKILL ends at its last complete action; the fsync follows on a
 background thread (the adapter never waits for the disk between a decision and its order).
 
-Values equal to a registered secret, and every value under a key that names a credential (api key, secret, signature, listen key, password), are
-written as "***", at any depth; a secret inside a longer string (an error message quoting a
-request) is cut out too.
+Values equal to a registered secret, and every value under a key that names a credential (api
+key, secret, signature, listen key, password), are written as "***", at any depth; a secret inside
+a longer string (an error message quoting a request) is cut out too.
 """
 
 from __future__ import annotations

@@ -30,6 +30,17 @@ class Order:
 
 
 @dataclass(frozen=True)
+class DecisionRecord:
+    """One decision's inputs and the target quotes it asked for (what live.parity compares)."""
+
+    ts_ns: int  # exchange time of the book it used
+    best_bid_ticks: int
+    best_ask_ticks: int
+    position: float
+    targets: tuple[tuple[int, int, float], ...]  # (side, price ticks, qty) of each target quote
+
+
+@dataclass(frozen=True)
 class Intents:
     """What one decision asks for: orders to cancel (indices into the orders given) and quotes to place."""
 
@@ -51,12 +62,19 @@ class Decider:
         self.gate_state = new_gate_state(self.gate_cfg)
         n = strategy.max_targets
         self._t = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64))
+        self._nt = 0
 
     def warm_up(self) -> None:
         """Run one throwaway decision so every compiled function is loaded before the first real one."""
         state, gate_state = self.state.copy(), self.gate_state.copy()
         self.decide(0, EMPTY, EMPTY, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, [Order(1, 1, 1.0)])
         self.state[:], self.gate_state[:] = state, gate_state
+
+    @property
+    def last_targets(self) -> tuple[tuple[int, int, float], ...]:
+        """The target quotes of the last decision: (side, price ticks, qty) each, before the diff and gates."""
+        side, px, qty, _ = self._t
+        return tuple((int(side[j]), int(px[j]), float(qty[j])) for j in range(min(self._nt, len(side))))
 
     @property
     def mode(self) -> int:
@@ -76,6 +94,7 @@ class Decider:
         t_side, t_px, t_qty, t_level = self._t
         nt = self.kernel(self.params, self.state, now_ns, best_bid_ticks, best_ask_ticks, bid_qty, ask_qty, tick, lot,
                          position, o_side, o_px, o_qty, m, t_side, t_px, t_qty, t_level)  # fmt: skip
+        self._nt = int(nt)
         out_cancel = np.zeros(max(m, 1), np.int64)
         out_place = np.zeros(len(t_side), np.int64)
         nc, npl = diff_quotes(t_side, t_px, nt, o_side, o_px, o_status, o_req, np.ones(m, np.bool_),
