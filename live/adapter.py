@@ -118,8 +118,10 @@ class LiveAdapter:
         await self._reconcile(adopt_position=True)
         self.equity_start = await self._equity()
         # What exists now (markets, compiled code, ccxt's tables) lives as long as the process:
-        # keeping it out of the collector's scans keeps its pauses short while trading.
+        # keeping it out of the collector's scans keeps its pauses short. The collector then runs
+        # when a decision's requests are out, not at whatever allocation tips it (decision 012).
         gc.freeze()
+        gc.disable()
         tasks = [asyncio.create_task(c) for c in (self._book(), self._user(), self._decide(), self._reconciler())]
         stop = asyncio.create_task(self._stop.wait())
         failed: BaseException | None = None
@@ -146,6 +148,7 @@ class LiveAdapter:
             except (ccxt.NetworkError, ccxt.ExchangeError) as e:
                 self.audit.write(self.clock_ns(), "final_position_unknown", error=type(e).__name__)
             self.audit.write(self.clock_ns(), "stop", position=self.position, pnl=self.pnl, decisions=self.decisions)
+            gc.enable()
             self.ids.close()
             self.budget.close()
         if failed is not None:
@@ -238,9 +241,19 @@ class LiveAdapter:
     async def _decide(self) -> None:
         step_ns = self.cfg.step_ms * 1_000_000
         next_tick = time.perf_counter_ns() + step_ns
+        hot_ns = int(self.cfg.hot_ms * 1_000_000)
         while not self._stop.is_set():
             now = time.perf_counter_ns()
-            if now < next_tick:
+            if now < next_tick - hot_ns:
+                await asyncio.sleep((next_tick - hot_ns - now) / 1e9)
+            if hot_ns:
+                # A process that slept 100 ms runs its next decision several times slower (cold caches,
+                # an idle vCPU): run the decision path once on throwaway inputs, then stay awake,
+                # yielding to the other tasks, until the tick.
+                self._prewarm()
+                while time.perf_counter_ns() < next_tick:
+                    await asyncio.sleep(0)
+            elif now < next_tick:
                 await asyncio.sleep((next_tick - now) / 1e9)
             # Late by more than a step (the last decision's requests outlasted it): decide now, then
             # back on the grid.
@@ -251,16 +264,29 @@ class LiveAdapter:
                 continue  # never on a stale book
             await self.decide_once()
 
-    async def decide_once(self) -> None:
-        """One decision on the current top of book, and its intents sent (cancels first)."""
-        started = time.perf_counter_ns()
-        ready = min(max(self.top_arrival_ns, self.tick_ns), started)
+    def _inputs(self) -> tuple[list[Known], tuple]:
+        """The orders the decision sees and `Decider.decide`'s arguments for the current book and position."""
         bb, ba, bq, aq = self.top
         known = list(self.orders.values())
         view = [KnownOrder(k.side, k.price_ticks, k.qty - k.filled, k.status, k.request) for k in known]
         mid = (bb + ba) * 0.5 * self.tick
-        intents = self.decider.decide(self.clock_ns(), bb, ba, bq, aq, self.tick, self.lot, self.position, 0.0, mid,
-                                      view)  # fmt: skip
+        return known, (self.clock_ns(), bb, ba, bq, aq, self.tick, self.lot, self.position, 0.0, mid, view)
+
+    def _prewarm(self) -> None:
+        bb, ba, _, _ = self.top
+        if bb == EMPTY or ba == EMPTY:
+            self.decider.warm_up()
+            return
+        self.decider.warm_up(*self._inputs()[1])  # the very path the decision will take
+        self.ex.prewarm(self.symbol, (bb - 1000) * self.tick, self.lot)
+
+    async def decide_once(self) -> None:
+        """One decision on the current top of book, and its intents sent (cancels first)."""
+        started = time.perf_counter_ns()
+        ready = min(max(self.top_arrival_ns, self.tick_ns), started)
+        known, args = self._inputs()
+        intents = self.decider.decide(*args)
+        bb, ba = args[1], args[2]
         decided = time.perf_counter_ns()
         self.decisions += 1
         if self.decision_log is not None:
@@ -288,6 +314,11 @@ class LiveAdapter:
             except PortFailed as e:
                 if not e.unknown:
                     self.orders.pop(k.client_id, None)  # rejected for good; unknown ones stay for reconciliation
+        # The requests are out: the journals' fsync and the garbage collector may run now without
+        # delaying any of them.
+        self.audit.sync_soon()
+        self.budget.sync_soon()
+        gc.collect(1 if self.decisions % 64 else 2)
         if self.ex.first_request_ns:
             self.latencies.append(
                 (started - ready, decided - ready, self.ex.first_request_ns - ready, self.tick_late_ns)

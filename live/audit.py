@@ -56,6 +56,10 @@ class AuditLog:
         record = self.redact(record)
         self._journal.append(json.dumps(record, default=str, separators=(",", ":")))
 
+    def sync_soon(self) -> None:
+        """Have the lines written so far fsynced in the background, now."""
+        self._journal.sync_soon()
+
     def close(self) -> None:
         """Flush to disk and close the file (later writes raise)."""
         self._journal.close()

@@ -96,6 +96,10 @@ class DailyBudget:
         self.actions, self.notional = self.actions + 1, self.notional + notional
         self._journal.append(self._line())
 
+    def sync_soon(self) -> None:
+        """Have the charges so far fsynced in the background, now."""
+        self._journal.sync_soon()
+
     def close(self) -> None:
         """Flush the journal to disk and release the file for another process."""
         self._journal.close()

@@ -2,9 +2,10 @@
 
 Each line is written and flushed to the operating system before `append` returns: a process
 killed with SIGKILL (or crashing) loses nothing. The fsync that makes it survive a power loss or
-a kernel crash runs on a background thread right after, so the caller (the adapter, between a
-decision and its order request) never waits for the disk. What a power loss can cost is the
-lines of the last few milliseconds (docs/decisions/012-live-state-off-the-hot-path.md).
+a kernel crash runs on a background thread when the caller says `sync_soon()` (the adapter: after
+a decision's requests have left, so the thread never competes with the decision for the
+interpreter) and at the latest `max_delay_s` after a line was appended. What a power loss can
+cost is the lines of that last moment (docs/decisions/012-live-state-off-the-hot-path.md).
 """
 
 from __future__ import annotations
@@ -17,27 +18,37 @@ from pathlib import Path
 class Journal:
     """Lines appended to `path` (created with its folder); `close()` fsyncs and closes."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, max_delay_s: float = 1.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the process's life
-        self._dirty = threading.Event()
+        self._wake = threading.Event()
+        self._dirty = False
         self._closing = False
+        self.max_delay_s = max_delay_s
         self._thread = threading.Thread(target=self._sync_loop, name=f"fsync {self.path.name}", daemon=True)
         self._thread.start()
 
     def append(self, line: str) -> None:
-        """Write one line (no newline in it) and hand it to the OS; the fsync follows in the background."""
+        """Write one line (no newline in it) and hand it to the OS; the fsync follows (`sync_soon`)."""
         self._fh.write(line + "\n")
         self._fh.flush()
-        self._dirty.set()
+        self._dirty = True
+
+    def sync_soon(self) -> None:
+        """Have the background thread fsync what was appended, now (returns at once)."""
+        if self._dirty:
+            self._wake.set()
 
     def _sync_loop(self) -> None:
         while True:
-            self._dirty.wait()
+            self._wake.wait(self.max_delay_s)
             if self._closing:
                 return
-            self._dirty.clear()
+            self._wake.clear()
+            if not self._dirty:
+                continue
+            self._dirty = False
             try:
                 os.fsync(self._fh.fileno())
             except (OSError, ValueError):  # closed under us: close() does the last fsync
@@ -48,7 +59,7 @@ class Journal:
         if self._fh.closed:
             return
         self._closing = True
-        self._dirty.set()
+        self._wake.set()
         self._thread.join()
         self._fh.flush()
         os.fsync(self._fh.fileno())

@@ -129,6 +129,9 @@ class PaperBinance(GrinderBinance):
             raise ccxt.NotSupported(f"paper mode sends no private request ({method} {path})")
         return super().sign(path, api or ["public"], method, params or {})
 
+    def prewarm(self, symbol: str, price: float, amount: float) -> None:  # noqa: D102 - nothing is signed here
+        return
+
     def _raise(self, e: VenueError):
         cls = self.exceptions["exact"].get(str(e.code), ccxt.ExchangeError)
         raise cls(f"{self.id} {json.dumps({'code': e.code, 'msg': e.msg})}") from None

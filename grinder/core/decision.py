@@ -64,11 +64,11 @@ class Decider:
         self._t = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64))
         self._nt = 0
 
-    def warm_up(self) -> None:
-        """Run one throwaway decision so every compiled function is loaded before the first real one."""
-        state, gate_state = self.state.copy(), self.gate_state.copy()
-        self.decide(0, EMPTY, EMPTY, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, [Order(1, 1, 1.0)])
-        self.state[:], self.gate_state[:] = state, gate_state
+    def warm_up(self, *decide_args) -> None:
+        """A throwaway decision (on `decide_args`, default an empty book): code loaded and in cache, state kept."""
+        state, gate_state, nt = self.state.copy(), self.gate_state.copy(), self._nt
+        self.decide(*(decide_args or (0, EMPTY, EMPTY, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, [Order(1, 1, 1.0)])))
+        self.state[:], self.gate_state[:], self._nt = state, gate_state, nt
 
     @property
     def last_targets(self) -> tuple[tuple[int, int, float], ...]:
