@@ -101,7 +101,10 @@ class PaperBinance(GrinderBinance):
         first, last, prev = int(msg["U"]), int(msg["u"]), int(msg["pu"])
         if last < self.book_u:
             return []  # older than the snapshot
-        if (self.bridging and first > self.book_u + 1) or (not self.bridging and prev != self.book_u):
+        # As the ingest syncs (docs/data/binance-raw.md): the first diff covers the snapshot's id or
+        # continues it exactly, every later one continues the previous.
+        bridges = first <= self.book_u or prev == self.book_u
+        if (self.bridging and not bridges) or (not self.bridging and prev != self.book_u):
             self.gaps += 1  # the book is wrong from here: clear it (no fills) until the next snapshot
             self.book_u = None
             return self.x.on_row(BOOK_RESET, 0, 0, 0.0, self.feed_ns)

@@ -886,6 +886,87 @@ def live(
     asyncio.run(go())
 
 
+@app.command("record")
+@_clean_errors
+def record(
+    symbol: Annotated[str, typer.Option(help="Symbol as the venue names it (BTCUSDT).")],
+    api_url: Annotated[
+        str | None, typer.Option(help="Base URL of a Binance-compatible venue (default: Binance USDT-M).")
+    ] = None,
+    seconds: Annotated[float | None, typer.Option(help="Stop after N seconds (default: on SIGTERM).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the raw capture (.gz).")] = Path("data/raw"),
+    lake: Annotated[Path, typer.Option("--lake", help="Lake to ingest into (env GRINDER_LAKE).")] = DEFAULT_ROOT,
+    venue: Annotated[str, typer.Option(help="Venue name in the lake.")] = "binance-usdm",
+    ingest_after: Annotated[bool, typer.Option("--ingest/--no-ingest", help="Ingest the recording when done.")] = True,
+) -> None:
+    """Record a venue's depth diffs, trades and snapshots as a raw capture, then ingest it (docs/data/recording.md).
+
+    Public data: no API key. SIGTERM / Ctrl-C finish the recording cleanly.
+    """
+    import asyncio
+    import math
+    import signal
+
+    from live.client import GrinderBinance, client_options
+    from live.recorder import Recorder, ingest_recording, lake_instrument
+
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise DataError(f"--seconds must be a positive number, got {seconds}")
+    if api_url is not None and not re.fullmatch(r"https?://[^/\s]+/?", api_url):
+        raise DataError(f"--api-url {api_url!r}: expected http(s)://host[:port]")
+    # Checked before connecting: a folder that cannot be written would lose the whole recording.
+    for what, folder in [("--out", out_dir)] + ([("--lake", lake)] if ingest_after else []):
+        parent = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise DataError(f"{what} {folder}: not a folder that can be created or written ({parent} is not)")
+    symbol = symbol.upper()
+    ex = GrinderBinance(client_options(api_url))
+    rec = Recorder(ex, symbol, out_dir)
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, rec.stop)
+        try:
+            host = api_url or "Binance USDT-M"
+            until = f"for {seconds:g} s" if seconds is not None else "until SIGTERM / Ctrl-C"
+            out.print(f"recording {symbol} from {host} into {out_dir} {until}")
+            return await rec.run(seconds)
+        finally:
+            await ex.close()
+
+    r = asyncio.run(go())
+    out.print(f"recorded {r.lines:,} messages in {r.seconds:.1f} s: {r.depth:,} depth diffs, {r.trades:,} trades, "
+              f"{r.snapshots:,} snapshots, {r.reconnects} reconnects")  # fmt: skip
+    out.print(f"  raw capture: {r.path}")
+    if r.min_lag_ns is not None and abs(r.min_lag_ns) > 60e9:
+        # An emulator replays old exchange times: the backtester's clock estimate cannot bridge years.
+        side = "ahead of" if r.min_lag_ns > 0 else "behind"
+        out.print(f"  note: the local clock is {abs(r.min_lag_ns) / 1e9:,.0f} s {side} the venue's exchange times "
+                  f"(a replay?); backtest with [venue] local_clock_offset_ns = {-r.min_lag_ns}")  # fmt: skip
+    if not ingest_after:
+        return
+    inst = lake_instrument(r.market, venue)
+    t0 = time.perf_counter()
+    try:
+        with err.status(f"ingesting {r.path.name} as {inst.venue}/{inst.symbol}"):
+            manifest = ingest_recording(r.path, lake, inst)
+    except DataError as e:
+        raise DataError(f"{e} (the recording is kept; ingest it later with `grinder data ingest binance`)") from None
+    rep = manifest["report"]
+    out.print(f"ingested into {lake}: {sum(rep['rows'].values()):,} rows in {time.perf_counter() - t0:.2f} s, "
+              f"group {manifest['group']}")  # fmt: skip
+    for t, n in rep["rows"].items():
+        out.print(f"  {t:8s} {n:>12,}")
+    for reason, n in rep["skipped"].items():
+        out.print(f"  skipped {n:,}: {reason}")
+    out.print(f"  gaps: {len(rep['gaps'])}")
+    for g in rep["gaps"]:
+        out.print(f"  [yellow]gap[/yellow] {g}")
+    for note in rep["notes"]:
+        out.print(f"  note: {note}")
+
+
 def main() -> None:  # pragma: no cover
     """Entry point for `python -m grinder`."""
     app()

@@ -154,6 +154,9 @@ class LatencySeries:
         return cls(cols["ts"], cols["entry_ns"], cols["response_ns"])
 
 
+MAX_CLOCK_LEAD_NS = 3_600 * 10**9  # local ahead of exchange by more than this is a clock, not a latency
+
+
 def corrected_local_times(tape: Tape, floor_ns: int = 0) -> np.ndarray:
     """Local receive times shifted so no event is received before the exchange sent it (+ floor).
 
@@ -161,6 +164,14 @@ def corrected_local_times(tape: Tape, floor_ns: int = 0) -> np.ndarray:
     raw difference is not a latency; one constant offset keeps the recorded jitter and order.
     """
     lag = tape.ts_local - tape.ts_exch
+    if len(lag) and int(lag.min()) > MAX_CLOCK_LEAD_NS:
+        # No feed takes an hour: the recorder's clock is not the exchange's (a replayed venue
+        # streams old exchange times). Guessing would put every decision hours from the data.
+        lead = int(lag.min())
+        raise DataError(
+            f"{tape.instrument.symbol}: every local time is at least {lead / 3.6e12:.1f} h after its exchange time; "
+            f"set [venue] local_clock_offset_ns = {-lead} (or the offset the recording printed)"
+        )
     offset = max(0, floor_ns - int(lag.min())) if len(lag) else 0
     return tape.ts_local + offset
 

@@ -11,6 +11,7 @@ import pytest
 from numba import njit
 
 from grinder.book.l2 import ASK, BID, EMPTY, apply_row, best_qty, best_ticks, new_book, qty_at
+from grinder.data.errors import DataError
 from grinder.data.lake import Lake
 from grinder.data.synth import synth_batch
 from grinder.data.tape import load_tape
@@ -358,3 +359,10 @@ def test_drop_deletes_an_instruments_entries_only(synth_tape, tmp_path):
     replay_cache.drop(tmp_path, "synthetic", "SYNTHUSDT")
     assert [d.name for d in tmp_path.iterdir()] == ["other__XUSDT__0"]
     assert replay_cache.cache_root("lake") == Path("lake") / "_replays"
+
+
+def test_local_times_hours_after_the_exchange_are_refused_with_the_offset_to_use(synth_tape):
+    later = replace(synth_tape, ts_local=synth_tape.ts_local + 2 * 3_600 * 10**9)
+    with pytest.raises(DataError, match=r"at least 2\.0 h after its exchange time; set \[venue\] local_clock_offset"):
+        corrected_local_times(later)
+    assert (corrected_local_times(synth_tape) >= synth_tape.ts_exch).all()  # a feed's lag is only shifted forward

@@ -356,7 +356,9 @@ def _sync(kind, first, last, prev, nlev, line, path_of, report: IngestReport) ->
             if last[m] < snap_id:
                 report.skip("depth level in a diff older than the snapshot", int(nlev[m]))
                 return
-            if first[m] > snap_id:
+            # The first diff must cover the snapshot's id, or start right after it (pu is the
+            # snapshot's id: nothing lies between them).
+            if first[m] > snap_id and prev[m] != snap_id:
                 p, ln = path_of(line[m])
                 report.gaps.append(
                     f"{p}:{ln}: first diff after snapshot {snap_id} starts at U={first[m]}: "
