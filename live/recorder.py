@@ -32,6 +32,7 @@ from grinder.data.errors import DataError
 from grinder.data.ingest.binance import parse_binance
 from grinder.data.instruments import Instrument, known_instruments, resolve_instrument
 from grinder.data.lake import Lake
+from grinder.io.atomic import fsync_path
 from live.client import GrinderBinance
 
 
@@ -121,7 +122,7 @@ class Recorder:
             os.chmod(tmp, 0o644)  # mkstemp makes it private; the final file is an ordinary data file
             path = self._final_path(started_ns)
             os.replace(tmp, path)
-            _fsync_dir(self.out_dir)
+            fsync_path(self.out_dir)
         except BaseException:
             # Anything but a clean finish (an error, a cancellation) leaves no file behind.
             if self._tap in self.ex.taps:
@@ -212,14 +213,6 @@ class Recorder:
             path = self.out_dir / f"{self.symbol.lower()}_{stamp}-{n}.gz"
             n += 1
         return path
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def lake_instrument(market: dict, venue: str = "binance-usdm") -> Instrument:

@@ -8,6 +8,15 @@ import tempfile
 from pathlib import Path
 
 
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder by path (a folder: so a rename or new file in it survives a crash)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: Path, text: str, durable: bool = False, mode: int = 0o644) -> None:
     """Write text to a temp file beside path, then rename it over path.
 
@@ -29,8 +38,4 @@ def write_atomic(path: Path, text: str, durable: bool = False, mode: int = 0o644
             os.unlink(tmp)
         raise
     if durable:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_path(path.parent)

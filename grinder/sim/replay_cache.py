@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from grinder.data.tape import Tape
+from grinder.io.atomic import fsync_path
 from grinder.sim.replay import REPLAY_FIELDS, Replay, build_replay
 
 FORMAT_VERSION = 2
@@ -77,14 +78,6 @@ def replay_key(tape: Tape, local_ts: np.ndarray) -> str:
     return _prefix(inst.venue, inst.symbol) + h.hexdigest()[:32]
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save(rep: Replay, cache_dir: str | Path, key: str) -> None:
     """Store `rep` under `key` atomically: written and synced in a temporary folder, then renamed.
 
@@ -113,7 +106,7 @@ def save(rep: Replay, cache_dir: str | Path, key: str) -> None:
             json.dump(meta, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync(tmp)
+        fsync_path(tmp)
         dest = base / key
         try:
             os.rename(tmp, dest)
@@ -122,7 +115,7 @@ def save(rep: Replay, cache_dir: str | Path, key: str) -> None:
                 return
             shutil.rmtree(dest, ignore_errors=True)
             os.rename(tmp, dest)
-        _fsync(base)
+        fsync_path(base)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
