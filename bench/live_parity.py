@@ -43,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         live = asyncio.run(live_session(tape, "static_grid", PARAMS, args.speed, args.seconds, args.step_ms, Path(d)))
     s = get("static_grid")
-    r = parity(live.decisions, tape, s, s.validate(PARAMS), int(args.step_ms * 1e6 * args.speed))
+    r = parity(live.decisions, tape, s, s.validate(PARAMS), int(args.step_ms * 1e6 * args.speed), quantities=False)
     bt_fills = backtest_fills(r.backtest, r.span_ns)
     same_prefix = next((i for i, (a, b) in enumerate(zip(live.fills, bt_fills, strict=False)) if a != b),
                        min(len(live.fills), len(bt_fills)))  # fmt: skip

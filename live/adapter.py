@@ -37,6 +37,8 @@ from grinder.core.decision import Decider, DecisionRecord
 from grinder.core.decision import Order as KnownOrder
 from grinder.core.diff import REQ_CANCEL, REQ_NONE, ST_NEW, ST_NONE
 from grinder.core.strategy import get
+from grinder.data.errors import DataError
+from grinder.io.atomic import write_atomic
 from live.audit import AuditLog
 from live.budget import BudgetLimits, DailyBudget
 from live.client import GrinderBinance
@@ -91,9 +93,15 @@ class LiveAdapter:
         self.decider = Decider(self.strategy, self.strategy.validate(self.cfg.params))
         self.decider.warm_up()  # the first real decision must not pay for loading compiled code
         d = self.cfg.state_dir
-        # The first start is the one with no state at all; a budget without its id reservation is a
-        # damaged state folder and refused (IdAllocator), never a silent fresh start.
-        first = not (d / "client_ids.json").exists() and not (d / "budget.jsonl").exists()
+        old_budget, budget = d / "budget.json", d / "budget.jsonl"
+        if old_budget.exists() and not budget.exists():  # the one-record file of earlier versions
+            write_atomic(budget, old_budget.read_text().strip() + "\n", durable=True)
+            old_budget.unlink()
+        # The first start is the one with no state at all. Ids without a budget or a budget without
+        # its id reservation is a damaged state folder, refused: never a silent fresh start.
+        first = not (d / "client_ids.json").exists() and not budget.exists()
+        if (d / "client_ids.json").exists() and not budget.exists():
+            raise DataError(f"{d}: client_ids.json without budget.jsonl; refusing to start with an unknown spend")
         d.mkdir(parents=True, exist_ok=True)
         self.ids = IdAllocator(d / "client_ids.json", self.strategy.name, self.cfg.symbol, new=first)
         self.budget = DailyBudget(d / "budget.jsonl", BudgetLimits(self.cfg.max_actions_per_day,
@@ -138,17 +146,22 @@ class LiveAdapter:
             for t in (*tasks, stop):
                 t.cancel()
             await asyncio.wait({*tasks, stop}, timeout=5.0)
+            gc.enable()
+            # Each step on its own: whatever fails (the venue, the disk), the next one still runs.
             try:
                 await asyncio.wait_for(self._cancel_all(), 30.0)
-                # Fills can land after the user stream was stopped: the position reported is the venue's.
-                self.position = venue_position(await self.ex.fetch_positions([self.symbol]), self.symbol)
-                self.pnl = await self._equity() - self.equity_start
             except TimeoutError:
                 self.audit.write(self.clock_ns(), "cancel_all_failed", error="timeout")
-            except (ccxt.NetworkError, ccxt.ExchangeError) as e:
+            try:
+                # Fills can land after the user stream was stopped: the position reported is the venue's.
+                self.position = venue_position(await self.ex.fetch_positions([self.symbol]), self.symbol)
+            except Exception as e:  # noqa: BLE001 - reported, and the shutdown goes on
                 self.audit.write(self.clock_ns(), "final_position_unknown", error=type(e).__name__)
+            try:
+                self.pnl = await self._equity() - self.equity_start
+            except Exception as e:  # noqa: BLE001
+                self.audit.write(self.clock_ns(), "final_pnl_unknown", error=type(e).__name__)
             self.audit.write(self.clock_ns(), "stop", position=self.position, pnl=self.pnl, decisions=self.decisions)
-            gc.enable()
             self.ids.close()
             self.budget.close()
         if failed is not None:
@@ -261,6 +274,7 @@ class LiveAdapter:
             self.tick_late_ns = self.tick_ns - next_tick
             next_tick += max(1, (self.tick_ns - next_tick) // step_ns + 1) * step_ns
             if not self.book_ts or time.monotonic() - self.book_ts > self.cfg.stale_after_s:
+                gc.collect(1)  # the collector runs between decisions only: also while there are none
                 continue  # never on a stale book
             await self.decide_once()
 
@@ -290,7 +304,9 @@ class LiveAdapter:
         decided = time.perf_counter_ns()
         self.decisions += 1
         if self.decision_log is not None:
-            self.decision_log.append(DecisionRecord(self.top_ts_ns, bb, ba, self.position, self.decider.last_targets))
+            self.decision_log.append(
+                DecisionRecord(self.top_ts_ns, bb, ba, args[3], args[4], self.position, self.decider.last_targets)
+            )
         self.ex.arm_probe()
         for i in intents.cancel:
             k = known[i]
@@ -324,13 +340,25 @@ class LiveAdapter:
                 (started - ready, decided - ready, self.ex.first_request_ns - ready, self.tick_late_ns)
             )
 
+    def _ours(self, venue_orders: list[dict]) -> list[str]:
+        out = []
+        for o in venue_orders:
+            p = parse(o.get("clientOrderId") or "")
+            if p is not None and p.strategy == self.strategy.name and p.symbol == self.cfg.symbol:
+                out.append(o["clientOrderId"])
+        return out
+
     async def _cancel_all(self) -> None:
         """Cancel every open order of ours the venue lists (known or not), then check none is left."""
         try:
-            for o in await self.ex.fetch_open_orders(self.symbol):
-                p = parse(o.get("clientOrderId") or "")
-                if p is not None and p.strategy == self.strategy.name and p.symbol == self.cfg.symbol:
-                    await self.port.cancel(client_id=o["clientOrderId"])
+            for cid in self._ours(await self.ex.fetch_open_orders(self.symbol)):
+                try:  # one that fails does not keep the others resting
+                    await self.port.cancel(client_id=cid)
+                except (ccxt.NetworkError, ccxt.ExchangeError, PortFailed) as e:
+                    self.audit.write(self.clock_ns(), "cancel_not_done", client_id=cid, error=str(e)[:200])
             self.orders.clear()
-        except (ccxt.NetworkError, ccxt.ExchangeError, PortFailed, PortRefused) as e:
+            left = self._ours(await self.ex.fetch_open_orders(self.symbol))
+            if left:
+                self.audit.write(self.clock_ns(), "orders_left", client_ids=left)
+        except (ccxt.NetworkError, ccxt.ExchangeError, PortFailed) as e:
             self.audit.write(self.clock_ns(), "cancel_all_failed", error=type(e).__name__, detail=str(e)[:300])

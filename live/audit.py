@@ -56,6 +56,11 @@ class AuditLog:
         record = self.redact(record)
         self._journal.append(json.dumps(record, default=str, separators=(",", ":")))
 
+    @property
+    def error(self) -> OSError | None:
+        """Why the trail stopped being written (disk full, I/O error), or None."""
+        return self._journal.error
+
     def sync_soon(self) -> None:
         """Have the lines written so far fsynced in the background, now."""
         self._journal.sync_soon()

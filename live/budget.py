@@ -88,10 +88,19 @@ class DailyBudget:
             return f"daily notional used up ({self.notional:.2f} + {notional:.2f} > {self.limits.max_notional:.2f})"
         return None
 
-    def charge(self, now_ns: int, notional: float = 0.0) -> None:
-        """Spend one action (and its notional; 0 for a cancel) and record it; refused if it does not fit."""
+    @property
+    def error(self) -> OSError | None:
+        """Why the spend stopped being recorded (disk full, I/O error), or None."""
+        return self._journal.error
+
+    def charge(self, now_ns: int, notional: float = 0.0, always: bool = False) -> None:
+        """Spend one action (and its notional) and record it; refused if it does not fit, unless `always`.
+
+        Cancels are charged `always`: they only lower risk and are never held back, even once
+        today's actions are used up or the journal can no longer be written.
+        """
         reason = self.allows(now_ns, notional)
-        if reason is not None:
+        if reason is not None and not always:
             raise DataError(f"budget: {reason}")
         self.actions, self.notional = self.actions + 1, self.notional + notional
         self._journal.append(self._line())

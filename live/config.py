@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from grinder.data.errors import DataError
 
@@ -35,6 +35,12 @@ class LiveConfig(BaseModel):
     paper_balance: float = Field(10_000.0, gt=0, description="paper mode: the simulated wallet (settle currency)")
     paper_partial_fills: bool = Field(False, description="paper mode: fill by traded quantity beyond the queue")
 
+    @model_validator(mode="after")
+    def _hot_within_step(self) -> LiveConfig:
+        if self.hot_ms >= self.step_ms:
+            raise ValueError(f"hot_ms ({self.hot_ms:g}) must be below step_ms ({self.step_ms}): it would never sleep")
+        return self
+
 
 def load_config(path: Path) -> LiveConfig:
     """Read and validate a TOML config; DataError names the file and the first bad field."""
@@ -48,4 +54,5 @@ def load_config(path: Path) -> LiveConfig:
         return LiveConfig(**raw)
     except ValidationError as e:
         first = e.errors()[0]
-        raise DataError(f"{path}: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+        where = ".".join(str(x) for x in first["loc"])
+        raise DataError(f"{path}: {where + ': ' if where else ''}{first['msg']}") from None

@@ -6,11 +6,16 @@ a kernel crash runs on a background thread when the caller says `sync_soon()` (t
 a decision's requests have left, so the thread never competes with the decision for the
 interpreter) and at the latest `max_delay_s` after a line was appended. What a power loss can
 cost is the lines of that last moment (docs/decisions/012-live-state-off-the-hot-path.md).
+
+A write or fsync that fails (disk full, I/O error) never raises into the caller: the journal
+stops, keeps the first error in `error` and says so once on stderr. Callers decide what a stopped
+journal means (the port then refuses new orders but still sends cancels).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -26,14 +31,27 @@ class Journal:
         self._dirty = False
         self._closing = False
         self.max_delay_s = max_delay_s
+        self.error: OSError | None = None  # the first write or fsync failure; nothing is written after it
         self._thread = threading.Thread(target=self._sync_loop, name=f"fsync {self.path.name}", daemon=True)
         self._thread.start()
 
-    def append(self, line: str) -> None:
-        """Write one line (no newline in it) and hand it to the OS; the fsync follows (`sync_soon`)."""
-        self._fh.write(line + "\n")
-        self._fh.flush()
+    def append(self, line: str) -> bool:
+        """Write one line (no newline in it) and hand it to the OS; False if the journal has failed."""
+        if self.error is not None:
+            return False
+        try:
+            self._fh.write(line + "\n")
+            self._fh.flush()
+        except OSError as e:
+            self._fail(e)
+            return False
         self._dirty = True
+        return True
+
+    def _fail(self, e: OSError) -> None:
+        if self.error is None:
+            self.error = e
+            print(f"grinder: {self.path}: {e.strerror or e}; nothing more is written to it", file=sys.stderr)
 
     def sync_soon(self) -> None:
         """Have the background thread fsync what was appended, now (returns at once)."""
@@ -51,7 +69,10 @@ class Journal:
             self._dirty = False
             try:
                 os.fsync(self._fh.fileno())
-            except (OSError, ValueError):  # closed under us: close() does the last fsync
+            except ValueError:  # closed under us: close() does the last fsync
+                return
+            except OSError as e:  # Linux reports a writeback error once: keep it, or it is lost
+                self._fail(e)
                 return
 
     def close(self) -> None:
@@ -61,6 +82,14 @@ class Journal:
         self._closing = True
         self._wake.set()
         self._thread.join()
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
+        try:
+            if self.error is None:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+        except OSError as e:
+            self._fail(e)
+        finally:
+            try:
+                self._fh.close()
+            except OSError as e:  # the buffer's last flush
+                self._fail(e)

@@ -30,6 +30,7 @@ from grinder.venue.wire import Wire
 from live.client import GrinderBinance
 
 MS = 1_000_000
+PUBLIC_APIS = ("public", "fapiPublic", "fapiPublicV2", "fapiPublicV3", "fapiData")  # what paper may call
 
 
 class PaperBinance(GrinderBinance):
@@ -45,6 +46,7 @@ class PaperBinance(GrinderBinance):
         self.feed_ns = 0  # exchange time of the latest market message applied (ns)
         self.book_u: int | None = None  # u of the last diff applied; None: no synced book
         self.bridging = False  # a snapshot was applied; the first diff must bridge it
+        self.held: list[dict] = []  # diffs received while there is no synced book (ccxt holds them too)
         self.rows_applied = 0
         self.gaps = 0
         self._updates: asyncio.Queue[list[OrderEvent]] = asyncio.Queue()
@@ -83,11 +85,16 @@ class PaperBinance(GrinderBinance):
                     events += self.x.on_row(BOOK_SNAPSHOT, side, self._ticks(p), float(q), self.feed_ns)
             self.book_u, self.bridging = int(msg["lastUpdateId"]), True
             self.rows_applied += 1 + len(msg["bids"]) + len(msg["asks"])
+            held, self.held = self.held, []
+            for m in held:  # diffs that arrived before the snapshot's reply, as ccxt replays them
+                events += self._on_depth(m)  # (after a gap among them, the rest are held again)
         elif msg.get("s") != self.symbol_id:
             return
         elif msg["e"] == "depthUpdate":
             events += self._on_depth(msg)
-        elif msg.get("X", "MARKET") == "MARKET":  # a trade; insurance-fund and ADL prints are not market trades
+        elif self.book_u is not None and msg.get("X", "MARKET") == "MARKET":
+            # A trade (insurance-fund and ADL prints are not market trades); none fills while the
+            # local book is not synced.
             self.feed_ns = max(self.feed_ns, int(msg["T"]) * MS)
             side = SIDE_ASK if msg["m"] else SIDE_BID  # buyer is maker: the aggressor sold
             events += self.x.on_row(TRADE_KIND, side, self._ticks(msg["p"]), float(msg["q"]), self.feed_ns)
@@ -97,7 +104,9 @@ class PaperBinance(GrinderBinance):
 
     def _on_depth(self, msg: dict) -> list[OrderEvent]:
         if self.book_u is None:
-            return []  # no snapshot to sync from yet
+            self.held.append(msg)  # no snapshot to sync from yet
+            del self.held[:-1000]  # a venue that never answers the snapshot must not fill memory
+            return []
         first, last, prev = int(msg["U"]), int(msg["u"]), int(msg["pu"])
         if last < self.book_u:
             return []  # older than the snapshot
@@ -128,8 +137,8 @@ class PaperBinance(GrinderBinance):
     # ---- the order side, answered locally ----
     def sign(self, path, api=None, method="GET", params=None):  # noqa: D102 - ccxt's, before every request
         kind = (api or ["public"])[0] if isinstance(api, list) else api
-        if "private" in str(kind).lower() or path == "listenKey":
-            raise ccxt.NotSupported(f"paper mode sends no private request ({method} {path})")
+        if kind not in PUBLIC_APIS or path == "listenKey":
+            raise ccxt.NotSupported(f"paper mode sends no private request ({kind} {method} {path})")
         return super().sign(path, api or ["public"], method, params or {})
 
     def prewarm(self, symbol: str, price: float, amount: float) -> None:  # noqa: D102 - nothing is signed here

@@ -8,9 +8,10 @@ decisions are replayed through the same `Decider` from the engine's own inputs (
 each decision, `decision_inputs`, and the engine's position there), so the targets are the ones
 the engine's kernel computed, decision by decision, strategy state included.
 
-Each live decision is paired with the first backtest decision at or after its book's exchange
-time. Their *inputs agree* when both saw the same best bid and ask and held the same position;
-then their targets must be the same, and the report counts those that are not.
+Each live decision is paired with a backtest decision within one step of its book's exchange time
+that saw the same inputs: the same best bid and ask (and their quantities, for a strategy that
+reads them) and the same position. When the inputs agree the targets must be the same; the report
+counts those that are not, and says why the others had no pair.
 """
 
 from __future__ import annotations
@@ -65,38 +66,54 @@ def backtest_decisions(tape: Tape, strategy: Strategy, params, venue: VenueConfi
                        inst.lot_size, float(pos[k]), 0.0, mid, [])  # fmt: skip
         if ts[k] > end_ns:
             break
-        out.append(Decision(int(ts[k]), int(bb[k]), int(ba[k]), float(pos[k]), decider.last_targets))
+        out.append(Decision(int(ts[k]), int(bb[k]), int(ba[k]), float(bbq[k]), float(baq[k]), float(pos[k]),
+                            decider.last_targets))  # fmt: skip
     return out, result
 
 
-def compare(live: list[Decision], backtest: list[Decision], lot: float) -> tuple[int, int, tuple | None, dict]:
-    """Pair each live decision with the first backtest one at or after its book time; count agreements."""
+def _book(d: Decision, quantities: bool) -> tuple:
+    return (d.best_bid_ticks, d.best_ask_ticks) + ((d.bid_qty, d.ask_qty) if quantities else ())
+
+
+def compare(
+    live: list[Decision], backtest: list[Decision], lot: float, window_ns: int = 0, quantities: bool = True
+) -> tuple[int, int, tuple | None, dict]:
+    """Pair each live decision with a backtest one that saw the same inputs; count agreements.
+
+    Candidates are the backtest decisions within `window_ns` of the live decision's book time
+    (the two clocks tick at different instants); the first one with the same book and position is
+    its pair. Without one, the nearest decision at or after the book time says what differed.
+    The book is the best bid and ask, and their quantities unless `quantities` is False (for a
+    strategy that does not read them: they change between any two instants).
+    """
     times = np.array([d.ts_ns for d in backtest], np.int64)
     agree = same = 0
     first = None
     why = {"book": 0, "position": 0, "no backtest decision": 0}
     for d in live:
-        k = int(np.searchsorted(times, d.ts_ns, side="left"))
-        if k >= len(backtest):
+        lo = int(np.searchsorted(times, d.ts_ns - window_ns, side="left"))
+        hi = int(np.searchsorted(times, d.ts_ns + window_ns, side="right"))
+        near = int(np.searchsorted(times, d.ts_ns, side="left"))
+        if near >= len(backtest):
             why["no backtest decision"] += 1
             continue
-        b = backtest[k]
-        if (d.best_bid_ticks, d.best_ask_ticks) != (b.best_bid_ticks, b.best_ask_ticks):
-            why["book"] += 1
-            continue
-        if abs(d.position - b.position) >= 0.5 * lot:
-            why["position"] += 1
+        book = _book(d, quantities)
+        pair = next((b for b in backtest[lo:hi] if _book(b, quantities) == book and abs(b.position - d.position)
+                     < 0.5 * lot), None)  # fmt: skip
+        if pair is None:
+            why["book" if _book(backtest[near], quantities) != book else "position"] += 1
             continue
         agree += 1
-        if d.targets == b.targets:
+        if d.targets == pair.targets:
             same += 1
         elif first is None:
-            first = (d, b)
+            first = (d, pair)
     return agree, same, first, why
 
 
-def parity(live: list[Decision], tape: Tape, strategy: Strategy, params, step_ns: int) -> ParityReport:
-    """Compare a live session's decisions with the backtest over the same span of `tape`."""
+def parity(live: list[Decision], tape: Tape, strategy: Strategy, params, step_ns: int,
+           quantities: bool = True) -> ParityReport:  # fmt: skip
+    """Compare a live session's decisions with the backtest over the same span of `tape` (see `compare`)."""
     if not live:
         raise ValueError("no live decisions to compare")
     t = exchange_clock(tape)
@@ -104,7 +121,7 @@ def parity(live: list[Decision], tape: Tape, strategy: Strategy, params, step_ns
     start = int(live[0].ts_ns) - step_ns
     end = int(live[-1].ts_ns) + step_ns
     bt, result = backtest_decisions(t, strategy, params, venue, start, end)
-    agree, same, first, why = compare(live, bt, tape.instrument.lot_size)
+    agree, same, first, why = compare(live, bt, tape.instrument.lot_size, step_ns, quantities)
     return ParityReport(len(live), agree, same, first, {k: v for k, v in why.items() if v}, result, (start, end))
 
 

@@ -94,6 +94,8 @@ class ExchangePort:
             self.audit.write(now, "create_refused", client_id=str(cid), reason="circuit breaker open")
             raise PortRefused("circuit breaker open: no new orders")
         reason = self.budget.allows(now, price * qty)
+        if self.budget.error or self.audit.error:
+            reason = f"state not recorded ({self.budget.error or self.audit.error}): no new orders"
         if reason is not None:
             self.audit.write(now, "create_refused", client_id=str(cid), reason=reason)
             raise PortRefused(reason)
@@ -142,14 +144,11 @@ class ExchangePort:
     async def cancel(self, order_id: str | None = None, client_id: str | None = None) -> dict | None:
         """Cancel an order (by venue id or client id); None if the venue no longer has it open.
 
-        Sent even with the breaker open: a cancel only lowers risk.
+        Sent even with the breaker open, today's actions used up or the state files unwritable: a
+        cancel only lowers risk.
         """
         now = self.now_ns()
-        reason = self.budget.allows(now)
-        if reason is not None:
-            self.audit.write(now, "cancel_refused", order_id=order_id, client_id=client_id, reason=reason)
-            raise PortRefused(reason)
-        self.budget.charge(now)
+        self.budget.charge(now, always=True)  # counted, never held back: a cancel only lowers risk
         self.audit.write(now, "cancel", order_id=order_id, client_id=client_id)
         params = {} if client_id is None else {"clientOrderId": client_id}
         for attempt in range(1, self.backoff.max_attempts + 1):

@@ -36,6 +36,8 @@ class DecisionRecord:
     ts_ns: int  # exchange time of the book it used
     best_bid_ticks: int
     best_ask_ticks: int
+    bid_qty: float  # at the best bid and ask, base units
+    ask_qty: float
     position: float
     targets: tuple[tuple[int, int, float], ...]  # (side, price ticks, qty) of each target quote
 

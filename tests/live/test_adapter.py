@@ -7,12 +7,17 @@ import json
 
 import pytest
 
+from grinder.book.l2 import EMPTY
 from grinder.data.errors import DataError
+from grinder.data.instruments import resolve_instrument
+from grinder.venue.exchange import Exchange
 from grinder.venue.server import VenueServer
+from grinder.venue.wire import Wire
 from live.adapter import LiveAdapter
 from live.audit import AuditLog
 from live.client import credentials, make_client
 from live.config import LiveConfig
+from live.paper import PaperBinance
 from tests.venue.test_server import CREDS, SYMBOL, client, tape  # noqa: F401 - tape is a fixture
 
 PARAMS = {"levels": 3, "interval": 0.5, "half_spread": 0.1, "order_qty": 0.002, "max_position": 0.01}
@@ -177,3 +182,24 @@ def test_the_local_paper_book_matches_the_venue_book(tape, tmp_path):  # noqa: F
 
     same, rows = asyncio.run(run())
     assert same and rows > 100
+
+
+def test_paper_holds_diffs_that_arrive_before_the_snapshot_and_replays_them(tmp_path):
+    p = PaperBinance({}, "BTCUSDT")  # its local venue set up as load_markets() would
+    p.x = Exchange(resolve_instrument("binance-usdm", "BTCUSDT"))
+    p.wire = Wire(p.x.instrument)
+
+    def diff(first, last, prev, bid):
+        return {"e": "depthUpdate", "s": "BTCUSDT", "T": 1, "U": first, "u": last, "pu": prev, "b": [[bid, "1.000"]],
+                "a": []}  # fmt: skip
+
+    p._on_market(0, diff(95, 100, 94, "100.0"))  # before the snapshot: held
+    p._on_market(0, diff(101, 105, 100, "100.1"))
+    assert p.book_u is None and len(p.held) == 2
+    p._on_market(0, {"lastUpdateId": 100, "E": 1, "T": 1, "bids": [["99.0", "2.000"]], "asks": [["101.0", "1.000"]]})
+    assert p.book_u == 105 and p.gaps == 0 and p.x.best() == (1001, 1010)  # the held diffs bridged and applied
+    p._on_market(0, diff(107, 110, 106, "100.2"))  # pu 106 does not continue u 105: a gap
+    assert p.gaps == 1 and p.book_u is None and p.x.best()[0] == EMPTY  # cleared: no fills until resynced
+    p._on_market(0, {"e": "trade", "s": "BTCUSDT", "T": 2, "t": 1, "p": "100.0", "q": "1.000", "X": "MARKET",
+                     "m": True})  # fmt: skip
+    assert p.rows_applied == 5  # snapshot (3 rows) + 2 diffs; the trade on an unsynced book was not applied

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from live.audit import REDACTED, AuditLog
 
@@ -30,3 +31,13 @@ def test_a_secret_that_contains_another_is_removed_whole(tmp_path):
     log.write(1, "x", msg="token abcdef123 here")
     log.close()
     assert json.loads((tmp_path / "a.jsonl").read_text())["msg"] == "token *** here"
+
+
+def test_a_journal_on_a_full_disk_stops_quietly_and_keeps_the_error(capsys):
+    from live.journal import Journal
+
+    j = Journal(Path("/dev/full"))  # every write fails with ENOSPC
+    assert j.append("x" * 10_000) is False and j.error is not None and j.error.errno == 28
+    assert j.append("y") is False  # nothing more is written
+    j.close()
+    assert "No space left on device" in capsys.readouterr().err

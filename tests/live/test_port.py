@@ -140,3 +140,22 @@ def test_cancel_goes_out_even_with_the_breaker_open_and_unknown_orders_are_none(
         assert await p.cancel(order_id=o["id"]) is None  # no longer open
 
     run(tape, body, tmp=tmp_path)
+
+
+def test_with_today_used_up_or_the_disk_full_new_orders_stop_and_cancels_still_go(tape, tmp_path):  # noqa: F811
+    async def body(srv, ex, p, clock):
+        bb, _ = srv.x.best()
+        await p.create(cid(1), "buy", (bb - 50) * 0.1, 0.002)
+        await p.create(cid(2), "buy", (bb - 60) * 0.1, 0.002)
+        with pytest.raises(PortRefused, match="daily order actions used up"):
+            await p.create(cid(3), "buy", (bb - 70) * 0.1, 0.002)
+        await p.cancel(client_id=str(cid(1)))  # the budget is used up: the cancel still goes (and counts)
+        assert p.budget.actions == 3
+        p.budget._journal._fail(OSError(28, "No space left on device"))  # the state folder's disk is full
+        p.budget.limits = BudgetLimits(100, 1e9)
+        with pytest.raises(PortRefused, match="state not recorded .*No space left on device"):
+            await p.create(cid(4), "buy", (bb - 80) * 0.1, 0.002)
+        await p.cancel(client_id=str(cid(2)))
+        assert srv.x.open_orders() == []
+
+    run(tape, body, limits=BudgetLimits(2, 1e9), tmp=tmp_path)
