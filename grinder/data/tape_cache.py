@@ -44,7 +44,7 @@ def cache_key(root: Path, venue: str, symbol: str, start_ns: int | None, end_ns:
 
 
 def save(tape, root: Path, key: str) -> None:
-    """Write `tape` under `key` atomically (a crash leaves no half-written entry)."""
+    """Write `tape` under `key` atomically (a crash leaves no half-written entry; a racing writer's entry stays)."""
     base = cache_root(root)
     tmp = base / f".{key}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -60,10 +60,18 @@ def save(tape, root: Path, key: str) -> None:
         "bbo": list(tape.bbo.columns),
         "funding": list(tape.funding.columns),
     }
-    (tmp / "meta.json").write_text(json.dumps(meta))
+    (tmp / "meta.json").write_text(json.dumps(meta))  # last: an entry with meta.json is complete
     dest = base / key
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        # Another process (a sweep's workers, a Dask cluster) saved this key first: its entry holds
+        # the same data and may be open in a reader right now, so it is kept, never replaced.
+        if open_cached(root, key) is None:
+            shutil.rmtree(dest, ignore_errors=True)
+            os.rename(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def open_cached(root: Path, key: str):
@@ -74,9 +82,13 @@ def open_cached(root: Path, key: str):
     meta_path = d / "meta.json"
     if not meta_path.is_file():
         return None
-    meta = json.loads(meta_path.read_text())
-    cols = {c: np.load(d / f"{c}.npy", mmap_mode="r") for c in _EVENT_COLUMNS}
-    groups = {g: Series({c: np.load(d / f"{g}.{c}.npy", mmap_mode="r") for c in meta[g]}) for g in ("bbo", "funding")}
+    try:
+        meta = json.loads(meta_path.read_text())
+        cols = {c: np.load(d / f"{c}.npy", mmap_mode="r") for c in _EVENT_COLUMNS}
+        groups = {g: Series({c: np.load(d / f"{g}.{c}.npy", mmap_mode="r") for c in meta[g]})
+                  for g in ("bbo", "funding")}  # fmt: skip
+    except (OSError, ValueError, KeyError):  # removed or damaged under us: a miss, rebuilt by the caller
+        return None
     return Tape(Instrument(**meta["instrument"]), **cols, **groups, start=meta["start"])
 
 

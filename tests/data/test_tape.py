@@ -113,3 +113,22 @@ def test_a_tape_survives_pickling(tmp_path):
     back = pickle.loads(pickle.dumps(tape))
     assert (back.price_ticks == tape.price_ticks).all() and back.funding.columns.keys() == tape.funding.columns.keys()
     assert len(back.bbo) == len(tape.bbo) and back.instrument == tape.instrument
+
+
+def test_a_second_writer_of_a_cached_tape_keeps_the_entry_readers_have_open(tmp_path):
+    """Sweep workers and Dask workers can build the same cache entry at once (seen in CI)."""
+    from grinder.data import tape_cache
+    from grinder.data.synth import synth_batch
+
+    root = tmp_path / "lake"
+    Lake(root).write(synth_batch(5_000, seed=3), [], key="s")
+    tape = load_tape(root, "synthetic", "SYNTHUSDT")
+    key = tape_cache.cache_key(root, "synthetic", "SYNTHUSDT", None, None)
+    tape_cache.save(tape, root, key)
+    reader = tape_cache.open_cached(root, key)
+    tape_cache.save(tape, root, key)  # the racing writer: its copy is dropped, the open entry stays
+    assert np.array_equal(reader.ts_exch, tape.ts_exch) and np.array_equal(reader.funding.ts_exch, tape.funding.ts_exch)
+    assert len(list(tape_cache.cache_root(root).iterdir())) == 1  # no temporary folder left behind
+    next(tape_cache.cache_root(root).glob("*/qty.npy")).unlink()  # damaged (or removed while opening)
+    assert tape_cache.open_cached(root, key) is None
+    assert np.array_equal(load_tape(root, "synthetic", "SYNTHUSDT", cache=True).qty, tape.qty)  # rebuilt
