@@ -113,3 +113,37 @@ def test_a_bad_config_is_one_line_and_exit_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "grinder", "live", "--config", str(cfg)], capture_output=True,
                        text=True, env=ENV, cwd=REPO, timeout=60)  # fmt: skip
     assert r.returncode == 2 and "step_ms" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_paper_mode_as_a_process_needs_no_key_fills_and_reports_position_and_pnl_on_sigterm(tmp_path):
+    venue = start("venue", "serve", "--root", str(SAMPLE), "--speed", "5")
+    procs = [venue]
+    try:
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", venue.stdout.readline()).group(1))
+        state = tmp_path / "state"
+        cfg = tmp_path / "paper.toml"
+        cfg.write_text(f"""strategy = "static_grid"
+symbol = "BTCUSDT"
+mode = "paper"
+api_url = "http://127.0.0.1:{port}"
+state_dir = "{state}"
+step_ms = 100
+params = {{ levels = 3, interval = 0.5, half_spread = 0.1, order_qty = 0.002, max_position = 0.01 }}
+""")
+        env = {k: v for k, v in ENV.items() if not k.startswith("GRINDER_API_")}  # paper: no credentials
+        paper = subprocess.Popen([sys.executable, "-m", "grinder", "live", "--config", str(cfg)], env=env, cwd=REPO,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        procs.append(paper)
+        wait_for(lambda: len([e for e in events(state) if e["event"] == "fill"]) >= 2)
+        paper.send_signal(signal.SIGTERM)
+        assert paper.wait(30) == 0, paper.stderr.read()
+        out = paper.stdout.read()
+        stop = events(state)[-1]
+        assert stop["event"] == "stop" and stop["pnl"] is not None
+        assert f"position {stop['position']:g}, PnL {stop['pnl']:+.4f} USDT" in out
+        assert open_orders(port) == []  # the venue never saw an order
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
