@@ -47,6 +47,8 @@ from live.config import LiveConfig
 from live.port import ExchangePort, PortFailed, PortRefused
 from live.reconcile import reconcile, venue_position
 
+PREWARM_LEAD_NS = 200_000  # the throwaway decision runs this long before the tick (it takes 20-150 µs)
+
 
 @dataclass
 class Known:
@@ -261,11 +263,15 @@ class LiveAdapter:
                 await asyncio.sleep((next_tick - hot_ns - now) / 1e9)
             if hot_ns:
                 # A process that slept 100 ms runs its next decision several times slower (cold caches,
-                # an idle vCPU): run the decision path once on throwaway inputs, then stay awake,
-                # yielding to the other tasks, until the tick.
-                self._prewarm()
-                while time.perf_counter_ns() < next_tick:
+                # an idle vCPU). Stay awake, yielding to the other tasks; just before the tick run the
+                # decision path once on throwaway inputs and wait out the last moment without yielding,
+                # so nothing evicts it from the caches before the real decision.
+                self._prewarm_request()
+                while time.perf_counter_ns() < next_tick - PREWARM_LEAD_NS:
                     await asyncio.sleep(0)
+                self._prewarm_decision()
+                while time.perf_counter_ns() < next_tick:
+                    pass
             elif now < next_tick:
                 await asyncio.sleep((next_tick - now) / 1e9)
             # Late by more than a step (the last decision's requests outlasted it): decide now, then
@@ -286,13 +292,17 @@ class LiveAdapter:
         mid = (bb + ba) * 0.5 * self.tick
         return known, (self.clock_ns(), bb, ba, bq, aq, self.tick, self.lot, self.position, 0.0, mid, view)
 
-    def _prewarm(self) -> None:
+    def _prewarm_request(self) -> None:
+        bb, ba, _, _ = self.top
+        if bb != EMPTY and ba != EMPTY:
+            self.ex.prewarm(self.symbol, (bb - 1000) * self.tick, self.lot)
+
+    def _prewarm_decision(self) -> None:
         bb, ba, _, _ = self.top
         if bb == EMPTY or ba == EMPTY:
             self.decider.warm_up()
-            return
-        self.decider.warm_up(*self._inputs()[1])  # the very path the decision will take
-        self.ex.prewarm(self.symbol, (bb - 1000) * self.tick, self.lot)
+        else:
+            self.decider.warm_up(*self._inputs()[1])  # the very path the decision will take
 
     async def decide_once(self) -> None:
         """One decision on the current top of book, and its intents sent (cancels first)."""

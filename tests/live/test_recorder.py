@@ -116,6 +116,9 @@ def test_a_recording_stopped_mid_replay_is_complete_and_ingests(tape, tmp_path):
 def test_a_dropped_socket_reconnects_and_the_book_resyncs_from_the_new_snapshot(tape, tmp_path):  # noqa: F811
     def drop(srv):
         srv.faults.drop_ws = True
+        # The new snapshot is answered late, so diffs of the new subscription reach the file first and
+        # the ingest sees the break (a snapshot first would reset the book with no gap to report).
+        srv.faults.slow_s = 0.05
 
     got, manifest, venue_depth, _ = asyncio.run(record(tape, tmp_path, rows=60_000, during=drop))
     assert got.reconnects >= 1 and got.snapshots == 2  # ccxt resubscribed and refetched; the tap saw it
