@@ -9,6 +9,7 @@ two ends). The recorder writes what the taps see; paper mode matches orders agai
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import ccxt.pro as ccxtpro
 
 from grinder.data.errors import DataError
 from grinder.venue.server import api_urls
+from grinder.venue.wire import decimals_of
 from live.config import LiveConfig
 
 MARKET_EVENTS = ("depthUpdate", "trade")
@@ -60,13 +62,39 @@ class GrinderBinance(ccxtpro.binanceusdm):
         self.mark_request()
         return await super().fetch(url, method, headers, body)
 
+    def _post_only_request(self, market: dict, side: str, amount: float, price: float, client_id: str) -> dict:
+        # What create_order sends for a post-only limit order (docs/venue-protocol.md); quantities are
+        # truncated and prices rounded to the market's steps, as ccxt does.
+        lot, tick = float(market["precision"]["amount"]), float(market["precision"]["price"])
+        lots, ticks = math.floor(amount / lot + 1e-9), round(price / tick)
+        return {"symbol": market["id"], "side": side.upper(), "newClientOrderId": client_id,
+                "newOrderRespType": "RESULT", "type": "LIMIT", "quantity": _plain(lots * lot, lot),
+                "price": _plain(ticks * tick, tick), "timeInForce": "GTX"}  # fmt: skip
+
+    async def create_post_only(self, symbol: str, side: str, amount: float, price: float, client_id: str) -> dict:
+        """A post-only limit order, as ccxt's `create_order` would send it, through its signed endpoint.
+
+        `create_order`'s generic handling of options and precision costs about 0.2 ms per order; the
+        request, the signature, the error classes and the parsed order are ccxt's all the same.
+        """
+        market = self.market(symbol)
+        response = await self.fapiPrivatePostOrder(self._post_only_request(market, side, amount, price, client_id))
+        return self.parse_order(response, market)
+
+    async def cancel_by_client_id(self, symbol: str, client_id: str) -> dict:
+        """Cancel by client order id through ccxt's signed endpoint (what `cancel_order` sends)."""
+        market = self.market(symbol)
+        response = await self.fapiPrivateDeleteOrder({"symbol": market["id"], "origClientOrderId": client_id})
+        return self.parse_order(response, market)
+
     def prewarm(self, symbol: str, price: float, amount: float) -> None:
-        """Build and sign a create and a cancel without sending them: ccxt's order path is in the CPU's caches."""
+        """Build and sign a create and a cancel without sending them: the order path is in the CPU's caches."""
         if not self.apiKey:
             return
-        request = self.create_order_request(symbol, "limit", "buy", amount, price, {"postOnly": True})
+        market = self.market(symbol)
+        request = self._post_only_request(market, "buy", amount, price, "w")
         self.sign("order", ["fapiPrivate"], "POST", request)
-        self.sign("order", ["fapiPrivate"], "DELETE", {"symbol": request["symbol"], "origClientOrderId": "w"})
+        self.sign("order", ["fapiPrivate"], "DELETE", {"symbol": market["id"], "origClientOrderId": "w"})
 
     def arm_probe(self) -> None:
         """Forget the last request time: the next request sent is stamped in `first_request_ns`."""
@@ -76,6 +104,12 @@ class GrinderBinance(ccxtpro.binanceusdm):
         """A request leaves now (the HTTP call is handed to the connection; paper: the local venue is called)."""
         if not self.first_request_ns:
             self.first_request_ns = time.perf_counter_ns()
+
+
+def _plain(value: float, step: float) -> str:
+    """A number on a step's grid as ccxt writes it: the step's decimals, no trailing zeros."""
+    text = f"{value:.{decimals_of(step)}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def credentials() -> tuple[str, str]:

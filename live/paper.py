@@ -177,6 +177,13 @@ class PaperBinance(GrinderBinance):
             self._raise(e)
         return self._emit(ev)
 
+    async def create_post_only(self, symbol, side, amount, price, client_id):  # noqa: D102 - the local venue's
+        params = {"postOnly": True, "clientOrderId": client_id}
+        return await self.create_order(symbol, "limit", side, amount, price, params)
+
+    async def cancel_by_client_id(self, symbol, client_id):  # noqa: D102
+        return await self.cancel_order(None, symbol, {"clientOrderId": client_id})
+
     async def cancel_order(self, id, symbol=None, params=None):  # noqa: A002, D102
         self._check(symbol)
         params = params or {}

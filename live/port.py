@@ -100,7 +100,6 @@ class ExchangePort:
             self.audit.write(now, "create_refused", client_id=str(cid), reason=reason)
             raise PortRefused(reason)
         self.budget.charge(now, price * qty)
-        params = {"postOnly": True, "clientOrderId": str(cid)}
         self.audit.write(now, "create", client_id=str(cid), side=side, price=price, qty=qty)
         attempt = 0
         ambiguous = False  # a previous try may have reached the venue
@@ -114,7 +113,7 @@ class ExchangePort:
                         self.audit.write(self.now_ns(), "created", client_id=str(cid), order_id=found["id"],
                                          found_by_lookup=True)  # fmt: skip
                         return found
-                order = await self._call(lambda: self.ex.create_order(self.symbol, "limit", side, qty, price, params))
+                order = await self._call(lambda: self.ex.create_post_only(self.symbol, side, qty, price, str(cid)))
                 self.breaker.success()
                 self.audit.write(self.now_ns(), "created", client_id=str(cid), order_id=order["id"])
                 return order
@@ -150,10 +149,15 @@ class ExchangePort:
         now = self.now_ns()
         self.budget.charge(now, always=True)  # counted, never held back: a cancel only lowers risk
         self.audit.write(now, "cancel", order_id=order_id, client_id=client_id)
-        params = {} if client_id is None else {"clientOrderId": client_id}
         for attempt in range(1, self.backoff.max_attempts + 1):
             try:
-                out = await self._call(lambda: self.ex.cancel_order(order_id, self.symbol, params))
+                out = await self._call(
+                    lambda: (
+                        self.ex.cancel_order(order_id, self.symbol)
+                        if client_id is None
+                        else self.ex.cancel_by_client_id(self.symbol, client_id)
+                    )
+                )
                 self.audit.write(self.now_ns(), "cancelled", order_id=order_id, client_id=client_id)
                 return out
             except ccxt.OrderNotFound:

@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 
 import ccxt
-import ccxt.pro as ccxtpro
 import pytest
 
 from grinder.data.tape import load_tape
 from grinder.venue.auth import Credentials
-from grinder.venue.server import VenueServer, api_urls
+from grinder.venue.server import VenueServer
+from live.client import GrinderBinance, client_options
 from tests.conftest import REPO
 
 SYMBOL = "BTC/USDT:USDT"
@@ -23,10 +23,9 @@ def tape():
     return load_tape(Path(REPO / "data" / "sample" / "lake"), "binance-usdm", "BTCUSDT")
 
 
-def client(port: int, secret: str = CREDS.secret) -> ccxtpro.binanceusdm:
-    return ccxtpro.binanceusdm({"apiKey": CREDS.api_key, "secret": secret,
-                                "urls": {"api": api_urls(f"http://127.0.0.1:{port}")},
-                                "options": {"fetchCurrencies": False}, "enableRateLimit": False})  # fmt: skip
+def client(port: int, secret: str = CREDS.secret) -> GrinderBinance:
+    """The adapter's ccxt.pro client (binanceusdm plus taps) pointed at the emulator on `port`."""
+    return GrinderBinance(client_options(f"http://127.0.0.1:{port}", CREDS.api_key, secret))
 
 
 def scenario(tape, body, speed: float = 50.0, prerows: int = 0):
