@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 from tests.venue.test_server import SYMBOL, client
 
@@ -51,18 +53,7 @@ def open_orders(port: int) -> list[str]:
     return asyncio.run(go())
 
 
-def test_kill_9_then_restart_reconciles_orphans_and_keeps_the_budget(tmp_path):
-    venue = start("venue", "serve", "--root", str(SAMPLE), "--speed", "5")
-    procs = [venue]
-    try:
-        port = int(re.search(r"127\.0\.0\.1:(\d+)", venue.stdout.readline()).group(1))
-        state = tmp_path / "state"
-        cfg = tmp_path / "live.toml"
-        cfg.write_text(f"""strategy = "static_grid"
-symbol = "BTCUSDT"
-api_url = "http://127.0.0.1:{port}"
-state_dir = "{state}"
-step_ms = 200
+KILL_RESTART_TOML = """step_ms = 200
 reconcile_s = 60
 [params]
 levels = 2
@@ -70,41 +61,72 @@ interval = 5.0
 half_spread = 10.0
 order_qty = 0.002
 max_position = 0.01
-""")
-        first = start("live", "--config", str(cfg))
-        procs.append(first)
-        wait_for(lambda: sum(e["event"] == "created" for e in events(state)) >= 4)
-        first.send_signal(signal.SIGKILL)  # orders left resting, no goodbye
-        assert first.wait(10) == -9
-        resting = [c for c in open_orders(port) if c.startswith("grinder_static_grid:BTCUSDT:")]
-        assert resting
-        spent = json.loads((state / "budget.jsonl").read_text().splitlines()[-1])["actions"]
-        n_before = len(events(state))
+"""
+PAPER_TOML = """mode = "paper"
+step_ms = 100
+params = { levels = 3, interval = 0.5, half_spread = 0.1, order_qty = 0.002, max_position = 0.01 }
+"""
 
-        second = start("live", "--config", str(cfg))
-        procs.append(second)
-        wait_for(lambda: any(e["event"] == "created" for e in events(state)[n_before:]))
-        after = events(state)[n_before:]
-        orphans = {e["client_id"] for e in after if e["event"] == "mismatch" and e["kind"] == "orphan"}
-        assert orphans and orphans <= set(resting)  # the killed process's orders were found (some may have filled)
-        handled = {e["client_id"] for e in after if e["event"] in ("cancelled", "cancel_not_open")}
-        assert orphans <= handled  # ... and cancelled (or filled meanwhile: the replay goes on)
-        assert not set(open_orders(port)) & set(resting)  # none of them is left
-        assert json.loads((state / "budget.jsonl").read_text().splitlines()[-1])["actions"] > spent + len(
-            resting
-        )  # continued
-        new_ids = [e["client_id"] for e in after if e["event"] == "create"]
-        assert not set(new_ids) & {e.get("client_id") for e in events(state)[:n_before]}  # ids never reused
 
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(30) == 0, second.stderr.read()
-        assert not [c for c in open_orders(port) if c.startswith("grinder_static_grid:")]  # cancelled first
-        assert events(state)[-1]["event"] == "stop"
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+@pytest.fixture
+def procs():
+    """Processes a test starts (the venue first); whatever is still running at the end is killed."""
+    running: list[subprocess.Popen] = []
+    yield running
+    for p in running:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def serve(procs: list) -> int:
+    """`grinder venue serve` on the sample at 5x; returns its port."""
+    venue = start("venue", "serve", "--root", str(SAMPLE), "--speed", "5")
+    procs.append(venue)
+    return int(re.search(r"127\.0\.0\.1:(\d+)", venue.stdout.readline()).group(1))
+
+
+def config(tmp_path: Path, port: int, rest: str) -> tuple[Path, Path]:
+    """A static_grid config for BTCUSDT on the venue at `port`, then `rest` (TOML); (its path, its state folder)."""
+    state = tmp_path / "state"
+    path = tmp_path / "live.toml"
+    path.write_text(f'strategy = "static_grid"\nsymbol = "BTCUSDT"\napi_url = "http://127.0.0.1:{port}"\n'
+                    f'state_dir = "{state}"\n{rest}')  # fmt: skip
+    return path, state
+
+
+def test_kill_9_then_restart_reconciles_orphans_and_keeps_the_budget(tmp_path, procs):
+    port = serve(procs)
+    cfg, state = config(tmp_path, port, KILL_RESTART_TOML)
+    first = start("live", "--config", str(cfg))
+    procs.append(first)
+    wait_for(lambda: sum(e["event"] == "created" for e in events(state)) >= 4)
+    first.send_signal(signal.SIGKILL)  # orders left resting, no goodbye
+    assert first.wait(10) == -9
+    resting = [c for c in open_orders(port) if c.startswith("grinder_static_grid:BTCUSDT:")]
+    assert resting
+    spent = json.loads((state / "budget.jsonl").read_text().splitlines()[-1])["actions"]
+    n_before = len(events(state))
+
+    second = start("live", "--config", str(cfg))
+    procs.append(second)
+    wait_for(lambda: any(e["event"] == "created" for e in events(state)[n_before:]))
+    after = events(state)[n_before:]
+    orphans = {e["client_id"] for e in after if e["event"] == "mismatch" and e["kind"] == "orphan"}
+    assert orphans and orphans <= set(resting)  # the killed process's orders were found (some may have filled)
+    handled = {e["client_id"] for e in after if e["event"] in ("cancelled", "cancel_not_open")}
+    assert orphans <= handled  # ... and cancelled (or filled meanwhile: the replay goes on)
+    assert not set(open_orders(port)) & set(resting)  # none of them is left
+    assert json.loads((state / "budget.jsonl").read_text().splitlines()[-1])["actions"] > spent + len(
+        resting
+    )  # continued
+    new_ids = [e["client_id"] for e in after if e["event"] == "create"]
+    assert not set(new_ids) & {e.get("client_id") for e in events(state)[:n_before]}  # ids never reused
+
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(30) == 0, second.stderr.read()
+    assert not [c for c in open_orders(port) if c.startswith("grinder_static_grid:")]  # cancelled first
+    assert events(state)[-1]["event"] == "stop"
 
 
 def test_a_bad_config_is_one_line_and_exit_2(tmp_path):
@@ -115,35 +137,18 @@ def test_a_bad_config_is_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2 and "step_ms" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_paper_mode_as_a_process_needs_no_key_fills_and_reports_position_and_pnl_on_sigterm(tmp_path):
-    venue = start("venue", "serve", "--root", str(SAMPLE), "--speed", "5")
-    procs = [venue]
-    try:
-        port = int(re.search(r"127\.0\.0\.1:(\d+)", venue.stdout.readline()).group(1))
-        state = tmp_path / "state"
-        cfg = tmp_path / "paper.toml"
-        cfg.write_text(f"""strategy = "static_grid"
-symbol = "BTCUSDT"
-mode = "paper"
-api_url = "http://127.0.0.1:{port}"
-state_dir = "{state}"
-step_ms = 100
-params = {{ levels = 3, interval = 0.5, half_spread = 0.1, order_qty = 0.002, max_position = 0.01 }}
-""")
-        env = {k: v for k, v in ENV.items() if not k.startswith("GRINDER_API_")}  # paper: no credentials
-        paper = subprocess.Popen([sys.executable, "-m", "grinder", "live", "--config", str(cfg)], env=env, cwd=REPO,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        procs.append(paper)
-        wait_for(lambda: len([e for e in events(state) if e["event"] == "fill"]) >= 2)
-        paper.send_signal(signal.SIGTERM)
-        assert paper.wait(30) == 0, paper.stderr.read()
-        out = paper.stdout.read()
-        stop = events(state)[-1]
-        assert stop["event"] == "stop" and stop["pnl"] is not None
-        assert f"position {stop['position']:g}, PnL {stop['pnl']:+.4f} USDT" in out
-        assert open_orders(port) == []  # the venue never saw an order
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+def test_paper_mode_as_a_process_needs_no_key_fills_and_reports_position_and_pnl_on_sigterm(tmp_path, procs):
+    port = serve(procs)
+    cfg, state = config(tmp_path, port, PAPER_TOML)
+    env = {k: v for k, v in ENV.items() if not k.startswith("GRINDER_API_")}  # paper: no credentials
+    paper = subprocess.Popen([sys.executable, "-m", "grinder", "live", "--config", str(cfg)], env=env, cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    procs.append(paper)
+    wait_for(lambda: len([e for e in events(state) if e["event"] == "fill"]) >= 2)
+    paper.send_signal(signal.SIGTERM)
+    assert paper.wait(30) == 0, paper.stderr.read()
+    out = paper.stdout.read()
+    stop = events(state)[-1]
+    assert stop["event"] == "stop" and stop["pnl"] is not None
+    assert f"position {stop['position']:g}, PnL {stop['pnl']:+.4f} USDT" in out
+    assert open_orders(port) == []  # the venue never saw an order
