@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
-from grinder.venue.server import VenueServer
-from live.audit import AuditLog
-from live.budget import BudgetLimits, DailyBudget
+from live.budget import BudgetLimits
 from live.client_ids import ClientOrderId
-from live.port import ExchangePort
 from live.reconcile import check_orders, check_position, reconcile
-from tests.live.test_port import Clock
-from tests.venue.test_server import CREDS, SYMBOL, client, tape  # noqa: F401 - tape is a fixture
+from tests.live.test_port import run
+from tests.venue.test_server import SYMBOL, tape  # noqa: F401 - tape is a fixture
 
 
 def order(cid: str) -> dict:
@@ -37,35 +33,19 @@ def test_position_drift_is_half_a_lot_or_more():
 
 
 def test_reconcile_cancels_only_our_orphans_and_logs_every_mismatch(tape, tmp_path):  # noqa: F811
-    async def main():
-        srv = VenueServer(tape, CREDS, speed=1.0)
-        srv.preroll()
-        port = await srv.start()
-        ex = client(port)
-        await ex.load_markets()
+    async def body(srv, ex, p, clock):
         bb, _ = srv.x.best()
         for n, cid in enumerate(["grinder_static_grid:BTCUSDT:1", "grinder_static_grid:BTCUSDT:2", "web_77",
                                  "grinder_adaptive_grid:BTCUSDT:5"]):  # fmt: skip
             await ex.create_order(
                 SYMBOL, "limit", "buy", 0.002, (bb - 10 - n) * 0.1, {"postOnly": True, "clientOrderId": cid}
             )
-        clock = Clock()
-        audit = AuditLog(tmp_path / "audit.jsonl", secrets=(CREDS.secret,))
-        p = ExchangePort(ex, SYMBOL, audit, DailyBudget(tmp_path / "budget.jsonl", BudgetLimits(10, 1e9)), clock.now,
-                         clock.sleep)  # fmt: skip
         expected = {"grinder_static_grid:BTCUSDT:1", str(ClientOrderId("static_grid", "BTCUSDT", 3))}
-        try:
-            found, pos = await reconcile(
-                ex, p, audit, clock.now(), SYMBOL, "static_grid", "BTCUSDT", 0.001, expected, 0.5
-            )
-        finally:
-            audit.close()
-            await ex.close()
-            await srv.stop()
-        left = sorted(o.client_id for o in srv.x.open_orders())
-        return found, pos, left
+        found, pos = await reconcile(ex, p, p.audit, clock.now(), SYMBOL, "static_grid", "BTCUSDT", 0.001, expected,
+                                     0.5)  # fmt: skip
+        return found, pos, sorted(o.client_id for o in srv.x.open_orders())
 
-    found, pos, left = asyncio.run(main())
+    found, pos, left = run(tape, body, limits=BudgetLimits(10, 1e9), tmp=tmp_path)
     assert sorted((m.kind, m.client_id) for m in found) == [
         ("missing", "grinder_static_grid:BTCUSDT:3"), ("orphan", "grinder_static_grid:BTCUSDT:2"),
         ("position_drift", None)]  # fmt: skip
