@@ -39,9 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from live.adapter import LiveAdapter  # noqa: E402
-from live.audit import AuditLog  # noqa: E402
-from live.client import make_client  # noqa: E402
+from live.adapter import LiveAdapter, run_for  # noqa: E402
 from live.config import LiveConfig  # noqa: E402
 
 KEY, SECRET = "bench-key", "bench-secret"
@@ -76,16 +74,8 @@ async def session(args, mode: str, port: int, state: Path) -> tuple[LiveAdapter,
     params = {"levels": args.levels, "interval": 0.5, "half_spread": 0.1, "order_qty": 0.002, "max_position": 0.05}
     cfg = LiveConfig(strategy="static_grid", params=params, symbol=args.symbol, mode=mode, step_ms=args.step_ms,
                      api_url=f"http://127.0.0.1:{port}", state_dir=state, reconcile_s=10.0)  # fmt: skip
-    ex = make_client(cfg, KEY, SECRET) if mode == "live" else make_client(cfg)
-    audit = AuditLog(state / "audit.jsonl", secrets=(KEY, SECRET))
-    adapter = LiveAdapter(cfg, ex, audit)
-    task = asyncio.create_task(adapter.run())
     t0 = time.monotonic()
-    await asyncio.sleep(args.seconds)
-    adapter.stop()
-    await asyncio.wait_for(task, 60)
-    await ex.close()
-    audit.close()
+    adapter = await (run_for(cfg, args.seconds, KEY, SECRET) if mode == "live" else run_for(cfg, args.seconds))
     return adapter, time.monotonic() - t0
 
 

@@ -41,8 +41,8 @@ from grinder.data.errors import DataError
 from grinder.io.atomic import write_atomic
 from live.audit import AuditLog
 from live.budget import BudgetLimits, DailyBudget
-from live.client import GrinderBinance
-from live.client_ids import IdAllocator, parse
+from live.client import GrinderBinance, make_client
+from live.client_ids import IdAllocator, is_ours
 from live.config import LiveConfig
 from live.port import ExchangePort, PortFailed, PortRefused
 from live.reconcile import reconcile, venue_position
@@ -231,9 +231,8 @@ class LiveAdapter:
                 continue
             for o in updates:
                 cid = o.get("clientOrderId") or ""
-                p = parse(cid)
-                if p is None or p.strategy != self.strategy.name or p.symbol != self.cfg.symbol:
-                    continue  # not ours
+                if not is_ours(cid, self.strategy.name, self.cfg.symbol):
+                    continue
                 # Fills count for any order of ours, also one already cancelled here (a fill can
                 # overtake the cancel).
                 filled = float(o.get("filled") or 0.0)
@@ -351,12 +350,8 @@ class LiveAdapter:
             )
 
     def _ours(self, venue_orders: list[dict]) -> list[str]:
-        out = []
-        for o in venue_orders:
-            p = parse(o.get("clientOrderId") or "")
-            if p is not None and p.strategy == self.strategy.name and p.symbol == self.cfg.symbol:
-                out.append(o["clientOrderId"])
-        return out
+        return [o["clientOrderId"] for o in venue_orders
+                if is_ours(o.get("clientOrderId"), self.strategy.name, self.cfg.symbol)]  # fmt: skip
 
     async def _cancel_all(self) -> None:
         """Cancel every open order of ours the venue lists (known or not), then check none is left."""
@@ -372,3 +367,19 @@ class LiveAdapter:
                 self.audit.write(self.clock_ns(), "orders_left", client_ids=left)
         except (ccxt.NetworkError, ccxt.ExchangeError, PortFailed) as e:
             self.audit.write(self.clock_ns(), "cancel_all_failed", error=type(e).__name__, detail=str(e)[:300])
+
+
+async def run_for(cfg: LiveConfig, seconds: float, key: str = "", secret: str = "", **adapter_kw) -> LiveAdapter:
+    """Run an adapter for `seconds`, stop it (its orders cancelled), close its client and audit trail; return it."""
+    ex = make_client(cfg, key, secret)
+    audit = AuditLog(cfg.state_dir / "audit.jsonl", secrets=(key, secret))
+    try:
+        adapter = LiveAdapter(cfg, ex, audit, **adapter_kw)
+        task = asyncio.create_task(adapter.run())
+        await asyncio.sleep(seconds)
+        adapter.stop()
+        await asyncio.wait_for(task, 60)
+    finally:
+        await ex.close()
+        audit.close()
+    return adapter

@@ -18,6 +18,7 @@ from pathlib import Path
 import ccxt.pro as ccxtpro
 
 from grinder.data.errors import DataError
+from grinder.data.instruments import Instrument, known_instruments, resolve_instrument
 from grinder.venue.server import api_urls
 from grinder.venue.wire import decimals_of
 from live.config import LiveConfig
@@ -110,6 +111,25 @@ def _plain(value: float, step: float) -> str:
     """A number on a step's grid as ccxt writes it: the step's decimals, no trailing zeros."""
     text = f"{value:.{decimals_of(step)}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def market_instrument(market: dict, venue: str = "binance-usdm") -> Instrument:
+    """A ccxt market as an Instrument: the venue's tick, lot and min notional; fees built in, else the venue's."""
+    cost = (market.get("limits") or {}).get("cost") or {}
+    rules: dict = {
+        "tick_size": float(market["precision"]["price"]),
+        "lot_size": float(market["precision"]["amount"]),
+        "min_notional": float(cost.get("min") or 0.0),
+    }
+    if (venue, market["id"]) not in known_instruments():
+        rules |= {
+            "contract": "inverse" if market.get("inverse") else "linear",
+            "base": market.get("base") or "",
+            "quote": market.get("quote") or "",
+            "maker_fee": float(market.get("maker") or 0.0),
+            "taker_fee": float(market.get("taker") or 0.0),
+        }
+    return resolve_instrument(venue, market["id"], rules)
 
 
 def credentials() -> tuple[str, str]:

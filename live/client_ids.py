@@ -97,6 +97,12 @@ def parse(client_id: str) -> ClientOrderId | None:
     return cid if str(cid) == client_id else None  # one id, one text: "..:01" is not "..:1"
 
 
+def is_ours(client_id: str | None, strategy: str, symbol: str) -> bool:
+    """True for an id this adapter could have made: our prefix, this strategy and this symbol."""
+    p = parse(client_id or "")
+    return p is not None and p.strategy == strategy and p.symbol == symbol
+
+
 class IdAllocator:
     """Hands out ever-growing client order ids for one strategy and symbol; the reservation lives in `path`."""
 

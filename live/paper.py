@@ -23,11 +23,10 @@ import json
 
 import ccxt
 
-from grinder.data.instruments import Instrument
 from grinder.data.schema import BOOK_DIFF, BOOK_RESET, BOOK_SNAPSHOT, SIDE_ASK, SIDE_BID
 from grinder.venue.exchange import BAD_PARAM, TRADE_KIND, Exchange, OrderEvent, VenueError
 from grinder.venue.wire import Wire
-from live.client import GrinderBinance
+from live.client import GrinderBinance, market_instrument
 
 MS = 1_000_000
 PUBLIC_APIS = ("public", "fapiPublic", "fapiPublicV2", "fapiPublicV3", "fapiData")  # what paper may call
@@ -61,11 +60,7 @@ class PaperBinance(GrinderBinance):
             if m is None:
                 raise ccxt.BadSymbol(f"paper: the venue lists no market {self.symbol_id}")
             self.paper_market = m
-            cost = m["limits"].get("cost") or {}
-            inst = Instrument(venue="binance-usdm", symbol=self.symbol_id, base=m["base"], quote=m["quote"],
-                              tick_size=float(m["precision"]["price"]), lot_size=float(m["precision"]["amount"]),
-                              min_notional=float(cost.get("min") or 0.0), maker_fee=float(m.get("maker") or 0.0),
-                              taker_fee=float(m.get("taker") or 0.0))  # fmt: skip
+            inst = market_instrument(m)
             self.x = Exchange(inst, balance=self.paper_balance, partial_fills=self.partial_fills)
             self.wire = Wire(inst)
         return markets

@@ -140,9 +140,7 @@ async def live_session(tape: Tape, strategy: str, params: dict, speed: float, se
     """Replay `tape` on the emulator at `speed` and run the live adapter (live mode, real ccxt.pro) for `seconds`."""
     from grinder.venue.auth import Credentials
     from grinder.venue.server import VenueServer
-    from live.adapter import LiveAdapter
-    from live.audit import AuditLog
-    from live.client import make_client
+    from live.adapter import run_for
     from live.config import LiveConfig
 
     creds = Credentials("parity-key", "parity-secret")
@@ -152,18 +150,10 @@ async def live_session(tape: Tape, strategy: str, params: dict, speed: float, se
     replay = asyncio.create_task(srv.run_replay())
     cfg = LiveConfig(strategy=strategy, params=params, symbol=tape.instrument.symbol, step_ms=step_ms,
                      api_url=f"http://127.0.0.1:{port}", state_dir=state_dir, reconcile_s=3600.0)  # fmt: skip
-    ex = make_client(cfg, creds.api_key, creds.secret)
-    audit = AuditLog(state_dir / "audit.jsonl", secrets=(creds.api_key, creds.secret))
-    adapter = LiveAdapter(cfg, ex, audit, decision_log=[])
     try:
-        task = asyncio.create_task(adapter.run())
-        await asyncio.sleep(seconds)
-        adapter.stop()
-        await asyncio.wait_for(task, 60)
+        adapter = await run_for(cfg, seconds, creds.api_key, creds.secret, decision_log=[])
     finally:
         replay.cancel()
-        await ex.close()
-        audit.close()
         await srv.stop()
     fills, position = [], 0.0
     for line in (state_dir / "audit.jsonl").read_text().splitlines():

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from live.client_ids import parse
+from live.client_ids import is_ours
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,7 @@ def check_orders(expected: set[str], venue_open: list[dict], strategy: str, symb
     orphans, foreign, seen = [], [], set()
     for o in venue_open:
         cid = o.get("clientOrderId") or ""
-        parts = parse(cid)
-        if parts is None or parts.strategy != strategy or parts.symbol != symbol:
+        if not is_ours(cid, strategy, symbol):
             foreign.append(o)
         elif cid in expected:
             seen.add(cid)

@@ -30,7 +30,7 @@ import orjson
 
 from grinder.data.errors import DataError
 from grinder.data.ingest.binance import parse_binance
-from grinder.data.instruments import Instrument, known_instruments, resolve_instrument
+from grinder.data.instruments import Instrument
 from grinder.data.lake import Lake
 from grinder.io.atomic import fsync_path
 from live.client import GrinderBinance
@@ -213,25 +213,6 @@ class Recorder:
             path = self.out_dir / f"{self.symbol.lower()}_{stamp}-{n}.gz"
             n += 1
         return path
-
-
-def lake_instrument(market: dict, venue: str = "binance-usdm") -> Instrument:
-    """Rules to ingest a recording with: the venue's tick, lot and min notional; fees built in, else the venue's."""
-    cost = (market.get("limits") or {}).get("cost") or {}
-    rules: dict = {
-        "tick_size": float(market["precision"]["price"]),
-        "lot_size": float(market["precision"]["amount"]),
-        "min_notional": float(cost.get("min") or 0.0),
-    }
-    if (venue, market["id"]) not in known_instruments():
-        rules |= {
-            "contract": "inverse" if market.get("inverse") else "linear",
-            "base": market.get("base") or "",
-            "quote": market.get("quote") or "",
-            "maker_fee": float(market.get("maker") or 0.0),
-            "taker_fee": float(market.get("taker") or 0.0),
-        }
-    return resolve_instrument(venue, market["id"], rules)
 
 
 def ingest_recording(path: Path, lake_root: Path, inst: Instrument) -> dict:

@@ -907,8 +907,8 @@ def record(
     import math
     import signal
 
-    from live.client import GrinderBinance, client_options
-    from live.recorder import Recorder, ingest_recording, lake_instrument
+    from live.client import GrinderBinance, client_options, market_instrument
+    from live.recorder import Recorder, ingest_recording
 
     if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
         raise DataError(f"--seconds must be a positive number, got {seconds}")
@@ -946,7 +946,7 @@ def record(
                   f"(a replay?); backtest with [venue] local_clock_offset_ns = {-r.min_lag_ns}")  # fmt: skip
     if not ingest_after:
         return
-    inst = lake_instrument(r.market, venue)
+    inst = market_instrument(r.market, venue)
     t0 = time.perf_counter()
     try:
         with err.status(f"ingesting {r.path.name} as {inst.venue}/{inst.symbol}"):

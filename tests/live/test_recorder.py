@@ -21,8 +21,8 @@ from grinder.cli.main import app
 from grinder.data.tape import load_tape
 from grinder.venue.exchange import Exchange
 from grinder.venue.server import VenueServer
-from live.client import GrinderBinance, client_options
-from live.recorder import Recorder, ingest_recording, lake_instrument
+from live.client import GrinderBinance, client_options, market_instrument
+from live.recorder import Recorder, ingest_recording
 from tests.conftest import REPO
 from tests.venue.test_server import CREDS, tape  # noqa: F401 - tape is a fixture
 
@@ -79,7 +79,7 @@ async def record(tape, tmp_path, rows: int, during=None, stop_after: float | Non
         replay.cancel()
         await ex.close()
         await srv.stop()
-    manifest = ingest_recording(got.path, tmp_path / "lake", lake_instrument(got.market))
+    manifest = ingest_recording(got.path, tmp_path / "lake", market_instrument(got.market))
     return got, manifest, depth, streamed
 
 
