@@ -47,7 +47,8 @@ from live.config import LiveConfig
 from live.port import ExchangePort, PortFailed, PortRefused
 from live.reconcile import reconcile, venue_position
 
-PREWARM_LEAD_NS = 200_000  # the throwaway decision runs this long before the tick (it takes 20-150 µs)
+# The throwaway decision and request run this long before the tick (20-150 µs and 60-200 µs).
+PREWARM_LEAD_NS = 400_000
 
 
 @dataclass
@@ -263,12 +264,13 @@ class LiveAdapter:
             if hot_ns:
                 # A process that slept 100 ms runs its next decision several times slower (cold caches,
                 # an idle vCPU). Stay awake, yielding to the other tasks; just before the tick run the
-                # decision path once on throwaway inputs and wait out the last moment without yielding,
-                # so nothing evicts it from the caches before the real decision.
-                self._prewarm_request()
+                # decision path and the request path (checks, records, signature) once on throwaway
+                # inputs and wait out the last moment without yielding, so nothing evicts them from
+                # the caches before the real decision.
                 while time.perf_counter_ns() < next_tick - PREWARM_LEAD_NS:
                     await asyncio.sleep(0)
                 self._prewarm_decision()
+                self._prewarm_request()
                 while time.perf_counter_ns() < next_tick:
                     pass
             elif now < next_tick:
@@ -294,7 +296,9 @@ class LiveAdapter:
     def _prewarm_request(self) -> None:
         bb, ba, _, _ = self.top
         if bb != EMPTY and ba != EMPTY:
-            self.ex.prewarm(self.symbol, (bb - 1000) * self.tick, self.lot)
+            price = (bb - 1000) * self.tick
+            self.port.prewarm(price, self.lot)
+            self.ex.prewarm(self.symbol, price, self.lot)
 
     def _prewarm_decision(self) -> None:
         bb, ba, _, _ = self.top

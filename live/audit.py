@@ -47,14 +47,17 @@ class AuditLog:
             value = _SECRET_PARAMS.sub(lambda m: m.group(1) + REDACTED, value)
         return value
 
-    def write(self, now_ns: int, event: str, **fields: Any) -> None:
-        """Append one line {"ts_ns", "event", **fields} (in the OS at once, on disk a moment later)."""
+    def render(self, now_ns: int, event: str, **fields: Any) -> str:
+        """The line `write` appends for these arguments: {"ts_ns", "event", **fields}, secrets redacted."""
         record = {"ts_ns": int(now_ns), "event": event, **fields}
         if not all(type(v) in _PLAIN for v in fields.values()):
             # Objects become text first (exceptions, bytes, paths), so their text is redacted too.
             record = json.loads(json.dumps(record, default=str))
-        record = self.redact(record)
-        self._journal.append(json.dumps(record, default=str, separators=(",", ":")))
+        return json.dumps(self.redact(record), default=str, separators=(",", ":"))
+
+    def write(self, now_ns: int, event: str, **fields: Any) -> None:
+        """Append one line {"ts_ns", "event", **fields} (in the OS at once, on disk a moment later)."""
+        self._journal.append(self.render(now_ns, event, **fields))
 
     @property
     def error(self) -> OSError | None:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from grinder.book.l2 import EMPTY
 from grinder.core.gates import REASONS, GateConfig, new_gate_state
 from grinder.core.ledger import AVG_ENTRY, CASH, FEES, POSITION, REALIZED, equity, new_ledger, unrealized
-from grinder.core.strategy import RECOMPUTE, Strategy, compile_kernel
+from grinder.core.strategy import RECOMPUTE, Strategy, kernel_handle
 from grinder.data.errors import DataError
 from grinder.data.tape import Tape
 from grinder.sim.engine import COUNTERS, block_extremes, decision_clock, local_at_decisions, run
@@ -287,7 +287,7 @@ def run_backtest(
     max_targets = 64 if max_targets is None else int(max_targets)
     if max_targets < 1:
         raise DataError(f"max_targets must be at least 1, got {max_targets}")
-    kernel = compile_kernel(strategy)
+    kernel = kernel_handle(strategy)
     c = np.ascontiguousarray  # no copy for tapes from load_tape; the engine is compiled for C layout
     args = (
         c(tape.ts_exch),

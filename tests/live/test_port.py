@@ -159,3 +159,20 @@ def test_with_today_used_up_or_the_disk_full_new_orders_stop_and_cancels_still_g
         assert srv.x.open_orders() == []
 
     run(tape, body, limits=BudgetLimits(2, 1e9), tmp=tmp_path)
+
+
+def test_prewarm_sends_charges_and_writes_nothing(tape, tmp_path):  # noqa: F811
+    async def body(srv, ex, p, clock):
+        bb, _ = srv.x.best()
+        audit = tmp_path / "audit.jsonl"
+        before = audit.read_text() if audit.exists() else ""
+        spent = (p.budget.actions, p.budget.notional)
+        p.prewarm((bb - 1000) * 0.1, 0.002)
+        ex.prewarm(p.symbol, (bb - 1000) * 0.1, 0.002)
+        assert posts(srv) == 0 and srv.x.open_orders() == []
+        assert (p.budget.actions, p.budget.notional) == spent
+        assert (audit.read_text() if audit.exists() else "") == before
+        line = p.audit.render(1, "create", client_id="c", side="buy", price=1.5, qty=0.002)
+        assert line == '{"ts_ns":1,"event":"create","client_id":"c","side":"buy","price":1.5,"qty":0.002}'
+
+    run(tape, body, tmp=tmp_path)

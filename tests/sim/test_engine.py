@@ -338,3 +338,25 @@ def test_a_grid_wider_than_max_targets_is_refused_not_truncated():
     p = grid.validate({"levels": 40, "interval": 1.0, "half_spread": 2.0, "order_qty": 1.0, "max_position": 5.0})
     with pytest.raises(DataError, match="static_grid: strategy kernel returned more targets"):
         run_backtest(tape(BOOK + END), grid.kernel, grid.vector(p), VENUE, max_targets=64)
+
+
+@njit(cache=True)
+def count_as_int32(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, o_side, o_px, o_qty, n_open, out_side,
+                   out_px, out_qty, out_level):  # fmt: skip
+    """Returns its count as int32: the engine reads an int64."""
+    return np.int32(0)
+
+
+def test_a_kernel_with_another_return_type_is_refused_by_name():
+    from grinder.data.errors import DataError
+
+    with pytest.raises(DataError, match="count_as_int32 returns int32, not the int64 count"):
+        run_backtest(tape(BOOK + END), count_as_int32, np.zeros(1), VENUE)
+
+
+def test_the_engine_gets_one_kernel_handle_per_kernel():
+    from grinder.core.strategy import kernel_handle
+
+    assert kernel_handle(one_quote) is kernel_handle(one_quote)  # resolved once, not per backtest
+    a = run([(200, 3, -1, 99, 6)], [1, 99, 1, 0])
+    assert a.digest == run([(200, 3, -1, 99, 6)], [1, 99, 1, 0]).digest

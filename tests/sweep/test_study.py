@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from grinder.core.strategy import get
@@ -78,3 +79,22 @@ def test_a_cached_lake_gives_the_same_results_and_keeps_its_caches(study, window
     assert first.results["digest"].tolist() == again.results["digest"].tolist() == r.results["digest"].tolist()
     assert len(list((root / "_tapes").iterdir())) == len(windows)
     assert len(list((root / "_replays").iterdir())) == len(windows)
+
+
+def test_sharpe_is_vectorbts_on_the_equity_increments():
+    from grinder.report.stats import YEAR_FREQ, quiet_vectorbt
+    from grinder.sweep.study import sharpe_of
+
+    grid_ns = np.arange(0, 500 * 60_000_000_000, 60_000_000_000, dtype=np.int64)
+    rng = np.random.default_rng(7)
+    equity = np.cumsum(rng.normal(0.01, 1.0, (len(grid_ns), 5)), axis=0)
+    equity[:, 4] = 3.0  # flat: no variance, vectorbt's own answer (inf or NaN) either way
+    inc = pd.DataFrame(np.diff(equity, axis=0), index=pd.to_datetime(grid_ns[1:], unit="ns"))
+    with quiet_vectorbt():
+        import vectorbt  # noqa: F401 - registers the accessor
+
+        want = inc.vbt.returns(freq=pd.Timedelta(60, "s"), year_freq=YEAR_FREQ).sharpe_ratio().to_numpy()
+    got = sharpe_of(grid_ns, equity)
+    np.testing.assert_array_equal(got, want)
+    assert np.isfinite(got[:4]).all() and abs(got[0]) > 0
+    assert np.isnan(sharpe_of(grid_ns[:2], equity[:2])).all()  # one increment: no ratio
