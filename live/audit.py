@@ -64,6 +64,10 @@ class AuditLog:
         """Why the trail stopped being written (disk full, I/O error), or None."""
         return self._journal.error
 
+    def prewarm(self) -> None:
+        """Warm the write path for the next line without writing one (see Journal.prewarm)."""
+        self._journal.prewarm()
+
     def sync_soon(self) -> None:
         """Have the lines written so far fsynced in the background, now."""
         self._journal.sync_soon()

@@ -105,6 +105,10 @@ class DailyBudget:
         self.actions, self.notional = self.actions + 1, self.notional + notional
         self._journal.append(self._line())
 
+    def prewarm(self) -> None:
+        """Warm the write path for the next charge without recording one (see Journal.prewarm)."""
+        self._journal.prewarm()
+
     def sync_soon(self) -> None:
         """Have the charges so far fsynced in the background, now."""
         self._journal.sync_soon()

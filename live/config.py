@@ -30,7 +30,7 @@ class LiveConfig(BaseModel):
     mainnet_allowlist: tuple[str, ...] = ()
     stale_after_s: float = Field(5.0, gt=0, description="no decision when the book is older than this")
     hot_ms: float = Field(
-        2.0, ge=0, description="keep the process awake this long before each decision (0: sleep until it)"
+        5.0, ge=0, description="keep the process awake this long before each decision (0: sleep until it)"
     )
     paper_balance: float = Field(10_000.0, gt=0, description="paper mode: the simulated wallet (settle currency)")
     paper_partial_fills: bool = Field(False, description="paper mode: fill by traded quantity beyond the queue")

@@ -14,6 +14,8 @@ journal means (the port then refuses new orders but still sends cancels).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sys
 import threading
@@ -26,7 +28,10 @@ class Journal:
     def __init__(self, path: Path, max_delay_s: float = 1.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the process's life
+        # A bare descriptor, no Python buffer: one write(2) per line is all that stands between a
+        # line and the OS (about half the time of a text file's write and flush on a cold CPU).
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._closed = False
         self._wake = threading.Event()
         self._dirty = False
         self._closing = False
@@ -37,16 +42,26 @@ class Journal:
 
     def append(self, line: str) -> bool:
         """Write one line (no newline in it) and hand it to the OS; False if the journal has failed."""
+        if self._closed:
+            raise ValueError(f"{self.path}: journal is closed")
         if self.error is not None:
             return False
+        data = (line + "\n").encode()
         try:
-            self._fh.write(line + "\n")
-            self._fh.flush()
+            n = os.write(self._fd, data)
+            if n != len(data):  # a regular file writes short only when the disk fills up
+                raise OSError(errno.ENOSPC, f"short write ({n} of {len(data)} bytes)")
         except OSError as e:
             self._fail(e)
             return False
         self._dirty = True
         return True
+
+    def prewarm(self) -> None:
+        """A write of nothing to the file: the kernel's write path is warm for the next real line."""
+        if not self._closed and self.error is None:
+            with contextlib.suppress(OSError):  # the next real append meets and keeps the error
+                os.write(self._fd, b"")
 
     def _fail(self, e: OSError) -> None:
         if self.error is None:
@@ -68,28 +83,23 @@ class Journal:
                 continue
             self._dirty = False
             try:
-                os.fsync(self._fh.fileno())
-            except ValueError:  # closed under us: close() does the last fsync
-                return
+                os.fsync(self._fd)
             except OSError as e:  # Linux reports a writeback error once: keep it, or it is lost
                 self._fail(e)
                 return
 
     def close(self) -> None:
         """Stop the background thread, fsync what is left and close the file (later appends raise)."""
-        if self._fh.closed:
+        if self._closed:
             return
         self._closing = True
         self._wake.set()
         self._thread.join()
+        self._closed = True
         try:
             if self.error is None:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
+                os.fsync(self._fd)
         except OSError as e:
             self._fail(e)
         finally:
-            try:
-                self._fh.close()
-            except OSError as e:  # the buffer's last flush
-                self._fail(e)
+            os.close(self._fd)

@@ -84,6 +84,8 @@ class ExchangePort:
         self.budget.allows(now, price * qty)
         self.audit.render(now, "create", client_id="w", side="buy", price=price, qty=qty)
         self.audit.render(now, "cancel", order_id=None, client_id="w")
+        self.budget.prewarm()
+        self.audit.prewarm()
 
     async def _call(self, coro_fn: Callable[[], Awaitable[dict]]) -> dict:
         # Runs in the caller's task (wait_for would schedule a new one: a trip round the event loop

@@ -49,3 +49,32 @@ def test_gates_keep_their_state_between_decisions():
     assert len(first.place) == 4 and first.blocked == {"rate_limit": 2}
     second = view(d, 1000_0, 1000_1, [Order(s, p, q) for s, p, q, _ in first.place])
     assert second.place == [] and second.blocked == {"rate_limit": 2}  # the bucket is empty and never refills
+
+
+def test_more_orders_than_its_buffers_and_a_fresh_decider_agree():
+    wide = GRID.validate({"levels": 30, "interval": 1.0, "half_spread": 2.0, "order_qty": 0.1, "max_position": 9.0})
+    d = Decider(GRID, wide)
+    first = view(d, 1000_0, 1000_1, [])
+    resting = [Order(s, p, q) for s, p, q, _ in first.place]
+    assert len(resting) == 60  # more than the 16 orders the buffers start with
+    moved = view(d, 1003_0, 1003_1, resting)
+    fresh = view(Decider(GRID, wide), 1003_0, 1003_1, resting)
+    assert moved.cancel == fresh.cancel and moved.place == fresh.place and len(moved.cancel) == 6
+    assert view(d, 1000_0, 1000_1, resting[:3]).cancel == []  # fewer orders again: stale buffer rows unseen
+
+
+def test_a_kernel_asking_for_more_targets_than_it_may_is_refused_by_name():
+    import pytest
+    from numba import njit
+
+    from grinder.core.strategy import Strategy
+    from grinder.data.errors import DataError
+
+    @njit
+    def greedy(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, o_side, o_px, o_qty, n_open, out_side,
+               out_px, out_qty, out_level):  # fmt: skip
+        return out_side.shape[0] + 1
+
+    s = Strategy("greedy", GRID.params, greedy, max_targets=4)
+    with pytest.raises(DataError, match=r"greedy: strategy kernel returned 5 targets; it may ask for 0 to 4"):
+        view(Decider(s, PARAMS), 1000_0, 1000_1, [])

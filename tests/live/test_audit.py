@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from live.audit import REDACTED, AuditLog
 
 KEY, SECRET = "k3yABCDEF0123456789", "s3cretZYXW9876543210"
@@ -41,3 +43,21 @@ def test_a_journal_on_a_full_disk_stops_quietly_and_keeps_the_error(capsys):
     assert j.append("y") is False  # nothing more is written
     j.close()
     assert "No space left on device" in capsys.readouterr().err
+
+
+def test_a_journal_line_is_in_the_file_at_once_prewarm_writes_nothing_and_a_closed_one_refuses(tmp_path):
+    from live.journal import Journal
+
+    path = tmp_path / "j" / "x.jsonl"
+    j = Journal(path)
+    assert j.append('{"a":1}') and path.read_text() == '{"a":1}\n'  # in the OS before append returns
+    j.prewarm()
+    assert path.read_text() == '{"a":1}\n'
+    j.append('{"b":2}')
+    j.close()
+    j.close()  # twice is harmless
+    assert path.read_text().splitlines() == ['{"a":1}', '{"b":2}']
+    with pytest.raises(ValueError, match="closed"):
+        j.append("late")
+    j.prewarm()  # a no-op once closed
+    assert Journal(path).append('{"c":3}') and path.read_text().endswith('{"b":2}\n{"c":3}\n')  # appends on reopen
