@@ -21,9 +21,6 @@ REQ_NEW = 1
 REQ_CANCEL = 2
 
 
-_NO_KEY = np.iinfo(np.int64).min
-
-
 @njit(cache=True, inline="always")
 def _key(side, px):
     return px * 2 + (1 if side > 0 else 0)
@@ -35,30 +32,69 @@ def _slot(key, mask):
     return (key * -7046029254386353131) >> 20 & mask
 
 
-@njit(cache=True)
-def _table(n):
+@njit(cache=True, inline="always")
+def _mask(n):
     size = 8
     while size < 2 * n:
         size *= 2
-    return np.full(size, _NO_KEY, np.int64), size - 1
+    return size - 1
 
 
 @njit(cache=True, inline="always")
-def _insert(table, mask, key):
+def _insert(keys, stamps, stamp, mask, key):
     h = _slot(key, mask)
-    while table[h] != _NO_KEY and table[h] != key:
+    while stamps[h] == stamp and keys[h] != key:
         h = (h + 1) & mask
-    table[h] = key
+    keys[h] = key
+    stamps[h] = stamp
 
 
 @njit(cache=True, inline="always")
-def _contains(table, mask, key):
+def _contains(keys, stamps, stamp, mask, key):
     h = _slot(key, mask)
-    while table[h] != _NO_KEY:
-        if table[h] == key:
+    while stamps[h] == stamp:
+        if keys[h] == key:
             return True
         h = (h + 1) & mask
     return False
+
+
+@njit(cache=True)
+def diff_scratch(max_keys):
+    """Hash tables for `diff_quotes_into` over up to `max_keys` targets and as many orders (int64, 4 rows)."""
+    return np.zeros((4, _mask(max_keys) + 1), np.int64)
+
+
+@njit(cache=True)
+def diff_quotes_into(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, slots, n_orders, out_cancel,
+                     out_place, scratch, stamp):  # fmt: skip
+    """`diff_quotes` on caller-kept hash tables (`diff_scratch`): no allocation per decision.
+
+    `stamp` must differ from every earlier call's on the same scratch (a counter from 1): a slot
+    counts as used only when it carries the current stamp, so the tables are never cleared.
+    Targets and orders must each number at most the `max_keys` the scratch was made for.
+    """
+    t_keys, t_stamps, k_keys, k_stamps = scratch[0], scratch[1], scratch[2], scratch[3]
+    tmask = _mask(n_targets)
+    for j in range(n_targets):
+        _insert(t_keys, t_stamps, stamp, tmask, _key(t_side[j], t_px[j]))
+    kmask = _mask(n_orders)
+    nc = 0
+    for i in range(n_orders):
+        o = slots[i]
+        if not o_live[o]:
+            continue
+        k = _key(o_side[o], o_px[o])
+        _insert(k_keys, k_stamps, stamp, kmask, k)
+        if o_status[o] == ST_NEW and o_req[o] == REQ_NONE and not _contains(t_keys, t_stamps, stamp, tmask, k):
+            out_cancel[nc] = i
+            nc += 1
+    npl = 0
+    for j in range(n_targets):
+        if not _contains(k_keys, k_stamps, stamp, kmask, _key(t_side[j], t_px[j])):
+            out_place[npl] = j
+            npl += 1
+    return nc, npl
 
 
 @njit(cache=True)
@@ -70,26 +106,9 @@ def diff_quotes(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, 
     no known order (in any state still tracked, including in-flight ones) has its side and price.
     Returns (n_cancel, n_place). Linear in targets + orders (hash sets of (side, price) keys).
     """
-    targets, tmask = _table(n_targets)
-    for j in range(n_targets):
-        _insert(targets, tmask, _key(t_side[j], t_px[j]))
-    known, kmask = _table(n_orders)
-    nc = 0
-    for i in range(n_orders):
-        o = slots[i]
-        if not o_live[o]:
-            continue
-        k = _key(o_side[o], o_px[o])
-        _insert(known, kmask, k)
-        if o_status[o] == ST_NEW and o_req[o] == REQ_NONE and not _contains(targets, tmask, k):
-            out_cancel[nc] = i
-            nc += 1
-    npl = 0
-    for j in range(n_targets):
-        if not _contains(known, kmask, _key(t_side[j], t_px[j])):
-            out_place[npl] = j
-            npl += 1
-    return nc, npl
+    scratch = np.zeros((4, _mask(max(n_targets, n_orders)) + 1), np.int64)
+    return diff_quotes_into(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, slots, n_orders,
+                            out_cancel, out_place, scratch, 1)  # fmt: skip
 
 
 def diff_quotes_py(targets: list[tuple[int, int]], orders: list[tuple[int, int, int, int]]):

@@ -40,7 +40,8 @@ from grinder.core.diff import (
     ST_FILLED,
     ST_NEW,
     ST_NONE,
-    diff_quotes,
+    diff_quotes_into,
+    diff_scratch,
 )
 from grinder.core.gates import apply_gates, gates_active
 from grinder.core.ledger import CASH, FEES, LEDGER_SIZE, POSITION, REALIZED, book_fill, equity, notional, quote_notional
@@ -418,6 +419,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     v_qty = np.zeros(cap)
     out_cancel = np.zeros(cap, np.int64)
     out_place = np.zeros(max_targets, np.int64)
+    d_scratch = diff_scratch(max(cap, max_targets))  # the diff's hash tables, kept for the whole run
+    d_stamp = 0
     slots = np.zeros(cap, np.int64)
     t0, last_ts, n_steps_cap = decision_clock(ts_exch, local_ts, start_ns, step_ns)
     n_dec = dec_lj.shape[0]
@@ -722,9 +725,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             for j in range(nt):
                 p_side[j], p_px[j], p_qty[j] = t_side[j], t_px[j], t_qty[j]
             if not same:
-                nc, npl = diff_quotes(
-                    t_side, t_px, nt, o_side, o_px, l_status, l_req, l_live, slots, m, out_cancel, out_place
-                )
+                d_stamp += 1
+                nc, npl = diff_quotes_into(t_side, t_px, nt, o_side, o_px, l_status, l_req, l_live, slots, m,
+                                           out_cancel, out_place, d_scratch, d_stamp)  # fmt: skip
         have_mid = bb != EMPTY and ba != EMPTY
         mid_now = (bb + ba) * 0.5 * tick if have_mid else 0.0
         eq_now = equity(led, mid_now, funding_paid, inverse, contract_size) if have_mid else np.nan

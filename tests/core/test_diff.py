@@ -56,3 +56,40 @@ quote = st.tuples(st.sampled_from([1, -1]), st.integers(-5, 40))
 )
 def test_matches_the_definition(targets, orders):
     assert diff_quotes_py(targets, orders) == naive_diff(targets, orders)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.tuples(st.sampled_from([1, -1]), st.integers(-5, 5)), max_size=12, unique=True),
+            st.lists(
+                st.tuples(
+                    st.sampled_from([1, -1]),
+                    st.integers(-5, 5),
+                    st.sampled_from([ST_NONE, ST_NEW, ST_FILLED]),
+                    st.sampled_from([REQ_NONE, REQ_NEW, REQ_CANCEL]),
+                ),
+                max_size=12,
+            ),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_kept_tables_give_what_fresh_ones_give_call_after_call(calls):
+    """The engine's tables live for a whole run: stale keys of earlier calls never count."""
+    import numpy as np
+
+    from grinder.core.diff import diff_quotes_into, diff_scratch
+
+    scratch = diff_scratch(12)
+    for stamp, (targets, orders) in enumerate(calls, start=1):
+        t = np.array(targets, np.int64).reshape(-1, 2)
+        o = np.array(orders, np.int64).reshape(-1, 4)
+        oc, op = np.zeros(max(len(o), 1), np.int64), np.zeros(max(len(t), 1), np.int64)
+        nc, npl = diff_quotes_into(t[:, 0].astype(np.int8), t[:, 1].copy(), len(t), o[:, 0].astype(np.int8),
+                                   o[:, 1].copy(), o[:, 2].astype(np.int8), o[:, 3].astype(np.int8),
+                                   np.ones(len(o), np.bool_), np.arange(len(o)), len(o), oc, op, scratch,
+                                   stamp)  # fmt: skip
+        assert (oc[:nc].tolist(), op[:npl].tolist()) == diff_quotes_py(targets, orders) == naive_diff(targets, orders)
