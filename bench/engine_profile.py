@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import collections
+import gc
 import os
 import shutil
 import signal
@@ -74,7 +75,7 @@ def child(a) -> None:
     cres = engine.run.overloads[engine.run.signatures[0]]
     (a.out / "run.o").write_bytes(cres.library._get_compiled_object())
     starts = []
-    for obj in __import__("gc").get_objects():
+    for obj in gc.get_objects():
         if isinstance(obj, CPUDispatcher):
             for c in obj.overloads.values():
                 name = f"{obj.py_func.__module__}.{obj.py_func.__qualname__}"

@@ -14,7 +14,7 @@ from numba import njit
 from pydantic import BaseModel
 
 from grinder.book.l2 import EMPTY
-from grinder.core.diff import REQ_NONE, ST_NEW, diff_quotes
+from grinder.core.diff import REQ_NONE, ST_NEW, diff_quotes_into, diff_scratch
 from grinder.core.gates import REASONS, GateConfig, apply_gates, new_gate_state
 from grinder.core.strategy import Strategy, compile_kernel
 from grinder.data.errors import DataError
@@ -57,12 +57,14 @@ class Intents:
 @njit(cache=True)  # keeps the GIL: releasing it for 2 µs lets another thread take it for up to 5 ms
 def diff_and_gate(nt, gate_cfg, gate_state, now_ns, bb, ba, tick, position, equity, unit_notional, o_side,
                   o_px, o_status, o_req, o_live, o_slots, m, t_side, t_px, t_qty, out_cancel, out_place,
-                  blocked):  # fmt: skip
+                  blocked, scratch, stamp):  # fmt: skip
     """A decision's `nt` targets diffed against the orders, then gated, in one call; returns (cancels, places).
 
     Prices in ticks, quantities in base units (or contracts), times in ns; `blocked` is reset first.
+    `scratch` and `stamp` are the diff's kept hash tables and this call's stamp (`diff_quotes_into`).
     """
-    nc, npl = diff_quotes(t_side, t_px, nt, o_side, o_px, o_status, o_req, o_live, o_slots, m, out_cancel, out_place)
+    nc, npl = diff_quotes_into(t_side, t_px, nt, o_side, o_px, o_status, o_req, o_live, o_slots, m, out_cancel,
+                               out_place, scratch, stamp)  # fmt: skip
     blocked[:] = 0
     bid_px = bb * tick if bb != EMPTY else 0.0
     ask_px = ba * tick if ba != EMPTY else 0.0
@@ -89,11 +91,12 @@ class Decider:
         self._orders_for(16)
 
     def _orders_for(self, m: int) -> None:
-        """Order buffers (side, price ticks, leaves, status, request, live, slots, cancels) for m orders."""
+        """Buffers for m orders (side, ticks, leaves, status, request, live, slots, cancels), the diff's tables."""
         cap = max(m, 1)
         self._o = (np.zeros(cap, np.int8), np.zeros(cap, np.int64), np.zeros(cap), np.zeros(cap, np.int8),
                    np.zeros(cap, np.int8), np.ones(cap, np.bool_), np.arange(cap, dtype=np.int64),
                    np.zeros(cap, np.int64))  # fmt: skip
+        self._scratch, self._stamp = diff_scratch(max(cap, len(self._t[0]))), 0
 
     def warm_up(self, *decide_args) -> None:
         """A throwaway decision (on `decide_args`, default an empty book): code loaded and in cache, state kept."""
@@ -133,9 +136,11 @@ class Decider:
             raise DataError(f"{self.strategy.name}: strategy kernel returned {nt} targets; it may ask for 0 to "
                             f"{len(t_side)} (max_targets)")  # fmt: skip
         self._nt = nt
+        self._stamp += 1
         nc, npl = diff_and_gate(nt, self.gate_cfg, self.gate_state, now_ns, best_bid_ticks, best_ask_ticks, tick,
                                 position, equity, unit_notional, o_side, o_px, o_status, o_req, o_live, o_slots, m,
-                                t_side, t_px, t_qty, out_cancel, out_place, blocked)  # fmt: skip
+                                t_side, t_px, t_qty, out_cancel, out_place, blocked, self._scratch,
+                                self._stamp)  # fmt: skip
         place = []
         if npl:
             side, px, qty, level = (a[out_place[:npl]].tolist() for a in self._t)

@@ -106,9 +106,8 @@ def diff_quotes(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, 
     no known order (in any state still tracked, including in-flight ones) has its side and price.
     Returns (n_cancel, n_place). Linear in targets + orders (hash sets of (side, price) keys).
     """
-    scratch = np.zeros((4, _mask(max(n_targets, n_orders)) + 1), np.int64)
     return diff_quotes_into(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, slots, n_orders,
-                            out_cancel, out_place, scratch, 1)  # fmt: skip
+                            out_cancel, out_place, diff_scratch(max(n_targets, n_orders)), 1)  # fmt: skip
 
 
 def diff_quotes_py(targets: list[tuple[int, int]], orders: list[tuple[int, int, int, int]]):
