@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from grinder.data.instruments import Instrument
+from grinder.io.atomic import publish_dir
 
 FORMAT_VERSION = 1
 _EVENT_COLUMNS = ("ts_exch", "ts_local", "kind", "side", "price", "price_ticks", "qty", "ref", "flags")
@@ -61,15 +62,10 @@ def save(tape, root: Path, key: str) -> None:
         "funding": list(tape.funding.columns),
     }
     (tmp / "meta.json").write_text(json.dumps(meta))  # last: an entry with meta.json is complete
-    dest = base / key
     try:
-        os.rename(tmp, dest)
-    except OSError:
-        # Another process (a sweep's workers, a Dask cluster) saved this key first: its entry holds
-        # the same data and may be open in a reader right now, so it is kept, never replaced.
-        if open_cached(root, key) is None:
-            shutil.rmtree(dest, ignore_errors=True)
-            os.rename(tmp, dest)
+        # Another process (a sweep's workers, a Dask cluster) may have saved this key first: its
+        # entry holds the same data and may be open in a reader right now, so it is kept.
+        publish_dir(tmp, base / key, lambda: open_cached(root, key) is not None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -15,6 +17,22 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def publish_dir(tmp: Path, dest: Path, existing_ok: Callable[[], bool]) -> bool:
+    """Rename the complete folder `tmp` to `dest`; True if it was published.
+
+    When `dest` exists already (another process saved the same entry first), it is kept if
+    `existing_ok()` says it is intact (it may be open in a reader right now), else replaced.
+    """
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        if existing_ok():
+            return False
+        shutil.rmtree(dest, ignore_errors=True)
+        os.rename(tmp, dest)
+    return True
 
 
 def write_atomic(path: Path, text: str, durable: bool = False, mode: int = 0o644) -> None:

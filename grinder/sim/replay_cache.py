@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from grinder.data.tape import Tape
-from grinder.io.atomic import fsync_path
+from grinder.io.atomic import fsync_path, publish_dir
 from grinder.sim.replay import REPLAY_FIELDS, Replay, build_replay
 
 FORMAT_VERSION = 2
@@ -107,15 +107,8 @@ def save(rep: Replay, cache_dir: str | Path, key: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         fsync_path(tmp)
-        dest = base / key
-        try:
-            os.rename(tmp, dest)
-        except OSError:
-            if open_cached(base, key, len(rep.prev_qty)) is not None:
-                return
-            shutil.rmtree(dest, ignore_errors=True)
-            os.rename(tmp, dest)
-        fsync_path(base)
+        if publish_dir(tmp, base / key, lambda: open_cached(base, key, len(rep.prev_qty)) is not None):
+            fsync_path(base)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
