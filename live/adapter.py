@@ -50,6 +50,12 @@ from live.reconcile import reconcile, venue_position
 # Throwaway decisions and requests run over this last stretch before the tick: one run leaves a
 # decision 2-3 times slower than when it has just run several times (branch predictors, caches).
 PREWARM_LEAD_NS = 3_000_000
+# Housekeeping (the journals' fsync threads, the next client-id reservation, the collector) runs after
+# a decision only when the next one is at least this far off (an fsync here takes up to ~5 ms): the
+# threads it wakes would otherwise take the CPU from that decision. Never put off longer than the
+# second after, which is also how old the last unsynced journal line can get.
+HOUSEKEEPING_CLEAR_NS = 20_000_000
+HOUSEKEEPING_MAX_DEFER_NS = 1_000_000_000
 
 
 @dataclass
@@ -91,6 +97,8 @@ class LiveAdapter:
     decision_log: list | None = (
         None  # when a list: every decision's inputs and targets (`DecisionRecord`, for live.parity)
     )
+    housekeeping_runs: int = 0
+    housekept_ns: int = 0  # perf_counter_ns of the last housekeeping
 
     def __post_init__(self) -> None:
         self.strategy = get(self.cfg.strategy)
@@ -108,8 +116,9 @@ class LiveAdapter:
             raise DataError(f"{d}: client_ids.json without budget.jsonl; refusing to start with an unknown spend")
         d.mkdir(parents=True, exist_ok=True)
         self.ids = IdAllocator(d / "client_ids.json", self.strategy.name, self.cfg.symbol, new=first)
+        # Synced by housekeeping, not on a timer of its own (a thread waking mid-decision).
         self.budget = DailyBudget(d / "budget.jsonl", BudgetLimits(self.cfg.max_actions_per_day,
-                                                                  self.cfg.max_notional_per_day))  # fmt: skip
+                                  self.cfg.max_notional_per_day), max_delay_s=None)  # fmt: skip
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -129,9 +138,10 @@ class LiveAdapter:
                          mode=self.cfg.mode, params=self.cfg.params)  # fmt: skip
         await self._reconcile(adopt_position=True)
         self.equity_start = await self._equity()
+        self.ids.reserve_ahead()  # a reservation is fsynced: never between the first decision and its order
         # What exists now (markets, compiled code, ccxt's tables) lives as long as the process:
-        # keeping it out of the collector's scans keeps its pauses short. The collector then runs
-        # when a decision's requests are out, not at whatever allocation tips it (decision 012).
+        # keeping it out of the collector's scans keeps its pauses short. The collector then runs in
+        # housekeeping, away from decisions, not at whatever allocation tips it (decision 012).
         gc.freeze()
         gc.disable()
         tasks = [asyncio.create_task(c) for c in (self._book(), self._user(), self._decide(), self._reconciler())]
@@ -285,10 +295,25 @@ class LiveAdapter:
             self.tick_ns = time.perf_counter_ns()
             self.tick_late_ns = self.tick_ns - next_tick
             next_tick += max(1, (self.tick_ns - next_tick) // step_ns + 1) * step_ns
-            if not self.book_ts or time.monotonic() - self.book_ts > self.cfg.stale_after_s:
-                gc.collect(1)  # the collector runs between decisions only: also while there are none
-                continue  # never on a stale book
-            await self.decide_once()
+            if self.book_ts and time.monotonic() - self.book_ts <= self.cfg.stale_after_s:
+                await self.decide_once()  # never on a stale book
+            self.housekeeping(next_tick - hot_ns)
+
+    def housekeeping(self, busy_from_ns: int) -> bool:
+        """Have the journals fsynced, reserve client ids ahead and collect garbage, unless a decision is near.
+
+        `busy_from_ns` (perf_counter_ns) is when the next decision's run-up starts; True if it ran.
+        """
+        now = time.perf_counter_ns()
+        if busy_from_ns - now < HOUSEKEEPING_CLEAR_NS and now - self.housekept_ns < HOUSEKEEPING_MAX_DEFER_NS:
+            return False
+        self.housekept_ns = now
+        self.audit.sync_soon()
+        self.budget.sync_soon()
+        self.ids.reserve_ahead()
+        self.housekeeping_runs += 1
+        gc.collect(1 if self.housekeeping_runs % 64 else 2)  # gc is disabled while trading: only here
+        return True
 
     def _inputs(self) -> tuple[list[Known], tuple]:
         """The orders the decision sees and `Decider.decide`'s arguments for the current book and position."""
@@ -348,11 +373,7 @@ class LiveAdapter:
             except PortFailed as e:
                 if not e.unknown:
                     self.orders.pop(k.client_id, None)  # rejected for good; unknown ones stay for reconciliation
-        # The requests are out: the journals' fsync and the garbage collector may run now without
-        # delaying any of them.
-        self.audit.sync_soon()
-        self.budget.sync_soon()
-        gc.collect(1 if self.decisions % 64 else 2)
+        # The journals' fsync, the next client-id reservation and the collector wait for housekeeping.
         if self.ex.first_request_ns:
             self.latencies.append(
                 (started - ready, decided - ready, self.ex.first_request_ns - ready, self.tick_late_ns)
@@ -381,7 +402,7 @@ class LiveAdapter:
 async def run_for(cfg: LiveConfig, seconds: float, key: str = "", secret: str = "", **adapter_kw) -> LiveAdapter:
     """Run an adapter for `seconds`, stop it (its orders cancelled), close its client and audit trail; return it."""
     ex = make_client(cfg, key, secret)
-    audit = AuditLog(cfg.state_dir / "audit.jsonl", secrets=(key, secret))
+    audit = AuditLog(cfg.state_dir / "audit.jsonl", secrets=(key, secret), max_delay_s=None)  # see housekeeping
     try:
         adapter = LiveAdapter(cfg, ex, audit, **adapter_kw)
         task = asyncio.create_task(adapter.run())

@@ -28,9 +28,10 @@ _SECRET_PARAMS = re.compile(r"((?:signature|listenKey|apiKey|X-MBX-APIKEY)[=:]\s
 class AuditLog:
     """Append-only JSONL file; `write(event, **fields)` records one action with its time (ns)."""
 
-    def __init__(self, path: Path, secrets: tuple[str, ...] = ()):
+    def __init__(self, path: Path, secrets: tuple[str, ...] = (), max_delay_s: float | None = 1.0):
+        """Open (append to) `path`; `max_delay_s` is the journal's (None: fsynced only on `sync_soon`)."""
         self.path = Path(path)
-        self._journal = Journal(self.path)
+        self._journal = Journal(self.path, max_delay_s)
         self._secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))  # longest first
 
     def redact(self, value: Any, key: str = "") -> Any:

@@ -43,7 +43,8 @@ class BudgetLimits:
 class DailyBudget:
     """What today's budget has left; `allows` asks, `charge` spends and records it on disk."""
 
-    def __init__(self, path: Path, limits: BudgetLimits):
+    def __init__(self, path: Path, limits: BudgetLimits, max_delay_s: float | None = 1.0):
+        """Open the budget in `path`; `max_delay_s` is its journal's (None: fsynced only on `sync_soon`)."""
         self.path, self.limits = Path(path), limits
         self._lock = ProcessLock(self.path)  # two processes charging one file would lose spend
         self.day, self.actions, self.notional = "", 0, 0.0
@@ -67,7 +68,7 @@ class DailyBudget:
                         f"{self.path}: damaged budget file ({e}); refusing to start with an unknown spend"
                     ) from None
             write_atomic(self.path, self._line() + "\n" if lines else "", durable=True)  # compacted
-        self._journal = Journal(self.path)
+        self._journal = Journal(self.path, max_delay_s)
 
     def _line(self) -> str:
         return json.dumps({"day": self.day, "actions": self.actions, "notional": self.notional})

@@ -2,10 +2,11 @@
 
 Each line is written and flushed to the operating system before `append` returns: a process
 killed with SIGKILL (or crashing) loses nothing. The fsync that makes it survive a power loss or
-a kernel crash runs on a background thread when the caller says `sync_soon()` (the adapter: after
-a decision's requests have left, so the thread never competes with the decision for the
-interpreter) and at the latest `max_delay_s` after a line was appended. What a power loss can
-cost is the lines of that last moment (docs/decisions/012-live-state-off-the-hot-path.md).
+a kernel crash runs on a background thread when the caller says `sync_soon()` and, unless
+`max_delay_s` is None, at least every `max_delay_s`. The adapter passes None and calls
+`sync_soon()` itself between decisions (at least once a second), so the thread never wakes to
+compete with a decision for the CPU or the interpreter. What a power loss can cost is the lines of that last moment
+(docs/decisions/012-live-state-off-the-hot-path.md).
 
 A write or fsync that fails (disk full, I/O error) never raises into the caller: the journal
 stops, keeps the first error in `error` and says so once on stderr. Callers decide what a stopped
@@ -25,7 +26,7 @@ from pathlib import Path
 class Journal:
     """Lines appended to `path` (created with its folder); `close()` fsyncs and closes."""
 
-    def __init__(self, path: Path, max_delay_s: float = 1.0):
+    def __init__(self, path: Path, max_delay_s: float | None = 1.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # A bare descriptor, no Python buffer: one write(2) per line is all that stands between a

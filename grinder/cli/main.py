@@ -869,7 +869,8 @@ def live(
 
     async def go() -> None:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        audit = AuditLog(cfg.state_dir / "audit.jsonl", secrets=(key, secret))
+        # Fsynced by the adapter's housekeeping between decisions, not on a timer of its own.
+        audit = AuditLog(cfg.state_dir / "audit.jsonl", secrets=(key, secret), max_delay_s=None)
         try:
             adapter = LiveAdapter(cfg, ex, audit)
             loop = asyncio.get_running_loop()

@@ -203,3 +203,26 @@ def test_paper_holds_diffs_that_arrive_before_the_snapshot_and_replays_them(tmp_
     p._on_market(0, {"e": "trade", "s": "BTCUSDT", "T": 2, "t": 1, "p": "100.0", "q": "1.000", "X": "MARKET",
                      "m": True})  # fmt: skip
     assert p.rows_applied == 5  # snapshot (3 rows) + 2 diffs; the trade on an unsynced book was not applied
+
+
+def test_housekeeping_waits_for_a_clear_stretch_but_never_more_than_a_second(tmp_path):
+    import time
+
+    from live.adapter import HOUSEKEEPING_CLEAR_NS, HOUSEKEEPING_MAX_DEFER_NS
+
+    cfg = config(tmp_path, 1)
+    audit = AuditLog(tmp_path / "audit.jsonl", max_delay_s=None)
+    adapter = LiveAdapter(cfg, ex=None, audit=audit)
+    try:
+        now = time.perf_counter_ns()
+        assert adapter.housekeeping(now + 2 * HOUSEKEEPING_CLEAR_NS)  # the next decision is far: runs
+        assert adapter.ids.reserve_ahead() is False  # it reserved client ids ahead ...
+        assert adapter.housekeeping_runs == 1
+        assert not adapter.housekeeping(time.perf_counter_ns() + HOUSEKEEPING_CLEAR_NS // 2)  # near: put off
+        adapter.housekept_ns -= HOUSEKEEPING_MAX_DEFER_NS  # ... but not for longer than a second
+        assert adapter.housekeeping(time.perf_counter_ns())
+        assert adapter.housekeeping_runs == 2
+    finally:
+        adapter.ids.close()
+        adapter.budget.close()
+        audit.close()

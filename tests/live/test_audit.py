@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,26 @@ def test_a_journal_line_is_in_the_file_at_once_prewarm_writes_nothing_and_a_clos
         j.append("late")
     j.prewarm()  # a no-op once closed
     assert Journal(path).append('{"c":3}') and path.read_text().endswith('{"b":2}\n{"c":3}\n')  # appends on reopen
+
+
+def test_a_driven_journal_fsyncs_only_when_told_and_a_timed_one_on_its_own(tmp_path, monkeypatch):
+    from live.journal import Journal
+
+    synced, real = threading.Event(), os.fsync
+
+    def fsync(fd):
+        real(fd)
+        synced.set()
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    driven = Journal(tmp_path / "driven.jsonl", max_delay_s=None)  # the adapter's: no timer
+    driven.append('{"a":1}')
+    assert not synced.wait(0.3)  # no thread wakes on its own ...
+    driven.sync_soon()
+    assert synced.wait(10)  # ... until told
+    driven.close()
+    synced.clear()
+    timed = Journal(tmp_path / "timed.jsonl", max_delay_s=0.05)
+    timed.append('{"b":1}')
+    assert synced.wait(10)  # fsynced without being asked
+    timed.close()

@@ -112,3 +112,22 @@ def test_a_damaged_or_foreign_reservation_stops_the_adapter(tmp_path, content, m
         IdAllocator(path, "static_grid", "BTCUSDT")
     with pytest.raises(DataError, match=message):  # refusing released the lock: the same error again
         IdAllocator(path, "static_grid", "BTCUSDT")
+
+
+def test_reserving_ahead_keeps_every_id_handed_out_under_the_durable_reservation(tmp_path, monkeypatch):
+    path = tmp_path / "ids.json"
+    a = IdAllocator(path, "static_grid", "BTCUSDT", block=4, new=True)
+    assert a.reserve_ahead() and json.loads(path.read_text())["reserved_until"] == 4  # at start: a whole block
+    assert not a.reserve_ahead()  # more than half a block left: no write
+    writes = []
+    monkeypatch.setattr("live.client_ids.write_atomic", lambda *args, **kw: writes.append(json.loads(args[1])))
+    reserved, handed = 4, []
+    for _ in range(5):  # a decision's creates, then the adapter's reserve_ahead once its requests are out
+        before = len(writes)
+        handed += [a.next().seq, a.next().seq]
+        assert len(writes) == before  # next() never had to reserve: reserve_ahead kept the headroom
+        assert max(handed) < reserved  # a kill -9 now cannot hand out an id twice
+        if a.reserve_ahead():
+            assert writes[-1]["reserved_until"] == reserved + 4
+            reserved = writes[-1]["reserved_until"]
+    assert handed == list(range(10)) and reserved == 12 and len(writes) == 2
