@@ -269,9 +269,13 @@ class LiveAdapter:
         next_tick = time.perf_counter_ns() + step_ns
         hot_ns = int(self.cfg.hot_ms * 1_000_000)
         while not self._stop.is_set():
-            now = time.perf_counter_ns()
-            if now < next_tick - hot_ns:
-                await asyncio.sleep((next_tick - hot_ns - now) / 1e9)
+            # A long step is slept in pieces of at most a second, with housekeeping between them.
+            while (now := time.perf_counter_ns()) < next_tick - hot_ns:
+                left = next_tick - hot_ns - now
+                await asyncio.sleep(min(left, HOUSEKEEPING_MAX_DEFER_NS) / 1e9)
+                if left <= HOUSEKEEPING_MAX_DEFER_NS:
+                    break
+                self.housekeeping(next_tick - hot_ns)
             if hot_ns:
                 # A process that slept 100 ms runs its next decision several times slower (cold caches,
                 # untrained branch predictors, an idle vCPU). Stay awake, yielding to the other tasks;
@@ -288,7 +292,7 @@ class LiveAdapter:
                     await asyncio.sleep(0)  # market data keeps flowing in between
                 while time.perf_counter_ns() < next_tick:
                     pass
-            elif now < next_tick:
+            elif (now := time.perf_counter_ns()) < next_tick:
                 await asyncio.sleep((next_tick - now) / 1e9)
             # Late by more than a step (the last decision's requests outlasted it): decide now, then
             # back on the grid.

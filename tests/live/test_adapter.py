@@ -226,3 +226,26 @@ def test_housekeeping_waits_for_a_clear_stretch_but_never_more_than_a_second(tmp
         adapter.ids.close()
         adapter.budget.close()
         audit.close()
+
+
+def test_a_long_step_is_slept_in_pieces_with_housekeeping_between_them(tmp_path):
+    cfg = LiveConfig(strategy="static_grid", params=PARAMS, symbol="BTCUSDT", state_dir=tmp_path / "state",
+                     step_ms=2500, hot_ms=0.0)  # fmt: skip
+    audit = AuditLog(tmp_path / "audit.jsonl", max_delay_s=None)
+    adapter = LiveAdapter(cfg, ex=None, audit=audit)
+    calls: list[float] = []
+    adapter.housekeeping = lambda busy_from_ns: calls.append(busy_from_ns) or True
+
+    async def run():
+        task = asyncio.create_task(adapter._decide())
+        await asyncio.sleep(2.2)  # before the first tick (2.5 s); no book, so it would not decide anyway
+        adapter.stop()
+        task.cancel()
+
+    try:
+        asyncio.run(run())
+    finally:
+        adapter.ids.close()
+        adapter.budget.close()
+        audit.close()
+    assert len(calls) == 2 and adapter.decisions == 0  # after 1 s and 2 s: journal lines never wait a whole step
