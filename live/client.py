@@ -28,6 +28,10 @@ MARKET_EVENTS = ("depthUpdate", "trade")
 Tap = Callable[[int, dict], None]  # (local receive time ns since the epoch, raw message)
 
 
+class _Prewarmed(Exception):
+    """Raised by `fetch` during a prewarm: the request was built and signed, and is not sent."""
+
+
 class GrinderBinance(ccxtpro.binanceusdm):
     """binanceusdm with taps on the raw market feed and timestamps for the latency probe."""
 
@@ -36,6 +40,7 @@ class GrinderBinance(ccxtpro.binanceusdm):
         self.taps: list[Tap] = []
         self.depth_arrival_ns = 0  # time.perf_counter_ns() when the last depth update arrived
         self.first_request_ns = 0  # time.perf_counter_ns() of the first order request since arm_probe()
+        self._prewarming = False
 
     def handle_message(self, client, message):  # noqa: D102 - ccxt's hook, called for every WebSocket message
         if isinstance(message, dict):
@@ -60,6 +65,8 @@ class GrinderBinance(ccxtpro.binanceusdm):
         return response
 
     async def fetch(self, url, method="GET", headers=None, body=None):  # noqa: D102 - ccxt's HTTP call
+        if self._prewarming:
+            raise _Prewarmed
         self.mark_request()
         return await super().fetch(url, method, headers, body)
 
@@ -89,13 +96,33 @@ class GrinderBinance(ccxtpro.binanceusdm):
         return self.parse_order(response, market)
 
     def prewarm(self, symbol: str, price: float, amount: float) -> None:
-        """Build and sign a create and a cancel without sending them: the order path is in the CPU's caches."""
+        """Run a create's and a cancel's whole path up to the connection, sending nothing: it is in the CPU's caches.
+
+        Both go through the same calls as real ones (`create_post_only`, `cancel_by_client_id`:
+        ccxt's endpoint, request, fetch2 and sign) until `fetch`, which stops them. Nothing in that
+        path waits, so each runs to the stop in one step, outside the event loop. The rate limiter is
+        off meanwhile (a throwaway must not spend the venue's request weight), and ccxt's record of
+        the last request is put back.
+        """
         if not self.apiKey:
             return
-        market = self.market(symbol)
-        request = self._post_only_request(market, "buy", amount, price, "w")
-        self.sign("order", ["fapiPrivate"], "POST", request)
-        self.sign("order", ["fapiPrivate"], "DELETE", {"symbol": market["id"], "origClientOrderId": "w"})
+        kept = (self.enableRateLimit, self.last_request_url, self.last_request_headers, self.last_request_body,
+                self.lastRestRequestTimestamp)  # fmt: skip
+        self.enableRateLimit, self._prewarming = False, True
+        try:
+            create = lambda: self.create_post_only(symbol, "buy", amount, price, "w")  # noqa: E731
+            for path in (create, lambda: self.cancel_by_client_id(symbol, "w")):
+                coro = path()
+                try:
+                    coro.send(None)
+                except _Prewarmed:
+                    continue
+                coro.close()
+                raise RuntimeError("prewarm: the order path waited before reaching fetch")
+        finally:
+            self._prewarming = False
+            (self.enableRateLimit, self.last_request_url, self.last_request_headers, self.last_request_body,
+             self.lastRestRequestTimestamp) = kept  # fmt: skip
 
     def arm_probe(self) -> None:
         """Forget the last request time: the next request sent is stamped in `first_request_ns`."""

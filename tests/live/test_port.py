@@ -167,8 +167,14 @@ def test_prewarm_sends_charges_and_writes_nothing(tape, tmp_path):  # noqa: F811
         audit = tmp_path / "audit.jsonl"
         before = audit.read_text() if audit.exists() else ""
         spent = (p.budget.actions, p.budget.notional)
+        last = (ex.last_request_url, ex.last_request_body)
+        ex.enableRateLimit = True  # as against Binance: a throwaway must not wait for nor spend request weight
+        ex.arm_probe()
         p.prewarm((bb - 1000) * 0.1, 0.002)
-        ex.prewarm(p.symbol, (bb - 1000) * 0.1, 0.002)
+        ex.prewarm(p.symbol, (bb - 1000) * 0.1, 0.002)  # raises if the path waited before its fetch
+        assert ex.enableRateLimit and (ex.last_request_url, ex.last_request_body) == last
+        assert ex.first_request_ns == 0  # never reached the connection
+        ex.enableRateLimit = False
         assert posts(srv) == 0 and srv.x.open_orders() == []
         assert (p.budget.actions, p.budget.notional) == spent
         assert (audit.read_text() if audit.exists() else "") == before
