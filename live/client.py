@@ -13,6 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import ccxt.pro as ccxtpro
@@ -110,8 +111,8 @@ class GrinderBinance(ccxtpro.binanceusdm):
                 self.lastRestRequestTimestamp)  # fmt: skip
         self.enableRateLimit, self._prewarming = False, True
         try:
-            create = lambda: self.create_post_only(symbol, "buy", amount, price, "w")  # noqa: E731
-            for path in (create, lambda: self.cancel_by_client_id(symbol, "w")):
+            create = partial(self.create_post_only, symbol, "buy", amount, price, "w")
+            for path in (create, partial(self.cancel_by_client_id, symbol, "w")):
                 coro = path()
                 try:
                     coro.send(None)

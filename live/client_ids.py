@@ -154,7 +154,7 @@ class IdAllocator:
         """Reserve the next block now if less than half of one is left; True if it wrote the reservation.
 
         The reservation is a durable write (1-2 ms of fsyncs on the calling thread): the adapter
-        calls this at start and after each decision's requests are out, so `next` never has to
+        calls this at start and in housekeeping, away from decisions, so `next` never has to
         reserve between a decision and its order.
         """
         if self._end - self._next >= (self.block + 1) // 2:

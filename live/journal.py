@@ -5,8 +5,8 @@ killed with SIGKILL (or crashing) loses nothing. The fsync that makes it survive
 a kernel crash runs on a background thread when the caller says `sync_soon()` and, unless
 `max_delay_s` is None, at least every `max_delay_s`. The adapter passes None and calls
 `sync_soon()` itself between decisions (at least once a second), so the thread never wakes to
-compete with a decision for the CPU or the interpreter. What a power loss can cost is the lines of that last moment
-(docs/decisions/012-live-state-off-the-hot-path.md).
+compete with a decision for the CPU or the interpreter. What a power loss can cost is the lines
+of that last moment (docs/decisions/012-live-state-off-the-hot-path.md).
 
 A write or fsync that fails (disk full, I/O error) never raises into the caller: the journal
 stops, keeps the first error in `error` and says so once on stderr. Callers decide what a stopped
