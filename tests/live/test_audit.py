@@ -68,21 +68,25 @@ def test_a_journal_line_is_in_the_file_at_once_prewarm_writes_nothing_and_a_clos
 def test_a_driven_journal_fsyncs_only_when_told_and_a_timed_one_on_its_own(tmp_path, monkeypatch):
     from live.journal import Journal
 
-    synced, real = threading.Event(), os.fsync
+    watched: dict[int, threading.Event] = {}  # fd -> set when that descriptor is fsynced
+    real = os.fsync
 
-    def fsync(fd):
+    def fsync(fd):  # other threads of the process (other journals) fsync too: only ours count
         real(fd)
-        synced.set()
+        if fd in watched:
+            watched[fd].set()
 
     monkeypatch.setattr(os, "fsync", fsync)
     driven = Journal(tmp_path / "driven.jsonl", max_delay_s=None)  # the adapter's: no timer
+    synced = watched[driven._fd] = threading.Event()
     driven.append('{"a":1}')
     assert not synced.wait(0.3)  # no thread wakes on its own ...
     driven.sync_soon()
     assert synced.wait(10)  # ... until told
+    watched.clear()
     driven.close()
-    synced.clear()
     timed = Journal(tmp_path / "timed.jsonl", max_delay_s=0.05)
+    synced = watched[timed._fd] = threading.Event()
     timed.append('{"b":1}')
     assert synced.wait(10)  # fsynced without being asked
     timed.close()

@@ -53,6 +53,7 @@ def run(tape, body, limits=ROOMY, breaker=None, tmp=None):  # noqa: F811
             return await body(srv, ex, p, clock)
         finally:
             audit.close()
+            p.budget.close()  # its fsync thread and file lock, not left to the rest of the session
             await ex.close()
             await srv.stop()
 
