@@ -8,7 +8,8 @@ moment the decision's inputs were ready (the later of the depth update behind it
 and the decision clock waking the adapter):
 
 - wait: until the decision started (event-loop scheduling: other messages being handled);
-- decide: until its intents were decided (strategy kernel, diff, gates);
+- decide: until its intents were decided (strategy kernel, diff, gates; for a decision taken ahead
+  of its tick and adopted at it, column "ahead", checking that its inputs still hold);
 - request: until its first order request was handed to the connection (budget, audit trail,
   ccxt building and signing the request; paper: until the local venue was called);
 - clock late: apart, how long after its scheduled time the decision clock woke the adapter (asyncio
@@ -91,7 +92,8 @@ async def session(args, mode: str, port: int, state: Path) -> tuple[LiveAdapter,
 
 def summary(adapter: LiveAdapter, wall_s: float) -> dict:
     lat = np.array(adapter.latencies, dtype=np.float64).reshape(-1, len(PHASES)) / 1e3  # us
-    out = {"decisions": adapter.decisions, "sending": len(lat), "seconds": round(wall_s, 1)}
+    out = {"decisions": adapter.decisions, "ahead": adapter.decided_ahead, "sending": len(lat),
+           "seconds": round(wall_s, 1)}  # fmt: skip
     for i, name in enumerate(PHASES):
         col = lat[:, i] if len(lat) else np.zeros(1)
         out[name] = {"p50_us": float(np.percentile(col, 50)), "p99_us": float(np.percentile(col, 99)),
@@ -131,10 +133,13 @@ def main() -> None:
     print(f"decision latency, static_grid {args.levels} levels a side, decision every {args.step_ms} ms, "
           f"replay of {args.root} at {args.speed:g}x, venue emulator {args.venue} "
           f"({platform.node()}, {os.cpu_count()} CPUs)")  # fmt: skip
-    print(f"{'mode':6} {'decisions':>9} {'sending':>8}  " + "  ".join(f"{p + ' p50/p99/max us':>28}" for p in PHASES))
+    print(
+        f"{'mode':6} {'decisions':>9} {'ahead':>6} {'sending':>8}  "
+        + "  ".join(f"{p + ' p50/p99/max us':>28}" for p in PHASES)
+    )
     for mode, r in results.items():
         cells = "  ".join(f"{r[p]['p50_us']:>9.0f} {r[p]['p99_us']:>9.0f} {r[p]['max_us']:>8.0f}" for p in PHASES)
-        print(f"{mode:6} {r['decisions']:>9} {r['sending']:>8}  {cells}")
+        print(f"{mode:6} {r['decisions']:>9} {r['ahead']:>6} {r['sending']:>8}  {cells}")
     worst = max(r["request"]["p99_us"] for r in results.values())
     print(f"target: request p99 < 1000 us -> {'met' if worst < 1000 else 'NOT met'} (worst p99 {worst:.0f} us)")
     out = REPO / "bench" / "out"

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import ccxt
 
 from grinder.book.l2 import EMPTY
-from grinder.core.decision import Decider, DecisionRecord
+from grinder.core.decision import Decider, DecisionRecord, Intents
 from grinder.core.decision import Order as KnownOrder
 from grinder.core.diff import REQ_CANCEL, REQ_NONE, ST_NEW, ST_NONE
 from grinder.core.strategy import get
@@ -99,6 +99,11 @@ class LiveAdapter:
     )
     housekeeping_runs: int = 0
     housekept_ns: int = 0  # perf_counter_ns of the last housekeeping
+    decided_ahead: int = 0  # decisions taken ahead of their tick and adopted at it (inputs unchanged)
+    tick_sched_ns: int = 0  # perf_counter_ns the current decision was scheduled for
+    # The decision taken ahead for the next tick: (tick perf_counter_ns, orders and decide's arguments
+    # it was taken on, Ahead); see _decide_ahead
+    _ahead: tuple | None = None
 
     def __post_init__(self) -> None:
         self.strategy = get(self.cfg.strategy)
@@ -279,17 +284,21 @@ class LiveAdapter:
             if hot_ns:
                 # A process that slept 100 ms runs its next decision several times slower (cold caches,
                 # untrained branch predictors, an idle vCPU). Stay awake, yielding to the other tasks;
-                # over the last stretch run the decision path and the request path (checks, records,
-                # signature) again and again on throwaway inputs, and wait out the last moment
-                # without yielding, so nothing evicts them before the real decision.
+                # over the last stretch decide ahead for the tick, again and again on the inputs as
+                # they are, and run the request path (checks, records, signature) on a throwaway
+                # order; then wait out the last moment without yielding, so nothing evicts them and
+                # no input changes before the tick. The tick adopts the last decision taken ahead if
+                # its inputs still hold (they do unless a round ran late), and decides afresh if not.
                 while time.perf_counter_ns() < next_tick - PREWARM_LEAD_NS:
                     await asyncio.sleep(0)
-                round_ns = 0
-                while (now := time.perf_counter_ns()) + 2 * round_ns < next_tick:
-                    self._prewarm_decision()
-                    self._prewarm_request()
-                    round_ns = time.perf_counter_ns() - now
+                tick_wall_ns = self.clock_ns() + (next_tick - time.perf_counter_ns())
+                while True:
                     await asyncio.sleep(0)  # market data keeps flowing in between
+                    now = time.perf_counter_ns()
+                    self._decide_ahead(next_tick, tick_wall_ns)
+                    self._prewarm_request()
+                    if (end := time.perf_counter_ns()) + 2 * (end - now) >= next_tick:
+                        break
                 while time.perf_counter_ns() < next_tick:
                     pass
             elif (now := time.perf_counter_ns()) < next_tick:
@@ -298,6 +307,7 @@ class LiveAdapter:
             # back on the grid.
             self.tick_ns = time.perf_counter_ns()
             self.tick_late_ns = self.tick_ns - next_tick
+            self.tick_sched_ns = next_tick if self.tick_late_ns < step_ns else 0  # 0: a tick was missed
             next_tick += max(1, (self.tick_ns - next_tick) // step_ns + 1) * step_ns
             if self.book_ts and time.monotonic() - self.book_ts <= self.cfg.stale_after_s:
                 await self.decide_once()  # never on a stale book
@@ -319,13 +329,18 @@ class LiveAdapter:
         gc.collect(1 if self.housekeeping_runs % 64 else 2)  # gc is disabled while trading: only here
         return True
 
-    def _inputs(self) -> tuple[list[Known], tuple]:
-        """The orders the decision sees and `Decider.decide`'s arguments for the current book and position."""
+    def _inputs(self, now_ns: int | None = None, known: list[Known] | None = None) -> tuple[list[Known], tuple]:
+        """The orders the decision sees and `Decider.decide`'s arguments for the current book and position.
+
+        `now_ns` is the decision's time (ns since the epoch), by default the clock's now; `known` the
+        orders, by default those open now.
+        """
         bb, ba, bq, aq = self.top
-        known = list(self.orders.values())
+        known = list(self.orders.values()) if known is None else known
         view = [KnownOrder(k.side, k.price_ticks, k.qty - k.filled, k.status, k.request) for k in known]
         mid = (bb + ba) * 0.5 * self.tick
-        return known, (self.clock_ns(), bb, ba, bq, aq, self.tick, self.lot, self.position, 0.0, mid, view)
+        now_ns = self.clock_ns() if now_ns is None else now_ns
+        return known, (now_ns, bb, ba, bq, aq, self.tick, self.lot, self.position, 0.0, mid, view)
 
     def _prewarm_request(self) -> None:
         bb, ba, _, _ = self.top
@@ -334,19 +349,53 @@ class LiveAdapter:
             self.port.prewarm(price, self.lot)
             self.ex.prewarm(self.symbol, price, self.lot)
 
-    def _prewarm_decision(self) -> None:
+    def _decide_ahead(self, tick_ns: int, tick_wall_ns: int) -> None:
+        """Decide for the tick at `tick_ns` (perf_counter_ns; `tick_wall_ns` on the clock) on the inputs as they are."""
         bb, ba, _, _ = self.top
         if bb == EMPTY or ba == EMPTY:
-            self.decider.warm_up()
-        else:
-            self.decider.warm_up(*self._inputs()[1])  # the very path the decision will take
+            self._ahead = None
+            self.decider.warm_up()  # the code stays loaded and warm all the same
+            return
+        known, args = self._inputs(tick_wall_ns)
+        self._ahead = (tick_ns, known, self._input_key(known), args, self.decider.decide_ahead(*args))
+
+    def _input_key(self, known: list[Known]) -> tuple:
+        """All a decision is taken on but its time: the book's top, the position and each order's state.
+
+        Equal keys give equal `_inputs` arguments (time aside), at a fraction of their cost.
+        """
+        orders = [(k.side, k.price_ticks, k.qty - k.filled, k.status, k.request) for k in known]
+        return self.top, self.position, self.tick, self.lot, orders
+
+    def _adopt_ahead(self, known: list[Known]) -> tuple[tuple, Intents] | None:
+        """The decision taken ahead for this tick, adopted, if it was taken on these inputs: (its arguments, intents).
+
+        Adopting it keeps its intents and state, exactly as deciding now on the tick's time would.
+        """
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or ahead[0] != self.tick_sched_ns or not self.tick_sched_ns:
+            return None
+        _, a_known, a_key, a_args, taken = ahead
+        # The same order objects (cancels index them), and the same book, position and order states.
+        if (
+            len(a_known) != len(known)
+            or any(a is not b for a, b in zip(a_known, known, strict=True))
+            or a_key != self._input_key(known)
+        ):
+            return None
+        self.decided_ahead += 1
+        return a_args, self.decider.adopt(taken)
 
     async def decide_once(self) -> None:
         """One decision on the current top of book, and its intents sent (cancels first)."""
         started = time.perf_counter_ns()
         ready = min(max(self.top_arrival_ns, self.tick_ns), started)
-        known, args = self._inputs()
-        intents = self.decider.decide(*args)
+        known = list(self.orders.values())
+        taken = self._adopt_ahead(known)
+        if taken is None:
+            args = self._inputs(known=known)[1]
+            taken = args, self.decider.decide(*args)
+        args, intents = taken
         bb, ba = args[1], args[2]
         decided = time.perf_counter_ns()
         self.decisions += 1

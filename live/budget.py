@@ -28,6 +28,12 @@ def utc_day(now_ns: int) -> str:
     return dt.datetime.fromtimestamp(now_ns // 10**9, dt.UTC).strftime("%Y-%m-%d")
 
 
+def _day_end_ns(day: str) -> int:
+    """The first ns (since the epoch) of the UTC day after `day` (YYYY-MM-DD)."""
+    end = dt.datetime.combine(dt.date.fromisoformat(day) + dt.timedelta(days=1), dt.time(), dt.UTC)
+    return int(end.timestamp()) * 10**9
+
+
 @dataclass(frozen=True)
 class BudgetLimits:
     """Per UTC day: most order actions (creates + cancels) and most notional created (quote currency)."""
@@ -48,6 +54,7 @@ class DailyBudget:
         self.path, self.limits = Path(path), limits
         self._lock = ProcessLock(self.path)  # two processes charging one file would lose spend
         self.day, self.actions, self.notional = "", 0, 0.0
+        self._day_end_ns = 0  # first ns of the UTC day after `day` (0: no day yet); charges before it stay in it
         if self.path.exists():
             # Complete lines end with a newline; a last piece without one was cut short by a power loss.
             lines = self.path.read_text().split("\n")[:-1]
@@ -68,15 +75,24 @@ class DailyBudget:
                         f"{self.path}: damaged budget file ({e}); refusing to start with an unknown spend"
                     ) from None
             write_atomic(self.path, self._line() + "\n" if lines else "", durable=True)  # compacted
+            if self.day:
+                self._day_end_ns = _day_end_ns(self.day)
         self._journal = Journal(self.path, max_delay_s)
 
     def _line(self) -> str:
-        return json.dumps({"day": self.day, "actions": self.actions, "notional": self.notional})
+        # What json.dumps writes for these three (a day is YYYY-MM-DD, a finite float prints as its
+        # repr), formatted directly: a quarter of the time, and it runs before every order leaves.
+        return f'{{"day": "{self.day}", "actions": {self.actions}, "notional": {self.notional!r}}}'
 
     def _roll(self, now_ns: int) -> None:
+        # Only forward: a clock stepped back over midnight keeps today's spend. The day's end is kept,
+        # so a charge within the day does not turn its time into a date.
+        if now_ns < self._day_end_ns:
+            return
         day = utc_day(now_ns)
-        if day > self.day:  # only forward: a clock stepped back over midnight keeps today's spend
+        if day > self.day:
             self.day, self.actions, self.notional = day, 0, 0.0
+            self._day_end_ns = _day_end_ns(day)
 
     def allows(self, now_ns: int, notional: float = 0.0) -> str | None:
         """None if one more action with this notional fits today's budget, else the reason it does not."""
@@ -103,7 +119,7 @@ class DailyBudget:
         reason = self.allows(now_ns, notional)
         if reason is not None and not always:
             raise DataError(f"budget: {reason}")
-        self.actions, self.notional = self.actions + 1, self.notional + notional
+        self.actions, self.notional = self.actions + 1, self.notional + float(notional)  # a plain float's repr
         self._journal.append(self._line())
 
     def prewarm(self) -> None:

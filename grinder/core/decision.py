@@ -73,6 +73,17 @@ def diff_and_gate(nt, gate_cfg, gate_state, now_ns, bb, ba, tick, position, equi
     return nc, npl
 
 
+@dataclass(frozen=True)
+class Ahead:
+    """A decision taken ahead of its time (`Decider.decide_ahead`): its intents and the state it leaves."""
+
+    intents: Intents
+    state: np.ndarray  # the strategy's state after it
+    gate_state: np.ndarray
+    nt: int
+    targets: tuple[np.ndarray, ...]  # side, price ticks, qty, level of its target quotes
+
+
 class Decider:
     """Holds a strategy's parameters and state plus the gates' state; `decide` is one decision."""
 
@@ -100,9 +111,29 @@ class Decider:
 
     def warm_up(self, *decide_args) -> None:
         """A throwaway decision (on `decide_args`, default an empty book): code loaded and in cache, state kept."""
-        state, gate_state, nt = self.state.copy(), self.gate_state.copy(), self._nt
-        self.decide(*(decide_args or (0, EMPTY, EMPTY, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, [Order(1, 1, 1.0)])))
+        self.decide_ahead(*(decide_args or (0, EMPTY, EMPTY, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, [Order(1, 1, 1.0)])))
+
+    def decide_ahead(self, *decide_args) -> Ahead:
+        """`decide(*decide_args)` without keeping its effects: `adopt` keeps them later, if the inputs still hold.
+
+        A driver decides ahead of its clock's tick on the inputs it has, and at the tick adopts that
+        decision if nothing it was taken on has changed: the same intents and state as deciding then.
+        """
+        kept = (self.state.copy(), self.gate_state.copy(), self._nt, tuple(a.copy() for a in self._t))
+        intents = self.decide(*decide_args)
+        ahead = Ahead(intents, self.state.copy(), self.gate_state.copy(), self._nt, tuple(a.copy() for a in self._t))
+        self._restore(*kept)
+        return ahead
+
+    def adopt(self, ahead: Ahead) -> Intents:
+        """Keep a decision taken ahead as if `decide` had run now on its inputs; returns its intents."""
+        self._restore(ahead.state, ahead.gate_state, ahead.nt, ahead.targets)
+        return ahead.intents
+
+    def _restore(self, state: np.ndarray, gate_state: np.ndarray, nt: int, targets: tuple[np.ndarray, ...]) -> None:
         self.state[:], self.gate_state[:], self._nt = state, gate_state, nt
+        for dst, src in zip(self._t, targets, strict=True):
+            dst[:] = src
 
     @property
     def last_targets(self) -> tuple[tuple[int, int, float], ...]:

@@ -78,3 +78,24 @@ def test_a_kernel_asking_for_more_targets_than_it_may_is_refused_by_name():
     s = Strategy("greedy", GRID.params, greedy, max_targets=4)
     with pytest.raises(DataError, match=r"greedy: strategy kernel returned 5 targets; it may ask for 0 to 4"):
         view(Decider(s, PARAMS), 1000_0, 1000_1, [])
+
+
+def test_a_decision_taken_ahead_changes_nothing_until_adopted_and_then_is_the_decision():
+    gates = GateConfig(rate_capacity=4, rate_per_s=0.0)  # a gate whose state each decision spends
+    ahead, now = Decider(GRID, PARAMS, gates), Decider(GRID, PARAMS, gates)
+    args = (1_000, 1000_0, 1000_1, 1.0, 1.0, TICK, LOT, 0.0, 0.0, 1000.05, [])
+    before = (ahead.state.copy(), ahead.gate_state.copy(), ahead.last_targets)
+    taken = ahead.decide_ahead(*args)
+    assert (ahead.state == before[0]).all() and (ahead.gate_state == before[1]).all()
+    assert ahead.last_targets == before[2] == ()  # not even the targets it asked for are left behind
+    expected = now.decide(*args)
+    assert taken.intents == expected and len(expected.place) == 4  # the rate gate held 2 of 6 back
+    assert ahead.adopt(taken) == expected
+    assert (ahead.state == now.state).all() and (ahead.gate_state == now.gate_state).all()
+    assert ahead.last_targets == now.last_targets and len(now.last_targets) == 6
+    resting = [Order(s, p, q) for s, p, q, _ in expected.place]
+    nxt = (2_000, 1000_0, 1000_1, 1.0, 1.0, TICK, LOT, 0.0, 0.0, 1000.05, resting)
+    assert ahead.decide(*nxt) == now.decide(*nxt)  # the bucket both spent stays spent: 2 still held back
+    dropped = Decider(GRID, PARAMS, gates)
+    dropped.decide_ahead(*args)  # never adopted: the next decision sees a full bucket
+    assert dropped.decide(*args) == expected

@@ -73,6 +73,7 @@ def test_the_adapter_quotes_gets_fills_and_cancels_its_orders_on_stop(tape, tmp_
     adapter, srv, mid_run, left, events = asyncio.run(session(tape, tmp_path, 6.0, foreign))
     ours = [c for c in mid_run if c.startswith("grinder_static_grid:BTCUSDT:")]
     assert len(ours) >= 4 and adapter.decisions > 10  # quotes resting while it ran ...
+    assert adapter.decided_ahead > 0  # decisions taken ahead of their tick were adopted at it
     created = {e["client_id"] for e in events if e["event"] == "created"}
     sides = {e["side"] for e in events if e["event"] == "create" and e["client_id"] in created}
     assert sides == {"buy", "sell"}  # ... on both sides of the book
@@ -249,3 +250,47 @@ def test_a_long_step_is_slept_in_pieces_with_housekeeping_between_them(tmp_path)
         adapter.budget.close()
         audit.close()
     assert len(calls) == 2 and adapter.decisions == 0  # after 1 s and 2 s: journal lines never wait a whole step
+
+
+def test_the_tick_adopts_the_decision_taken_ahead_only_while_its_inputs_hold(tmp_path):
+    from grinder.core.decision import Decider
+    from grinder.core.diff import ST_NEW
+    from live.adapter import Known
+
+    cfg = config(tmp_path, 1)
+    audit = AuditLog(tmp_path / "audit.jsonl", max_delay_s=None)
+    adapter = LiveAdapter(cfg, ex=None, audit=audit)
+    adapter.tick, adapter.lot = 0.1, 0.001
+    tick, wall = 5_000_000, 1_764_028_800_000_000_000
+
+    def ahead_then_tick(change=None, at=tick):
+        adapter.top, adapter.position = (10_000, 10_001, 1.0, 1.0), 0.0
+        adapter.orders = {"a": Known("a", 1, 9_990, 0.002), "b": Known("b", -1, 10_011, 0.002, status=ST_NEW)}
+        adapter._decide_ahead(tick, wall)
+        if change is not None:
+            change()
+        adapter.tick_sched_ns = at
+        fresh = Decider(adapter.strategy, adapter.strategy.validate(PARAMS)).decide(*adapter._inputs(wall)[1])
+        return adapter._adopt_ahead(list(adapter.orders.values())), fresh
+
+    try:
+        taken, fresh = ahead_then_tick()
+        assert taken is not None and taken[0][0] == wall and taken[1] == fresh  # the tick's time, the same intents
+        assert fresh.cancel and fresh.place and adapter.decided_ahead == 1
+        for change in (
+            lambda: setattr(adapter, "top", (10_002, 10_003, 1.0, 1.0)),  # the book moved
+            lambda: setattr(adapter, "top", (10_000, 10_001, 1.0, 2.0)),  # ... or only its quantity
+            lambda: setattr(adapter, "position", 0.002),  # a fill
+            lambda: setattr(adapter.orders["a"], "filled", 0.001),
+            lambda: setattr(adapter.orders["a"], "status", ST_NEW),  # an order acknowledged
+            lambda: adapter.orders.update(a=Known("a", 1, 9_990, 0.002)),  # the same order, another object
+            lambda: adapter.orders.pop("b"),
+        ):
+            assert ahead_then_tick(change)[0] is None
+        assert ahead_then_tick(at=tick + 100_000_000)[0] is None  # taken for another tick
+        assert ahead_then_tick(at=0)[0] is None  # a tick was missed
+        assert adapter.decided_ahead == 1
+    finally:
+        adapter.ids.close()
+        adapter.budget.close()
+        audit.close()
