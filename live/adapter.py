@@ -101,8 +101,8 @@ class LiveAdapter:
     housekept_ns: int = 0  # perf_counter_ns of the last housekeeping
     decided_ahead: int = 0  # decisions taken ahead of their tick and adopted at it (inputs unchanged)
     tick_sched_ns: int = 0  # perf_counter_ns the current decision was scheduled for
-    # The decision taken ahead for the next tick: (tick perf_counter_ns, orders and decide's arguments
-    # it was taken on, Ahead); see _decide_ahead
+    # The decision taken ahead for the next tick: (tick perf_counter_ns, the orders, the input key and
+    # decide's arguments it was taken on, Ahead); see _decide_ahead
     _ahead: tuple | None = None
 
     def __post_init__(self) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from grinder.data.errors import DataError
 from live.budget import BudgetLimits, DailyBudget, utc_day
@@ -86,3 +88,25 @@ def test_the_journal_keeps_the_last_complete_line_and_is_compacted_on_open(tmp_p
     assert path.read_text().splitlines() == ['{"day": "2025-11-25", "actions": 3, "notional": 15.0}']
     again.close()
     assert DailyBudget(tmp_path / "new.jsonl", BudgetLimits(1, 1.0)).actions == 0  # no file: nothing spent
+
+
+@given(st.integers(0, 10**12), st.floats(0, 1e15, allow_nan=False, allow_infinity=False))
+def test_a_budget_line_is_what_json_writes(actions, notional):
+    import json
+
+    b = DailyBudget.__new__(DailyBudget)  # the line alone: no file, no lock
+    b.day, b.actions, b.notional = "2025-11-25", actions, float(notional)
+    assert b._line() == json.dumps({"day": b.day, "actions": actions, "notional": float(notional)})
+    assert json.loads(b._line()) == {"day": "2025-11-25", "actions": actions, "notional": float(notional)}
+
+
+def test_the_last_ns_of_a_day_is_in_it_and_the_next_starts_afresh(tmp_path):
+    b = DailyBudget(tmp_path / "budget.jsonl", BudgetLimits(max_actions=1, max_notional=1e9))
+    b.charge(DAY)
+    assert b.allows(DAY + 24 * HOUR - 1) is not None and b.day == "2025-11-25"  # still today: used up
+    assert b.allows(DAY + 24 * HOUR) is None and b.day == "2025-11-26"
+    b.close()
+    again = DailyBudget(tmp_path / "budget.jsonl", BudgetLimits(max_actions=1, max_notional=1e9))
+    assert again.allows(DAY + 30 * HOUR) is None and again.allows(DAY + 48 * HOUR - 1) is None
+    again.charge(DAY + 47 * HOUR)
+    assert again.allows(DAY + 48 * HOUR - 1) is not None and again.allows(DAY + 48 * HOUR) is None
