@@ -3,7 +3,8 @@
 Market data (`watch_order_book`) keeps the latest top of book; the user stream (`watch_orders`)
 keeps the adapter's orders and position. Every `step_ms` of local time the strategy decides
 exactly as in the backtest (`grinder.core.decision.Decider`: kernel -> diff -> gates); the intents
-then pass the daily budget and leave through the exchange port (`live.port`), cancels first. The
+then pass the daily budget and leave through the exchange port (`live.port`): the cancels at once,
+then the creates at once (two round trips a decision, not one per order). The
 adapter never trades on a stale book: after a sequence gap (ccxt raises ChecksumError) or a
 dropped socket it waits for a fresh snapshot before deciding again. On start and every
 `reconcile_s` it reconciles with the venue (`live.reconcile`). On stop (SIGTERM) it cancels its
@@ -28,6 +29,7 @@ import contextlib
 import gc
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 import ccxt
@@ -387,7 +389,7 @@ class LiveAdapter:
         return a_args, self.decider.adopt(taken)
 
     async def decide_once(self) -> None:
-        """One decision on the current top of book, and its intents sent (cancels first)."""
+        """One decision on the current top of book, and its intents sent (all cancels at once, then all creates)."""
         started = time.perf_counter_ns()
         ready = min(max(self.top_arrival_ns, self.tick_ns), started)
         known = list(self.orders.values())
@@ -404,33 +406,42 @@ class LiveAdapter:
                 DecisionRecord(self.top_ts_ns, bb, ba, args[3], args[4], self.position, self.decider.last_targets)
             )
         self.ex.arm_probe()
-        for i in intents.cancel:
-            k = known[i]
-            k.request = REQ_CANCEL
-            try:
-                await self.port.cancel(client_id=k.client_id)
-                self.orders.pop(k.client_id, None)
-            except (PortFailed, PortRefused) as e:
-                k.request = REQ_NONE
-                self.audit.write(self.clock_ns(), "cancel_not_done", client_id=k.client_id, error=str(e)[:200])
-        for side, px, qty, _level in intents.place:
-            cid = self.ids.next()
-            k = Known(str(cid), side, px, qty)
-            self.orders[k.client_id] = k
-            try:
-                await self.port.create(cid, "buy" if side > 0 else "sell", px * self.tick, qty)
-                k.status = ST_NEW
-            except PortRefused:
-                self.orders.pop(k.client_id, None)
-                break  # breaker open or budget used up: no more new orders this decision
-            except PortFailed as e:
-                if not e.unknown:
-                    self.orders.pop(k.client_id, None)  # rejected for good; unknown ones stay for reconciliation
+        # The cancels all at once, then (once they are answered: they free margin and position room)
+        # the creates all at once: two round trips a decision, not one per order.
+        await _together([self._cancel(known[i]) for i in intents.cancel])
+        await _together([self._create(side, px, qty) for side, px, qty, _level in intents.place])
         # The journals' fsync, the next client-id reservation and the collector wait for housekeeping.
         if self.ex.first_request_ns:
             self.latencies.append(
                 (started - ready, decided - ready, self.ex.first_request_ns - ready, self.tick_late_ns)
             )
+
+    async def _cancel(self, k: Known) -> bool:
+        """Cancel one of the orders a decision saw; a cancel that was not done leaves it for the next decision."""
+        k.request = REQ_CANCEL
+        try:
+            await self.port.cancel(client_id=k.client_id)
+            self.orders.pop(k.client_id, None)
+        except (PortFailed, PortRefused) as e:
+            k.request = REQ_NONE
+            self.audit.write(self.clock_ns(), "cancel_not_done", client_id=k.client_id, error=str(e)[:200])
+        return True
+
+    async def _create(self, side: int, price_ticks: int, qty: float) -> bool:
+        """Place one new quote of a decision; False if the port refused it (breaker open, budget used up)."""
+        cid = self.ids.next()
+        k = Known(str(cid), side, price_ticks, qty)
+        self.orders[k.client_id] = k
+        try:
+            await self.port.create(cid, "buy" if side > 0 else "sell", price_ticks * self.tick, qty)
+            k.status = ST_NEW
+        except PortRefused:
+            self.orders.pop(k.client_id, None)  # never sent
+            return False
+        except PortFailed as e:
+            if not e.unknown:
+                self.orders.pop(k.client_id, None)  # rejected for good; unknown ones stay for reconciliation
+        return True
 
     def _ours(self, venue_orders: list[dict]) -> list[str]:
         return [o["clientOrderId"] for o in venue_orders
@@ -450,6 +461,25 @@ class LiveAdapter:
                 self.audit.write(self.clock_ns(), "orders_left", client_ids=left)
         except (ccxt.NetworkError, ccxt.ExchangeError, PortFailed) as e:
             self.audit.write(self.clock_ns(), "cancel_all_failed", error=type(e).__name__, detail=str(e)[:300])
+
+
+async def _together(coros: list[Coroutine]) -> None:
+    """Run the coroutines at once and wait for all; the first in this task, so its request leaves at once.
+
+    The others are tasks, started when the first waits for the network (a task would put the first
+    request behind a trip round the event loop). If the first returns False without waiting (the
+    port refused it: breaker open, budget used up), the others never start. If one raises, those
+    still running are cancelled.
+    """
+    if not coros:
+        return
+    rest = [asyncio.create_task(c) for c in coros[1:]]
+    try:
+        if await coros[0] is not False and rest:
+            await asyncio.gather(*rest)
+    finally:
+        for t in rest:
+            t.cancel()  # no-op for those done; those not yet started never run
 
 
 async def run_for(cfg: LiveConfig, seconds: float, key: str = "", secret: str = "", **adapter_kw) -> LiveAdapter:

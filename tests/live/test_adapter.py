@@ -86,6 +86,20 @@ def test_the_adapter_quotes_gets_fills_and_cancels_its_orders_on_stop(tape, tmp_
     assert CREDS.secret not in text and CREDS.api_key not in text
 
 
+def test_a_decisions_orders_go_out_together_not_one_round_trip_each(tape, tmp_path):  # noqa: F811
+    async def slow(srv, other):
+        srv.faults.slow_s = 0.25  # every REST answer takes a quarter second
+
+    adapter, srv, _, left, events = asyncio.run(session(tape, tmp_path, 5.0, slow))
+    creates = [e["ts_ns"] for e in events if e["event"] == "create"]
+    created = [e["ts_ns"] for e in events if e["event"] == "created"]
+    assert len(creates) >= 4 and created
+    # The first grid: every create sent before the first answer (one at a time, only one would be).
+    first_grid = [t for t in creates if t < created[0]]
+    assert len(first_grid) >= 4 and first_grid[-1] - first_grid[0] < 0.1e9
+    assert not [c for c in left if c.startswith("grinder_")]
+
+
 def test_secrets_come_from_the_environment_or_files_and_mainnet_is_gated(tmp_path, monkeypatch):
     for k in ("GRINDER_API_KEY", "GRINDER_API_SECRET", "GRINDER_API_KEY_FILE", "GRINDER_API_SECRET_FILE",
               "ALLOW_MAINNET_TRADE"):  # fmt: skip
@@ -294,3 +308,35 @@ def test_the_tick_adopts_the_decision_taken_ahead_only_while_its_inputs_hold(tmp
         adapter.ids.close()
         adapter.budget.close()
         audit.close()
+
+
+def test_together_runs_the_first_inline_and_stops_the_rest_when_it_is_refused():
+    from live.adapter import _together
+
+    async def main():
+        log: list[str] = []
+
+        async def job(name: str, result=True, wait=0.0, fail=False):
+            log.append(f"{name} starts")
+            if wait:
+                await asyncio.sleep(wait)
+            if fail:
+                raise RuntimeError(name)
+            log.append(f"{name} ends")
+            return result
+
+        await _together([job("a", wait=0.05), job("b", wait=0.05), job("c")])
+        # b and c start while a waits (not after it): together, not one after the other.
+        assert log == ["a starts", "b starts", "c starts", "c ends", "a ends", "b ends"]
+        log.clear()
+        await _together([job("a", result=False), job("b")])  # refused without waiting
+        await asyncio.sleep(0.01)
+        assert log == ["a starts", "a ends"]  # b never started
+        log.clear()
+        with pytest.raises(RuntimeError, match="b"):
+            await _together([job("a", wait=0.01), job("b", fail=True), job("c", wait=0.2)])
+        await asyncio.sleep(0.3)
+        assert "c ends" not in log  # still running when b failed: cancelled
+        await _together([])
+
+    asyncio.run(main())
