@@ -50,19 +50,19 @@ def save(tape, root: Path, key: str) -> None:
     tmp = base / f".{key}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for c in _EVENT_COLUMNS:
-        np.save(tmp / f"{c}.npy", getattr(tape, c))
-    for group in ("bbo", "funding"):
-        for c, a in getattr(tape, group).columns.items():
-            np.save(tmp / f"{group}.{c}.npy", a)
-    meta = {
-        "start": tape.start,
-        "instrument": tape.instrument.model_dump(),
-        "bbo": list(tape.bbo.columns),
-        "funding": list(tape.funding.columns),
-    }
-    (tmp / "meta.json").write_text(json.dumps(meta))  # last: an entry with meta.json is complete
-    try:
+    try:  # a failed write (disk full) leaves no temporary folder behind either
+        for c in _EVENT_COLUMNS:
+            np.save(tmp / f"{c}.npy", getattr(tape, c))
+        for group in ("bbo", "funding"):
+            for c, a in getattr(tape, group).columns.items():
+                np.save(tmp / f"{group}.{c}.npy", a)
+        meta = {
+            "start": tape.start,
+            "instrument": tape.instrument.model_dump(),
+            "bbo": list(tape.bbo.columns),
+            "funding": list(tape.funding.columns),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta))  # last: an entry with meta.json is complete
         # Another process (a sweep's workers, a Dask cluster) may have saved this key first: its
         # entry holds the same data and may be open in a reader right now, so it is kept.
         publish_dir(tmp, base / key, lambda: open_cached(root, key) is not None)

@@ -132,3 +132,26 @@ def test_a_second_writer_of_a_cached_tape_keeps_the_entry_readers_have_open(tmp_
     next(tape_cache.cache_root(root).glob("*/qty.npy")).unlink()  # damaged (or removed while opening)
     assert tape_cache.open_cached(root, key) is None
     assert np.array_equal(load_tape(root, "synthetic", "SYNTHUSDT", cache=True).qty, tape.qty)  # rebuilt
+
+
+def test_a_cached_tape_that_fails_to_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    from grinder.data import tape_cache
+    from grinder.data.synth import synth_batch
+
+    root = tmp_path / "lake"
+    Lake(root).write(synth_batch(2_000, seed=4), [], key="s")
+    real_save, calls = np.save, []
+
+    def full_disk(path, arr, *a, **kw):
+        calls.append(path)
+        if len(calls) == 3:  # the disk fills up on the third column
+            raise OSError(28, "No space left on device")
+        return real_save(path, arr, *a, **kw)
+
+    monkeypatch.setattr(tape_cache.np, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        load_tape(root, "synthetic", "SYNTHUSDT", cache=True)
+    assert len(calls) == 3 and list(tape_cache.cache_root(root).iterdir()) == []  # no entry, no temp folder
+    monkeypatch.setattr(tape_cache.np, "save", real_save)
+    assert len(load_tape(root, "synthetic", "SYNTHUSDT", cache=True)) > 0  # the next load builds it
+    assert len(list(tape_cache.cache_root(root).iterdir())) == 1
