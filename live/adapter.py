@@ -466,20 +466,37 @@ class LiveAdapter:
 async def _together(coros: list[Coroutine]) -> None:
     """Run the coroutines at once and wait for all; the first in this task, so its request leaves at once.
 
-    The others are tasks, started when the first waits for the network (a task would put the first
-    request behind a trip round the event loop). If the first returns False without waiting (the
-    port refused it: breaker open, budget used up), the others never start. If one raises, those
-    still running are cancelled.
+    The others become tasks only once the first waits for the network (a callback the event loop
+    runs then): making them first would put their cost, and a task of its own would put a trip round
+    the event loop, before the first request. If the first returns False without waiting (the port
+    refused it: breaker open, budget used up), the others never start. If one raises, those still
+    running are cancelled.
     """
     if not coros:
         return
-    rest = [asyncio.create_task(c) for c in coros[1:]]
+    first, rest = coros[0], coros[1:]
+    started: list[asyncio.Task] = []
+
+    def start_rest() -> None:
+        started.extend(asyncio.create_task(c) for c in rest)
+
+    handle = asyncio.get_running_loop().call_soon(start_rest) if rest else None
     try:
-        if await coros[0] is not False and rest:
-            await asyncio.gather(*rest)
+        result = await first
+        if handle is not None and not started:  # the first never waited: the others are not started yet
+            handle.cancel()
+            if result is False:
+                return
+            start_rest()
+        if started:
+            await asyncio.gather(*started)
     finally:
-        for t in rest:
-            t.cancel()  # no-op for those done; those not yet started never run
+        if handle is not None and not started:  # never started (refused, or the first raised at once)
+            handle.cancel()
+            for c in rest:
+                c.close()
+        for t in started:
+            t.cancel()  # no-op for those done
 
 
 async def run_for(cfg: LiveConfig, seconds: float, key: str = "", secret: str = "", **adapter_kw) -> LiveAdapter:
