@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -220,15 +221,25 @@ def test_paper_holds_diffs_that_arrive_before_the_snapshot_and_replays_them(tmp_
     assert p.rows_applied == 5  # snapshot (3 rows) + 2 diffs; the trade on an unsynced book was not applied
 
 
+@contextlib.contextmanager
+def offline(cfg: LiveConfig, tmp_path):
+    """An adapter with no client (never run): its id reservation, budget and audit trail closed after."""
+    audit = AuditLog(tmp_path / "audit.jsonl", max_delay_s=None)
+    adapter = LiveAdapter(cfg, ex=None, audit=audit)
+    try:
+        yield adapter
+    finally:
+        adapter.ids.close()
+        adapter.budget.close()
+        audit.close()
+
+
 def test_housekeeping_waits_for_a_clear_stretch_but_never_more_than_a_second(tmp_path):
     import time
 
     from live.adapter import HOUSEKEEPING_CLEAR_NS, HOUSEKEEPING_MAX_DEFER_NS
 
-    cfg = config(tmp_path, 1)
-    audit = AuditLog(tmp_path / "audit.jsonl", max_delay_s=None)
-    adapter = LiveAdapter(cfg, ex=None, audit=audit)
-    try:
+    with offline(config(tmp_path, 1), tmp_path) as adapter:
         now = time.perf_counter_ns()
         assert adapter.housekeeping(now + 2 * HOUSEKEEPING_CLEAR_NS)  # the next decision is far: runs
         assert adapter.ids.reserve_ahead() is False  # it reserved client ids ahead ...
@@ -237,32 +248,22 @@ def test_housekeeping_waits_for_a_clear_stretch_but_never_more_than_a_second(tmp
         adapter.housekept_ns -= HOUSEKEEPING_MAX_DEFER_NS  # ... but not for longer than a second
         assert adapter.housekeeping(time.perf_counter_ns())
         assert adapter.housekeeping_runs == 2
-    finally:
-        adapter.ids.close()
-        adapter.budget.close()
-        audit.close()
 
 
 def test_a_long_step_is_slept_in_pieces_with_housekeeping_between_them(tmp_path):
     cfg = LiveConfig(strategy="static_grid", params=PARAMS, symbol="BTCUSDT", state_dir=tmp_path / "state",
                      step_ms=2500, hot_ms=0.0)  # fmt: skip
-    audit = AuditLog(tmp_path / "audit.jsonl", max_delay_s=None)
-    adapter = LiveAdapter(cfg, ex=None, audit=audit)
     calls: list[float] = []
-    adapter.housekeeping = lambda busy_from_ns: calls.append(busy_from_ns) or True
 
-    async def run():
+    async def run(adapter):
         task = asyncio.create_task(adapter._decide())
         await asyncio.sleep(2.2)  # before the first tick (2.5 s); no book, so it would not decide anyway
         adapter.stop()
         task.cancel()
 
-    try:
-        asyncio.run(run())
-    finally:
-        adapter.ids.close()
-        adapter.budget.close()
-        audit.close()
+    with offline(cfg, tmp_path) as adapter:
+        adapter.housekeeping = lambda busy_from_ns: calls.append(busy_from_ns) or True
+        asyncio.run(run(adapter))
     assert len(calls) == 2 and adapter.decisions == 0  # after 1 s and 2 s: journal lines never wait a whole step
 
 
@@ -271,13 +272,9 @@ def test_the_tick_adopts_the_decision_taken_ahead_only_while_its_inputs_hold(tmp
     from grinder.core.diff import ST_NEW
     from live.adapter import Known
 
-    cfg = config(tmp_path, 1)
-    audit = AuditLog(tmp_path / "audit.jsonl", max_delay_s=None)
-    adapter = LiveAdapter(cfg, ex=None, audit=audit)
-    adapter.tick, adapter.lot = 0.1, 0.001
     tick, wall = 5_000_000, 1_764_028_800_000_000_000
 
-    def ahead_then_tick(change=None, at=tick):
+    def ahead_then_tick(adapter, change=None, at=tick):
         adapter.top, adapter.position = (10_000, 10_001, 1.0, 1.0), 0.0
         adapter.orders = {"a": Known("a", 1, 9_990, 0.002), "b": Known("b", -1, 10_011, 0.002, status=ST_NEW)}
         adapter._decide_ahead(tick, wall)
@@ -287,8 +284,9 @@ def test_the_tick_adopts_the_decision_taken_ahead_only_while_its_inputs_hold(tmp
         fresh = Decider(adapter.strategy, adapter.strategy.validate(PARAMS)).decide(*adapter._inputs(wall)[1])
         return adapter._adopt_ahead(list(adapter.orders.values())), fresh
 
-    try:
-        taken, fresh = ahead_then_tick()
+    with offline(config(tmp_path, 1), tmp_path) as adapter:
+        adapter.tick, adapter.lot = 0.1, 0.001
+        taken, fresh = ahead_then_tick(adapter)
         assert taken is not None and taken[0][0] == wall and taken[1] == fresh  # the tick's time, the same intents
         assert fresh.cancel and fresh.place and adapter.decided_ahead == 1
         for change in (
@@ -300,14 +298,10 @@ def test_the_tick_adopts_the_decision_taken_ahead_only_while_its_inputs_hold(tmp
             lambda: adapter.orders.update(a=Known("a", 1, 9_990, 0.002)),  # the same order, another object
             lambda: adapter.orders.pop("b"),
         ):
-            assert ahead_then_tick(change)[0] is None
-        assert ahead_then_tick(at=tick + 100_000_000)[0] is None  # taken for another tick
-        assert ahead_then_tick(at=0)[0] is None  # a tick was missed
+            assert ahead_then_tick(adapter, change)[0] is None
+        assert ahead_then_tick(adapter, at=tick + 100_000_000)[0] is None  # taken for another tick
+        assert ahead_then_tick(adapter, at=0)[0] is None  # a tick was missed
         assert adapter.decided_ahead == 1
-    finally:
-        adapter.ids.close()
-        adapter.budget.close()
-        audit.close()
 
 
 def test_together_runs_the_first_inline_and_stops_the_rest_when_it_is_refused():
