@@ -11,7 +11,8 @@ and the decision clock waking the adapter):
 - decide: until its intents were decided (strategy kernel, diff, gates; for a decision taken ahead
   of its tick and adopted at it, column "ahead", checking that its inputs still hold);
 - request: until its first order request was handed to the connection (budget, audit trail,
-  ccxt building and signing the request; paper: until the local venue was called);
+  ccxt building and signing the request, or sending the one it signed ahead, column "presigned";
+  paper: until the local venue was called);
 - clock late: apart, how long after its scheduled time the decision clock woke the adapter (asyncio
   sleeps to the millisecond); it shifts when a decision happens, not how fast it reacts.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import platform
@@ -90,10 +92,12 @@ async def session(args, mode: str, port: int, state: Path) -> tuple[LiveAdapter,
     return adapter, time.monotonic() - t0
 
 
-def summary(adapter: LiveAdapter, wall_s: float) -> dict:
+def summary(adapter: LiveAdapter, wall_s: float, state: Path) -> dict:
     lat = np.array(adapter.latencies, dtype=np.float64).reshape(-1, len(PHASES)) / 1e3  # us
+    events = collections.Counter(json.loads(line)["event"] for line in (state / "audit.jsonl").open())
+    errors = {k: v for k, v in sorted(events.items()) if k.endswith(("_error", "_failed", "_rejected"))}
     out = {"decisions": adapter.decisions, "ahead": adapter.decided_ahead, "sending": len(lat),
-           "seconds": round(wall_s, 1)}  # fmt: skip
+           "presigned": adapter.ex.presigned_sent, "seconds": round(wall_s, 1), "errors": errors}  # fmt: skip
     for i, name in enumerate(PHASES):
         col = lat[:, i] if len(lat) else np.zeros(1)
         out[name] = {"p50_us": float(np.percentile(col, 50)), "p99_us": float(np.percentile(col, 99)),
@@ -126,20 +130,22 @@ def main() -> None:
         try:
             with tempfile.TemporaryDirectory() as d:
                 adapter, wall = asyncio.run(session(args, mode, port, Path(d)))
+                results[mode] = summary(adapter, wall, Path(d))
         finally:
             venue.terminate()
             venue.wait(30)
-        results[mode] = summary(adapter, wall)
     print(f"decision latency, static_grid {args.levels} levels a side, decision every {args.step_ms} ms, "
           f"replay of {args.root} at {args.speed:g}x, venue emulator {args.venue} "
           f"({platform.node()}, {os.cpu_count()} CPUs)")  # fmt: skip
     print(
-        f"{'mode':6} {'decisions':>9} {'ahead':>6} {'sending':>8}  "
+        f"{'mode':6} {'decisions':>9} {'ahead':>6} {'sending':>8} {'presigned':>9}  "
         + "  ".join(f"{p + ' p50/p99/max us':>28}" for p in PHASES)
     )
     for mode, r in results.items():
         cells = "  ".join(f"{r[p]['p50_us']:>9.0f} {r[p]['p99_us']:>9.0f} {r[p]['max_us']:>8.0f}" for p in PHASES)
-        print(f"{mode:6} {r['decisions']:>9} {r['ahead']:>6} {r['sending']:>8}  {cells}")
+        print(f"{mode:6} {r['decisions']:>9} {r['ahead']:>6} {r['sending']:>8} {r['presigned']:>9}  {cells}")
+        if r["errors"]:
+            print(f"       audit trail: {r['errors']}")
     worst = max(r["request"]["p99_us"] for r in results.values())
     print(f"target: request p99 < 1000 us -> {'met' if worst < 1000 else 'NOT met'} (worst p99 {worst:.0f} us)")
     out = REPO / "bench" / "out"

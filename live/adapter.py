@@ -287,10 +287,11 @@ class LiveAdapter:
                 # A process that slept 100 ms runs its next decision several times slower (cold caches,
                 # untrained branch predictors, an idle vCPU). Stay awake, yielding to the other tasks;
                 # over the last stretch decide ahead for the tick, again and again on the inputs as
-                # they are, and run the request path (checks, records, signature) on a throwaway
-                # order; then wait out the last moment without yielding, so nothing evicts them and
-                # no input changes before the tick. The tick adopts the last decision taken ahead if
-                # its inputs still hold (they do unless a round ran late), and decides afresh if not.
+                # they are, and have ccxt sign that decision's first request (or, if it sends nothing,
+                # run the request path on a throwaway order); then wait out the last moment without
+                # yielding, so nothing evicts them and no input changes before the tick. The tick
+                # adopts the last decision taken ahead if its inputs still hold (they do unless a
+                # round ran late), and decides afresh if not.
                 while time.perf_counter_ns() < next_tick - PREWARM_LEAD_NS:
                     await asyncio.sleep(0)
                 tick_wall_ns = self.clock_ns() + (next_tick - time.perf_counter_ns())
@@ -298,7 +299,7 @@ class LiveAdapter:
                     await asyncio.sleep(0)  # market data keeps flowing in between
                     now = time.perf_counter_ns()
                     self._decide_ahead(next_tick, tick_wall_ns)
-                    self._prewarm_request()
+                    self._prepare_request()
                     if (end := time.perf_counter_ns()) + 2 * (end - now) >= next_tick:
                         break
                 while time.perf_counter_ns() < next_tick:
@@ -344,11 +345,23 @@ class LiveAdapter:
         now_ns = self.clock_ns() if now_ns is None else now_ns
         return known, (now_ns, bb, ba, bq, aq, self.tick, self.lot, self.position, 0.0, mid, view)
 
-    def _prewarm_request(self) -> None:
+    def _prepare_request(self) -> None:
+        """Presign the first request of the decision taken ahead (decision 014); else warm the path on a throwaway."""
         bb, ba, _, _ = self.top
-        if bb != EMPTY and ba != EMPTY:
-            price = (bb - 1000) * self.tick
-            self.port.prewarm(price, self.lot)
+        if bb == EMPTY or ba == EMPTY:
+            return
+        price = (bb - 1000) * self.tick
+        self.port.prewarm(price, self.lot)  # the checks and records a request passes before it leaves
+        intents = self._ahead[4].intents if self._ahead is not None else None
+        if intents is not None and intents.cancel:  # decide_once sends the cancels first, in this order
+            self.ex.presign_cancel(self.symbol, self._ahead[1][intents.cancel[0]].client_id)
+        elif intents is not None and intents.place:
+            side, px, qty, _level = intents.place[0]
+            # The arguments _create will pass, the id included: nothing takes an id before it.
+            self.ex.presign_post_only(self.symbol, "buy" if side > 0 else "sell", qty, px * self.tick,
+                                      str(self.ids.peek()))  # fmt: skip
+        else:
+            self.ex.drop_presigned()
             self.ex.prewarm(self.symbol, price, self.lot)
 
     def _decide_ahead(self, tick_ns: int, tick_wall_ns: int) -> None:
@@ -410,6 +423,7 @@ class LiveAdapter:
         # the creates all at once: two round trips a decision, not one per order.
         await _together([self._cancel(known[i]) for i in intents.cancel])
         await _together([self._create(side, px, qty) for side, px, qty, _level in intents.place])
+        self.ex.drop_presigned()  # one not used (the decision was taken afresh) is not for a later one
         # The journals' fsync, the next client-id reservation and the collector wait for housekeeping.
         if self.ex.first_request_ns:
             self.latencies.append(

@@ -1,18 +1,22 @@
 """The ccxt.pro client the adapter, paper mode and the recorder talk through, and where its secrets come from.
 
-`GrinderBinance` is ccxt.pro's binanceusdm with two additions that change nothing it sends or
+`GrinderBinance` is ccxt.pro's binanceusdm with additions that change nothing it sends or
 parses: *taps*, callables that see every raw market message (depth diffs, trades, REST depth
-snapshots) with its local receive time, and monotonic timestamps of the last depth update
+snapshots) with its local receive time; monotonic timestamps of the last depth update
 received and of the first request sent after `arm_probe()` (the decision-latency probe's
-two ends). The recorder writes what the taps see; paper mode matches orders against it.
+two ends); and one *presigned* order request, built and signed by ccxt ahead of a decision's
+tick and sent by the matching create or cancel (decision 014). The recorder writes what the taps
+see; paper mode matches orders against it.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -28,6 +32,26 @@ MARKET_EVENTS = ("depthUpdate", "trade")
 
 Tap = Callable[[int, dict], None]  # (local receive time ns since the epoch, raw message)
 
+# A presigned request older than this is signed again when it is sent: Binance refuses a timestamp
+# more than recvWindow (5 s by default) old, and a request meant for one tick belongs to that tick.
+PRESIGNED_MAX_AGE_NS = 50_000_000
+# ccxt's endpoint descriptors (path, api, method, rate-limit config), as its implicit methods use them
+_POST_ORDER = inspect.getattr_static(ccxtpro.binanceusdm, "fapiPrivatePostOrder")
+_DELETE_ORDER = inspect.getattr_static(ccxtpro.binanceusdm, "fapiPrivateDeleteOrder")
+
+
+@dataclass(frozen=True)
+class Presigned:
+    """An order request ccxt built and signed ahead (`sign`'s url, method, headers, body), for one call."""
+
+    # The call it is for: ("create", symbol, side, amount, price, client id) or ("cancel", symbol, client id).
+    key: tuple
+    endpoint: object  # the ccxt endpoint (its path, api, method and rate-limit config)
+    params: dict
+    market: dict
+    request: dict
+    signed_ns: int  # time.perf_counter_ns()
+
 
 class _Prewarmed(Exception):
     """Raised by `fetch` during a prewarm: the request was built and signed, and is not sent."""
@@ -42,6 +66,8 @@ class GrinderBinance(ccxtpro.binanceusdm):
         self.depth_arrival_ns = 0  # time.perf_counter_ns() when the last depth update arrived
         self.first_request_ns = 0  # time.perf_counter_ns() of the first order request since arm_probe()
         self._prewarming = False
+        self._presigned: Presigned | None = None
+        self.presigned_sent = 0  # requests that left presigned
 
     def handle_message(self, client, message):  # noqa: D102 - ccxt's hook, called for every WebSocket message
         if isinstance(message, dict):
@@ -84,17 +110,70 @@ class GrinderBinance(ccxtpro.binanceusdm):
         """A post-only limit order, as ccxt's `create_order` would send it, through its signed endpoint.
 
         `create_order`'s generic handling of options and precision costs about 0.2 ms per order; the
-        request, the signature, the error classes and the parsed order are ccxt's all the same.
+        request, the signature, the error classes and the parsed order are ccxt's all the same. The
+        request presigned for exactly this call, if there is one, is sent instead of signing now.
         """
+        pre = self._take_presigned(("create", symbol, side, amount, price, client_id))
+        if pre is not None:
+            return self.parse_order(await self._send_presigned(pre), pre.market)
         market = self.market(symbol)
         response = await self.fapiPrivatePostOrder(self._post_only_request(market, side, amount, price, client_id))
         return self.parse_order(response, market)
 
     async def cancel_by_client_id(self, symbol: str, client_id: str) -> dict:
-        """Cancel by client order id through ccxt's signed endpoint (what `cancel_order` sends)."""
+        """Cancel by client order id through ccxt's signed endpoint (what `cancel_order` sends); presigned if it was."""
+        pre = self._take_presigned(("cancel", symbol, client_id))
+        if pre is not None:
+            return self.parse_order(await self._send_presigned(pre), pre.market)
         market = self.market(symbol)
         response = await self.fapiPrivateDeleteOrder({"symbol": market["id"], "origClientOrderId": client_id})
         return self.parse_order(response, market)
+
+    def presign_post_only(self, symbol: str, side: str, amount: float, price: float, client_id: str) -> None:
+        """Have ccxt build and sign now the request `create_post_only` with these arguments will send.
+
+        Kept for one call, and for PRESIGNED_MAX_AGE_NS; a later presign replaces it. The request is
+        ccxt's (`sign` on its endpoint), with a timestamp from now instead of from the send.
+        """
+        market = self.market(symbol)
+        params = self._post_only_request(market, side, amount, price, client_id)
+        self._presign(("create", symbol, side, amount, price, client_id), _POST_ORDER, params, market)
+
+    def presign_cancel(self, symbol: str, client_id: str) -> None:
+        """Have ccxt build and sign now the request `cancel_by_client_id(symbol, client_id)` will send."""
+        market = self.market(symbol)
+        params = {"symbol": market["id"], "origClientOrderId": client_id}
+        self._presign(("cancel", symbol, client_id), _DELETE_ORDER, params, market)
+
+    def _presign(self, key: tuple, endpoint, params: dict, market: dict) -> None:
+        self._presigned = None
+        if not self.apiKey:
+            return
+        # What fetch2 signs for this endpoint (its per-call options are not used by these requests).
+        request = self.sign(endpoint.path, endpoint.api, endpoint.method, dict(params))
+        self._presigned = Presigned(key, endpoint, params, market, request, time.perf_counter_ns())
+
+    def drop_presigned(self) -> None:
+        """Forget the presigned request, if any (its decision has gone by)."""
+        self._presigned = None
+
+    def _take_presigned(self, key: tuple) -> Presigned | None:
+        pre, self._presigned = self._presigned, None
+        if pre is None or pre.key != key or time.perf_counter_ns() - pre.signed_ns > PRESIGNED_MAX_AGE_NS:
+            return None
+        return pre
+
+    async def _send_presigned(self, pre: Presigned):
+        # fetch2's steps after its signature, in its order: the rate limiter, then ccxt's record of the
+        # request, then the HTTP call (whose errors ccxt maps to its classes as for any request).
+        e = pre.endpoint
+        if self.enableRateLimit:
+            await self.throttle(self.calculate_rate_limiter_cost(e.api, e.method, e.path, pre.params, e.config))
+        self.set_last_rest_request_timestamp()
+        self.set_last_request(pre.request)
+        self.presigned_sent += 1
+        r = pre.request
+        return await self.fetch(r["url"], r["method"], r["headers"], r["body"])
 
     def prewarm(self, symbol: str, price: float, amount: float) -> None:
         """Run a create's and a cancel's whole path up to the connection, sending nothing: it is in the CPU's caches.

@@ -162,6 +162,10 @@ class IdAllocator:
         self._reserve(max(self._end, self._next) + self.block)
         return True
 
+    def peek(self) -> ClientOrderId:
+        """The id `next` will hand out, without taking it."""
+        return ClientOrderId(self.strategy, self.symbol, self._next)
+
     def next(self) -> ClientOrderId:
         """The next id; reserves (durably) a new block first when the current one is used up."""
         if self._next >= self._end:

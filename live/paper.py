@@ -139,6 +139,9 @@ class PaperBinance(GrinderBinance):
     def prewarm(self, symbol: str, price: float, amount: float) -> None:  # noqa: D102 - nothing is signed here
         return
 
+    def _presign(self, key: tuple, endpoint, params: dict, market: dict) -> None:  # nothing is signed here either
+        return
+
     def _raise(self, e: VenueError):
         cls = self.exceptions["exact"].get(str(e.code), ccxt.ExchangeError)
         raise cls(f"{self.id} {json.dumps({'code': e.code, 'msg': e.msg})}") from None

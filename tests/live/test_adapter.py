@@ -75,6 +75,7 @@ def test_the_adapter_quotes_gets_fills_and_cancels_its_orders_on_stop(tape, tmp_
     ours = [c for c in mid_run if c.startswith("grinder_static_grid:BTCUSDT:")]
     assert len(ours) >= 4 and adapter.decisions > 10  # quotes resting while it ran ...
     assert adapter.decided_ahead > 0  # decisions taken ahead of their tick were adopted at it
+    assert adapter.ex.presigned_sent > 0  # ... and their first requests left as signed ahead
     created = {e["client_id"] for e in events if e["event"] == "created"}
     sides = {e["side"] for e in events if e["event"] == "create" and e["client_id"] in created}
     assert sides == {"buy", "sell"}  # ... on both sides of the book
