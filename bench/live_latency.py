@@ -50,6 +50,7 @@ from live.config import LiveConfig  # noqa: E402
 
 KEY, SECRET = "bench-key", "bench-secret"
 PHASES = ("wait", "decide", "request", "clock late")
+NOT_DONE = ("_error", "_failed", "_rejected", "_refused", "_not_done")  # audit events of requests that did not go
 
 
 def free_port() -> int:
@@ -95,7 +96,7 @@ async def session(args, mode: str, port: int, state: Path) -> tuple[LiveAdapter,
 def summary(adapter: LiveAdapter, wall_s: float, state: Path) -> dict:
     lat = np.array(adapter.latencies, dtype=np.float64).reshape(-1, len(PHASES)) / 1e3  # us
     events = collections.Counter(json.loads(line)["event"] for line in (state / "audit.jsonl").open())
-    errors = {k: v for k, v in sorted(events.items()) if k.endswith(("_error", "_failed", "_rejected"))}
+    errors = {k: v for k, v in sorted(events.items()) if k.endswith(NOT_DONE)}
     out = {"decisions": adapter.decisions, "ahead": adapter.decided_ahead, "sending": len(lat),
            "presigned": adapter.ex.presigned_sent, "seconds": round(wall_s, 1), "errors": errors}  # fmt: skip
     for i, name in enumerate(PHASES):

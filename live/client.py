@@ -1,10 +1,10 @@
 """The ccxt.pro client the adapter, paper mode and the recorder talk through, and where its secrets come from.
 
-`GrinderBinance` is ccxt.pro's binanceusdm with additions that change nothing it sends or
-parses: *taps*, callables that see every raw market message (depth diffs, trades, REST depth
-snapshots) with its local receive time; monotonic timestamps of the last depth update
-received and of the first request sent after `arm_probe()` (the decision-latency probe's
-two ends); and one *presigned* order request, built and signed by ccxt ahead of a decision's
+`GrinderBinance` is ccxt.pro's binanceusdm with additions that change nothing it sends (but a
+presigned request's timestamp) or parses: *taps*, callables that see every raw market message
+(depth diffs, trades, REST depth snapshots) with its local receive time; monotonic timestamps of
+the last depth update received and of the first request sent after `arm_probe()` (the
+decision-latency probe's two ends); and one *presigned* order request, built and signed by ccxt ahead of a decision's
 tick and sent by the matching create or cancel (decision 014). The recorder writes what the taps
 see; paper mode matches orders against it.
 """
@@ -32,8 +32,9 @@ MARKET_EVENTS = ("depthUpdate", "trade")
 
 Tap = Callable[[int, dict], None]  # (local receive time ns since the epoch, raw message)
 
-# A presigned request older than this is signed again when it is sent: Binance refuses a timestamp
-# more than recvWindow (5 s by default) old, and a request meant for one tick belongs to that tick.
+# A presigned request older than this is not used, or, if it got this old waiting for ccxt's rate
+# limiter, is signed again: Binance refuses a timestamp older than the recvWindow ccxt sends (10 s),
+# and a request meant for one tick belongs to that tick.
 PRESIGNED_MAX_AGE_NS = 50_000_000
 # ccxt's endpoint descriptors (path, api, method, rate-limit config), as its implicit methods use them
 _POST_ORDER = inspect.getattr_static(ccxtpro.binanceusdm, "fapiPrivatePostOrder")
@@ -164,15 +165,17 @@ class GrinderBinance(ccxtpro.binanceusdm):
         return pre
 
     async def _send_presigned(self, pre: Presigned):
-        # fetch2's steps after its signature, in its order: the rate limiter, then ccxt's record of the
+        # fetch2's steps around its signature, in its order: the rate limiter, then ccxt's record of the
         # request, then the HTTP call (whose errors ccxt maps to its classes as for any request).
-        e = pre.endpoint
+        e, r = pre.endpoint, pre.request
         if self.enableRateLimit:
             await self.throttle(self.calculate_rate_limiter_cost(e.api, e.method, e.path, pre.params, e.config))
+            if time.perf_counter_ns() - pre.signed_ns > PRESIGNED_MAX_AGE_NS:  # the limiter held it back
+                r = self.sign(e.path, e.api, e.method, dict(pre.params))
         self.set_last_rest_request_timestamp()
-        self.set_last_request(pre.request)
-        self.presigned_sent += 1
-        r = pre.request
+        self.set_last_request(r)
+        if r is pre.request:
+            self.presigned_sent += 1
         return await self.fetch(r["url"], r["method"], r["headers"], r["body"])
 
     def prewarm(self, symbol: str, price: float, amount: float) -> None:

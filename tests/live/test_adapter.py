@@ -345,3 +345,58 @@ def test_together_runs_the_first_inline_and_stops_the_rest_when_it_is_refused():
         await _together([])
 
     asyncio.run(main())
+
+
+def test_the_request_signed_ahead_is_the_first_one_the_adopted_decision_sends(tmp_path):
+    from grinder.core.diff import ST_NEW
+    from live.adapter import Known
+
+    class Recorder:
+        """Stands in for the client and the port: records what is presigned and what is sent."""
+
+        def __init__(self):
+            self.calls: list = []
+
+        def presign_post_only(self, *a):
+            self.calls.append(("presign create", *a))
+
+        def presign_cancel(self, *a):
+            self.calls.append(("presign cancel", *a))
+
+        def drop_presigned(self):
+            self.calls.append(("drop",))
+
+        def prewarm(self, *a):
+            self.calls.append(("prewarm",))
+
+        def arm_probe(self):
+            pass
+
+        first_request_ns = 0
+
+        async def create(self, cid, side, price, qty):
+            self.calls.append(("create", "BTC/USDT:USDT", side, qty, price, str(cid)))
+
+        async def cancel(self, order_id=None, client_id=None):
+            self.calls.append(("cancel", "BTC/USDT:USDT", client_id))
+
+    tick, wall = 5_000_000, 1_764_028_800_000_000_000
+    with offline(config(tmp_path, 1), tmp_path) as adapter:
+        rec = Recorder()
+        adapter.ex, adapter.port, adapter.symbol, adapter.tick, adapter.lot = rec, rec, "BTC/USDT:USDT", 0.1, 0.001
+        for orders, first in (
+            ({}, "create"),  # nothing resting: the decision places, its first create is presigned
+            ({"b": Known("b", -1, 10_011, 0.002, status=ST_NEW)}, "cancel"),  # off the grid: cancelled first
+        ):
+            rec.calls.clear()
+            adapter.top, adapter.position, adapter.orders = (10_000, 10_001, 1.0, 1.0), 0.0, dict(orders)
+            adapter._decide_ahead(tick, wall)
+            adapter._prepare_request()
+            adapter.tick_sched_ns, adapter.tick_ns, adapter.tick_late_ns = tick, tick, 0
+            asyncio.run(adapter.decide_once())
+            presigned = [c for c in rec.calls if c[0].startswith("presign")]
+            assert len(presigned) == 1 and ("prewarm",) in rec.calls  # the port's checks warmed, one request signed
+            presigned = presigned[0]
+            sent = [c for c in rec.calls if c[0] in ("create", "cancel")]
+            assert presigned[0] == f"presign {first}" and sent[0] == (first, *presigned[1:])
+            assert rec.calls[-1] == ("drop",) and adapter.decided_ahead > 0

@@ -101,11 +101,9 @@ def test_a_presigned_order_is_accepted_by_the_venue_and_spends_the_rate_limiters
         port = await srv.start()
         ex = client(port)
         costs: list = []
-        throttle = ex.throttle
 
-        async def counting(cost=None):
+        async def counting(cost=None):  # ccxt's limiter, without its waits (cost 4 at 50 ms a unit)
             costs.append(cost)
-            return await throttle(cost)
 
         monkeypatch.setattr(ex, "throttle", counting)
         try:
@@ -122,6 +120,18 @@ def test_a_presigned_order_is_accepted_by_the_venue_and_spends_the_rate_limiters
             o = await ex.create_post_only(SYMBOL, "buy", 0.002, price, "grinder_x:BTCUSDT:9")  # signed as it goes
             await ex.cancel_by_client_id(SYMBOL, "grinder_x:BTCUSDT:9")
             assert costs == [4, 1, 4, 1]  # ccxt's weights of the two endpoints, spent either way
+
+            async def slow(cost=None):  # the limiter holding the request back past the age limit
+                costs.append(cost)
+                await asyncio.sleep(0.06)
+
+            monkeypatch.setattr(ex, "throttle", slow)
+            ex.presign_post_only(SYMBOL, "buy", 0.002, price, "grinder_x:BTCUSDT:10")
+            signed = ex._presigned.request["body"]
+            o = await ex.create_post_only(SYMBOL, "buy", 0.002, price, "grinder_x:BTCUSDT:10")
+            assert o["clientOrderId"] == "grinder_x:BTCUSDT:10" and ex.presigned_sent == 2  # signed again ...
+            assert ex.last_request_body != signed and "newClientOrderId=grinder_x" in ex.last_request_body  # ... fresh
+            assert costs[-1] == 4
         finally:
             await ex.close()
             await srv.stop()

@@ -72,6 +72,15 @@ def test_allocator_never_reuses_an_id_across_restarts(tmp_path):
     assert b.next().seq == 6
 
 
+def test_peek_is_the_id_next_hands_out_and_takes_nothing(tmp_path):
+    a = IdAllocator(tmp_path / "ids.json", "static_grid", "BTCUSDT", block=2, new=True)
+    for _ in range(5):  # across block boundaries, before and after their reservations
+        peeked, again = a.peek(), a.peek()
+        assert peeked == again == a.next()
+    assert a.next().seq == 5
+    a.close()
+
+
 def test_a_missing_or_shared_reservation_is_refused(tmp_path):
     path = tmp_path / "ids.json"
     with pytest.raises(DataError, match="no client-id reservation"):
