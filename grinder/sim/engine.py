@@ -714,15 +714,14 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                 raise ValueError("strategy kernel returned more targets than max_targets (or a negative count)")
             # A strategy sees only (params, its state, market, position, open quotes): with the same
             # targets and no order changed since the last decision, the diff would be empty.
-            same = not touched and nt == last_nt
-            if same:
-                for j in range(nt):
-                    if t_side[j] != p_side[j] or t_px[j] != p_px[j] or t_qty[j] != p_qty[j]:
-                        same = False
-                        break
+            j0 = 0  # targets [0, j0) equal the last ones: compared, and need no copy
+            if not touched and nt == last_nt:
+                while j0 < nt and t_side[j0] == p_side[j0] and t_px[j0] == p_px[j0] and t_qty[j0] == p_qty[j0]:
+                    j0 += 1
+            same = not touched and nt == last_nt and j0 == nt
             touched = False
             last_nt = nt
-            for j in range(nt):
+            for j in range(j0, nt):
                 p_side[j], p_px[j], p_qty[j] = t_side[j], t_px[j], t_qty[j]
             if not same:
                 d_stamp += 1
