@@ -4,9 +4,9 @@
 presigned request's timestamp) or parses: *taps*, callables that see every raw market message
 (depth diffs, trades, REST depth snapshots) with its local receive time; monotonic timestamps of
 the last depth update received and of the first request sent after `arm_probe()` (the
-decision-latency probe's two ends); and one *presigned* order request, built and signed by ccxt ahead of a decision's
-tick and sent by the matching create or cancel (decision 014). The recorder writes what the taps
-see; paper mode matches orders against it.
+decision-latency probe's two ends); and one *presigned* order request, built and signed by ccxt
+ahead of a decision's tick and sent by the matching create or cancel (decision 014). The recorder
+writes what the taps see; paper mode matches orders against it.
 """
 
 from __future__ import annotations
