@@ -104,12 +104,15 @@ class Exchange:
     queue_power: float = 2.0
     partial_fills: bool = False
     maker_fee: float | None = None
-    orders: dict[int, Order] = field(default_factory=dict)
+    orders: dict[int, Order] = field(default_factory=dict)  # every order, in any state
     by_client: dict[str, int] = field(default_factory=dict)
     next_id: int = 1
     next_trade_id: int = 1
 
     def __post_init__(self) -> None:
+        # The open ones, oldest first: every book row and trade goes through them, so a session's
+        # closed orders (thousands an hour from a grid) must not be walked again and again.
+        self.resting = {i: o for i, o in self.orders.items() if o.status in (NEW, PARTIALLY_FILLED)}
         self.hdr, self.wq, self.ok, self.oq = new_book()
         self.led = new_ledger()
         self.led[CASH] = self.balance
@@ -173,7 +176,7 @@ class Exchange:
         return events
 
     def _resting(self) -> list[Order]:
-        return [o for o in self.orders.values() if o.status in (NEW, PARTIALLY_FILLED)]
+        return list(self.resting.values())  # a copy: fills close orders while callers walk it
 
     def _fill(self, o: Order, q: float, ts_ns: int) -> OrderEvent:
         inst = self.instrument
@@ -185,6 +188,7 @@ class Exchange:
         o.status = FILLED if o.leaves <= 0.5 * inst.lot_size else PARTIALLY_FILLED
         if o.status == FILLED:
             o.filled = o.qty
+            del self.resting[o.order_id]
         o.updated_ns = ts_ns
         tid = self.next_trade_id
         self.next_trade_id += 1
@@ -198,7 +202,7 @@ class Exchange:
             raise VenueError(*POST_ONLY_ONLY)
         if not _CLIENT_ID.fullmatch(client_id):
             raise VenueError(*BAD_CLIENT_ID)
-        if client_id in self.by_client and self.orders[self.by_client[client_id]].status in (NEW, PARTIALLY_FILLED):
+        if self.by_client.get(client_id) in self.resting:
             raise VenueError(*DUPLICATE_CLIENT_ID)  # Binance: unique among open orders
         lots = qty / inst.lot_size
         if qty <= 0 or abs(lots - round(lots)) > 1e-9:
@@ -211,7 +215,7 @@ class Exchange:
         o = Order(self.next_id, client_id, side, int(price_ticks), float(qty), tif, created_ns=ts_ns, updated_ns=ts_ns)
         self.next_id += 1
         o.front = float(qty_at(self.hdr, self.wq, self.ok, self.oq, BID if side > 0 else ASK, o.price_ticks))
-        self.orders[o.order_id] = o
+        self.orders[o.order_id] = self.resting[o.order_id] = o
         self.by_client[client_id] = o.order_id
         return OrderEvent(o, "NEW", NEW, ts_ns)
 
@@ -228,9 +232,10 @@ class Exchange:
             o = self.find(order_id, client_id)
         except VenueError:
             raise VenueError(*UNKNOWN_ORDER) from None
-        if o.status not in (NEW, PARTIALLY_FILLED):
+        if o.order_id not in self.resting:
             raise VenueError(*UNKNOWN_ORDER)
         o.status, o.updated_ns = CANCELED, ts_ns
+        del self.resting[o.order_id]
         return OrderEvent(o, "CANCELED", CANCELED, ts_ns)
 
     def open_orders(self) -> list[Order]:

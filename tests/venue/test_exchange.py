@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from grinder.data.instruments import Instrument
 from grinder.venue.exchange import CANCELED, FILLED, NEW, PARTIALLY_FILLED, Exchange, VenueError
@@ -134,3 +136,40 @@ def test_events_keep_the_order_as_it_was_when_they_happened():
     (first,) = feed(x, [(3, -1, 99, 7)])
     (second,) = feed(x, [(3, -1, 99, 5)])
     assert (first.filled, second.filled) == (2.0, 4.0) and first.order.filled == 4.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("create"), st.sampled_from("abcd"), st.sampled_from([1, -1]), st.integers(90, 110)),
+            st.tuples(st.just("cancel"), st.sampled_from("abcd")),
+            st.tuples(
+                st.just("row"),
+                st.sampled_from([1, 3]),
+                st.sampled_from([1, -1]),
+                st.integers(90, 110),
+                st.sampled_from([0.0, 1.0, 5.0]),
+            ),  # fmt: skip
+        ),
+        max_size=40,
+    ),
+    st.booleans(),
+)
+def test_the_open_orders_are_exactly_those_whose_status_is_open(ops, partial):
+    """The venue walks its open orders only (not every order it ever took): they must stay in step with the states."""
+    x = venue(partial_fills=partial)
+    t = 1
+    for op in ops:
+        t += 1
+        try:
+            if op[0] == "create":
+                x.create(op[1], op[2], op[3], 2.0, "GTX", t)
+            elif op[0] == "cancel":
+                x.cancel(t, client_id=op[1])
+            else:
+                x.on_row(op[1], op[2], op[3], op[4], t)
+        except VenueError:
+            pass
+        open_ = sorted((o for o in x.orders.values() if o.status in (NEW, PARTIALLY_FILLED)), key=lambda o: o.order_id)
+        assert x.open_orders() == open_
