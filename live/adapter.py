@@ -352,14 +352,14 @@ class LiveAdapter:
             return
         price = (bb - 1000) * self.tick
         self.port.prewarm(price, self.lot)  # the checks and records a request passes before it leaves
-        intents = self._ahead[4].intents if self._ahead is not None else None
+        known, intents = (self._ahead[1], self._ahead[4].intents) if self._ahead is not None else ((), None)
         if intents is not None and intents.cancel:  # decide_once sends the cancels first, in this order
-            self.ex.presign_cancel(self.symbol, self._ahead[1][intents.cancel[0]].client_id)
+            self.ex.presign_cancel(self.symbol, known[intents.cancel[0]].client_id)
         elif intents is not None and intents.place:
             side, px, qty, _level = intents.place[0]
-            # The arguments _create will pass, the id included: nothing takes an id before it.
-            self.ex.presign_post_only(self.symbol, "buy" if side > 0 else "sell", qty, px * self.tick,
-                                      str(self.ids.peek()))  # fmt: skip
+            # The call _create will make, the id included: nothing takes an id before it.
+            side_name, price = self._order_terms(side, px)
+            self.ex.presign_post_only(self.symbol, side_name, qty, price, str(self.ids.peek()))
         else:
             self.ex.drop_presigned()
             self.ex.prewarm(self.symbol, price, self.lot)
@@ -441,13 +441,17 @@ class LiveAdapter:
             self.audit.write(self.clock_ns(), "cancel_not_done", client_id=k.client_id, error=str(e)[:200])
         return True
 
+    def _order_terms(self, side: int, price_ticks: int) -> tuple[str, float]:
+        """A quote's side and price as the port and ccxt take them (what a presigned create must match)."""
+        return "buy" if side > 0 else "sell", price_ticks * self.tick
+
     async def _create(self, side: int, price_ticks: int, qty: float) -> bool:
         """Place one new quote of a decision; False if the port refused it (breaker open, budget used up)."""
         cid = self.ids.next()
         k = Known(str(cid), side, price_ticks, qty)
         self.orders[k.client_id] = k
         try:
-            await self.port.create(cid, "buy" if side > 0 else "sell", price_ticks * self.tick, qty)
+            await self.port.create(cid, *self._order_terms(side, price_ticks), qty)
             k.status = ST_NEW
         except PortRefused:
             self.orders.pop(k.client_id, None)  # never sent
