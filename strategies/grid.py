@@ -18,7 +18,7 @@ from numba import njit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from grinder.book.l2 import EMPTY
-from grinder.core.strategy import Strategy
+from grinder.core.strategy import BAND_MIN_STATE, Strategy
 
 
 class StaticGridParams(BaseModel):
@@ -103,6 +103,28 @@ def grid_levels(
 
 
 @njit(cache=True)
+def mid_band(mid, half_spread, interval, tick):
+    """(lowest, highest) best bid + best ask, ticks, over which a grid centred on the mid keeps its levels.
+
+    The levels depend on the mid only through floor((mid - half_spread) / interval) and
+    ceil((mid + half_spread) / interval). The band keeps both quotients a margin away from an
+    integer, far wider than any rounding of these float steps, so every mid inside it gives the same
+    two integers as exact arithmetic would, and so the same prices; (1, 0), an empty band, when the
+    mid itself is within the margin of a boundary.
+    """
+    qb = (mid - half_spread) / interval
+    qa = (mid + half_spread) / interval
+    nb = np.floor(qb)
+    na = np.ceil(qa)
+    eps = 1e-9 * (abs(nb) + abs(na) + 1.0)
+    if not (nb + eps <= qb <= nb + 1.0 - eps and na - 1.0 + eps <= qa <= na - eps):
+        return 1.0, 0.0
+    m_lo = max((nb + 2.0 * eps) * interval + half_spread, (na - 1.0 + 2.0 * eps) * interval - half_spread)
+    m_hi = min((nb + 1.0 - 2.0 * eps) * interval + half_spread, (na - 2.0 * eps) * interval - half_spread)
+    return np.ceil(2.0 * m_lo / tick), np.floor(2.0 * m_hi / tick)
+
+
+@njit(cache=True)
 def static_grid(
     params,
     state,
@@ -124,6 +146,9 @@ def static_grid(
     out_level,
 ):
     """Target quotes for one decision; writes (side +1/-1, price ticks, qty, level) and returns their count."""
+    nst = state.shape[0]
+    if nst >= BAND_MIN_STATE:
+        state[nst - 2], state[nst - 1] = 1.0, 0.0  # no band until one is known to hold
     if best_bid_tick == EMPTY or best_ask_tick == EMPTY:
         return 0
     levels = int(params[0])
@@ -134,6 +159,10 @@ def static_grid(
     recenter = params[5]
     mid = (best_bid_tick * tick + best_ask_tick * tick) / 2.0
     centre = mid
+    if recenter == 0.0 and nst >= BAND_MIN_STATE:
+        # Centred on the mid, the levels stay put while it stays in one band (an anchored centre
+        # also drops crossing levels, which depend on each best price: no band).
+        state[nst - 2], state[nst - 1] = mid_band(mid, half_spread, interval, tick)
     if recenter > 0.0:
         # state[1] holds the anchored centre (0 before the first decision).
         if state[1] == 0.0 or abs(mid - state[1]) > recenter * interval:
@@ -158,4 +187,4 @@ def static_grid(
     )
 
 
-STRATEGY = Strategy("static_grid", StaticGridParams, static_grid, max_targets=400, recompute="best_prices")
+STRATEGY = Strategy("static_grid", StaticGridParams, static_grid, max_targets=400, recompute="mid_band")

@@ -50,7 +50,11 @@ STRATEGY_SIG = types.int64(
 )
 STRATEGY_FN = types.FunctionType(STRATEGY_SIG)
 # Strategy.recompute values, in the order of the engine's codes (grinder.sim.engine.REUSE_*).
-RECOMPUTE = ("always", "top_of_book", "best_prices")
+RECOMPUTE = ("always", "top_of_book", "best_prices", "mid_band")
+# A "mid_band" kernel writes its band (lowest, highest best bid + best ask, ticks) into the last two
+# cells of a state this long or longer; drivers give it such a state to use the band, and it keeps
+# its own memory in the cells before them.
+BAND_MIN_STATE = 8
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,12 @@ class Strategy:
     # When a driver must call the kernel again rather than reuse its last targets (RECOMPUTE):
     # "always" (it reads the clock, or its state changes on every call); "top_of_book" (only when
     # the best prices or their quantities, our open quotes or the position changed); "best_prices"
-    # (only when the best prices, our open quotes or the position changed). A kernel that declares
-    # less than "always" must return the same targets and leave its state as it was when called
-    # again with the inputs it names unchanged; tests/strategies check that for every strategy.
+    # (only when the best prices, our open quotes or the position changed); "mid_band" (as
+    # "best_prices", and not even then while best bid + best ask stays inside the band the kernel
+    # wrote at its last call, see BAND_MIN_STATE; (1, 0) for none). A kernel that declares less
+    # than "always" must return the same targets and leave its state as it was (band cells aside)
+    # when called again with the inputs it names unchanged, or inside its band; tests/strategies
+    # check that for every strategy.
     recompute: str = "always"
 
     def __post_init__(self) -> None:

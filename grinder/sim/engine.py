@@ -52,8 +52,8 @@ from grinder.sim.replay import level_of, qty_at_cursor
 MAX_TS = np.iinfo(np.int64).max
 RESP_REJECTED = -1  # response status for a cancel that found no order
 RESP_PARTIAL = -2  # response status of a partial fill (the order keeps resting)
-# When the loop may reuse a kernel's last targets instead of calling it (Strategy.reuse).
-REUSE_NEVER, REUSE_TOP, REUSE_PRICES = 0, 1, 2
+# When the loop may reuse a kernel's last targets instead of calling it (Strategy.recompute).
+REUSE_NEVER, REUSE_TOP, REUSE_PRICES, REUSE_BAND = 0, 1, 2, 3
 
 # Counters returned by the loop, in this order.
 COUNTERS = ("placed", "cancelled", "expired", "cancel_rejected", "fills", "exchange_events", "decisions", "rejected",
@@ -351,6 +351,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     x_cum = np.zeros(cap)
     x_lp = np.zeros(cap, np.int64)  # next row of the order's level (position in level_rows) not yet applied
     x_le = np.zeros(cap, np.int64)  # end of the level's rows in level_rows
+    n_state = strategy_state.shape[0]
     gates_on = gates_active(gate_cfg)  # all off: skip them (their rolling history is only read by gates)
     inflight = np.zeros(cap, np.int64)
     free = np.arange(cap - 1, -1, -1).astype(np.int64)
@@ -675,12 +676,16 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             bbq = local_bbq[lj - 1] if lj > 0 else 0.0
             baq = local_baq[lj - 1] if lj > 0 else 0.0
         k_dec += 1
+        moved = bb != k_bb or ba != k_ba
+        if moved and reuse == REUSE_BAND and bb != EMPTY and ba != EMPTY:
+            # The kernel's last call said its targets hold while bid + ask (ticks) stays in its band.
+            sb = np.float64(bb + ba)
+            moved = not (strategy_state[n_state - 2] <= sb <= strategy_state[n_state - 1])
         fresh = (
             dirty
             or gates_on
             or reuse == REUSE_NEVER
-            or bb != k_bb
-            or ba != k_ba
+            or moved
             or (reuse == REUSE_TOP and (bbq != k_bbq or baq != k_baq))
         )
         if dirty:

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from grinder.core.strategy import RECOMPUTE, Strategy, discover
+from grinder.core.strategy import BAND_MIN_STATE, RECOMPUTE, Strategy, discover
 from grinder.data.errors import DataError
 from grinder.data.tape import load_tape
 from grinder.sim.backtest import VenueConfig, run_backtest
@@ -16,6 +16,7 @@ from tests.conftest import REPO
 EXAMPLES = {
     "static_grid": [
         {"levels": 5, "interval": 0.5, "half_spread": 0.1, "order_qty": 0.002, "max_position": 0.01},
+        {"levels": 4, "interval": 3.0, "half_spread": 1.0, "order_qty": 0.002, "max_position": 0.004},
         {"levels": 8, "interval": 1.0, "half_spread": 0.5, "order_qty": 0.002, "max_position": 0.01,
          "recenter_intervals": 2.0},
     ],
@@ -42,6 +43,19 @@ def test_reusing_targets_changes_nothing(name):
         assert a.counters["fills"] > 0
         assert a.digest == b.digest and a.counters == b.counters
         assert (a.steps["mode"] == b.steps["mode"]).all()
+
+
+def test_a_state_too_short_for_the_band_falls_back_to_best_prices():
+    grid = discover()["static_grid"]
+    assert grid.recompute == "mid_band"
+    tape = load_tape(REPO / "data" / "sample" / "lake", "binance-usdm", "BTCUSDT")
+    venue = VenueConfig(step_ns=50_000_000)
+    vec = grid.vector(grid.validate(EXAMPLES["static_grid"][1]))
+    short = run_backtest(tape, grid, vec, venue, state_size=BAND_MIN_STATE - 1)
+    band = run_backtest(tape, grid, vec, venue)
+    always = run_backtest(tape, dataclasses.replace(grid, recompute="always"), vec, venue)
+    assert short.counters["fills"] > 0
+    assert short.digest == band.digest == always.digest
 
 
 def test_unknown_recompute_value_is_refused():
