@@ -97,6 +97,15 @@ def diff_quotes_into(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_l
     return nc, npl
 
 
+@njit(cache=True, _nrt=False)
+def had_target(scratch, stamp, n_targets, side, px):
+    """Whether the `diff_quotes_into` call with this stamp on `scratch` had a target at (side, price in ticks).
+
+    Its target table stays readable until the next call on the scratch; `n_targets` is that call's.
+    """
+    return _contains(scratch[0], scratch[1], stamp, _mask(n_targets), _key(side, px))
+
+
 @njit(cache=True)
 def diff_quotes(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, slots, n_orders, out_cancel, out_place):
     """Fill out_cancel with positions in `slots` to cancel and out_place with target indices to place.

@@ -69,9 +69,10 @@ class Strategy:
     # When a driver must call the kernel again rather than reuse its last targets (RECOMPUTE):
     # "always" (it reads the clock, or its state changes on every call); "top_of_book" (only when
     # the best prices or their quantities, our open quotes or the position changed); "best_prices"
-    # (only when the best prices, our open quotes or the position changed); "mid_band" (as
-    # "best_prices", and not even then while best bid + best ask stays inside the band the kernel
-    # wrote at its last call, see BAND_MIN_STATE; (1, 0) for none). A kernel that declares less
+    # (only when the best prices, our open quotes or the position changed); "mid_band" (only when
+    # the position changed, or the best prices changed and best bid + best ask left the band the
+    # kernel wrote at its last call, see BAND_MIN_STATE, (1, 0) for none: such a kernel reads
+    # neither the clock nor our open quotes). A kernel that declares less
     # than "always" must return the same targets and leave its state as it was (band cells aside)
     # when called again with the inputs it names unchanged, or inside its band; tests/strategies
     # check that for every strategy.

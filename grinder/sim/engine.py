@@ -42,6 +42,7 @@ from grinder.core.diff import (
     ST_NONE,
     diff_quotes_into,
     diff_scratch,
+    had_target,
 )
 from grinder.core.gates import apply_gates, gates_active
 from grinder.core.ledger import CASH, FEES, LEDGER_SIZE, POSITION, REALIZED, book_fill, equity, notional, quote_notional
@@ -359,6 +360,12 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     hi = 0  # slots [0, hi) have been used: the free list hands out low slots first
     touched = True
     last_nt = -1
+    # The last diff's intents all went out (gates off, slots to spare) and no response since could
+    # change what it would say with the same targets: a fill, cancel or expiry of a targeted
+    # quote, an acknowledgement of one no longer targeted, a rejected cancel (see `relevant`).
+    settled = False
+    d_nt = 0  # the last diff's target count (its table is read between diffs)
+    k_pos = np.nan  # the position at the kernel's last call
     # Reusing the last targets (see REUSE_*): the local view of our orders changed (responses,
     # requests sent), and the inputs the kernel was last called with.
     dirty = True
@@ -626,6 +633,16 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             _bus_pop(r_ts, r_st)
             touched = True
             dirty = True
+            if settled:
+                if st == RESP_PARTIAL:
+                    relevant = False  # the quote stays, with its price and state
+                elif st == RESP_REJECTED:
+                    relevant = True
+                else:
+                    targeted = had_target(d_scratch, d_stamp, d_nt, o_side[s_], o_px[s_])
+                    # A targeted quote left (fill, cancel, expiry), or an untargeted one can now be cancelled.
+                    relevant = targeted != (st == ST_NEW)
+                settled = not relevant
             inflight[s_] -= 1
             if st == ST_FILLED or st == RESP_PARTIAL:
                 fee = book_fill(led, o_side[s_], o_px[s_] * tick, r_qty[ri], maker_fee, inverse, contract_size)
@@ -681,8 +698,10 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             # The kernel's last call said its targets hold while bid + ask (ticks) stays in its band.
             sb = np.float64(bb + ba)
             moved = not (strategy_state[n_state - 2] <= sb <= strategy_state[n_state - 1])
+        position = led[POSITION]
         fresh = (
-            dirty
+            (dirty and reuse != REUSE_BAND)  # a band kernel reads neither the clock nor our open quotes
+            or (reuse == REUSE_BAND and position != k_pos)
             or gates_on
             or reuse == REUSE_NEVER
             or moved
@@ -710,28 +729,31 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                         qask = o_px[s_]
         dirty = False
         nc = npl = 0
-        position = led[POSITION]
+        same = True  # the targets are the last ones (reused, or computed equal)
         if fresh:
-            k_bb, k_ba, k_bbq, k_baq = bb, ba, bbq, baq
+            k_bb, k_ba, k_bbq, k_baq, k_pos = bb, ba, bbq, baq, position
             nt = strategy(params, strategy_state, target, bb, ba, bbq, baq, tick, lot, position, v_side, v_px, v_qty,
                           m, t_side, t_px, t_qty, t_level)  # fmt: skip
             if nt < 0 or nt > max_targets:
                 raise ValueError("strategy kernel returned more targets than max_targets (or a negative count)")
             # A strategy sees only (params, its state, market, position, open quotes): with the same
-            # targets and no order changed since the last decision, the diff would be empty.
+            # targets and no order changed since the last diff (or only in ways that cannot change
+            # its answer: `settled`), the diff would be empty.
             j0 = 0  # targets [0, j0) equal the last ones: compared, and need no copy
-            if not touched and nt == last_nt:
+            if (settled or not touched) and nt == last_nt:
                 while j0 < nt and t_side[j0] == p_side[j0] and t_px[j0] == p_px[j0] and t_qty[j0] == p_qty[j0]:
                     j0 += 1
-            same = not touched and nt == last_nt and j0 == nt
-            touched = False
+            same = nt == last_nt and j0 == nt
             last_nt = nt
             for j in range(j0, nt):
                 p_side[j], p_px[j], p_qty[j] = t_side[j], t_px[j], t_qty[j]
-            if not same:
-                d_stamp += 1
-                nc, npl = diff_quotes_into(t_side, t_px, nt, o_side, o_px, l_status, l_req, l_live, slots, m,
-                                           out_cancel, out_place, d_scratch, d_stamp)  # fmt: skip
+        if not same or (touched and not settled):
+            d_stamp += 1
+            d_nt = last_nt
+            nc, npl = diff_quotes_into(t_side, t_px, last_nt, o_side, o_px, l_status, l_req, l_live, slots, m,
+                                       out_cancel, out_place, d_scratch, d_stamp)  # fmt: skip
+            settled = not gates_on
+        touched = False
         have_mid = bb != EMPTY and ba != EMPTY
         mid_now = (bb + ba) * 0.5 * tick if have_mid else 0.0
         eq_now = equity(led, mid_now, funding_paid, inverse, contract_size) if have_mid else np.nan
@@ -768,6 +790,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         for pl in range(npl):
             j = out_place[pl]
             if nfree == 0:
+                settled = False  # a target left unplaced
                 break
             nfree -= 1
             s_ = free[nfree]

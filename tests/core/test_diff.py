@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grinder.core.diff import REQ_CANCEL, REQ_NEW, REQ_NONE, ST_FILLED, ST_NEW, ST_NONE, diff_quotes_py
+from grinder.core.diff import (
+    REQ_CANCEL,
+    REQ_NEW,
+    REQ_NONE,
+    ST_FILLED,
+    ST_NEW,
+    ST_NONE,
+    diff_quotes_into,
+    diff_quotes_py,
+    diff_scratch,
+    had_target,
+)
 
 
 def test_cancels_stale_quotes_and_places_missing_ones():
@@ -93,3 +105,16 @@ def test_kept_tables_give_what_fresh_ones_give_call_after_call(calls):
                                    np.ones(len(o), np.bool_), np.arange(len(o)), len(o), oc, op, scratch,
                                    stamp)  # fmt: skip
         assert (oc[:nc].tolist(), op[:npl].tolist()) == diff_quotes_py(targets, orders) == naive_diff(targets, orders)
+
+
+def test_the_last_diff_s_targets_stay_readable_until_the_next_diff():
+    scratch = diff_scratch(8)
+    n = np.zeros(8, np.int64)
+    side, px = np.array([1, 1, -1], np.int8), np.array([99, 98, 101], np.int64)
+    args = (np.zeros(1, np.int8), np.zeros(1, np.int64), np.zeros(1, np.int8), np.zeros(1, np.int8),
+            np.zeros(1, np.bool_), np.zeros(1, np.int64), 0, n, n)  # fmt: skip
+    assert diff_quotes_into(side, px, 3, *args, scratch, 1) == (0, 3)
+    assert [had_target(scratch, 1, 3, s, p) for s, p in [(1, 99), (1, 98), (-1, 101)]] == [True] * 3
+    assert not had_target(scratch, 1, 3, -1, 99) and not had_target(scratch, 1, 3, 1, 101)
+    diff_quotes_into(side[:1], px[:1], 1, *args, scratch, 2)
+    assert had_target(scratch, 2, 1, 1, 99) and not had_target(scratch, 2, 1, 1, 98)

@@ -115,6 +115,28 @@ def test_cancel_that_arrives_first_removes_the_order():
     assert len(r.fills["qty"]) == 0 and r.counters["cancel_rejected"] == 0
 
 
+SLOW = VenueConfig(entry_latency_ns=150 * MS, response_latency_ns=150 * MS, step_ns=100 * MS)
+
+
+def test_a_quote_acknowledged_after_its_target_left_is_cancelled_then():
+    # Buy @ 98 decided at 100 ms (acknowledged at 400 ms); the 99 bid leaves at 150 ms, so from 200 ms
+    # the kernel wants nothing, but the order cannot be cancelled before its acknowledgement. The
+    # decisions at 200 and 300 ms see the same (empty) targets; the acknowledgement alone must
+    # bring the cancel, at 400 ms.
+    r = run_with([(150, 0, 1, 99, 0)], [1, 98, 1, 99], SLOW)
+    assert r.counters["placed"] == 1 and r.counters["cancelled"] == 1
+
+
+def test_a_targeted_quote_whose_cancel_lands_late_is_placed_again():
+    # Responses take 150 ms. Buy @ 98 from 100 ms; the 99 bid leaves at 250 ms (the 300 ms decision
+    # cancels) and is back at 350 ms (the 400 ms decision wants the quote again, but the order is
+    # still known, its cancel in flight). The cancel's confirmation (460 ms) alone must bring the
+    # new order, at 500 ms.
+    venue = VenueConfig(entry_latency_ns=10 * MS, response_latency_ns=150 * MS, step_ns=100 * MS)
+    r = run_with([(250, 0, 1, 99, 0), (350, 0, 1, 99, 5)], [1, 98, 1, 99], venue)
+    assert r.counters["cancelled"] == 1 and r.counters["placed"] == 2
+
+
 def test_sell_side_mirror():
     r = run([(200, 3, 1, 101, 6)], [-1, 101, 1, 0])
     assert r.fills["side"].tolist() == [-1] and r.position == -1.0 and r.balance == 101.0
