@@ -20,6 +20,7 @@ from grinder.core.gates import GateConfig
 from grinder.data.errors import DataError
 from grinder.data.tape import Tape, load_tape
 from grinder.sim.backtest import LatencySeries, VenueConfig, prepare
+from grinder.sim.heap import keep_freed_memory
 from grinder.sim.replay_cache import cache_root
 from grinder.sweep.folds import Window
 from grinder.sweep.runner import METRICS, run_window
@@ -89,6 +90,7 @@ def run_study(
     """
     if rank_by not in RANKABLE:
         raise DataError(f"unknown ranking metric {rank_by!r}; choose from {', '.join(RANKABLE)}")
+    keep_freed_memory()  # each window's tape and replay, and every set's arrays, reuse freed pages (decision 016)
     load = load or (lambda s, w: load_tape(s.root, s.venue, s.symbol, w.start_ns, w.end_ns, cache=s.cache))
     frames, curves = [], {}
     for w in windows:
