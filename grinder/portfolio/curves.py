@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numba import njit
 
 from grinder.data.errors import DataError
 
@@ -45,11 +46,29 @@ def align_equity(
             raise DataError(f"curve {j}: ts and equity must be 1-D arrays of one length")
         if (np.diff(ts) < 0).any():
             raise DataError(f"curve {j}: ts are not in time order")
-        ok = np.isfinite(eq)
-        ts, eq = ts[ok], eq[ok]
-        i = np.searchsorted(ts, grid_ns, "right") - 1
-        out[:, j] = np.where(i >= 0, eq[np.maximum(i, 0)] if len(eq) else before, before)
+        col = np.empty(len(grid_ns))
+        last_finite_at(ts, eq, grid_ns, before, col)
+        out[:, j] = col
     return out
+
+
+@njit(cache=True, nogil=True)
+def last_finite_at(ts, eq, grid_ns, before, out):
+    """out[k] = eq[i] for the last i with ts[i] <= grid_ns[k] and eq[i] finite, else `before` (ns; both sorted).
+
+    One pass over both series, compiled: a sweep calls it once per parameter set, and its time would
+    otherwise be interpreter time, held against the other workers.
+    """
+    n = ts.shape[0]
+    i = -1  # the last finite value at or before the current grid time
+    j = 0
+    for k in range(grid_ns.shape[0]):
+        g = grid_ns[k]
+        while j < n and ts[j] <= g:
+            if np.isfinite(eq[j]):
+                i = j
+            j += 1
+        out[k] = eq[i] if i >= 0 else before
 
 
 def drawdown(equity: np.ndarray) -> np.ndarray:
@@ -60,6 +79,19 @@ def drawdown(equity: np.ndarray) -> np.ndarray:
 
 def max_drawdown(equity: np.ndarray) -> float:
     """Deepest fall of a 1-D equity curve below its running peak, NaN rows skipped (0 for no values)."""
-    eq = np.asarray(equity, np.float64)
-    eq = eq[~np.isnan(eq)]
-    return float(drawdown(eq).max()) if len(eq) else 0.0
+    return float(_max_drawdown(np.ascontiguousarray(equity, np.float64)))
+
+
+@njit(cache=True, nogil=True)
+def _max_drawdown(eq):
+    peak = -np.inf
+    deepest = 0.0
+    for x in eq:
+        if np.isnan(x):
+            continue
+        peak = max(peak, x)
+        d = peak - x  # as drawdown() computes it
+        if np.isnan(d):
+            return np.nan  # inf - inf, as numpy's max would give
+        deepest = max(deepest, d)
+    return deepest

@@ -74,6 +74,8 @@ class BacktestResult:
     def last_mid(self) -> float:
         """The last mid price the strategy saw (NaN if none)."""
         mid = self.steps["mid"]
+        if len(mid) and not np.isnan(mid[-1]):
+            return float(mid[-1])  # the usual case, without a pass over every step
         ok = mid[~np.isnan(mid)]
         return float(ok[-1]) if len(ok) else float("nan")
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from grinder.core.gates import GateConfig
 from grinder.core.strategy import Strategy, compile_kernel
 from grinder.data.tape import Tape
-from grinder.portfolio.curves import align_equity, max_drawdown
+from grinder.portfolio.curves import last_finite_at, max_drawdown
 from grinder.sim.backtest import (
     BacktestResult,
     LatencySeries,
@@ -60,7 +60,9 @@ def metrics_of(res: BacktestResult) -> dict:
 
 def equity_on_grid(res: BacktestResult, grid_ns: np.ndarray) -> np.ndarray:
     """Equity (settle currency) at each grid time: the last finite value at or before it, 0 before any."""
-    return align_equity([(res.steps["ts"], res.steps["equity"])], grid_ns)[:, 0]
+    out = np.empty(len(grid_ns))
+    last_finite_at(res.steps["ts"], res.steps["equity"], grid_ns, 0.0, out)  # steps are in time order
+    return out
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from grinder.data.errors import DataError
-from grinder.portfolio.curves import align_equity, common_grid, drawdown
+from grinder.portfolio.curves import align_equity, common_grid, drawdown, last_finite_at, max_drawdown
 
 
 def test_common_grid_spans_the_overlap():
@@ -53,3 +55,26 @@ def test_drawdown_is_running_peak_minus_equity_per_column():
     eq = np.array([[0.0, 5.0], [3.0, 4.0], [1.0, 6.0], [4.0, 2.0]])
     assert drawdown(eq).tolist() == [[0.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, 4.0]]
     assert drawdown(np.array([-1.0, -3.0, -2.0])).tolist() == [0.0, 2.0, 1.0]
+
+
+VALUES = st.one_of(st.floats(-1e6, 1e6), st.just(np.nan))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.tuples(st.integers(0, 3), VALUES), max_size=40),
+    grid=st.lists(st.integers(-5, 130), min_size=1, max_size=30, unique=True),
+    before=st.sampled_from([0.0, -1.0]),
+)
+def test_the_compiled_passes_match_their_numpy_definitions(steps, grid, before):
+    ts = np.cumsum([d for d, _ in steps]).astype(np.int64)  # non-decreasing, repeated times included
+    eq = np.array([v for _, v in steps], np.float64)
+    grid_ns = np.array(sorted(grid), np.int64)
+    ok = np.isfinite(eq)
+    i = np.searchsorted(ts[ok], grid_ns, "right") - 1
+    want = np.where(i >= 0, eq[ok][np.maximum(i, 0)] if ok.any() else before, before)
+    out = np.empty(len(grid_ns))
+    last_finite_at(ts, eq, grid_ns, before, out)
+    assert np.array_equal(out, want)
+    finite = eq[~np.isnan(eq)]
+    assert max_drawdown(eq) == (float(drawdown(finite).max()) if len(finite) else 0.0)
