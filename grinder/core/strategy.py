@@ -72,8 +72,9 @@ class Strategy:
     # the best prices or their quantities, our open quotes or the position changed); "best_prices"
     # (only when the best prices, our open quotes or the position changed); "mid_band" (only when
     # the position changed, or the best prices changed and best bid + best ask left the band the
-    # kernel wrote at its last call, see BAND_MIN_STATE, (1, 0) for none: such a kernel reads
-    # neither the clock nor our open quotes). A kernel that declares less
+    # kernel wrote at its last call, see BAND_MIN_STATE, (1, 0) for none, or a side of the book is
+    # empty; such a kernel reads neither the clock nor our open quotes). With gates on, every
+    # kernel is called at every decision. A kernel that declares less
     # than "always" must return the same targets and leave its state as it was (band cells aside)
     # when called again with the inputs it names unchanged, or inside its band; tests/strategies
     # check that for every strategy.
@@ -149,7 +150,10 @@ def kernel_handle(kernel) -> KernelHandle:
     address (twice) on every call, about 0.3 ms of GIL-held work per backtest; this handle does it
     here, once per kernel.
     """
-    handle = _HANDLES.get(kernel)  # before compile_kernel: reading a dispatcher's signatures costs 40 us
+    try:
+        handle = _HANDLES.get(kernel)  # before compile_kernel: reading a dispatcher's signatures costs 40 us
+    except TypeError:  # unhashable: not a numba function, which compile_kernel says by name
+        handle = None
     if handle is None:
         kernel = compile_kernel(kernel)
         handle = _HANDLES[kernel] = KernelHandle(kernel.overloads[tuple(STRATEGY_SIG.args)])

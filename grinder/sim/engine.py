@@ -46,7 +46,7 @@ from grinder.core.diff import (
 )
 from grinder.core.gates import apply_gates, gates_active
 from grinder.core.ledger import CASH, FEES, LEDGER_SIZE, POSITION, REALIZED, book_fill, equity, notional, quote_notional
-from grinder.core.strategy import STRATEGY_FN
+from grinder.core.strategy import BAND_MIN_STATE, STRATEGY_FN
 from grinder.sim.queue import filled_qty, on_depth, on_trade
 from grinder.sim.replay import level_of, qty_at_cursor
 
@@ -694,7 +694,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             baq = local_baq[lj - 1] if lj > 0 else 0.0
         k_dec += 1
         moved = bb != k_bb or ba != k_ba
-        if moved and reuse == REUSE_BAND and bb != EMPTY and ba != EMPTY:
+        if moved and reuse == REUSE_BAND and bb != EMPTY and ba != EMPTY and n_state >= BAND_MIN_STATE:
             # The kernel's last call said its targets hold while bid + ask (ticks) stays in its band.
             sb = np.float64(bb + ba)
             moved = not (strategy_state[n_state - 2] <= sb <= strategy_state[n_state - 1])

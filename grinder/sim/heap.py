@@ -4,10 +4,10 @@ glibc serves a large block (above its mmap threshold: 128 KB at first) with a fr
 unmaps it when freed, and it hands the free top of its heaps back to the kernel. Each backtest of a
 sweep allocates megabytes (its per-decision records, its fills) and each window's tape and replay
 tens of megabytes, so every one of them starts on pages the kernel must fault in and zero again:
-on the 2-core VM about a quarter of a 64-set sweep over a real window (decision 016). With the threshold at
-glibc's maximum and trimming off, a freed block goes back to the heap and the next backtest's
-arrays reuse its pages. The process keeps its peak memory until it exits, which a sweep's process
-reaches anyway.
+on the 2-core VM about a quarter of a 64-set sweep over a real window (decision 016). With the
+threshold at glibc's maximum and trimming off, a freed block goes back to the heap and the next
+backtest's arrays reuse its pages. The process keeps its peak memory until it exits, which a
+sweep's process reaches anyway.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _kept: bool | None = None
 
 
 def keep_freed_memory() -> bool:
-    """Have glibc keep freed blocks up to 32 MB for reuse (once per process); False where there is no glibc."""
+    """Have glibc keep freed blocks up to 32 MB for reuse (once per process); False without glibc, or if it refused."""
     global _kept
     with _lock:
         if _kept is None:

@@ -30,7 +30,6 @@ from grinder.sim.backtest import (
     row_blocks,
     run_backtest,
 )
-from grinder.sim.heap import keep_freed_memory
 from grinder.sim.replay import Replay
 
 METRICS = ("equity", "realized", "unrealized", "fees", "funding_paid", "fills", "position", "max_drawdown",
@@ -88,7 +87,6 @@ def run_window(
     progress: Callable[[int, int], None] | None = None,
 ) -> WindowRun:
     """Backtest each parameter set over `tape` (one shared replay, a thread pool); rows in set order."""
-    keep_freed_memory()  # every set's arrays reuse the last one's pages (decision 016)
     compile_kernel(strategy.kernel)
     latency = LatencySeries.for_venue(venue) if latency is None else latency  # read a latency file once, not per set
     rep = prepare(tape, venue) if replay is None else replay

@@ -90,7 +90,9 @@ def run_study(
     """
     if rank_by not in RANKABLE:
         raise DataError(f"unknown ranking metric {rank_by!r}; choose from {', '.join(RANKABLE)}")
-    keep_freed_memory()  # each window's tape and replay, and every set's arrays, reuse freed pages (decision 016)
+    # Each window's tape and replay, and every set's arrays, reuse freed pages (decision 016; the
+    # process keeps its peak memory). Not in run_window: Dask workers keep their own trim policy.
+    keep_freed_memory()
     load = load or (lambda s, w: load_tape(s.root, s.venue, s.symbol, w.start_ns, w.end_ns, cache=s.cache))
     frames, curves = [], {}
     for w in windows:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from numba import njit
 
+from grinder.core.gates import GateConfig
 from grinder.data.instruments import Instrument
 from grinder.data.tape import Series, Tape
 from grinder.sim.backtest import VenueConfig, run_backtest
@@ -135,6 +136,25 @@ def test_a_targeted_quote_whose_cancel_lands_late_is_placed_again():
     venue = VenueConfig(entry_latency_ns=10 * MS, response_latency_ns=150 * MS, step_ns=100 * MS)
     r = run_with([(250, 0, 1, 99, 0), (350, 0, 1, 99, 5)], [1, 98, 1, 99], venue)
     assert r.counters["cancelled"] == 1 and r.counters["placed"] == 2
+
+
+@njit(cache=True)
+def bids_98_97(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, o_side, o_px, o_qty, n_open, out_side,
+               out_px, out_qty, out_level):  # fmt: skip
+    """Always wants 1 @ 98 and 1 @ 97."""
+    for i in range(2):
+        out_side[i], out_px[i], out_qty[i], out_level[i] = 1, 98 - i, 1.0, -(i + 1)
+    return 2
+
+
+def test_a_quote_the_gates_held_back_is_placed_at_the_next_response():
+    # One token at the start, ten a second: the 100 ms decision places 98 and the gate holds 97 back.
+    # The targets never change; the acknowledgement of 98 (120 ms) must bring 97 at 200 ms.
+    t = tape(BOOK + END)
+    gates = GateConfig(rate_capacity=1, rate_per_s=10)
+    r = run_backtest(t, bids_98_97, np.zeros(1), VENUE, gates=gates)
+    assert r.counters["blocked_rate_limit"] == 1 and r.counters["placed"] == 2
+    assert r.steps["open_orders"].tolist()[:3] == [0, 1, 2]
 
 
 def test_sell_side_mirror():
