@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from grinder.book.l2 import EMPTY
 from grinder.core.gates import REASONS, GateConfig, new_gate_state
 from grinder.core.ledger import AVG_ENTRY, CASH, FEES, POSITION, REALIZED, equity, new_ledger, unrealized
-from grinder.core.strategy import BAND_MIN_STATE, RECOMPUTE, Strategy, kernel_handle
+from grinder.core.strategy import RECOMPUTE, Strategy, kernel_handle
 from grinder.data.errors import DataError
 from grinder.data.tape import Tape
 from grinder.sim.engine import COUNTERS, block_extremes, decision_clock, local_at_decisions, run
@@ -285,8 +285,6 @@ def run_backtest(
     if isinstance(strategy, Strategy):
         max_targets = strategy.max_targets if max_targets is None else max_targets
         reuse = RECOMPUTE.index(strategy.recompute)
-        if strategy.recompute == "mid_band" and state_size < BAND_MIN_STATE:
-            reuse = RECOMPUTE.index("best_prices")  # no room for the band
         strategy = strategy.kernel
     max_targets = 64 if max_targets is None else int(max_targets)
     if max_targets < 1:

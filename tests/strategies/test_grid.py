@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from grinder.book.l2 import EMPTY
 from grinder.core.strategy import BAND_MIN_STATE
 from strategies.grid import STRATEGY, mid_band, static_grid
 
@@ -77,8 +78,6 @@ def test_no_band_without_a_both_sided_book_an_anchored_centre_or_room_in_the_sta
     vec = STRATEGY.vector(
         STRATEGY.validate({"levels": 3, "interval": 1.0, "half_spread": 0.2, "order_qty": 0.1, "max_position": 1.0})
     )
-    from grinder.book.l2 import EMPTY
-
     state = np.full(BAND_MIN_STATE, 5.0)
     out = (np.zeros(8, np.int8), np.zeros(8, np.int64), np.zeros(8), np.zeros(8, np.int64))
     empty = (np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0))

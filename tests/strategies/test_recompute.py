@@ -45,7 +45,7 @@ def test_reusing_targets_changes_nothing(name):
         assert (a.steps["mode"] == b.steps["mode"]).all()
 
 
-def test_a_state_too_short_for_the_band_falls_back_to_best_prices():
+def test_a_state_too_short_for_a_band_gives_the_same_run():
     grid = discover()["static_grid"]
     assert grid.recompute == "mid_band"
     tape = load_tape(REPO / "data" / "sample" / "lake", "binance-usdm", "BTCUSDT")
