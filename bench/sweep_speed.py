@@ -105,10 +105,15 @@ def _grinder_setup(a):
     st, conv = peer["settings"], peer["conversion"]
     sets = json.loads(a.sets_file.read_text())
 
+    if a.dataset in WINDOWS:
+        window_tape(a.dataset, a.lake)  # ingested into the lake on first use
+        where = (a.lake / a.dataset, "binance-usdm", WINDOWS[a.dataset][1])
+    else:
+        where = (a.lake, SYNTH_VENUE, SYNTH_SYMBOL)
+
     def load():
-        if a.dataset in WINDOWS:
-            return window_tape(a.dataset, a.lake)
-        return load_tape(a.lake, SYNTH_VENUE, SYNTH_SYMBOL)
+        # As run_study's own loader reads a window (Arrow's freed buffers kept for the next load).
+        return load_tape(*where, release_buffers=False)
 
     tape = load()
     tick = tape.instrument.tick_size

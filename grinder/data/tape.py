@@ -106,6 +106,10 @@ def _split(b_ts, b_seq, t_ts, t_seq, k):
     return lo
 
 
+# Rows per part of the merge's parallel loop: above this a second thread pays for its start.
+MERGE_PART_ROWS = 200_000
+
+
 @njit(cache=True, parallel=True)
 def _merge(
     b_ts,
@@ -276,11 +280,15 @@ def load_tape(
     start_ns: int | None = None,
     end_ns: int | None = None,
     cache: bool = False,
+    release_buffers: bool = True,
 ) -> Tape:
     """Load [start_ns, end_ns) of one instrument from the lake into a Tape.
 
     With `cache`, the built tape is kept under ``<root>/_tapes`` and later loads of the same
     selection return read-only memory maps of it (until the instrument's data changes).
+    `release_buffers=False` leaves Arrow's freed Parquet buffers with its allocator for the next
+    load instead of handing them back: a process loading window after window (a sweep) then reads
+    into pages it already has.
     """
     root = Path(root)
     if start_ns is not None and end_ns is not None and end_ns <= start_ns:
@@ -290,7 +298,7 @@ def load_tape(
         hit = tape_cache.open_cached(root, key)
         if hit is not None:
             return hit
-        tape = load_tape(root, venue, symbol, start_ns, end_ns)
+        tape = load_tape(root, venue, symbol, start_ns, end_ns, release_buffers=release_buffers)
         tape_cache.save(tape, root, key)
         return tape
     inst = read_instrument(root, venue, symbol)
@@ -308,14 +316,15 @@ def load_tape(
         *(_np(book, c, d) for c, d in _BOOK_COLS.items()),
         *(_np(trades, c, d) for c, d in _TRADE_COLS.items()),
         inst.tick_size,
-        max(1, min(numba.get_num_threads(), _rows(book, trades) // 1_000_000)),
+        max(1, min(numba.get_num_threads(), _rows(book, trades) // MERGE_PART_ROWS)),
     )
     start = 0 if start_ns is None else int(np.searchsorted(cols[0], start_ns, "left"))
     bbo_s = Series({c: _np(bbo, c, d) for c, d in _BBO_COLS.items()})
     fund_s = Series({c: _np(fund, c, d) for c, d in _FUND_COLS.items()})
     del book, trades, bbo, fund
-    # Arrow's allocator keeps freed Parquet buffers for reuse (~0.7 GB per 10 M rows): hand them back.
-    pa.default_memory_pool().release_unused()
+    if release_buffers:
+        # Arrow's allocator keeps freed Parquet buffers for reuse (~0.7 GB per 10 M rows): hand them back.
+        pa.default_memory_pool().release_unused()
     return Tape(
         inst,
         *cols,

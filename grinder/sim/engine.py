@@ -48,7 +48,7 @@ from grinder.core.gates import apply_gates, gates_active
 from grinder.core.ledger import CASH, FEES, LEDGER_SIZE, POSITION, REALIZED, book_fill, equity, notional, quote_notional
 from grinder.core.strategy import BAND_MIN_STATE, STRATEGY_FN
 from grinder.sim.queue import filled_qty, on_depth, on_trade
-from grinder.sim.replay import level_of, qty_at_cursor
+from grinder.sim.replay import level_key, level_of, qty_at_cursor
 
 MAX_TS = np.iinfo(np.int64).max
 RESP_REJECTED = -1  # response status for a cancel that found no order
@@ -140,9 +140,13 @@ def _bus_push(ts, st, t):
     cap = ts.shape[0]
     if st[0] == cap:
         raise RuntimeError("order bus full")
-    if st[0] > 0 and t < ts[(st[1] + st[0] - 1) % cap]:
+    # Indices wrap by one subtraction, not `%`: an integer division on every message costs more
+    # than the rest of the push (head < cap and count < cap, so one wrap is enough).
+    k = st[1] + st[0]
+    if k >= cap:
+        k -= cap
+    if st[0] > 0 and t < ts[k - 1 if k > 0 else cap - 1]:
         raise RuntimeError("order bus: a message would overtake an earlier one")
-    k = (st[1] + st[0]) % cap
     ts[k] = t
     st[0] += 1
     return k
@@ -160,10 +164,12 @@ def _bus_top(ts, st):
 def _bus_pop(ts, st):
     """Remove the earliest entry (its payload stays readable until its index is handed out again)."""
     ts[st[1]] = MAX_TS
-    st[1] = (st[1] + 1) % ts.shape[0]
+    h = st[1] + 1
+    st[1] = 0 if h == ts.shape[0] else h
     st[0] -= 1
 
 
+LEVEL_CACHE = 1024  # entries of the loop's cache of price levels (a power of two)
 BLOCK_SHIFT = 4  # rows per block: 16
 BLOCK_MASK = (1 << BLOCK_SHIFT) - 1
 _MIN_TICKS = np.iinfo(np.int64).min
@@ -400,6 +406,10 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     r_qty = np.zeros(cap * 2)
     r_st = np.zeros(2, np.int64)
     lvl_pos = np.zeros(level_ukeys.shape[0], np.int64)  # per price level: where its last search ended
+    # The price levels of recent placements, direct-mapped by (side, price): a grid quotes the same
+    # few hundred prices again and again, and a hit saves a binary search over every level of the tape.
+    lvl_key = np.full(LEVEL_CACHE, _MIN_TICKS, np.int64)  # level_key values; the lowest int64 is no level's
+    lvl_u = np.zeros(LEVEL_CACHE, np.int64)
     q_last = np.int64(0)  # latest arrival on each bus: a message never overtakes an earlier one
     r_last = np.int64(0)
     led = np.zeros(LEDGER_SIZE)  # the local side's ledger
@@ -602,7 +612,13 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                         x_leaves[s_] = o_qty[s_]
                         # The level's rows from ei on: galloping from where the last order there
                         # started (ei only grows), so a price quoted again is found in a few steps.
-                        u = level_of(level_ukeys, o_side[s_], o_px[s_])
+                        key = level_key(o_side[s_], o_px[s_])
+                        h = (o_px[s_] * 2 + (1 if o_side[s_] > 0 else 0)) & (LEVEL_CACHE - 1)
+                        if lvl_key[h] == key:
+                            u = lvl_u[h]
+                        else:
+                            u = level_of(level_ukeys, o_side[s_], o_px[s_])
+                            lvl_key[h], lvl_u[h] = key, u
                         lo = hi_ = first = 0
                         if u >= 0:
                             lo, hi_ = level_starts[u], level_starts[u + 1]

@@ -199,7 +199,8 @@ def _is_sorted(a):
 
 
 @njit(cache=True, inline="always")
-def _key(side_code, ticks):
+def level_key(side_code, ticks):
+    """The sort key of a (side, price in ticks) level in level_ukeys: bids above every ask."""
     return (SIDE_BIT if side_code > 0 else np.int64(0)) + ticks
 
 
@@ -225,7 +226,7 @@ def _levels(kind, side, ticks):
         k = kind[i]
         if k <= 1:
             nb += 1
-            key = _key(side[i], ticks[i])
+            key = level_key(side[i], ticks[i])
             if side[i] > 0:
                 bmin = min(bmin, key)
                 bmax = max(bmax, key)
@@ -276,14 +277,14 @@ def _levels(kind, side, ticks):
         at = np.zeros(np.int64(top) + 2, np.int64)
         for i in range(n):
             if kind[i] <= 1:
-                key = _key(side[i], ticks[i])
+                key = level_key(side[i], ticks[i])
                 rank = span_a + np.uint64(key - base_b) if side[i] > 0 else np.uint64(key - base_a)
                 at[np.int64(rank) + 1] += 1
         for v in range(1, at.shape[0]):
             at[v] += at[v - 1]
         for i in range(n):
             if kind[i] <= 1:
-                key = _key(side[i], ticks[i])
+                key = level_key(side[i], ticks[i])
                 rank = np.int64(span_a + np.uint64(key - base_b) if side[i] > 0 else np.uint64(key - base_a))
                 m = at[rank]
                 rows[m] = i
@@ -293,7 +294,7 @@ def _levels(kind, side, ticks):
         m = 0
         for i in range(n):
             if kind[i] <= 1:
-                key = _key(side[i], ticks[i])
+                key = level_key(side[i], ticks[i])
                 rank = span_a + np.uint64(key - base_b) if side[i] > 0 else np.uint64(key - base_a)
                 packed[m] = (rank << np.uint64(rb)) | np.uint64(i)
                 m += 1
@@ -425,7 +426,7 @@ def qty_at_cursor(level_rows, reset_rows, reset_sides, qty, side_code, lo, first
 @njit(cache=True, _nrt=False)
 def level_of(level_ukeys, side_code, price_ticks):
     """Index of the (side, price) level in level_ukeys, or -1 when no book row of the tape is there."""
-    key = (SIDE_BIT if side_code > 0 else 0) + price_ticks
+    key = level_key(side_code, price_ticks)
     u = _first_at_or_after(level_ukeys, 0, level_ukeys.shape[0], key)
     if u == level_ukeys.shape[0] or level_ukeys[u] != key:
         return -1

@@ -55,6 +55,29 @@ def test_round_trip_gives_the_same_events(lake):
     assert np.array_equal(tape.bbo.bid_price, bbo["bid_price"].to_numpy())
 
 
+def test_the_merge_gives_the_same_tape_in_any_number_of_parts(lake):
+    import pyarrow.parquet as pq
+
+    from grinder.data.tape import _BOOK_COLS, _TRADE_COLS, _merge
+
+    root, _ = lake
+    tables = {t: pq.read_table(next((root / t).rglob("*.parquet"))) for t in ("book", "trades")}
+    cols = [tables["book"].column(c).to_numpy().astype(d) for c, d in _BOOK_COLS.items()]
+    cols += [tables["trades"].column(c).to_numpy().astype(d) for c, d in _TRADE_COLS.items()]
+    one = _merge(*cols, 0.1, 1)
+    for parts in (2, 3, 7):
+        assert all(np.array_equal(a, b) for a, b in zip(one, _merge(*cols, 0.1, parts), strict=True))
+
+
+def test_keeping_arrow_s_buffers_loads_the_same_tape(lake):
+    root, _ = lake
+    a = load_tape(root, "binance-usdm", "BTCUSDT")
+    b = load_tape(root, "binance-usdm", "BTCUSDT", release_buffers=False)
+    for name in ("ts_exch", "ts_local", "kind", "side", "price", "price_ticks", "qty", "ref", "flags"):
+        assert np.array_equal(getattr(a, name), getattr(b, name))
+    assert np.array_equal(a.bbo.bid_price, b.bbo.bid_price)
+
+
 def test_window_starts_from_the_last_snapshot_so_the_book_is_whole(lake):
     root, _ = lake
     full = load_tape(root, "binance-usdm", "BTCUSDT")

@@ -102,6 +102,28 @@ def test_post_only_order_that_would_cross_expires():
     assert len(r.fills["qty"]) == 0 and r.counters["expired"] >= 1 and r.position == 0.0
 
 
+@njit(cache=True)
+def moving_bid(params, state, now_ns, best_bid, best_ask, bid_qty, ask_qty, tick, lot, position, open_side, open_px,
+               open_qty, n_open, out_side, out_px, out_qty, out_level):  # fmt: skip
+    """Bid params[2] at params[0] (ticks) until params[3] ns, then at params[1]."""
+    out_side[0] = 1
+    out_px[0] = int(params[0] if now_ns < params[3] else params[1])
+    out_qty[0] = params[2]
+    out_level[0] = 0
+    return 1
+
+
+def test_an_order_joins_its_own_level_s_queue_after_one_at_a_price_sharing_its_cache_slot():
+    # The loop caches price levels by (side, price) in LEVEL_CACHE slots: bids 512 ticks apart share
+    # a slot. The bid at 88 (1 resting ahead) is placed first, then the one at 600 (5 ahead), which
+    # must queue behind 600's 5: a trade of 2 leaves it waiting, 4 more fill it.
+    book = [(0, 2, 0, 0, 0), (0, 1, 1, 600, 5), (0, 1, 1, 88, 1), (0, 1, -1, 700, 5)]
+    rows = [(400, 3, -1, 600, 2), (500, 3, -1, 600, 4), (1000, 0, -1, 705, 1)]
+    r = run_backtest(tape(book + rows), moving_bid, np.array([88, 600, 1, 250 * MS], np.float64), VENUE)
+    assert r.counters["cancelled"] == 1  # the bid at 88, once the target moved
+    assert r.fills["ts_exch"].tolist() == [500 * MS] and r.fills["price"].tolist() == [600.0]
+
+
 def test_fill_wins_the_race_against_a_cancel_in_flight():
     # Resting buy @ 98. At 150 ms the 99 bid disappears, so the 200 ms decision cancels (arrives 210 ms);
     # a sell trade at 97 fills us at 205 ms: the cancel is rejected and the fill stands.

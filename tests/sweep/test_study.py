@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from grinder.core.strategy import get
 from grinder.data.errors import DataError
@@ -98,3 +100,42 @@ def test_sharpe_is_vectorbts_on_the_equity_increments():
     np.testing.assert_array_equal(got, want)
     assert np.isfinite(got[:4]).all() and abs(got[0]) > 0
     assert np.isnan(sharpe_of(grid_ns[:2], equity[:2])).all()  # one increment: no ratio
+
+
+def _rank_by_groupby(results: pd.DataFrame, axes: list[str], rank_by: str) -> pd.DataFrame:
+    """The ranking's definition in pandas: per-set means by sample, NaN left out, then sorted."""
+    from grinder.sweep.study import LOWER_IS_BETTER, RANKABLE
+
+    metrics = [m for m in RANKABLE if m in results]
+    means = results.groupby(["set", "sample"])[metrics].mean().unstack("sample")
+    means.columns = [f"{m}_{s}" for m, s in means.columns]
+    out = results.groupby("set")[axes].first().join(means)
+    key = f"{rank_by}_{'out' if (results['sample'] == 'out').any() else 'in'}"
+    out = out.reset_index().sort_values([key, "set"], ascending=[rank_by in LOWER_IS_BETTER, True],
+                                        na_position="last")  # fmt: skip
+    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    return out.reset_index(drop=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_sets=st.integers(1, 6),
+    samples=st.lists(st.sampled_from(["in", "out"]), min_size=1, max_size=4),
+    seed=st.integers(0, 2**32 - 1),
+    rank_by=st.sampled_from(["equity", "max_drawdown", "sharpe", "fills"]),
+)
+def test_the_ranking_is_the_per_set_mean_of_each_sample(n_sets, samples, seed, rank_by):
+    from grinder.sweep.study import METRICS, rank
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for w, sample in enumerate(samples):
+        f = {"set": np.arange(n_sets), "window": f"w{w}", "sample": sample, "interval": np.arange(n_sets) * 0.5}
+        for m in (*METRICS, "sharpe", "return_over_drawdown"):
+            v = rng.choice([-1.0, 0.0, 0.5, 2.0, np.nan], n_sets) if m != "fills" else rng.integers(0, 9, n_sets)
+            f[m] = v
+        frames.append(pd.DataFrame(f))
+    results = pd.concat(frames, ignore_index=True)
+    got = rank(results, ["interval"], rank_by)
+    pd.testing.assert_frame_equal(got, _rank_by_groupby(results, ["interval"], rank_by), check_exact=False, rtol=1e-12)
+    assert got.attrs["rank_key"] == f"{rank_by}_{'out' if 'out' in samples else 'in'}"
