@@ -15,8 +15,10 @@ written once in ticks; hftbacktest reads them as ticks, Grinder's static_grid as
 - Grinder runs `grinder.sweep.study.run_study` on one window with workers = CPU count, in a fresh
   process per sweep size (so each peak RSS belongs to one sweep size). Its time is one whole study:
   loading the tape, preparing the replay once, every set's backtest, the ranking; best of `--repeat`
-  studies after a 2-set warm-up study (kernels loaded from numba's cache, vectorbt imported: the
-  one-off costs, reported apart like hftbacktest's JIT). The same studies run again with 1 worker.
+  studies after an untimed warm-up study of the same grid (kernels loaded from numba's cache,
+  vectorbt imported, and the process's heaps grown to the size the study keeps reusing, decision
+  016: the one-off costs, reported apart like hftbacktest's JIT; hftbacktest's heaps settle in its
+  first set). The same studies run again with 1 worker.
 - A third Grinder process (`--no-profile` skips it) times every set of the smallest sweep alone,
   single-threaded, at 100 ms and 1 s decision steps, and fits per-run, per-decision, per-order and
   per-fill costs: where Grinder's time goes.
@@ -145,7 +147,7 @@ def _grinder_setup(a):
 
 
 def child_sweep(a) -> None:
-    """Grinder's sweeps of one size: a 2-set warm-up study, then `a.repeat` studies per worker count."""
+    """Grinder's sweeps of one size: an untimed warm-up study of the grid, then `a.repeat` studies per worker count."""
     t0 = time.perf_counter()
     import grinder.sim.backtest  # noqa: F401 - the engine's kernels load from numba's cache on import
     import grinder.sweep.runner as runner
@@ -200,7 +202,7 @@ def child_sweep(a) -> None:
         return split
 
     t0 = time.perf_counter()
-    study(Grid(grid.strategy, grid.axes, grid.fixed, grid.sets[:2]), os.cpu_count() or 1)
+    study(grid, os.cpu_count() or 1)
     warmup_s = time.perf_counter() - t0
     hwm["after_warmup"] = vm_hwm_mb()
 
@@ -504,7 +506,7 @@ def print_table(rows: list[dict]) -> None:
         "\nSweep throughput, same data and strategy: set x events per second (M). hftbacktest: one process, a full "
         "run per set (backtester built on the loaded array + loop), best of its passes, JIT warm-up excluded. "
         "Grinder: run_study on one window, workers = CPU count, loading the tape, preparing the replay once, all "
-        "backtests and the ranking, best of its studies after a 2-set warm-up. Spread = (slowest - fastest) / "
+        "backtests and the ranking, best of its studies after an untimed one. Spread = (slowest - fastest) / "
         "fastest over the repeats. RSS = each process's peak (VmHWM), one process per engine and sweep size. "
         "agree = sets whose fill count, final position and fees are the same in both engines."
     )

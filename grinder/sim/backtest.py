@@ -242,6 +242,9 @@ def decision_inputs(tape: Tape, replay: Replay, venue: VenueConfig, start_ns: in
     )  # fmt: skip
 
 
+# What run_backtest keeps of each step: every column, or only ts, mid and equity (sweeps).
+RECORDS = ("all", "equity")
+
 # Fill records the loop's buffers hold at first (about 20 MB of address space, touched only as
 # fills arrive); a run with more is repeated with buffers four times larger.
 FILL_CAP = 1 << 18
@@ -261,6 +264,7 @@ def run_backtest(
     progress: Callable[[int, int], None] | None = None,
     blocks: tuple[np.ndarray, np.ndarray] | None = None,
     decisions: tuple[np.ndarray, ...] | None = None,
+    record: str = "all",
 ) -> BacktestResult:
     """Run `strategy` (a `Strategy`, or a bare kernel) with `params` over `tape`.
 
@@ -274,7 +278,11 @@ def run_backtest(
     `progress(rows_done, rows_total)` is called a few times a second while the loop runs. `blocks`
     (from `row_blocks(tape, replay)`) and `decisions` (from `decision_inputs(tape, replay, venue,
     start_ns)`) save recomputing them when a tape is reused with the same venue and start.
+    `record="equity"` keeps only the steps' ts, mid and equity (what a sweep reads; fills, ledger,
+    counters and digest are the same), "all" every step column.
     """
+    if record not in RECORDS:
+        raise DataError(f"record must be one of {', '.join(RECORDS)}, got {record!r}")
     inst = tape.instrument
     rep = prepare(tape, venue) if replay is None else replay
     gate_cfg = (gates or GateConfig()).as_array()
@@ -335,7 +343,7 @@ def run_backtest(
         # one), fresh strategy and gate state, and zero counters.
         blocked = np.zeros(len(REASONS), np.int64)
         attempt = (*args, np.array(params, np.float64), np.zeros(state_size), max_targets, reuse, fill_cap,
-                   gate_cfg, new_gate_state(gate_cfg), blocked)  # fmt: skip
+                   gate_cfg, new_gate_state(gate_cfg), blocked, record == "all")  # fmt: skip
         done = np.zeros(1, np.int64)
         try:
             out = run(*attempt, done) if progress is None else _run_watched(attempt, done, len(tape), progress)
@@ -365,8 +373,11 @@ def run_backtest(
     names = ("ts", "mid", "position", "balance", "fees", "realized", "equity", "open_orders", "quote_bid",
              "quote_ask", "mode")  # fmt: skip
     steps = dict(zip(names, st, strict=True))
-    for k in ("quote_bid", "quote_ask"):
-        steps[k] = np.where(steps[k] == EMPTY, np.nan, steps[k] * inst.tick_size)
+    if record == "all":
+        for k in ("quote_bid", "quote_ask"):
+            steps[k] = np.where(steps[k] == EMPTY, np.nan, steps[k] * inst.tick_size)
+    else:
+        steps = {k: steps[k] for k in ("ts", "mid", "equity")}
     counters = {name: int(v) for name, v in zip(COUNTERS, cnt, strict=True)}
     counters.update({f"blocked_{r}": int(b) for r, b in zip(REASONS, blocked, strict=True)})
     funding = {"ts": fund[0], "position": fund[1], "amount": fund[2]}

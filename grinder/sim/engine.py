@@ -78,7 +78,8 @@ def _signature():
         *(f64, f64, f64, f64, b, f64),  # tick, lot, min_notional (quote), maker_fee, inverse, contract_size
         *(i64, f64, b),  # queue model, queue power, partial fills
         *(STRATEGY_FN, rw(f64), rw(f64), i64, i64, i64),  # strategy, params, state, max_targets, reuse, fill_cap
-        *(ro(f64), rw(f64), rw(i64), rw(i64)),  # gate config, gate state, blocked counters, progress
+        *(ro(f64), rw(f64), rw(i64)),  # gate config, gate state, blocked counters
+        *(b, rw(i64)),  # all_steps, progress
     )
 
 
@@ -333,10 +334,13 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     gate_cfg,
     gate_state,
     blocked,
+    all_steps,
     progress,
 ):
     """Run a strategy over a prepared tape; returns fills, per-step records, the ledger and counters.
 
+    Without `all_steps` only the steps' times, mids and equity are recorded (the other step arrays
+    come back empty): all a sweep reads, and a tenth of a tight grid's time on a long tape.
     progress[0] is set to the number of exchange rows processed at every decision (another thread
     may read it; the loop releases the GIL).
     """
@@ -445,15 +449,16 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     k_dec = 0
     s_ts = np.zeros(n_steps_cap, np.int64)
     s_mid = np.zeros(n_steps_cap)
-    s_pos = np.zeros(n_steps_cap)
-    s_cash = np.zeros(n_steps_cap)
-    s_fee = np.zeros(n_steps_cap)
-    s_real = np.zeros(n_steps_cap)
     s_eq = np.zeros(n_steps_cap)
-    s_open = np.zeros(n_steps_cap, np.int64)
-    s_qbid = np.zeros(n_steps_cap, np.int64)  # our innermost open quotes, ticks (EMPTY if none)
-    s_qask = np.zeros(n_steps_cap, np.int64)
-    s_mode = np.zeros(n_steps_cap, np.int8)  # the strategy's state[0]: its controller mode, if it has one
+    n_rec = n_steps_cap if all_steps else 0
+    s_pos = np.zeros(n_rec)
+    s_cash = np.zeros(n_rec)
+    s_fee = np.zeros(n_rec)
+    s_real = np.zeros(n_rec)
+    s_open = np.zeros(n_rec, np.int64)
+    s_qbid = np.zeros(n_rec, np.int64)  # our innermost open quotes, ticks (EMPTY if none)
+    s_qask = np.zeros(n_rec, np.int64)
+    s_mode = np.zeros(n_rec, np.int8)  # the strategy's state[0]: its controller mode, if it has one
     ns = 0
     counters = np.zeros(9, np.int64)  # see COUNTERS
     ei = 0  # next exchange row
@@ -823,15 +828,16 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         if ns < n_steps_cap:
             s_ts[ns] = target
             s_mid[ns] = mid_now if have_mid else np.nan
-            s_pos[ns] = led[POSITION]
-            s_cash[ns] = led[CASH]
-            s_fee[ns] = led[FEES]
-            s_real[ns] = led[REALIZED]
             s_eq[ns] = eq_now
-            s_open[ns] = m
-            s_qbid[ns] = qbid
-            s_qask[ns] = qask
-            s_mode[ns] = np.int8(strategy_state[0]) if strategy_state.shape[0] > 0 else 0
+            if all_steps:
+                s_pos[ns] = led[POSITION]
+                s_cash[ns] = led[CASH]
+                s_fee[ns] = led[FEES]
+                s_real[ns] = led[REALIZED]
+                s_open[ns] = m
+                s_qbid[ns] = qbid
+                s_qask[ns] = qask
+                s_mode[ns] = np.int8(strategy_state[0]) if strategy_state.shape[0] > 0 else 0
             ns += 1
         progress[0] = ei
         target += step_ns

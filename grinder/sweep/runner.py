@@ -100,7 +100,8 @@ def run_window(
 
     def one(i: int) -> int:
         res = run_backtest(tape, strategy, strategy.vector(sets[i]), venue, start_ns=start_ns, replay=rep,
-                           gates=gates, latency=latency, blocks=blocks, decisions=decisions)  # fmt: skip
+                           gates=gates, latency=latency, blocks=blocks, decisions=decisions,
+                           record="equity")  # fmt: skip
         rows[i] = {**metrics_of(res), "events": len(tape)}
         equity[:, i] = equity_on_grid(res, grid_ns)
         return i

@@ -9,6 +9,7 @@ import pytest
 from numba import njit
 
 from grinder.core.gates import GateConfig
+from grinder.data.errors import DataError
 from grinder.data.instruments import Instrument
 from grinder.data.tape import Series, Tape
 from grinder.sim.backtest import VenueConfig, run_backtest
@@ -424,3 +425,16 @@ def test_the_engine_gets_one_kernel_handle_per_kernel():
     assert kernel_handle(one_quote) is kernel_handle(one_quote)  # resolved once, not per backtest
     a = run([(200, 3, -1, 99, 6)], [1, 99, 1, 0])
     assert a.digest == run([(200, 3, -1, 99, 6)], [1, 99, 1, 0]).digest
+
+
+def test_recording_only_the_equity_keeps_its_steps_and_every_result():
+    rows = BOOK + [(150, 0, 1, 99, 1), (300, 3, -1, 99, 2), (400, 0, -1, 101, 3)] + END
+    full = run_backtest(tape(rows), one_quote, np.array([1, 99, 1, 0], np.float64), VENUE)
+    lean = run_backtest(tape(rows), one_quote, np.array([1, 99, 1, 0], np.float64), VENUE, record="equity")
+    assert set(lean.steps) == {"ts", "mid", "equity"} and len(full.steps) == 11
+    for k in lean.steps:
+        assert np.array_equal(lean.steps[k], full.steps[k], equal_nan=True)
+    assert lean.digest == full.digest and lean.counters == full.counters and len(full.fills["qty"]) == 1
+    assert (lean.equity, lean.unrealized, lean.position) == (full.equity, full.unrealized, full.position)
+    with pytest.raises(DataError, match="record must be one of all, equity, got 'mid'"):
+        run_backtest(tape(rows), one_quote, np.array([1, 99, 1, 0], np.float64), VENUE, record="mid")
