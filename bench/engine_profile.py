@@ -65,9 +65,10 @@ def child(a) -> None:
     venue = bt.VenueConfig(entry_latency_ns=10_000_000, response_latency_ns=10_000_000, maker_fee=0.0002)
     rep = bt.prepare(tape, venue)
     start = int(tape.ts_exch[0])
+    # The sets run as a sweep runs them (runner.run_window: shared inputs, only the equity recorded).
     kw = {"start_ns": start, "replay": rep, "blocks": bt.row_blocks(tape, rep),
           "decisions": bt.decision_inputs(tape, rep, venue, start),
-          "latency": bt.LatencySeries.for_venue(venue)}  # fmt: skip
+          "latency": bt.LatencySeries.for_venue(venue), "record": "equity"}  # fmt: skip
     axes = {"interval": [tick * i for i in INTERVAL_TICKS], "half_spread": [tick * h for h in HALF_SPREAD_TICKS],
             "order_qty": [qty]}  # fmt: skip
     grid = expand(STRATEGY, axes, {"levels": 20, "max_position": max_pos})
