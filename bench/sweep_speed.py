@@ -95,6 +95,13 @@ def vm_hwm_mb() -> float:
 # ---------------------------------------------------------------------------------------------
 # Grinder, in a child process
 # ---------------------------------------------------------------------------------------------
+def _lake_selection(a) -> tuple[Path, str, str]:
+    """(lake root, venue, symbol) of the child's dataset."""
+    if a.dataset in WINDOWS:
+        return a.lake / a.dataset, "binance-usdm", WINDOWS[a.dataset][1]
+    return a.lake, SYNTH_VENUE, SYNTH_SYMBOL
+
+
 def _grinder_setup(a):
     """Tape loader, strategy grid, venue and window of a child, as the peer's summary `a.peer_json` set them."""
     from grinder.data.tape import load_tape
@@ -109,9 +116,7 @@ def _grinder_setup(a):
 
     if a.dataset in WINDOWS:
         window_tape(a.dataset, a.lake)  # ingested into the lake on first use
-        where = (a.lake / a.dataset, "binance-usdm", WINDOWS[a.dataset][1])
-    else:
-        where = (a.lake, SYNTH_VENUE, SYNTH_SYMBOL)
+    where = _lake_selection(a)
 
     def load():
         # As run_study's own loader reads a window (Arrow's freed buffers kept for the next load).
@@ -212,10 +217,7 @@ def child_sweep(a) -> None:
     from grinder.data.tape import load_tape
     from grinder.sweep import study as study_mod
 
-    if a.dataset in WINDOWS:
-        croot, cvenue, csymbol = a.lake / a.dataset, "binance-usdm", WINDOWS[a.dataset][1]
-    else:
-        croot, cvenue, csymbol = a.lake, SYNTH_VENUE, SYNTH_SYMBOL
+    croot, cvenue, csymbol = _lake_selection(a)
     study_prepare = study_mod.prepare
 
     def cached_study(g, workers: int) -> dict:
