@@ -12,8 +12,9 @@ order) is answered from an index of book rows grouped by (side, price), in row o
 
 Building it: when the local times are already in order (synthetic tapes), one book pass records
 both sides; otherwise the exchange-order pass and the local-order pass run on two threads. The
-(side, price) index is built alongside, by a counting sort of dense key ranks or one sort of
-packed (rank, row) integers. The passes write out the book's in-window level update (a numba call
+(side, price) index is built alongside, by a counting sort over dense key ranks: a key's offset
+when the keys span few values, else its place among the distinct keys, numbered by a hash table
+and sorted (a few thousand levels, not every row). The passes write out the book's in-window level update (a numba call
 with array arguments costs atomic reference counting, more than the update itself) and call
 `grinder.book.l2` for everything else; tests/sim/test_replay.py holds them to l2.apply_row.
 `load_or_prepare` adds an opt-in on-disk cache (`grinder.sim.replay_cache`, decision 006).
@@ -51,6 +52,7 @@ SIDE_BIT = np.int64(1) << np.int64(62)
 _I64_MAX = np.iinfo(np.int64).max
 _I64_MIN = np.iinfo(np.int64).min
 _COUNTING_MIN = 1 << 16  # the level index is a counting sort when key ranks span fewer than max(this, rows)
+_FIB = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio: the level index's multiplicative hash
 
 
 @dataclass(frozen=True)
@@ -205,16 +207,72 @@ def level_key(side_code, ticks):
 
 
 @njit(cache=True, nogil=True)
-def _levels(kind, side, ticks):
-    """The (side, price) index of book rows and the resets, or packed values to sort for the index.
+def _key_table(byid, count, d, bits):
+    """A hash table of 2**bits slots (keys, ids) holding the first d keys of `byid`; room for ids and their counts."""
+    cap = 1 << bits
+    tkey = np.empty(cap, np.int64)
+    tid = np.full(cap, -1, np.int64)
+    grown = np.empty(cap // 2, np.int64)
+    grown[:d] = byid[:d]
+    counts = np.zeros(cap // 2, np.int64)
+    counts[:d] = count[:d]
+    for e in range(d):
+        h = np.int64((np.uint64(grown[e]) * _FIB) >> np.uint64(64 - bits))
+        while tid[h] >= 0:
+            h = (h + 1) & (cap - 1)
+        tid[h] = e
+        tkey[h] = grown[e]
+    return tkey, tid, grown, counts
 
-    Rows are ordered by (key, row), as lexsort((rows, keys)) would. Keys map to dense ranks: key -
-    base_a for asks and span_a + key - base_b for bids when every ask key is below every bid key
-    (base_a, base_b each side's smallest key, span_a the asks' key range + 1), else key - base_b with
-    span_a = 0 (base_b the smallest key). With few distinct ranks, a counting sort gives the index
-    (mode 0). Otherwise, if rank and row fit in 64 bits, `packed` holds `rank << rb | row` per book
-    row, whose plain sort is the index (mode 1: sort, then _unpack_levels); else mode 2 (sort keys).
-    Returns (rows, keys, packed, reset_rows, reset_sides, rb, span_a, base_a, base_b, mode).
+
+@njit(cache=True, nogil=True)
+def _number_keys(kind, side, ticks, start, m, d, most, bits, tkey, tid, byid, count, ids):
+    """Number the book rows' keys from row `start` (ids[m], ...) in first-seen order, counting rows per id.
+
+    d keys are known so far.
+
+    Returns (row, m, d): row = len(kind) when done, the row to resume at once the table has grown
+    (it would be more than half full), or -1 when there are more than `most` distinct keys. The
+    table is an argument, not grown in here: arrays rebound inside the loop cost it 5x.
+    """
+    cap = tkey.shape[0]
+    n = kind.shape[0]
+    for i in range(start, n):
+        if kind[i] > 1:
+            continue
+        key = level_key(side[i], ticks[i])
+        h = np.int64((np.uint64(key) * _FIB) >> np.uint64(64 - bits))
+        while tid[h] >= 0 and tkey[h] != key:
+            h = (h + 1) & (cap - 1)
+        if tid[h] < 0:
+            if d == most:
+                return -1, m, d
+            if 2 * (d + 1) > cap:
+                return i, m, d
+            tid[h] = d
+            tkey[h] = key
+            byid[d] = key
+            d += 1
+        u = tid[h]
+        ids[m] = u
+        count[u] += 1
+        m += 1
+    return n, m, d
+
+
+@njit(cache=True, nogil=True)
+def _levels(kind, side, ticks):
+    """The (side, price) index of book rows and the resets, or (mode 2) the book rows' keys to sort for it.
+
+    Rows are ordered by (key, row), as lexsort((rows, keys)) would. Both modes give every distinct
+    key a dense rank and place rows by a counting sort over the ranks, so rows keep their order
+    within a level. Mode 0: the keys span few values (fewer than max(_COUNTING_MIN, book rows) once
+    the gap between the asks' and the bids' keys is left out), and the rank is the key's offset.
+    Mode 1: the keys are spread out (Binance snapshots reach levels a tenth and ten times the
+    price away) but few are distinct (at most a quarter of the rows), so a hash table numbers them
+    as they come and one sort of the distinct keys ranks them. Mode 2 (more distinct keys than
+    that): `keys` holds each book row's key, in row order, for a stable sort.
+    Returns (rows, ukeys, starts, keys, reset_rows, reset_sides, mode).
     """
     n = kind.shape[0]
     nb = 0
@@ -244,9 +302,7 @@ def _levels(kind, side, ticks):
             resets[r] = i
             reset_sides[r] = side[i]
             r += 1
-    rb = 0
-    while (1 << rb) < n:
-        rb += 1
+    # Mode 0's ranks: asks' keys from base_a, then bids' keys from base_b after the asks' span_a.
     limit = np.uint64(1) << np.uint64(62)
     if na == 0 or na == nb or amax < bmin:
         da = np.uint64(amax - amin) if na > 0 else np.uint64(0)
@@ -261,77 +317,88 @@ def _levels(kind, side, ticks):
         span_a, base_a, base_b = np.uint64(0), lo, lo
         top = np.uint64(hi - lo)
         small = top < limit
-    kb = 0
-    while kb < 64 and (top >> np.uint64(kb)) > np.uint64(0):
-        kb += 1
-    if nb == 0 or (small and top < np.uint64(max(nb, _COUNTING_MIN))):
-        mode = 0
-    elif small and kb + rb <= 64:
-        mode = 1
-    else:
-        mode = 2
-    rows = np.empty(nb if mode == 0 else 0, np.int64)
-    keys = np.empty(nb if mode == 0 else 0, np.int64)
-    packed = np.empty(nb if mode == 1 else 0, np.uint64)
-    if mode == 0 and nb > 0:
+    rows = np.empty(nb, np.int64)
+    none = np.empty(0, np.int64)
+    if nb == 0:
+        return rows, none, np.zeros(1, np.int64), none, resets, reset_sides, 0
+    if small and top < np.uint64(max(nb, _COUNTING_MIN)):
         at = np.zeros(np.int64(top) + 2, np.int64)
         for i in range(n):
             if kind[i] <= 1:
                 key = level_key(side[i], ticks[i])
                 rank = span_a + np.uint64(key - base_b) if side[i] > 0 else np.uint64(key - base_a)
                 at[np.int64(rank) + 1] += 1
+        d = 0
         for v in range(1, at.shape[0]):
+            d += at[v] > 0
+        ukeys = np.empty(d, np.int64)
+        starts = np.empty(d + 1, np.int64)
+        u = 0
+        for v in range(1, at.shape[0]):
+            if at[v] > 0:
+                rank = np.uint64(v - 1)
+                ukeys[u] = base_a + np.int64(rank) if rank < span_a else base_b + np.int64(rank - span_a)
+                starts[u] = at[v - 1]
+                u += 1
             at[v] += at[v - 1]
+        starts[d] = nb
         for i in range(n):
             if kind[i] <= 1:
                 key = level_key(side[i], ticks[i])
                 rank = np.int64(span_a + np.uint64(key - base_b) if side[i] > 0 else np.uint64(key - base_a))
                 m = at[rank]
                 rows[m] = i
-                keys[m] = key
                 at[rank] = m + 1
-    elif mode == 1:
+        return rows, ukeys, starts, none, resets, reset_sides, 0
+    # Mode 1: ids in first-seen order from an open-addressing table (kept at most half full).
+    most = max(nb // 4, 1 << 10)
+    bits = 10
+    tkey, tid, byid, count = _key_table(none, none, 0, bits)
+    ids = np.empty(nb, np.int32)
+    i = m = d = 0
+    while True:
+        i, m, d = _number_keys(kind, side, ticks, i, m, d, most, bits, tkey, tid, byid, count, ids)
+        if i < 0 or i == n:
+            break
+        bits += 1
+        tkey, tid, byid, count = _key_table(byid, count, d, bits)
+    if m < nb:
+        keys = np.empty(nb, np.int64)
         m = 0
         for i in range(n):
             if kind[i] <= 1:
-                key = level_key(side[i], ticks[i])
-                rank = span_a + np.uint64(key - base_b) if side[i] > 0 else np.uint64(key - base_a)
-                packed[m] = (rank << np.uint64(rb)) | np.uint64(i)
+                rows[m] = i
+                keys[m] = level_key(side[i], ticks[i])
                 m += 1
-    return rows, keys, packed, resets, reset_sides, rb, span_a, base_a, base_b, mode
-
-
-@njit(cache=True, nogil=True)
-def _unpack_levels(packed, keys, rb, span_a, base_a, base_b):
-    """Sorted packed values -> their keys (into `keys`) and rows (in place: the low bits)."""
-    mask = (np.uint64(1) << np.uint64(rb)) - np.uint64(1)
-    for j in range(packed.shape[0]):
-        v = packed[j]
-        rank = v >> np.uint64(rb)
-        if rank < span_a:
-            keys[j] = base_a + np.int64(rank)
-        else:
-            keys[j] = base_b + np.int64(rank - span_a)
-        packed[j] = v & mask
+        return rows, none, none, keys, resets, reset_sides, 2
+    by_rank = np.argsort(byid[:d])
+    rank_of = np.empty(d, np.int64)
+    for r in range(d):
+        rank_of[by_rank[r]] = r
+    starts = np.zeros(d + 1, np.int64)
+    for r in range(d):
+        starts[r + 1] = starts[r] + count[by_rank[r]]
+    at = starts[:d].copy()
+    m = 0
+    for i in range(n):
+        if kind[i] <= 1:
+            r = rank_of[ids[m]]
+            rows[at[r]] = i
+            at[r] += 1
+            m += 1
+    return rows, byid[:d][by_rank], starts, none, resets, reset_sides, 1
 
 
 def _level_index(kind, side, ticks):
     """(level_rows, level_ukeys, level_starts, reset_rows, reset_sides) of the tape columns."""
-    rows, keys, packed, resets, reset_sides, rb, span_a, base_a, base_b, mode = _levels(kind, side, ticks)
-    if mode == 1:
-        packed.sort()  # the packed values are distinct, so any sort gives the stable order
-        keys = np.empty(len(packed), np.int64)
-        _unpack_levels(packed, keys, rb, span_a, base_a, base_b)
-        rows = packed.view(np.int64)
-    elif mode == 2:
-        # Keys too far apart to pack with row numbers: sort the keys themselves, stably.
-        rows = np.flatnonzero(kind <= 1)
-        keys = np.where(side[rows] > 0, SIDE_BIT, 0) + ticks[rows]
+    rows, ukeys, starts, keys, resets, reset_sides, mode = _levels(kind, side, ticks)
+    if mode == 2:
         g = np.argsort(keys, kind="stable")
         rows, keys = rows[g], keys[g]
-    first = np.flatnonzero(np.diff(keys)) + 1 if len(keys) else np.empty(0, np.int64)
-    starts = np.concatenate(([0], first, [len(keys)])).astype(np.int64) if len(keys) else np.zeros(1, np.int64)
-    return rows, keys[starts[:-1]], starts, resets, reset_sides
+        first = np.flatnonzero(np.diff(keys)) + 1
+        starts = np.concatenate(([0], first, [len(keys)])).astype(np.int64)
+        ukeys = keys[starts[:-1]]
+    return rows, ukeys, starts, resets, reset_sides
 
 
 def _build(tape: Tape, local_ts: np.ndarray, want_order: bool) -> tuple[Replay, np.ndarray | None]:

@@ -199,18 +199,18 @@ def _index_case(name):
     side[kind == 2] = rng.choice(np.array([1, -1, 0], np.int8), int((kind == 2).sum()))
     if name == "narrow":  # a few thousand ticks: counting sort
         ticks = 50_000 + rng.integers(-2_000, 2_000, n)
-    elif name == "wide":  # Binance-like far levels: packed sort
-        ticks = rng.integers(1_000, 1 << 40, n)
+    elif name == "wide":  # Binance-like far levels, 300 a side: hashed ranks (the table grows, probes collide)
+        ticks = rng.choice(rng.integers(1_000, 1 << 40, 300), n)
     elif name == "overlapping":  # ask keys above bid keys (ticks >= 2^62): one rank range for both
         ticks = np.where(side > 0, 7, (1 << 62) + rng.integers(0, 100, n))
-    elif name == "huge":  # no room to pack rank and row: stable argsort of the keys
+    elif name == "huge":  # a distinct key on almost every row: stable argsort of the keys
         ticks = rng.integers(-(1 << 61), 1 << 61, n)
     elif name == "asks_only":
         side[:] = -1
         ticks = 100 + rng.integers(0, 50, n)
-    else:  # bids only, wide
+    else:  # bids only, wide, few levels, and runs of rows at one level
         side[:] = 1
-        ticks = rng.integers(0, 1 << 35, n)
+        ticks = np.repeat(rng.choice(rng.integers(0, 1 << 35, 50), n // 10), 10)
     return kind, side, ticks.astype(np.int64)
 
 
@@ -224,6 +224,8 @@ def test_level_index_matches_lexsort_in_every_mode(case, mode):
     got = replay._level_index(kind, side, ticks)
     for a, b in zip(got, reference_index(kind, side, ticks), strict=True):
         assert a.dtype == b.dtype and np.array_equal(a, b)
+    if case == "wide":
+        assert len(got[1]) > 512  # more levels than the first hash table holds: it grew
     rows, ukeys, starts, resets, reset_sides = replay._level_index(kind[:0], side[:0], ticks[:0])
     assert all(len(a) == 0 and a.dtype == np.int64 for a in (rows, ukeys, resets, reset_sides))
     assert starts.dtype == np.int64 and starts.tolist() == [0]  # one offset more than there are levels
