@@ -119,8 +119,8 @@ def _grinder_setup(a):
     where = _lake_selection(a)
 
     def load():
-        # As run_study's own loader reads a window (Arrow's freed buffers kept for the next load).
-        return load_tape(*where, release_buffers=False)
+        # As run_study's own loader reads a window (Arrow's freed buffers kept for the next load, no bbo).
+        return load_tape(*where, release_buffers=False, bbo=False)
 
     tape = load()
     tick = tape.instrument.tick_size

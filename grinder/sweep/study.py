@@ -92,10 +92,11 @@ def run_study(
         raise DataError(f"unknown ranking metric {rank_by!r}; choose from {', '.join(RANKABLE)}")
     # Each window's tape and replay, and every set's arrays, reuse freed pages (decision 016; the
     # process keeps its peak memory), Arrow's Parquet buffers included (the default loader keeps
-    # them). Not in run_window: Dask workers keep their own trim policy.
+    # them). Not in run_window: Dask workers keep their own trim policy. The backtests do not read
+    # the bbo table, so the default loader skips it.
     keep_freed_memory()
     load = load or (lambda s, w: load_tape(s.root, s.venue, s.symbol, w.start_ns, w.end_ns, cache=s.cache,
-                                           release_buffers=False))  # fmt: skip
+                                           release_buffers=False, bbo=False))  # fmt: skip
     frames, curves = [], {}
     for w in windows:
         if client is not None:

@@ -69,13 +69,17 @@ def test_the_merge_gives_the_same_tape_in_any_number_of_parts(lake):
         assert all(np.array_equal(a, b) for a, b in zip(one, _merge(*cols, 0.1, parts), strict=True))
 
 
-def test_keeping_arrow_s_buffers_loads_the_same_tape(lake):
+def test_keeping_arrow_s_buffers_or_skipping_the_bbo_loads_the_same_events(lake):
     root, _ = lake
     a = load_tape(root, "binance-usdm", "BTCUSDT")
     b = load_tape(root, "binance-usdm", "BTCUSDT", release_buffers=False)
+    c = load_tape(root, "binance-usdm", "BTCUSDT", release_buffers=False, bbo=False)
     for name in ("ts_exch", "ts_local", "kind", "side", "price", "price_ticks", "qty", "ref", "flags"):
         assert np.array_equal(getattr(a, name), getattr(b, name))
-    assert np.array_equal(a.bbo.bid_price, b.bbo.bid_price)
+        assert np.array_equal(getattr(a, name), getattr(c, name))
+    assert np.array_equal(a.bbo.bid_price, b.bbo.bid_price) and len(a.bbo) > 0
+    assert len(c.bbo) == 0 and list(c.bbo.columns) == list(a.bbo.columns)
+    assert c.start == a.start and c.instrument == a.instrument
 
 
 def test_window_starts_from_the_last_snapshot_so_the_book_is_whole(lake):
@@ -113,6 +117,10 @@ def test_tape_cache_returns_equal_read_only_maps_and_follows_new_ingests(real_di
     for c in ("ts_exch", "ts_local", "kind", "side", "price", "price_ticks", "qty", "ref", "flags"):
         assert np.array_equal(getattr(built, c), getattr(again, c)), c
     assert np.array_equal(built.bbo.bid_qty, again.bbo.bid_qty) and again.instrument == built.instrument
+    # A cached tape is whole: asking it without the bbo changes nothing.
+    assert np.array_equal(
+        load_tape(root, "binance-usdm", "BTCUSDT", cache=True, bbo=False).bbo.bid_qty, built.bbo.bid_qty
+    )
     assert replay_check(again) == replay_check(built)
     entries = list((root / "_tapes").iterdir())
     assert len(entries) == 1
