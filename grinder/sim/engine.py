@@ -178,7 +178,7 @@ _MIN_TICKS = np.iinfo(np.int64).min
 
 @njit(cache=True)
 def block_extremes(kind, side, ticks, best_bid, best_ask):
-    """Per block of 64 rows (ticks): the highest price that could reach a resting ask (best bid, buy
+    """Per block of 2**BLOCK_SHIFT rows (ticks): the highest price that could reach a resting ask (best bid, buy
     trade) and the lowest that could reach a resting bid (best ask, sell trade). A block whose
     highest is below our lowest ask and whose lowest is above our highest bid cannot fill us."""
     n = kind.shape[0]

@@ -153,9 +153,9 @@ def rank(results: pd.DataFrame, axes: list[str], rank_by: str) -> pd.DataFrame:
             with np.errstate(divide="ignore", invalid="ignore"):
                 out[f"{m}_{s}"] = total / count
     key = f"{rank_by}_{'out' if has_out else 'in'}"
-    ranked = pd.DataFrame(out)
-    # Ties and NaN: the lower set number first, so rankings are deterministic.
-    ranked = ranked.sort_values([key, "set"], ascending=[rank_by in LOWER_IS_BETTER, True], na_position="last")
-    ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
+    # Best first, NaN last (lexsort puts NaN last, and negating keeps it NaN); ties: the lower set
+    # number first, so rankings are deterministic. One constructor: sorting a frame costs more.
+    order = np.lexsort((sets, out[key] if rank_by in LOWER_IS_BETTER else -out[key]))
+    ranked = pd.DataFrame({"rank": np.arange(1, len(sets) + 1), **{k: np.asarray(v)[order] for k, v in out.items()}})
     ranked.attrs["rank_key"] = key
-    return ranked.reset_index(drop=True)
+    return ranked
