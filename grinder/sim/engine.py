@@ -178,9 +178,10 @@ _MIN_TICKS = np.iinfo(np.int64).min
 
 @njit(cache=True)
 def block_extremes(kind, side, ticks, best_bid, best_ask):
-    """Per block of 2**BLOCK_SHIFT rows (ticks): the highest price that could reach a resting ask (best bid, buy
-    trade) and the lowest that could reach a resting bid (best ask, sell trade). A block whose
-    highest is below our lowest ask and whose lowest is above our highest bid cannot fill us."""
+    """Per block of 2**BLOCK_SHIFT rows (ticks): the highest price that could reach a resting ask
+    (best bid, buy trade) and the lowest that could reach a resting bid (best ask, sell trade). A
+    block whose highest is below our lowest ask and whose lowest is above our highest bid cannot
+    fill us."""
     n = kind.shape[0]
     nb = (n + BLOCK_MASK) >> BLOCK_SHIFT
     hi = np.full(nb, _MIN_TICKS, np.int64)

@@ -14,9 +14,10 @@ Building it: when the local times are already in order (synthetic tapes), one bo
 both sides; otherwise the exchange-order pass and the local-order pass run on two threads. The
 (side, price) index is built alongside, by a counting sort over dense key ranks: a key's offset
 when the keys span few values, else its place among the distinct keys, numbered by a hash table
-and sorted (a few thousand levels, not every row). The passes write out the book's in-window level update (a numba call
-with array arguments costs atomic reference counting, more than the update itself) and call
-`grinder.book.l2` for everything else; tests/sim/test_replay.py holds them to l2.apply_row.
+and sorted (a few thousand levels, not every row). The passes write out the book's in-window
+level update (a numba call with array arguments costs atomic reference counting, more than the
+update itself) and call `grinder.book.l2` for everything else; tests/sim/test_replay.py holds
+them to l2.apply_row.
 `load_or_prepare` adds an opt-in on-disk cache (`grinder.sim.replay_cache`, decision 006).
 """
 
@@ -227,13 +228,12 @@ def _key_table(byid, count, d, bits):
 
 @njit(cache=True, nogil=True)
 def _number_keys(kind, side, ticks, start, m, d, most, bits, tkey, tid, byid, count, ids):
-    """Number the book rows' keys from row `start` (ids[m], ...) in first-seen order, counting rows per id.
+    """Give the book rows' keys from row `start` on ids in first-seen order (ids[m], ...), counting rows per id.
 
-    d keys are known so far.
-
-    Returns (row, m, d): row = len(kind) when done, the row to resume at once the table has grown
-    (it would be more than half full), or -1 when there are more than `most` distinct keys. The
-    table is an argument, not grown in here: arrays rebound inside the loop cost it 5x.
+    `d` keys have ids so far. Returns (row, m, d): row = len(kind) when done, the row to resume at
+    once the table has grown (it would be more than half full), or -1 when there are more than
+    `most` distinct keys. The table is an argument, not grown in here: arrays rebound inside the
+    loop made it five times slower.
     """
     cap = tkey.shape[0]
     n = kind.shape[0]
@@ -269,9 +269,9 @@ def _levels(kind, side, ticks):
     within a level. Mode 0: the keys span few values (fewer than max(_COUNTING_MIN, book rows) once
     the gap between the asks' and the bids' keys is left out), and the rank is the key's offset.
     Mode 1: the keys are spread out (Binance snapshots reach levels a tenth and ten times the
-    price away) but few are distinct (at most a quarter of the rows), so a hash table numbers them
-    as they come and one sort of the distinct keys ranks them. Mode 2 (more distinct keys than
-    that): `keys` holds each book row's key, in row order, for a stable sort.
+    price away) but few are distinct (at most a quarter of the rows, or 1,024), so a hash table
+    numbers them as they come and one sort of the distinct keys ranks them. Mode 2 (more distinct
+    keys than that): `keys` holds each book row's key, in row order, for a stable sort.
     Returns (rows, ukeys, starts, keys, reset_rows, reset_sides, mode).
     """
     n = kind.shape[0]
