@@ -411,7 +411,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     r_qty = np.zeros(cap * 2)
     r_st = np.zeros(2, np.int64)
     lvl_pos = np.zeros(level_ukeys.shape[0], np.int64)  # per price level: where its last search ended
-    # The price levels of recent placements, direct-mapped by (side, price): a grid quotes the same
+    # The price levels of recent placements, direct-mapped by price: a grid quotes the same
     # few hundred prices again and again, and a hit saves a binary search over every level of the tape.
     lvl_key = np.full(LEVEL_CACHE, _MIN_TICKS, np.int64)  # level_key values; the lowest int64 is no level's
     lvl_u = np.zeros(LEVEL_CACHE, np.int64)
@@ -619,7 +619,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                         # The level's rows from ei on: galloping from where the last order there
                         # started (ei only grows), so a price quoted again is found in a few steps.
                         key = level_key(o_side[s_], o_px[s_])
-                        h = (o_px[s_] * 2 + (1 if o_side[s_] > 0 else 0)) & (LEVEL_CACHE - 1)
+                        h = key & (LEVEL_CACHE - 1)  # the price's low bits (the side bit is far above them)
                         if lvl_key[h] == key:
                             u = lvl_u[h]
                         else:

@@ -13,6 +13,7 @@ from grinder.data.errors import DataError
 from grinder.data.instruments import Instrument
 from grinder.data.tape import Series, Tape
 from grinder.sim.backtest import VenueConfig, run_backtest
+from grinder.sim.engine import LEVEL_CACHE
 
 MS = 1_000_000
 INST = Instrument(venue="test", symbol="TESTUSDT", tick_size=1.0, lot_size=1.0, maker_fee=0.0002, taker_fee=0.0005)
@@ -115,14 +116,15 @@ def moving_bid(params, state, now_ns, best_bid, best_ask, bid_qty, ask_qty, tick
 
 
 def test_an_order_joins_its_own_level_s_queue_after_one_at_a_price_sharing_its_cache_slot():
-    # The loop caches price levels by (side, price) in LEVEL_CACHE slots: bids 512 ticks apart share
-    # a slot. The bid at 88 (1 resting ahead) is placed first, then the one at 600 (5 ahead), which
-    # must queue behind 600's 5: a trade of 2 leaves it waiting, 4 more fill it.
-    book = [(0, 2, 0, 0, 0), (0, 1, 1, 600, 5), (0, 1, 1, 88, 1), (0, 1, -1, 700, 5)]
-    rows = [(400, 3, -1, 600, 2), (500, 3, -1, 600, 4), (1000, 0, -1, 705, 1)]
-    r = run_backtest(tape(book + rows), moving_bid, np.array([88, 600, 1, 250 * MS], np.float64), VENUE)
+    # The loop caches price levels by price in LEVEL_CACHE slots: prices 1024 ticks apart share a
+    # slot. The bid at 88 (1 resting ahead) is placed first, then the one at 1112 (5 ahead), which
+    # must queue behind 1112's 5: a trade of 2 leaves it waiting, 4 more fill it.
+    assert (1112 - 88) % LEVEL_CACHE == 0
+    book = [(0, 2, 0, 0, 0), (0, 1, 1, 1112, 5), (0, 1, 1, 88, 1), (0, 1, -1, 1212, 5)]
+    rows = [(400, 3, -1, 1112, 2), (500, 3, -1, 1112, 4), (1000, 0, -1, 1217, 1)]
+    r = run_backtest(tape(book + rows), moving_bid, np.array([88, 1112, 1, 250 * MS], np.float64), VENUE)
     assert r.counters["cancelled"] == 1  # the bid at 88, once the target moved
-    assert r.fills["ts_exch"].tolist() == [500 * MS] and r.fills["price"].tolist() == [600.0]
+    assert r.fills["ts_exch"].tolist() == [500 * MS] and r.fills["price"].tolist() == [1112.0]
 
 
 def test_fill_wins_the_race_against_a_cancel_in_flight():
