@@ -207,6 +207,12 @@ def level_key(side_code, ticks):
     return (SIDE_BIT if side_code > 0 else np.int64(0)) + ticks
 
 
+@njit(cache=True, inline="always")
+def _hash_slot(key, bits):
+    """Slot of a level key in a hash table of 2**bits slots (multiplicative hashing, top bits)."""
+    return np.int64((np.uint64(key) * _FIB) >> np.uint64(64 - bits))
+
+
 @njit(cache=True, nogil=True)
 def _key_table(byid, count, d, bits):
     """A hash table of 2**bits slots (keys, ids) holding the first d keys of `byid`; room for ids and their counts."""
@@ -218,7 +224,7 @@ def _key_table(byid, count, d, bits):
     counts = np.zeros(cap // 2, np.int64)
     counts[:d] = count[:d]
     for e in range(d):
-        h = np.int64((np.uint64(grown[e]) * _FIB) >> np.uint64(64 - bits))
+        h = _hash_slot(grown[e], bits)
         while tid[h] >= 0:
             h = (h + 1) & (cap - 1)
         tid[h] = e
@@ -241,7 +247,7 @@ def _number_keys(kind, side, ticks, start, m, d, most, bits, tkey, tid, byid, co
         if kind[i] > 1:
             continue
         key = level_key(side[i], ticks[i])
-        h = np.int64((np.uint64(key) * _FIB) >> np.uint64(64 - bits))
+        h = _hash_slot(key, bits)
         while tid[h] >= 0 and tkey[h] != key:
             h = (h + 1) & (cap - 1)
         if tid[h] < 0:
