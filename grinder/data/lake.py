@@ -34,6 +34,20 @@ NS_PER_DAY = 86_400 * 1_000_000_000
 COMPRESSIONS = ("lz4", "zstd", "snappy", "none")
 
 
+def column_encodings(schema: pa.Schema) -> dict:
+    """Parquet writer options for a market table: int64 columns delta-encoded, the rest dictionary-encoded.
+
+    Times, `seq` and ids rise through a file in small steps, which delta encoding packs into a few
+    bits a row; in Arrow's default dictionary encoding `seq` falls back to plain 8-byte values
+    (decision 017: int64 columns take 2-3x less disk and load 1.5-2x faster).
+    """
+    delta = [f.name for f in schema if f.type == pa.int64()]
+    return {
+        "use_dictionary": [f.name for f in schema if f.name not in delta],
+        "column_encoding": dict.fromkeys(delta, "DELTA_BINARY_PACKED"),
+    }
+
+
 @dataclass
 class IngestReport:
     """What an ingest did: rows written per table, rows skipped per reason, problems found."""
@@ -190,7 +204,7 @@ class Lake:
                 rel = partition_dir(table, inst.venue, inst.symbol, _day_str(d)) / f"part-{group}.parquet"
                 (stage / rel).parent.mkdir(parents=True, exist_ok=True)
                 part = data if len(days) == 1 else data.filter(pa.array(day == d))
-                pq.write_table(part, stage / rel, compression=self.compression)
+                pq.write_table(part, stage / rel, compression=self.compression, **column_encodings(part.schema))
                 parts.append(str(rel))
         rel = Path("instruments") / f"venue={inst.venue}" / f"symbol={inst.symbol}" / "instrument.parquet"
         (stage / rel).parent.mkdir(parents=True, exist_ok=True)
