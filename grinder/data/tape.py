@@ -9,15 +9,16 @@ book is complete at ``start``; ``Tape.start`` is the first event inside the wind
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from numba import njit, prange
+from numba import njit
 
 from grinder.data import tape_cache
 from grinder.data.errors import DataError
@@ -106,71 +107,71 @@ def _split(b_ts, b_seq, t_ts, t_seq, k):
     return lo
 
 
-# Rows per part of the merge's parallel loop: above this a second thread pays for its start.
+# Rows per part of the merge: above this a second thread pays for its start.
 MERGE_PART_ROWS = 200_000
 
 
-@njit(cache=True, parallel=True)
-def _merge(
-    b_ts,
-    b_loc,
-    b_seq,
-    b_uid,
-    b_kind,
-    b_side,
-    b_px,
-    b_qty,
-    t_ts,
-    t_loc,
-    t_seq,
-    t_id,
-    t_side,
-    t_px,
-    t_qty,
-    tick,
-    parts,
-):
-    """Merge book rows and trades by (ts_exch, seq) into tape columns, `parts` chunks in parallel."""
+@njit(cache=True, nogil=True)
+def _merge_part(
+    b_ts, b_loc, b_seq, b_uid, b_kind, b_side, b_px, b_qty,
+    t_ts, t_loc, t_seq, t_id, t_side, t_px, t_qty,
+    inv_tick, k0, k1,
+    ts, loc, kind, side, px, ticks, qty, ref, flags,
+):  # fmt: skip
+    """Write merged rows [k0, k1) of the tape columns (book rows and trades by (ts_exch, seq))."""
     nb, nt = b_ts.shape[0], t_ts.shape[0]
-    n = nb + nt
-    ts = np.empty(n, np.int64)
-    loc = np.empty(n, np.int64)
-    kind = np.empty(n, np.int8)
-    side = np.empty(n, np.int8)
-    px = np.empty(n, np.float64)
-    ticks = np.empty(n, np.int64)
-    qty = np.empty(n, np.float64)
-    ref = np.empty(n, np.int64)
-    flags = np.empty(n, np.uint8)
-    inv_tick = 1.0 / tick
-    for p in prange(parts):
-        k0 = n * p // parts
-        k1 = n * (p + 1) // parts
-        i = _split(b_ts, b_seq, t_ts, t_seq, k0)
-        j = k0 - i
-        for k in range(k0, k1):
-            if j >= nt or (i < nb and _book_first(b_ts, b_seq, i, t_ts, t_seq, j)):
-                ts[k] = b_ts[i]
-                loc[k] = b_loc[i]
-                kind[k] = b_kind[i]
-                side[k] = b_side[i]
-                px[k] = b_px[i]
-                qty[k] = b_qty[i]
-                ref[k] = b_uid[i]
-                flags[k] = 1 if i == nb - 1 or b_uid[i + 1] != b_uid[i] else 0
-                i += 1
-            else:
-                ts[k] = t_ts[j]
-                loc[k] = t_loc[j]
-                kind[k] = 3
-                side[k] = t_side[j]
-                px[k] = t_px[j]
-                qty[k] = t_qty[j]
-                ref[k] = t_id[j]
-                flags[k] = 1
-                j += 1
-            ticks[k] = np.int64(np.rint(px[k] * inv_tick))
-    return ts, loc, kind, side, px, ticks, qty, ref, flags
+    i = _split(b_ts, b_seq, t_ts, t_seq, k0)
+    j = k0 - i
+    for k in range(k0, k1):
+        if j >= nt or (i < nb and _book_first(b_ts, b_seq, i, t_ts, t_seq, j)):
+            ts[k] = b_ts[i]
+            loc[k] = b_loc[i]
+            kind[k] = b_kind[i]
+            side[k] = b_side[i]
+            px[k] = b_px[i]
+            qty[k] = b_qty[i]
+            ref[k] = b_uid[i]
+            flags[k] = 1 if i == nb - 1 or b_uid[i + 1] != b_uid[i] else 0
+            i += 1
+        else:
+            ts[k] = t_ts[j]
+            loc[k] = t_loc[j]
+            kind[k] = 3
+            side[k] = t_side[j]
+            px[k] = t_px[j]
+            qty[k] = t_qty[j]
+            ref[k] = t_id[j]
+            flags[k] = 1
+            j += 1
+        ticks[k] = np.int64(np.rint(px[k] * inv_tick))
+
+
+def _merge(*args) -> tuple[np.ndarray, ...]:
+    """Merge book rows and trades by (ts_exch, seq) into tape columns, in `parts` chunks on threads.
+
+    args: the book's columns (_BOOK_COLS), the trades' (_TRADE_COLS), the tick size and the number
+    of parts. The kernel releases the GIL, so a thread pool runs the parts side by side; numba's own
+    parallel loop would leave its OpenMP workers spinning for milliseconds after every merge,
+    on the cores the replay is built on next.
+    """
+    *cols, tick, parts = args
+    n = cols[0].shape[0] + cols[8].shape[0]
+    out = tuple(np.empty(n, d) for d in (np.int64, np.int64, np.int8, np.int8, np.float64, np.int64, np.float64,
+                                         np.int64, np.uint8))  # fmt: skip
+    bounds = [(n * p // parts, n * (p + 1) // parts) for p in range(parts)]
+
+    def part(k: tuple[int, int]) -> None:
+        _merge_part(*cols, 1.0 / tick, k[0], k[1], *out)
+
+    if parts == 1:
+        part(bounds[0])
+    else:
+        with ThreadPoolExecutor(parts - 1, thread_name_prefix="grinder-merge") as pool:
+            rest = [pool.submit(part, k) for k in bounds[1:]]
+            part(bounds[0])
+            for f in rest:
+                f.result()
+    return out
 
 
 def _files(root: Path, table: str, venue: str, symbol: str, lo_ns: int | None, hi_ns: int | None) -> list[Path]:
@@ -321,7 +322,7 @@ def load_tape(
         *(_np(book, c, d) for c, d in _BOOK_COLS.items()),
         *(_np(trades, c, d) for c, d in _TRADE_COLS.items()),
         inst.tick_size,
-        max(1, min(numba.get_num_threads(), _rows(book, trades) // MERGE_PART_ROWS)),
+        max(1, min(os.cpu_count() or 1, _rows(book, trades) // MERGE_PART_ROWS)),
     )
     start = 0 if start_ns is None else int(np.searchsorted(cols[0], start_ns, "left"))
     bbo_s = Series({c: _np(quotes, c, d) for c, d in _BBO_COLS.items()})
