@@ -15,10 +15,12 @@ written once in ticks; hftbacktest reads them as ticks, Grinder's static_grid as
 - Grinder runs `grinder.sweep.study.run_study` on one window with workers = CPU count, in a fresh
   process per sweep size (so each peak RSS belongs to one sweep size). Its time is one whole study:
   loading the tape, preparing the replay once, every set's backtest, the ranking; best of `--repeat`
-  studies after an untimed warm-up study of the same grid (kernels loaded from numba's cache,
+  studies after `--warmups` untimed studies of the same grid (kernels loaded from numba's cache,
   vectorbt imported, and the process's heaps grown to the size the study keeps reusing, decision
   016: the one-off costs, reported apart like hftbacktest's JIT; hftbacktest's heaps settle in its
-  first set). The same studies run again with 1 worker.
+  first set). Two, because after one the next study still faulted in 7,000-17,000 fresh pages
+  (after two: a few hundred); every study's page faults are in the JSON. The same studies run
+  again with 1 worker.
 - A third Grinder process (`--no-profile` skips it) times every set of the smallest sweep alone,
   single-threaded, at 100 ms and 1 s decision steps, and fits per-run, per-decision, per-order and
   per-fill costs: where Grinder's time goes.
@@ -38,6 +40,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -84,6 +87,11 @@ def make_sets(n: int, base_qty: float, max_position: float) -> list[dict]:
         }
         for i, h, f in itertools.product(iv, hs, qf)
     ]
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (every thread)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def vm_hwm_mb() -> float:
@@ -193,22 +201,24 @@ def child_sweep(a) -> None:
 
     def study(g, workers: int) -> dict:
         marks.clear()
+        f0 = minor_faults()
         t0 = time.perf_counter()
         res = run_study(sel, g, [window], venue, workers=workers, load=timed_load, progress=progress)
         t1 = time.perf_counter()
         total = t1 - t0
-        split = {"total_s": total, "load_s": marks["load1"] - marks["load0"]}
+        split = {"total_s": total, "page_faults": minor_faults() - f0, "load_s": marks["load1"] - marks["load0"]}
         if "prep1" in marks:
             split["prepare_s"] = marks["prep1"] - marks["prep0"]
             split["runs_s"] = marks["runs1"] - marks["prep1"]  # row blocks, every set's backtest and metrics
         split["rank_s"] = t1 - marks["runs1"]  # results table, Sharpe ratios, ranking
-        split["other_s"] = total - sum(v for k, v in split.items() if k != "total_s")
+        split["other_s"] = total - sum(v for k, v in split.items() if k.endswith("_s") and k != "total_s")
         split["_res"] = res
         return split
 
-    t0 = time.perf_counter()
-    study(grid, os.cpu_count() or 1)
-    warmup_s = time.perf_counter() - t0
+    warmups = []
+    for _ in range(a.warmups):
+        w = study(grid, os.cpu_count() or 1)
+        warmups.append({"s": w["total_s"], "page_faults": w["page_faults"]})
     hwm["after_warmup"] = vm_hwm_mb()
 
     runs, digests, table_mb, sets_out = {}, None, 0.0, None
@@ -289,7 +299,8 @@ def child_sweep(a) -> None:
         "events": events,
         "sets": len(grid),
         "import_s": import_s,
-        "warmup_s": warmup_s,
+        "warmup_s": sum(w["s"] for w in warmups),
+        "warmups": warmups,
         "workers": runs,
         "cached": cached,
         "results_table_mb": table_mb,
@@ -387,11 +398,13 @@ def child_profile(a) -> None:
 # ---------------------------------------------------------------------------------------------
 # The parent: data, both engines per sweep size, the table
 # ---------------------------------------------------------------------------------------------
-def run_child(kind: str, dataset: str, lake: Path, sets: Path, peer_json: Path, offset, repeat: int, log: Path):
+def run_child(
+    kind: str, dataset: str, lake: Path, sets: Path, peer_json: Path, offset, repeat: int, log: Path, warmups: int = 2
+):
     """A Grinder child (`sweep` or `profile`) in a fresh process; its result and peak RSS (MB)."""
     result = log.with_suffix(".json")
     args = ["--child", kind, "--dataset", dataset, "--lake", str(lake), "--sets-file", str(sets)]
-    args += ["--peer-json", str(peer_json), "--result", str(result), "--repeat", str(repeat)]
+    args += ["--peer-json", str(peer_json), "--result", str(result), "--repeat", str(repeat), "--warmups", str(warmups)]
     args += [] if offset is None else ["--offset", str(offset)]
     rss = spawn(Path(sys.executable), Path(__file__), args, log)
     return json.loads(result.read_text()), rss
@@ -442,7 +455,9 @@ def measure(name: str, n: int, data: dict, tmp: Path, a) -> dict:
     peer_json = d / f"{name}_sweep.json"
     peer = json.loads(peer_json.read_text())
     print(f"  {name}, {n} sets: hftbacktest {peer['timing']['total_s']:.2f} s", flush=True)
-    g, g_rss = run_child("sweep", name, data["lake"], sets_file, peer_json, data["offset"], a.repeat, d / "grinder.log")
+    g, g_rss = run_child(
+        "sweep", name, data["lake"], sets_file, peer_json, data["offset"], a.repeat, d / "grinder.log", a.warmups
+    )
     pt, workers = peer["timing"], g["workers"]
     best = {w: min(p, key=lambda s: s["total_s"]) for w, p in workers.items()}
     wmax = str(max(map(int, workers)))
@@ -508,7 +523,7 @@ def print_table(rows: list[dict]) -> None:
         "\nSweep throughput, same data and strategy: set x events per second (M). hftbacktest: one process, a full "
         "run per set (backtester built on the loaded array + loop), best of its passes, JIT warm-up excluded. "
         "Grinder: run_study on one window, workers = CPU count, loading the tape, preparing the replay once, all "
-        "backtests and the ranking, best of its studies after an untimed one. Spread = (slowest - fastest) / "
+        "backtests and the ranking, best of its studies after untimed ones. Spread = (slowest - fastest) / "
         "fastest over the repeats. RSS = each process's peak (VmHWM), one process per engine and sweep size. "
         "agree = sets whose fill count, final position and fees are the same in both engines."
     )
@@ -573,6 +588,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--order-qty", type=float, default=0.01, help="synthetic set's base order quantity")
     ap.add_argument("--repeat", type=int, default=3, help="Grinder studies per worker count (best is reported)")
+    ap.add_argument("--warmups", type=int, default=2, help="untimed Grinder studies before the timed ones")
     ap.add_argument("--peer-repeat", type=int, default=3, help="hftbacktest passes over all sets (best is reported)")
     ap.add_argument("--no-profile", dest="profile", action="store_false", help="skip Grinder's per-set profile")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (lakes, npz, logs)")
