@@ -11,6 +11,7 @@ from grinder.data.ingest.binance import parse_binance
 from grinder.data.instruments import resolve_instrument
 from grinder.data.lake import Lake
 from grinder.data.tape import BATCH_END, EV_TRADE, load_tape
+from tests.conftest import write_capture
 
 BTC = resolve_instrument("binance-usdm", "BTCUSDT")
 
@@ -186,3 +187,23 @@ def test_a_cached_tape_that_fails_to_write_leaves_nothing_behind(tmp_path, monke
     monkeypatch.setattr(tape_cache.np, "save", real_save)
     assert len(load_tape(root, "synthetic", "SYNTHUSDT", cache=True)) > 0  # the next load builds it
     assert len(list(tape_cache.cache_root(root).iterdir())) == 1
+
+
+def test_the_instrument_is_read_once_per_version_of_its_file(real_lines, tmp_path, monkeypatch):
+    import grinder.data.tape as tape_mod
+
+    root = tmp_path / "lake"
+    path = write_capture(tmp_path / "btcusdt_x.gz", real_lines)
+    Lake(root).write(parse_binance([path], BTC), [path])
+    reads = []
+    real = tape_mod.pq.ParquetFile
+    monkeypatch.setattr(tape_mod.pq, "ParquetFile", lambda p, *a, **k: reads.append(p) or real(p, *a, **k))
+    first = tape_mod.read_instrument(root, "binance-usdm", "BTCUSDT")
+    assert tape_mod.read_instrument(root, "binance-usdm", "BTCUSDT") is first and len(reads) == 1
+    # A new ingest replaces the file: the next read sees the new instrument.
+    Lake(root).write(parse_binance([path], BTC.model_copy(update={"maker_fee": 0.0001})), [path])
+    again = tape_mod.read_instrument(root, "binance-usdm", "BTCUSDT")
+    assert again.maker_fee == 0.0001 and first.maker_fee != 0.0001 and len(reads) == 2
+    (root / "instruments").rename(tmp_path / "gone")
+    with pytest.raises(DataError, match="no data for binance-usdm/BTCUSDT"):
+        tape_mod.read_instrument(root, "binance-usdm", "BTCUSDT")
