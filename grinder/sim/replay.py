@@ -23,6 +23,7 @@ them to l2.apply_row.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -417,7 +418,9 @@ def _build(tape: Tape, local_ts: np.ndarray, want_order: bool) -> tuple[Replay, 
     prev_q, bb, ba = np.empty(n), np.empty(n, np.int64), np.empty(n, np.int64)
     bbq, baq = np.empty(n), np.empty(n)
     order = None
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # Beside this thread, one worker on two cores: three passes on three threads would only take
+    # turns on them (0.93x the time with one worker on a window with out-of-order local times).
+    with ThreadPoolExecutor(max_workers=1 if (os.cpu_count() or 1) <= 2 else 2) as pool:
         index = pool.submit(_level_index, kind, side, ticks)
         if _is_sorted(local):
             # Local order is tape order: one pass records both sides' facts.
