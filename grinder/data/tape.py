@@ -156,7 +156,7 @@ def _merge(*args) -> tuple[np.ndarray, ...]:
     on the cores the replay is built on next.
     """
     *cols, tick, parts = args
-    n = cols[0].shape[0] + cols[8].shape[0]
+    n = cols[0].shape[0] + cols[len(_BOOK_COLS)].shape[0]  # book rows + trades
     out = tuple(np.empty(n, d) for d in (np.int64, np.int64, np.int8, np.int8, np.float64, np.int64, np.float64,
                                          np.int64, np.uint8))  # fmt: skip
     bounds = [(n * p // parts, n * (p + 1) // parts) for p in range(parts)]
