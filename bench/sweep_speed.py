@@ -19,8 +19,8 @@ written once in ticks; hftbacktest reads them as ticks, Grinder's static_grid as
   vectorbt imported, and the process's heaps grown to the size the study keeps reusing, decision
   016: the one-off costs, reported apart like hftbacktest's JIT; hftbacktest's heaps settle in its
   first set). Two, because after one the next study still faulted in 7,000-17,000 fresh pages
-  (after two: a few hundred); every study's page faults are in the JSON. The same studies run
-  again with 1 worker.
+  (after two, mostly a few hundred, at times a few thousand); every study's page faults are in
+  the JSON. The same studies run again with 1 worker.
 - A third Grinder process (`--no-profile` skips it) times every set of the smallest sweep alone,
   single-threaded, at 100 ms and 1 s decision steps, and fits per-run, per-decision, per-order and
   per-fill costs: where Grinder's time goes.
