@@ -107,7 +107,7 @@ class Decider:
         self._o = (np.zeros(cap, np.int8), np.zeros(cap, np.int64), np.zeros(cap), np.zeros(cap, np.int8),
                    np.zeros(cap, np.int8), np.ones(cap, np.bool_), np.arange(cap, dtype=np.int64),
                    np.zeros(cap, np.int64))  # fmt: skip
-        self._scratch, self._stamp = diff_scratch(max(cap, len(self._t[0]))), 0
+        self._scratch, self._stamp = diff_scratch(len(self._t[0])), 0
 
     def warm_up(self, *decide_args) -> None:
         """A throwaway decision (on `decide_args`, default an empty book): code loaded and in cache, state kept."""

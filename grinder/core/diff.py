@@ -41,15 +41,6 @@ def _mask(n):
 
 
 @njit(cache=True, inline="always")
-def _insert(keys, stamps, stamp, mask, key):
-    h = _slot(key, mask)
-    while stamps[h] == stamp and keys[h] != key:
-        h = (h + 1) & mask
-    keys[h] = key
-    stamps[h] = stamp
-
-
-@njit(cache=True, inline="always")
 def _contains(keys, stamps, stamp, mask, key):
     h = _slot(key, mask)
     while stamps[h] == stamp:
@@ -61,37 +52,49 @@ def _contains(keys, stamps, stamp, mask, key):
 
 @njit(cache=True)
 def diff_scratch(max_keys):
-    """Hash tables for `diff_quotes_into` over up to `max_keys` targets and as many orders (int64, 4 rows)."""
+    """Tables for `diff_quotes_into` over up to `max_keys` targets and any number of orders (int64, 4 rows)."""
     return np.zeros((4, _mask(max_keys) + 1), np.int64)
 
 
 @njit(cache=True)
 def diff_quotes_into(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, slots, n_orders, out_cancel,
                      out_place, scratch, stamp):  # fmt: skip
-    """`diff_quotes` on caller-kept hash tables (`diff_scratch`): no allocation per decision.
+    """`diff_quotes` on caller-kept tables (`diff_scratch`): no allocation per decision.
 
     `stamp` must differ from every earlier call's on the same scratch (a counter from 1): a slot
     counts as used only when it carries the current stamp, so the tables are never cleared.
-    Targets and orders must each number at most the `max_keys` the scratch was made for.
+    Targets must number at most the `max_keys` the scratch was made for.
     """
-    t_keys, t_stamps, k_keys, k_stamps = scratch[0], scratch[1], scratch[2], scratch[3]
+    # One hash table, of the targets' keys: each order looks its key up once, cancels itself when
+    # absent and marks the slot when present; a target is placed when its slot is unmarked (which
+    # also covers a target listed twice). Half the probes of a second table of the orders' keys.
+    t_keys, t_stamps, t_marked, t_slot = scratch[0], scratch[1], scratch[2], scratch[3]
     tmask = _mask(n_targets)
     for j in range(n_targets):
-        _insert(t_keys, t_stamps, stamp, tmask, _key(t_side[j], t_px[j]))
-    kmask = _mask(n_orders)
+        key = _key(t_side[j], t_px[j])
+        h = _slot(key, tmask)
+        while t_stamps[h] == stamp and t_keys[h] != key:
+            h = (h + 1) & tmask
+        t_keys[h] = key
+        t_stamps[h] = stamp
+        t_slot[j] = h
     nc = 0
     for i in range(n_orders):
         o = slots[i]
         if not o_live[o]:
             continue
-        k = _key(o_side[o], o_px[o])
-        _insert(k_keys, k_stamps, stamp, kmask, k)
-        if o_status[o] == ST_NEW and o_req[o] == REQ_NONE and not _contains(t_keys, t_stamps, stamp, tmask, k):
+        key = _key(o_side[o], o_px[o])
+        h = _slot(key, tmask)
+        while t_stamps[h] == stamp and t_keys[h] != key:
+            h = (h + 1) & tmask
+        if t_stamps[h] == stamp:
+            t_marked[h] = stamp  # a known order covers this target
+        elif o_status[o] == ST_NEW and o_req[o] == REQ_NONE:
             out_cancel[nc] = i
             nc += 1
     npl = 0
     for j in range(n_targets):
-        if not _contains(k_keys, k_stamps, stamp, kmask, _key(t_side[j], t_px[j])):
+        if t_marked[t_slot[j]] != stamp:
             out_place[npl] = j
             npl += 1
     return nc, npl
@@ -113,10 +116,10 @@ def diff_quotes(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, 
     Orders are o_*[slots[i]] for i < n_orders. An order is cancelled when it is cancellable
     (resting, no request in flight) and no target has its side and price; a target is placed when
     no known order (in any state still tracked, including in-flight ones) has its side and price.
-    Returns (n_cancel, n_place). Linear in targets + orders (hash sets of (side, price) keys).
+    Returns (n_cancel, n_place). Linear in targets + orders (a hash table of the targets' (side, price) keys).
     """
     return diff_quotes_into(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, slots, n_orders,
-                            out_cancel, out_place, diff_scratch(max(n_targets, n_orders)), 1)  # fmt: skip
+                            out_cancel, out_place, diff_scratch(n_targets), 1)  # fmt: skip
 
 
 def diff_quotes_py(targets: list[tuple[int, int]], orders: list[tuple[int, int, int, int]]):
