@@ -12,9 +12,9 @@ exchange (as hftbacktest does), so both engines see the same sequence.
 The books themselves are not rebuilt here: `grinder.sim.replay` records once per tape what the
 loop needs from them (quantity before each row, best prices after each row, the local view).
 Between two decisions the loop only walks exchange rows and checks them against our few orders;
-it jumps over whole blocks of rows that cannot touch them (`block_extremes`), and brings an
-order's queue position up to date from its price level's own rows only when a trade at its price
-needs it, which gives the same result as following every depth change.
+it jumps over whole blocks of rows that cannot touch them (`block_extremes`), and finds an order's
+place in its level's queue, and brings it up to date from the level's own rows, only when a trade
+at its price needs it, which gives the same result as following every depth change.
 
 Fill rules. A resting buy fills at its own price: in full when the best ask drops to or below it
 (price-through) or when a sell trade prints below it (trade-through); at its price, once the queue
@@ -179,9 +179,10 @@ _MIN_TICKS = np.iinfo(np.int64).min
 @njit(cache=True)
 def block_extremes(kind, side, ticks, best_bid, best_ask):
     """Per block of 2**BLOCK_SHIFT rows (ticks): the highest price that could reach a resting ask
-    (best bid, buy trade) and the lowest that could reach a resting bid (best ask, sell trade). A
-    block whose highest is below our lowest ask and whose lowest is above our highest bid cannot
-    fill us."""
+    (best bid after any row, buy trade) and the lowest that could reach a resting bid (best ask
+    after any row, sell trade). A block whose highest is below our lowest ask and whose lowest is
+    above our highest bid cannot fill us; a bid below the block's lowest (an ask above its highest)
+    does not cross the book after any of its rows."""
     n = kind.shape[0]
     nb = (n + BLOCK_MASK) >> BLOCK_SHIFT
     hi = np.full(nb, _MIN_TICKS, np.int64)
@@ -193,11 +194,10 @@ def block_extremes(kind, side, ticks, best_bid, best_ask):
                 hi[b] = max(hi[b], ticks[i])
             else:
                 lo[b] = min(lo[b], ticks[i])
-        else:
-            if best_bid[i] != EMPTY:
-                hi[b] = max(hi[b], best_bid[i])
-            if best_ask[i] != EMPTY:
-                lo[b] = min(lo[b], best_ask[i])
+        if best_bid[i] != EMPTY:
+            hi[b] = max(hi[b], best_bid[i])
+        if best_ask[i] != EMPTY:
+            lo[b] = min(lo[b], best_ask[i])
     return hi, lo
 
 
@@ -362,7 +362,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     x_front = np.zeros(cap)
     x_cum = np.zeros(cap)
     x_lp = np.zeros(cap, np.int64)  # next row of the order's level (position in level_rows) not yet applied
+    # (-1 until a trade at its price needs it)
     x_le = np.zeros(cap, np.int64)  # end of the level's rows in level_rows
+    x_row = np.zeros(cap, np.int64)  # the exchange row the order arrived before
     n_state = strategy_state.shape[0]
     gates_on = gates_active(gate_cfg)  # all off: skip them (their rolling history is only read by gates)
     inflight = np.zeros(cap, np.int64)
@@ -442,7 +444,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     v_qty = np.zeros(cap)
     out_cancel = np.zeros(cap, np.int64)
     out_place = np.zeros(max_targets, np.int64)
-    d_scratch = diff_scratch(max(cap, max_targets))  # the diff's hash tables, kept for the whole run
+    d_scratch = diff_scratch(max_targets)  # the diff's tables, kept for the whole run
     d_stamp = 0
     slots = np.zeros(cap, np.int64)
     t0, last_ts, n_steps_cap = decision_clock(ts_exch, local_ts, start_ns, step_ns)
@@ -525,6 +527,29 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                         if full:
                             exec_q = x_leaves[s_]
                         else:
+                            if x_lp[s_] < 0:
+                                # The queue it joined on arrival, once rows [0, x_row) had been applied:
+                                # the level's rows from there on (galloping from where the last search
+                                # there ended, so a price quoted again is found in a few steps).
+                                ra = x_row[s_]
+                                key = level_key(o_side[s_], p)
+                                h = key & (LEVEL_CACHE - 1)  # the price's low bits (the side bit is far above them)
+                                if lvl_key[h] == key:
+                                    u = lvl_u[h]
+                                else:
+                                    u = level_of(level_ukeys, o_side[s_], p)
+                                    lvl_key[h], lvl_u[h] = key, u
+                                lo = hi_ = first = 0
+                                if u >= 0:
+                                    lo, hi_ = level_starts[u], level_starts[u + 1]
+                                    g = lvl_pos[u]
+                                    if g <= lo or level_rows[g - 1] >= ra:
+                                        g = lo  # no earlier search there, or one from a later row
+                                    first = _advance(level_rows, g, hi_, ra - 1)
+                                    lvl_pos[u] = first
+                                x_lp[s_], x_le[s_] = first, hi_
+                                x_front[s_] = qty_at_cursor(level_rows, reset_rows, reset_sides, qty, o_side[s_], lo,
+                                                            first, ra)  # fmt: skip
                             # Bring the queue up to date with the level's depth changes before this trade.
                             lp, le = x_lp[s_], x_le[s_]
                             while lp < le and level_rows[lp] < i:
@@ -602,13 +627,18 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                     counters[7] += 1
                 elif req == REQ_NEW:
                     s = BID if o_side[s_] > 0 else ASK
-                    # The exchange book now holds rows [0, ei).
-                    bb_x = best_bid[ei - 1] if ei > 0 else EMPTY
-                    ba_x = best_ask[ei - 1] if ei > 0 else EMPTY
-                    if s == BID:
-                        crosses = ba_x != EMPTY and o_px[s_] >= ba_x
-                    else:
-                        crosses = bb_x != EMPTY and o_px[s_] <= bb_x
+                    # The exchange book now holds rows [0, ei). Its best price is read only when the
+                    # order is within its block's extremes: reading it misses the cache on most arrivals.
+                    crosses = False
+                    if ei > 0:
+                        b = (ei - 1) >> BLOCK_SHIFT
+                        if s == BID:
+                            if o_px[s_] >= blk_lo[b]:
+                                ba_x = best_ask[ei - 1]
+                                crosses = ba_x != EMPTY and o_px[s_] >= ba_x
+                        elif o_px[s_] <= blk_hi[b]:
+                            bb_x = best_bid[ei - 1]
+                            crosses = bb_x != EMPTY and o_px[s_] <= bb_x
                     if crosses:
                         r_status[k] = ST_EXPIRED
                         counters[2] += 1
@@ -616,22 +646,10 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                         r_status[k] = ST_NEW
                         x_live[s_] = True
                         x_leaves[s_] = o_qty[s_]
-                        # The level's rows from ei on: galloping from where the last order there
-                        # started (ei only grows), so a price quoted again is found in a few steps.
-                        key = level_key(o_side[s_], o_px[s_])
-                        h = key & (LEVEL_CACHE - 1)  # the price's low bits (the side bit is far above them)
-                        if lvl_key[h] == key:
-                            u = lvl_u[h]
-                        else:
-                            u = level_of(level_ukeys, o_side[s_], o_px[s_])
-                            lvl_key[h], lvl_u[h] = key, u
-                        lo = hi_ = first = 0
-                        if u >= 0:
-                            lo, hi_ = level_starts[u], level_starts[u + 1]
-                            first = _advance(level_rows, max(lo, lvl_pos[u]), hi_, ei - 1)
-                            lvl_pos[u] = first
-                        x_lp[s_], x_le[s_] = first, hi_
-                        x_front[s_] = qty_at_cursor(level_rows, reset_rows, reset_sides, qty, o_side[s_], lo, first, ei)
+                        # Where it joins its level's queue is looked up at the first trade at its
+                        # price: most quotes are cancelled before one, and the lookup misses the cache.
+                        x_lp[s_] = -1
+                        x_row[s_] = ei
                         x_cum[s_] = 0.0
                         _idx_add(ipx, islot, icnt, s, o_px[s_], s_)
                 elif x_live[s_]:
