@@ -361,9 +361,10 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     x_leaves = np.zeros(cap)
     x_front = np.zeros(cap)
     x_cum = np.zeros(cap)
-    x_lp = np.zeros(cap, np.int64)  # next row of the order's level (position in level_rows) not yet applied
-    # (-1 until a trade at its price needs it)
-    x_le = np.zeros(cap, np.int64)  # end of the level's rows in level_rows
+    # The order's next level row (position in level_rows) not yet applied, -1 until a trade at its
+    # price needs it; the end of its level's rows there.
+    x_lp = np.zeros(cap, np.int64)
+    x_le = np.zeros(cap, np.int64)
     x_row = np.zeros(cap, np.int64)  # the exchange row the order arrived before
     n_state = strategy_state.shape[0]
     gates_on = gates_active(gate_cfg)  # all off: skip them (their rolling history is only read by gates)
