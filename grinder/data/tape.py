@@ -191,10 +191,18 @@ def _files(root: Path, table: str, venue: str, symbol: str, lo_ns: int | None, h
 
 
 def _read(files: list[Path], schema_cols: list[str]) -> pa.Table:
-    if not files:
-        return None
+    return _combine(_read_parts(files, schema_cols))
+
+
+def _read_parts(files: list[Path], schema_cols: list[str]) -> list[pa.Table]:
     # ParquetFile reads one known file without read_table's dataset discovery (~0.5 ms a file).
-    tables = [pq.ParquetFile(f).read(columns=schema_cols, use_threads=True) for f in files]
+    return [pq.ParquetFile(f).read(columns=schema_cols, use_threads=True) for f in files]
+
+
+def _combine(tables: list[pa.Table]) -> pa.Table | None:
+    """Part files' tables as one; put back in time order when parts from several ingests interleave."""
+    if not tables:
+        return None
     t = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     ts = t.column("ts_exch")
     # Parts from different ingests of one partition may interleave: restore time order if so.
@@ -268,26 +276,32 @@ def _last_full_reset(book: pa.Table, at_ns: int) -> int | None:
 
 
 def _book_selection(root: Path, venue: str, symbol: str, start_ns: int | None, end_ns: int | None):
-    """Book part files to read and the time to read from, so the book is whole at `start_ns`.
+    """(book rows, time to read them from): the rows to cut a window from so the book is whole at `start_ns`.
 
-    Walks date partitions back from the start's date, reading only the reset rows' columns,
-    until it finds a full reset; a long lake is not read from its beginning.
+    Walks date partitions back from the start's date until one holds a full reset at or before the
+    start, so a long lake is not read from its beginning; the days walked are kept, so no file is
+    read twice. Without a full reset before the start the time is None: the book cannot be whole,
+    and every row from the beginning is returned.
     """
+    cols = list(_BOOK_COLS)
     files = _files(root, "book", venue, symbol, None, end_ns)
     if start_ns is None or not files:
-        return files, start_ns
-    days = sorted({f.parent for f in files})
-    first_day = np.datetime64(start_ns, "ns").astype("datetime64[D]").astype(np.int64)
-    for d in reversed(days):
-        day = np.datetime64(d.name[5:], "D").astype(np.int64)
-        if day > first_day:
-            continue
-        part = _read(sorted(d.glob("*.parquet")), ["ts_exch", "seq", "kind", "side", "update_id"])
-        lo = _last_full_reset(part, start_ns)
+        return _read(files, cols), start_ns
+
+    def day_of(d: Path) -> int:
+        return int(np.datetime64(d.name[5:], "D").astype(np.int64))
+
+    first_day = int(np.datetime64(start_ns, "ns").astype("datetime64[D]").astype(np.int64))
+    walked: list[list[pa.Table]] = []  # each day's parts, newest day first
+    lo = None
+    for d in sorted({f.parent for f in files if day_of(f.parent) <= first_day}, reverse=True):
+        parts = _read_parts([f for f in files if f.parent == d], cols)
+        walked.append(parts)
+        lo = _last_full_reset(_combine(parts), start_ns)
         if lo is not None:
-            return [f for f in files if f.parent >= d], lo
-    # No snapshot before start: the book cannot be whole; read what there is from the beginning.
-    return files, None
+            break
+    later = _read_parts([f for f in files if day_of(f.parent) > first_day], cols)
+    return _combine([t for parts in reversed(walked) for t in parts] + later), lo
 
 
 def load_tape(
@@ -323,8 +337,8 @@ def load_tape(
         return tape
     inst = read_instrument(root, venue, symbol)
     # Book rows: from the last full reset (snapshot start) at or before start, so the book is whole.
-    book_files, book_lo = _book_selection(root, venue, symbol, start_ns, end_ns)
-    book = _window(_read(book_files, list(_BOOK_COLS)), book_lo, end_ns)
+    book, book_lo = _book_selection(root, venue, symbol, start_ns, end_ns)
+    book = _window(book, book_lo, end_ns)
     trades = _window(
         _read(_files(root, "trades", venue, symbol, start_ns, end_ns), list(_TRADE_COLS)), start_ns, end_ns
     )

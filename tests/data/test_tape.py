@@ -207,3 +207,35 @@ def test_the_instrument_is_read_once_per_version_of_its_file(real_lines, tmp_pat
     (root / "instruments").rename(tmp_path / "gone")
     with pytest.raises(DataError, match="no data for binance-usdm/BTCUSDT"):
         tape_mod.read_instrument(root, "binance-usdm", "BTCUSDT")
+
+
+def test_a_window_after_midnight_reads_back_to_the_snapshot_the_day_before_once(tmp_path, monkeypatch):
+    """The start's day holds no reset: the book comes from the previous day's snapshot, and no file is read twice."""
+    import grinder.data.tape as tape_mod
+    from grinder.data.synth import synth_batch
+    from grinder.data.tape import BOOK_RESET
+
+    midnight = 1_704_153_600_000_000_000  # 2024-01-02
+    batch = synth_batch(60_000, seed=4, start_ns=midnight - 60_000_000_000)  # one snapshot, a minute before
+    Lake(tmp_path).write(batch, sources=[], key="synth:midnight")
+    book_days = sorted(p.name for p in tmp_path.glob("book/*/*/date=*"))
+    assert book_days == ["date=2024-01-01", "date=2024-01-02"]
+    full = load_tape(tmp_path, "synthetic", "SYNTHUSDT")
+    assert (full.kind == BOOK_RESET).sum() == 1 and full.ts_exch[0] < midnight < full.ts_exch[-1]
+
+    read: list[str] = []
+    parts = tape_mod._read_parts
+
+    def counted(files, cols):
+        read.extend(str(f) for f in files if "/book/" in str(f))
+        return parts(files, cols)
+
+    monkeypatch.setattr(tape_mod, "_read_parts", counted)
+    start = midnight + 30_000_000_000
+    win = load_tape(tmp_path, "synthetic", "SYNTHUSDT", start)
+    assert len(read) == 2 and len(set(read)) == 2  # each day's book file, once
+    book = win.kind != EV_TRADE
+    whole = full.kind != EV_TRADE
+    np.testing.assert_array_equal(win.ts_exch[book], full.ts_exch[whole])  # from the snapshot on
+    assert win.kind[0] == BOOK_RESET and win.ts_exch[win.start] >= start > win.ts_exch[win.start - 1]
+    assert replay_check(win).crossed == 0
