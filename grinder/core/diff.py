@@ -41,13 +41,12 @@ def _mask(n):
 
 
 @njit(cache=True, inline="always")
-def _contains(keys, stamps, stamp, mask, key):
+def _probe(keys, stamps, stamp, mask, key):
+    """The slot holding `key` in this stamp's table, or the free slot where it would go."""
     h = _slot(key, mask)
-    while stamps[h] == stamp:
-        if keys[h] == key:
-            return True
+    while stamps[h] == stamp and keys[h] != key:
         h = (h + 1) & mask
-    return False
+    return h
 
 
 @njit(cache=True)
@@ -72,9 +71,7 @@ def diff_quotes_into(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_l
     tmask = _mask(n_targets)
     for j in range(n_targets):
         key = _key(t_side[j], t_px[j])
-        h = _slot(key, tmask)
-        while t_stamps[h] == stamp and t_keys[h] != key:
-            h = (h + 1) & tmask
+        h = _probe(t_keys, t_stamps, stamp, tmask, key)
         t_keys[h] = key
         t_stamps[h] = stamp
         t_slot[j] = h
@@ -83,10 +80,7 @@ def diff_quotes_into(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_l
         o = slots[i]
         if not o_live[o]:
             continue
-        key = _key(o_side[o], o_px[o])
-        h = _slot(key, tmask)
-        while t_stamps[h] == stamp and t_keys[h] != key:
-            h = (h + 1) & tmask
+        h = _probe(t_keys, t_stamps, stamp, tmask, _key(o_side[o], o_px[o]))
         if t_stamps[h] == stamp:
             t_marked[h] = stamp  # a known order covers this target
         elif o_status[o] == ST_NEW and o_req[o] == REQ_NONE:
@@ -106,7 +100,7 @@ def had_target(scratch, stamp, n_targets, side, px):
 
     Its target table stays readable until the next call on the scratch; `n_targets` is that call's.
     """
-    return _contains(scratch[0], scratch[1], stamp, _mask(n_targets), _key(side, px))
+    return scratch[1, _probe(scratch[0], scratch[1], stamp, _mask(n_targets), _key(side, px))] == stamp
 
 
 @njit(cache=True)
