@@ -175,13 +175,18 @@ def _merge(*args) -> tuple[np.ndarray, ...]:
     return out
 
 
+def _day_of(partition: Path) -> int:
+    """Days since the epoch of a `date=YYYY-MM-DD` partition folder."""
+    return int(np.datetime64(partition.name[5:], "D").astype(np.int64))
+
+
 def _files(root: Path, table: str, venue: str, symbol: str, lo_ns: int | None, hi_ns: int | None) -> list[Path]:
     base = root / partition_dir(table, venue, symbol, "x").parent
     if not base.is_dir():
         return []
     out = []
     for d in sorted(base.glob("date=*")):
-        day = np.datetime64(d.name[5:], "D").astype(np.int64)
+        day = _day_of(d)
         if lo_ns is not None and (day + 1) * NS_PER_DAY <= lo_ns:
             continue
         if hi_ns is not None and day * NS_PER_DAY >= hi_ns:
@@ -287,20 +292,16 @@ def _book_selection(root: Path, venue: str, symbol: str, start_ns: int | None, e
     files = _files(root, "book", venue, symbol, None, end_ns)
     if start_ns is None or not files:
         return _read(files, cols), start_ns
-
-    def day_of(d: Path) -> int:
-        return int(np.datetime64(d.name[5:], "D").astype(np.int64))
-
     first_day = int(np.datetime64(start_ns, "ns").astype("datetime64[D]").astype(np.int64))
     walked: list[list[pa.Table]] = []  # each day's parts, newest day first
     lo = None
-    for d in sorted({f.parent for f in files if day_of(f.parent) <= first_day}, reverse=True):
+    for d in sorted({f.parent for f in files if _day_of(f.parent) <= first_day}, reverse=True):
         parts = _read_parts([f for f in files if f.parent == d], cols)
         walked.append(parts)
         lo = _last_full_reset(_combine(parts), start_ns)
         if lo is not None:
             break
-    later = _read_parts([f for f in files if day_of(f.parent) > first_day], cols)
+    later = _read_parts([f for f in files if _day_of(f.parent) > first_day], cols)
     return _combine([t for parts in reversed(walked) for t in parts] + later), lo
 
 
