@@ -99,15 +99,15 @@ class Decider:
         self._nt = 0
         self._out_place = np.zeros(n, np.int64)
         self._blocked = np.zeros(len(REASONS), np.int64)
+        self._scratch, self._stamp = diff_scratch(n), 0  # the diff's tables: sized by targets only
         self._orders_for(16)
 
     def _orders_for(self, m: int) -> None:
-        """Buffers for m orders (side, ticks, leaves, status, request, live, slots, cancels), the diff's tables."""
+        """Buffers for m orders (side, ticks, leaves, status, request, live, slots, cancels)."""
         cap = max(m, 1)
         self._o = (np.zeros(cap, np.int8), np.zeros(cap, np.int64), np.zeros(cap), np.zeros(cap, np.int8),
                    np.zeros(cap, np.int8), np.ones(cap, np.bool_), np.arange(cap, dtype=np.int64),
                    np.zeros(cap, np.int64))  # fmt: skip
-        self._scratch, self._stamp = diff_scratch(len(self._t[0])), 0
 
     def warm_up(self, *decide_args) -> None:
         """A throwaway decision (on `decide_args`, default an empty book): code loaded and in cache, state kept."""
