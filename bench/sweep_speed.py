@@ -399,7 +399,7 @@ def child_profile(a) -> None:
 # The parent: data, both engines per sweep size, the table
 # ---------------------------------------------------------------------------------------------
 def run_child(
-    kind: str, dataset: str, lake: Path, sets: Path, peer_json: Path, offset, repeat: int, log: Path, warmups: int = 2
+    kind: str, dataset: str, lake: Path, sets: Path, peer_json: Path, offset, repeat: int, log: Path, warmups: int
 ):
     """A Grinder child (`sweep` or `profile`) in a fresh process; its result and peak RSS (MB)."""
     result = log.with_suffix(".json")
@@ -513,7 +513,9 @@ def measure(name: str, n: int, data: dict, tmp: Path, a) -> dict:
     print(f"  {name}, {n} sets: Grinder {gb['total_s']:.2f} s ({row['ratio']:.1f}x); with cached tape and replay "
           f"{row['grinder_cached_s']:.2f} s ({row['ratio_cached']:.1f}x)", flush=True)  # fmt: skip
     if a.profile and n == min(a.sets):
-        prof, _ = run_child("profile", name, data["lake"], sets_file, peer_json, data["offset"], 2, d / "profile.log")
+        prof, _ = run_child(
+            "profile", name, data["lake"], sets_file, peer_json, data["offset"], 2, d / "profile.log", a.warmups
+        )
         row["grinder_profile"] = prof
     return row
 
