@@ -1,12 +1,18 @@
-"""The catalog: DuckDB views over the Parquet lake, queried in place (nothing is copied)."""
+"""The catalog: DuckDB views over the Parquet lake, queried in place (nothing is copied).
+
+A Catalog holds a shared lock on the lake from construction until `close()` (or the end of a
+`with` block): the part files its views read stay exactly those of whole ingests meanwhile.
+"""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import duckdb
 
 from grinder.data.errors import DataError
+from grinder.data.lake import read_lock
 from grinder.data.schema import MARKET_TABLES
 
 
@@ -15,6 +21,9 @@ class Catalog:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._lock = ExitStack()
+        # Views are lazy: DuckDB lists and reads the files at query time, so the lock stays held.
+        self._lock.enter_context(read_lock(self.root))
         self.con = duckdb.connect(":memory:")
         self.tables: list[str] = []
         for table in (*MARKET_TABLES, "instruments"):
@@ -24,6 +33,22 @@ class Catalog:
                 continue
             self.con.sql(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true)")
             self.tables.append(table)
+
+    def close(self) -> None:
+        """Release the lake (its lock and the DuckDB connection); relations from `query` die with it."""
+        self._lock.close()
+        if hasattr(self, "con"):
+            self.con.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if hasattr(self, "_lock"):
+            self._lock.close()
 
     def query(self, sql: str) -> duckdb.DuckDBPyRelation:
         """Run SQL against the lake's views; errors name the query problem."""

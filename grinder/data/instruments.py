@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from importlib import resources
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from grinder.data.errors import DataError
+
+# Venue and symbol names become folder names in the lake and the tape cache: one path part each.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_name(what: str, value: str) -> str:
+    """`value` if it is a safe venue or symbol name (one path part, no `..`); else a DataError naming it."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or ".." in value:
+        raise DataError(
+            f"invalid {what} {value!r}: use letters, digits, '_', '.', '-' (not first, no '..'); "
+            "it becomes a folder name in the lake"
+        )
+    return value
 
 
 class Instrument(BaseModel):
@@ -30,6 +44,12 @@ class Instrument(BaseModel):
     maker_fee: float = Field(default=0.0, ge=-0.01, le=0.01)
     taker_fee: float = Field(default=0.0, ge=-0.01, le=0.01)
 
+    @field_validator("venue", "symbol")
+    @classmethod
+    def _path_part(cls, value: str, info) -> str:
+        # A DataError (not ValueError) passes through pydantic unchanged: the CLI prints one line.
+        return check_name(info.field_name, value)
+
     @model_validator(mode="after")
     def _settle_default(self) -> Instrument:
         if not self.settle:
@@ -49,6 +69,8 @@ def known_instruments() -> dict[tuple[str, str], Instrument]:
 
 def resolve_instrument(venue: str, symbol: str, overrides: dict | None = None) -> Instrument:
     """The known rules for (venue, symbol) with `overrides` applied; unknown symbols need tick and lot."""
+    check_name("venue", venue)
+    check_name("symbol", symbol)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     base = known_instruments().get((venue, symbol))
     if base is None:

@@ -57,3 +57,38 @@ def write_atomic(path: Path, text: str, durable: bool = False, mode: int = 0o644
         raise
     if durable:
         fsync_path(path.parent)
+
+
+def fsync_tree(path: Path) -> None:
+    """fsync every file and folder under `path` (a staged tree must be on disk before a journal names it)."""
+    for d, _, files in os.walk(path):
+        for f in files:
+            fsync_path(Path(d) / f)
+        fsync_path(Path(d))
+
+
+def apply_journal(root: Path, moves: list[list[str]], deletes: list[str], step: Callable[[str], None]) -> None:
+    """Carry out a commit journal under `root`: every rename, then every delete; safe to repeat.
+
+    `moves` are [source, destination] pairs relative to `root`, `deletes` paths relative to it. A
+    rename whose source is gone was done by an earlier, interrupted attempt, so replaying a
+    journal any number of times ends in the same tree. `step(name)` is called after each action
+    (named `move-<i>`, `delete-<i>`) so tests can kill the process there. The touched folders are
+    fsynced at the end: the caller may then drop the journal.
+    """
+    touched: set[Path] = set()
+    for i, (src, dest) in enumerate(moves):
+        s, d = root / src, root / dest
+        if s.exists():
+            d.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(s, d)
+        touched.add(d.parent)
+        step(f"move-{i}")
+    for i, rel in enumerate(deletes):
+        p = root / rel
+        p.unlink(missing_ok=True)
+        touched.add(p.parent)
+        step(f"delete-{i}")
+    for d in sorted(touched):
+        if d.is_dir():
+            fsync_path(d)
