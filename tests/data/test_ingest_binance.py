@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 
 import numpy as np
 import orjson
@@ -188,10 +189,10 @@ def test_malformed_json_names_file_and_line(real_lines, tmp_path):
 @pytest.mark.parametrize(
     "needle,old,new,match",
     [
-        (b"@trade", b'"p":"', b'"p":"-', "invalid price"),
-        (b"@trade", b'"q":"', b'"q":"NaN', "invalid quantity|not a number"),
-        (b"@depth", b'"b":[["', b'"b":[["NaN', "not a number|invalid price"),
-        (b"@bookTicker", b'"b":"', b'"b":"-1', "invalid price"),
+        (b"@trade", b'"p":"', b'"p":"-', "trade: negative number '-61800.20' where only positive ones are valid"),
+        (b"@trade", b'"q":"', b'"q":"NaN', "trade: not a plain decimal number: 'NaN"),
+        (b"@depth", b'"b":[["', b'"b":[["NaN', "depth level: not a plain decimal number: 'NaN"),
+        (b"@bookTicker", b'"b":"', b'"b":"-1', "bookTicker: negative number '-1"),
         (b"@depth", b'"a":[["', b'"a":[["61900.05","1.000"],["', "not a multiple of the tick size"),
     ],
 )
@@ -224,7 +225,7 @@ def test_line_without_timestamp_names_file_and_line(real_lines, tmp_path):
 
 def test_other_symbol_and_unknown_streams_are_counted_not_dropped(real_lines, tmp_path):
     lines = list(real_lines[:300])
-    lines[100] = lines[100].replace(b'"s":"BTCUSDT"', b'"s":"ETHUSDT"')
+    lines[100] = lines[100].replace(b'"s":"BTCUSDT"', b'"s":"ETHUSDT"').replace(b'"btcusdt@', b'"ethusdt@')
     lines.insert(150, lines[150].split(b" ")[0] + b' {"stream":"btcusdt@kline_1m","data":{"e":"kline"}}\n')
     batch = parse_binance([_bad(tmp_path, lines)], BTC)
     assert any(r.startswith("message for another symbol (ETHUSDT)") for r in batch.report.skipped)
@@ -247,3 +248,185 @@ def test_window_after_midnight_warms_up_from_the_previous_days_snapshot(ingested
     assert tape.kind[0] == BOOK_RESET and tape.ts_exch[0] < start - 120_000_000_000
     check = replay_check(tape)
     assert check.crossed == 0 and check.bbo_checked > 0 and check.bbo_matched == check.bbo_checked
+
+
+# --- hostile input: one grammar, one error naming file:line, the same on both parse paths ----------
+
+
+def _edit(lines, needle: bytes, pattern: bytes, repl: bytes):
+    """Copy of lines with `pattern` substituted once in the first line after the snapshot holding `needle`."""
+    out = list(lines)
+    i = next(k for k, line in enumerate(out) if needle in line and k > 60)
+    edited = re.sub(pattern, repl, out[i], count=1)
+    assert edited != out[i], (pattern, out[i][:200])
+    out[i] = edited
+    return out, i + 1
+
+
+def _error_on_both_paths(path, inst=BTC) -> DataError:
+    """The error parse_binance raises, asserted equal with and without the compiled scanner."""
+    errors = []
+    for compiled in (True, False):
+        with pytest.raises(DataError) as e:
+            parse_binance([path], inst, compiled=compiled)
+        errors.append(e.value)
+    assert str(errors[0]) == str(errors[1])
+    return errors[0]
+
+
+TRADE_P = rb'"p":"[^"]*"'
+LEVEL_P = rb'"b":\[\["[^"]*"'
+
+# Malformed decimals, each in a trade price and in a depth level's price.
+MALFORMED = [
+    ("6.18002e4", "exponent in number '6.18002e4'"),
+    ("1" + "0" * 309, "out of range (more than 18 integer digits)"),
+    ("0." + "0" * 29 + "1", "has more than 18 decimals"),
+    ("6_1800.20", "'_' in number '6_1800.20'"),
+    ("٦١٨٠٠.٢٠", "non-ASCII character in number '٦١٨٠٠.٢٠'"),
+    ("inf", "not a finite number: 'inf'"),
+    ("NaN", "not a finite number: 'NaN'"),
+    ("+61800.20", "leading '+' in number '+61800.20'"),
+    ("", "empty number"),
+    ("-61800.20", "negative number '-61800.20' where only positive ones are valid"),
+]
+
+
+@pytest.mark.parametrize(("value", "reason"), MALFORMED)
+@pytest.mark.parametrize(
+    ("needle", "pattern", "what"), [(b"@trade", TRADE_P, "trade"), (b"@depth", LEVEL_P, "depth level")]
+)
+def test_malformed_decimal_is_one_error_naming_file_and_line(
+    real_lines, tmp_path, value, reason, needle, pattern, what
+):
+    field = b'"p":"' if needle == b"@trade" else b'"b":[["'
+    lines, ln = _edit(real_lines[:300], needle, pattern, field + value.encode() + b'"')
+    path = _bad(tmp_path, lines)
+    e = _error_on_both_paths(path)
+    assert str(e) == f"{path}:{ln}: {what}: {reason}" or (
+        reason in str(e) and str(e).startswith(f"{path}:{ln}: {what}: ")
+    )
+
+
+@pytest.mark.parametrize(
+    ("needle", "pattern", "repl", "message"),
+    [
+        # JSON numbers where Binance sends decimal strings
+        (b"@trade", TRADE_P, b'"p":61800.2', "trade: JSON number 61800.2 where the venue sends a decimal string"),
+        (
+            b"@depth",
+            LEVEL_P,
+            b'"b":[[61800.2',
+            "depth level: JSON number 61800.2 where the venue sends a decimal string",
+        ),
+        # strings (or floats) where Binance sends integers; ids beyond int64
+        (b"@trade", rb'"T":(\d+)', rb'"T":"\1"', "field 'T' is a string ('1723161256671'), not an integer"),
+        (b"@depth", rb'"u":(\d+)', rb'"u":"\1"', "field 'u' is a string ('5123107860939'), not an integer"),
+        (b"@trade", rb'"t":\d+', b'"t":9223372036854775808', "field 't' = 9223372036854775808 is outside 0 .. 2**63-1"),
+        (
+            b"@trade",
+            rb'"t":\d+',
+            b'"t":18446744073709551616',
+            "field 't' is a number (1.8446744073709552e+19), not an integer",
+        ),
+        (b"@depth", rb'"pu":\d+', b'"pu":-1', "field 'pu' = -1 is outside 0 .. 2**63-1"),
+        (
+            b"@bookTicker",
+            rb'"u":\d+',
+            b'"u":5123107859476.0',
+            "field 'u' is a number (5123107859476.0), not an integer",
+        ),
+        # missing fields, wrong types
+        (b"@depth", rb',"pu":\d+', b"", "message lacks field 'pu'"),
+        (b"@trade", rb',"q":"[^"]*"', b"", "message lacks field 'q'"),
+        (b"@trade", rb'"m":true', b'"m":"true"', "field 'm' is a string ('true'), not a boolean"),
+        (b"@trade", rb'"s":"BTCUSDT"', b'"s":1', "field 's' is an integer (1), not a string"),
+        (
+            b"@depth",
+            rb'"b":\[\[',
+            b'"b":[["1.0","2.0","3.0"],[',
+            "field 'b' holds ['1.0', '2.0', '3.0'], not a [price, quantity] pair",
+        ),
+        (b"@depth", rb'"a":\[', b'"a":"x","c":[', "field 'a' is a string ('x'), not an array"),
+        # exchange times in 1970 and 2100
+        (
+            b"@trade",
+            rb'"T":\d+',
+            b'"T":1000',
+            "trade exchange time T (ms) 1000 is outside the sane range 2017-01-01 .. now + 1 day",
+        ),
+        (
+            b"@trade",
+            rb'"T":\d+',
+            b'"T":4102444800000',
+            "trade exchange time T (ms) 4102444800000 is outside the sane range",
+        ),
+        (b"@depth", rb'"T":\d+', b'"T":0', "depth exchange time T (ms) 0 is outside the sane range"),
+        (b"@bookTicker", rb'"T":\d+', b'"T":4102444800000', "bookTicker exchange time T (ms) 4102444800000 is outside"),
+        # a local time in 1973 in a nanosecond capture; one beyond int64
+        (b"@trade", rb"^\d+", b"100000000000000000", "local timestamp 100000000000000000 is outside the sane range"),
+        (b"@trade", rb"^\d+", b"9223372036854775808", "local timestamp 9223372036854775808 is beyond int64"),
+        (b"@trade", rb"^\d+", b"1_723161255401663366", "expected '<local timestamp> <json>'"),
+        # a byte that is not UTF-8 where the compiled scanner skips over the stream name
+        (b"@trade", rb'"btcusdt@trade"', b'"btcusdt@tr\xffade"', "malformed JSON: str is not valid UTF-8"),
+        # the stream name and "s" disagree about the symbol
+        (
+            b"@trade",
+            rb'"btcusdt@trade"',
+            b'"ethusdt@trade"',
+            "stream 'ethusdt@trade' carries a message for symbol 'BTCUSDT'",
+        ),
+        # a price beyond 2**53 ticks; a quantity below one lot
+        (b"@trade", TRADE_P, b'"p":"100000000000000000.0"', "trade: price 1e+17 is out of range for the tick size 0.1"),
+        (b"@trade", rb'"q":"[^"]*"', b'"q":"0.0000000001"', "trade: quantity 1e-10 is not a multiple of the lot size"),
+        # a bid above the best ask: the book crosses (the rule of `grinder data check`)
+        (b"@depth", rb'"b":\[', b'"b":[["99999.90","1.000"],', "book crossed: best bid >= best ask after this message"),
+    ],
+)
+def test_hostile_line_is_one_error_naming_file_and_line(real_lines, tmp_path, needle, pattern, repl, message):
+    lines, ln = _edit(real_lines[:300], needle, pattern, repl)
+    path = _bad(tmp_path, lines)
+    e = _error_on_both_paths(path)
+    assert str(e).startswith(f"{path}:{ln}: ") and message in str(e), str(e)
+    assert "\n" not in str(e)
+
+
+MARK = (
+    b'{"stream":"btcusdt@markPrice@1s","data":{"e":"markPriceUpdate","E":1723161256700,"s":"BTCUSDT",'
+    b'"p":"61800.27373413","P":"61800.15563565","i":"61801.75642857","r":"RATE","T":1723190400000}}'
+)
+
+
+def _with_mark(real_lines, rate: bytes, price: bytes = b"61800.27373413"):
+    lines = list(real_lines[:300])
+    local = lines[80].split(b" ", 1)[0]
+    lines.insert(81, local + b" " + MARK.replace(b"RATE", rate).replace(b"61800.27373413", price) + b"\n")
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("rate", "price", "message"),
+    [
+        (b"-1e-4", b"61800.27373413", "markPrice funding rate: exponent in number '-1e-4'"),
+        (b"+0.0001", b"61800.27373413", "markPrice funding rate: leading '+' in number '+0.0001'"),
+        (b"0.0001", b"-61800.27373413", "markPrice: negative number '-61800.27373413'"),
+    ],
+)
+def test_malformed_mark_price_line(real_lines, tmp_path, rate, price, message):
+    # A negative funding rate is Binance's grammar; the same line with a malformed number is not.
+    good = _bad(tmp_path, _with_mark(real_lines, b"-0.00010000"), "btcusdt_good.gz")
+    fast, slow = parse_binance([good], BTC, compiled=True), parse_binance([good], BTC, compiled=False)
+    assert all(fast.tables[name].equals(slow.tables[name]) for name in fast.tables)
+    assert fast.tables["funding"].column("funding_rate").to_pylist() == [-0.0001]
+    path = _bad(tmp_path, _with_mark(real_lines, rate, price))
+    e = _error_on_both_paths(path)
+    assert str(e) == f"{path}:82: {message}" or str(e).startswith(f"{path}:82: {message}")
+
+
+def test_snapshot_of_another_symbols_capture_is_an_error(real_lines, tmp_path):
+    path = _bad(tmp_path, real_lines[:300])
+    e = _error_on_both_paths(path, resolve_instrument("binance-usdm", "ETHUSDT"))
+    assert str(e) == (
+        f"{path}:55: depth snapshot (which names no symbol) in a capture whose depth diffs are for BTCUSDT, "
+        "none for ETHUSDT: is --symbol BTCUSDT meant?"
+    )

@@ -248,6 +248,21 @@ def assert_error(paths, line, match, path=None):
         (7, (EL | DEPTH, T0 + MS, L0 + MS, 61800.2, 2.5), "depth event without BUY_EVENT or SELL_EVENT"),
         (2, (EL | SNAP | BUY, T0 // 1000, L0, 61800.2, 2.909), "exch_ts 1723161256493000 is not nanoseconds"),
         (5, (EL | SNAP | SELL, T0, L0 // 1000, 61800.3, 3.33), "local_ts .* is not nanoseconds"),
+        # 1973 and 2100 in ns: plausible magnitudes, outside the sane range 2017-01-01 .. now + 1 day
+        (2, (EL | SNAP | BUY, 10**17, L0, 61800.2, 2.909), r"exch_ts \(ns\) 100000000000000000 is outside the sane"),
+        (
+            9,
+            (EL | DEPTH | SELL, T0 + 3 * MS, 4_102_444_800 * 10**9, 61800.4, 0.0),
+            r"local_ts \(ns\) 4102444800000000000",
+        ),
+        # a bid above the best ask (61800.3): the book crosses, by the rule of `grinder data check`
+        (
+            7,
+            (EL | DEPTH | BUY, T0 + MS, L0 + MS, 61800.6, 2.5),
+            "book crossed: best bid >= best ask after this message",
+        ),
+        # beyond 2**53 ticks
+        (7, (EL | DEPTH | BUY, T0 + MS, L0 + MS, 1e17, 2.5), "price 1e[+]17 is out of range for the tick size"),
     ],
 )
 def test_bad_row_names_file_and_row(tmp_path, n, row, match):

@@ -19,9 +19,10 @@ import orjson
 import pyarrow as pa
 
 from grinder.data.errors import DataError
-from grinder.data.ingest.binance_fast import _POW10, SLOW
+from grinder.data.ingest.binance_fast import _POW10, INT64_MAX, SLOW
 from grinder.data.ingest.binance_fast import scan as bf_scan
-from grinder.data.ingest.numbers import check_prices_qtys, check_sorted, parse_decimals
+from grinder.data.ingest.book_check import check_uncrossed
+from grinder.data.ingest.numbers import check_prices_qtys, check_sorted, check_times, parse_decimals, why_not_decimal
 from grinder.data.ingest.source import LineMap, read_bytes
 from grinder.data.instruments import Instrument
 from grinder.data.lake import IngestBatch, IngestReport
@@ -44,8 +45,46 @@ def _local_unit(ts: int, path: Path, line: int) -> int:
     raise DataError(f"local timestamp {ts} is neither microseconds nor nanoseconds since 1970", str(path), line)
 
 
+class _Bad(Exception):
+    """A message that breaks Binance's format; the scan adds the file and line."""
+
+
+def _json_kind(v: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", type(None): "null",
+            list: "an array", dict: "an object"}.get(type(v), type(v).__name__)  # fmt: skip
+
+
+def _int(d: dict, k: str) -> int:
+    """Field `k`: a JSON integer within int64 (Binance sends ids and ms times as integers)."""
+    v = d[k]
+    if type(v) is not int:
+        raise _Bad(f"field {k!r} is {_json_kind(v)} ({v!r}), not an integer")
+    if not 0 <= v <= INT64_MAX:
+        raise _Bad(f"field {k!r} = {v} is outside 0 .. 2**63-1")
+    return v
+
+
+def _typed(d: dict, k: str, typ: type):
+    v = d[k]
+    if type(v) is not typ:
+        raise _Bad(f"field {k!r} is {_json_kind(v)} ({v!r}), not {_json_kind(typ())}")
+    return v
+
+
+def _levels(d: dict, k: str) -> list:
+    """Field `k`: an array of [price, quantity] pairs (their strings are checked in bulk later)."""
+    v = _typed(d, k, list)
+    for lv in v:
+        if type(lv) is not list or len(lv) != 2:
+            raise _Bad(f"field {k!r} holds {lv!r}, not a [price, quantity] pair")
+    return v
+
+
 class _Slow:
-    """Lines the compiled scanner left alone, parsed with orjson into Python lists."""
+    """Lines the compiled scanner left alone, parsed with orjson into Python lists.
+
+    Times are kept in Binance's ms until they are checked against the sane range.
+    """
 
     def __init__(self) -> None:
         # Depth messages and snapshots; levels flattened as price,qty,price,qty...
@@ -75,51 +114,70 @@ class _Slow:
         self.f_ts: list[int] = []
         self.f_next: list[int] = []
         self.f_num: list[str] = []
+        self.f_rate: list[str] = []
+        # Depth diffs of other symbols, by symbol: tells whose book an unlabelled snapshot is.
+        self.other_depth: dict[str, int] = {}
 
     def parse(self, line: bytes, g: int, local: int, sym: str, report: IngestReport) -> None:
         """Parse one line (global index g, local time in ns) into the lists."""
         msg = orjson.loads(line[line.find(b" ") + 1 :])
-        data = msg.get("data") if "stream" in msg else msg
-        ev = data.get("e") if "stream" in msg else ("snapshot" if "lastUpdateId" in msg else None)
-        if ev in _STREAM_EVENTS and data.get("s") != sym:
-            report.skip(f"message for another symbol ({data.get('s')})", _rows_in(data))
-            return
+        if type(msg) is not dict:
+            raise _Bad(f"message is {_json_kind(msg)}, not an object")
+        wrapped = "stream" in msg
+        data = _typed(msg, "data", dict) if wrapped else msg
+        ev = data.get("e") if wrapped else ("snapshot" if "lastUpdateId" in msg else None)
+        if ev is not None and type(ev) is not str:
+            raise _Bad(f"field 'e' is {_json_kind(ev)} ({ev!r}), not a string")
+        if ev in _STREAM_EVENTS:
+            s, stream = _typed(data, "s", str), _typed(msg, "stream", str)
+            if stream.partition("@")[0].upper() != s:
+                raise _Bad(f"stream {stream!r} carries a message for symbol {s!r}")
+            if s != sym:
+                if ev == "depthUpdate":
+                    self.other_depth[s] = self.other_depth.get(s, 0) + 1
+                report.skip(f"message for another symbol ({s})", _rows_in(data))
+                return
         if ev == "depthUpdate" or ev == "snapshot":
             snap = ev == "snapshot"
-            b, a = (msg["bids"], msg["asks"]) if snap else (data["b"], data["a"])
+            b, a = (_levels(msg, "bids"), _levels(msg, "asks")) if snap else (_levels(data, "b"), _levels(data, "a"))
+            self.m_ts.append(_int(data, "T"))
+            self.m_first.append(_int(msg, "lastUpdateId") if snap else _int(data, "U"))
+            self.m_last.append(_int(msg, "lastUpdateId") if snap else _int(data, "u"))
+            self.m_prev.append(_int(msg, "lastUpdateId") if snap else _int(data, "pu"))
             self.m_line.append(g)
             self.m_local.append(local)
-            self.m_ts.append(data["T"] * MS)
             self.m_kind.append(BOOK_SNAPSHOT if snap else BOOK_DIFF)
-            self.m_first.append(msg["lastUpdateId"] if snap else data["U"])
-            self.m_last.append(msg["lastUpdateId"] if snap else data["u"])
-            self.m_prev.append(msg["lastUpdateId"] if snap else data["pu"])
             self.m_nbid.append(len(b))
             self.m_nask.append(len(a))
             self.levels.extend(chain.from_iterable(b))
             self.levels.extend(chain.from_iterable(a))
         elif ev == "bookTicker":
+            num = (data["b"], data["B"], data["a"], data["A"])
+            self.q_ts.append(_int(data, "T"))
+            self.q_id.append(_int(data, "u"))
             self.q_line.append(g)
             self.q_local.append(local)
-            self.q_ts.append(data["T"] * MS)
-            self.q_id.append(data["u"])
-            self.q_num += (data["b"], data["B"], data["a"], data["A"])
+            self.q_num += num
         elif ev == "trade":
-            if data.get("X", "MARKET") != "MARKET":
-                report.skip(f"trade of type {data['X']} (not a market trade)")
+            x = _typed(data, "X", str) if "X" in data else "MARKET"
+            if x != "MARKET":
+                report.skip(f"trade of type {x} (not a market trade)")
                 return
+            num = (data["p"], data["q"])
+            self.t_ts.append(_int(data, "T"))
+            self.t_id.append(_int(data, "t"))
+            self.t_sell.append(_typed(data, "m", bool))  # buyer is maker: the aggressor sold
             self.t_line.append(g)
             self.t_local.append(local)
-            self.t_ts.append(data["T"] * MS)
-            self.t_id.append(data["t"])
-            self.t_sell.append(bool(data["m"]))  # buyer is maker: the aggressor sold
-            self.t_num += (data["p"], data["q"])
+            self.t_num += num
         elif ev == "markPriceUpdate":
+            num, rate = (data["p"], data["i"]), data["r"]
+            self.f_ts.append(_int(data, "E"))
+            self.f_next.append(_int(data, "T"))
             self.f_line.append(g)
             self.f_local.append(local)
-            self.f_ts.append(data["E"] * MS)
-            self.f_next.append(data["T"] * MS)
-            self.f_num += (data["p"], data["i"], data["r"])
+            self.f_num += num
+            self.f_rate.append(rate)
         elif "code" in msg and "msg" in msg:
             report.skip("venue error message")
         else:
@@ -129,14 +187,14 @@ class _Slow:
 def _rows_in(data: dict) -> int:
     """Rows a skipped message would have produced (levels for depth, one otherwise)."""
     if data.get("e") == "depthUpdate":
-        return len(data.get("b", ())) + len(data.get("a", ()))
+        return sum(len(v) for v in (data.get("b"), data.get("a")) if isinstance(v, list))
     return 1
 
 
-def _decimals(strings: list[str], width: int, line: list[int], path_of, what: str) -> np.ndarray:
-    v, bad = parse_decimals(strings)
+def _decimals(strings: list, width: int, line: list[int], path_of, what: str, negative_ok: bool = False) -> np.ndarray:
+    v, bad = parse_decimals(strings, negative_ok)
     if bad >= 0:
-        raise DataError(f"{what}: not a number: {strings[bad]!r}", *path_of(line[bad // width]))
+        raise DataError(f"{what}: {why_not_decimal(strings[bad], negative_ok)}", *path_of(line[bad // width]))
     return v.reshape(-1, width) if width > 1 else v
 
 
@@ -158,12 +216,14 @@ class _Scan:
     trades: dict[str, np.ndarray]
     bbo: dict[str, np.ndarray]
     funding: dict[str, np.ndarray]
+    other_depth: dict[str, int]  # depth diffs of other symbols, by symbol
 
 
 def _scan(paths: list[Path], symbol: str, report: IngestReport, compiled: bool) -> tuple[_Scan, LineMap]:
     lines_map = LineMap()
     sym = symbol.upper()
     sym_lit = np.frombuffer(sym.encode(), np.uint8).copy()
+    sym_lower = np.frombuffer(sym.lower().encode(), np.uint8).copy()
     slow = _Slow()
     fast: list[tuple] = []
     g0 = 0
@@ -172,7 +232,9 @@ def _scan(paths: list[Path], symbol: str, report: IngestReport, compiled: bool) 
         lines_map.add(path, g0)
         buf = np.frombuffer(raw, np.uint8)
         # Without the compiled scanner every line takes the orjson path (tests compare the two).
-        kind, local, dep, lev, bi, bf, ti, tf, mi, mf = bf_scan(buf, sym_lit if compiled else _NO_SYMBOL, _POW10)
+        kind, local, dep, lev, bi, bf, ti, tf, mi, mf = bf_scan(
+            buf, sym_lit if compiled else _NO_SYMBOL, sym_lower if compiled else _NO_SYMBOL, _POW10
+        )
         nlines = len(kind)
         if nlines == 0:
             raise DataError("empty file", str(path))
@@ -182,12 +244,14 @@ def _scan(paths: list[Path], symbol: str, report: IngestReport, compiled: bool) 
         for i in np.flatnonzero(kind == SLOW).tolist() + ([0] if kind[0] != SLOW else []):
             line = raw[starts[i] : ends[i] if i < len(ends) else len(raw)]
             sp = line.find(b" ")
-            try:
-                ts = int(line[:sp]) if sp > 0 else None
-            except ValueError:
-                ts = None
-            if ts is None:
+            # ASCII digits only (bytes.isdigit), as the compiled scanner reads them; int() would
+            # also take '+', '_' and surrounding blanks.
+            if sp <= 0 or not line[:sp].isdigit():
                 raise DataError("expected '<local timestamp> <json>'", str(path), i + 1)
+            ts = int(line[:sp])
+            if ts > INT64_MAX:
+                raise DataError(f"local timestamp {ts} is beyond int64", str(path), i + 1)
+            local[i] = ts
             if i == 0:
                 unit = _local_unit(ts, path, 1)
                 if kind[0] != SLOW:
@@ -199,15 +263,22 @@ def _scan(paths: list[Path], symbol: str, report: IngestReport, compiled: bool) 
                 slow.parse(line, g0 + i, ts * unit, sym, report)
             except orjson.JSONDecodeError as e:
                 raise DataError(f"malformed JSON: {e}", str(path), i + 1) from None
-            except (KeyError, TypeError, ValueError, AttributeError) as e:
-                raise DataError(f"message lacks or mistypes a field ({e!r})", str(path), i + 1) from None
+            except _Bad as e:
+                raise DataError(str(e), str(path), i + 1) from None
+            except KeyError as e:
+                raise DataError(f"message lacks field {e.args[0]!r}", str(path), i + 1) from None
+            except (TypeError, ValueError, AttributeError) as e:
+                raise DataError(f"message mistypes a field ({e})", str(path), i + 1) from None
         if unit is None:
             unit = _local_unit(int(local[0]), path, 1)
+        # In the recorder's unit, before scaling: a wild value cannot overflow on its way to ns.
+        check_times(local, g0 + np.arange(nlines), lines_map, "local timestamp", unit)
         loc = local * unit
         fast.append((g0, loc, dep, lev, bi, bf, ti, tf, mi, mf))
         g0 += nlines
 
     out = _Scan()
+    out.other_depth = slow.other_depth
     # depth messages (fast) + depth messages and snapshots (slow)
     fast_levels = [f[3] for f in fast]
     n_fast_lev = sum(len(x) for x in fast_levels)
@@ -230,7 +301,7 @@ def _scan(paths: list[Path], symbol: str, report: IngestReport, compiled: bool) 
             {
                 "line": ln + g,
                 "local": loc[ln],
-                "ts": dep[:, 1] * MS,
+                "ts": dep[:, 1],
                 "kind": np.zeros(len(dep), np.int64),
                 "first": dep[:, 2],
                 "last": dep[:, 3],
@@ -264,7 +335,7 @@ def _scan(paths: list[Path], symbol: str, report: IngestReport, compiled: bool) 
         {
             "line": ti[:, 0] + g,
             "local": loc[ti[:, 0]],
-            "ts": ti[:, 1] * MS,
+            "ts": ti[:, 1],
             "id": ti[:, 2],
             "sell": ti[:, 3],
             "fp": tf[:, 0],
@@ -290,7 +361,7 @@ def _scan(paths: list[Path], symbol: str, report: IngestReport, compiled: bool) 
         {
             "line": bi[:, 0] + g,
             "local": loc[bi[:, 0]],
-            "ts": bi[:, 1] * MS,
+            "ts": bi[:, 1],
             "id": bi[:, 2],
             "fb": bf[:, 0],
             "fbq": bf[:, 1],
@@ -313,13 +384,18 @@ def _scan(paths: list[Path], symbol: str, report: IngestReport, compiled: bool) 
         },
     )
     # mark price / funding
-    fnum = _decimals(slow.f_num, 3, slow.f_line, lines_map, "markPrice") if slow.f_num else np.empty((0, 3))
+    fnum = _decimals(slow.f_num, 2, slow.f_line, lines_map, "markPrice") if slow.f_num else np.empty((0, 2))
+    frate = (
+        _decimals(slow.f_rate, 1, slow.f_line, lines_map, "markPrice funding rate", negative_ok=True)
+        if slow.f_rate
+        else np.empty(0)
+    )
     parts = [
         {
             "line": mi[:, 0] + g,
             "local": loc[mi[:, 0]],
-            "ts": mi[:, 1] * MS,
-            "next": mi[:, 2] * MS,
+            "ts": mi[:, 1],
+            "next": mi[:, 2],
             "fmark": mf[:, 0],
             "findex": mf[:, 1],
             "frate": mf[:, 2],
@@ -335,9 +411,19 @@ def _scan(paths: list[Path], symbol: str, report: IngestReport, compiled: bool) 
             "next": slow.f_next,
             "fmark": fnum[:, 0],
             "findex": fnum[:, 1],
-            "frate": fnum[:, 2],
+            "frate": frate,
         },
     )
+    # Binance's times are ms: checked in ms, so a wild value cannot overflow on its way to ns.
+    for cols, col, what in (
+        (out.depth, "ts", "depth exchange time T (ms)"),
+        (out.trades, "ts", "trade exchange time T (ms)"),
+        (out.bbo, "ts", "bookTicker exchange time T (ms)"),
+        (out.funding, "ts", "markPrice event time E (ms)"),
+        (out.funding, "next", "markPrice next funding time T (ms)"),
+    ):
+        check_times(cols[col], cols["line"], lines_map, what, MS)
+        cols[col] = cols[col] * MS
     return out, lines_map
 
 
@@ -404,6 +490,15 @@ def parse_binance(paths: list[Path], inst: Instrument, compiled: bool = True) ->
     """Parse raw captures (in the given order, later files continuing earlier ones) into lake tables."""
     report = IngestReport()
     sc, path_of = _scan(paths, inst.symbol, report, compiled)
+    snaps = np.flatnonzero(sc.depth["kind"] == BOOK_SNAPSHOT)
+    if snaps.size and sc.other_depth and not (sc.depth["kind"] == BOOK_DIFF).any():
+        # A REST snapshot names no symbol: it is the book of the symbol whose diffs the capture holds.
+        others = sorted(sc.other_depth, key=lambda k: -sc.other_depth[k])
+        raise DataError(
+            f"depth snapshot (which names no symbol) in a capture whose depth diffs are for {', '.join(others)}, "
+            f"none for {inst.symbol}: is --symbol {others[0]} meant?",
+            *path_of(sc.depth["line"][snaps[0]]),
+        )
     # Local receive times are the recorder's append order: they must not go backwards in a file.
     all_line = np.concatenate([sc.depth["line"], sc.trades["line"], sc.bbo["line"], sc.funding["line"]])
     all_local = np.concatenate([sc.depth["local"], sc.trades["local"], sc.bbo["local"], sc.funding["local"]])
@@ -447,6 +542,7 @@ def parse_binance(paths: list[Path], inst: Instrument, compiled: bool = True) ->
         }
     )
     report.rows["book"] = int(entry.size)
+    check_uncrossed(tables["book"], inst, mline[em], path_of)
 
     # --- trades ---
     t = sc.trades

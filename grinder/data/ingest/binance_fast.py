@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit
 
 SLOW, DEPTH, BBO, TRADE, MARK = 0, 1, 2, 3, 4
+INT64_MAX = 2**63 - 1
 
 _POW10 = np.array([10.0**k for k in range(19)])
 
@@ -69,22 +70,31 @@ def _expect(buf, p, end, lit):
 
 @njit(cache=True)
 def _int(buf, p, end):
-    """Non-negative decimal integer at p: (value, new position) or (0, -1)."""
+    """JSON integer at p, non-negative and within int64: (value, new position) or (0, -1)."""
     v = 0
     q = p
-    while q < end and 48 <= buf[q] <= 57 and q - p < 19:
-        v = v * 10 + (buf[q] - 48)
+    while q < end and 48 <= buf[q] <= 57:
+        d = buf[q] - 48
+        if v > (INT64_MAX - d) // 10:
+            return 0, -1
+        v = v * 10 + d
         q += 1
-    if q == p or (q < end and 48 <= buf[q] <= 57):
+    # JSON has no leading zeros: orjson rejects them, so must the scanner.
+    if q == p or (buf[p] == 48 and q - p > 1):
         return 0, -1
     return v, q
 
 
 @njit(cache=True)
-def _dec(buf, p, end, pow10):
-    """Decimal inside quotes starting after the opening quote: (value, position after closing quote)."""
+def _dec(buf, p, end, pow10, neg_ok=False):
+    """Decimal inside quotes starting after the opening quote: (value, position after closing quote).
+
+    Accepts a subset of numbers.DECIMAL_RE (SIGNED_DECIMAL_RE with `neg_ok`): at most 15 digits.
+    """
     neg = False
     if p < end and buf[p] == 45:
+        if not neg_ok:
+            return 0.0, -1
         neg = True
         p += 1
     m = 0
@@ -98,7 +108,7 @@ def _dec(buf, p, end, pow10):
             nd += 1
             if frac >= 0:
                 frac += 1
-        elif c == 46 and frac < 0:
+        elif c == 46 and frac < 0 and nd > 0:
             frac = 0
         else:
             break
@@ -137,8 +147,11 @@ def _levels(buf, p, end, pow10, lev, nlev):
 
 
 @njit(cache=True)
-def scan(buf, sym, pow10):  # noqa: C901 - one grammar, read top to bottom
-    """Parse every canonical line of a capture; returns per-line kind/local ts and per-kind columns."""
+def scan(buf, sym, sym_lower, pow10):  # noqa: C901 - one grammar, read top to bottom
+    """Parse every canonical line of a capture; returns per-line kind/local ts and per-kind columns.
+
+    `sym` is the symbol as in the "s" field, `sym_lower` as in the stream name (bytes as uint8).
+    """
     nl = 1
     for i in range(buf.shape[0]):
         if buf[i] == 10:
@@ -173,10 +186,15 @@ def scan(buf, sym, pow10):  # noqa: C901 - one grammar, read top to bottom
         if p > 0 and p < end and buf[p] == 32:
             local[line] = ts
             p = _expect(buf, p + 1, end, L_HEAD)
-            if p > 0:
-                while p < end and buf[p] != 34:
+            # The stream name names the symbol too ("btcusdt@depth@0ms"): it must be ours.
+            p = _expect(buf, p, end, sym_lower) if p > 0 else -1
+            if p > 0 and p < end and buf[p] == 64:
+                # The rest of the name: printable ASCII without escapes, or orjson must judge it.
+                while p < end and buf[p] != 34 and 32 < buf[p] < 127 and buf[p] != 92:
                     p += 1
                 p = _expect(buf, p, end, L_DATA)
+            else:
+                p = -1
             if p > 0:
                 q = _expect(buf, p, end, L_DEPTH)
                 if q > 0:
@@ -283,7 +301,7 @@ def scan(buf, sym, pow10):  # noqa: C901 - one grammar, read top to bottom
                                 q = _expect(buf, q - 1, end, L_MI) if q > 0 else -1
                                 ip, q = _dec(buf, q, end, pow10) if q > 0 else (0.0, -1)
                                 q = _expect(buf, q - 1, end, L_MR) if q > 0 else -1
-                                rr, q = _dec(buf, q, end, pow10) if q > 0 else (0.0, -1)
+                                rr, q = _dec(buf, q, end, pow10, True) if q > 0 else (0.0, -1)
                                 q = _expect(buf, q - 1, end, L_QT) if q > 0 else -1
                                 t_, q = _int(buf, q, end) if q > 0 else (0, -1)
                                 q = _expect(buf, q, end, L_END) if q > 0 else -1

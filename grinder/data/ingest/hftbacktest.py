@@ -42,7 +42,8 @@ import numpy as np
 import pyarrow as pa
 
 from grinder.data.errors import DataError
-from grinder.data.ingest.numbers import check_prices_qtys, check_sorted
+from grinder.data.ingest.book_check import check_uncrossed
+from grinder.data.ingest.numbers import check_prices_qtys, check_sorted, check_times
 from grinder.data.ingest.source import LineMap
 from grinder.data.instruments import Instrument
 from grinder.data.lake import IngestBatch, IngestReport
@@ -127,6 +128,7 @@ def _check_ns(ts: np.ndarray, line: np.ndarray, path_of, what: str) -> None:
     if bad.size:
         i = bad[0]
         raise DataError(f"{what} {ts[i]} is not nanoseconds since 1970", *path_of(line[i]))
+    check_times(ts, line, path_of, what + " (ns)")
 
 
 def parse_hftbacktest_npz(paths: list[Path], inst: Instrument) -> IngestBatch:
@@ -235,6 +237,7 @@ def parse_hftbacktest_npz(paths: list[Path], inst: Instrument) -> IngestBatch:
         schema=BOOK,
     )
     report.rows["book"] = int(b.size)
+    check_uncrossed(tables["book"], inst, bl, path_of)
 
     # --- trades ---
     t = np.flatnonzero(is_trade)

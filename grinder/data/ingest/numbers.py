@@ -1,44 +1,103 @@
-"""Bulk conversion of decimal strings to float64 and the row checks every format shares."""
+"""The number grammar every ingest format shares, the sane time range, and the row checks on top.
+
+Venues send decimals as plain ASCII strings (Binance: ``"61804.10"``) and ids and times as JSON
+integers. Anything else is malformed, not "close enough": an exponent, ``_``, a leading ``+``,
+non-ASCII digits, ``inf``/``nan``, or a JSON number where a decimal string belongs would all be
+read by Python's ``float()``, and each has hidden a broken recorder before. One grammar, checked
+here, is shared by every format and mirrored byte for byte by the compiled Binance scanner.
+"""
 
 from __future__ import annotations
 
-import io
+import time
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pcsv
+import pyarrow.compute as pc
 
 from grinder.data.errors import DataError
 from grinder.data.instruments import Instrument, off_grid
 
+# Up to 18 digits each side of the point: every such integer part fits int64, and no venue
+# sends more than 8 decimals, so longer numbers are garbage (1e-30 written out), not precision.
+MAX_DIGITS = 18
+DECIMAL_RE = rf"^[0-9]{{1,{MAX_DIGITS}}}(\.[0-9]{{1,{MAX_DIGITS}}})?$"
+SIGNED_DECIMAL_RE = rf"^-?[0-9]{{1,{MAX_DIGITS}}}(\.[0-9]{{1,{MAX_DIGITS}}})?$"
+INT64_MAX = 2**63 - 1
+# A price or quantity is held exactly as a count of ticks or lots only below 2**53.
+MAX_STEPS = 2**53
 
-def parse_decimals(strings: list[str]) -> tuple[np.ndarray, int]:
-    """Parse decimal strings to float64 in one C++ pass; returns (values, index of first bad or -1)."""
-    if not strings:
-        return np.empty(0, np.float64), -1
-    buf = "\n".join(strings).encode()
-    try:
-        table = pcsv.read_csv(
-            io.BytesIO(buf),
-            read_options=pcsv.ReadOptions(column_names=["v"], block_size=1 << 26),
-            parse_options=pcsv.ParseOptions(newlines_in_values=False),
-            # No null spellings: "NA" or "null" must be rejected like float() would, not become NaN.
-            convert_options=pcsv.ConvertOptions(
-                column_types={"v": pa.float64()}, null_values=[], strings_can_be_null=False
-            ),
+NS_PER_DAY = 86_400 * 10**9
+TIME_MIN_NS = 1_483_228_800 * 10**9  # 2017-01-01 UTC: before any crypto perpetual data Grinder reads
+
+
+def time_range_ns(now_ns: int | None = None) -> tuple[int, int]:
+    """Sane exchange and local times, ns since 1970: [2017-01-01, now + 1 day]."""
+    now = time.time_ns() if now_ns is None else now_ns
+    return TIME_MIN_NS, now + NS_PER_DAY
+
+
+def why_not_decimal(s: object, negative_ok: bool = False) -> str:
+    """Why `s` is not a decimal string in the venues' grammar (for error messages)."""
+    if not isinstance(s, str):
+        kind = {bool: "JSON boolean", int: "JSON number", float: "JSON number", type(None): "null"}.get(
+            type(s), f"JSON {type(s).__name__}"
         )
-        values = table.column("v").to_numpy()
-        if len(values) == len(strings):
-            return values, -1
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        pass
-    # Slow path, only on bad input: find the culprit.
-    for i, s in enumerate(strings):
+        return f"{kind} {s!r} where the venue sends a decimal string"
+    body = s[1:] if s.startswith("-") else s
+    if not s:
+        return "empty number"
+    if not s.isascii():
+        return f"non-ASCII character in number {s!r}"
+    if body.lower().lstrip("+") in ("inf", "infinity", "nan"):
+        return f"not a finite number: {s!r}"
+    if "e" in s.lower():
+        return f"exponent in number {s!r}"
+    if "_" in s:
+        return f"'_' in number {s!r}"
+    if s.startswith("+"):
+        return f"leading '+' in number {s!r}"
+    if s.startswith("-") and not negative_ok:
+        return f"negative number {s!r} where only positive ones are valid"
+    whole, _, frac = body.partition(".")
+    if whole.isdigit() and len(whole) > MAX_DIGITS:
+        return f"number {s!r} out of range (more than {MAX_DIGITS} integer digits)"
+    if whole.isdigit() and frac.isdigit() and len(frac) > MAX_DIGITS:
+        return f"number {s!r} has more than {MAX_DIGITS} decimals"
+    return f"not a plain decimal number: {s!r}"
+
+
+def parse_decimals(strings: list | pa.Array, negative_ok: bool = False) -> tuple[np.ndarray, int]:
+    """Parse decimal strings to float64 in one C++ pass; returns (values, index of first bad or -1).
+
+    A value is good when it is a str matching DECIMAL_RE (SIGNED_DECIMAL_RE with `negative_ok`).
+    `strings` is a list of parsed JSON values or an Arrow string array.
+    """
+    if len(strings) == 0:
+        return np.empty(0, np.float64), -1
+    if isinstance(strings, pa.Array):
+        arr = strings
+    else:
         try:
-            float(s)
-        except (TypeError, ValueError):
-            return np.empty(0, np.float64), i
-    return np.array(strings, dtype=np.float64), -1
+            arr = pa.array(strings, type=pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # Only on bad input: a JSON number (or array, boolean...) where a string belongs.
+            return np.empty(0, np.float64), next(i for i, s in enumerate(strings) if not isinstance(s, str))
+    ok = pc.fill_null(pc.match_substring_regex(arr, SIGNED_DECIMAL_RE if negative_ok else DECIMAL_RE), False)
+    bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
+    if bad.size:
+        return np.empty(0, np.float64), int(bad[0])
+    return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), -1
+
+
+def check_times(ts: np.ndarray, line: np.ndarray, path_of, what: str, unit_ns: int = 1) -> None:
+    """Reject times (in units of `unit_ns`) outside time_range_ns(), naming the first offending row."""
+    lo, hi = time_range_ns()
+    # Compare in the column's own unit, so a wild value cannot overflow on the way to ns.
+    bad = np.flatnonzero((ts < -(-lo // unit_ns)) | (ts > hi // unit_ns))
+    if bad.size:
+        i = bad[0]
+        raise DataError(f"{what} {int(ts[i])} is outside the sane range 2017-01-01 .. now + 1 day", *path_of(line[i]))
 
 
 def check_prices_qtys(
@@ -50,7 +109,8 @@ def check_prices_qtys(
     what: str,
     qty_may_be_zero: bool,
 ) -> None:
-    """Reject NaN/inf/non-positive prices, negative or off-lot quantities and off-tick prices."""
+    """Reject NaN/inf/non-positive prices, negative quantities, values beyond 2**53 ticks or lots, and
+    prices off the tick grid or quantities off the lot grid."""
     bad = np.flatnonzero(~np.isfinite(price) | (price <= 0))
     if bad.size:
         i = bad[0]
@@ -59,7 +119,24 @@ def check_prices_qtys(
     if bad.size:
         i = bad[0]
         raise DataError(f"{what}: invalid quantity {float(qty[i])!r}", *path_of(line[i]))
-    bad = off_grid(price, inst.tick_size)
+    bad = np.flatnonzero(price / inst.tick_size >= MAX_STEPS)
+    if bad.size:
+        i = bad[0]
+        raise DataError(
+            f"{what}: price {float(price[i])!r} is out of range for the tick size {inst.tick_size} "
+            f"of {inst.venue}/{inst.symbol}",
+            *path_of(line[i]),
+        )
+    bad = np.flatnonzero(qty / inst.lot_size >= MAX_STEPS)
+    if bad.size:
+        i = bad[0]
+        raise DataError(
+            f"{what}: quantity {float(qty[i])!r} is out of range for the lot size {inst.lot_size} "
+            f"of {inst.venue}/{inst.symbol}",
+            *path_of(line[i]),
+        )
+    # off_grid tolerates float rounding, so a positive value that rounds to 0 steps is caught here.
+    bad = np.union1d(off_grid(price, inst.tick_size), np.flatnonzero(np.rint(price / inst.tick_size) < 1))
     if bad.size:
         i = bad[0]
         raise DataError(
@@ -67,7 +144,7 @@ def check_prices_qtys(
             f"of {inst.venue}/{inst.symbol}",
             *path_of(line[i]),
         )
-    bad = off_grid(qty, inst.lot_size)
+    bad = np.union1d(off_grid(qty, inst.lot_size), np.flatnonzero((qty > 0) & (np.rint(qty / inst.lot_size) < 1)))
     if bad.size:
         i = bad[0]
         raise DataError(

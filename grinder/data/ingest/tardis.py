@@ -28,7 +28,8 @@ import pyarrow.csv as pcsv
 from numba import njit
 
 from grinder.data.errors import DataError
-from grinder.data.ingest.numbers import check_prices_qtys, check_sorted, parse_decimals
+from grinder.data.ingest.book_check import check_uncrossed
+from grinder.data.ingest.numbers import check_prices_qtys, check_sorted, check_times, parse_decimals, why_not_decimal
 from grinder.data.ingest.source import LineMap, read_bytes
 from grinder.data.instruments import Instrument
 from grinder.data.lake import IngestBatch, IngestReport
@@ -61,7 +62,8 @@ _TYPES = {
     "id": pa.string(),  # numeric on most venues, but not all
 }
 _TRUE, _FALSE = ["true", "True", "TRUE", "1"], ["false", "False", "FALSE", "0"]
-_INT_RE = r"^-?[0-9]{1,18}$"
+_INT_RE = r"^[0-9]{1,19}$"  # timestamps and ids: ASCII digits, within int64 (see _ints_ok)
+_INT64_MAX = str(2**63 - 1)
 _US_LO, _US_HI = 10**14, 10**16  # plausible µs since 1970 (1973 .. 2286)
 
 
@@ -118,13 +120,21 @@ def _check_fields(raw: bytes, ncols: int, path: Path) -> None:
         raise DataError(what, str(path), i + 1)
 
 
+def _ints_ok(strings: pa.ChunkedArray) -> np.ndarray:
+    """Which strings are non-negative integers within int64."""
+    digits = pc.match_substring_regex(strings, _INT_RE)
+    # 19 digits may pass 2**63 - 1; equal lengths compare as numbers do.
+    over = pc.and_(pc.equal(pc.utf8_length(strings), 19), pc.greater(strings, _INT64_MAX))
+    return pc.and_not(digits, over).to_numpy(zero_copy_only=False)
+
+
 def _first_bad(strings: pa.ChunkedArray, typ: pa.DataType) -> tuple[int, np.ndarray | None]:
     """Index of the first value of a string column that does not convert to `typ` (-1 if none),
     and the converted values (None if a value is bad)."""
     if typ == pa.string():
         return -1, None
     if typ == pa.int64():
-        ok = pc.match_substring_regex(strings, _INT_RE).to_numpy(zero_copy_only=False)
+        ok = _ints_ok(strings)
         bad = np.flatnonzero(~ok)
         return (int(bad[0]), None) if bad.size else (-1, pc.cast(strings, pa.int64()).to_numpy())
     if typ == pa.bool_():
@@ -133,43 +143,33 @@ def _first_bad(strings: pa.ChunkedArray, typ: pa.DataType) -> tuple[int, np.ndar
         if bad.size:
             return int(bad[0]), None
         return -1, pc.is_in(strings, pa.array(_TRUE)).to_numpy(zero_copy_only=False)
-    values, bad = parse_decimals(strings.to_pylist())
+    values, bad = parse_decimals(strings.combine_chunks() if strings.num_chunks != 1 else strings.chunk(0))
     return (bad, None) if bad >= 0 else (-1, values)
 
 
 def _read_rows(raw: bytes, names: list[str], path: Path) -> dict[str, np.ndarray | pa.ChunkedArray]:
-    """Every column of the file: numbers as numpy arrays, text as Arrow arrays, rows in file order."""
+    """Every column of the file: numbers as numpy arrays, text as Arrow arrays, rows in file order.
+
+    Every column is read as text and converted by the shared grammar (numbers.parse_decimals,
+    _ints_ok): Arrow's own CSV number parsing would take exponents, '+', 'inf' and 'nan'.
+    """
     types = {c: _TYPES[c] for c in names}
     keep = [c for c in names if c != "exchange"]
-    read = pcsv.ReadOptions(block_size=1 << 24)
-    parse = pcsv.ParseOptions(ignore_empty_lines=False, newlines_in_values=False)
-
-    def convert(column_types):
-        return pcsv.ConvertOptions(
-            column_types=column_types,
-            include_columns=keep,
-            null_values=[],
-            strings_can_be_null=False,
-            true_values=_TRUE,
-            false_values=_FALSE,
-        )
-
-    try:
-        table = pcsv.read_csv(io.BytesIO(raw), read_options=read, parse_options=parse, convert_options=convert(types))
-        return {c: table.column(c) if types[c] == pa.string() else table.column(c).to_numpy() for c in keep}
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        error = e
-    # Slow path, only on bad input: find the culprit line.
-    _check_fields(raw, len(names), path)
     try:
         table = pcsv.read_csv(
             io.BytesIO(raw),
-            read_options=read,
-            parse_options=parse,
-            convert_options=convert({c: pa.string() for c in names}),
+            read_options=pcsv.ReadOptions(block_size=1 << 24),
+            parse_options=pcsv.ParseOptions(ignore_empty_lines=False, newlines_in_values=False),
+            convert_options=pcsv.ConvertOptions(
+                column_types={c: pa.string() for c in names},
+                include_columns=keep,
+                null_values=[],
+                strings_can_be_null=False,
+            ),
         )
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        raise DataError(f"unreadable CSV ({error})", str(path)) from None
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        _check_fields(raw, len(names), path)  # names the culprit line when it is a field count
+        raise DataError(f"unreadable CSV ({e})", str(path)) from None
     out: dict = {}
     worst: tuple[int, str, str] | None = None
     for c in keep:
@@ -181,10 +181,13 @@ def _read_rows(raw: bytes, names: list[str], path: Path) -> dict[str, np.ndarray
         else:
             out[c] = col if values is None else values
     if worst is not None:
+        _check_fields(raw, len(names), path)  # an empty or short line reads as empty fields: name it so
         bad, c, v = worst
-        what = {pa.int64(): "an integer", pa.bool_(): "true or false"}.get(types[c], "a number")
+        if types[c] == pa.float64():
+            raise DataError(f"column {c}: {why_not_decimal(v)}", str(path), bad + 2)
+        what = {pa.int64(): "an integer within 0 .. 2**63-1", pa.bool_(): "true or false"}[types[c]]
         raise DataError(f"column {c}: {v!r} is not {what}", str(path), bad + 2)
-    return out  # every value converted (e.g. "NA" read as NaN, which the price checks reject)
+    return out
 
 
 def _codes(values: pa.ChunkedArray, mapping: dict[str, int]) -> np.ndarray:
@@ -200,6 +203,7 @@ def _check_us(ts: np.ndarray, line: np.ndarray, path_of, what: str) -> None:
     if bad.size:
         i = bad[0]
         raise DataError(f"{what} {ts[i]} is not microseconds since 1970", *path_of(line[i]))
+    check_times(ts, line, path_of, what + " (µs)", US)
 
 
 class _Stream:
@@ -231,8 +235,8 @@ def _arrival_ranks(book_local_us: np.ndarray, trade_local_us: np.ndarray) -> tup
     return rb, rt
 
 
-def _book_table(s: dict[str, np.ndarray]) -> pa.Table:
-    """Book rows with a reset before each snapshot and message-counter update ids."""
+def _book_table(s: dict[str, np.ndarray]) -> tuple[pa.Table, np.ndarray]:
+    """Book rows with a reset before each snapshot and message-counter update ids; and each row's line."""
     n = s["line"].size
     snap = s["snap"]
     prev_snap = np.concatenate(([False], snap[:-1]))
@@ -248,7 +252,7 @@ def _book_table(s: dict[str, np.ndarray]) -> pa.Table:
         # Snapshots are few: insert their reset rows by slicing, not by scattering every row.
         return np.insert(np.asarray(rows, dtype), r, resets)
 
-    return pa.table(
+    table = pa.table(
         {
             "ts_exch": place(s["ts"] * US, s["ts"][r] * US, np.int64),
             "ts_local": place(s["loc"] * US, s["loc"][r] * US, np.int64),
@@ -261,6 +265,7 @@ def _book_table(s: dict[str, np.ndarray]) -> pa.Table:
         },
         schema=BOOK,
     )
+    return table, place(s["line"], s["line"][r], np.int64)
 
 
 def parse_tardis(paths: list[Path], inst: Instrument) -> IngestBatch:
@@ -325,7 +330,7 @@ def parse_tardis(paths: list[Path], inst: Instrument) -> IngestBatch:
         known = side != 2
         report.skip("trade with unknown aggressor side", int((~known).sum()))
         ids = pc.take(cols["id"], pa.array(idx[known]))
-        if pc.all(pc.match_substring_regex(ids, _INT_RE)).as_py() is not False:
+        if _ints_ok(ids).all():
             trade_id = pc.cast(ids, pa.int64()).to_numpy() if len(ids) else np.empty(0, np.int64)
         else:
             trade_id = np.arange(next_trade_id, next_trade_id + len(ids), dtype=np.int64)
@@ -356,8 +361,9 @@ def parse_tardis(paths: list[Path], inst: Instrument) -> IngestBatch:
     # Arrival order across the book and trade files: rank by local time (book first on ties), so
     # that equal exchange times are broken as they were received, not by which file came first.
     b["arrival"], t_arrival = _arrival_ranks(b["loc"], t["loc"])
-    tables["book"] = _book_table(b)
+    tables["book"], book_line = _book_table(b)
     report.rows["book"] = tables["book"].num_rows
+    check_uncrossed(tables["book"], inst, book_line, path_of)
 
     # --- trades ---
     tables["trades"] = pa.table(
