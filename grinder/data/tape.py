@@ -5,6 +5,12 @@ and trades by exchange time (ties broken by arrival order, ``seq``) in one compi
 bid/ask and mark-price/funding series ride along as their own time-ordered arrays. When a
 start time is given, the book rows are loaded from the last snapshot at or before it, so the
 book is complete at ``start``; ``Tape.start`` is the first event inside the window.
+
+A book never reaches across a coverage gap (decision 021): the warm-up stops at the start of the
+coverage span holding ``start`` (`grinder.data.coverage`), and wherever the tape's rows are more
+than `DEFAULT_MAX_GAP_NS` apart a full reset row is put before the later ones, so another
+capture's data is never joined to an older capture's book: the book is unsynced from there until
+that capture's snapshot.
 """
 
 from __future__ import annotations
@@ -22,13 +28,15 @@ import pyarrow.parquet as pq
 from numba import njit
 
 from grinder.data import tape_cache
+from grinder.data.coverage import DEFAULT_MAX_GAP_NS, spans_of_times
 from grinder.data.errors import DataError
 from grinder.data.instruments import Instrument
-from grinder.data.lake import NS_PER_DAY, partition_dir
+from grinder.data.lake import NS_PER_DAY, lake_reader, partition_dir
 from grinder.data.schema import BOOK_RESET, SIDE_BOTH
 
 # Event kinds on the tape: the book row kinds of grinder.data.schema, plus trades.
 EV_TRADE = 3
+_I64_MIN = np.iinfo(np.int64).min
 # flags
 BATCH_END = 1  # the book is consistent after this event (last row of an exchange message)
 
@@ -175,6 +183,42 @@ def _merge(*args) -> tuple[np.ndarray, ...]:
     return out
 
 
+@njit(cache=True, nogil=True)
+def _gap_rows(ts, max_gap_ns):
+    """Rows more than `max_gap_ns` after the row before them (ts sorted): each begins a coverage span."""
+    n = 0
+    for i in range(1, ts.shape[0]):
+        if ts[i] - ts[i - 1] > max_gap_ns:
+            n += 1
+    out = np.empty(n, np.int64)
+    n = 0
+    for i in range(1, ts.shape[0]):
+        if ts[i] - ts[i - 1] > max_gap_ns:
+            out[n] = i
+            n += 1
+    return out
+
+
+# `ref` of a reset put at a coverage gap: no exchange message carries it.
+GAP_RESET_REF = -1
+
+
+def _reset_at_gaps(cols: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """The merged tape columns with a full reset before each row that begins a new coverage span.
+
+    Its local time is the earliest of its span's, so in local order too it comes before every row
+    of that span. A tape of one span comes back as it was (the same arrays).
+    """
+    ts, loc, kind, side, px, ticks, qty, ref, flags = cols
+    at = _gap_rows(ts, DEFAULT_MAX_GAP_NS)
+    if not at.size:
+        return cols
+    ends = np.append(at[1:], len(ts))
+    first_local = np.array([loc[a:b].min() for a, b in zip(at, ends, strict=True)], np.int64)  # one per span
+    row = (ts[at], first_local, BOOK_RESET, SIDE_BOTH, 0.0, 0, 0.0, GAP_RESET_REF, BATCH_END)
+    return tuple(np.insert(c, at, v).astype(c.dtype, copy=False) for c, v in zip(cols, row, strict=True))
+
+
 def _day_of(partition: Path) -> int:
     """Days since the epoch of a `date=YYYY-MM-DD` partition folder."""
     return int(np.datetime64(partition.name[5:], "D").astype(np.int64))
@@ -214,7 +258,9 @@ def _combine(tables: list[pa.Table]) -> pa.Table | None:
     if len(tables) > 1 and t.num_rows > 1:
         a = ts.to_numpy()
         if (a[1:] < a[:-1]).any():
-            t = t.take(pc.sort_indices(t, [("ts_exch", "ascending"), ("seq", "ascending")]))
+            # bbo and funding are read without seq: their parts are ordered by time alone (stable).
+            keys = [("ts_exch", "ascending")] + ([("seq", "ascending")] if "seq" in t.column_names else [])
+            t = t.take(pc.sort_indices(t, keys))
     return t
 
 
@@ -262,14 +308,16 @@ def _window(t: pa.Table | None, lo: int | None, hi: int | None) -> pa.Table | No
     return t.slice(a, b - a)
 
 
-def _last_full_reset(book: pa.Table, at_ns: int) -> int | None:
-    """Exchange time of the last reset of both sides at or before `at_ns`, or None.
+def _last_full_reset(book: pa.Table, at_ns: int, from_ns: int | None = None) -> int | None:
+    """Exchange time of the last reset of both sides in [from_ns, at_ns], or None.
 
     A full reset is one row with side 0, or a bid reset and an ask reset in the same message
     (hftbacktest clears each side separately before its snapshot).
     """
     ts = _np(book, "ts_exch", np.int64)
-    r = np.flatnonzero((_np(book, "kind", np.int8) == BOOK_RESET) & (ts <= at_ns))
+    r = np.flatnonzero(
+        (_np(book, "kind", np.int8) == BOOK_RESET) & (ts <= at_ns) & (ts >= (_I64_MIN if from_ns is None else from_ns))
+    )
     if not r.size:
         return None
     side, uid = _np(book, "side", np.int8)[r], _np(book, "update_id", np.int64)[r]
@@ -280,13 +328,26 @@ def _last_full_reset(book: pa.Table, at_ns: int) -> int | None:
     return int(ts[r[np.flatnonzero(uid == uid[full[-1]])[0]]])
 
 
+def _span_start(ts: np.ndarray, later_ns: int) -> int:
+    """Start of the coverage span holding `later_ns`, among book times `ts` (before it) and `later_ns`.
+
+    `later_ns` is the start itself, or the earliest book time before the start seen on the later
+    days walked so far (already known to lie in the start's span): a gap of more than
+    DEFAULT_MAX_GAP_NS between two of these times begins a new span.
+    """
+    return spans_of_times(np.append(ts, later_ns), DEFAULT_MAX_GAP_NS)[-1].start_ns
+
+
 def _book_selection(root: Path, venue: str, symbol: str, start_ns: int | None, end_ns: int | None):
     """(book rows, time to read them from): the rows to cut a window from so the book is whole at `start_ns`.
 
     Walks date partitions back from the start's date until one holds a full reset at or before the
     start, so a long lake is not read from its beginning; the days walked are kept, so no file is
-    read twice. Without a full reset before the start the time is None: the book cannot be whole,
-    and every row from the beginning is returned.
+    read twice. The walk never goes past the start of the coverage span holding the start
+    (decision 021): a reset before a gap belongs to another capture's book. Without a full reset in
+    that span before the start the time is the span's start (the start itself when it lies in a
+    gap): the book is unsynced until a snapshot comes. With no gap and no reset back to the lake's
+    beginning it is None, and every row is returned.
     """
     cols = list(_BOOK_COLS)
     files = _files(root, "book", venue, symbol, None, end_ns)
@@ -295,16 +356,25 @@ def _book_selection(root: Path, venue: str, symbol: str, start_ns: int | None, e
     first_day = int(np.datetime64(start_ns, "ns").astype("datetime64[D]").astype(np.int64))
     walked: list[list[pa.Table]] = []  # each day's parts, newest day first
     lo = None
+    earliest = start_ns  # the earliest book time at or before the start on the days walked so far
     for d in sorted({f.parent for f in files if _day_of(f.parent) <= first_day}, reverse=True):
         parts = _read_parts([f for f in files if f.parent == d], cols)
         walked.append(parts)
-        lo = _last_full_reset(_combine(parts), start_ns)
+        day = _combine(parts)
+        ts = _np(day, "ts_exch", np.int64)
+        before = ts[ts <= start_ns]
+        span = _span_start(before, earliest)
+        lo = _last_full_reset(day, start_ns, span)
+        if lo is None and before.size and span > int(before.min()):
+            lo = span  # the span began on this day, after a gap, and holds no reset before the start
         if lo is not None:
             break
+        earliest = int(before.min()) if before.size else earliest
     later = _read_parts([f for f in files if _day_of(f.parent) > first_day], cols)
     return _combine([t for parts in reversed(walked) for t in parts] + later), lo
 
 
+@lake_reader  # names checked; a shared lock on the lake while its files are listed and read
 def load_tape(
     root: str | Path,
     venue: str,
@@ -354,6 +424,7 @@ def load_tape(
         inst.tick_size,
         max(1, min(os.cpu_count() or 1, _rows(book, trades) // MERGE_PART_ROWS)),
     )
+    cols = _reset_at_gaps(cols)
     start = 0 if start_ns is None else int(np.searchsorted(cols[0], start_ns, "left"))
     bbo_s = Series({c: _np(quotes, c, d) for c, d in _BBO_COLS.items()})
     fund_s = Series({c: _np(fund, c, d) for c, d in _FUND_COLS.items()})

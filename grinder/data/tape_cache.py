@@ -20,7 +20,7 @@ import numpy as np
 from grinder.data.instruments import Instrument
 from grinder.io.atomic import publish_dir
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: book rows never cross a coverage gap, resets at gaps (decision 021)
 _EVENT_COLUMNS = ("ts_exch", "ts_local", "kind", "side", "price", "price_ticks", "qty", "ref", "flags")
 
 

@@ -17,11 +17,16 @@ from grinder.book.l2 import EMPTY
 from grinder.core.gates import REASONS, GateConfig, new_gate_state
 from grinder.core.ledger import AVG_ENTRY, CASH, FEES, POSITION, REALIZED, equity, new_ledger, unrealized
 from grinder.core.strategy import RECOMPUTE, Strategy, kernel_handle
+from grinder.data.coverage import DEFAULT_MAX_GAP_NS
 from grinder.data.errors import DataError
 from grinder.data.tape import Tape
 from grinder.sim.engine import COUNTERS, block_extremes, decision_clock, local_at_decisions, run
 from grinder.sim.queue import PROB_POWER, RISK_AVERSE
 from grinder.sim.replay import Replay, load_or_prepare
+
+# An order latency above an hour is a unit mistake, not a latency; the bound also keeps every
+# local time + latency within int64.
+MAX_LATENCY_NS = 3_600 * 10**9
 
 
 class VenueConfig(BaseModel):
@@ -29,8 +34,8 @@ class VenueConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    entry_latency_ns: int = Field(10_000_000, ge=0, description="local send -> exchange receipt")
-    response_latency_ns: int = Field(10_000_000, ge=0, description="exchange event -> local receipt")
+    entry_latency_ns: int = Field(10_000_000, ge=0, le=MAX_LATENCY_NS, description="local send -> exchange receipt")
+    response_latency_ns: int = Field(10_000_000, ge=0, le=MAX_LATENCY_NS, description="exchange event -> local receipt")
     latency_file: str | None = Field(
         None, description="Parquet/CSV latency series (ts, entry_ns, response_ns); replaces the constants"
     )
@@ -147,9 +152,13 @@ class LatencySeries:
             a = col.to_numpy()
             if not np.isfinite(a).all():
                 raise DataError(f"latency column {c} has NaN or infinite values", str(path))
+            if (np.abs(a) >= 2**63).any():  # astype would wrap them silently
+                raise DataError(f"latency column {c} has values beyond int64", str(path))
             cols[c] = a.astype(np.int64)
         if (cols["entry_ns"] < 0).any() or (cols["response_ns"] < 0).any():
             raise DataError("latencies must not be negative", str(path))
+        if (cols["entry_ns"] > MAX_LATENCY_NS).any() or (cols["response_ns"] > MAX_LATENCY_NS).any():
+            raise DataError(f"latencies must not exceed an hour ({MAX_LATENCY_NS} ns)", str(path))
         if (np.diff(cols["ts"]) <= 0).any():
             bad = int(np.flatnonzero(np.diff(cols["ts"]) <= 0)[0]) + 1
             raise DataError(f"latency ts must increase strictly (row {bad})", str(path))
@@ -221,7 +230,8 @@ def prepare(tape: Tape, venue: VenueConfig, cache_dir: Path | str | None = None)
 def row_blocks(tape: Tape, replay: Replay) -> tuple[np.ndarray, np.ndarray]:
     """Per block of rows, the highest and lowest prices (ticks) that can reach a resting order (see the engine)."""
     c = np.ascontiguousarray
-    return block_extremes(c(tape.kind), c(tape.side), c(tape.price_ticks), replay.best_bid, replay.best_ask)
+    return block_extremes(c(tape.kind), c(tape.side), c(tape.price_ticks), replay.best_bid, replay.best_ask,
+                          replay.synced)  # fmt: skip
 
 
 # Above this many decisions the local view is looked up as the loop goes instead of tabulated first.
@@ -234,13 +244,17 @@ def decision_inputs(tape: Tape, replay: Replay, venue: VenueConfig, start_ns: in
     _, _, steps = decision_clock(ts, replay.local_ts, int(start_ns), venue.step_ns)
     if steps > MAX_TABULATED_DECISIONS:
         e = np.empty(0, np.int64)
-        return e, e, e, np.empty(0), np.empty(0)
+        return e, e, e, np.empty(0), np.empty(0), np.empty(0, np.bool_)
     r = replay
     return local_at_decisions(
         ts, r.local_ts, r.local_best_bid, r.local_best_ask, r.local_best_bid_qty, r.local_best_ask_qty,
-        int(start_ns), venue.step_ns,
+        r.local_synced, int(start_ns), venue.step_ns, STALE_NS,
     )  # fmt: skip
 
+
+# A local book whose last event is older than this is stale at a decision (unsynced: decision 021):
+# the same limit that ends a coverage span, as live stops deciding when its book stops updating.
+STALE_NS = DEFAULT_MAX_GAP_NS
 
 # What run_backtest keeps of each step: every column, or only ts, mid and equity (sweeps).
 RECORDS = ("all", "equity")
@@ -272,6 +286,7 @@ def run_backtest(
     kernel that returns more stops the run with a DataError.
 
     Decisions happen at start_ns + k * step_ns; with start_ns = 0 the clock starts at the first event.
+    On an unsynced book (decision 021) the strategy is not called and open quotes are cancelled.
     Pass `replay` from `prepare(tape, venue)` to skip rebuilding it (sweeps share one). `gates`
     filter every decision's intents (default: all off); blocked intents are counted by reason.
     `latency` overrides the venue's latencies (default: its latency_file, else its constants).
@@ -318,6 +333,8 @@ def run_backtest(
         rep.level_starts,
         rep.reset_rows,
         rep.reset_sides,
+        rep.synced,
+        rep.local_synced,
         *(row_blocks(tape, rep) if blocks is None else blocks),
         *(decision_inputs(tape, rep, venue, start_ns) if decisions is None else decisions),
         *funding_settlements(tape),
@@ -326,6 +343,7 @@ def run_backtest(
         latency.response_ns,
         int(start_ns),
         venue.step_ns,
+        STALE_NS,
         inst.tick_size,
         inst.lot_size,
         inst.min_notional,

@@ -23,6 +23,11 @@ beyond the queue in whole lots. Sells mirror this. Orders are post-only (GTX): o
 on arrival expires; one that breaks the venue's filters (whole lots, minimum notional) is rejected.
 Prices are int64 ticks, quantities float64 (base units, or contracts for inverse instruments),
 times int64 ns; money goes through `grinder.core.ledger`.
+
+Book readiness (decision 021). The strategy is called only on a synced local book (a snapshot
+since the last reset, an event within `stale_ns`); otherwise it has no targets and its open quotes
+are cancelled. At the exchange a reset cancels every resting order, and an order that arrives on
+an unsynced book expires: another capture's trades never fill a quote made on an older book.
 """
 
 from __future__ import annotations
@@ -57,8 +62,10 @@ RESP_PARTIAL = -2  # response status of a partial fill (the order keeps resting)
 REUSE_NEVER, REUSE_TOP, REUSE_PRICES, REUSE_BAND = 0, 1, 2, 3
 
 # Counters returned by the loop, in this order.
+# unsynced_orders: orders the venue dropped because the book was not synced (expired on arrival, or
+# cancelled at a reset); unsynced_decisions: decisions taken on an unsynced book (kernel not called).
 COUNTERS = ("placed", "cancelled", "expired", "cancel_rejected", "fills", "exchange_events", "decisions", "rejected",
-            "partial_fills")  # fmt: skip
+            "partial_fills", "unsynced_orders", "unsynced_decisions")  # fmt: skip
 
 
 def _signature():
@@ -70,11 +77,12 @@ def _signature():
         *(ro(f64), ro(i64), ro(i64)),  # replay, exchange order: prev_qty, best_bid, best_ask
         *(ro(i64), ro(i64), ro(i64), ro(f64), ro(f64)),  # replay, local order: ts, best bid/ask, their qty
         *(ro(i64), ro(i64), ro(i64), ro(i64), ro(i64)),  # replay: level rows, ukeys, starts; reset rows, sides
+        *(ro(b), ro(b)),  # replay: book synced after each row (exchange order), after each local event
         *(ro(i64), ro(i64)),  # block_extremes: highest and lowest price per block of rows
-        *(ro(i64), ro(i64), ro(i64), ro(f64), ro(f64)),  # local_at_decisions (or empty: computed as it goes)
+        *(ro(i64), ro(i64), ro(i64), ro(f64), ro(f64), ro(b)),  # local_at_decisions (or empty: computed as it goes)
         *(ro(i64), ro(f64), ro(f64)),  # funding settlements: ts, rate, mark
         *(ro(i64), ro(i64), ro(i64)),  # latency series: ts, entry ns, response ns
-        *(i64, i64),  # start_ns, step_ns
+        *(i64, i64, i64),  # start_ns, step_ns, stale_ns
         *(f64, f64, f64, f64, b, f64),  # tick, lot, min_notional (quote), maker_fee, inverse, contract_size
         *(i64, f64, b),  # queue model, queue power, partial fills
         *(STRATEGY_FN, rw(f64), rw(f64), i64, i64, i64),  # strategy, params, state, max_targets, reuse, fill_cap
@@ -174,21 +182,32 @@ LEVEL_CACHE = 1024  # entries of the loop's cache of price levels (a power of tw
 BLOCK_SHIFT = 4  # rows per block: 16
 BLOCK_MASK = (1 << BLOCK_SHIFT) - 1
 _MIN_TICKS = np.iinfo(np.int64).min
+# block_extremes of a block holding a row after which the book is not synced (a reset, rows before a
+# snapshot): it may reach any resting order, so the loop walks it row by row and stops at its
+# resets; no real price is this extreme, so at an order's arrival they say "look at the row's sync".
+UNSYNCED_HI = MAX_TS - 1
+UNSYNCED_LO = _MIN_TICKS + 1
 
 
 @njit(cache=True)
-def block_extremes(kind, side, ticks, best_bid, best_ask):
+def block_extremes(kind, side, ticks, best_bid, best_ask, synced):
     """Per block of 2**BLOCK_SHIFT rows (ticks): the highest price that could reach a resting ask
     (best bid after any row, buy trade) and the lowest that could reach a resting bid (best ask
     after any row, sell trade). A block whose highest is below our lowest ask and whose lowest is
     above our highest bid cannot fill us; a bid below the block's lowest (an ask above its highest)
-    does not cross the book after any of its rows."""
+    does not cross the book after any of its rows. A block with a row after which the book is not
+    synced gets UNSYNCED_HI and UNSYNCED_LO."""
     n = kind.shape[0]
     nb = (n + BLOCK_MASK) >> BLOCK_SHIFT
     hi = np.full(nb, _MIN_TICKS, np.int64)
     lo = np.full(nb, MAX_TS, np.int64)
     for i in range(n):
         b = i >> BLOCK_SHIFT
+        if not synced[i]:
+            hi[b] = UNSYNCED_HI
+            lo[b] = UNSYNCED_LO
+        if hi[b] == UNSYNCED_HI:
+            continue
         if kind[i] == 3:
             if side[i] > 0:
                 hi[b] = max(hi[b], ticks[i])
@@ -236,9 +255,12 @@ def decision_clock(ts_exch, local_ts, start_ns, step_ns):
 
 
 @njit(cache=True, nogil=True)
-def local_at_decisions(ts_exch, local_ts, local_bb, local_ba, local_bbq, local_baq, start_ns, step_ns):
-    """At each decision time of the clock: local events arrived by then, best bid and ask (ticks) and
-    their quantities. The same for every parameter set over a tape: sweeps compute it once."""
+def local_at_decisions(ts_exch, local_ts, local_bb, local_ba, local_bbq, local_baq, local_synced, start_ns, step_ns,
+                       stale_ns):  # fmt: skip
+    """At each decision time of the clock: local events arrived by then, best bid and ask (ticks),
+    their quantities and whether the local book is synced (and its last event at most `stale_ns`
+    old: across a coverage gap no data says where the book is). The same for every parameter set
+    over a tape: sweeps compute it once."""
     t0, _, cap = decision_clock(ts_exch, local_ts, start_ns, step_ns)
     n = local_ts.shape[0]
     lj_ = np.empty(cap, np.int64)
@@ -246,6 +268,7 @@ def local_at_decisions(ts_exch, local_ts, local_bb, local_ba, local_bbq, local_b
     ba = np.empty(cap, np.int64)
     bbq = np.empty(cap)
     baq = np.empty(cap)
+    syn = np.empty(cap, np.bool_)
     lj = 0
     target = t0 + step_ns
     for k in range(cap):
@@ -255,8 +278,9 @@ def local_at_decisions(ts_exch, local_ts, local_bb, local_ba, local_bbq, local_b
         ba[k] = local_ba[lj - 1] if lj > 0 else EMPTY
         bbq[k] = local_bbq[lj - 1] if lj > 0 else 0.0
         baq[k] = local_baq[lj - 1] if lj > 0 else 0.0
+        syn[k] = lj > 0 and local_synced[lj - 1] and target - local_ts[lj - 1] <= stale_ns
         target += step_ns
-    return lj_, bb, ba, bbq, baq
+    return lj_, bb, ba, bbq, baq, syn
 
 
 @njit(cache=True, _nrt=False)
@@ -302,6 +326,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     level_starts,
     reset_rows,
     reset_sides,
+    synced,
+    local_synced,
     blk_hi,
     blk_lo,
     dec_lj,
@@ -309,6 +335,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     dec_ba,
     dec_bbq,
     dec_baq,
+    dec_sync,
     fund_ts,
     fund_rate,
     fund_mark,
@@ -317,6 +344,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     lat_resp,
     start_ns,
     step_ns,
+    stale_ns,
     tick,
     lot,
     min_notional,
@@ -464,7 +492,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     s_qask = np.zeros(n_rec, np.int64)
     s_mode = np.zeros(n_rec, np.int8)  # the strategy's state[0]: its controller mode, if it has one
     ns = 0
-    counters = np.zeros(9, np.int64)  # see COUNTERS
+    counters = np.zeros(11, np.int64)  # see COUNTERS
+    k_stale = False  # a decision on an unsynced book came since the kernel's last call
     ei = 0  # next exchange row
     lj = 0  # next local event
     tq, qi = MAX_TS, -1
@@ -504,6 +533,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                         if kind[ei] == 3:
                             reach_ask = ticks[ei] if side[ei] > 0 else _MIN_TICKS
                             reach_bid = ticks[ei] if side[ei] < 0 else MAX_TS
+                        elif kind[ei] == 2:
+                            break  # a reset: our resting orders leave the book (below)
                         else:
                             reach_ask = best_bid[ei]  # EMPTY is the lowest int64: reaches nothing
                             reach_bid = best_ask[ei] if best_ask[ei] != EMPTY else MAX_TS
@@ -606,6 +637,23 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                         r_last = ta
                         _execute(s_, ts_exch[i], x_leaves[s_], True, ta, x_leaves, x_live, x_pos, o_side, inflight,
                                  counters, r_ts, r_st, r_slot, r_status, r_exch_ts, r_qty)  # fmt: skip
+                else:
+                    # A reset (of either side): from here the data no longer says where the book is
+                    # (a sequence break, or another capture's data after a coverage gap), so nothing
+                    # can fill or queue our orders truthfully. The venue cancels all of them, as on
+                    # a dropped session; none is accepted again before a snapshot (decision 021).
+                    for o in range(2):
+                        while icnt[o] > 0:
+                            s_ = islot[o, icnt[o] - 1]
+                            _idx_remove_at(ipx, islot, icnt, o, icnt[o] - 1)
+                            x_live[s_] = False
+                            x_leaves[s_] = 0.0
+                            ta = max(ts_exch[i] + latency_at(lat_ts, lat_resp, ts_exch[i]), r_last)
+                            r_last = ta
+                            k = _bus_push(r_ts, r_st, ta)
+                            r_slot[k], r_status[k], r_exch_ts[k], r_qty[k] = s_, ST_CANCELED, ts_exch[i], 0.0
+                            inflight[s_] += 1
+                            counters[9] += 1
                 ei += 1
             elif tq <= target and tq != MAX_TS:
                 s_ = q_slot[qi]
@@ -630,17 +678,32 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                     s = BID if o_side[s_] > 0 else ASK
                     # The exchange book now holds rows [0, ei). Its best price is read only when the
                     # order is within its block's extremes: reading it misses the cache on most arrivals.
+                    # Its sync is read only in a block flagged as holding an unsynced row.
                     crosses = False
+                    unsynced = ei == 0
                     if ei > 0:
                         b = (ei - 1) >> BLOCK_SHIFT
                         if s == BID:
-                            if o_px[s_] >= blk_lo[b]:
-                                ba_x = best_ask[ei - 1]
-                                crosses = ba_x != EMPTY and o_px[s_] >= ba_x
-                        elif o_px[s_] <= blk_hi[b]:
-                            bb_x = best_bid[ei - 1]
-                            crosses = bb_x != EMPTY and o_px[s_] <= bb_x
-                    if crosses:
+                            lo_b = blk_lo[b]
+                            if o_px[s_] >= lo_b:
+                                if lo_b == UNSYNCED_LO and not synced[ei - 1]:
+                                    unsynced = True
+                                else:
+                                    ba_x = best_ask[ei - 1]
+                                    crosses = ba_x != EMPTY and o_px[s_] >= ba_x
+                        else:
+                            hi_b = blk_hi[b]
+                            if o_px[s_] <= hi_b:
+                                if hi_b == UNSYNCED_HI and not synced[ei - 1]:
+                                    unsynced = True
+                                else:
+                                    bb_x = best_bid[ei - 1]
+                                    crosses = bb_x != EMPTY and o_px[s_] <= bb_x
+                    if unsynced:
+                        # No book to rest in: the order expires (decision 021).
+                        r_status[k] = ST_EXPIRED
+                        counters[9] += 1
+                    elif crosses:
                         r_status[k] = ST_EXPIRED
                         counters[2] += 1
                     else:
@@ -728,11 +791,13 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         # ---- decision at `target` ----
         if k_dec < n_dec:  # read in order: no cache miss per decision
             bb, ba, bbq, baq = dec_bb[k_dec], dec_ba[k_dec], dec_bbq[k_dec], dec_baq[k_dec]
+            syn = dec_sync[k_dec]
         else:
             bb = local_bb[lj - 1] if lj > 0 else EMPTY
             ba = local_ba[lj - 1] if lj > 0 else EMPTY
             bbq = local_bbq[lj - 1] if lj > 0 else 0.0
             baq = local_baq[lj - 1] if lj > 0 else 0.0
+            syn = lj > 0 and local_synced[lj - 1] and target - local_ts[lj - 1] <= stale_ns
         k_dec += 1
         moved = bb != k_bb or ba != k_ba
         if moved and reuse == REUSE_BAND and bb != EMPTY and ba != EMPTY and n_state >= BAND_MIN_STATE:
@@ -740,8 +805,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             sb = np.float64(bb + ba)
             moved = not (strategy_state[n_state - 2] <= sb <= strategy_state[n_state - 1])
         position = led[POSITION]
-        fresh = (
-            (dirty and reuse != REUSE_BAND)  # a band kernel reads neither the clock nor our open quotes
+        fresh = syn and (
+            k_stale  # the first decision on a synced book after an unsynced one: whatever the band says
+            or (dirty and reuse != REUSE_BAND)  # a band kernel reads neither the clock nor our open quotes
             or (reuse == REUSE_BAND and position != k_pos)
             or gates_on
             or reuse == REUSE_NEVER
@@ -771,7 +837,16 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         dirty = False
         nc = npl = 0
         same = True  # the targets are the last ones (reused, or computed equal)
-        if fresh:
+        if not syn:
+            # The book is not synced (before a snapshot, after a reset): the strategy is not
+            # called and nothing should rest, as live (decision 021). No targets: the diff
+            # cancels every open quote.
+            counters[10] += 1
+            k_stale = True
+            same = last_nt == 0
+            last_nt = 0
+        elif fresh:
+            k_stale = False
             k_bb, k_ba, k_bbq, k_baq, k_pos = bb, ba, bbq, baq, position
             nt = strategy(params, strategy_state, target, bb, ba, bbq, baq, tick, lot, position, v_side, v_px, v_qty,
                           m, t_side, t_px, t_qty, t_level)  # fmt: skip

@@ -19,6 +19,12 @@ level update (a numba call with array arguments costs atomic reference counting,
 update itself) and call `grinder.book.l2` for everything else; tests/sim/test_replay.py holds
 them to l2.apply_row.
 `load_or_prepare` adds an opt-in on-disk cache (`grinder.sim.replay_cache`, decision 006).
+
+Book readiness is part of the replay (decision 021): a book is *synced* after a snapshot row and
+unsynced before the first one and after any reset (a sequence break, or the start of another
+coverage span: `grinder.data.tape` puts a reset there). While unsynced the recorded best prices
+are EMPTY whatever levels the book still holds, so no stale price reaches the fill checks, the
+strategy, the mid or the equity; `synced` and `local_synced` say so per row.
 """
 
 from __future__ import annotations
@@ -80,18 +86,23 @@ class Replay:
     level_starts: np.ndarray  # int64: len(level_ukeys) + 1 offsets into level_rows
     reset_rows: np.ndarray  # int64: indices of reset rows, with reset_sides (+1, -1, 0 both)
     reset_sides: np.ndarray
+    synced: np.ndarray  # bool: the book is whole after the row (exchange order; decision 021)
+    local_synced: np.ndarray  # bool: the same after each local event, in local order
 
 
 REPLAY_FIELDS = tuple(f.name for f in fields(Replay))
 
 
 @njit(cache=True, nogil=True)
-def _book_pass(start, pending, order, local, kind, side, ticks, qty, hdr, wq, ok, oq, prev_q, bb, ba, bbq, baq, lts):
+def _book_pass(start, pending, order, local, kind, side, ticks, qty, hdr, wq, ok, oq, prev_q, bb, ba, bbq, baq, lts,
+               syn):  # fmt: skip
     """Apply rows to the book in `order` (tape order if empty) from position `start`, recording after each.
 
     prev_q[i] (if non-empty): quantity at row i's level before it, 0 for other rows; bb, ba[j]: best
     ticks after the j-th applied row; bbq, baq[j] (if non-empty): the quantities there; lts[j] (if
-    non-empty): local[order[j]]. Rows change the book as l2.apply_row does: resets clear sides,
+    non-empty): local[order[j]]; syn[j]: whether the book is synced after it (a snapshot row syncs
+    it, a reset unsyncs it, it starts unsynced); while unsynced bb, ba are EMPTY and bbq, baq 0.
+    Rows change the book as l2.apply_row does: resets clear sides,
     trades nothing, book rows set a level. The common case, a level inside the dense window, is
     l2.set_level's first branch written out (calls with array arguments cost more than the update).
 
@@ -107,6 +118,7 @@ def _book_pass(start, pending, order, local, kind, side, ticks, qty, hdr, wq, ok
     w = hdr[H_W]
     lo_edge = w // 8
     hi_edge = w - w // 8
+    valid = syn[start - 1] if start > 0 else False
     for j in range(start, n):
         i = j if direct else order[j]
         k = kind[i]
@@ -162,6 +174,21 @@ def _book_pass(start, pending, order, local, kind, side, ticks, qty, hdr, wq, ok
                     clear_side(hdr, wq, ok, oq, BID)
                 if side[i] <= 0:
                     clear_side(hdr, wq, ok, oq, ASK)
+        if k == 1:
+            valid = True
+        elif k == 2:
+            valid = False
+        syn[j] = valid
+        if not valid:
+            # Levels from before a reset or before any snapshot are no market: show none.
+            bb[j] = EMPTY
+            ba[j] = EMPTY
+            if with_qty:
+                bbq[j] = 0.0
+                baq[j] = 0.0
+            if with_ts:
+                lts[j] = local[i]
+            continue
         bb[j] = hdr[H_BEST]
         ba[j] = hdr[H_BEST + 1]
         if with_qty:
@@ -182,12 +209,14 @@ def _book_pass(start, pending, order, local, kind, side, ticks, qty, hdr, wq, ok
     return -1
 
 
-def _replay_pass(order, local, kind, side, ticks, qty, prev_q, bb, ba, bbq, baq, lts, window=1 << 15, overflow=4096):
+def _replay_pass(order, local, kind, side, ticks, qty, prev_q, bb, ba, bbq, baq, lts, syn, window=1 << 15,
+                 overflow=4096):  # fmt: skip
     """Run _book_pass over all rows with a new book, growing its overflow tier when asked to."""
     hdr, wq, ok, oq = new_book(window, overflow)
     j, pending = 0, False
     while True:
-        j = _book_pass(j, pending, order, local, kind, side, ticks, qty, hdr, wq, ok, oq, prev_q, bb, ba, bbq, baq, lts)
+        j = _book_pass(j, pending, order, local, kind, side, ticks, qty, hdr, wq, ok, oq, prev_q, bb, ba, bbq, baq, lts,
+                       syn)  # fmt: skip
         if j < 0:
             return
         ok, oq = grow(hdr, ok, oq)
@@ -417,6 +446,7 @@ def _build(tape: Tape, local_ts: np.ndarray, want_order: bool) -> tuple[Replay, 
     none_f, none_i = np.empty(0), np.empty(0, np.int64)
     prev_q, bb, ba = np.empty(n), np.empty(n, np.int64), np.empty(n, np.int64)
     bbq, baq = np.empty(n), np.empty(n)
+    syn = np.empty(n, np.bool_)
     order = None
     # Beside this thread, one worker on two cores: three passes on three threads would only take
     # turns on them (0.93x the time with one worker on a window with out-of-order local times).
@@ -424,19 +454,20 @@ def _build(tape: Tape, local_ts: np.ndarray, want_order: bool) -> tuple[Replay, 
         index = pool.submit(_level_index, kind, side, ticks)
         if _is_sorted(local):
             # Local order is tape order: one pass records both sides' facts.
-            _replay_pass(none_i, none_i, kind, side, ticks, qty, prev_q, bb, ba, bbq, baq, none_i)
-            lbb, lba, lts = bb, ba, local.view()
+            _replay_pass(none_i, none_i, kind, side, ticks, qty, prev_q, bb, ba, bbq, baq, none_i, syn)
+            lbb, lba, lts, lsyn = bb, ba, local.view(), syn
             if want_order:
                 order = np.arange(n)
         else:
-            ex = (prev_q, bb, ba, none_f, none_f, none_i)
+            ex = (prev_q, bb, ba, none_f, none_f, none_i, syn)
             exch = pool.submit(_replay_pass, none_i, none_i, kind, side, ticks, qty, *ex)
             order = np.argsort(local, kind="stable")  # = lexsort((arange(n), local))
             lbb, lba, lts = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
-            _replay_pass(order, local, kind, side, ticks, qty, none_f, lbb, lba, bbq, baq, lts)
+            lsyn = np.empty(n, np.bool_)
+            _replay_pass(order, local, kind, side, ticks, qty, none_f, lbb, lba, bbq, baq, lts, lsyn)
             exch.result()
         level_rows, ukeys, starts, resets, reset_sides = index.result()
-    arrays = (prev_q, bb, ba, lts, lbb, lba, bbq, baq, level_rows, ukeys, starts, resets, reset_sides)
+    arrays = (prev_q, bb, ba, lts, lbb, lba, bbq, baq, level_rows, ukeys, starts, resets, reset_sides, syn, lsyn)
     for a in arrays:
         a.flags.writeable = False
     return Replay(*arrays), order

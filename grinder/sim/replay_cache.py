@@ -25,9 +25,10 @@ from grinder.data.tape import Tape
 from grinder.io.atomic import fsync_path, publish_dir
 from grinder.sim.replay import REPLAY_FIELDS, Replay, build_replay
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _FLOAT_FIELDS = ("prev_qty", "local_best_bid_qty", "local_best_ask_qty")
-_ROW_FIELDS = REPLAY_FIELDS[:8]  # one value per tape row (or local event)
+_BOOL_FIELDS = ("synced", "local_synced")
+_ROW_FIELDS = REPLAY_FIELDS[:8] + _BOOL_FIELDS  # one value per tape row (or local event)
 _HASH_CHUNK = 32 << 20  # bytes hashed per task; digests of the chunks are hashed in order
 
 
@@ -133,7 +134,7 @@ def open_cached(cache_dir: str | Path, key: str, rows: int) -> Replay | None:
                     return None
                 opened[name] = _open_npy(d / name)
             a = opened[name]
-            dtype = np.float64 if f in _FLOAT_FIELDS else np.int64
+            dtype = np.float64 if f in _FLOAT_FIELDS else np.bool_ if f in _BOOL_FIELDS else np.int64
             if a.dtype != dtype or a.shape != tuple(spec["shape"]) or a.ndim != 1:
                 return None
             if f in _ROW_FIELDS and len(a) != rows:

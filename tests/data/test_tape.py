@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from grinder.book.replay import replay_check
+from grinder.data.coverage import DEFAULT_MAX_GAP_NS
 from grinder.data.errors import DataError
 from grinder.data.ingest.binance import parse_binance
 from grinder.data.instruments import resolve_instrument
@@ -239,3 +242,100 @@ def test_a_window_after_midnight_reads_back_to_the_snapshot_the_day_before_once(
     np.testing.assert_array_equal(win.ts_exch[book], full.ts_exch[whole])  # from the snapshot on
     assert win.kind[0] == BOOK_RESET and win.ts_exch[win.start] >= start > win.ts_exch[win.start - 1]
     assert replay_check(win).crossed == 0
+
+
+# --- Coverage gaps (decision 021): a capture's data is never joined to an older capture's book ---
+
+SNAP_2024_NS = 1_721_347_022_750 * 1_000_000  # btcusdt_20240718's snapshot (T)
+
+
+@pytest.fixture(scope="module")
+def gap_lake(real_dir, tmp_path_factory):
+    from tests.sim.test_backtest_real import two_capture_lake
+
+    return two_capture_lake(tmp_path_factory.mktemp("gap") / "lake", real_dir)
+
+
+def test_a_start_in_a_coverage_gap_reads_no_book_from_before_it(gap_lake):
+    start = int(np.datetime64("2024-07-18T23:57", "ns").astype(np.int64))
+    win = load_tape(gap_lake, "binance-usdm", "BTCUSDT", start)
+    # Before: the warm-up reached back to the 2023 capture's snapshot, 15 months earlier.
+    assert win.ts_exch[0] == SNAP_2024_NS and win.kind[0] == 2 and win.start == 0
+    # Inside the 2024 capture the warm-up still starts from its snapshot.
+    later = load_tape(gap_lake, "binance-usdm", "BTCUSDT", SNAP_2024_NS + 30 * 10**9)
+    assert later.ts_exch[0] == SNAP_2024_NS and later.kind[0] == 2 and later.start > 0
+    assert replay_check(later).unsynced == ()
+
+
+def test_a_tape_across_a_coverage_gap_has_a_reset_before_the_later_capture(gap_lake, lake):
+    from grinder.data.tape import GAP_RESET_REF
+
+    tape = load_tape(gap_lake, "binance-usdm", "BTCUSDT")
+    (g,) = np.flatnonzero(tape.ref == GAP_RESET_REF)
+    assert tape.kind[g] == 2 and tape.side[g] == 0 and tape.flags[g] == BATCH_END
+    assert tape.ts_exch[g - 1] < SNAP_2024_NS - 10**15 and tape.ts_exch[g] == tape.ts_exch[g + 1]
+    assert tape.ts_local[g] == tape.ts_local[g:].min()  # first in local order too
+    # The 2024 rows are replayed on an empty, unsynced book until the 2024 snapshot.
+    check = replay_check(tape)
+    assert check.crossed == 0 and check.bbo_matched == check.bbo_checked > 0
+    # One capture: no reset added.
+    one = load_tape(lake[0], "binance-usdm", "BTCUSDT")
+    assert not (one.ref == GAP_RESET_REF).any()
+
+
+def test_a_span_without_a_snapshot_before_the_start_gives_an_unsynced_book(tmp_path):
+    """A start in a later span whose snapshot rows are missing: no rows of the earlier span, and no sync."""
+    import pyarrow.compute as pc
+
+    from grinder.data.lake import IngestBatch
+    from grinder.data.synth import synth_batch
+
+    t0 = 1_704_067_200_000_000_000
+    a = synth_batch(20_000, seed=1, start_ns=t0)
+    Lake(tmp_path).write(a, sources=[], key="a")
+    end_a = int(pc.max(a.tables["book"]["ts_exch"]).as_py())
+    b = synth_batch(20_000, seed=2, start_ns=end_a + 300 * 10**9)  # 5 minutes later, same day
+    book = b.tables["book"]
+    diffs = book.filter(pc.equal(book["kind"], 0))  # its reset and snapshot lost
+    Lake(tmp_path).write(IngestBatch(b.fmt, b.instrument, {**b.tables, "book": diffs}, b.report), [], key="b")
+    first_b = int(pc.min(diffs["ts_exch"]).as_py())
+    start = first_b + 10 * 10**9
+    win = load_tape(tmp_path, "synthetic", "SYNTHUSDT", start)
+    assert win.ts_exch[0] == first_b  # from the span's start, not from the earlier span's snapshot
+    (u,) = replay_check(win, start).unsynced
+    assert u.from_ns == start and not u.resynced and u.to_ns == int(win.ts_exch[-1]) + 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 3 * DEFAULT_MAX_GAP_NS), min_size=1, max_size=40), st.integers(0, 2**40))
+def test_resets_go_exactly_before_the_rows_that_begin_a_span(steps, t0):
+    from grinder.data.tape import GAP_RESET_REF, _reset_at_gaps
+
+    ts = t0 + np.cumsum(np.array(steps, np.int64))
+    n = len(ts)
+    rng = np.random.default_rng(len(steps))
+    loc = ts + rng.integers(-5, 5, n)
+    cols = (ts, loc, np.full(n, 3, np.int8), np.ones(n, np.int8), np.ones(n), np.ones(n, np.int64), np.ones(n),
+            np.arange(n, dtype=np.int64), np.ones(n, np.uint8))  # fmt: skip
+    out = _reset_at_gaps(cols)
+    added = out[7] == GAP_RESET_REF
+    for a, b in zip(out, cols, strict=True):  # the rows themselves unchanged, in order
+        assert a.dtype == b.dtype and np.array_equal(a[~added], b)
+    begins = np.flatnonzero(np.diff(ts) > DEFAULT_MAX_GAP_NS) + 1
+    at = np.flatnonzero(added)
+    assert np.array_equal(at - np.arange(len(at)), begins)  # one before each row that begins a span
+    assert (out[2][added] == 2).all() and (out[3][added] == 0).all() and np.array_equal(out[0][added], ts[begins])
+    for k, i in enumerate(begins):
+        span_end = begins[k + 1] if k + 1 < len(begins) else n
+        assert out[1][at[k]] == loc[i:span_end].min()
+
+
+def test_parts_of_tables_read_without_seq_are_put_back_in_time_order():
+    """bbo and funding are read without their seq column; interleaving parts used to fail the sort."""
+    import pyarrow as pa
+
+    from grinder.data.tape import _combine
+
+    later, earlier = pa.table({"ts_exch": [5, 6], "bid_price": [1.0, 2.0]}), pa.table({"ts_exch": [1, 5]})
+    t = _combine([later, earlier.append_column("bid_price", pa.array([3.0, 4.0]))])
+    assert t.column("ts_exch").to_pylist() == [1, 5, 5, 6] and t.column("bid_price").to_pylist() == [3.0, 1.0, 4.0, 2.0]

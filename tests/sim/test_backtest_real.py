@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pytest
 
@@ -82,7 +84,7 @@ def test_tabulated_local_view_and_looked_up_one_give_the_same_run(result):
     table = decision_inputs(tape, rep, VENUE)
     assert len(table[0]) >= r.counters["decisions"]
     e = np.empty(0, np.int64)
-    empty = (e, e, e, np.empty(0), np.empty(0))
+    empty = (e, e, e, np.empty(0), np.empty(0), np.empty(0, np.bool_))
     looked_up = run_backtest(tape, static_grid, PARAMS.as_array(), VENUE, replay=rep, decisions=empty)
     assert looked_up.digest == r.digest and looked_up.counters == r.counters
 
@@ -95,3 +97,53 @@ def test_more_fills_than_the_buffers_hold_reruns_with_larger_ones(result, monkey
     small = run_backtest(tape, static_grid, PARAMS.as_array(), VENUE)
     assert small.counters["fills"] > 7 * 4 and small.digest == r.digest and small.counters == r.counters
     assert all(a.base is None for a in r.fills.values())  # copies, not views that keep the buffers alive
+
+
+# --- Two captures 15 months apart in one lake (issue 28): no trading on the older capture's book ---
+
+SNAP_2024_NS = 1_721_347_022_750 * 1_000_000  # exchange time (T) of btcusdt_20240718's snapshot, line 14
+MID_2024 = 63_950.0
+MID_2023 = 28_140.0
+
+
+def two_capture_lake(root, real_dir):
+    """The first lines of the 2023-04-04 and 2024-07-18 BTCUSDT captures (each with its snapshot), two ingests."""
+    from grinder.data.ingest.binance import parse_binance
+    from grinder.data.instruments import resolve_instrument
+    from grinder.data.lake import Lake
+    from tests.conftest import write_capture
+
+    inst = resolve_instrument("binance-usdm", "BTCUSDT")
+    for name, lines in (("btcusdt_20230404.dat.gz", 2000), ("btcusdt_20240718.gz", 3000)):
+        with gzip.open(real_dir / name, "rb") as f:
+            cut = write_capture(root.parent / f"cut_{name}", [f.readline() for _ in range(lines)])
+        Lake(root).write(parse_binance([cut], inst), [cut])
+    return root
+
+
+@pytest.fixture(scope="module")
+def gap_lake(real_dir, tmp_path_factory):
+    return two_capture_lake(tmp_path_factory.mktemp("gap") / "lake", real_dir)
+
+
+def test_a_start_before_a_captures_snapshot_waits_for_it_and_never_sees_the_older_book(gap_lake):
+    start = int(np.datetime64("2024-07-18T23:57", "ns").astype(np.int64))
+    tape = load_tape(gap_lake, "binance-usdm", "BTCUSDT", start, start + 120 * 10**9)
+    # No row of the 2023 capture is on the tape: the warm-up stops at the coverage gap.
+    assert tape.ts_exch[0] >= start
+    p = StaticGridParams(levels=20, interval=1.0, half_spread=2.0, order_qty=0.1, max_position=5.0)  # make run's
+    r = run_backtest(tape, static_grid, p.as_array(), VENUE, start_ns=start)
+    f, st = r.fills, r.steps
+    # Decisions before the snapshot reached the local side: no quote open, no mid, the kernel not called.
+    synced_from = st["ts"][np.flatnonzero(~np.isnan(st["mid"]))[0]]
+    early = st["ts"] < synced_from
+    assert early.sum() >= 20 and r.counters["unsynced_decisions"] == early.sum()
+    assert (st["open_orders"][early] == 0).all() and np.isnan(st["quote_bid"][early]).all()
+    assert synced_from > SNAP_2024_NS  # the local side sees the snapshot after the exchange sent it
+    # Quotes and fills only after the sync, all about the 2024 mid, none about the 2023 one.
+    assert len(f["price"]) > 0 and (f["ts_exch"] > SNAP_2024_NS).all()
+    quotes = np.concatenate([st["quote_bid"], st["quote_ask"], f["price"]])
+    quotes = quotes[~np.isnan(quotes)]
+    assert np.abs(quotes - MID_2024).max() < 100.0
+    assert np.abs(st["mid"][~early] - MID_2024).max() < 100.0
+    assert r.equity > -1_000.0  # the issue's run lost 35,809 USDT in these 2 minutes

@@ -42,7 +42,10 @@ PINS = {  # digest, fills
     "tight_partial_power": ("b867c1c495313a6c4a959878a1ef7b284fac1e364206c5ed21e904e5ea434ea3", 1711),
     "tight_slow": ("ac097a11ec2d9024659196f8b05c84a024f8c79ffb8dcd07b5c3a34fadc0c2c8", 1427),
     "recentred": ("687235f2d361aa6ea614b6e192cea9fe2c4fc987ba4d43364c96799bbf1452e1", 1624),
-    "adaptive": ("9f9eadc204261a0dd22f5ffa1a769eff5b844db8b769734f5f8417c08b020bb3", 1344),
+    # Decision 021 moved this one on purpose: before it, the decision at 23:54:16.522 quoted 16 orders
+    # on a local book made only of the diffs that bridge the snapshot and reached the recorder before
+    # it (local order); the book was synced only at 16.592. Now the first quotes are placed at 16.622.
+    "adaptive": ("63e51685be705648c1b393f86978341d7a70a6184bdc0973d5746998ca25398c", 1344),
 }
 
 

@@ -440,3 +440,44 @@ def test_recording_only_the_equity_keeps_its_steps_and_every_result():
     assert (lean.equity, lean.unrealized, lean.position) == (full.equity, full.unrealized, full.position)
     with pytest.raises(DataError, match="record must be one of all, equity, got 'mid'"):
         run_backtest(tape(rows), one_quote, np.array([1, 99, 1, 0], np.float64), VENUE, record="mid")
+
+
+# --- Book readiness (decision 021): no decision and no resting quote while the book is not synced ---
+
+BLIND_98 = np.array([98, 98, 1, 0], np.float64)  # moving_bid: 1 @ 98 whatever the book says
+
+
+def test_no_decision_before_the_first_snapshot_even_on_levels_from_diffs():
+    # Diffs build a two-sided book (99 / 101) before any snapshot; the snapshot comes at 450 ms.
+    # A sell at 97 (200 ms) would fill a bid at 98 resting from 110 ms; none may rest before 500 ms.
+    rows = [(0, 0, 1, 99, 5), (0, 0, -1, 101, 5), (200, 3, -1, 97, 1)]
+    rows += [(450, 2, 0, 0, 0), (450, 1, 1, 99, 5), (450, 1, -1, 101, 5), (700, 3, -1, 97, 1)]
+    r = run_backtest(tape(rows + END), moving_bid, BLIND_98, VENUE)
+    assert r.fills["ts_exch"].tolist() == [700 * MS]
+    st = r.steps
+    early = st["ts"] < 450 * MS
+    assert early.sum() == 4 and r.counters["unsynced_decisions"] == 4
+    assert (st["open_orders"][early] == 0).all() and np.isnan(st["mid"][early]).all()
+    # Placed at 500 ms: open from the local side's view at the next decision.
+    assert st["open_orders"][st["ts"] == 600 * MS].tolist() == [1] and r.counters["unsynced_orders"] == 0
+
+
+def test_a_reset_takes_resting_quotes_off_the_book_until_the_next_snapshot():
+    # Bid 1 @ 98 rests from 110 ms. A reset at 300 ms (a sequence break): the sell at 97 at 305 ms,
+    # before the local side can react, must not fill it. After the snapshot at 550 ms it is placed
+    # again (600 ms) and the sell at 97 at 800 ms fills it.
+    rows = [(300, 2, 0, 0, 0), (305, 3, -1, 97, 1), (550, 2, 0, 0, 0), (550, 1, 1, 99, 5), (550, 1, -1, 101, 5)]
+    r = run_backtest(tape(BOOK + rows + [(800, 3, -1, 97, 1)] + END), moving_bid, BLIND_98, VENUE)
+    assert r.fills["ts_exch"].tolist() == [800 * MS]
+    assert r.counters["unsynced_orders"] == 1 and r.counters["unsynced_decisions"] == 3  # 300, 400, 500 ms
+    st = r.steps
+    # The venue's cancel (at 300 ms) is known locally from 310 ms: none open at 400 and 500 ms.
+    assert st["open_orders"][(st["ts"] >= 400 * MS) & (st["ts"] < 600 * MS)].tolist() == [0, 0]
+
+
+def test_an_order_reaching_an_unsynced_book_expires():
+    # Decided at 100 ms on a synced book, it arrives at 110 ms, after a reset at 105 ms.
+    rows = [(105, 2, 0, 0, 0), (150, 3, -1, 97, 1)]
+    r = run_backtest(tape(BOOK + rows + END), moving_bid, BLIND_98, VENUE)
+    assert len(r.fills["qty"]) == 0 and r.position == 0.0
+    assert r.counters["unsynced_orders"] == 1 and r.counters["expired"] == 0

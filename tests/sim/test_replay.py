@@ -73,6 +73,8 @@ def _ref_exchange_pass(kind, side, ticks, qty, hdr, wq, ok, oq):
     prev_q = np.zeros(n)
     bb = np.empty(n, np.int64)
     ba = np.empty(n, np.int64)
+    syn = np.empty(n, np.bool_)
+    valid = False  # a snapshot row syncs the book, a reset unsyncs it; unsynced books show no prices
     for i in range(n):
         k = kind[i]
         if k <= 1:
@@ -80,9 +82,11 @@ def _ref_exchange_pass(kind, side, ticks, qty, hdr, wq, ok, oq):
             prev_q[i] = qty_at(hdr, wq, ok, oq, s, ticks[i])
         if k != 3:
             ok, oq = apply_row(hdr, wq, ok, oq, k, side[i], ticks[i], qty[i])
-        bb[i] = best_ticks(hdr, BID)
-        ba[i] = best_ticks(hdr, ASK)
-    return prev_q, bb, ba
+        valid = True if k == 1 else False if k == 2 else valid
+        syn[i] = valid
+        bb[i] = best_ticks(hdr, BID) if valid else EMPTY
+        ba[i] = best_ticks(hdr, ASK) if valid else EMPTY
+    return prev_q, bb, ba, syn
 
 
 @njit(cache=True)
@@ -92,15 +96,19 @@ def _ref_local_pass(order, kind, side, ticks, qty, hdr, wq, ok, oq):
     ba = np.empty(n, np.int64)
     bbq = np.empty(n)
     baq = np.empty(n)
+    syn = np.empty(n, np.bool_)
+    valid = False
     for j in range(n):
         i = order[j]
         if kind[i] != 3:
             ok, oq = apply_row(hdr, wq, ok, oq, kind[i], side[i], ticks[i], qty[i])
-        bb[j] = best_ticks(hdr, BID)
-        ba[j] = best_ticks(hdr, ASK)
-        bbq[j] = best_qty(hdr, wq, ok, oq, BID)
-        baq[j] = best_qty(hdr, wq, ok, oq, ASK)
-    return bb, ba, bbq, baq
+        valid = True if kind[i] == 1 else False if kind[i] == 2 else valid
+        syn[j] = valid
+        bb[j] = best_ticks(hdr, BID) if valid else EMPTY
+        ba[j] = best_ticks(hdr, ASK) if valid else EMPTY
+        bbq[j] = best_qty(hdr, wq, ok, oq, BID) if valid else 0.0
+        baq[j] = best_qty(hdr, wq, ok, oq, ASK) if valid else 0.0
+    return bb, ba, bbq, baq, syn
 
 
 def reference_index(kind, side, ticks):
@@ -115,11 +123,13 @@ def reference_index(kind, side, ticks):
 
 def reference_replay(tape, local, book=(1 << 15, 4096)):
     """The replay as first written: two passes over l2.apply_row, lexsorts; its fields and the order."""
-    prev_q, bb, ba = _ref_exchange_pass(tape.kind, tape.side, tape.price_ticks, tape.qty, *new_book(*book))
+    prev_q, bb, ba, syn = _ref_exchange_pass(tape.kind, tape.side, tape.price_ticks, tape.qty, *new_book(*book))
     order = np.lexsort((np.arange(len(tape)), local))
-    lbb, lba, lbbq, lbaq = _ref_local_pass(order, tape.kind, tape.side, tape.price_ticks, tape.qty, *new_book(*book))
+    lbb, lba, lbbq, lbaq, lsyn = _ref_local_pass(order, tape.kind, tape.side, tape.price_ticks, tape.qty,
+                                                 *new_book(*book))  # fmt: skip
     index = reference_index(tape.kind, tape.side, tape.price_ticks)
-    return dict(zip(REPLAY_FIELDS, (prev_q, bb, ba, local[order], lbb, lba, lbbq, lbaq, *index), strict=True)), order
+    fields = (prev_q, bb, ba, local[order], lbb, lba, lbbq, lbaq, *index, syn, lsyn)
+    return dict(zip(REPLAY_FIELDS, fields, strict=True)), order
 
 
 def assert_same(rep, expected: dict):
@@ -180,12 +190,14 @@ def test_passes_agree_with_apply_row_through_recentres_and_overflow_growth(synth
     none_f, none_i = np.empty(0), np.empty(0, np.int64)
     cols = (t.kind, t.side, t.price_ticks, t.qty)
     prev_q, bb, ba = np.empty(n), np.empty(n, np.int64), np.empty(n, np.int64)
-    replay._replay_pass(none_i, none_i, *cols, prev_q, bb, ba, none_f, none_f, none_i, *book)
+    syn, lsyn = np.empty(n, np.bool_), np.empty(n, np.bool_)
+    replay._replay_pass(none_i, none_i, *cols, prev_q, bb, ba, none_f, none_f, none_i, syn, *book)
     lbb, lba, lbbq, lbaq, lts = (np.empty(n, d) for d in (np.int64, np.int64, np.float64, np.float64, np.int64))
     lorder = none_i if clock == "sorted" else order
-    replay._replay_pass(lorder, local, *cols, none_f, lbb, lba, lbbq, lbaq, lts, *book)
+    replay._replay_pass(lorder, local, *cols, none_f, lbb, lba, lbbq, lbaq, lts, lsyn, *book)
     got = {"prev_qty": prev_q, "best_bid": bb, "best_ask": ba, "local_best_bid": lbb, "local_best_ask": lba}
-    got |= {"local_best_bid_qty": lbbq, "local_best_ask_qty": lbaq, "local_ts": lts}
+    got |= {"local_best_bid_qty": lbbq, "local_best_ask_qty": lbaq, "local_ts": lts, "synced": syn}
+    got |= {"local_synced": lsyn}
     for f, a in got.items():
         assert a.tobytes() == expected[f].tobytes(), f
     assert len(grows) >= 5
@@ -368,3 +380,25 @@ def test_local_times_hours_after_the_exchange_are_refused_with_the_offset_to_use
     with pytest.raises(DataError, match=r"at least 2\.0 h after its exchange time; set \[venue\] local_clock_offset"):
         corrected_local_times(later)
     assert (corrected_local_times(synth_tape) >= synth_tape.ts_exch).all()  # a feed's lag is only shifted forward
+
+
+def test_an_unsynced_book_shows_no_prices_in_either_order():
+    """Diffs that bridge a snapshot often arrive before it (real captures): locally they come first.
+
+    Exchange order: a trade, reset + snapshot at 10 ms, two diffs; the diffs' local times (5, 6 ms)
+    precede the snapshot's (12 ms). Levels they leave before the snapshot are no market: no price.
+    """
+    from tests.sim.test_engine import tape as hand_tape
+
+    t = hand_tape([(0, 3, 1, 100, 1), (10, 2, 0, 0, 0), (10, 1, 1, 99, 5), (10, 1, -1, 101, 5),
+                   (11, 0, 1, 100, 1), (11, 0, -1, 103, 1), (30, 2, 0, 0, 0), (40, 3, -1, 99, 1)])  # fmt: skip
+    local = t.ts_local.copy()
+    local[1:4] = 12_000_000
+    local[4:6] = [5_000_000, 6_000_000]
+    rep, order = prepare_replay(t, local)
+    assert rep.synced.tolist() == [False, False, True, True, True, True, False, False]
+    assert rep.best_bid.tolist() == [EMPTY, EMPTY, 99, 99, 100, 100, EMPTY, EMPTY]
+    assert order.tolist() == [0, 4, 5, 1, 2, 3, 6, 7]
+    assert rep.local_synced.tolist() == [False, False, False, False, True, True, False, False]
+    assert rep.local_best_bid.tolist() == [EMPTY] * 4 + [99, 99, EMPTY, EMPTY]  # not 100 from the early diff
+    assert rep.local_best_ask_qty.tolist() == [0.0] * 4 + [0.0, 5.0, 0.0, 0.0]
