@@ -18,6 +18,9 @@ from grinder.sweep.folds import Window
 from grinder.sweep.runner import WindowRun
 
 CONNECT_TIMEOUT_S = float(os.environ.get("GRINDER_CONNECT_TIMEOUT_S", "10"))
+# How long a sweep waits for a cluster with no worker to get one: a scheduler whose workers are
+# gone (or never started) would otherwise hold the sweep's tasks for ever without a word.
+WORKER_TIMEOUT_S = float(os.environ.get("GRINDER_WORKER_TIMEOUT_S", "30"))
 
 
 def connect(address: str):
@@ -53,7 +56,7 @@ def _chunk(root: str, venue: str, symbol: str, window: Window, strategy: str, va
 def run_window_on_cluster(client, sel, window: Window, grid, venue, gates) -> WindowRun:
     """The same as runner.run_window over one window, computed by the cluster's workers."""
     n = len(grid.sets)
-    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    n_workers = _workers(client)
     size = max(1, math.ceil(n / (2 * n_workers)))  # two chunks per worker: the slow one does not hold the rest
     values = [p.model_dump() for p in grid.sets]
     futures = [
@@ -71,9 +74,42 @@ def run_window_on_cluster(client, sel, window: Window, grid, venue, gates) -> Wi
         )  # fmt: skip
         for i in range(0, n, size)
     ]
-    parts = client.gather(futures)
+    parts = _gather(client, futures)
     rows = [r for part in parts for r in part[0]]
     grid_ns = parts[0][1]
     if any(not np.array_equal(p[1], grid_ns) for p in parts):
         raise DataError(f"window {window.name}: workers saw different data (equity grids differ); is the lake shared?")
     return WindowRun(rows, grid_ns, np.concatenate([p[2] for p in parts], axis=1))
+
+
+def _workers(client) -> int:
+    """How many workers the cluster has; waits up to WORKER_TIMEOUT_S for one, else a clear error."""
+    n = len(client.scheduler_info().get("workers", {}))
+    if n:
+        return n
+    try:
+        client.wait_for_workers(1, timeout=WORKER_TIMEOUT_S)
+    except (TimeoutError, OSError):
+        raise DataError(
+            f"cluster {client.scheduler.address} has no workers (waited {WORKER_TIMEOUT_S:g} s); start some with "
+            "`dask worker <address>` or drop --cluster"
+        ) from None
+    return max(1, len(client.scheduler_info().get("workers", {})))
+
+
+def _gather(client, futures) -> list:
+    """The futures' results; a clear error if every worker leaves while they run (instead of waiting for ever)."""
+    from distributed import wait
+
+    try:
+        while True:
+            try:
+                with client.as_current():  # `wait` takes the current client; ours is not the default
+                    wait(futures, timeout=WORKER_TIMEOUT_S)
+                break
+            except TimeoutError:
+                _workers(client)  # slow tasks are fine while a worker is there to run them
+        return client.gather(futures)
+    except BaseException:
+        client.cancel(futures)
+        raise

@@ -146,14 +146,15 @@ def rank(results: pd.DataFrame, axes: list[str], rank_by: str) -> pd.DataFrame:
     for m in metrics:
         v = results[m].to_numpy(np.float64)
         for s in sorted(set(sample.tolist())):
-            # The mean of each set's rows in this sample, NaN left out (NaN when it has none).
-            keep = (sample == s) & ~np.isnan(v)
+            # The mean of each set's rows in this sample, NaN and inf left out (NaN when it has none):
+            # a Sharpe ratio of inf (a flat or constant equity) must not rank first.
+            keep = (sample == s) & np.isfinite(v)
             total = np.bincount(inverse[keep], v[keep], len(sets))
             count = np.bincount(inverse[keep], None, len(sets))
             with np.errstate(divide="ignore", invalid="ignore"):
                 out[f"{m}_{s}"] = total / count
     key = f"{rank_by}_{'out' if has_out else 'in'}"
-    # Best first, NaN last (lexsort puts NaN last, and negating keeps it NaN); ties: the lower set
+    # Best first, NaN (no finite value) last (lexsort puts NaN last, and negating keeps it NaN); ties: the lower set
     # number first, so rankings are deterministic. One constructor: sorting a frame costs more.
     order = np.lexsort((sets, out[key] if rank_by in LOWER_IS_BETTER else -out[key]))
     ranked = pd.DataFrame({"rank": np.arange(1, len(sets) + 1), **{k: np.asarray(v)[order] for k, v in out.items()}})

@@ -57,3 +57,29 @@ def test_an_address_that_does_not_answer_is_a_clear_error(monkeypatch):
         cluster.connect(f"tcp://127.0.0.1:{port}")
     with pytest.raises(DataError, match="must look like tcp://host:port"):
         cluster.connect("localhost:8786")
+
+
+def test_a_cluster_without_workers_is_a_clear_error_not_a_hang(sel, monkeypatch):
+    import threading
+
+    from distributed import Client, LocalCluster
+
+    monkeypatch.setattr(cluster, "WORKER_TIMEOUT_S", 1.0)
+    t = load_tape(sel.root, sel.venue, sel.symbol)
+    windows = make_folds(int(t.ts_exch[0]), int(t.ts_exch[-1]) + 1)
+    g = expand(GRID, {"interval": "1,2"}, {"half_spread": 2, "order_qty": 0.1, "max_position": 5})
+    outcome = []
+    with LocalCluster(n_workers=0, dashboard_address=":0", host="127.0.0.1") as lc, Client(lc) as c:
+
+        def go():
+            try:
+                run_study(sel, g, windows, VenueConfig(), client=c)
+                outcome.append("finished")
+            except DataError as e:
+                outcome.append(str(e))
+
+        th = threading.Thread(target=go, daemon=True)  # daemon: a hang (the old behaviour) cannot block exit
+        th.start()
+        th.join(timeout=120)
+        assert outcome, "the sweep hung on a cluster without workers"
+        assert outcome[0].startswith(f"cluster {lc.scheduler_address} has no workers (waited 1 s)"), outcome

@@ -1,13 +1,18 @@
-"""Train/test and walk-forward windows: cover the span, never overlap wrongly, out-of-sample after in-sample."""
+"""Train/test and walk-forward windows: cover the span (or its covered parts), never a gap, test after train."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from grinder.data.coverage import Span
 from grinder.data.errors import DataError
-from grinder.sweep.folds import make_folds
+from grinder.sweep.folds import count_in, coverage_folds, make_folds
+
+S = 1_000_000_000
+DAY = 86_400 * S
 
 
 def test_single_window_and_split():
@@ -46,3 +51,86 @@ def test_walk_forward_folds(start, span, k, train):
 def test_bad_folds(args, message):
     with pytest.raises(DataError, match=message):
         make_folds(*args)
+
+
+# Three spans of data across a year and more of calendar time (like the real captures' lake).
+SPANS = [Span(0, 500 * S), Span(400 * DAY, 400 * DAY + 480 * S), Span(500 * DAY, 500 * DAY + 340 * S)]
+
+
+def _times(spans, per_s=100):
+    return np.concatenate([np.arange(s.start_ns, s.end_ns, S // per_s, dtype=np.int64) for s in spans])
+
+
+def _within_one_span(w, spans):
+    return any(s.start_ns <= w.start_ns < w.end_ns <= s.end_ns for s in spans)
+
+
+def test_walk_forward_over_gappy_coverage_never_spans_a_gap_and_no_window_is_empty():
+    times = _times(SPANS)
+    f = coverage_folds(SPANS, times, walk_forward=3)
+    assert f.refused == []
+    assert all(_within_one_span(w, SPANS) for w in f.windows)
+    assert all(count_in(times, w.start_ns, w.end_ns) > 0 for w in f.windows)
+    # Covered time is shared out as make_folds shares a span: 4 parts of 330 s each.
+    for name in ("wf1-train", "wf1-test", "wf2-train", "wf2-test", "wf3-train", "wf3-test"):
+        parts = [w for w in f.windows if w.name.split(".")[0] == name]
+        assert sum(w.end_ns - w.start_ns for w in parts) == pytest.approx(330 * S, abs=2)
+    assert [w.name for w in f.windows][:3] == ["wf1-train", "wf1-test.1", "wf1-test.2"]
+    # Calendar-time folds (the old cut) put whole windows inside the gaps.
+    old = make_folds(SPANS[0].start_ns, SPANS[-1].end_ns, None, 3)
+    assert any(count_in(times, w.start_ns, w.end_ns) == 0 for w in old)
+
+
+def test_folds_by_events_hold_equal_event_counts():
+    spans = [Span(0, 100 * S), Span(10 * DAY, 10 * DAY + 400 * S)]
+    times = np.concatenate([_times(spans[:1], per_s=400), _times(spans[1:], per_s=100)])  # same events, 4x denser
+    f = coverage_folds(spans, times, train=0.5, by="events")
+    (tr,), (te,) = [[w for w in f.windows if w.sample == s] for s in ("in", "out")]
+    assert (tr.start_ns, tr.end_ns, te.start_ns, te.end_ns) == (0, 100 * S, 10 * DAY, 10 * DAY + 400 * S)
+    assert count_in(times, tr.start_ns, tr.end_ns) == count_in(times, te.start_ns, te.end_ns) == 40_000
+    by_time = coverage_folds(spans, times, train=0.5)  # by covered time the first half ends inside span 2
+    assert [w.name for w in by_time.windows] == ["train.1", "train.2", "test"]
+
+
+def test_windows_with_too_few_events_are_refused_and_an_empty_fold_is_an_error():
+    spans = [Span(0, 1000 * S), Span(10 * DAY, 10 * DAY + 2 * S)]
+    times = _times(spans)
+    f = coverage_folds(spans, times, train=0.5, min_events=500)
+    assert [w.name for w in f.windows] == ["train", "test.1"]
+    assert [(w.name, n) for w, n in f.refused] == [("test.2", 200)]
+    with pytest.raises(DataError, match=r"window wf1-train holds 200 events, fewer than the minimum 1,000"):
+        coverage_folds([Span(0, 10 * S)], _times([Span(0, 10 * S)], per_s=40), walk_forward=1)
+    with pytest.raises(DataError, match="no covered time"):
+        coverage_folds([], times)
+    with pytest.raises(DataError, match="unknown fold basis 'calendar'"):
+        coverage_folds(spans, times, by="calendar")
+    with pytest.raises(DataError, match="do not fit in 3 events"):
+        coverage_folds([Span(0, 10)], np.arange(3), walk_forward=5, by="events", min_events=1)
+
+
+@given(
+    gaps=st.lists(st.integers(2 * 60, 10**6), min_size=0, max_size=4),
+    lens=st.lists(st.integers(30, 3_000), min_size=5, max_size=5),
+    k=st.integers(0, 4),
+    train=st.one_of(st.none(), st.floats(0.3, 0.8)),
+    by=st.sampled_from(["time", "events"]),
+)
+def test_coverage_folds_stay_inside_spans_and_keep_out_of_sample_after_in_sample(gaps, lens, k, train, by):
+    spans, t = [], 10**15
+    for gap, n in zip([0, *gaps], lens, strict=False):
+        t += gap * S
+        spans.append(Span(t, t + n * S))
+        t += n * S
+    times = _times(spans, per_s=10)
+    try:
+        f = coverage_folds(spans, times, train, k, by, min_events=1)
+    except DataError as e:
+        assert "fewer than the minimum" in str(e) or "do not fit" in str(e)
+        return
+    assert all(_within_one_span(w, spans) for w in f.windows)
+    assert all(count_in(times, w.start_ns, w.end_ns) >= 1 for w in f.windows)
+    for fold in {w.name.split("-")[0] for w in f.windows if k}:
+        ins = [w for w in f.windows if w.name.startswith(fold + "-") and w.sample == "in"]
+        outs = [w for w in f.windows if w.name.startswith(fold + "-") and w.sample == "out"]
+        if ins and outs:
+            assert max(w.end_ns for w in ins) <= min(w.start_ns for w in outs)
