@@ -1,4 +1,5 @@
-"""The HTML report of a sweep: best sets in- vs out-of-sample, a heatmap, parallel coordinates, equity curves."""
+"""The HTML report of a sweep: what to decide (warning, baselines, in vs out of sample, parameter importance),
+best sets in- vs out-of-sample, a heatmap, parallel coordinates, equity curves."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def write_sweep_report(folder: Path, study, summary: dict, top: int = 20) -> Pat
     ranking: pd.DataFrame = study.ranking
     key = ranking.attrs.get("rank_key", f"{study.rank_by}_in")
     metric = study.rank_by
-    figs = []
+    figs = [f for f in (_in_out_figure(ranking, metric, summary), _importance_figure(summary)) if f is not None]
     # Heatmap of the ranking metric over the first two axes (the mean over the others).
     if len(axes) >= 2:
         a, b = axes[0], axes[1]
@@ -92,6 +93,7 @@ def write_sweep_report(folder: Path, study, summary: dict, top: int = 20) -> Pat
         + f"</title><style>{STYLE}</style></head><body>"
         + f"<h1>Sweep of {html.escape(summary['strategy'])} on {html.escape(summary['selection']['symbol'])}</h1>"
         + _table(facts)
+        + _decision_html(summary)
         + f"<h2>Best {min(top, len(ranking))} sets, in-sample (_in) and out-of-sample (_out) side by side</h2>"
         + _rows_table(ranking[show].head(top))
         + "".join(parts)
@@ -101,3 +103,67 @@ def write_sweep_report(folder: Path, study, summary: dict, top: int = 20) -> Pat
     out = Path(folder) / "report.html"
     write_atomic(out, page)
     return out
+
+
+def _decision_html(summary: dict) -> str:
+    """The warning (every set lost money), the baselines and the in- vs out-of-sample table, from summary.json."""
+    parts = []
+    if summary.get("warning"):
+        box = "color:#a00000;border:1px solid #a00000;padding:6px"
+        parts.append(f"<p style='{box}'><b>Warning:</b> {html.escape(summary['warning'])}</p>")
+    if summary.get("baselines"):
+        parts.append("<h2>Against the baselines (same windows, venue and gates)</h2>")
+        parts.append(_rows_table(pd.DataFrame(summary["baselines"]).fillna("")))
+    if summary.get("in_vs_out"):
+        parts.append("<h2>In sample against out of sample</h2>")
+        parts.append("<p class='note'>spearman: rank correlation of the sets' in- and out-of-sample values; "
+                     "positive: share of sets above 0; best_in_rank_out: the out-of-sample rank of the best "
+                     "in-sample set.</p>")  # fmt: skip
+        parts.append(_rows_table(pd.DataFrame(summary["in_vs_out"]).fillna("")))
+    imp = {k: v for k, v in (summary.get("importance") or {}).items() if v}
+    if imp:
+        parts.append("<h2>Parameter importance (Optuna fANOVA, share of variance)</h2>")
+        rows = [{"parameter": p, **{k: v.get(p) for k, v in imp.items()}} for p in dict.fromkeys(x for v in imp.values()
+                                                                                               for x in v)]  # fmt: skip
+        parts.append(_rows_table(pd.DataFrame(rows).fillna("")))
+    return "".join(parts)
+
+
+def _in_out_figure(ranking: pd.DataFrame, metric: str, summary: dict):
+    """Each set's in-sample against its out-of-sample value of the ranking metric, the baselines as markers."""
+    import plotly.graph_objects as go
+
+    a, b = f"{metric}_in", f"{metric}_out"
+    if a not in ranking or b not in ranking:
+        return None
+    axes = summary["axes"]
+    text = [", ".join(f"{x}={r[x]}" for x in axes) + f" (set {r['set']}, rank {r['rank']})"
+            for r in ranking.to_dict(orient="records")]  # fmt: skip
+    fig = go.Figure(go.Scatter(x=ranking[a], y=ranking[b], mode="markers", name="parameter sets", text=text,
+                               marker={"color": ranking["rank"], "colorscale": "RdYlGn_r", "showscale": True,
+                                       "colorbar": {"title": "rank"}}))  # fmt: skip
+    for base in summary.get("baselines") or []:
+        if base.get(a) is not None and base.get(b) is not None and not base["name"].startswith("best"):
+            fig.add_trace(go.Scatter(x=[base[a]], y=[base[b]], mode="markers", name=base["name"],
+                                     marker={"symbol": "x", "size": 12}))  # fmt: skip
+    finite = pd.concat([ranking[a], ranking[b]]).replace([np.inf, -np.inf], np.nan).dropna()
+    if len(finite):
+        lo, hi = float(finite.min()), float(finite.max())
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="out = in",
+                                 line={"dash": "dot", "color": "#888"}))  # fmt: skip
+    fig.update_layout(title=f"{metric}: in sample against out of sample, one point per set", xaxis_title=a,
+                      yaxis_title=b, height=480)  # fmt: skip
+    return fig
+
+
+def _importance_figure(summary: dict):
+    """A bar per swept parameter: its share of the variance of the ranking key (and of its in-sample twin)."""
+    import plotly.graph_objects as go
+
+    imp = {k: v for k, v in (summary.get("importance") or {}).items() if v}
+    if not imp:
+        return None
+    fig = go.Figure([go.Bar(x=list(v), y=list(v.values()), name=k) for k, v in imp.items()])
+    fig.update_layout(title="Parameter importance (fANOVA)", yaxis_title="share of variance", barmode="group",
+                      height=380)  # fmt: skip
+    return fig

@@ -7,6 +7,11 @@ tapes (`grinder.sweep.runner`); the objective is the ranking metric's in-sample 
 tried then go through the same study as a grid (every window, out-of-sample included), so a search
 is ranked out of sample like any sweep and never sees the out-of-sample windows while searching.
 With a fixed seed the same data gives the same trials.
+
+A study can live in an Optuna storage (`grinder.sweep.storage`) and be resumed: each trial's
+sampler is seeded from (seed, trial number) and batches start at multiples of the batch size, so a
+study stopped after N trials (a multiple of the batch, or within TPE's random first trials) and
+resumed to N + M asks exactly the trials a fresh N + M study asks, and never re-runs a finished one.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from grinder.data.errors import DataError
 from grinder.data.tape import Tape
 from grinder.sim.backtest import LatencySeries, VenueConfig, prepare
 from grinder.sweep.folds import Window
-from grinder.sweep.runner import run_window
+from grinder.sweep.runner import WindowRun, run_window
 from grinder.sweep.spec import Grid, _number, parse_axis
 
 
@@ -62,8 +67,13 @@ def search_sets(
     trials: int,
     seed: int = 0,
     workers: int | None = None,
+    study=None,
 ) -> Grid:
-    """Run a TPE search over the in-sample windows; returns the distinct sets tried, in trial order, as a Grid."""
+    """Run a TPE search over the in-sample windows; returns the distinct sets tried, in trial order, as a Grid.
+
+    `trials` is the study's total: a `study` (an optuna.Study, e.g. resumed from a storage) that
+    already holds finished trials only runs the missing ones. Without one, an in-memory study.
+    """
     import optuna
 
     if trials < 1:
@@ -73,44 +83,66 @@ def search_sets(
     unknown = sorted(set(axes) - set(strategy.params.model_fields))
     if unknown:
         raise DataError(f"unknown parameter(s) {', '.join(unknown)} for strategy {strategy.name}")
+    from grinder.sweep.study import RANKABLE
+
+    if rank_by not in RANKABLE:
+        raise DataError(f"the search cannot optimise {rank_by!r}; choose from {', '.join(RANKABLE)}")
     space = {name: _distribution(name, spec) for name, spec in axes.items()}
-    ins = [w for w in windows if w.sample == "in"]
-    tapes = {w.name: load(w) for w in ins}
-    replays = {w.name: prepare(tapes[w.name], venue) for w in ins}
     optuna.logging.set_verbosity(logging.WARNING)
-    study = optuna.create_study(direction="minimize" if lower_is_better else "maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed))  # fmt: skip
+    direction = "minimize" if lower_is_better else "maximize"
+    if study is None:
+        study = optuna.create_study(direction=direction)
+    elif study.direction.name.lower() != direction:
+        raise DataError(f"study {study.study_name!r} was made to {study.direction.name.lower()}, not to {direction}")
+    # A trial that an interrupted run asked but never told is marked FAIL and counts as tried.
+    _forget_running(study)
     batch = max(1, workers or os.cpu_count() or 1)
-    seen: dict[tuple, object] = {}
-    done = 0
+    ins = [w for w in windows if w.sample == "in"]
+    tapes: dict = {}
+    replays: dict = {}
+    done = len(study.get_trials(deepcopy=False))
     while done < trials:
-        asked = [study.ask(space) for _ in range(min(batch, trials - done))]
-        sets = []
-        for t in asked:
-            # Stepped floats come back as lo + k * step with float error: 2.8000000000000003 -> 2.8.
-            params = {k: round(v, 12) if isinstance(v, float) else v for k, v in t.params.items()}
-            try:
-                sets.append(strategy.validate({**fixed, **params}))
-            except DataError:
-                sets.append(None)  # an invalid combination (e.g. two bounds crossing): pruned
+        if not tapes:  # only a study with trials left to run reads data
+            tapes = {w.name: load(w) for w in ins}
+            replays = {w.name: prepare(tapes[w.name], venue) for w in ins}
+        # Batches start at multiples of `batch` and each trial gets a sampler seeded by its number: what
+        # a trial asks depends on (seed, its number, the trials told before its batch) only, not on
+        # where an earlier run stopped. (TPE's first trials are random and ignore the history.)
+        n = min(batch - done % batch, trials - done)
+        asked = []
+        for k in range(done, done + n):
+            study.sampler = optuna.samplers.TPESampler(seed=(seed * 1_000_003 + k) % 2**32)
+            asked.append(study.ask(space))
+        sets = [_validated(strategy, fixed, t.params) for t in asked]
         valid = [s for s in sets if s is not None]
         scores = np.zeros(len(valid))
+        counts = np.zeros(len(valid))
         for w in ins:
             if valid:
                 run = run_window(tapes[w.name], strategy, valid, venue, gates, start_ns=w.start_ns, latency=latency,
                                  replay=replays[w.name], workers=workers)  # fmt: skip
-                scores += np.array([_score(r, rank_by) for r in run.rows]) / len(ins)
+                v = window_metric(run, rank_by)
+                ok = np.isfinite(v)
+                scores += np.where(ok, v, 0.0)
+                counts += ok
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = scores / counts  # the in-sample mean the ranking uses, NaN windows left out
         k = 0
         for t, s in zip(asked, sets, strict=True):
             if s is None:
                 study.tell(t, state=optuna.trial.TrialState.PRUNED)
                 continue
-            value = float(scores[k])
+            value = float(means[k])
             k += 1
             study.tell(t, value if math.isfinite(value) else None,
                        state=None if math.isfinite(value) else optuna.trial.TrialState.FAIL)  # fmt: skip
-            seen.setdefault(tuple(sorted(t.params.items())), s)
-        done += len(asked)
+        done += n
+    seen: dict[tuple, object] = {}
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)[:trials]:
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL) and t.params:
+            s = _validated(strategy, fixed, t.params)
+            if s is not None:
+                seen.setdefault(tuple(sorted(t.params.items())), s)
     if not seen:
         raise DataError("every searched parameter set was invalid for the strategy")
     values = list(seen.values())
@@ -118,8 +150,33 @@ def search_sets(
     return Grid(strategy, {n: sorted({getattr(p, n) for p in values}, key=repr) for n in names}, fixed, values)
 
 
-def _score(row: dict, rank_by: str) -> float:
-    v = row.get(rank_by)
-    if v is None:
-        raise DataError(f"the search cannot optimise {rank_by!r}: use a per-backtest metric such as equity")
-    return float(v)
+def _validated(strategy: Strategy, fixed: dict, params: dict):
+    """The strategy's parameter model for a trial's params, or None for an invalid combination (pruned)."""
+    # Stepped floats come back as lo + k * step with float error: 2.8000000000000003 -> 2.8.
+    params = {k: round(v, 12) if isinstance(v, float) else v for k, v in params.items()}
+    try:
+        return strategy.validate({**fixed, **params})
+    except DataError:
+        return None  # e.g. two bounds crossing
+
+
+def _forget_running(study) -> None:
+    """Mark trials left RUNNING by an interrupted process FAIL, so a resumed study does not count them."""
+    import optuna
+
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def window_metric(run: WindowRun, rank_by: str) -> np.ndarray:
+    """Every set's value of a rankable metric in one window, computed as the results table computes it."""
+    from grinder.sweep.study import sharpe_of
+
+    if rank_by == "sharpe":
+        return np.asarray(sharpe_of(run.grid_ns, run.equity), np.float64)
+    if rank_by == "return_over_drawdown":
+        equity = np.array([r["equity"] for r in run.rows], np.float64)
+        drawdown = np.array([r["max_drawdown"] for r in run.rows], np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(drawdown > 0, equity / drawdown, np.nan)
+    return np.array([float(r[rank_by]) for r in run.rows], np.float64)

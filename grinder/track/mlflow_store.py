@@ -110,8 +110,14 @@ def log_backtest(
     experiment: str = DEFAULT_EXPERIMENT,
     parent_run_id: str | None = None,
     tags: dict | None = None,
+    store: tuple[MlflowClient, str] | None = None,
 ) -> str:
-    """Log a finished backtest run folder as one MLflow run (params, metrics, tags, artifacts); returns its id."""
+    """Log a finished backtest run folder as one MLflow run (params, metrics, tags, artifacts); returns its id.
+
+    Four requests to the store: the run with its tags, one batch of params and metrics, one copy of
+    its files (one per file when only some of the folder's files are copied), its end. `store` (a
+    client and the experiment id, e.g. a sweep's) skips opening the store again.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError("no such run folder", str(run_dir))
@@ -133,17 +139,21 @@ def log_backtest(
         files.append(run_dir / "steps.parquet")
     else:
         all_tags["steps_artifact"] = f"not copied ({steps_bytes / 2**20:.0f} MB); see run_dir"
-    client, exp_id = open_store(root, experiment)
+    client, exp_id = store or open_store(root, experiment)
     if parent_run_id is not None:
-        exp_id = _parent_experiment(client, parent_run_id, root)
+        if store is None:
+            exp_id = _parent_experiment(client, parent_run_id, root)
         all_tags["mlflow.parentRunId"] = parent_run_id
     all_tags |= {str(k): v for k, v in (tags or {}).items()}
     try:
         run_id = _create_run(client, exp_id, run_dir.name, all_tags)
         with _ends(client, run_id):
             _log_batch(client, run_id, params, metrics)
-            for f in files:
-                client.log_artifact(run_id, str(f))
+            if {f.name for f in files} == {f.name for f in run_dir.iterdir()}:
+                client.log_artifacts(run_id, str(run_dir))  # one copy of the whole folder
+            else:
+                for f in files:
+                    client.log_artifact(run_id, str(f))
     except DataError:
         raise
     except Exception as e:
@@ -158,6 +168,7 @@ class Sweep:
     client: MlflowClient
     run_id: str
     root: Path
+    experiment_id: str
 
     def log_artifact(self, path: Path, artifact_dir: str | None = None) -> None:
         """Copy a file (results table, HTML report, ...) into the sweep's artifacts."""
@@ -171,8 +182,9 @@ class Sweep:
         _log_batch(self.client, self.run_id, {}, _numbers(metrics, ""))
 
     def log_child(self, run_dir: Path, *, fingerprint: str | None, tags: dict | None = None) -> str:
-        """Log a backtest run folder as a child of this sweep; returns the child's run id."""
-        return log_backtest(run_dir, fingerprint=fingerprint, root=self.root, parent_run_id=self.run_id, tags=tags)
+        """Log a backtest run folder as a child of this sweep (through the sweep's client); returns its run id."""
+        return log_backtest(run_dir, fingerprint=fingerprint, root=self.root, parent_run_id=self.run_id, tags=tags,
+                            store=(self.client, self.experiment_id))  # fmt: skip
 
 
 @contextmanager
@@ -189,7 +201,7 @@ def sweep_run(
     with _ends(client, run_id):
         _log_batch(client, run_id, _flat_params(params_spec, "spec"), {})
         client.log_text(run_id, json.dumps(params_spec, indent=1, default=str), "sweep_spec.json")
-        yield Sweep(client, run_id, Path(root))
+        yield Sweep(client, run_id, Path(root), exp_id)
 
 
 def ui_command(root: Path, host: str = "127.0.0.1", port: int = 5000) -> list[str]:

@@ -150,6 +150,37 @@ def test_sweep_with_two_children(runs, store, tmp_path):
     assert all(r.info.status == "FINISHED" for r in children)
 
 
+def test_a_sweeps_children_reuse_its_client_and_cost_four_requests_each(runs, store, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    a, b, fp, _ = runs
+    calls = []
+    for name in ("create_run", "log_batch", "log_param", "log_metric", "set_tag", "log_artifact", "log_artifacts",
+                 "set_terminated", "get_run"):  # fmt: skip
+        original = getattr(MlflowClient, name)
+
+        def spy(self, *args, _name=name, _original=original, **kw):
+            calls.append(_name)
+            return _original(self, *args, **kw)
+
+        monkeypatch.setattr(MlflowClient, name, spy)
+    opened = []
+    real_open = mlflow_store.open_store
+    monkeypatch.setattr(mlflow_store, "open_store", lambda *x, **k: opened.append(x) or real_open(*x, **k))
+    with sweep_run(store, "batched", {"levels": [10, 20]}, experiment="batched") as sweep:
+        calls.clear()
+        kids = [sweep.log_child(a, fingerprint=fp), sweep.log_child(b, fingerprint=fp)]
+    assert len(opened) == 1  # the sweep's own; its children reuse its client and experiment
+    # Per child: the run with its tags, one batch of params and metrics, one copy of its folder, its end.
+    assert calls[:8] == ["create_run", "log_batch", "log_artifacts", "set_terminated"] * 2
+    client, exp_id = open_store(store, "batched")
+    for kid, folder in zip(kids, (a, b), strict=True):
+        run = client.get_run(kid)
+        assert run.info.experiment_id == exp_id and run.data.tags["mlflow.parentRunId"] == sweep.run_id
+        assert {f.path for f in client.list_artifacts(kid)} == {p.name for p in folder.iterdir()}
+        assert run.data.metrics["equity"] == json.loads((folder / "summary.json").read_text())["equity"]
+
+
 @pytest.mark.parametrize("error", [ValueError("boom"), KeyboardInterrupt()], ids=["error", "ctrl-c"])
 def test_a_failing_sweep_leaves_a_failed_parent(runs, store, error):
     a, _, fp, _ = runs
@@ -172,6 +203,7 @@ def test_failure_while_logging_marks_the_run_failed_and_names_the_folder(runs, s
         raise OSError("disk full")
 
     monkeypatch.setattr(MlflowClient, "log_artifact", broken)
+    monkeypatch.setattr(MlflowClient, "log_artifacts", broken)  # a whole run folder is copied in one call
     with pytest.raises(DataError, match="disk full") as e:
         log_backtest(a, fingerprint=fp, root=store, experiment="broken")
     assert e.value.path == str(a)
