@@ -10,10 +10,10 @@ dropped socket it waits for a fresh snapshot before deciding again. On start and
 `reconcile_s` it reconciles with the venue (`live.reconcile`). On stop (SIGTERM) it cancels its
 open orders before it exits. Every action is in the audit trail.
 
-Modes: "live" sends real orders. Against the real Binance host (no `api_url`) it refuses to start
-unless ALLOW_MAINNET_TRADE=1 is set and the symbol is in `mainnet_allowlist`; "testnet" uses
-ccxt's sandbox URLs; "paper" takes live market data and fills its orders locally with the
-backtester's venue model (`live.paper`).
+Modes: "live" sends real orders; "testnet" too, to ccxt's testnet hosts unless `api_url` says
+where. To anything but a loopback emulator they refuse to start unless ALLOW_MAINNET_TRADE=1 is set
+and the symbol is in `mainnet_allowlist` (`live.guard`). "paper" takes live market data and fills
+its orders locally with the backtester's venue model (`live.paper`).
 
 Decision latency is measured on every decision that sends something: from the moment its inputs
 were ready (the later of the depth update behind its book arriving and the decision clock waking
@@ -48,6 +48,7 @@ from live.client_ids import IdAllocator, is_ours
 from live.config import LiveConfig
 from live.port import ExchangePort, PortFailed, PortRefused
 from live.reconcile import reconcile, venue_position
+from live.retry import CircuitBreaker
 
 # Throwaway decisions and requests run over this last stretch before the tick: one run leaves a
 # decision 2-3 times slower than when it has just run several times (branch predictors, caches).
@@ -106,26 +107,36 @@ class LiveAdapter:
     # The decision taken ahead for the next tick: (tick perf_counter_ns, the orders, the input key and
     # decide's arguments it was taken on, Ahead); see _decide_ahead
     _ahead: tuple | None = None
+    breaker: CircuitBreaker | None = None  # the port's (None: CircuitBreaker's defaults)
 
     def __post_init__(self) -> None:
         self.strategy = get(self.cfg.strategy)
         self.decider = Decider(self.strategy, self.strategy.validate(self.cfg.params))
         self.decider.warm_up()  # the first real decision must not pay for loading compiled code
         d = self.cfg.state_dir
-        old_budget, budget = d / "budget.json", d / "budget.jsonl"
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)  # what is in it is the operator's only
+        old_budget, budget, ids = d / "budget.json", d / "budget.jsonl", d / "client_ids.json"
         if old_budget.exists() and not budget.exists():  # the one-record file of earlier versions
-            write_atomic(budget, old_budget.read_text().strip() + "\n", durable=True)
+            write_atomic(budget, old_budget.read_text().strip() + "\n", durable=True, mode=0o600)
             old_budget.unlink()
-        # The first start is the one with no state at all. Ids without a budget or a budget without
-        # its id reservation is a damaged state folder, refused: never a silent fresh start.
-        first = not (d / "client_ids.json").exists() and not budget.exists()
-        if (d / "client_ids.json").exists() and not budget.exists():
+        # The first start is the one that never spent: no id reservation and no charge recorded (an
+        # empty budget is a start that failed before trading, e.g. with the venue down). The
+        # reservation is written first (it exists at once, reserving nothing), then the budget, so a
+        # start that fails anywhere leaves a folder the next start takes. Ids handed out without a
+        # budget, or spend without an id reservation, is a damaged folder: refused, never a silent
+        # fresh start.
+        spent = budget.exists() and budget.stat().st_size > 0
+        self.ids = IdAllocator(ids, self.strategy.name, self.cfg.symbol, new=not ids.exists() and not spent)
+        if not budget.exists() and self.ids.peek().seq > 0:
+            self.ids.close()
             raise DataError(f"{d}: client_ids.json without budget.jsonl; refusing to start with an unknown spend")
-        d.mkdir(parents=True, exist_ok=True)
-        self.ids = IdAllocator(d / "client_ids.json", self.strategy.name, self.cfg.symbol, new=first)
         # Synced by housekeeping, not on a timer of its own (a thread waking mid-decision).
-        self.budget = DailyBudget(d / "budget.jsonl", BudgetLimits(self.cfg.max_actions_per_day,
-                                  self.cfg.max_notional_per_day), max_delay_s=None)  # fmt: skip
+        try:
+            self.budget = DailyBudget(budget, BudgetLimits(self.cfg.max_actions_per_day,
+                                      self.cfg.max_notional_per_day), max_delay_s=None)  # fmt: skip
+        except BaseException:
+            self.ids.close()
+            raise
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -134,17 +145,14 @@ class LiveAdapter:
 
     async def run(self) -> None:
         """Reconcile, then trade until stopped; always cancels its own orders before returning."""
-        ex = self.ex
-        await ex.load_markets()
-        self.market = next(m for m in ex.markets.values() if m["id"] == self.cfg.symbol)
-        self.symbol = self.market["symbol"]
-        self.tick = float(self.market["precision"]["price"])
-        self.lot = float(self.market["precision"]["amount"])
-        self.port = ExchangePort(ex, self.symbol, self.audit, self.budget, self.clock_ns, asyncio.sleep)
-        self.audit.write(self.clock_ns(), "start", strategy=self.strategy.name, symbol=self.cfg.symbol,
-                         mode=self.cfg.mode, params=self.cfg.params)  # fmt: skip
-        await self._reconcile(adopt_position=True)
-        self.equity_start = await self._equity()
+        try:
+            await self._start()
+        except BaseException:
+            # Nothing of ours rests yet (the start places no order): the state files are released as
+            # they are, usable by the next start.
+            self.ids.close()
+            self.budget.close()
+            raise
         self.ids.reserve_ahead()  # a reservation is fsynced: never between the first decision and its order
         # What exists now (markets, compiled code, ccxt's tables) lives as long as the process:
         # keeping it out of the collector's scans keeps its pauses short. The collector then runs in
@@ -182,11 +190,37 @@ class LiveAdapter:
                 self.pnl = await self._equity() - self.equity_start
             except Exception as e:  # noqa: BLE001
                 self.audit.write(self.clock_ns(), "final_pnl_unknown", error=type(e).__name__)
+            self.port.flush_refused(self.clock_ns(), force=True)
             self.audit.write(self.clock_ns(), "stop", position=self.position, pnl=self.pnl, decisions=self.decisions)
             self.ids.close()
             self.budget.close()
         if failed is not None:
             raise failed
+
+    async def _start(self) -> None:
+        """The venue's market, the reconciliation on start and the equity at start; DataError if the venue fails us."""
+        ex = self.ex
+        venue = self.cfg.api_url or f"Binance {'testnet' if self.cfg.mode == 'testnet' else 'USDT-M'}"
+        try:
+            await ex.load_markets()
+        except ccxt.BaseError as e:
+            raise DataError(f"venue {venue} did not answer (markets): {_one_line(e, self.audit.redact)}") from None
+        self.market = next((m for m in ex.markets.values() if m["id"] == self.cfg.symbol), None)
+        if self.market is None:
+            raise DataError(f"symbol {self.cfg.symbol} is not listed by {venue}")
+        self.symbol = self.market["symbol"]
+        self.tick = float(self.market["precision"]["price"])
+        self.lot = float(self.market["precision"]["amount"])
+        self.port = ExchangePort(ex, self.symbol, self.audit, self.budget, self.clock_ns, asyncio.sleep,
+                                 breaker=self.breaker)  # fmt: skip
+        self.audit.write(self.clock_ns(), "start", strategy=self.strategy.name, symbol=self.cfg.symbol,
+                         mode=self.cfg.mode, params=self.cfg.params)  # fmt: skip
+        try:
+            await self._reconcile(adopt_position=True)
+            self.equity_start = await self._equity()
+        except (ccxt.BaseError, PortFailed) as e:
+            why = _one_line(e, self.audit.redact)  # ccxt's text quotes the signed request
+            raise DataError(f"venue {venue} failed the start (orders, position, balance): {why}") from None
 
     async def _equity(self) -> float:
         bal = await self.ex.fetch_balance()
@@ -197,10 +231,30 @@ class LiveAdapter:
         found, pos = await reconcile(self.ex, self.port, self.audit, self.clock_ns(), self.symbol, self.strategy.name,
                                      self.cfg.symbol, self.lot, expected, self.position)  # fmt: skip
         for m in found:
-            if m.kind == "missing":
+            if m.kind == "missing" and await self._gone(m.client_id):
                 self.orders.pop(m.client_id, None)
         if adopt_position:  # on start the venue's position is the truth; later drift is logged for a human
             self.position = pos
+
+    async def _gone(self, client_id: str) -> bool:
+        """Whether an order the open-order list lacks is confirmed not open by its own status query.
+
+        A slow open-orders answer can predate an order the adapter has since seen acknowledged: the
+        list alone is not enough to forget it. Not found, or closed, cancelled, expired or rejected:
+        gone. Open, or the query failed: kept (the next reconciliation asks again).
+        """
+        try:
+            o = await self.ex.fetch_order(None, self.symbol, {"clientOrderId": client_id})
+        except ccxt.OrderNotFound:
+            status = "not found"
+        except (ccxt.NetworkError, ccxt.ExchangeError) as e:
+            self.audit.write(self.clock_ns(), "missing_unconfirmed", client_id=client_id, error=type(e).__name__)
+            return False
+        else:
+            status = o.get("status") or "unknown"
+        gone = status != "open"
+        self.audit.write(self.clock_ns(), "missing_checked", client_id=client_id, status=status, forgotten=gone)
+        return gone
 
     async def _reconciler(self) -> None:
         while not self._stop.is_set():
@@ -314,6 +368,10 @@ class LiveAdapter:
             next_tick += max(1, (self.tick_ns - next_tick) // step_ns + 1) * step_ns
             if self.book_ts and time.monotonic() - self.book_ts <= self.cfg.stale_after_s:
                 await self.decide_once()  # never on a stale book
+            elif self.orders:
+                # Nor does a quote rest on a book we cannot see (decision 021, as the backtest): cancel
+                # what is open; one whose cancel fails is tried again at the next tick.
+                await _together([self._cancel(k) for k in list(self.orders.values()) if k.request != REQ_CANCEL])
             self.housekeeping(next_tick - hot_ns)
 
     def housekeeping(self, busy_from_ns: int) -> bool:
@@ -328,6 +386,8 @@ class LiveAdapter:
         self.audit.sync_soon()
         self.budget.sync_soon()
         self.ids.reserve_ahead()
+        if hasattr(self, "port"):
+            self.port.flush_refused(self.clock_ns())
         self.housekeeping_runs += 1
         gc.collect(1 if self.housekeeping_runs % 64 else 2)  # gc is disabled while trading: only here
         return True
@@ -447,11 +507,17 @@ class LiveAdapter:
 
     async def _create(self, side: int, price_ticks: int, qty: float) -> bool:
         """Place one new quote of a decision; False if the port refused it (breaker open, budget used up)."""
+        side_name, price = self._order_terms(side, price_ticks)
+        now = self.clock_ns()
+        reason = self.port.refusal(now, price * qty)
+        if reason is not None:  # refused before it takes a client id: ids name orders that were sent
+            self.port.refuse(now, reason)
+            return False
         cid = self.ids.next()
         k = Known(str(cid), side, price_ticks, qty)
         self.orders[k.client_id] = k
         try:
-            await self.port.create(cid, *self._order_terms(side, price_ticks), qty)
+            await self.port.create(cid, side_name, price, qty)
             k.status = ST_NEW
         except PortRefused:
             self.orders.pop(k.client_id, None)  # never sent
@@ -479,6 +545,12 @@ class LiveAdapter:
                 self.audit.write(self.clock_ns(), "orders_left", client_ids=left)
         except (ccxt.NetworkError, ccxt.ExchangeError, PortFailed) as e:
             self.audit.write(self.clock_ns(), "cancel_all_failed", error=type(e).__name__, detail=str(e)[:300])
+
+
+def _one_line(e: BaseException, redact) -> str:
+    """An exception as one short line for an operator: its class and the start of its text, `redact`ed whole first."""
+    text = " ".join(redact(str(e)).split())
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
 
 
 async def _together(coros: list[Coroutine]) -> None:

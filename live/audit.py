@@ -4,9 +4,14 @@ Lines go through a `live.journal.Journal`: each is handed to the OS before `writ
 trail of a process killed with SIGKILL ends at its last complete action; the fsync follows on a
 background thread (the adapter never waits for the disk between a decision and its order).
 
-Values equal to a registered secret, and every value under a key that names a credential (api
-key, secret, signature, listen key, password), are written as "***", at any depth; a secret inside
-a longer string (an error message quoting a request) is cut out too.
+What is masked as "***", at any depth (the event name and time aside, which are the code's own):
+every value under a key that names a credential (api key, secret, signature, listen key, password,
+token); inside text, the value after such a name (`signature=...`, `"X-MBX-APIKEY": '...'`, also
+percent-encoded) and every 64-hex-digit token (an HMAC-SHA256 signature, whatever key made it);
+and a registered secret where it stands as a whole token (delimited by the start or end of the
+text, whitespace or URL / JSON punctuation). Whole tokens only: a short secret ("s") does not eat
+into words ("start"). A secret of SECRET_ANYWHERE_LEN characters or more is masked also inside a
+longer token, and the whole token goes.
 """
 
 from __future__ import annotations
@@ -20,9 +25,20 @@ from live.journal import Journal
 
 REDACTED = "***"
 _PLAIN = (str, int, float, bool, type(None))  # values json writes as they are
+_KEEP = ("ts_ns", "event")  # the line's own fields: never data, never masked
 _SECRET_KEYS = re.compile(r"(api[-_]?key|secret|signature|listen[-_]?key|password|passphrase|token)", re.I)
-# Credentials inside URLs and messages: signature=..., listenKey=..., X-MBX-APIKEY: ...
-_SECRET_PARAMS = re.compile(r"((?:signature|listenKey|apiKey|X-MBX-APIKEY)[=:]\s*)[^&\s,'\"}]+", re.I)
+# What ends a token: whitespace, and the punctuation of URLs, headers, JSON and Python reprs.
+_DELIMS = r"\s&=?/:,;\"'()\[\]{}<>|#"
+# A credential's name, what may close its quotes and separate it from its value (=, :, also as %3D /
+# %3A, %22 quotes), then the value up to the next delimiter.
+_SECRET_PARAMS = re.compile(
+    r"((?:signature|listen[-_]?key|api[-_]?key|x-mbx-apikey|secret|password|passphrase|token)"
+    r"(?:[\"']|%22|%27)?\s*(?:=|:|%3D|%3A)\s*(?:[\"']|%22|%27)?)"
+    rf"((?:[^{_DELIMS}%]|%(?!2[2367]|3D|3A))+)",
+    re.I,
+)
+_HEX64 = re.compile(rf"(?<![^{_DELIMS}])[0-9a-fA-F]{{64}}(?![^{_DELIMS}])")
+SECRET_ANYWHERE_LEN = 12  # a secret this long does not occur by chance inside another word
 # One encoder for every line: json.dumps with options builds a new one per call (a third of a line's time).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 _KEY_VERDICTS: dict[str, bool] = {}  # key -> names a credential; a line's keys are nearly always the same few
@@ -44,10 +60,15 @@ class AuditLog:
         """Open (append to) `path`; `max_delay_s` is the journal's (None: fsynced only on `sync_soon`)."""
         self.path = Path(path)
         self._journal = Journal(self.path, max_delay_s)
-        self._secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))  # longest first
+        secrets = sorted({s for s in secrets if s}, key=len, reverse=True)  # longest first
+        self._secrets = tuple(secrets)
+        # Each secret where it stands as a whole token; a long one also inside a token, the token whole.
+        alts = [rf"(?<![^{_DELIMS}]){re.escape(x)}(?![^{_DELIMS}])" for x in secrets]
+        alts += [rf"[^{_DELIMS}]*{re.escape(x)}[^{_DELIMS}]*" for x in secrets if len(x) >= SECRET_ANYWHERE_LEN]
+        self._secret_re = re.compile("|".join(alts)) if alts else None
 
     def redact(self, value: Any, key: str = "") -> Any:
-        """`value` with every secret replaced by REDACTED (dicts and lists walked)."""
+        """`value` with every credential and secret replaced by REDACTED (dicts and lists walked)."""
         if key and _secret_key(key):
             return REDACTED
         if isinstance(value, dict):
@@ -55,10 +76,14 @@ class AuditLog:
         if isinstance(value, (list, tuple)):
             return [self.redact(v) for v in value]
         if isinstance(value, str):
-            for s in self._secrets:
-                value = value.replace(s, REDACTED)
-            if "=" in value or ":" in value:  # _SECRET_PARAMS cannot match without one
+            # Credentials by their names first: a secret masked before would hide the name ("***ignature=").
+            low = value.lower()  # every name _SECRET_PARAMS knows holds one of these: most text skips it
+            if "sig" in low or "key" in low or "secret" in low or "pass" in low or "token" in low:
                 value = _SECRET_PARAMS.sub(lambda m: m.group(1) + REDACTED, value)
+            if len(value) >= 64:
+                value = _HEX64.sub(REDACTED, value)
+            if self._secret_re is not None and any(x in value for x in self._secrets):
+                value = self._secret_re.sub(REDACTED, value)
         return value
 
     def render(self, now_ns: int, event: str, **fields: Any) -> str:
@@ -67,7 +92,8 @@ class AuditLog:
         if not all(type(v) in _PLAIN for v in fields.values()):
             # Objects become text first (exceptions, bytes, paths), so their text is redacted too.
             record = json.loads(json.dumps(record, default=str))
-        return _ENCODER.encode(self.redact(record))
+        clean = {k: (v if k in _KEEP else self.redact(v, k)) for k, v in record.items()}
+        return _ENCODER.encode(clean)
 
     def write(self, now_ns: int, event: str, **fields: Any) -> None:
         """Append one line {"ts_ns", "event", **fields} (in the OS at once, on disk a moment later)."""

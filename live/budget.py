@@ -74,7 +74,7 @@ class DailyBudget:
                     raise DataError(
                         f"{self.path}: damaged budget file ({e}); refusing to start with an unknown spend"
                     ) from None
-            write_atomic(self.path, self._line() + "\n" if lines else "", durable=True)  # compacted
+            write_atomic(self.path, self._line() + "\n" if lines else "", durable=True, mode=0o600)  # compacted
             if self.day:
                 self._day_end_ns = _day_end_ns(self.day)
         self._journal = Journal(self.path, max_delay_s)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import ccxt.pro as ccxtpro
 
@@ -27,8 +28,14 @@ from grinder.data.instruments import Instrument, known_instruments, resolve_inst
 from grinder.venue.server import api_urls
 from grinder.venue.wire import decimals_of
 from live.config import LiveConfig
+from live.guard import check_order_venue, parse_api_url
 
 MARKET_EVENTS = ("depthUpdate", "trade")
+# Where ccxt's sandbox switch points binanceusdm (ccxt 4.5): testnet mode without api_url talks to these only.
+TESTNET_HOSTS = frozenset(
+    ("testnet.binancefuture.com fstream.binancefuture.com dstream.binancefuture.com testnet.binance.vision "
+     "stream.testnet.binance.vision ws-api.testnet.binance.vision").split()
+)  # fmt: skip
 
 Tap = Callable[[int, dict], None]  # (local receive time ns since the epoch, raw message)
 
@@ -246,7 +253,8 @@ def credentials() -> tuple[str, str]:
     """API key and secret from GRINDER_API_KEY / GRINDER_API_SECRET, or *_FILE paths to files holding them."""
     out = []
     for name in ("GRINDER_API_KEY", "GRINDER_API_SECRET"):
-        value = os.environ.get(name, "")
+        # Stripped as a file's content is: white space around a key is a paste slip, never part of it.
+        value = os.environ.get(name, "").strip()
         path = os.environ.get(f"{name}_FILE", "")
         if not value and path:
             try:
@@ -271,22 +279,43 @@ def client_options(api_url: str | None, key: str = "", secret: str = "") -> dict
 
 
 def make_client(cfg: LiveConfig, key: str = "", secret: str = "") -> GrinderBinance:
-    """The client for the config: paper (no orders leave), the emulator, testnet, or Binance (mainnet gate checked)."""
-    opts = client_options(cfg.api_url, key, secret)
+    """The client for the config: paper (no orders leave), the emulator, testnet, or Binance.
+
+    Orders to anything but a loopback emulator need ALLOW_MAINNET_TRADE=1 and the symbol in the
+    allowlist (`live.guard`), checked before the client exists. `api_url`, when set, is where every
+    request goes in every mode (testnet included: ccxt's sandbox switch would move them to its own
+    hosts); without it live mode talks to Binance and testnet mode to ccxt's testnet hosts. Which
+    hosts the client ended up with is checked too: a DataError, never a request to another host.
+    """
+    venue = parse_api_url(cfg.api_url) if cfg.api_url else None
+    opts = client_options(venue.base if venue else None, key, secret)
     if cfg.mode == "paper":
         from live.paper import PaperBinance  # paper builds on this module
 
         ex: GrinderBinance = PaperBinance(opts, cfg.symbol, cfg.paper_balance, cfg.paper_partial_fills)
     else:
+        where = venue.base if venue else f"Binance {'testnet' if cfg.mode == 'testnet' else 'mainnet'}"
+        check_order_venue(cfg.mode, cfg.symbol, cfg.mainnet_allowlist, where, venue is not None and venue.loopback)
         if not key or not secret:
             raise DataError(f"{cfg.mode} mode needs credentials (GRINDER_API_KEY / GRINDER_API_SECRET)")
-        if cfg.mode == "live" and not cfg.api_url:
-            if os.environ.get("ALLOW_MAINNET_TRADE") != "1":
-                raise DataError("live mode on Binance mainnet needs ALLOW_MAINNET_TRADE=1")
-            if cfg.symbol not in cfg.mainnet_allowlist:
-                raise DataError(f"{cfg.symbol} is not in mainnet_allowlist {list(cfg.mainnet_allowlist)}")
         ex = GrinderBinance(opts)
-    if cfg.mode == "testnet":
+    if venue is not None:
+        # ccxt merges the options' URLs into its own: the endpoints not named there (spot, options,
+        # the portfolio API...) would still point at Binance. Only the venue's are kept: a call to
+        # any other endpoint fails in ccxt instead of leaving for another host.
+        ex.urls["api"] = api_urls(venue.base)
+    if cfg.mode == "testnet" and venue is None:
         ex.set_sandbox_mode(True)
+    hosts = _hosts(ex.urls["api"])
+    expected = {venue.host} if venue else TESTNET_HOSTS if cfg.mode == "testnet" else None
+    if expected is not None and not hosts <= expected:
+        raise DataError(f"the client would talk to {sorted(hosts - expected)}, not {sorted(expected)}: refusing")
     ex.exceptions["exact"].update(ex.exceptions["linear"]["exact"])  # the venue's error classes on any host
     return ex
+
+
+def _hosts(urls: dict | str) -> set[str]:
+    """Every host named in ccxt's (nested) `urls['api']`."""
+    if isinstance(urls, str):
+        return {(urlsplit(urls).hostname or "").lower()}
+    return set().union(*(_hosts(v) for v in urls.values() if isinstance(v, dict | str)))

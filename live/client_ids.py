@@ -107,7 +107,7 @@ class IdAllocator:
     """Hands out ever-growing client order ids for one strategy and symbol; the reservation lives in `path`."""
 
     def __init__(self, path: Path, strategy: str, symbol: str, block: int = 1000, new: bool = False):
-        """Open the reservation in `path`; `new=True` (first start only) creates it, else it must exist."""
+        """Open the reservation in `path`; `new=True` (first start only) creates it at once, else it must exist."""
         check_names(strategy, symbol)
         if block < 1:
             raise ValueError(f"block must be >= 1, got {block}")
@@ -120,10 +120,13 @@ class IdAllocator:
         self._lock = ProcessLock(self.path)  # two processes sharing it would hand out the same ids
         try:
             self._next = self._reserved()
-        except DataError:
+            self._end = self._next  # nothing reserved by this process yet
+            if new:
+                # On disk at once, reserving nothing: the folder shows it has had its first start.
+                self._reserve(self._next)
+        except BaseException:
             self._lock.release()
             raise
-        self._end = self._next  # nothing reserved by this process yet
 
     def _reserved(self) -> int:
         """Where the last process's reservation ended (0 for a new one); a damaged file stops the adapter."""
@@ -147,7 +150,7 @@ class IdAllocator:
 
     def _reserve(self, end: int) -> None:
         record = {"strategy": self.strategy, "symbol": self.symbol, "reserved_until": end}
-        write_atomic(self.path, json.dumps(record), durable=True)
+        write_atomic(self.path, json.dumps(record), durable=True, mode=0o600)
         self._end = end
 
     def reserve_ahead(self) -> bool:

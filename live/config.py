@@ -5,9 +5,10 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grinder.data.errors import DataError
+from live.guard import parse_api_url
 
 
 class LiveConfig(BaseModel):
@@ -20,7 +21,7 @@ class LiveConfig(BaseModel):
     symbol: str = Field(description="venue symbol, e.g. BTCUSDT")
     mode: str = Field("live", pattern="^(live|testnet|paper)$")
     api_url: str | None = Field(
-        None, description="base URL of a Binance-compatible venue (the emulator); None: Binance"
+        None, description="base URL (scheme://host[:port]) of a Binance-compatible venue; None: Binance (live.guard)"
     )
     state_dir: Path = Path("live_state")
     step_ms: int = Field(100, ge=1)
@@ -34,6 +35,13 @@ class LiveConfig(BaseModel):
     )
     paper_balance: float = Field(10_000.0, gt=0, description="paper mode: the simulated wallet (settle currency)")
     paper_partial_fills: bool = Field(False, description="paper mode: fill by traded quantity beyond the queue")
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url_is_a_base_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_api_url(v)  # ValueError says what is wrong; the client takes it parsed
+        return v
 
     @model_validator(mode="after")
     def _hot_within_step(self) -> LiveConfig:
@@ -55,4 +63,5 @@ def load_config(path: Path) -> LiveConfig:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        raise DataError(f"{path}: {where + ': ' if where else ''}{first['msg']}") from None
+        msg = first["msg"].removeprefix("Value error, ")
+        raise DataError(f"{path}: {where + ': ' if where else ''}{msg}") from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -28,10 +29,12 @@ class Journal:
 
     def __init__(self, path: Path, max_delay_s: float | None = 1.0):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # A bare descriptor, no Python buffer: one write(2) per line is all that stands between a
         # line and the OS (about half the time of a text file's write and flush on a cold CPU).
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if stat.S_ISREG(os.fstat(self._fd).st_mode):  # a device (/dev/full in tests) is not ours to change
+            os.fchmod(self._fd, 0o600)  # the owner's only, whatever the umask, also a file of an earlier version
         self._closed = False
         self._wake = threading.Event()
         self._dirty = False

@@ -6,7 +6,9 @@ Retry-After the venue sent. After an *ambiguous* failure (a timeout, a dropped c
 the venue may have accepted the order) the port looks the order up by its client order id before
 sending it again, so a retried create never makes two orders. Errors that will not go away (a
 post-only order that would take, bad credentials, a filter) are not retried. Repeated failures
-open the circuit breaker: no new orders until a trial request succeeds after the cool-down.
+open the circuit breaker: no new orders until a trial request succeeds after the cool-down; only
+a create that is sent is the trial (`prewarm` and `refusal` only ask). A create that is refused
+(breaker, budget) is counted, not written one by one: one "creates_refused" line per interval.
 Cancels are still sent while the breaker is open (they only reduce risk).
 
 The clock, the sleep and the random generator are the caller's (the live process passes the real
@@ -31,6 +33,8 @@ from live.retry import Backoff, CircuitBreaker
 PERMANENT = (ccxt.InvalidOrder, ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.InsufficientFunds,
              ccxt.BadSymbol, ccxt.BadRequest, ccxt.AccountSuspended)  # fmt: skip
 RATE_LIMITED = (ccxt.DDoSProtection, ccxt.RateLimitExceeded)  # refused before execution: safe to resend
+# Refused creates are written to the audit trail as counts, at most one line per this long.
+REFUSED_EVERY_NS = 10_000_000_000
 
 
 class PortRefused(Exception):
@@ -63,6 +67,48 @@ class ExchangePort:
     def __post_init__(self) -> None:
         self.breaker = self.breaker or CircuitBreaker()
         self.rng = self.rng or random.Random()
+        self._breaker_seen = self.breaker.state  # the last state the audit trail was told of
+        self._refused: dict[str, int] = {}  # refused creates per reason, not yet in the audit trail
+        self._refused_since_ns = 0  # time of the first of them
+        self._refused_line_ns = -REFUSED_EVERY_NS  # time of the last "creates_refused" line
+
+    def refusal(self, now_ns: int, notional: float) -> str | None:
+        """Why a create of this notional would not be sent now (breaker, budget, state files), or None.
+
+        Asks only: nothing is taken (not the breaker's trial), charged or written.
+        """
+        if not self.breaker.allows(now_ns / 1e9):
+            return "circuit breaker open"
+        reason = self.budget.allows(now_ns, notional)
+        if self.budget.error or self.audit.error:
+            reason = f"state not recorded ({self.budget.error or self.audit.error}): no new orders"
+        return reason
+
+    def refuse(self, now_ns: int, reason: str) -> PortRefused:
+        """Count a create not sent for `reason` (no client id taken) and return the exception to raise.
+
+        The audit trail gets one "creates_refused" line per REFUSED_EVERY_NS with the counts by
+        reason, not one line per refusal: a breaker open for minutes refuses every decision.
+        """
+        if not self._refused:
+            self._refused_since_ns = now_ns
+        self._refused[reason] = self._refused.get(reason, 0) + 1
+        self.flush_refused(now_ns)
+        return PortRefused(reason)
+
+    def flush_refused(self, now_ns: int, force: bool = False) -> None:
+        """Write the refused creates counted so far if an interval has passed since the last such line (or `force`)."""
+        if self._refused and (force or now_ns - self._refused_line_ns >= REFUSED_EVERY_NS):
+            self.audit.write(now_ns, "creates_refused", counts=self._refused, since_ns=self._refused_since_ns,
+                             breaker=self.breaker.state)  # fmt: skip
+            self._refused, self._refused_line_ns = {}, now_ns
+
+    def _breaker_news(self) -> None:
+        """One audit line whenever the breaker has changed state (open, half open, closed)."""
+        b = self.breaker
+        if b.state != self._breaker_seen:
+            self._breaker_seen = b.state
+            self.audit.write(self.now_ns(), "breaker", state=b.state, failures=b.failures)
 
     def _retry_after_s(self) -> float | None:
         headers = getattr(self.ex, "last_response_headers", None) or {}
@@ -80,8 +126,7 @@ class ExchangePort:
         Called just before a decision's tick, so the path a request takes is in the CPU's caches.
         """
         now = self.now_ns()
-        self.breaker.allows(now / 1e9)
-        self.budget.allows(now, price * qty)
+        self.refusal(now, price * qty)  # asks only: the half-open trial is for a real create
         self.audit.render(now, "create", client_id="w", side="buy", price=price, qty=qty)
         self.audit.render(now, "cancel", order_id=None, client_id="w")
         self.budget.prewarm()
@@ -103,15 +148,11 @@ class ExchangePort:
     async def create(self, cid: ClientOrderId, side: str, price: float, qty: float) -> dict:
         """Place a post-only limit order; returns ccxt's order. PortRefused if not sent, PortFailed if it failed."""
         now = self.now_ns()
-        if not self.breaker.allows(now / 1e9):
-            self.audit.write(now, "create_refused", client_id=str(cid), reason="circuit breaker open")
-            raise PortRefused("circuit breaker open: no new orders")
-        reason = self.budget.allows(now, price * qty)
-        if self.budget.error or self.audit.error:
-            reason = f"state not recorded ({self.budget.error or self.audit.error}): no new orders"
+        reason = self.refusal(now, price * qty)
         if reason is not None:
-            self.audit.write(now, "create_refused", client_id=str(cid), reason=reason)
-            raise PortRefused(reason)
+            raise self.refuse(now, reason)
+        self.breaker.acquire(now / 1e9)  # half open: this create is the trial
+        self._breaker_news()
         self.budget.charge(now, price * qty)
         self.audit.write(now, "create", client_id=str(cid), side=side, price=price, qty=qty)
         attempt = 0
@@ -123,14 +164,20 @@ class ExchangePort:
                     found = await self._lookup(str(cid))
                     if found is not None:
                         self.breaker.success()
+                        self._breaker_news()
                         self.audit.write(self.now_ns(), "created", client_id=str(cid), order_id=found["id"],
                                          found_by_lookup=True)  # fmt: skip
                         return found
                 order = await self._call(lambda: self.ex.create_post_only(self.symbol, side, qty, price, str(cid)))
                 self.breaker.success()
+                self._breaker_news()
                 self.audit.write(self.now_ns(), "created", client_id=str(cid), order_id=order["id"])
                 return order
             except PERMANENT as e:
+                # The venue answered: for the breaker that is a success (a half-open trial rejected as
+                # post-only-would-take must close it, or it waits out another cool-down).
+                self.breaker.success()
+                self._breaker_news()
                 self.audit.write(self.now_ns(), "create_rejected", client_id=str(cid), error=str(e))
                 raise PortFailed(f"{cid}: rejected: {e}") from e
             except RATE_LIMITED as e:
@@ -150,6 +197,7 @@ class ExchangePort:
 
     def _failed(self, cid: ClientOrderId, e: Exception, attempt: int, wait: float) -> None:
         self.breaker.failure(self.now_ns() / 1e9)
+        self._breaker_news()
         self.audit.write(self.now_ns(), "create_error", client_id=str(cid), attempt=attempt,
                          error=type(e).__name__, detail=str(e)[:300], retry_in_s=round(wait, 3))  # fmt: skip
 

@@ -6,8 +6,9 @@ compares them with its own view. Every difference is a `Mismatch` written to the
 - orphan: an open order with this adapter's client-id prefix (same strategy and symbol) that the
   adapter does not know, e.g. left by a process killed with orders resting. It is cancelled.
 - missing: an order the adapter believes open that the venue does not list (filled or cancelled
-  while the adapter was not looking). The adapter forgets it; fills arrive from the user stream or
-  the next position check.
+  while the adapter was not looking). The adapter forgets it once the order's own status query
+  says it is not open (a slow open-order list can predate it); fills arrive from the user stream
+  or the next position check.
 - position_drift: the venue's position differs from the adapter's by more than half a lot.
   Logged; the adapter adopts the venue's figure (the venue is the truth about money).
 

@@ -3,8 +3,9 @@
 `Backoff` gives the wait before each retry: exponential with full jitter (a random wait between 0
 and base * 2**attempt, capped), never shorter than a Retry-After the venue sent. `CircuitBreaker`
 opens after `threshold` failures in a row: no new orders for `cooldown_s`, then one trial request
-(half open) closes it on success or opens it again on failure. Both take the time and the random
-generator from the caller, so they are tested without sleeping.
+(half open) closes it on success or opens it again on failure. Asking (`allows`) and letting a
+request through (`acquire`) are apart: only a request that is sent takes the trial. Both classes
+take the time and the random generator from the caller, so they are tested without sleeping.
 """
 
 from __future__ import annotations
@@ -55,15 +56,24 @@ class CircuitBreaker:
             raise ValueError(f"bad circuit breaker {self}")
 
     def allows(self, now_s: float) -> bool:
-        """Whether a request may go out now; once the cool-down is over, a single trial (half open)."""
-        if self.state == OPEN and now_s - self.opened_at_s >= self.cooldown_s:
-            self.state, self.trial_out = HALF_OPEN, False
+        """Whether a request would be let through now; asks only (the half-open trial is not taken)."""
+        if self.state == OPEN:
+            return now_s - self.opened_at_s >= self.cooldown_s
         if self.state == HALF_OPEN:
-            if self.trial_out and now_s - self.trial_at_s < self.cooldown_s:
-                return False
-            self.trial_out, self.trial_at_s = True, now_s
-            return True
-        return self.state == CLOSED
+            return not self.trial_out or now_s - self.trial_at_s >= self.cooldown_s
+        return True
+
+    def acquire(self, now_s: float) -> bool:
+        """Let one request through if `allows`; half open (after the cool-down) it is the single trial.
+
+        Only a request that is really sent may acquire: anything else (a warm-up, a check) asks
+        `allows`, or it would use up the trial and keep the breaker from ever closing.
+        """
+        if not self.allows(now_s):
+            return False
+        if self.state != CLOSED:
+            self.state, self.trial_out, self.trial_at_s = HALF_OPEN, True, now_s
+        return True
 
     def success(self) -> None:
         """A request went through: close; ignored while open (a late reply to a request sent before it opened)."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import socket
+import time
 
 import pytest
 
@@ -141,6 +144,19 @@ def test_a_sequence_gap_stops_decisions_until_the_book_is_resynced(tape, tmp_pat
     assert fresh is not None and fresh["decisions"] == gap_ev["decisions"]  # no decision on the stale book
     assert adapter.decisions > fresh["decisions"]  # and trading resumed after the resync
     assert sum(p == "/fapi/v1/depth" for _, p in srv.faults.requests) >= 2  # a new snapshot
+    assert not [c for c in left if c.startswith("grinder_")]
+
+
+def test_quotes_are_cancelled_while_the_book_is_stale(tape, tmp_path):  # noqa: F811
+    def slow_gap(srv):
+        srv.faults.seq_gap = True
+        srv.faults.slow_s = 0.3  # the new snapshot takes a while: the book stays stale over several ticks
+
+    adapter, srv, _, left, events = asyncio.run(session(tape, tmp_path, 6.0, during=slow_gap))
+    gap_ev, fresh = pairs(events, "book_stale", "book_fresh")[0]
+    # Nothing rests on a book the adapter cannot see (decision 021): the open quotes are cancelled.
+    during = [e["event"] for e in events if gap_ev["ts_ns"] <= e["ts_ns"] <= fresh["ts_ns"]]
+    assert fresh["ts_ns"] - gap_ev["ts_ns"] > 0.3e9 and "cancel" in during
     assert not [c for c in left if c.startswith("grinder_")]
 
 
@@ -374,6 +390,9 @@ def test_the_request_signed_ahead_is_the_first_one_the_adopted_decision_sends(tm
 
         first_request_ns = 0
 
+        def refusal(self, now_ns, notional):  # the port's check before a create takes its id: all clear
+            return None
+
         async def create(self, cid, side, price, qty):
             self.calls.append(("create", "BTC/USDT:USDT", side, qty, price, str(cid)))
 
@@ -400,3 +419,172 @@ def test_the_request_signed_ahead_is_the_first_one_the_adopted_decision_sends(tm
             sent = [c for c in rec.calls if c[0] in ("create", "cancel")]
             assert presigned[0] == f"presign {first}" and sent[0] == (first, *presigned[1:])
             assert rec.calls[-1] == ("drop",) and adapter.decided_ahead > 0
+
+
+async def _until(pred, timeout_s: float = 30.0, what: str = "") -> None:
+    """Wait (polling the event loop) until pred() is true; AssertionError naming `what` after timeout_s."""
+    t0 = asyncio.get_running_loop().time()
+    while not pred():
+        if asyncio.get_running_loop().time() - t0 > timeout_s:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+# After a 5xx storm clears and the cool-down has passed on the breaker's clock, the first create the
+# strategy wants is the trial and orders flow again: within this many decisions (reconciliation every
+# 1 s clears the creates the storm left unknown, then one decision sends).
+RECOVERY_DECISIONS = 20
+
+
+def test_a_5xx_storm_that_clears_lets_orders_flow_again_and_refused_creates_take_no_id(tape, tmp_path):  # noqa: F811
+    skew = [0]  # ns added to the adapter's clock: the breaker's cool-down passes without waiting for it
+
+    async def main():
+        srv = VenueServer(tape, CREDS, speed=20.0)
+        srv.preroll()
+        port = await srv.start()
+        replay = asyncio.create_task(srv.run_replay())
+        cfg = config(tmp_path, port)
+        ex = make_client(cfg, CREDS.api_key, CREDS.secret)
+        audit = AuditLog(tmp_path / "audit.jsonl", secrets=(CREDS.api_key, CREDS.secret))
+        adapter = LiveAdapter(cfg, ex, audit, clock_ns=lambda: time.time_ns() + skew[0])
+        task = asyncio.create_task(adapter.run())
+        try:
+            await _until(lambda: len(srv.x.open_orders()) >= 2, what="the first quotes")
+            srv.faults.http_status, srv.faults.http_count = 503, 10**9  # every private request fails
+            await _until(lambda: adapter.port.breaker.state == "open", what="the breaker to open")
+            await asyncio.sleep(1.0)  # ten decisions refused while it is open
+            srv.faults.http_count = 0  # the venue is back
+            await asyncio.sleep(1.0)  # ten more ticks warmed up (each asks the breaker) before the cool-down ends
+            skew[0] += 31 * 10**9  # the cool-down (30 s) is over
+            at = adapter.decisions
+            created_before = len(srv.x.open_orders())
+            await _until(lambda: adapter.port.breaker.state == "closed", what="the breaker to close")
+            closed_at = adapter.decisions
+            await _until(lambda: len(srv.x.open_orders()) > created_before, what="orders after recovery")
+        finally:
+            adapter.stop()
+            await asyncio.wait_for(task, 60)
+            left = [o.client_id for o in srv.x.open_orders()]
+            replay.cancel()
+            await ex.close()
+            audit.close()
+            await srv.stop()
+        return adapter, at, closed_at, left
+
+    adapter, at, closed_at, left = asyncio.run(main())
+    print("RECOVERY", closed_at - at)
+    assert closed_at - at <= RECOVERY_DECISIONS
+    events = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert [e["state"] for e in events if e["event"] == "breaker"][-3:] == ["open", "half_open", "closed"]
+    # Every client id handed out went into a create that was sent: ids are 0, 1, 2, ... with no gap.
+    sent = [e["client_id"] for e in events if e["event"] == "create"]
+    assert len(sent) == len(set(sent)) == adapter.ids.peek().seq
+    # Refused creates: counted, a line per 10 s of the adapter's clock, not one per decision.
+    refused = [e for e in events if e["event"] == "creates_refused"]
+    assert refused and sum(e["counts"].get("circuit breaker open", 0) for e in refused) >= 5
+    assert len(refused) <= 4 and "create_refused" not in kinds
+    assert not [c for c in left if c.startswith("grinder_")]
+
+
+def _dead_port() -> int:
+    """A loopback port nobody listens on (the venue is down)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_failed_first_start_leaves_a_private_state_folder_the_next_start_takes(tape, tmp_path):  # noqa: F811
+    old_umask = os.umask(0o022)  # the usual default: the files must be private whatever it is
+    try:
+
+        async def down():
+            cfg = config(tmp_path, _dead_port())
+            ex = make_client(cfg, CREDS.api_key, CREDS.secret)
+            audit = AuditLog(tmp_path / "audit.jsonl", secrets=(CREDS.api_key, CREDS.secret))
+            try:
+                with pytest.raises(DataError, match=r"venue http://127\.0\.0\.1:\d+ did not answer") as e:
+                    await LiveAdapter(cfg, ex, audit).run()
+                assert "\n" not in str(e.value) and CREDS.api_key not in str(e.value)
+            finally:
+                await ex.close()
+                audit.close()
+
+        asyncio.run(down())
+        state = tmp_path / "state"
+        for p in [state, *state.iterdir()]:
+            assert p.stat().st_mode & 0o077 == 0, p  # 0600 files, a 0700 folder
+        adapter, srv, mid_run, left, events = asyncio.run(session(tape, tmp_path, 3.0))  # the same state folder
+    finally:
+        os.umask(old_umask)
+    assert [c for c in mid_run if c.startswith("grinder_static_grid:BTCUSDT:")]  # it trades
+    assert not [c for c in left if c.startswith("grinder_")]
+    for p in [state, *state.iterdir()]:
+        assert p.stat().st_mode & 0o077 == 0, p
+
+
+def test_an_unknown_symbol_is_one_line_naming_it(tape, tmp_path):  # noqa: F811
+    async def main():
+        srv = VenueServer(tape, CREDS, speed=20.0)
+        srv.preroll()
+        port = await srv.start()
+        cfg = LiveConfig(strategy="static_grid", params=PARAMS, symbol="DOGEUSDT", api_url=f"http://127.0.0.1:{port}",
+                         state_dir=tmp_path / "state")  # fmt: skip
+        ex = make_client(cfg, CREDS.api_key, CREDS.secret)
+        audit = AuditLog(tmp_path / "audit.jsonl")
+        try:
+            with pytest.raises(DataError, match=rf"^symbol DOGEUSDT is not listed by http://127\.0\.0\.1:{port}$"):
+                await LiveAdapter(cfg, ex, audit).run()
+        finally:
+            await ex.close()
+            audit.close()
+            await srv.stop()
+        assert not [p for _, p in srv.faults.requests if p == "/fapi/v1/order"]
+
+    asyncio.run(main())
+
+
+def test_an_order_a_slow_open_orders_answer_lacks_is_kept_until_its_own_status_says_gone(tape, tmp_path):  # noqa: F811
+    from grinder.core.diff import ST_NEW
+    from live.adapter import Known
+
+    async def main():
+        srv = VenueServer(tape, CREDS, speed=20.0)
+        srv.preroll()
+        port = await srv.start()
+        cfg = config(tmp_path, port)
+        ex = make_client(cfg, CREDS.api_key, CREDS.secret)
+        audit = AuditLog(tmp_path / "audit.jsonl")
+        adapter = LiveAdapter(cfg, ex, audit)
+        try:
+            await adapter._start()
+            bb, _ = srv.x.best()
+            cid, never = str(adapter.ids.next()), str(adapter.ids.next())
+            await ex.create_post_only(SYMBOL, "buy", 0.002, (bb - 50) * 0.1, cid)
+            adapter.orders = {c: Known(c, 1, bb - 50, 0.002, status=ST_NEW) for c in (cid, never)}
+            real = ex.fetch_open_orders
+
+            async def stale(*a, **k):  # an answer computed before either order reached the venue
+                await real(*a, **k)
+                return []
+
+            ex.fetch_open_orders = stale
+            await adapter._reconcile()
+            kept = set(adapter.orders)
+            await ex.cancel_by_client_id(SYMBOL, cid)
+            await adapter._reconcile()
+            return cid, kept, set(adapter.orders), [o.client_id for o in srv.x.open_orders()]
+        finally:
+            adapter.ids.close()
+            adapter.budget.close()
+            await ex.close()
+            audit.close()
+            await srv.stop()
+
+    cid, kept, after, resting = asyncio.run(main())
+    assert kept == {cid}  # the open one kept, the one never sent forgotten
+    assert after == set() and resting == []  # once its status says cancelled, it is forgotten too
+    checks = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    checks = [(e["status"], e["forgotten"]) for e in checks if e["event"] == "missing_checked"]
+    assert sorted(checks) == [("canceled", True), ("not found", True), ("open", False)]

@@ -152,3 +152,30 @@ def test_paper_mode_as_a_process_needs_no_key_fills_and_reports_position_and_pnl
     assert stop["event"] == "stop" and stop["pnl"] is not None
     assert f"position {stop['position']:g}, PnL {stop['pnl']:+.4f} USDT" in out
     assert open_orders(port) == []  # the venue never saw an order
+
+
+@pytest.mark.parametrize(
+    "api_url, env, expected",
+    [
+        ("http://localhost@evil.com", {}, "no user name or password"),  # garbage: config validation
+        ("https://fapi.binance.com", {}, "needs ALLOW_MAINNET_TRADE=1"),  # the guard, before any request
+        ("DEAD", {}, "did not answer"),  # a venue that is down
+        ("DEAD", {"GRINDER_API_KEY": ""}, "set GRINDER_API_KEY"),  # no credentials
+    ],
+    ids=["garbage-url", "mainnet-host", "venue-down", "no-credentials"],
+)
+def test_operator_errors_are_one_line_exit_2_and_no_traceback(api_url, env, expected, tmp_path):
+    import socket
+
+    if api_url == "DEAD":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            api_url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    cfg = tmp_path / "live.toml"
+    cfg.write_text(f'strategy = "static_grid"\nsymbol = "BTCUSDT"\napi_url = "{api_url}"\n'
+                   f'state_dir = "{tmp_path / "s"}"\n{KILL_RESTART_TOML}')  # fmt: skip
+    run_env = {k: v for k, v in ENV.items() if k != "ALLOW_MAINNET_TRADE"} | env
+    r = subprocess.run([sys.executable, "-m", "grinder", "live", "--config", str(cfg)], capture_output=True,
+                       text=True, env=run_env, cwd=REPO, timeout=120)  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert expected in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

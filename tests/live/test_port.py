@@ -183,3 +183,53 @@ def test_prewarm_sends_charges_and_writes_nothing(tape, tmp_path):  # noqa: F811
         assert line == '{"ts_ns":1,"event":"create","client_id":"c","side":"buy","price":1.5,"qty":0.002}'
 
     run(tape, body, tmp=tmp_path)
+
+
+def test_after_a_5xx_storm_warm_ups_do_not_use_up_the_trial_and_refusals_are_counted_not_listed(tape, tmp_path):  # noqa: F811
+    async def body(srv, ex, p, clock):
+        bb, _ = srv.x.best()
+        px = (bb - 50) * 0.1
+        srv.faults.http_status, srv.faults.http_count = 503, 1000
+        with pytest.raises(PortFailed):
+            await p.create(cid(1), "buy", px, 0.002)
+        assert p.breaker.state == "open"
+        srv.faults.http_count = 0  # the venue is back
+        # A decision every 100 ms for 40 s: each tick warms the path up, each decision asks first.
+        n_refused = 0
+        for _ in range(400):
+            clock.t += 100_000_000
+            p.prewarm(px, 0.002)
+            if (reason := p.refusal(clock.now(), px * 0.002)) is not None:
+                p.refuse(clock.now(), reason)
+                n_refused += 1
+        assert 250 < n_refused <= 300  # refused for the rest of the 30 s cool-down, not beyond
+        assert p.refusal(clock.now(), px * 0.002) is None  # the trial is still there for a real order
+        o = await p.create(cid(2), "buy", px, 0.002)
+        assert o["status"] == "open" and p.breaker.state == "closed"
+        lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        refused = [x for x in lines if x["event"] == "creates_refused"]
+        # 30 s of cool-down at 10 refusals a second: one line per 10 s, not 300 lines.
+        assert 2 <= len(refused) <= 4
+        assert "client_id" not in refused[0] and not [x for x in lines if x["event"] == "create_refused"]
+        assert [x["state"] for x in lines if x["event"] == "breaker"] == ["open", "half_open", "closed"]
+        p.flush_refused(clock.now(), force=True)
+        lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        assert sum(sum(x["counts"].values()) for x in lines if x["event"] == "creates_refused") == n_refused
+
+    run(tape, body, tmp=tmp_path)
+
+
+def test_a_half_open_trial_the_venue_rejects_still_closes_the_breaker(tape, tmp_path):  # noqa: F811
+    async def body(srv, ex, p, clock):
+        bb, _ = srv.x.best()
+        p.breaker.failure(clock.now() / 1e9)
+        p.breaker.failure(clock.now() / 1e9)
+        p.breaker.failure(clock.now() / 1e9)
+        assert p.breaker.state == "open"
+        clock.t += 31 * 10**9
+        with pytest.raises(PortFailed, match="rejected"):  # the trial: a post-only order that would take
+            await p.create(cid(1), "buy", (bb + 100) * 0.1, 0.002)
+        assert p.breaker.state == "closed"  # the venue answered: it is up
+        await p.create(cid(2), "buy", (bb - 50) * 0.1, 0.002)
+
+    run(tape, body, tmp=tmp_path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from live.retry import CLOSED, HALF_OPEN, OPEN, Backoff, CircuitBreaker
 
@@ -25,24 +27,55 @@ def test_backoff_grows_with_jitter_and_honours_retry_after():
 def test_breaker_opens_after_repeated_failures_then_recovers_through_one_trial():
     cb = CircuitBreaker(threshold=3, cooldown_s=10.0)
     for t in (0.0, 1.0):
-        assert cb.allows(t)
+        assert cb.acquire(t)
         cb.failure(t)
     assert cb.state == CLOSED
     cb.failure(2.0)
-    assert cb.state == OPEN and not cb.allows(5.0) and not cb.allows(11.9)
-    assert cb.allows(12.0) and cb.state == HALF_OPEN
-    assert not cb.allows(12.1)  # one trial at a time
+    assert cb.state == OPEN and not cb.acquire(5.0) and not cb.acquire(11.9)
+    assert cb.acquire(12.0) and cb.state == HALF_OPEN
+    assert not cb.acquire(12.1) and not cb.allows(12.1)  # one trial at a time
     cb.failure(12.5)  # the trial failed: open again, a new cool-down
-    assert cb.state == OPEN and not cb.allows(20.0)
-    assert cb.allows(22.5)
+    assert cb.state == OPEN and not cb.acquire(20.0)
+    assert cb.acquire(22.5)
     cb.success()
-    assert cb.state == CLOSED and cb.allows(22.6) and cb.failures == 0
+    assert cb.state == CLOSED and cb.acquire(22.6) and cb.failures == 0
 
 
 def test_a_late_success_does_not_close_an_open_breaker_and_a_lost_trial_expires():
     cb = CircuitBreaker(threshold=1, cooldown_s=10.0)
     cb.failure(0.0)
     cb.success()  # the reply to a request sent before it opened
-    assert cb.state == OPEN and not cb.allows(5.0)
-    assert cb.allows(10.0) and not cb.allows(15.0)  # the trial went out and was never reported
-    assert cb.allows(20.0)  # after another cool-down a new trial goes
+    assert cb.state == OPEN and not cb.acquire(5.0)
+    assert cb.acquire(10.0) and not cb.acquire(15.0)  # the trial went out and was never reported
+    assert cb.acquire(20.0)  # after another cool-down a new trial goes
+
+
+@given(st.lists(st.sampled_from(["ask", "acquire", "ok", "fail", "wait"]), max_size=60))
+def test_asking_never_changes_the_breaker_and_only_an_acquired_trial_closes_it(steps):
+    """Any number of `allows` between the real requests changes nothing: the state machine is the acquires'."""
+    asked, plain = CircuitBreaker(threshold=2, cooldown_s=10.0), CircuitBreaker(threshold=2, cooldown_s=10.0)
+    t = 0.0
+    for step in steps:
+        if step == "ask":  # the pre-tick warm-up, a check before taking a client id: on one breaker only
+            asked.allows(t)
+            asked.allows(t)
+        elif step == "acquire":
+            assert asked.acquire(t) == plain.acquire(t)
+        elif step == "ok":
+            asked.success(), plain.success()
+        elif step == "fail":
+            asked.failure(t), plain.failure(t)
+        else:
+            t += 6.0
+        assert asked == plain
+
+
+def test_after_the_cool_down_warm_ups_leave_the_trial_to_the_first_real_order():
+    cb = CircuitBreaker(threshold=1, cooldown_s=30.0)
+    cb.failure(0.0)
+    # The faults cleared; every decision tick warms the path up (asks) for a minute: 600 ticks at 10/s.
+    for k in range(600):
+        assert cb.allows(30.0 + k * 0.1) is True and cb.state == OPEN
+    assert cb.acquire(90.0) and cb.state == HALF_OPEN  # the first real create is the trial ...
+    cb.success()
+    assert cb.state == CLOSED and cb.acquire(90.1) and cb.acquire(90.1)  # ... and then orders flow
