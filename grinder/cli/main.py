@@ -17,8 +17,11 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from grinder.data.errors import DataError
+from grinder.sweep.lifecycle import Interrupted, signals_raise
+from grinder.sweep.lifecycle import check as check_signals
 
 app = typer.Typer(
     help="Grinder: grid trading research on crypto perpetual futures.",
@@ -30,6 +33,20 @@ app.add_typer(data_app, name="data")
 venue_app = typer.Typer(help="The local Binance USDT-M venue emulator (for testing the live adapter).",
                         no_args_is_help=True)  # fmt: skip
 app.add_typer(venue_app, name="venue")
+
+
+class _SweepGroup(TyperGroup):
+    """`grinder sweep STRATEGY ...` runs a sweep (the `run` command); `grinder sweep export FOLDER` exports a set."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["run", *args]  # the sweep itself needs no command name, as before `export` existed
+        return super().parse_args(ctx, args)
+
+
+sweep_app = typer.Typer(cls=_SweepGroup, no_args_is_help=True,
+                        help="Sweep a strategy (grinder sweep STRATEGY ...), or export a set of a sweep.")  # fmt: skip
+app.add_typer(sweep_app, name="sweep")
 
 # Piped output is not wrapped at 80 columns: tables stay one row per line for grep and diff.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -56,6 +73,9 @@ def _clean_errors(fn):
             first = e.errors()[0]
             loc = ".".join(str(x) for x in first["loc"])
             err.print(f"[red]error:[/red] invalid {loc}: {first['msg']}", highlight=False, soft_wrap=True)
+        except Interrupted as e:  # a signal stopped the command (grinder.sweep.lifecycle)
+            err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
         raise typer.Exit(2)
 
     return wrapper
@@ -182,7 +202,8 @@ def query(
     """Run SQL with DuckDB over the Parquet lake in place."""
     from grinder.data.catalog import Catalog
 
-    rel = Catalog(root).query(sql)
+    cat = Catalog(root)  # kept open: its lock must outlast the reading of `rel`
+    rel = cat.query(sql)
     if rel is None:
         return
     if fmt is OutFormat.table:
@@ -243,20 +264,45 @@ def check(
     end: Annotated[str | None, typer.Option(help="End, exclusive.")] = None,
     root: RootOpt = DEFAULT_ROOT,
 ) -> None:
-    """Rebuild the book from the lake and verify it: never crossed, equal to the venue's best bid/ask."""
+    """Rebuild the book from the lake and verify it: never crossed, equal to the venue's best bid/ask.
+
+    Also lists the coverage gaps the window touches and the spans in which the book is not synced
+    (before a snapshot, after a reset or a gap: a backtest neither decides nor quotes there).
+    """
     from grinder.book.replay import replay_check
+    from grinder.data.coverage import lake_spans
     from grinder.data.tape import load_tape
 
+    lo, hi = _parse_time(start), _parse_time(end)
     t0 = time.perf_counter()
-    tape = load_tape(root, venue, symbol, _parse_time(start), _parse_time(end))
+    tape = load_tape(root, venue, symbol, lo, hi)
     t1 = time.perf_counter()
-    r = replay_check(tape)
+    r = replay_check(tape, lo)
     t2 = time.perf_counter()
     out.print(f"{venue}/{symbol}: {len(tape):,} events loaded in {t1 - t0:.2f} s, replayed in {t2 - t1:.2f} s")
     out.print(f"  book messages applied: {r.batches:,}; crossed: {r.crossed}; max levels held: {r.max_levels:,}")
     out.print(f"  best bid/ask equal to the venue's: {r.bbo_matched:,} of {r.bbo_checked:,}")
     if r.crossed or r.bbo_matched != r.bbo_checked:
         raise DataError(f"book check failed: {r}")
+    spans = lake_spans(root, venue, symbol)
+    gaps = [
+        (a.end_ns, b.start_ns)
+        for a, b in zip(spans, spans[1:], strict=False)
+        if (lo is None or b.start_ns > lo) and (hi is None or a.end_ns < hi)
+    ]
+    for g0, g1 in gaps:
+        out.print(f"  coverage gap: {_when(g0)} -> {_when(g1)} ({_span(g1 - g0)}): no data")
+    for u in r.unsynced:
+        until = _when(u.to_ns) if u.resynced else f"{_when(u.to_ns)} (end of data, never resynced)"
+        out.print(f"  book unsynced: {_when(u.from_ns)} -> {until} ({_span(u.duration_ns)}): {u.why}")
+    unsynced_ns = sum(u.duration_ns for u in r.unsynced)
+    # Data without a start begins before its first snapshot (trades come first): that lead-in is
+    # reported but is not a flaw; a requested start on an unsynced book is.
+    lead_in = lo is None and r.unsynced and r.unsynced[0].from_ns == int(tape.ts_exch[0]) and r.unsynced[0].resynced
+    flaws = r.unsynced[1:] if lead_in else r.unsynced
+    clean = not gaps and not flaws
+    out.print("  clean: the book is synced from its first snapshot on" if clean else
+              f"  not clean: {len(gaps)} coverage gap(s), book unsynced for {_span(unsynced_ns)}")  # fmt: skip
     out.print(
         json.dumps(
             {
@@ -264,13 +310,31 @@ def check(
                 "crossed": r.crossed,
                 "bbo_checked": r.bbo_checked,
                 "bbo_matched": r.bbo_matched,
+                "coverage_gaps": len(gaps),
+                "unsynced_spans": len(r.unsynced),
+                "unsynced_ns": unsynced_ns,
+                "clean": clean,
             }
         )
     )
 
 
+def _when(ns: int) -> str:
+    """An exchange time (ns) as ISO 8601 UTC to the millisecond."""
+    import numpy as np
+
+    return str(np.datetime64(int(ns), "ns").astype("datetime64[ms]"))
+
+
+def _span(ns: int) -> str:
+    """A duration (ns) in the largest unit that keeps it readable."""
+    s = ns / 1e9
+    return f"{s:.3f} s" if s < 3600 else f"{s / 3600:.1f} h" if s < 3 * 86400 else f"{s / 86400:.1f} days"
+
+
 def _settings(config: Path | None, tables: tuple[str, ...], param: list[str] | None, venue_over: dict) -> dict:
     """Settings from a TOML file's tables, then -p NAME=VALUE and venue options on top (None = not given)."""
+    import math
     import tomllib
 
     cfg: dict = {t: {} for t in tables}
@@ -278,7 +342,10 @@ def _settings(config: Path | None, tables: tuple[str, ...], param: list[str] | N
         if not config.is_file():
             raise DataError("no such file", str(config))
         try:
-            loaded = tomllib.loads(config.read_text())
+            loaded = tomllib.loads(config.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError:
+            # A gzip or other binary file: TOML is UTF-8 text.
+            raise DataError("not a TOML text file (not UTF-8: binary or compressed?)", str(config)) from None
         except tomllib.TOMLDecodeError as e:
             raise DataError(f"not valid TOML: {e}", str(config)) from None
         unknown = sorted(set(loaded) - set(tables))
@@ -299,6 +366,9 @@ def _settings(config: Path | None, tables: tuple[str, ...], param: list[str] | N
         if value is None:
             continue
         if key.endswith("_ns"):
+            if not (math.isfinite(value) and abs(value * ms) < 2**63):
+                option = "--" + key[:-3].replace("_", "-") + "-ms"
+                raise DataError(f"{option}: {value} is not a finite number of ms within int64 ns")
             value = int(round(value * ms))
         elif isinstance(value, Path):
             value = str(value)
@@ -431,7 +501,7 @@ def backtest(
         out.print(f"  mlflow run: {run_id}")
 
 
-@app.command("sweep")
+@sweep_app.command("run")
 @_clean_errors
 def sweep(
     strategy: Annotated[str, typer.Argument(help="Strategy name (a module in strategies/ defining STRATEGY).")],
@@ -448,6 +518,19 @@ def sweep(
         float | None, typer.Option(help="In-sample fraction of the span; the rest is out of sample.")
     ] = None,
     walk_forward: Annotated[int, typer.Option(help="Walk-forward folds (rolling in/out-of-sample windows).")] = 0,
+    fold_by: Annotated[
+        str, typer.Option(help="Cut windows by covered time ('time') or by event count ('events').")
+    ] = "time",
+    min_events: Annotated[
+        int, typer.Option(help="Windows with fewer events are not run or ranked (listed in summary.json).")
+    ] = 1_000,
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory the sweep may use, e.g. 24G (default: $GRINDER_MEMORY_LIMIT, else "
+            "MemAvailable); a sweep estimated above it is refused."
+        ),  # fmt: skip
+    ] = None,
     rank_by: Annotated[
         str, typer.Option(help="Metric to rank sets by (out of sample when there is a test window).")
     ] = "equity",
@@ -461,6 +544,19 @@ def sweep(
     ] = None,
     trials: Annotated[int, typer.Option(help="With --search: parameter sets to try.")] = 64,
     seed: Annotated[int, typer.Option(help="With --search: sampler seed (same seed, same trials).")] = 0,
+    study_name: Annotated[
+        str | None,
+        typer.Option(
+            "--study",
+            help="With --search: the study's name in <mlruns>/optuna.db (default: made from the search's settings).",
+        ),  # fmt: skip
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="With --search: continue the stored study; --trials is its total.")
+    ] = False,
+    child_reports: Annotated[
+        bool, typer.Option("--child-reports/--no-child-reports", help="Write report.html in each MLflow child run.")
+    ] = False,
     track: TrackOpt = True,
     mlruns: MlrunsOpt = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
@@ -473,11 +569,13 @@ def sweep(
 ) -> None:
     """Backtest every parameter set of a grid over shared tapes; rank in- vs out-of-sample; write a sweep folder."""
     from grinder.core.strategy import get
+    from grinder.data.coverage import clip_spans, covering, lake_spans
     from grinder.data.tape import load_tape
     from grinder.sim.backtest import LatencySeries
     from grinder.sweep.folder import sweep_id, write_sweep
-    from grinder.sweep.folds import make_folds
-    from grinder.sweep.runner import METRICS
+    from grinder.sweep.folds import count_in, coverage_folds
+    from grinder.sweep.memory import available_bytes, check_fits, peak_rss_bytes
+    from grinder.sweep.memory import estimate as sweep_memory
     from grinder.sweep.spec import expand
     from grinder.sweep.study import LOWER_IS_BETTER, RANKABLE, Selection, run_study
 
@@ -494,8 +592,8 @@ def sweep(
         cfg["sweep"][name.strip()] = value.strip()
     if search is not None and search != "tpe":
         raise DataError(f"unknown search {search!r}; available: tpe")
-    if search is not None and rank_by not in METRICS:
-        raise DataError(f"a search optimises a per-backtest metric ({', '.join(METRICS)}), not {rank_by!r}")
+    if search is None and (study_name is not None or resume):
+        raise DataError("--study and --resume go with --search tpe (a grid keeps no study)")
     g = expand(strat, cfg["sweep"], cfg["strategy"]) if search is None else None
     venue_cfg, gates_cfg = _venue_and_gates(cfg)
     latency = LatencySeries.for_venue(venue_cfg)  # a bad latency file fails before any data is read
@@ -514,6 +612,8 @@ def sweep(
         "rank_by": rank_by,
     }
     with contextlib.ExitStack() as stack:
+        # SIGTERM and SIGINT unwind the sweep (its MLflow run ends FAILED, nothing half-written stays).
+        stack.enter_context(signals_raise())
         client = None
         if cluster is not None:
             from grinder.sweep.cluster import connect
@@ -525,37 +625,70 @@ def sweep(
         t0 = time.perf_counter()
         with err.status("reading the data span"):
             whole = load_tape(root, venue, symbol, lo, hi, cache=cache)
-        span_lo = lo if lo is not None else int(whole.ts_exch[0])
-        span_hi = hi if hi is not None else int(whole.ts_exch[-1]) + 1
-        windows = make_folds(span_lo, span_hi, train, walk_forward)
+        # Windows are cut within the spans that hold data, never across a gap (decision 022).
+        spans = clip_spans(lake_spans(root, venue, symbol), lo, hi)
+        times = whole.ts_exch[whole.start :]
+        folds = coverage_folds(spans, times, train, walk_forward, fold_by, min_events)
+        windows = folds.windows
+        for w, n in folds.refused:
+            err.print(f"warning: window {w.name} holds {n:,} events (< --min-events {min_events:,}): not run or ranked",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+        est = sweep_memory(
+            # A window's tape holds the book from its span's start (the snapshot), not only its own rows.
+            [(count_in(times, covering(spans, w.start_ns).start_ns, w.end_ns), w.end_ns - w.start_ns)
+             for w in windows],
+            [(count_in(times, s.start_ns, s.end_ns), s.end_ns - s.start_ns) for s in spans],
+            len(whole), len(g) if g is not None else trials, 0 if cluster else workers or os.cpu_count() or 1,
+            children if track else 0, venue_cfg.step_ns,
+        )  # fmt: skip
+        check_fits(est, available_bytes(memory_limit))
         sel = Selection(root, venue, symbol, lo, hi, cache)
+        stored = None
         if search is not None:
             from grinder.sweep.search import search_sets
 
             one = len(windows) == 1 and lo is None and hi is None
+            stored = _open_search_study(spec, seed, workers, windows, venue_cfg, gates_cfg, rank_by, study_name,
+                                        resume, mlruns) if track or study_name or resume else None  # fmt: skip
             with err.status(f"searching {trials} trials (TPE, in sample)"):
                 g = search_sets(strat, cfg["sweep"], cfg["strategy"], windows,
                                 lambda w: whole if one else load_tape(root, venue, symbol, w.start_ns, w.end_ns,
                                                                       cache=cache),
                                 venue_cfg, gates_cfg, latency, rank_by, rank_by in LOWER_IS_BETTER, trials, seed,
-                                workers)  # fmt: skip
+                                workers, study=stored)  # fmt: skip
         parent = None
+        t_track = time.perf_counter()  # what tracking adds: MLflow's import, the runs, the child backtests
         if track:
-            from grinder.track.mlflow_store import default_root, sweep_run
+            from grinder.sweep.lifecycle import fail_orphaned_sweeps, process_tags, raise_pending
+            from grinder.track.mlflow_store import default_root, open_store, sweep_run
             from grinder.track.provenance import data_fingerprint
 
             fingerprint = data_fingerprint(whole)
+            # Sweeps killed outright (SIGKILL, the OOM killer) left their runs RUNNING: fail them now.
+            for run_id in fail_orphaned_sweeps(*open_store(mlruns or default_root())):
+                err.print(f"warning: sweep run {run_id} was left RUNNING by a process that is gone: marked FAILED",
+                          highlight=False, soft_wrap=True)  # fmt: skip
             # From here on a failure marks the sweep's MLflow run FAILED (never left RUNNING).
+            tags = {"data_fingerprint": fingerprint, **process_tags()}
             parent = stack.enter_context(sweep_run(mlruns or default_root(), f"sweep-{strat.name}-{symbol}", spec,
-                                                   tags={"data_fingerprint": fingerprint}))  # fmt: skip
-        # Without folds the one window is the selection itself: reuse the tape already loaded.
-        loader = (lambda s, w: whole) if len(windows) == 1 and lo is None and hi is None else None
+                                                   tags=tags))  # fmt: skip
+            stack.enter_context(raise_pending())  # a signal whose exception was dropped still fails the run
+        t_track = time.perf_counter() - t_track
+        # A window that starts before the selection's first row and ends after its last is the
+        # selection itself: reuse the tape already loaded.
+        loader = None
+        if len(windows) == 1 and windows[0].start_ns <= whole.ts_exch[0] and windows[0].end_ns > whole.ts_exch[-1]:
+            loader = lambda s, w: whole  # noqa: E731
         settle = whole.instrument.settle
         with err.status(f"sweeping {len(g):,} parameter sets x {len(windows)} window(s)") as status:
             study = run_study(sel, g, windows, venue_cfg, gates_cfg, latency, rank_by, workers, loader,
                               progress=lambda w, d, n: status.update(f"window {w}: {d:,}/{n:,} sets"),
                               client=client)  # fmt: skip
         seconds = round(time.perf_counter() - t0, 3)
+        from grinder.sweep.decide import decision_summary, run_baseline
+
+        with err.status("running the baseline (the static grid's defaults) on the same windows"):
+            base = run_baseline(sel, windows, venue_cfg, gates_cfg, latency, rank_by, workers, loader)
         summary = {
             "strategy": strat.name,
             "axes": list(g.axes),
@@ -565,8 +698,19 @@ def sweep(
             "gates": gates_cfg.model_dump(),
             "selection": {"root": str(root), "venue": venue, "symbol": symbol, "start": start, "end": end},
             "windows": [w.__dict__ for w in windows],
+            "coverage": [{"start_ns": s.start_ns, "end_ns": s.end_ns} for s in spans],
+            "fold_by": fold_by,
+            "refused_windows": [{**w.__dict__, "events": n} for w, n in folds.refused],
+            "memory": {"estimate_mb": round(est.total / 2**20), "peak_rss_mb": round(peak_rss_bytes() / 2**20)},
             "sets": len(g),
-            "search": None if search is None else {"sampler": search, "trials": trials, "seed": seed},
+            "search": None
+            if search is None
+            else {
+                "sampler": search,
+                "trials": trials,
+                "seed": seed,
+                "study": None if stored is None else stored.study_name,
+            },
             "backtests": len(g) * len(windows),
             "events": int(study.results.groupby("window")["events"].first().sum()),
             "rank_by": rank_by,
@@ -578,29 +722,80 @@ def sweep(
             "cluster": cluster,
             "seconds": seconds,
         }
+        summary |= decision_summary(study.ranking, base, list(g.axes), rank_by, settle)
+        check_signals()  # no sweep folder after a signal whose exception was dropped
         with err.status("writing the sweep folder and report"):
             folder = write_sweep(out_dir, f"{strat.name}-{symbol}", study, summary, report=report)
         key = summary["rank_key"]
         out.print(
             f"sweep of {strat.name} on {venue}/{symbol}: {len(g):,} sets x {len(windows)} window(s) in {seconds:.2f} s"
         )
+        twin = f"{rank_by}_in" if key.endswith("_out") else None  # the same metric in sample, never another one
         for r in study.ranking.head(5).to_dict(orient="records"):
             vals = "  ".join(f"{a}={r[a]}" for a in g.axes)
-            other = f"  equity_in {r.get('equity_in', float('nan')):.4f}" if key != "equity_in" else ""
+            other = f"  {twin} {r[twin]:.6g}" if twin else ""
             out.print(f"  #{r['rank']} set {r['set']}: {vals}  {key} {r[key]:.6g}{other}")
+        if summary["warning"]:
+            err.print(f"warning: {summary['warning']}", highlight=False, soft_wrap=True)
         out.print(f"  sweep id {summary['sweep_id']}")
         out.print(f"  sweep folder: {folder}")
         if report:
             out.print(f"  report: {folder / 'report.html'}")
         if parent is not None:
-            _track_sweep(parent, folder, study, summary, g, whole, venue_cfg, gates_cfg, latency, lo, children,
-                         fingerprint, report)  # fmt: skip
-            out.print(f"  mlflow run: {parent.run_id} ({min(children, len(g))} child runs)")
+            t1 = time.perf_counter()
+            _track_sweep(parent, folder, study, summary, g, spans,
+                         lambda s: load_tape(root, venue, symbol, s.start_ns, s.end_ns, cache=cache), venue_cfg,
+                         gates_cfg, latency, children, fingerprint, report and child_reports)  # fmt: skip
+            t_track += time.perf_counter() - t1
+            out.print(f"  mlflow run: {parent.run_id} ({min(children, len(g)) * len(spans)} child runs; "
+                      f"tracking {t_track:.2f} s)")  # fmt: skip
+        out.print(f"  peak RSS {peak_rss_bytes() / 2**20:,.0f} MB (estimated {est.total / 2**20:,.0f} MB)")
 
 
-def _track_sweep(parent, folder, study, summary, g, tape, venue_cfg, gates_cfg, latency, lo, children, fingerprint,
+@sweep_app.command("export")
+@_clean_errors
+def sweep_export(
+    folder: Annotated[Path, typer.Argument(help="A sweep folder (sweeps/<stamp>-<strategy>-<symbol>-<id>).")],
+    rank: Annotated[int | None, typer.Option(help="Export the set at this rank (default 1).")] = None,
+    set_no: Annotated[int | None, typer.Option("--set", help="Export the set with this number instead.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the two files (default: FOLDER).")] = None,
+    mode: Annotated[str, typer.Option(help="The live config's mode: paper, testnet or live.")] = "paper",
+    api_url: Annotated[str | None, typer.Option(help="The live config's venue URL (default: Binance).")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="The live config's state folder.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
+) -> None:
+    """Write one set of a sweep as a `grinder backtest --config` TOML and a `grinder live --config` TOML."""
+    from grinder.sweep.export import export_set
+
+    chosen, back, live_path = export_set(folder, out_dir, rank, set_no, force, mode, api_url, state_dir)
+    out.print(f"set {chosen.set} (rank {chosen.rank}) of {chosen.strategy}: "
+              + "  ".join(f"{k}={v}" for k, v in chosen.params.items()))  # fmt: skip
+    out.print(f"  backtest config: {back}")
+    out.print(f"  live config: {live_path}")
+
+
+def _open_search_study(spec, seed, workers, windows, venue_cfg, gates_cfg, rank_by, name, resume, mlruns):
+    """The TPE study in <mlruns>/optuna.db for this search (new, or resumed with --resume); see docs/sweeps.md."""
+    from grinder.sweep.storage import open_study, study_name
+    from grinder.sweep.study import LOWER_IS_BETTER
+    from grinder.track.mlflow_store import default_root
+
+    # Everything that decides which trials are asked: same settings, same study name.
+    search_spec = {**spec, "seed": seed, "batch": max(1, workers or os.cpu_count() or 1),
+                   "windows": [w.__dict__ for w in windows], "venue_settings": venue_cfg.model_dump(),
+                   "gates": gates_cfg.model_dump()}  # fmt: skip
+    direction = "minimize" if rank_by in LOWER_IS_BETTER else "maximize"
+    return open_study(mlruns or default_root(), name or study_name(search_spec), search_spec, direction, resume)
+
+
+def _track_sweep(parent, folder, study, summary, g, spans, load, venue_cfg, gates_cfg, latency, children, fingerprint,
                  report) -> None:  # fmt: skip
-    """Log the sweep's files and best metrics on its parent run; re-run the best sets in full as child runs."""
+    """Log the sweep's files and best metrics on its parent run; re-run the best sets in full as child runs.
+
+    The best sets are re-run over each covered span of the selection (`load(span)` gives its tape),
+    one child run per set and span: a backtest never spans a gap, so its memory follows the data,
+    not the calendar time between captures (decision 022).
+    """
     from grinder.sim.backtest import decision_inputs, prepare, row_blocks, run_backtest
     from grinder.sim.run_folder import summarize, write_run
 
@@ -612,21 +807,30 @@ def _track_sweep(parent, folder, study, summary, g, tape, venue_cfg, gates_cfg, 
     parent.log_metrics({"sets": summary["sets"], "backtests": summary["backtests"], f"best_{key}": best[key],
                         "seconds": summary["seconds"]})  # fmt: skip
     strat = g.strategy
-    with err.status(f"re-running the best {children} sets over the whole selection"):
-        replay = prepare(tape, venue_cfg)  # one replay and block summary serve every child run
-        blocks = row_blocks(tape, replay)
-        decisions = decision_inputs(tape, replay, venue_cfg, lo or 0)
-        for rank, set_no in enumerate(study.ranking["set"].head(children).tolist(), start=1):
-            params = g.sets[set_no]
-            res = run_backtest(tape, strat, strat.vector(params), venue_cfg, start_ns=lo or 0, replay=replay,
-                               gates=gates_cfg, latency=latency, blocks=blocks, decisions=decisions)  # fmt: skip
-            meta = {"strategy": strat.name, "params": params.model_dump(), "venue": venue_cfg.model_dump(),
-                    "gates": gates_cfg.model_dump(), "selection": summary["selection"], "events": len(tape),
-                    "seconds": {"load": 0.0, "prepare": 0.0, "backtest": 0.0},
-                    "sweep": {"sweep_id": summary["sweep_id"], "set": set_no, "rank": rank}}  # fmt: skip
-            run_dir = write_run(folder / "best", f"rank{rank}-set{set_no}", res, summarize(res, meta, strat.modes),
-                                report=report)  # fmt: skip
-            parent.log_child(run_dir, fingerprint=fingerprint, tags={"sweep_rank": str(rank), "sweep_set": str(set_no)})
+    with err.status(f"re-running the best {children} sets over the {len(spans)} covered span(s) of the selection"):
+        for k, span in enumerate(spans, start=1):
+            tape = load(span)
+            replay = prepare(tape, venue_cfg)  # one replay and block summary serve every child run of the span
+            blocks = row_blocks(tape, replay)
+            decisions = decision_inputs(tape, replay, venue_cfg, span.start_ns)
+            selection = {**summary["selection"], "start_ns": span.start_ns, "end_ns": span.end_ns}
+            for rank, set_no in enumerate(study.ranking["set"].head(children).tolist(), start=1):
+                params = g.sets[set_no]
+                res = run_backtest(tape, strat, strat.vector(params), venue_cfg, start_ns=span.start_ns, replay=replay,
+                                   gates=gates_cfg, latency=latency, blocks=blocks, decisions=decisions)  # fmt: skip
+                meta = {"strategy": strat.name, "params": params.model_dump(), "venue": venue_cfg.model_dump(),
+                        "gates": gates_cfg.model_dump(), "selection": selection, "events": len(tape),
+                        "seconds": {"load": 0.0, "prepare": 0.0, "backtest": 0.0},
+                        "sweep": {"sweep_id": summary["sweep_id"], "set": set_no, "rank": rank}}  # fmt: skip
+                name = f"rank{rank}-set{set_no}" + (f"-span{k}" if len(spans) > 1 else "")
+                run_dir = write_run(folder / "best", name, res, summarize(res, meta, strat.modes), report=report)
+                del res
+                parent.log_child(
+                    run_dir,
+                    fingerprint=fingerprint,
+                    tags={"sweep_rank": str(rank), "sweep_set": str(set_no), "sweep_span": str(k)},
+                )
+            del tape, replay, blocks, decisions
 
 
 @app.command("portfolio")
@@ -868,7 +1072,7 @@ def live(
     ex = make_client(cfg, key, secret)
 
     async def go() -> None:
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the state is the operator's only
         # Fsynced by the adapter's housekeeping between decisions, not on a timer of its own.
         audit = AuditLog(cfg.state_dir / "audit.jsonl", secrets=(key, secret), max_delay_s=None)
         try:
@@ -921,6 +1125,10 @@ def record(
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             raise DataError(f"{what} {folder}: not a folder that can be created or written ({parent} is not)")
     symbol = symbol.upper()
+    from grinder.data.instruments import check_name
+
+    check_name("symbol", symbol)  # it names the capture file and the lake folders: one path part each
+    check_name("venue", venue)
     ex = GrinderBinance(client_options(api_url))
     rec = Recorder(ex, symbol, out_dir)
 

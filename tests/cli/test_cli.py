@@ -39,7 +39,8 @@ def test_ls_and_check_on_bundled_sample(sample):
     r = grinder("data", "check", "--root", sample, "--symbol", "BTCUSDT")
     assert r.returncode == 0, r.stderr
     facts = json.loads(r.stdout.strip().splitlines()[-1])
-    assert facts == {"events": 466_576, "crossed": 0, "bbo_checked": 629, "bbo_matched": 629}
+    assert facts == {"events": 466_576, "crossed": 0, "bbo_checked": 629, "bbo_matched": 629, "coverage_gaps": 0,
+                     "unsynced_spans": 1, "unsynced_ns": 171_000_000, "clean": True}  # fmt: skip
 
 
 def test_query_formats(sample):
@@ -260,9 +261,12 @@ def test_sweep_writes_a_folder_and_its_sets_match_lone_backtests(sample, tmp_pat
          "range '2:1:1' yields no value"),
         ([*SWEEP, "--rank-by", "profit"], "unknown ranking metric 'profit'"),
         ([*SWEEP, "--walk-forward", "-1"], "walk_forward must be >= 0"),
+        ([*SWEEP, "--walk-forward", "2", "--fold-by", "calendar"], "unknown fold basis 'calendar'"),
+        ([*SWEEP, "--memory-limit", "lots"], "memory size 'lots'"),
+        ([*SWEEP, "--min-events", "10000000"], "fewer than the minimum 10,000,000"),
         (["-g", "interval"], "expected NAME=SPEC"),
         ([*SWEEP, "--search", "grid"], "unknown search 'grid'"),
-        ([*SWEEP, "--search", "tpe", "--rank-by", "sharpe"], "a search optimises a per-backtest metric"),
+        ([*SWEEP, "--resume"], "--study and --resume go with --search tpe"),
     ],
 )  # fmt: skip
 def test_sweep_bad_input_is_one_line_and_exit_2(args, message, sample, tmp_path):
