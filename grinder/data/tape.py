@@ -81,6 +81,9 @@ class Tape:
     bbo: Series
     funding: Series
     start: int = 0
+    # The selection's start time, ns (0: none given). A backtest's decision clock starts there by
+    # default, as `grinder backtest --start` and a sweep's windows start it.
+    window_start_ns: int = 0
 
     def __len__(self) -> int:
         return len(self.ts_exch)
@@ -438,6 +441,7 @@ def load_tape(
         bbo=bbo_s,
         funding=fund_s,
         start=start,
+        window_start_ns=int(start_ns or 0),
     )
 
 

@@ -58,6 +58,7 @@ def save(tape, root: Path, key: str) -> None:
                 np.save(tmp / f"{group}.{c}.npy", a)
         meta = {
             "start": tape.start,
+            "window_start_ns": tape.window_start_ns,
             "instrument": tape.instrument.model_dump(),
             "bbo": list(tape.bbo.columns),
             "funding": list(tape.funding.columns),
@@ -85,7 +86,13 @@ def open_cached(root: Path, key: str):
                   for g in ("bbo", "funding")}  # fmt: skip
     except (OSError, ValueError, KeyError):  # removed or damaged under us: a miss, rebuilt by the caller
         return None
-    return Tape(Instrument(**meta["instrument"]), **cols, **groups, start=meta["start"])
+    return Tape(
+        Instrument(**meta["instrument"]),
+        **cols,
+        **groups,
+        start=meta["start"],
+        window_start_ns=meta.get("window_start_ns", 0),
+    )
 
 
 def drop(root: Path, venue: str, symbol: str) -> None:

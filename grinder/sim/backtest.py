@@ -238,8 +238,15 @@ def row_blocks(tape: Tape, replay: Replay) -> tuple[np.ndarray, np.ndarray]:
 MAX_TABULATED_DECISIONS = 20_000_000
 
 
-def decision_inputs(tape: Tape, replay: Replay, venue: VenueConfig, start_ns: int = 0) -> tuple[np.ndarray, ...]:
-    """The local view at every decision time (see engine.local_at_decisions); sweeps compute it once per window."""
+def decision_inputs(
+    tape: Tape, replay: Replay, venue: VenueConfig, start_ns: int | None = None
+) -> tuple[np.ndarray, ...]:
+    """The local view at every decision time (see engine.local_at_decisions); sweeps compute it once per window.
+
+    `start_ns` defaults to the tape's `window_start_ns`, as in `run_backtest`.
+    """
+    if start_ns is None:
+        start_ns = tape.window_start_ns
     ts = np.ascontiguousarray(tape.ts_exch)
     _, _, steps = decision_clock(ts, replay.local_ts, int(start_ns), venue.step_ns)
     if steps > MAX_TABULATED_DECISIONS:
@@ -270,7 +277,7 @@ def run_backtest(
     params: np.ndarray,
     venue: VenueConfig,
     max_targets: int | None = None,
-    start_ns: int = 0,
+    start_ns: int | None = None,
     replay: Replay | None = None,
     gates: GateConfig | None = None,
     state_size: int = 64,
@@ -286,6 +293,8 @@ def run_backtest(
     kernel that returns more stops the run with a DataError.
 
     Decisions happen at start_ns + k * step_ns; with start_ns = 0 the clock starts at the first event.
+    By default start_ns is the tape's `window_start_ns` (the start `load_tape` was given), so a
+    window backtests as `grinder backtest --start` and a sweep run it.
     On an unsynced book (decision 021) the strategy is not called and open quotes are cancelled.
     Pass `replay` from `prepare(tape, venue)` to skip rebuilding it (sweeps share one). `gates`
     filter every decision's intents (default: all off); blocked intents are counted by reason.
@@ -298,6 +307,8 @@ def run_backtest(
     """
     if record not in RECORDS:
         raise DataError(f"record must be one of {', '.join(RECORDS)}, got {record!r}")
+    if start_ns is None:
+        start_ns = tape.window_start_ns
     inst = tape.instrument
     rep = prepare(tape, venue) if replay is None else replay
     gate_cfg = (gates or GateConfig()).as_array()

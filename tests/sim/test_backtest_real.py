@@ -63,6 +63,24 @@ def test_cached_read_only_tape_gives_the_same_run(result, tmp_path):
     assert run_backtest(mapped, static_grid, PARAMS.as_array(), VENUE).digest == r.digest
 
 
+def test_a_window_tape_starts_its_clock_at_the_window_start_cached_or_not(tmp_path):
+    import shutil
+
+    root = tmp_path / "lake"
+    shutil.copytree(REPO / "data" / "sample" / "lake", root)
+    lo, hi = 1_723_161_300_000_000_000, 1_723_161_480_000_000_000  # 2024-08-08T23:55 .. 23:58
+    win = load_tape(root, "binance-usdm", "BTCUSDT", lo, hi)
+    load_tape(root, "binance-usdm", "BTCUSDT", lo, hi, cache=True)
+    mapped = load_tape(root, "binance-usdm", "BTCUSDT", lo, hi, cache=True)
+    assert win.window_start_ns == mapped.window_start_ns == lo
+    explicit = run_backtest(win, static_grid, PARAMS.as_array(), VENUE, start_ns=lo)
+    assert explicit.steps["ts"][0] == lo + VENUE.step_ns
+    assert run_backtest(win, static_grid, PARAMS.as_array(), VENUE).digest == explicit.digest
+    assert run_backtest(mapped, static_grid, PARAMS.as_array(), VENUE).digest == explicit.digest
+    # start_ns=0 still asks for a clock from the first event: another run.
+    assert run_backtest(win, static_grid, PARAMS.as_array(), VENUE, start_ns=0).digest != explicit.digest
+
+
 def test_gates_in_the_loop_block_and_count(result):
     from grinder.core.gates import GateConfig
 
