@@ -119,22 +119,16 @@ def check_prices_qtys(
     if bad.size:
         i = bad[0]
         raise DataError(f"{what}: invalid quantity {float(qty[i])!r}", *path_of(line[i]))
-    bad = np.flatnonzero(price / inst.tick_size >= MAX_STEPS)
-    if bad.size:
-        i = bad[0]
-        raise DataError(
-            f"{what}: price {float(price[i])!r} is out of range for the tick size {inst.tick_size} "
-            f"of {inst.venue}/{inst.symbol}",
-            *path_of(line[i]),
-        )
-    bad = np.flatnonzero(qty / inst.lot_size >= MAX_STEPS)
-    if bad.size:
-        i = bad[0]
-        raise DataError(
-            f"{what}: quantity {float(qty[i])!r} is out of range for the lot size {inst.lot_size} "
-            f"of {inst.venue}/{inst.symbol}",
-            *path_of(line[i]),
-        )
+    for values, step, name in ((price, inst.tick_size, "price tick"), (qty, inst.lot_size, "quantity lot")):
+        bad = np.flatnonzero(values / step >= MAX_STEPS)
+        if bad.size:
+            i = bad[0]
+            value, unit = name.split()
+            raise DataError(
+                f"{what}: {value} {float(values[i])!r} is out of range for the {unit} size {step} "
+                f"of {inst.venue}/{inst.symbol}",
+                *path_of(line[i]),
+            )
     # off_grid tolerates float rounding, so a positive value that rounds to 0 steps is caught here.
     bad = np.union1d(off_grid(price, inst.tick_size), np.flatnonzero(np.rint(price / inst.tick_size) < 1))
     if bad.size:
