@@ -54,7 +54,7 @@ def backtest_decisions(tape: Tape, strategy: Strategy, params, venue: VenueConfi
     """The backtest's decisions from start_ns to end_ns (exchange time) and its result over the whole tape."""
     replay = prepare(tape, venue)
     result = run_backtest(tape, strategy, np.array(strategy.vector(params)), venue, start_ns=start_ns, replay=replay)
-    _, bb, ba, bbq, baq, _synced = decision_inputs(tape, replay, venue, start_ns)
+    _segments, _, bb, ba, bbq, baq, _synced = decision_inputs(tape, replay, venue, start_ns)
     ts, pos = result.steps["ts"], result.steps["position"]
     n = min(len(ts), len(bb))
     decider = Decider(strategy, params)

@@ -20,7 +20,15 @@ from grinder.core.strategy import RECOMPUTE, Strategy, kernel_handle
 from grinder.data.coverage import DEFAULT_MAX_GAP_NS
 from grinder.data.errors import DataError
 from grinder.data.tape import Tape
-from grinder.sim.engine import COUNTERS, block_extremes, decision_clock, local_at_decisions, run
+from grinder.sim.engine import (
+    COUNTERS,
+    block_extremes,
+    decision_clock,
+    decision_segments,
+    local_at_decisions,
+    run,
+    segment_steps,
+)
 from grinder.sim.queue import PROB_POWER, RISK_AVERSE
 from grinder.sim.replay import Replay, load_or_prepare
 
@@ -241,21 +249,24 @@ MAX_TABULATED_DECISIONS = 20_000_000
 def decision_inputs(
     tape: Tape, replay: Replay, venue: VenueConfig, start_ns: int | None = None
 ) -> tuple[np.ndarray, ...]:
-    """The local view at every decision time (see engine.local_at_decisions); sweeps compute it once per window.
+    """The steps of the decision clock that are taken (engine.decision_segments: none inside a
+    coverage gap), then the local view at each of them (engine.local_at_decisions, or empty arrays
+    when there are too many to tabulate); sweeps compute them once per window.
 
     `start_ns` defaults to the tape's `window_start_ns`, as in `run_backtest`.
     """
     if start_ns is None:
         start_ns = tape.window_start_ns
     ts = np.ascontiguousarray(tape.ts_exch)
-    _, _, steps = decision_clock(ts, replay.local_ts, int(start_ns), venue.step_ns)
-    if steps > MAX_TABULATED_DECISIONS:
-        e = np.empty(0, np.int64)
-        return e, e, e, np.empty(0), np.empty(0), np.empty(0, np.bool_)
     r = replay
-    return local_at_decisions(
-        ts, r.local_ts, r.local_best_bid, r.local_best_ask, r.local_best_bid_qty, r.local_best_ask_qty,
-        r.local_synced, int(start_ns), venue.step_ns, STALE_NS,
+    segments = decision_segments(ts, r.local_ts, int(start_ns), venue.step_ns, STALE_NS)
+    if segment_steps(segments) > MAX_TABULATED_DECISIONS:
+        e = np.empty(0, np.int64)
+        return segments, e, e, e, np.empty(0), np.empty(0), np.empty(0, np.bool_)
+    t0, _, _ = decision_clock(ts, r.local_ts, int(start_ns), venue.step_ns)
+    return segments, *local_at_decisions(
+        segments, r.local_ts, r.local_best_bid, r.local_best_ask, r.local_best_bid_qty, r.local_best_ask_qty,
+        r.local_synced, t0, venue.step_ns, STALE_NS,
     )  # fmt: skip
 
 
@@ -295,6 +306,8 @@ def run_backtest(
     Decisions happen at start_ns + k * step_ns; with start_ns = 0 the clock starts at the first event.
     By default start_ns is the tape's `window_start_ns` (the start `load_tape` was given), so a
     window backtests as `grinder backtest --start` and a sweep run it.
+    Steps inside a coverage gap (no local event for more than STALE_NS) are left out after the
+    first stale one: the steps' times jump there (engine.decision_segments).
     On an unsynced book (decision 021) the strategy is not called and open quotes are cancelled.
     Pass `replay` from `prepare(tape, venue)` to skip rebuilding it (sweeps share one). `gates`
     filter every decision's intents (default: all off); blocked intents are counted by reason.

@@ -3,11 +3,12 @@
 Two clocks, as on a real venue. The *exchange* side replays book rows and trades in exchange
 time, holds our resting orders with their queue position, and fills them. The *local* side sees
 the same events later, at their (corrected) local receive time, and is where the strategy
-decides, every `step_ns` of local time. Orders travel local -> exchange with the entry latency and
-responses travel back with the response latency (constant, or interpolated from a series; each
-direction stays first-in first-out, like one connection). At equal timestamps the order of
-processing is: local data, responses arriving locally, exchange data, requests arriving at the
-exchange (as hftbacktest does), so both engines see the same sequence.
+decides, every `step_ns` of local time (but not through a coverage gap: `decision_segments`).
+Orders travel local -> exchange with the entry latency and responses travel back with the
+response latency (constant, or interpolated from a series; each direction stays first-in
+first-out, like one connection). At equal timestamps the order of processing is: local data,
+responses arriving locally, exchange data, requests arriving at the exchange (as hftbacktest
+does), so both engines see the same sequence.
 
 The books themselves are not rebuilt here: `grinder.sim.replay` records once per tape what the
 loop needs from them (quantity before each row, best prices after each row, the local view).
@@ -79,6 +80,7 @@ def _signature():
         *(ro(i64), ro(i64), ro(i64), ro(i64), ro(i64)),  # replay: level rows, ukeys, starts; reset rows, sides
         *(ro(b), ro(b)),  # replay: book synced after each row (exchange order), after each local event
         *(ro(i64), ro(i64)),  # block_extremes: highest and lowest price per block of rows
+        ro(i64),  # decision_segments: the steps taken
         *(ro(i64), ro(i64), ro(i64), ro(f64), ro(f64), ro(b)),  # local_at_decisions (or empty: computed as it goes)
         *(ro(i64), ro(f64), ro(f64)),  # funding settlements: ts, rate, mark
         *(ro(i64), ro(i64), ro(i64)),  # latency series: ts, entry ns, response ns
@@ -242,9 +244,9 @@ def _advance(ts, j, hi, t):
 
 @njit(cache=True, nogil=True)
 def decision_clock(ts_exch, local_ts, start_ns, step_ns):
-    """(t0, last event time, step capacity): decisions at t0 + k * step_ns for k >= 1, where t0 is
-    start_ns, or the first event's time when start_ns <= 0; there are at most `capacity` of them
-    while the data lasts."""
+    """(t0, last event time, calendar capacity): decisions are on the grid t0 + k * step_ns, k >= 1,
+    where t0 is start_ns, or the first event's time when start_ns <= 0; the grid has `capacity`
+    steps while the data lasts (`decision_segments` says which of them are taken)."""
     n = ts_exch.shape[0]
     if start_ns > 0 or n == 0:
         t0 = start_ns
@@ -255,13 +257,87 @@ def decision_clock(ts_exch, local_ts, start_ns, step_ns):
 
 
 @njit(cache=True, nogil=True)
-def local_at_decisions(ts_exch, local_ts, local_bb, local_ba, local_bbq, local_baq, local_synced, start_ns, step_ns,
-                       stale_ns):  # fmt: skip
-    """At each decision time of the clock: local events arrived by then, best bid and ask (ticks),
-    their quantities and whether the local book is synced (and its last event at most `stale_ns`
-    old: across a coverage gap no data says where the book is). The same for every parameter set
-    over a tape: sweeps compute it once."""
+def decision_segments(ts_exch, local_ts, start_ns, step_ns, stale_ns):
+    """The steps k of the decision clock (decisions at t0 + k * step_ns, see `decision_clock`) that
+    are taken, as inclusive runs [first_k, last_k] flattened into one int64 array; the last run
+    ends at the clock's capacity (the loop goes on past it, unrecorded, while orders are in flight).
+
+    Across a coverage gap, a local gap of more than `stale_ns` (the clock's origin counts as an
+    event), the steps after the first stale one and before the next event are left out: the book is
+    stale there, so the kernel is not called and nothing can rest, and stepping through the gap
+    would make memory and time follow the calendar instead of the data (a lake with captures
+    months apart: hundreds of millions of steps). The first stale step is kept because it is the
+    one that cancels the open quotes, as live does when its book stops updating. All steps stay on
+    one grid, so a tape without such a gap gets the single run [1, capacity]."""
     t0, _, cap = decision_clock(ts_exch, local_ts, start_ns, step_ns)
+    gaps = _gap_skips(local_ts, t0, step_ns, stale_ns, np.empty(0, np.int64))
+    out = np.empty(2 * gaps + 2, np.int64)
+    out[0] = 1
+    _gap_skips(local_ts, t0, step_ns, stale_ns, out)
+    out[2 * gaps + 1] = cap
+    return out
+
+
+GAP_STRIDE = 64  # events per test of `_gap_skips`'s scan for coverage gaps
+
+
+@njit(cache=True, nogil=True)
+def _gap_skips(local_ts, t0, step_ns, stale_ns, out):
+    """Count the gaps whose steps `decision_segments` leaves out; with room in `out`, write each
+    one's last kept step and next kept step at out[2g + 1], out[2g + 2]. local_ts is sorted."""
+    fill = out.shape[0] > 0
+    n = local_ts.shape[0]
+    i = _advance(local_ts, 0, n, t0)  # events up to t0 do not move the clock's origin
+    g = 0
+    if i < n:
+        g = _gap_skip(t0, local_ts[i], t0, step_ns, stale_ns, out, g, fill)
+    # Times are sorted, so a stride whose ends are within stale_ns holds no gap: one test per
+    # GAP_STRIDE events instead of one per event (a pass per event cost ~1.3 ns each, several
+    # times the rest of the run's inputs on the sample).
+    j = i
+    while j + 1 < n:
+        e = min(j + GAP_STRIDE, n - 1)
+        if local_ts[e] - local_ts[j] > stale_ns:
+            for m in range(j + 1, e + 1):
+                if local_ts[m] - local_ts[m - 1] > stale_ns:
+                    g = _gap_skip(local_ts[m - 1], local_ts[m], t0, step_ns, stale_ns, out, g, fill)
+        j = e
+    return g
+
+
+@njit(cache=True, nogil=True)
+def _gap_skip(a, b, t0, step_ns, stale_ns, out, g, fill):
+    """Between events at a and b (ns, b - a > stale_ns or not): the gap count after this one."""
+    if b - a <= stale_ns:
+        return g
+    ks = (a + stale_ns - t0) // step_ns + 1  # the first step after the book went stale
+    kb = (b - t0 + step_ns - 1) // step_ns  # the first step at or after the next event
+    if kb <= ks + 1:
+        return g  # no step to leave out
+    if fill:
+        out[2 * g + 1] = ks
+        out[2 * g + 2] = kb
+    return g + 1
+
+
+@njit(cache=True, nogil=True)
+def segment_steps(segments):
+    """The number of steps in `decision_segments` runs."""
+    total = 0
+    for r in range(0, segments.shape[0], 2):
+        total += segments[r + 1] - segments[r] + 1
+    return total
+
+
+@njit(cache=True, nogil=True)
+def local_at_decisions(segments, local_ts, local_bb, local_ba, local_bbq, local_baq, local_synced, t0, step_ns,
+                       stale_ns):  # fmt: skip
+    """At each decision time of the clock (steps in `segments`, from `decision_segments`, on the grid
+    t0 + k * step_ns): local events arrived by then, best bid and ask (ticks), their quantities and
+    whether the local book is synced (and its last event at most `stale_ns` old: across a coverage
+    gap no data says where the book is). The same for every parameter set over a tape: sweeps
+    compute it once."""
+    cap = segment_steps(segments)
     n = local_ts.shape[0]
     lj_ = np.empty(cap, np.int64)
     bb = np.empty(cap, np.int64)
@@ -270,16 +346,18 @@ def local_at_decisions(ts_exch, local_ts, local_bb, local_ba, local_bbq, local_b
     baq = np.empty(cap)
     syn = np.empty(cap, np.bool_)
     lj = 0
-    target = t0 + step_ns
-    for k in range(cap):
-        lj = _advance(local_ts, lj, n, target)
-        lj_[k] = lj
-        bb[k] = local_bb[lj - 1] if lj > 0 else EMPTY
-        ba[k] = local_ba[lj - 1] if lj > 0 else EMPTY
-        bbq[k] = local_bbq[lj - 1] if lj > 0 else 0.0
-        baq[k] = local_baq[lj - 1] if lj > 0 else 0.0
-        syn[k] = lj > 0 and local_synced[lj - 1] and target - local_ts[lj - 1] <= stale_ns
-        target += step_ns
+    k = 0
+    for r in range(0, segments.shape[0], 2):
+        for step in range(segments[r], segments[r + 1] + 1):
+            target = t0 + step * step_ns
+            lj = _advance(local_ts, lj, n, target)
+            lj_[k] = lj
+            bb[k] = local_bb[lj - 1] if lj > 0 else EMPTY
+            ba[k] = local_ba[lj - 1] if lj > 0 else EMPTY
+            bbq[k] = local_bbq[lj - 1] if lj > 0 else 0.0
+            baq[k] = local_baq[lj - 1] if lj > 0 else 0.0
+            syn[k] = lj > 0 and local_synced[lj - 1] and target - local_ts[lj - 1] <= stale_ns
+            k += 1
     return lj_, bb, ba, bbq, baq, syn
 
 
@@ -330,6 +408,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     local_synced,
     blk_hi,
     blk_lo,
+    segments,
     dec_lj,
     dec_bb,
     dec_ba,
@@ -476,7 +555,13 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     d_scratch = diff_scratch(max_targets)  # the diff's tables, kept for the whole run
     d_stamp = 0
     slots = np.zeros(cap, np.int64)
-    t0, last_ts, n_steps_cap = decision_clock(ts_exch, local_ts, start_ns, step_ns)
+    t0, last_ts, _ = decision_clock(ts_exch, local_ts, start_ns, step_ns)
+    n_steps_cap = segment_steps(segments)
+    # The time of the last step of the clock's current run (`segments`): there the clock jumps
+    # over a coverage gap to the next run; after the last run it goes on, unrecorded. A time, not
+    # a step count, so a decision costs one comparison more than a clock without gaps.
+    seg_at = 0  # where the current run starts in `segments`
+    seg_end_t = t0 + segments[1] * step_ns if segments.shape[0] > 2 else MAX_TS
     n_dec = dec_lj.shape[0]
     k_dec = 0
     s_ts = np.zeros(n_steps_cap, np.int64)
@@ -497,7 +582,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     ei = 0  # next exchange row
     lj = 0  # next local event
     tq, qi = MAX_TS, -1
-    target = t0 + step_ns
+    target = t0 + segments[0] * step_ns
     while True:
         # ---- exchange side: rows and request arrivals up to `target`, rows first on ties ----
         while True:
@@ -935,7 +1020,12 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                 s_mode[ns] = np.int8(strategy_state[0]) if strategy_state.shape[0] > 0 else 0
             ns += 1
         progress[0] = ei
-        target += step_ns
+        if target == seg_end_t:
+            seg_at += 2
+            target = t0 + segments[seg_at] * step_ns
+            seg_end_t = t0 + segments[seg_at + 1] * step_ns if seg_at + 2 < segments.shape[0] else MAX_TS
+        else:
+            target += step_ns
     counters[5] = ei
     counters[6] = ns
     progress[0] = n

@@ -100,9 +100,9 @@ def test_tabulated_local_view_and_looked_up_one_give_the_same_run(result):
     r, tape = result
     rep = prepare(tape, VENUE)
     table = decision_inputs(tape, rep, VENUE)
-    assert len(table[0]) >= r.counters["decisions"]
+    assert len(table[1]) >= r.counters["decisions"]
     e = np.empty(0, np.int64)
-    empty = (e, e, e, np.empty(0), np.empty(0), np.empty(0, np.bool_))
+    empty = (table[0], e, e, e, np.empty(0), np.empty(0), np.empty(0, np.bool_))
     looked_up = run_backtest(tape, static_grid, PARAMS.as_array(), VENUE, replay=rep, decisions=empty)
     assert looked_up.digest == r.digest and looked_up.counters == r.counters
 
@@ -165,3 +165,92 @@ def test_a_start_before_a_captures_snapshot_waits_for_it_and_never_sees_the_olde
     assert np.abs(quotes - MID_2024).max() < 100.0
     assert np.abs(st["mid"][~early] - MID_2024).max() < 100.0
     assert r.equity > -1_000.0  # the issue's run lost 35,809 USDT in these 2 minutes
+
+
+# --- The decision clock skips coverage gaps: steps follow the data, not the calendar ---
+
+# A grid that trades in both captures' first seconds (0.004 BTC is above the minimum notional in 2023 too).
+DENSE = StaticGridParams(levels=20, interval=0.1, half_spread=0.1, order_qty=0.004, max_position=0.2)
+
+
+def _step_bound(tape) -> int:
+    """Steps a run may take: the covered time, plus at most one stale minute (STALE_NS) after each span."""
+    from grinder.data.coverage import spans_of_times
+    from grinder.sim.backtest import STALE_NS
+
+    spans = spans_of_times(tape.ts_exch)
+    covered = sum(s.duration_ns for s in spans)
+    return (covered + len(spans) * STALE_NS) // VENUE.step_ns + 2 * len(spans) + 2
+
+
+def _gap_shrunk_to(tape, gap_ns: int):
+    """The two-capture tape with its later capture moved earlier, so the coverage gap lasts `gap_ns`."""
+    import dataclasses
+
+    from grinder.data.tape import GAP_RESET_REF, Series
+
+    at = int(np.flatnonzero(tape.ref == GAP_RESET_REF)[0])
+    cut = int(tape.ts_exch[at])
+    shift = cut - int(tape.ts_exch[at - 1]) - gap_ns
+    ts_exch, ts_local = tape.ts_exch.copy(), tape.ts_local.copy()
+    ts_exch[at:] -= shift
+    ts_local[at:] -= shift
+
+    def moved(series):
+        later = series.ts_exch >= cut
+        cols = {k: (np.where(later, v - shift, v) if k in ("ts_exch", "ts_local", "next_funding_ts") else v)
+                for k, v in series.columns.items()}  # fmt: skip
+        return Series(cols)
+
+    return dataclasses.replace(tape, ts_exch=ts_exch, ts_local=ts_local, bbo=moved(tape.bbo),
+                               funding=moved(tape.funding))  # fmt: skip
+
+
+def test_captures_15_months_apart_take_steps_only_while_covered(gap_lake):
+    from grinder.data.tape import GAP_RESET_REF
+    from grinder.sim.backtest import corrected_local_times
+
+    tape = load_tape(gap_lake, "binance-usdm", "BTCUSDT")  # no start or end: both captures
+    # One local clock for both runs below: corrected on its own, the 2023 capture would not get the
+    # 2024 recorder's offset (its clock runs ~1.5 s behind), and every decision would move.
+    offset = int(corrected_local_times(tape)[0] - tape.ts_local[0])
+    venue = VENUE.model_copy(update={"local_clock_offset_ns": offset})
+    r = run_backtest(tape, static_grid, DENSE.as_array(), venue)
+    st = r.steps
+    calendar = (tape.ts_local.max() - tape.ts_exch.min()) // VENUE.step_ns  # ~4e8 steps of 100 ms
+    assert calendar > 10**8
+    assert len(st["ts"]) == r.counters["decisions"] <= _step_bound(tape)  # about 1,200
+    # One grid throughout, with one jump over the 15 months between the captures.
+    d = np.diff(st["ts"])
+    assert (d % VENUE.step_ns == 0).all() and (d > VENUE.step_ns).sum() == 1
+    assert d.max() > 400 * 86_400 * 10**9
+    # The first capture's run is the same as a backtest of that capture alone: every fill and step.
+    cut = int(tape.ts_exch[np.flatnonzero(tape.ref == GAP_RESET_REF)[0]])
+    alone = run_backtest(load_tape(gap_lake, "binance-usdm", "BTCUSDT", end_ns=cut), static_grid,
+                         DENSE.as_array(), venue)  # fmt: skip
+    first = r.fills["ts_exch"] < cut
+    assert first.sum() == len(alone.fills["ts_exch"]) >= 20
+    for k, v in alone.fills.items():
+        assert np.array_equal(r.fills[k][first], v), k
+    for k, v in alone.steps.items():
+        assert np.array_equal(st[k][: len(v)], v, equal_nan=True), k
+    # The later capture trades too, about its own mid; no step claims time inside the gap.
+    later = r.fills["price"][~first]
+    assert len(later) >= 20 and np.abs(later - MID_2024).max() < 100.0
+    inside = (st["ts"] > alone.steps["ts"][-1] + 61 * 10**9) & (st["ts"] < cut)
+    assert not inside.any()
+
+
+def test_a_day_long_gap_costs_a_minute_of_steps_not_a_day(gap_lake):
+    # The same two captures a day apart: stepping through the gap would take 864,000 decisions.
+    tape = _gap_shrunk_to(load_tape(gap_lake, "binance-usdm", "BTCUSDT"), 86_400 * 10**9)
+    r = run_backtest(tape, static_grid, DENSE.as_array(), VENUE)
+    assert len(r.steps["ts"]) <= _step_bound(tape) < 2_000
+    assert r.counters["decisions"] == len(r.steps["ts"])
+    d = np.diff(r.steps["ts"])
+    assert (d > VENUE.step_ns).sum() == 1 and 86_300 * 10**9 < d.max() < 86_400 * 10**9
+    full = run_backtest(load_tape(gap_lake, "binance-usdm", "BTCUSDT"), static_grid, DENSE.as_array(), VENUE)
+    # Moving the later capture changes nothing but its times: the same fills, prices and ledger.
+    assert np.array_equal(r.fills["price_ticks"], full.fills["price_ticks"])
+    assert np.array_equal(r.fills["qty"], full.fills["qty"])
+    assert (r.position, r.balance, r.fees) == (full.position, full.balance, full.fees)
