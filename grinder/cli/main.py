@@ -990,6 +990,15 @@ def print_summary(summary: dict, run_dir: Path, report: bool = True) -> None:
     if summary.get("mode_share") and len(summary["mode_share"]) > 1:
         out.print("  modes " + "  ".join(f"{k} {v:.0%}" for k, v in summary["mode_share"].items()))
     out.print(f"  digest {summary['digest']}")
+    gaps = summary.get("coverage_gaps") or []
+    held = [g for g in gaps if g["position"] != 0]
+    if gaps:
+        days = ", ".join(f"{g['seconds'] / 86_400:.1f} d" for g in gaps)
+        carried = (f"; a position was held across {len(held)} of them, which moved equity by "
+                   f"{sum(g['equity_change'] for g in held):+.4f} {cur} with no data to trade on: backtest each "
+                   "span alone (--start/--end, `grinder data check`)") if held else ""  # fmt: skip
+        err.print(f"warning: the run jumped {len(gaps)} coverage gap(s) ({days}){carried}", highlight=False,
+                  soft_wrap=True)  # fmt: skip
     out.print(f"  run folder: {run_dir}")
     if report:
         out.print(f"  report: {run_dir / 'report.html'}")

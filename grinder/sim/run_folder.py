@@ -17,7 +17,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from grinder.sim.backtest import BacktestResult
+from grinder.sim.backtest import STALE_NS, BacktestResult
+
+
+def gaps_crossed(steps: dict) -> list[dict]:
+    """The coverage gaps the decision clock jumped over (decision 025), each with its start and end
+    (ns, the steps on either side), length (s), the position held across it and the equity change
+    over it (settle currency): with a position held, a price move nobody could trade is in the PnL."""
+    ts = np.asarray(steps["ts"])
+    if ts.size < 2 or "position" not in steps:
+        return []
+    jumps = np.flatnonzero(np.diff(ts) > STALE_NS)
+    pos, eq = steps["position"], steps["equity"]
+    return [
+        {"from_ns": int(ts[i]), "to_ns": int(ts[i + 1]), "seconds": float(ts[i + 1] - ts[i]) / 1e9,
+         "position": float(pos[i]), "equity_change": float(eq[i + 1] - eq[i])}
+        for i in jumps
+    ]  # fmt: skip
 
 
 def summarize(res: BacktestResult, meta: dict, mode_names: tuple[str, ...] = ()) -> dict:
@@ -44,6 +60,7 @@ def summarize(res: BacktestResult, meta: dict, mode_names: tuple[str, ...] = ())
         "counters": res.counters,
         "mode_names": list(mode_names),
         "mode_share": share,
+        "coverage_gaps": gaps_crossed(res.steps),
         "digest": res.digest,
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 
 import numpy as np
 import pytest
@@ -254,3 +255,29 @@ def test_a_day_long_gap_costs_a_minute_of_steps_not_a_day(gap_lake):
     assert np.array_equal(r.fills["price_ticks"], full.fills["price_ticks"])
     assert np.array_equal(r.fills["qty"], full.fills["qty"])
     assert (r.position, r.balance, r.fees) == (full.position, full.balance, full.fees)
+
+
+def test_a_run_across_a_coverage_gap_says_so_and_what_the_position_held_across_it_did(gap_lake, tmp_path):
+    from grinder.sim.run_folder import gaps_crossed
+    from tests.cli.test_cli import grinder
+
+    tape = load_tape(gap_lake, "binance-usdm", "BTCUSDT")
+    r = run_backtest(tape, static_grid, DENSE.as_array(), VENUE)
+    (gap,) = gaps_crossed(r.steps)
+    assert gap["seconds"] > 400 * 86_400  # April 2023 to July 2024
+    i = int(np.flatnonzero(r.steps["ts"] == gap["from_ns"])[0])
+    assert r.steps["ts"][i + 1] == gap["to_ns"]
+    assert gap["position"] == r.steps["position"][i] != 0  # the 2023 grid ends holding inventory
+    assert gap["equity_change"] == pytest.approx(r.steps["equity"][i + 1] - r.steps["equity"][i])
+    # A BTC position carried from ~28,000 to ~64,000 moves equity by thousands: the CLI says so.
+    assert abs(gap["equity_change"]) > 1_000 * abs(gap["position"])
+    one = gaps_crossed(run_backtest(load_tape(REPO / "data" / "sample" / "lake", "binance-usdm", "BTCUSDT"),
+                                    static_grid, DENSE.as_array(), VENUE).steps)  # fmt: skip
+    assert one == []
+    p = ["-p", f"levels={DENSE.levels}", "-p", f"interval={DENSE.interval}", "-p", f"half_spread={DENSE.half_spread}",
+         "-p", f"order_qty={DENSE.order_qty}", "-p", f"max_position={DENSE.max_position}"]  # fmt: skip
+    cli = grinder("backtest", "static_grid", "--root", gap_lake, *p, "--no-report", "--no-track", "--out", tmp_path)
+    assert cli.returncode == 0, cli.stderr
+    assert "warning: the run jumped 1 coverage gap(s) (4" in cli.stderr and "held across 1 of them" in cli.stderr
+    (summary,) = tmp_path.glob("*/summary.json")
+    assert len(json.loads(summary.read_text())["coverage_gaps"]) == 1
