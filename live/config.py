@@ -53,7 +53,9 @@ class LiveConfig(BaseModel):
 def load_config(path: Path) -> LiveConfig:
     """Read and validate a TOML config; DataError names the file and the first bad field."""
     try:
-        raw = tomllib.loads(Path(path).read_text())
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a TOML text file (not UTF-8: compressed or binary?)") from None
     except OSError as e:
         raise DataError(f"{path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:

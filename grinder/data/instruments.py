@@ -29,7 +29,8 @@ def check_name(what: str, value: str) -> str:
 class Instrument(BaseModel):
     """Trading rules of one contract: tick and lot in quote/base units, fees as fractions."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No inf or NaN: an infinite tick or minimum notional passes a "> 0" bound and breaks every price after.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     venue: str = Field(min_length=1)
     symbol: str = Field(min_length=1)

@@ -77,6 +77,27 @@ def test_ingest_then_ls(real_lines, tmp_path):
         (["data", "ingest", "binance", "{bad}"], "cannot tell the symbol"),
         (["data", "ingest", "binance", "{bad}", "--symbol", "DOGEUSDT"], "no built-in rules for binance-usdm/DOGEUSDT"),
         (["data", "ingest", "binance", "{bad}", "--symbol", "BTCUSDT", "--tick-size", "-1"], "invalid tick_size"),
+        (
+            ["data", "ingest", "binance", "{bad}", "--symbol", "BTCUSDT", "--tick-size", "inf"],
+            "invalid tick_size: Input should be a finite number",
+        ),
+        (
+            [
+                "data",
+                "ingest",
+                "binance",
+                "{bad}",
+                "--symbol",
+                "ZZZUSDT",
+                "--tick-size",
+                "0.1",
+                "--lot-size",
+                "0.001",
+                "--min-notional",
+                "nan",
+            ],
+            "invalid min_notional: Input should be a finite number",
+        ),  # fmt: skip
         (["data", "ingest", "binance", "{bad}", "--symbol", "BTCUSDT"], "x.gz: corrupt or truncated gzip"),
         (["data", "ingest", "binance", "{bad}", "--symbol", "BTCUSDT", "--compression", "gzip"], "unknown compression"),
         (["data", "query", "select nope from book", "--root", "{sample}"], "query failed: Binder Error"),

@@ -137,6 +137,17 @@ def test_a_bad_config_is_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2 and "step_ms" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_compressed_config_is_one_line_and_exit_2(tmp_path):
+    import gzip
+
+    cfg = tmp_path / "live.toml"
+    cfg.write_bytes(gzip.compress(b'strategy = "static_grid"\nsymbol = "BTCUSDT"\nparams = {}\n'))
+    r = subprocess.run([sys.executable, "-m", "grinder", "live", "--config", str(cfg)], capture_output=True,
+                       text=True, env=ENV, cwd=REPO, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"error: {cfg}: not a TOML text file (not UTF-8: compressed or binary?)"
+
+
 def test_paper_mode_as_a_process_needs_no_key_fills_and_reports_position_and_pnl_on_sigterm(tmp_path, procs):
     port = serve(procs)
     cfg, state = config(tmp_path, port, PAPER_TOML)
