@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from numba import njit
 
 from grinder.data import tape_cache
-from grinder.data.coverage import DEFAULT_MAX_GAP_NS, spans_of_times
+from grinder.data.coverage import DEFAULT_MAX_GAP_NS, gap_rows, spans_of_times
 from grinder.data.errors import DataError
 from grinder.data.instruments import Instrument
 from grinder.data.lake import NS_PER_DAY, lake_reader, partition_dir
@@ -186,22 +186,6 @@ def _merge(*args) -> tuple[np.ndarray, ...]:
     return out
 
 
-@njit(cache=True, nogil=True)
-def _gap_rows(ts, max_gap_ns):
-    """Rows more than `max_gap_ns` after the row before them (ts sorted): each begins a coverage span."""
-    n = 0
-    for i in range(1, ts.shape[0]):
-        if ts[i] - ts[i - 1] > max_gap_ns:
-            n += 1
-    out = np.empty(n, np.int64)
-    n = 0
-    for i in range(1, ts.shape[0]):
-        if ts[i] - ts[i - 1] > max_gap_ns:
-            out[n] = i
-            n += 1
-    return out
-
-
 # `ref` of a reset put at a coverage gap: no exchange message carries it.
 GAP_RESET_REF = -1
 
@@ -213,7 +197,7 @@ def _reset_at_gaps(cols: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     of that span. A tape of one span comes back as it was (the same arrays).
     """
     ts, loc, kind, side, px, ticks, qty, ref, flags = cols
-    at = _gap_rows(ts, DEFAULT_MAX_GAP_NS)
+    at = gap_rows(ts, DEFAULT_MAX_GAP_NS)
     if not at.size:
         return cols
     ends = np.append(at[1:], len(ts))
