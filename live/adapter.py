@@ -366,13 +366,17 @@ class LiveAdapter:
             self.tick_late_ns = self.tick_ns - next_tick
             self.tick_sched_ns = next_tick if self.tick_late_ns < step_ns else 0  # 0: a tick was missed
             next_tick += max(1, (self.tick_ns - next_tick) // step_ns + 1) * step_ns
-            if self.book_ts and time.monotonic() - self.book_ts <= self.cfg.stale_after_s:
+            if self._book_fresh():
                 await self.decide_once()  # never on a stale book
             elif self.orders:
                 # Nor does a quote rest on a book we cannot see (decision 021, as the backtest): cancel
                 # what is open; one whose cancel fails is tried again at the next tick.
                 await _together([self._cancel(k) for k in list(self.orders.values()) if k.request != REQ_CANCEL])
             self.housekeeping(next_tick - hot_ns)
+
+    def _book_fresh(self) -> bool:
+        """Whether the book is synced and its last update is at most `stale_after_s` old."""
+        return bool(self.book_ts) and time.monotonic() - self.book_ts <= self.cfg.stale_after_s
 
     def housekeeping(self, busy_from_ns: int) -> bool:
         """Have the journals fsynced, reserve client ids ahead and collect garbage, unless a decision is near.
@@ -482,7 +486,12 @@ class LiveAdapter:
         # The cancels all at once, then (once they are answered: they free margin and position room)
         # the creates all at once: two round trips a decision, not one per order.
         await _together([self._cancel(known[i]) for i in intents.cancel])
-        await _together([self._create(side, px, qty) for side, px, qty, _level in intents.place])
+        if not self._book_fresh():
+            # The book went stale while the cancels were out: a quote placed now would rest on a book
+            # nobody sees (decision 021). The next tick cancels what is left.
+            self.audit.write(self.clock_ns(), "creates_dropped", reason="book stale", count=len(intents.place))
+        else:
+            await _together([self._create(side, px, qty) for side, px, qty, _level in intents.place])
         self.ex.drop_presigned()  # one not used (the decision was taken afresh) is not for a later one
         # The journals' fsync, the next client-id reservation and the collector wait for housekeeping.
         if self.ex.first_request_ns:

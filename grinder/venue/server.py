@@ -49,6 +49,7 @@ class Faults:
     http_count: int = 0  # ... for this many requests (then back to normal)
     retry_after_s: int = 0  # Retry-After header sent with the fault status
     slow_s: float = 0.0  # delay before answering any REST request
+    depth_slow_s: float = 0.0  # further delay before answering a depth snapshot (a resync that takes a while)
     lose_create_replies: int = 0  # accept this many creates but drop the connection instead of answering
     seq_gap: bool = False  # skip one depth update (its u) in the stream, once
     drop_ws: bool = False  # close every public and user WebSocket once (clients must reconnect)
@@ -285,6 +286,8 @@ class VenueServer:
         f.requests.append((request.method, request.path))
         if f.slow_s > 0:
             await asyncio.sleep(f.slow_s)
+        if f.depth_slow_s > 0 and request.path == "/fapi/v1/depth":
+            await asyncio.sleep(f.depth_slow_s)
         private = request.path.startswith("/fapi/") and request.path not in (
             "/fapi/v1/exchangeInfo", "/fapi/v1/time", "/fapi/v1/depth")  # fmt: skip
         if private and f.http_status and f.http_count > 0:
