@@ -1,8 +1,9 @@
 """One decision at a time from plain Python: strategy kernel -> diff -> gates, as the live adapter runs it.
 
-The backtest engine calls the same three compiled functions inside its loop; this wrapper keeps
-the strategy's and the gates' state between calls and takes the orders the caller knows of, so a
-driver that lives on sockets and clocks (grinder live) turns market updates into the same intents.
+The backtest engine calls the same compiled step (`grinder.core.step.decision_step`) inside its
+loop; this wrapper keeps the strategy's and the gates' state between calls and takes the orders the
+caller knows of, so a driver that lives on sockets and clocks (grinder live) turns market updates
+into the same intents.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
+from numba import njit, typeof
 from pydantic import BaseModel
 
 from grinder.book.l2 import EMPTY
-from grinder.core.diff import REQ_NONE, ST_NEW, diff_quotes_into, diff_scratch
-from grinder.core.gates import REASONS, GateConfig, apply_gates, new_gate_state
+from grinder.core.diff import REQ_NONE, ST_NEW, diff_scratch
+from grinder.core.gates import REASONS, GateConfig, gates_active, new_gate_state
+from grinder.core.step import decision_step
 from grinder.core.strategy import Strategy, compile_kernel
 from grinder.data.errors import DataError
 
@@ -54,23 +56,11 @@ class Intents:
     blocked: dict[str, int] = field(default_factory=dict)
 
 
-@njit(cache=True)  # keeps the GIL: releasing it for 2 µs lets another thread take it for up to 5 ms
-def diff_and_gate(nt, gate_cfg, gate_state, now_ns, bb, ba, tick, position, equity, unit_notional, o_side,
-                  o_px, o_status, o_req, o_live, o_slots, m, t_side, t_px, t_qty, out_cancel, out_place,
-                  blocked, scratch, stamp):  # fmt: skip
-    """A decision's `nt` targets diffed against the orders, then gated, in one call; returns (cancels, places).
-
-    Prices in ticks, quantities in base units (or contracts), times in ns; `blocked` is reset first.
-    `scratch` and `stamp` are the diff's kept hash tables and this call's stamp (`diff_quotes_into`).
-    """
-    nc, npl = diff_quotes_into(t_side, t_px, nt, o_side, o_px, o_status, o_req, o_live, o_slots, m, out_cancel,
-                               out_place, scratch, stamp)  # fmt: skip
-    blocked[:] = 0
-    bid_px = bb * tick if bb != EMPTY else 0.0
-    ask_px = ba * tick if ba != EMPTY else 0.0
-    npl, nc = apply_gates(gate_cfg, gate_state, now_ns, position, bid_px, ask_px, equity, unit_notional, t_side, t_qty,
-                          out_place, npl, nc, m, blocked)  # fmt: skip
-    return nc, npl
+# The step (grinder.core.step) as live calls it: with the kernel's dispatcher as an argument, a
+# constant to the compiled code that costs nothing to pass (a first-class function handle costs half
+# a decision to unbox). Its type differs between processes, so it is compiled once per process and
+# never cached: numba's cache would gain an entry per process.
+_live_step = njit(decision_step.py_func)
 
 
 @dataclass(frozen=True)
@@ -89,18 +79,23 @@ class Decider:
 
     def __init__(self, strategy: Strategy, params: BaseModel, gates: GateConfig | None = None, state_size: int = 64):
         self.strategy = strategy
-        self.kernel = compile_kernel(strategy.kernel)
         self.params = np.array(strategy.vector(params), np.float64)
         self.state = np.zeros(state_size)
         self.gate_cfg = (gates or GateConfig()).as_array()
         self.gate_state = new_gate_state(self.gate_cfg)
+        self._gates_on = bool(gates_active(self.gate_cfg))
+        self._handle = compile_kernel(strategy.kernel)  # a dispatcher: a constant to the step, nothing to unbox
         n = strategy.max_targets
         self._t = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64))
+        self._prev = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n))  # the step's copy of the last targets
         self._nt = 0
         self._out_place = np.zeros(n, np.int64)
         self._blocked = np.zeros(len(REASONS), np.int64)
         self._scratch, self._stamp = diff_scratch(n), 0  # the diff's tables: sized by targets only
         self._orders_for(16)
+        # ... and then called without the dispatcher, which would type every argument on every call
+        # (tuples of arrays, the kernel's handle): half a live decision's time, for types that do not change.
+        self._step = None
 
     def _orders_for(self, m: int) -> None:
         """Buffers for m orders (side, ticks, leaves, status, request, live, slots, cancels)."""
@@ -157,21 +152,26 @@ class Decider:
         # Element by element into kept buffers: a third of the time of five new arrays a decision.
         for i, o in enumerate(orders):
             o_side[i], o_px[i], o_qty[i], o_status[i], o_req[i] = o.side, o.price_ticks, o.leaves, o.status, o.request
-        t_side, t_px, t_qty, t_level = self._t
-        out_place, blocked = self._out_place, self._blocked
-        # Two compiled calls on arrays and numbers (numba types those in C, fast): the kernel, then
-        # diff and gates together.
-        nt = self.kernel(self.params, self.state, now_ns, best_bid_ticks, best_ask_ticks, bid_qty, ask_qty, tick, lot,
-                         position, o_side, o_px, o_qty, m, t_side, t_px, t_qty, t_level)  # fmt: skip
-        if nt < 0 or nt > len(t_side):
-            raise DataError(f"{self.strategy.name}: strategy kernel returned {nt} targets; it may ask for 0 to "
-                            f"{len(t_side)} (max_targets)")  # fmt: skip
-        self._nt = nt
+        blocked = self._blocked
+        blocked[:] = 0
         self._stamp += 1
-        nc, npl = diff_and_gate(nt, self.gate_cfg, self.gate_state, now_ns, best_bid_ticks, best_ask_ticks, tick,
-                                position, equity, unit_notional, o_side, o_px, o_status, o_req, o_live, o_slots, m,
-                                t_side, t_px, t_qty, out_cancel, out_place, blocked, self._scratch,
-                                self._stamp)  # fmt: skip
+        # One compiled call on arrays and numbers (numba types those in C, fast): the decision step
+        # the backtest engine runs, never skipping (kernel, diff, gates; grinder.core.step).
+        args = (self._handle, self.params, self.state, True, True, True, False, now_ns,
+                (best_bid_ticks, best_ask_ticks, bid_qty, ask_qty), tick, lot, position, equity, unit_notional,
+                self._gates_on, self.gate_cfg, self.gate_state, (o_side, o_px, o_qty), m,
+                (o_side, o_px, o_status, o_req, o_live, o_slots), self._t, self._prev, self._nt, out_cancel,
+                self._out_place, blocked, self._scratch, self._stamp)  # fmt: skip
+        if self._step is None:
+            sig = tuple(typeof(a) for a in args)
+            _live_step.compile(sig)  # for these argument types ...
+            self._step = _live_step.overloads[sig].entry_point
+        nt, nc, npl, _ = self._step(*args)
+        if nt < 0 or nt > len(self._t[0]):
+            raise DataError(f"{self.strategy.name}: strategy kernel returned {nt} targets; it may ask for 0 to "
+                            f"{len(self._t[0])} (max_targets)")  # fmt: skip
+        self._nt = nt
+        out_place = self._out_place
         place = []
         if npl:
             side, px, qty, level = (a[out_place[:npl]].tolist() for a in self._t)

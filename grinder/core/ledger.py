@@ -101,3 +101,19 @@ def equity(led, mark: float, funding_paid: float, inverse: bool, contract_size: 
     """Cash plus the position marked at `mark`, minus fees and funding paid (settle currency)."""
     m = value(led[POSITION], mark, inverse, contract_size) if led[POSITION] != 0.0 else 0.0
     return led[CASH] + m - led[FEES] - funding_paid
+
+
+@njit(cache=True, inline="always")
+def gate_inputs(led, best_bid_ticks: int, best_ask_ticks: int, empty: int, tick: float, funding_paid: float,
+                inverse: bool, contract_size: float) -> tuple[float, float, float]:  # fmt: skip
+    """(mid, equity, unit notional) a decision's gates read, computed one way for the backtest and live.
+
+    The mid is quote per base from the best bid and ask in ticks (0.0 without both sides, `empty` marks
+    a missing side). Equity is `equity` marked at the mid, or without a mid realized PnL less fees and
+    funding (settle currency). The unit notional is the quote value of one unit of position: the mid
+    for linear contracts, the contract size for inverse ones.
+    """
+    if best_bid_ticks == empty or best_ask_ticks == empty:
+        return 0.0, led[REALIZED] - led[FEES] - funding_paid, contract_size if inverse else 0.0
+    mid = (best_bid_ticks + best_ask_ticks) * 0.5 * tick
+    return mid, equity(led, mid, funding_paid, inverse, contract_size), contract_size if inverse else mid

@@ -46,12 +46,22 @@ from grinder.core.diff import (
     ST_FILLED,
     ST_NEW,
     ST_NONE,
-    diff_quotes_into,
     diff_scratch,
     had_target,
 )
-from grinder.core.gates import apply_gates, gates_active
-from grinder.core.ledger import CASH, FEES, LEDGER_SIZE, POSITION, REALIZED, book_fill, equity, notional, quote_notional
+from grinder.core.gates import gates_active
+from grinder.core.ledger import (
+    CASH,
+    FEES,
+    LEDGER_SIZE,
+    POSITION,
+    REALIZED,
+    book_fill,
+    gate_inputs,
+    notional,
+    quote_notional,
+)
+from grinder.core.step import decision_step
 from grinder.core.strategy import BAND_MIN_STATE, STRATEGY_FN
 from grinder.sim.queue import filled_qty, on_depth, on_trade
 from grinder.sim.replay import level_key, level_of, qty_at_cursor
@@ -555,6 +565,11 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     d_scratch = diff_scratch(max_targets)  # the diff's tables, kept for the whole run
     d_stamp = 0
     slots = np.zeros(cap, np.int64)
+    # The decision step's views of the same arrays (grinder.core.step).
+    view = (v_side, v_px, v_qty)
+    orders = (o_side, o_px, l_status, l_req, l_live, slots)
+    targets = (t_side, t_px, t_qty, t_level)
+    prev = (p_side, p_px, p_qty)
     t0, last_ts, _ = decision_clock(ts_exch, local_ts, start_ns, step_ns)
     n_steps_cap = segment_steps(segments)
     # The time of the last step of the clock's current run (`segments`): there the clock jumps
@@ -920,62 +935,36 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                     elif o_side[s_] < 0 and (qask == EMPTY or o_px[s_] < qask):
                         qask = o_px[s_]
         dirty = False
-        nc = npl = 0
-        same = True  # the targets are the last ones (reused, or computed equal)
         if not syn:
             # The book is not synced (before a snapshot, after a reset): the strategy is not
-            # called and nothing should rest, as live (decision 021). No targets: the diff
-            # cancels every open quote.
+            # called and nothing should rest, as live (decision 021): the step cancels every quote.
             counters[10] += 1
             k_stale = True
-            same = last_nt == 0
-            last_nt = 0
         elif fresh:
             k_stale = False
             k_bb, k_ba, k_bbq, k_baq, k_pos = bb, ba, bbq, baq, position
-            nt = strategy(params, strategy_state, target, bb, ba, bbq, baq, tick, lot, position, v_side, v_px, v_qty,
-                          m, t_side, t_px, t_qty, t_level)  # fmt: skip
-            if nt < 0 or nt > max_targets:
-                raise ValueError("strategy kernel returned more targets than max_targets (or a negative count)")
-            # A strategy sees only (params, its state, market, position, open quotes): with the same
-            # targets and no order changed since the last diff (or only in ways that cannot change
-            # its answer: `settled`), the diff would be empty.
-            j0 = 0  # targets [0, j0) equal the last ones: compared, and need no copy
-            if (settled or not touched) and nt == last_nt:
-                while j0 < nt and t_side[j0] == p_side[j0] and t_px[j0] == p_px[j0] and t_qty[j0] == p_qty[j0]:
-                    j0 += 1
-            same = nt == last_nt and j0 == nt
-            last_nt = nt
-            for j in range(j0, nt):
-                p_side[j], p_px[j], p_qty[j] = t_side[j], t_px[j], t_qty[j]
-        if not same or (touched and not settled):
+        have_mid = bb != EMPTY and ba != EMPTY
+        mid_now, eq_now, unit_now = gate_inputs(led, bb, ba, EMPTY, tick, funding_paid, inverse, contract_size)
+        # A strategy sees only (params, its state, market, position, open quotes): with the same
+        # targets and no order changed since the last diff (or only in ways that cannot change its
+        # answer: `settled`), the diff would be empty.
+        orders_changed = touched and not settled
+        compare = settled or not touched
+        stamp = d_stamp + 1
+        nt, nc, npl, diffed = decision_step(strategy, params, strategy_state, syn, fresh, orders_changed, compare,
+                                            target, (bb, ba, bbq, baq), tick, lot, position, eq_now, unit_now,
+                                            gates_on, gate_cfg, gate_state, view, m, orders, targets, prev, last_nt,
+                                            out_cancel, out_place, blocked, d_scratch, stamp)  # fmt: skip
+        if syn and fresh and (nt < 0 or nt > max_targets):
+            raise ValueError("strategy kernel returned more targets than max_targets (or a negative count)")
+        last_nt = nt
+        if diffed:
             d_stamp += 1
-            d_nt = last_nt
-            nc, npl = diff_quotes_into(t_side, t_px, last_nt, o_side, o_px, l_status, l_req, l_live, slots, m,
-                                       out_cancel, out_place, d_scratch, d_stamp)  # fmt: skip
+            d_nt = nt
             settled = not gates_on
         touched = False
-        have_mid = bb != EMPTY and ba != EMPTY
-        mid_now = (bb + ba) * 0.5 * tick if have_mid else 0.0
-        eq_now = equity(led, mid_now, funding_paid, inverse, contract_size) if have_mid else np.nan
-        if gates_on:
-            npl, nc = apply_gates(
-                gate_cfg,
-                gate_state,
-                target,
-                position,
-                bb * tick if bb != EMPTY else 0.0,
-                ba * tick if ba != EMPTY else 0.0,
-                eq_now if have_mid else led[REALIZED] - led[FEES] - funding_paid,
-                contract_size if inverse else mid_now,
-                t_side,
-                t_qty,
-                out_place,
-                npl,
-                nc,
-                m,
-                blocked,
-            )
+        if not have_mid:
+            eq_now = np.nan
         t_send = q_last
         if nc > 0 or npl > 0:
             dirty = True

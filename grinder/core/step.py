@@ -1,0 +1,81 @@
+"""One decision step, the same compiled function for the backtest engine and the live adapter.
+
+A step is: the strategy kernel's target quotes (or, on an unsynced book, none), diffed against the
+open orders, then passed through the gates. `grinder.sim.engine.run` calls it inside its loop and
+`grinder.core.decision.Decider` (what `grinder live` drives) calls it once per decision, so both
+turn the same inputs into the same intents. What differs is only what each driver may skip: the
+engine knows when the kernel's answer cannot have changed (`call_kernel` False: the last targets
+stand) and when the open orders are as the last diff left them (`orders_changed` False: equal
+targets need no diff); the live adapter never skips.
+
+Units: prices in ticks, quantities in base units (contracts for inverse instruments), times in ns,
+`equity` in the settle currency, `unit_notional` in quote per unit of position (both from
+`grinder.core.ledger.gate_inputs`).
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from grinder.book.l2 import EMPTY
+from grinder.core.diff import diff_quotes_into
+from grinder.core.gates import apply_gates
+
+
+@njit(cache=True, inline="always")
+def decision_step(strategy, params, state, synced, call_kernel, orders_changed, compare, now_ns, book, tick, lot,
+                  position, equity, unit_notional, gates_on, gate_cfg, gate_state, view, m, orders, targets, prev,
+                  last_nt, out_cancel, out_place, blocked, scratch, stamp):  # fmt: skip
+    """One decision; returns (targets, cancels, places, diffed), or (the kernel's bad count, 0, 0, False).
+
+    - `synced`: the book is synced; if not, the kernel is not called and there are no targets (every
+      open quote is cancelled, decision 021).
+    - `call_kernel`: call the kernel; if False, the last `last_nt` targets stand.
+    - `orders_changed`: the orders moved since the last diff in a way that can change it; with targets
+      equal to the last ones and this False, the diff is skipped (it would be empty).
+    - `compare`: whether new targets may be compared with the last ones (`prev`, kept here) to find them equal.
+    - `book`: (best bid ticks, best ask ticks, bid qty, ask qty).
+    - The kernel sees the open orders compacted (`view`: side, price ticks, leaves; m of them); the diff
+      reads them through `orders`: (side, price ticks, status, request, live, slots), the driver's
+      arrays indexed through slots. `out_cancel` gets indices into slots, `out_place` indices into
+      `targets` (side, price ticks, qty, level); both are compacted by the gates. `blocked` counts add
+      up (the caller resets them).
+    - `scratch` and `stamp`: the diff's kept hash tables and this call's stamp (`diff_quotes_into`); the
+      caller advances its stamp when `diffed`.
+    A kernel count outside [0, len(targets)] returns at once, for the caller to raise its own error.
+    (Arrays come in tuples: a call of 30 arguments or more compiles to one numba cannot inline.)
+    """
+    bb, ba, bbq, baq = book
+    v_side, v_px, v_qty = view
+    o_side, o_px, o_status, o_req, o_live, slots = orders
+    t_side, t_px, t_qty, t_level = targets
+    p_side, p_px, p_qty = prev
+    if not synced:
+        nt = 0
+        same = last_nt == 0
+    elif call_kernel:
+        nt = strategy(params, state, now_ns, bb, ba, bbq, baq, tick, lot, position, v_side, v_px, v_qty, m, t_side,
+                      t_px, t_qty, t_level)  # fmt: skip
+        if nt < 0 or nt > t_side.shape[0]:
+            return nt, 0, 0, False
+        j0 = 0  # targets [0, j0) equal the last ones: compared, and need no copy
+        if compare and nt == last_nt:
+            while j0 < nt and t_side[j0] == p_side[j0] and t_px[j0] == p_px[j0] and t_qty[j0] == p_qty[j0]:
+                j0 += 1
+        same = nt == last_nt and j0 == nt
+        for j in range(j0, nt):
+            p_side[j], p_px[j], p_qty[j] = t_side[j], t_px[j], t_qty[j]
+    else:
+        nt = last_nt
+        same = True
+    nc = npl = 0
+    diffed = not same or orders_changed
+    if diffed:
+        nc, npl = diff_quotes_into(t_side, t_px, nt, o_side, o_px, o_status, o_req, o_live, slots, m, out_cancel,
+                                   out_place, scratch, stamp)  # fmt: skip
+    if gates_on:
+        bid_px = bb * tick if bb != EMPTY else 0.0
+        ask_px = ba * tick if ba != EMPTY else 0.0
+        npl, nc = apply_gates(gate_cfg, gate_state, now_ns, position, bid_px, ask_px, equity, unit_notional, t_side,
+                              t_qty, out_place, npl, nc, m, blocked)  # fmt: skip
+    return nt, nc, npl, diffed
