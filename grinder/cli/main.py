@@ -534,6 +534,13 @@ def sweep(
     rank_by: Annotated[
         str, typer.Option(help="Metric to rank sets by (out of sample when there is a test window).")
     ] = "equity",
+    rules_ok: Annotated[
+        bool,
+        typer.Option(
+            "--rules-ok/--no-rules-ok",
+            help="Rank first the sets that kept Binance's quantitative rules in every window; mark the others.",
+        ),
+    ] = False,
     workers: Annotated[int | None, typer.Option(help="Backtests run at once (default: CPU count).")] = None,
     cluster: Annotated[
         str | None, typer.Option(help="Dask scheduler tcp://host:port; workers must see the same lake path.")
@@ -610,6 +617,7 @@ def sweep(
         "train": train,
         "walk_forward": walk_forward,
         "rank_by": rank_by,
+        "rules_ok": rules_ok,
     }
     with contextlib.ExitStack() as stack:
         # SIGTERM and SIGINT unwind the sweep (its MLflow run ends FAILED, nothing half-written stays).
@@ -683,7 +691,7 @@ def sweep(
         with err.status(f"sweeping {len(g):,} parameter sets x {len(windows)} window(s)") as status:
             study = run_study(sel, g, windows, venue_cfg, gates_cfg, latency, rank_by, workers, loader,
                               progress=lambda w, d, n: status.update(f"window {w}: {d:,}/{n:,} sets"),
-                              client=client)  # fmt: skip
+                              client=client, rules_ok=rules_ok)  # fmt: skip
         seconds = round(time.perf_counter() - t0, 3)
         from grinder.sweep.decide import decision_summary, run_baseline
 
@@ -716,6 +724,8 @@ def sweep(
             "rank_by": rank_by,
             "rank_key": study.ranking.attrs["rank_key"],
             "lower_is_better": rank_by in LOWER_IS_BETTER,
+            "rules_ok": rules_ok,
+            "sets_within_rules": _sets_within_rules(study.ranking),
             "settle": settle,
             "best": study.ranking.head(5).to_dict(orient="records"),
             "sweep_id": sweep_id(study),
@@ -734,7 +744,8 @@ def sweep(
         for r in study.ranking.head(5).to_dict(orient="records"):
             vals = "  ".join(f"{a}={r[a]}" for a in g.axes)
             other = f"  {twin} {r[twin]:.6g}" if twin else ""
-            out.print(f"  #{r['rank']} set {r['set']}: {vals}  {key} {r[key]:.6g}{other}")
+            breach = "  (breaks the quantitative rules)" if r.get("rules_ok") is False else ""
+            out.print(f"  #{r['rank']} set {r['set']}: {vals}  {key} {r[key]:.6g}{other}{breach}")
         if summary["warning"]:
             err.print(f"warning: {summary['warning']}", highlight=False, soft_wrap=True)
         out.print(f"  sweep id {summary['sweep_id']}")
@@ -805,7 +816,11 @@ def _track_sweep(parent, folder, study, summary, g, spans, load, venue_cfg, gate
     best = study.ranking.iloc[0]
     key = summary["rank_key"]
     parent.log_metrics({"sets": summary["sets"], "backtests": summary["backtests"], f"best_{key}": best[key],
-                        "seconds": summary["seconds"]})  # fmt: skip
+                        "seconds": summary["seconds"],
+                        "sets_within_rules": summary.get("sets_within_rules")})  # fmt: skip
+    chosen = study.ranking
+    if summary.get("rules_ok"):  # --rules-ok: only sets that kept the quantitative rules become child runs
+        chosen = chosen[chosen["rules_ok"] == True]  # noqa: E712
     strat = g.strategy
     with err.status(f"re-running the best {children} sets over the {len(spans)} covered span(s) of the selection"):
         for k, span in enumerate(spans, start=1):
@@ -814,7 +829,7 @@ def _track_sweep(parent, folder, study, summary, g, spans, load, venue_cfg, gate
             blocks = row_blocks(tape, replay)
             decisions = decision_inputs(tape, replay, venue_cfg, span.start_ns)
             selection = {**summary["selection"], "start_ns": span.start_ns, "end_ns": span.end_ns}
-            for rank, set_no in enumerate(study.ranking["set"].head(children).tolist(), start=1):
+            for rank, set_no in enumerate(chosen["set"].head(children).tolist(), start=1):
                 params = g.sets[set_no]
                 res = run_backtest(tape, strat, strat.vector(params), venue_cfg, start_ns=span.start_ns, replay=replay,
                                    gates=gates_cfg, latency=latency, blocks=blocks, decisions=decisions)  # fmt: skip
@@ -828,9 +843,28 @@ def _track_sweep(parent, folder, study, summary, g, spans, load, venue_cfg, gate
                 parent.log_child(
                     run_dir,
                     fingerprint=fingerprint,
-                    tags={"sweep_rank": str(rank), "sweep_set": str(set_no), "sweep_span": str(k)},
+                    tags={
+                        "sweep_rank": str(rank),
+                        "sweep_set": str(set_no),
+                        "sweep_span": str(k),
+                        "sweep_rules_ok": str(_set_rules_ok(study.ranking, set_no)),
+                    },
                 )
             del tape, replay, blocks, decisions
+
+
+def _sets_within_rules(ranking) -> int | None:
+    """How many swept sets kept Binance's quantitative rules in every window (None: not tracked)."""
+    if "rules_ok" not in ranking or ranking["rules_ok"].isna().any():
+        return None
+    return int(ranking["rules_ok"].astype(bool).sum())
+
+
+def _set_rules_ok(ranking, set_no: int):
+    """Whether a swept set kept Binance's quantitative rules in every window (None: not tracked)."""
+    if "rules_ok" not in ranking:
+        return None
+    return ranking.loc[ranking["set"] == set_no, "rules_ok"].iloc[0]
 
 
 @app.command("portfolio")

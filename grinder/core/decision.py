@@ -16,8 +16,9 @@ from pydantic import BaseModel
 
 from grinder.book.l2 import EMPTY
 from grinder.core.diff import REQ_NONE, ST_NEW, diff_scratch
-from grinder.core.gates import REASONS, GateConfig, gates_active, new_gate_state
-from grinder.core.step import decision_step
+from grinder.core.gates import REASONS, GateConfig
+from grinder.core.qrules import HEADER as QR_HEADER
+from grinder.core.step import decision_step, fresh_gates
 from grinder.core.strategy import Strategy, compile_kernel
 from grinder.data.errors import DataError
 
@@ -81,9 +82,8 @@ class Decider:
         self.strategy = strategy
         self.params = np.array(strategy.vector(params), np.float64)
         self.state = np.zeros(state_size)
-        self.gate_cfg = (gates or GateConfig()).as_array()
-        self.gate_state = new_gate_state(self.gate_cfg)
-        self._gates_on = bool(gates_active(self.gate_cfg))
+        self._gates = fresh_gates(gates)
+        _, self.gate_cfg, self.gate_state, _, self.qr_cfg, self.qr_state = self._gates
         self._handle = compile_kernel(strategy.kernel)  # a dispatcher: a constant to the step, nothing to unbox
         n = strategy.max_targets
         self._t = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64))
@@ -115,9 +115,12 @@ class Decider:
         decision if nothing it was taken on has changed: the same intents and state as deciding then.
         """
         kept = (self.state.copy(), self.gate_state.copy(), self._nt, tuple(a.copy() for a in self._t))
+        # The rules' gate moves only their state's header (its windows' heads) ahead: kept, not the ring.
+        qr_head = self.qr_state[:QR_HEADER].copy()
         intents = self.decide(*decide_args)
         ahead = Ahead(intents, self.state.copy(), self.gate_state.copy(), self._nt, tuple(a.copy() for a in self._t))
         self._restore(*kept)
+        self.qr_state[:QR_HEADER] = qr_head
         return ahead
 
     def adopt(self, ahead: Ahead) -> Intents:
@@ -159,7 +162,7 @@ class Decider:
         # the backtest engine runs, never skipping (kernel, diff, gates; grinder.core.step).
         args = (self._handle, self.params, self.state, True, True, True, False, now_ns,
                 (best_bid_ticks, best_ask_ticks, bid_qty, ask_qty), tick, lot, position, equity, unit_notional,
-                self._gates_on, self.gate_cfg, self.gate_state, (o_side, o_px, o_qty), m,
+                self._gates, (o_side, o_px, o_qty), m,
                 (o_side, o_px, o_status, o_req, o_live, o_slots), self._t, self._prev, self._nt, out_cancel,
                 self._out_place, blocked, self._scratch, self._stamp)  # fmt: skip
         if self._step is None:

@@ -15,7 +15,8 @@ intent is dropped and counted under its reason:
 - rate limit: a token bucket of `rate_capacity` actions refilled at `rate_per_s`; cancels are
   served before places.
 
-A limit of 0 switches its gate off. Everything here is pure: state lives in a float64 array the
+After these, the decision step applies Binance's quantitative trading rules (`quant_rules`,
+grinder.core.qrules). A limit of 0 switches its gate off. Everything here is pure: state lives in a float64 array the
 caller keeps between decisions (`new_gate_state`).
 """
 
@@ -27,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # Reasons, indexing the blocked-intent counters.
 RATE_LIMIT, MAX_POSITION, MAX_NOTIONAL, MAX_OPEN_ORDERS, DAILY_LOSS, SPREAD_SPIKE, PRICE_IMPACT, DRAWDOWN = range(8)
+QUANT_RULES = 8  # counted by the decision step after these gates (grinder.core.qrules)
 REASONS = ("rate_limit", "max_position", "max_notional", "max_open_orders", "daily_loss", "spread_spike",
-           "price_impact", "drawdown_reduce_only")  # fmt: skip
+           "price_impact", "drawdown_reduce_only", "quant_rules")  # fmt: skip
 WINDOW = 256  # longest rolling window, decisions
 
 # State layout: scalars, then two rings of WINDOW values (spreads, mids).
@@ -53,6 +55,9 @@ class GateConfig(BaseModel):
     max_impact_bps: float = Field(0, ge=0, description="block when |mid move| over the window exceeds this")
     impact_window: int = Field(10, ge=1, le=WINDOW - 1, description="decisions")
     max_drawdown: float = Field(0, ge=0, description="settle currency below peak equity: reduce-only")
+    quant_rules: bool = Field(False, description="block new orders before Binance's quantitative rules or "
+                              "order limits would be breached; tracked and reported either way")  # fmt: skip
+    quant_rules_file: str = Field("", description="thresholds file (TOML); empty: the shipped, versioned one")
 
     def as_array(self) -> np.ndarray:
         """The float64 vector `apply_gates` reads."""

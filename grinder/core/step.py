@@ -15,17 +15,41 @@ Units: prices in ticks, quantities in base units (contracts for inverse instrume
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+import numpy as np
 from numba import njit
 
 from grinder.book.l2 import EMPTY
 from grinder.core.diff import diff_quotes_into
-from grinder.core.gates import apply_gates
+from grinder.core.gates import QUANT_RULES, GateConfig, apply_gates, gates_active, new_gate_state
+from grinder.core.qrules import C_ENABLED, GTC, QuantRules, load_quant_rules, new_qr_state, qr_allowed
+
+
+@lru_cache(maxsize=8)
+def quant_rules(path: str = "") -> QuantRules:
+    """The quantitative rules from `path` (empty: the shipped file), read once per process."""
+    return load_quant_rules(path or None)
+
+
+def fresh_gates(gates: GateConfig | None) -> tuple[bool, np.ndarray, np.ndarray, bool, np.ndarray, np.ndarray]:
+    """The `gates` tuple `decision_step` takes, with fresh state: (on, config, state) of the gates, then of the rules.
+
+    The rules' state is kept whether or not their gate is on: the drivers record every order in it,
+    and report the ratios.
+    """
+    gates = gates or GateConfig()
+    cfg = gates.as_array()
+    rules = quant_rules(gates.quant_rules_file)
+    qr_cfg = rules.as_array()
+    qr_on = bool(gates.quant_rules and qr_cfg[C_ENABLED] != 0.0)
+    return bool(gates_active(cfg)), cfg, new_gate_state(cfg), qr_on, qr_cfg, new_qr_state(rules)
 
 
 @njit(cache=True, inline="always")
 def decision_step(strategy, params, state, synced, call_kernel, orders_changed, compare, now_ns, book, tick, lot,
-                  position, equity, unit_notional, gates_on, gate_cfg, gate_state, view, m, orders, targets, prev,
-                  last_nt, out_cancel, out_place, blocked, scratch, stamp):  # fmt: skip
+                  position, equity, unit_notional, gates, view, m, orders, targets, prev, last_nt, out_cancel,
+                  out_place, blocked, scratch, stamp):  # fmt: skip
     """One decision; returns (targets, cancels, places, diffed), or (the kernel's bad count, 0, 0, False).
 
     - `synced`: the book is synced; if not, the kernel is not called and there are no targets (every
@@ -35,6 +59,9 @@ def decision_step(strategy, params, state, synced, call_kernel, orders_changed, 
       equal to the last ones and this False, the diff is skipped (it would be empty).
     - `compare`: whether new targets may be compared with the last ones (`prev`, kept here) to find them equal.
     - `book`: (best bid ticks, best ask ticks, bid qty, ask qty).
+    - `gates`: (gates on, gate config, gate state, quantitative rules gate on, their config, their
+      state): `grinder.core.gates` first, then `grinder.core.qrules` on the places left, each new
+      order valued at its quantity times `unit_notional` (what the driver records it with).
     - The kernel sees the open orders compacted (`view`: side, price ticks, leaves; m of them); the diff
       reads them through `orders`: (side, price ticks, status, request, live, slots), the driver's
       arrays indexed through slots. `out_cancel` gets indices into slots, `out_place` indices into
@@ -50,6 +77,7 @@ def decision_step(strategy, params, state, synced, call_kernel, orders_changed, 
     o_side, o_px, o_status, o_req, o_live, slots = orders
     t_side, t_px, t_qty, t_level = targets
     p_side, p_px, p_qty = prev
+    gates_on, gate_cfg, gate_state, qr_on, qr_cfg, qr_state = gates
     if not synced:
         nt = 0
         same = last_nt == 0
@@ -78,4 +106,16 @@ def decision_step(strategy, params, state, synced, call_kernel, orders_changed, 
         ask_px = ba * tick if ba != EMPTY else 0.0
         npl, nc = apply_gates(gate_cfg, gate_state, now_ns, position, bid_px, ask_px, equity, unit_notional, t_side,
                               t_qty, out_place, npl, nc, m, blocked)  # fmt: skip
+    if qr_on and npl > 0:
+        # One answer for the batch: its largest order, and its smallest value (dust), the worst case.
+        q_max = 0.0
+        for k in range(npl):
+            q_max = max(q_max, t_qty[out_place[k]])
+        q_min = q_max
+        for k in range(npl):
+            q_min = min(q_min, t_qty[out_place[k]])
+        allowed = qr_allowed(qr_state, qr_cfg, now_ns, npl, GTC, q_max, q_min * unit_notional)
+        if allowed < npl:
+            blocked[QUANT_RULES] += npl - allowed
+            npl = allowed
     return nt, nc, npl, diffed

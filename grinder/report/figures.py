@@ -141,3 +141,35 @@ def mode_figure(run: Run) -> go.Figure:
         margin={"t": 50, "b": 40},
     )
     return fig
+
+
+QR_COLORS = {"ufr": BLUE, "gtc_cancel": RED, "expire": PURPLE, "dust": GREEN, "orders_10s": BLUE,
+             "orders_1m": RED, "orders_1d": PURPLE}  # fmt: skip
+QR_LABELS = {"ufr": "unfilled ratio (UFR)", "gtc_cancel": "GTC cancel ratio (ICR)", "expire": "IOC/FOK expire ratio",
+             "dust": "dust ratio", "orders_10s": "orders / 10 s", "orders_1m": "orders / min",
+             "orders_1d": "orders / UTC day"}  # fmt: skip
+
+
+def qrules_figure(run: Run) -> go.Figure:
+    """Binance's quantitative rules over the run: the ratios, the order counts, each with its threshold dotted."""
+    qr, metrics = run.qrules, run.summary["quant_rules"]["metrics"]
+    x = qr["ts"] / 1e6
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07, row_heights=[0.5, 0.3, 0.2],
+                        subplot_titles=("Ratios over the rolling window (blank: too few orders to apply)",
+                                        "Orders per 10 s and per minute", "Orders in the UTC day"))  # fmt: skip
+    rows = {"ufr": 1, "gtc_cancel": 1, "expire": 1, "dust": 1, "orders_10s": 2, "orders_1m": 2, "orders_1d": 3}
+    for name, row in rows.items():
+        color = QR_COLORS[name]
+        fig.add_trace(_line(x, qr[name], QR_LABELS[name], color, line_shape="hv"), row=row, col=1)
+        thr = metrics[name]["threshold"]
+        if thr is not None and len(x):
+            fig.add_trace(
+                go.Scatter(x=[x[0], x[-1]], y=[thr, thr], mode="lines", name=f"{QR_LABELS[name]} threshold",
+                           line={"color": color, "dash": "dot", "width": 1}, hoverinfo="name+y"),
+                row=row, col=1,
+            )  # fmt: skip
+    fig.update_yaxes(range=[0, 1.05], row=1, col=1)
+    fig.update_xaxes(type="date", hoverformat=TIME_FORMAT)
+    fig.update_xaxes(title_text="time (UTC)", row=3, col=1)
+    fig.update_layout(template="plotly_white", height=700, hovermode="closest", margin={"t": 40, "b": 40})
+    return fig

@@ -76,6 +76,7 @@ def render(run: Run, stats: Stats) -> str:
         "<h2>Blocked by gates</h2>",
         _table(blocked.items()) if blocked else "<p class='note'>No gate counters in summary.json.</p>",
         "</div></div>",
+        _qrules_html(run),
         "<div class='cols'>",
         *(
             f"<div><h2>{_e(k.capitalize())}</h2>{_table(_flat(s.get(k)).items())}</div>"
@@ -84,6 +85,33 @@ def render(run: Run, stats: Stats) -> str:
         "</div></body></html>\n",
     ]
     return "\n".join(parts)
+
+
+def _qrules_html(run: Run) -> str:
+    """Binance's quantitative rules: each rule's threshold and worst value, and a figure over time ("" if untracked)."""
+    qr = run.summary.get("quant_rules")
+    if not qr:
+        return ""
+    from grinder.report.figures import QR_LABELS, qrules_figure
+
+    verdict = "Every rule kept." if qr["rules_ok"] else "Breached: " + ", ".join(QR_LABELS[b] for b in qr["breaches"])
+    head = ("<tr><th>rule</th><th>threshold</th><th>applies from (orders)</th><th>max</th><th>at (UTC)</th>"
+            "<th>decisions in breach</th><th>decisions where it applied</th></tr>")  # fmt: skip
+    rows = []
+    for name, m in qr["metrics"].items():
+        at = "—" if m["max_at_ns"] is None else f"{pd.Timestamp(m['max_at_ns'], unit='ns'):%Y-%m-%d %H:%M:%S.%f}"[:-3]
+        cells = [m["threshold"], m.get("min_orders"), m["max"]]
+        nums = "".join("<td>—</td>" if v is None else f"<td class='num'>{_num(v)}</td>" for v in cells)
+        shares = "".join(f"<td class='num'>{100 * m[k]:.2f} %</td>" for k in ("share_breached", "share_applied"))
+        bad = " style='color:#a00000'" if name in qr["breaches"] else ""
+        rows.append(f"<tr{bad}><th>{_e(QR_LABELS.get(name, name))}</th>{nums}<td>{at}</td>{shares}</tr>")
+    fig = ""
+    if run.qrules is not None:
+        fig = qrules_figure(run).to_html(full_html=False, include_plotlyjs=False, div_id="grinder-qrules",
+                                         config={"displaylogo": False})  # fmt: skip
+    return (f"<h2>Binance quantitative rules</h2><p class='note'>{_e(verdict)} Rules {_e(str(qr.get('version')))}; "
+            "a ratio breaks its rule at or above its threshold, a count above it.</p>"
+            f"<table class='qrules'>{head}{''.join(rows)}</table>{fig}")  # fmt: skip
 
 
 def _facts(run: Run, stats: Stats) -> list[tuple[str, object]]:

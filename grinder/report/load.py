@@ -28,6 +28,9 @@ STEP_COLUMNS = {
 }
 FILL_COLUMNS = {"ts_exch": "int", "side": "int", "price": "float", "qty": "float", "maker": "bool", "fee": "float"}
 FUNDING_COLUMNS = {"ts": "int", "amount": "float"}
+# qrules.parquet, when the engine tracked Binance's quantitative rules (grinder.core.qrules.OUT).
+QRULES_COLUMNS = {"ts": "int", "ufr": "float", "gtc_cancel": "float", "expire": "float", "dust": "float",
+                  "orders_10s": "float", "orders_1m": "float", "orders_1d": "float"}  # fmt: skip
 
 _KIND_OK = {
     "int": pa.types.is_integer,
@@ -46,6 +49,7 @@ class Run:
     steps: dict[str, np.ndarray]
     fills: dict[str, np.ndarray]
     funding: dict[str, np.ndarray]
+    qrules: dict[str, np.ndarray] | None = None  # the quantitative rules per decision, if tracked
 
     @property
     def settle(self) -> str:
@@ -80,7 +84,9 @@ def load_run(run_dir: Path) -> Run:
     order = np.argsort(fills["ts_exch"], kind="stable")
     fills = {k: v[order] for k, v in fills.items()}
     funding = read_columns(run_dir / "funding.parquet", FUNDING_COLUMNS)
-    return Run(run_dir, summary, steps, fills, funding)
+    qr_path = run_dir / "qrules.parquet"
+    qrules = read_columns(qr_path, QRULES_COLUMNS) if qr_path.exists() else None
+    return Run(run_dir, summary, steps, fills, funding, qrules)
 
 
 def read_summary(path: Path) -> dict:
@@ -100,7 +106,7 @@ def read_summary(path: Path) -> dict:
     names = summary.get("mode_names")
     if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise DataError("mode_names must be a list of strings", str(path))
-    for key in ("params", "venue", "gates", "selection", "counters"):
+    for key in ("params", "venue", "gates", "selection", "counters", "quant_rules"):
         if key in summary and not isinstance(summary[key], dict):
             raise DataError(f"{key} must be a JSON object", str(path))
     return summary

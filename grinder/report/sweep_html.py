@@ -77,13 +77,19 @@ def write_sweep_report(folder: Path, study, summary: dict, top: int = 20) -> Pat
                                  config={"displaylogo": False}))  # fmt: skip
     shown_metrics = (f"{metric}_", "equity_", "max_drawdown_", "sharpe_", "fills_")
     show = ["rank", "set", *axes] + [c for c in ranking.columns if c.startswith(shown_metrics)]
+    show += [c for c in ("rules_ok", "qr_ufr_max", "qr_gtc_cancel_max", "qr_orders_1m_max") if c in ranking]
     show = list(dict.fromkeys(show))
     facts = [
         ("strategy", summary["strategy"]),
         ("market", f"{summary['selection']['venue']}/{summary['selection']['symbol']}"),
         ("parameter sets", summary["sets"]),
         ("windows", ", ".join(f"{w['name']} ({w['sample']})" for w in summary["windows"])),
-        ("ranked by", f"{key} ({'lower' if summary['lower_is_better'] else 'higher'} is better)"),
+        (
+            "ranked by",
+            f"{key} ({'lower' if summary['lower_is_better'] else 'higher'} is better)"
+            + (", sets within Binance's quantitative rules first (--rules-ok)" if summary.get("rules_ok") else ""),
+        ),
+        ("sets within the quantitative rules", summary.get("sets_within_rules")),
         ("backtests", summary["backtests"]),
         ("seconds", summary["seconds"]),
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from grinder.book.l2 import EMPTY
 from grinder.core.gates import REASONS, GateConfig, new_gate_state
 from grinder.core.ledger import AVG_ENTRY, CASH, FEES, POSITION, REALIZED, equity, new_ledger, unrealized
+from grinder.core.qrules import H_OVERFLOW as QR_OVERFLOW
+from grinder.core.qrules import OUT as QR_OUT
+from grinder.core.step import fresh_gates
 from grinder.core.strategy import RECOMPUTE, Strategy, kernel_handle
 from grinder.data.coverage import DEFAULT_MAX_GAP_NS
 from grinder.data.errors import DataError
@@ -77,6 +80,10 @@ class BacktestResult:
     settle: str = "quote"
     inverse: bool = False
     contract_size: float = 1.0
+    # Binance's quantitative rules (grinder.core.qrules): with record="all", ts and each of qrules.OUT
+    # at every step (NaN while a ratio does not apply); the largest of each over the run, always.
+    qrules: dict[str, np.ndarray] = field(default_factory=dict)
+    qrules_max: dict[str, float] = field(default_factory=dict)
 
     @property
     def funding_paid(self) -> float:
@@ -324,7 +331,7 @@ def run_backtest(
         start_ns = tape.window_start_ns
     inst = tape.instrument
     rep = prepare(tape, venue) if replay is None else replay
-    gate_cfg = (gates or GateConfig()).as_array()
+    _, gate_cfg, _, qr_on, qr_cfg, _ = fresh_gates(gates)
     if latency is None:
         latency = LatencySeries.for_venue(venue)
     inverse = inst.contract == "inverse"
@@ -384,8 +391,9 @@ def run_backtest(
         # Every attempt starts from a private, writable copy of params (the kernel is compiled for
         # one), fresh strategy and gate state, and zero counters.
         blocked = np.zeros(len(REASONS), np.int64)
+        qr_state = fresh_gates(gates)[5]
         attempt = (*args, np.array(params, np.float64), np.zeros(state_size), max_targets, reuse, fill_cap,
-                   gate_cfg, new_gate_state(gate_cfg), blocked, record == "all")  # fmt: skip
+                   gate_cfg, new_gate_state(gate_cfg), blocked, qr_on, qr_cfg, qr_state, record == "all")  # fmt: skip
         done = np.zeros(1, np.int64)
         try:
             out = run(*attempt, done) if progress is None else _run_watched(attempt, done, len(tape), progress)
@@ -395,7 +403,7 @@ def run_backtest(
         if not out[-1]:
             break
         fill_cap *= 4  # more fills than the buffers hold: run again with larger ones
-    fill_cols, st, fund, led, paid, cnt, _ = out
+    fill_cols, st, fund, led, paid, cnt, (qr_series, qr_max), _ = out
     # Copies: the slices would keep the large fill buffers alive with the result.
     fts_exch, fts_local, fside, fpx, fqty, ffee, foid, flevel, fpos, freal = (a.copy() for a in fill_cols)
     fills = {
@@ -422,6 +430,10 @@ def run_backtest(
         steps = {k: steps[k] for k in ("ts", "mid", "equity")}
     counters = {name: int(v) for name, v in zip(COUNTERS, cnt, strict=True)}
     counters.update({f"blocked_{r}": int(b) for r, b in zip(REASONS, blocked, strict=True)})
+    counters["qr_overflow"] = int(qr_state[QR_OVERFLOW])
+    # The rules' ratios and order counts at each step (all of them recorded), and their largest.
+    qrules = {"ts": steps["ts"], **dict(zip(QR_OUT, qr_series.copy(), strict=True))} if record == "all" else {}
+    qrules_max = {k: float(v) for k, v in zip(QR_OUT, qr_max, strict=True)}
     funding = {"ts": fund[0], "position": fund[1], "amount": fund[2]}
     position, balance, fees = float(led[POSITION]), float(led[CASH]), float(led[FEES])
     return BacktestResult(
@@ -438,6 +450,8 @@ def run_backtest(
         settle=inst.settle or ("base" if inverse else "quote"),
         inverse=inverse,
         contract_size=inst.contract_size,
+        qrules=qrules,
+        qrules_max=qrules_max,
     )
 
 

@@ -61,6 +61,13 @@ from grinder.core.ledger import (
     notional,
     quote_notional,
 )
+from grinder.core.qrules import CANCELLED as QR_CANCELLED
+from grinder.core.qrules import EXPIRED as QR_EXPIRED
+from grinder.core.qrules import FILLED as QR_FILLED
+from grinder.core.qrules import GTC as QR_GTC
+from grinder.core.qrules import OUT as QR_OUT
+from grinder.core.qrules import REJECTED as QR_REJECTED
+from grinder.core.qrules import qr_end, qr_fill, qr_new, qr_ratios
 from grinder.core.step import decision_step
 from grinder.core.strategy import BAND_MIN_STATE, STRATEGY_FN
 from grinder.sim.queue import filled_qty, on_depth, on_trade
@@ -69,6 +76,7 @@ from grinder.sim.replay import level_key, level_of, qty_at_cursor
 MAX_TS = np.iinfo(np.int64).max
 RESP_REJECTED = -1  # response status for a cancel that found no order
 RESP_PARTIAL = -2  # response status of a partial fill (the order keeps resting)
+RESP_FILTERED = -3  # response status of a new order the venue's filters refused (an expiry to the local side)
 # When the loop may reuse a kernel's last targets instead of calling it (Strategy.recompute).
 REUSE_NEVER, REUSE_TOP, REUSE_PRICES, REUSE_BAND = 0, 1, 2, 3
 
@@ -99,6 +107,7 @@ def _signature():
         *(i64, f64, b),  # queue model, queue power, partial fills
         *(STRATEGY_FN, rw(f64), rw(f64), i64, i64, i64),  # strategy, params, state, max_targets, reuse, fill_cap
         *(ro(f64), rw(f64), rw(i64)),  # gate config, gate state, blocked counters
+        *(b, ro(f64), rw(i64)),  # quantitative rules: their gate on, config, state (grinder.core.qrules)
         *(b, rw(i64)),  # all_steps, progress
     )
 
@@ -452,6 +461,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     gate_cfg,
     gate_state,
     blocked,
+    qr_on,
+    qr_cfg,
+    qr_state,
     all_steps,
     progress,
 ):
@@ -469,6 +481,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     o_qty = np.zeros(cap)
     o_level = np.zeros(cap, np.int64)
     o_id = np.zeros(cap, np.int64)
+    o_qr = np.zeros(cap, np.int64)  # its record in the quantitative rules' state
     next_id = 0
     l_live = np.zeros(cap, np.bool_)  # tracked by the local side
     l_status = np.zeros(cap, np.int8)
@@ -570,6 +583,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     orders = (o_side, o_px, l_status, l_req, l_live, slots)
     targets = (t_side, t_px, t_qty, t_level)
     prev = (p_side, p_px, p_qty)
+    gates = (gates_on, gate_cfg, gate_state, qr_on, qr_cfg, qr_state)
+    qr_now = np.zeros(len(QR_OUT))  # the rules' ratios and order counts at a decision
+    qr_max = np.full(len(QR_OUT), np.nan)  # ... their largest over the run
     t0, last_ts, _ = decision_clock(ts_exch, local_ts, start_ns, step_ns)
     n_steps_cap = segment_steps(segments)
     # The time of the last step of the clock's current run (`segments`): there the clock jumps
@@ -591,6 +607,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     s_qbid = np.zeros(n_rec, np.int64)  # our innermost open quotes, ticks (EMPTY if none)
     s_qask = np.zeros(n_rec, np.int64)
     s_mode = np.zeros(n_rec, np.int8)  # the strategy's state[0]: its controller mode, if it has one
+    s_qr = np.zeros((len(QR_OUT), n_rec))  # qr_now at each step
     ns = 0
     counters = np.zeros(11, np.int64)  # see COUNTERS
     k_stale = False  # a decision on an unsynced book came since the kernel's last call
@@ -772,7 +789,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                     or quote_notional(o_qty[s_], o_px[s_] * tick, inverse, contract_size) < min_notional * (1.0 - 1e-12)
                 ):
                     # The venue's filters: whole lots, and at least the minimum notional (quote).
-                    r_status[k] = ST_EXPIRED
+                    r_status[k] = RESP_FILTERED
                     counters[7] += 1
                 elif req == REQ_NEW:
                     s = BID if o_side[s_] > 0 else ASK
@@ -848,7 +865,18 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                     relevant = targeted != (st == ST_NEW)
                 settled = not relevant
             inflight[s_] -= 1
+            if st == RESP_FILTERED:
+                qr_end(qr_state, o_qr[s_], tr, QR_REJECTED)  # refused at the door: in no ratio
+                st = ST_EXPIRED
+            elif st == ST_CANCELED:
+                qr_end(qr_state, o_qr[s_], tr, QR_CANCELLED)
+            elif st == ST_EXPIRED:
+                qr_end(qr_state, o_qr[s_], tr, QR_EXPIRED)
             if st == ST_FILLED or st == RESP_PARTIAL:
+                qr_fill(qr_state, o_qr[s_], tr, r_qty[ri],
+                        abs(quote_notional(r_qty[ri], o_px[s_] * tick, inverse, contract_size)))  # fmt: skip
+                if st == ST_FILLED:
+                    qr_end(qr_state, o_qr[s_], tr, QR_FILLED)
                 fee = book_fill(led, o_side[s_], o_px[s_] * tick, r_qty[ri], maker_fee, inverse, contract_size)
                 if nf == fill_cap:
                     overflow = True
@@ -952,9 +980,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         compare = settled or not touched
         stamp = d_stamp + 1
         nt, nc, npl, diffed = decision_step(strategy, params, strategy_state, syn, fresh, orders_changed, compare,
-                                            target, (bb, ba, bbq, baq), tick, lot, position, eq_now, unit_now,
-                                            gates_on, gate_cfg, gate_state, view, m, orders, targets, prev, last_nt,
-                                            out_cancel, out_place, blocked, d_scratch, stamp)  # fmt: skip
+                                            target, (bb, ba, bbq, baq), tick, lot, position, eq_now, unit_now, gates,
+                                            view, m, orders, targets, prev, last_nt, out_cancel, out_place, blocked,
+                                            d_scratch, stamp)  # fmt: skip
         if syn and fresh and (nt < 0 or nt > max_targets):
             raise ValueError("strategy kernel returned more targets than max_targets (or a negative count)")
         last_nt = nt
@@ -988,6 +1016,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             o_side[s_], o_px[s_], o_qty[s_], o_level[s_] = t_side[j], t_px[j], t_qty[j], t_level[j]
             o_id[s_] = next_id
             next_id += 1
+            # Recorded as sent at the decision, valued at the mid (what the rules' gate assumed).
+            o_qr[s_] = qr_new(qr_state, target, QR_GTC, t_qty[j], t_qty[j] * unit_now)
             l_live[s_], l_status[s_], l_req[s_], l_leaves[s_] = True, ST_NONE, REQ_NEW, t_qty[j]
             k = _bus_push(q_ts, q_st, t_send)
             q_slot[k], q_req[k] = s_, REQ_NEW
@@ -998,6 +1028,10 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             s_ts[ns] = target
             s_mid[ns] = mid_now if have_mid else np.nan
             s_eq[ns] = eq_now
+            qr_ratios(qr_state, qr_cfg, target, qr_now)
+            for q in range(len(QR_OUT)):
+                if not np.isnan(qr_now[q]) and not qr_now[q] <= qr_max[q]:
+                    qr_max[q] = qr_now[q]
             if all_steps:
                 s_pos[ns] = led[POSITION]
                 s_cash[ns] = led[CASH]
@@ -1007,6 +1041,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                 s_qbid[ns] = qbid
                 s_qask[ns] = qask
                 s_mode[ns] = np.int8(strategy_state[0]) if strategy_state.shape[0] > 0 else 0
+                s_qr[:, ns] = qr_now
             ns += 1
         progress[0] = ei
         if target == seg_end_t:
@@ -1023,4 +1058,4 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     steps = (s_ts[:ns], s_mid[:ns], s_pos[:ns], s_cash[:ns], s_fee[:ns], s_real[:ns], s_eq[:ns], s_open[:ns],
              s_qbid[:ns], s_qask[:ns], s_mode[:ns])  # fmt: skip
     funding = (p_ts[:fi], p_pos[:fi], p_amount[:fi])
-    return fills, steps, funding, led, funding_paid, counters, overflow
+    return fills, steps, funding, led, funding_paid, counters, (s_qr[:, :ns], qr_max), overflow

@@ -1,4 +1,5 @@
-"""A backtest's run folder: summary.json, fills / steps / funding as Parquet, and the HTML report.
+"""A backtest's run folder: summary.json, fills / steps / funding (and the quantitative rules' series,
+qrules) as Parquet, and the HTML report.
 
 Written into a hidden temporary folder and renamed into place at the end, so a folder under
 `runs/` is always complete: an interrupted or failed run leaves nothing behind.
@@ -43,7 +44,7 @@ def summarize(res: BacktestResult, meta: dict, mode_names: tuple[str, ...] = ())
     for m in np.unique(modes):
         name = mode_names[int(m)] if 0 <= int(m) < len(mode_names) else str(int(m))
         share[name] = float((modes == m).mean())
-    return {
+    out = {
         **meta,
         "settle": res.settle,
         "contract": "inverse" if res.inverse else "linear",
@@ -63,6 +64,11 @@ def summarize(res: BacktestResult, meta: dict, mode_names: tuple[str, ...] = ())
         "coverage_gaps": gaps_crossed(res.steps),
         "digest": res.digest,
     }
+    from grinder.report.qrules import has_series, qr_summary, rules_of
+
+    if has_series(res):
+        out["quant_rules"] = qr_summary(res.qrules, rules_of(meta.get("gates")))
+    return out
 
 
 @contextmanager
@@ -89,6 +95,8 @@ def write_run(out: Path, name: str, res: BacktestResult, summary: dict, report: 
         pq.write_table(pa.table(res.fills), tmp / "fills.parquet")
         pq.write_table(pa.table(res.steps), tmp / "steps.parquet")
         pq.write_table(pa.table(res.funding), tmp / "funding.parquet")
+        if "ts" in res.qrules:
+            pq.write_table(pa.table(res.qrules), tmp / "qrules.parquet")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
         if report:
             from grinder.report.html import write_report

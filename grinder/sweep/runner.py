@@ -21,6 +21,7 @@ from grinder.core.gates import GateConfig
 from grinder.core.strategy import Strategy, compile_kernel
 from grinder.data.tape import Tape
 from grinder.portfolio.curves import last_finite_at, max_drawdown
+from grinder.report.qrules import qr_metrics, rules_of
 from grinder.sim.backtest import (
     BacktestResult,
     LatencySeries,
@@ -36,8 +37,9 @@ METRICS = ("equity", "realized", "unrealized", "fees", "funding_paid", "fills", 
            "placed", "cancelled", "rejected", "expired", "blocked")  # fmt: skip
 
 
-def metrics_of(res: BacktestResult) -> dict:
-    """The numbers a sweep compares (settle currency; max_drawdown is the deepest fall of equity below its peak)."""
+def metrics_of(res: BacktestResult, gates: GateConfig | None = None) -> dict:
+    """The numbers a sweep compares (settle currency; max_drawdown is the deepest fall of equity below its peak);
+    `gates` name the quantitative rules' thresholds file (default: the shipped one)."""
     c = res.counters
     return {
         "equity": res.equity,
@@ -53,6 +55,7 @@ def metrics_of(res: BacktestResult) -> dict:
         "rejected": c["rejected"],
         "expired": c["expired"],
         "blocked": sum(v for k, v in c.items() if k.startswith("blocked_")),
+        **qr_metrics(res, rules_of(gates)),  # each quantitative rule's largest value, and rules_ok
         "digest": res.digest,
     }
 
@@ -102,7 +105,7 @@ def run_window(
         res = run_backtest(tape, strategy, strategy.vector(sets[i]), venue, start_ns=start_ns, replay=rep,
                            gates=gates, latency=latency, blocks=blocks, decisions=decisions,
                            record="equity")  # fmt: skip
-        rows[i] = {**metrics_of(res), "events": len(tape)}
+        rows[i] = {**metrics_of(res, gates), "events": len(tape)}
         equity[:, i] = equity_on_grid(res, grid_ns)
         return i
 

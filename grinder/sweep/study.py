@@ -19,6 +19,7 @@ import pandas as pd
 from grinder.core.gates import GateConfig
 from grinder.data.errors import DataError
 from grinder.data.tape import Tape, load_tape
+from grinder.report.qrules import QR_COLUMNS
 from grinder.sim.backtest import LatencySeries, VenueConfig, prepare
 from grinder.sim.heap import keep_freed_memory
 from grinder.sim.replay_cache import cache_root
@@ -82,11 +83,13 @@ def run_study(
     load: Callable[[Selection, Window], Tape] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     client=None,
+    rules_ok: bool = False,
 ) -> StudyResult:
     """Run the grid over each window; rank sets by `rank_by` out of sample (in sample if no test window).
 
     With a dask.distributed `client` the parameter sets go to its workers in chunks
-    (`grinder.sweep.cluster`); the results are the same as a local run's.
+    (`grinder.sweep.cluster`); the results are the same as a local run's. With `rules_ok` the sets
+    that kept Binance's quantitative rules in every window rank before all the others (see `rank`).
     """
     if rank_by not in RANKABLE:
         raise DataError(f"unknown ranking metric {rank_by!r}; choose from {', '.join(RANKABLE)}")
@@ -115,7 +118,7 @@ def run_study(
         frames.append(_window_frame(w, grid, run))
         curves[w.name] = (run.grid_ns, run.equity)
     results = pd.concat(frames, ignore_index=True)
-    return StudyResult(results, rank(results, list(grid.axes), rank_by), rank_by, curves)
+    return StudyResult(results, rank(results, list(grid.axes), rank_by, rules_ok), rank_by, curves)
 
 
 def _window_frame(w: Window, grid: Grid, run) -> pd.DataFrame:
@@ -134,8 +137,13 @@ def _window_frame(w: Window, grid: Grid, run) -> pd.DataFrame:
     return pd.DataFrame({**head, **axes, **col, **tail})
 
 
-def rank(results: pd.DataFrame, axes: list[str], rank_by: str) -> pd.DataFrame:
-    """One row per set: swept values, in-sample and out-of-sample means of every metric, and its rank."""
+def rank(results: pd.DataFrame, axes: list[str], rank_by: str, rules_ok: bool = False) -> pd.DataFrame:
+    """One row per set: swept values, in-sample and out-of-sample means of every metric, and its rank.
+
+    Each quantitative rule's worst value over all the set's windows is a `qr_<metric>_max` column, and
+    `rules_ok` says whether the set kept every rule in every window (None: not tracked). With
+    `rules_ok=True` those sets are ranked first and the ones that breached follow, marked False.
+    """
     metrics = [m for m in RANKABLE if m in results]
     sets, inverse = np.unique(results["set"].to_numpy(), return_inverse=True)
     first = np.full(len(sets), len(results))
@@ -154,9 +162,33 @@ def rank(results: pd.DataFrame, axes: list[str], rank_by: str) -> pd.DataFrame:
             with np.errstate(divide="ignore", invalid="ignore"):
                 out[f"{m}_{s}"] = total / count
     key = f"{rank_by}_{'out' if has_out else 'in'}"
+    breach = _rules_columns(results, inverse, len(sets), out)
+    if rules_ok and breach is None:
+        raise DataError("--rules-ok: the backtests recorded no quantitative-rules series to rank by")
     # Best first, NaN (no finite value) last (lexsort puts NaN last, and negating keeps it NaN); ties: the lower set
     # number first, so rankings are deterministic. One constructor: sorting a frame costs more.
-    order = np.lexsort((sets, out[key] if rank_by in LOWER_IS_BETTER else -out[key]))
+    keys = (sets, out[key] if rank_by in LOWER_IS_BETTER else -out[key])
+    order = np.lexsort((*keys, breach) if rules_ok else keys)
     ranked = pd.DataFrame({"rank": np.arange(1, len(sets) + 1), **{k: np.asarray(v)[order] for k, v in out.items()}})
     ranked.attrs["rank_key"] = key
+    ranked.attrs["rules_ok"] = rules_ok
     return ranked
+
+
+def _rules_columns(results: pd.DataFrame, inverse: np.ndarray, n: int, out: dict) -> np.ndarray | None:
+    """Add each set's worst quantitative-rule values and its rules_ok to `out`; returns 1 where a set
+    breached (None when some backtest tracked no rules)."""
+    for c in QR_COLUMNS[:-1]:
+        if c in results:
+            worst = np.full(n, np.nan)
+            np.fmax.at(worst, inverse, results[c].to_numpy(np.float64))
+            out[c] = worst
+    if "rules_ok" not in results:
+        return None
+    flags = results["rules_ok"].to_numpy(object)
+    known = np.array([isinstance(f, bool | np.bool_) for f in flags], bool)
+    bad = np.array([f is not None and not f for f in flags], bool) & known
+    unknown = np.bincount(inverse[~known], None, n) > 0
+    breach = (np.bincount(inverse[bad], None, n) > 0).astype(np.int8)
+    out["rules_ok"] = np.array([None if u else not b for u, b in zip(unknown, breach, strict=True)], object)
+    return None if unknown.any() else breach

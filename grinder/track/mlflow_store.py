@@ -133,7 +133,7 @@ def log_backtest(
         metrics["max_drawdown"] = dd
     all_tags = backtest_tags(summary, run_dir, fingerprint)
     steps_bytes = (run_dir / "steps.parquet").stat().st_size
-    files = [run_dir / n for n in ("summary.json", "report.html", "fills.parquet", "funding.parquet")]
+    files = [run_dir / n for n in ("summary.json", "report.html", "fills.parquet", "funding.parquet", "qrules.parquet")]
     files = [f for f in files if f.is_file()]
     if steps_bytes <= STEPS_MAX_BYTES:
         files.append(run_dir / "steps.parquet")
@@ -262,6 +262,10 @@ def backtest_metrics(summary: dict) -> dict[str, float]:
     for group in METRIC_GROUPS:
         if isinstance(summary.get(group), dict):
             out |= _numbers(summary[group], group + ".")
+    qr = summary.get("quant_rules")
+    if isinstance(qr, dict):  # each rule's worst value, and 1 / 0 for whether all were kept
+        out |= {f"quant_rules.{k}_max": float(m["max"]) for k, m in qr["metrics"].items() if m["max"] is not None}
+        out["quant_rules.rules_ok"] = float(bool(qr["rules_ok"]))
     return out
 
 
@@ -281,6 +285,7 @@ def backtest_tags(summary: dict, run_dir: Path, fingerprint: str | None) -> dict
         "digest": summary.get("digest"),
         "data_fingerprint": fingerprint,
         "run_dir": str(Path(run_dir).resolve()),
+        "rules_ok": (summary.get("quant_rules") or {}).get("rules_ok"),
         **_provenance(),
     }
     return {k: str(v) for k, v in tags.items() if v is not None}

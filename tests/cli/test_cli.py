@@ -169,6 +169,7 @@ def test_backtest_writes_a_run_folder_with_a_stable_digest(sample, tmp_path):
         "funding.parquet",
         "summary.json",
         "report.html",
+        "qrules.parquet",
     }
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["digest"] == digests[0] and summary["fills"] > 500 and summary["params"]["levels"] == 20

@@ -8,8 +8,8 @@ from numba import njit
 from grinder.book.l2 import EMPTY
 from grinder.core.decision import Decider, Order
 from grinder.core.diff import diff_scratch
-from grinder.core.gates import REASONS, GateConfig, gates_active, new_gate_state
-from grinder.core.step import decision_step
+from grinder.core.gates import REASONS, GateConfig
+from grinder.core.step import decision_step, fresh_gates
 from grinder.core.strategy import get, kernel_handle
 
 GRID = get("static_grid")
@@ -24,8 +24,7 @@ class Driver:
         self.kernel = kernel_handle(kernel)  # a first-class function: the step's cached compilation serves it
         self.params = np.array(GRID.vector(PARAMS))
         self.state = np.zeros(64)
-        self.gate_cfg = (gates or GateConfig()).as_array()
-        self.gate_state = new_gate_state(self.gate_cfg)
+        self.gates = fresh_gates(gates)
         self.targets = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64))
         self.prev = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n))
         self.out_cancel, self.out_place = np.zeros(32, np.int64), np.zeros(n, np.int64)
@@ -44,8 +43,8 @@ class Driver:
         mid = (bid + ask) / 2 * TICK
         nt, nc, npl, diffed = decision_step(self.kernel, self.params, self.state, synced, call_kernel, orders_changed,
                                             compare, 1_000, (bid, ask, 1.0, 1.0), TICK, LOT, position, equity, mid,
-                                            gates_active(self.gate_cfg), self.gate_cfg, self.gate_state,
-                                            (side, px, qty), m, (side, px, status, req, live, slots), self.targets,
+                                            self.gates, (side, px, qty), m, (side, px, status, req, live, slots),
+                                            self.targets,
                                             self.prev, self.last_nt, self.out_cancel, self.out_place, self.blocked,
                                             self.scratch, self.stamp + 1)  # fmt: skip
         if diffed:

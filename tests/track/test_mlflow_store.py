@@ -108,7 +108,8 @@ def test_logged_run_reads_back(runs, store, logged, tmp_path):
     else:
         assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", tags["git_commit"])
     files = {f.path: f.file_size for f in client.list_artifacts(logged)}
-    assert set(files) == {"summary.json", "report.html", "fills.parquet", "steps.parquet", "funding.parquet"}
+    assert set(files) == {"summary.json", "report.html", "fills.parquet", "steps.parquet", "funding.parquet",
+                          "qrules.parquet"}  # fmt: skip
     assert files["fills.parquet"] == (a / "fills.parquet").stat().st_size
     local = client.download_artifacts(logged, "summary.json", str(tmp_path))
     assert json.loads(open(local).read())["digest"] == summary["digest"]
