@@ -6,8 +6,8 @@ intent is dropped and counted under its reason:
 - risk: a place that would take |position + pending same-side quantity| past `max_position`
   (base units, or contracts) or position notional past `max_notional` (quote), or open orders past
   `max_open_orders`; after the day's loss exceeds `max_daily_loss` (settle currency: quote for
-  linear contracts, the coin for inverse ones) every place is blocked
-  (kill switch: the strategy's cancels still go out);
+  linear contracts, the coin for inverse ones) every place is blocked until the next UTC day, even if
+  equity recovers (kill switch: the strategy's cancels still go out);
 - drawdown guard: once equity is `max_drawdown` (settle currency) below its peak, only places that reduce
   the position pass (reduce-only);
 - toxicity: no places while the spread is more than `spread_spike` times its rolling median, or
@@ -34,7 +34,7 @@ REASONS = ("rate_limit", "max_position", "max_notional", "max_open_orders", "dai
 WINDOW = 256  # longest rolling window, decisions
 
 # State layout: scalars, then two rings of WINDOW values (spreads, mids).
-S_TOKENS, S_LAST_TS, S_DAY, S_DAY_START_EQ, S_PEAK_EQ, S_N = range(6)
+S_TOKENS, S_LAST_TS, S_DAY, S_DAY_START_EQ, S_PEAK_EQ, S_N, S_KILLED = range(7)
 S_RING = 8
 NS_PER_DAY = 86_400_000_000_000
 
@@ -116,8 +116,12 @@ def apply_gates(cfg, st, now_ns, position, best_bid_px, best_ask_px, equity, uni
     if st[S_DAY] != day:
         st[S_DAY] = day
         st[S_DAY_START_EQ] = equity
+        st[S_KILLED] = 0.0
     st[S_PEAK_EQ] = max(st[S_PEAK_EQ], equity)
-    killed = max_loss > 0.0 and st[S_DAY_START_EQ] - equity > max_loss
+    # Latched for the rest of the UTC day: equity climbing back (a mark moving) does not re-open trading.
+    if max_loss > 0.0 and st[S_DAY_START_EQ] - equity > max_loss:
+        st[S_KILLED] = 1.0
+    killed = st[S_KILLED] != 0.0
     reduce_only = max_dd > 0.0 and st[S_PEAK_EQ] - equity > max_dd
     toxic = -1
     if spike > 0.0 and have_book and n_hist >= spread_win:

@@ -584,6 +584,9 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     targets = (t_side, t_px, t_qty, t_level)
     prev = (p_side, p_px, p_qty)
     gates = (gates_on, gate_cfg, gate_state, qr_on, qr_cfg, qr_state)
+    any_gate = gates_on or qr_on
+    gated_out = False  # the last decision's gates held back an intent
+    blocked_before = 0
     qr_now = np.zeros(len(QR_OUT))  # the rules' ratios and order counts at a decision
     qr_max = np.full(len(QR_OUT), np.nan)  # ... their largest over the run
     t0, last_ts, _ = decision_clock(ts_exch, local_ts, start_ns, step_ns)
@@ -976,9 +979,13 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         # A strategy sees only (params, its state, market, position, open quotes): with the same
         # targets and no order changed since the last diff (or only in ways that cannot change its
         # answer: `settled`), the diff would be empty.
-        orders_changed = touched and not settled
+        # A quote a gate held back last time is asked for again (as live does at every decision):
+        # the gate may let it through now, with nothing else changed.
+        orders_changed = (touched and not settled) or gated_out
         compare = settled or not touched
         stamp = d_stamp + 1
+        if any_gate:
+            blocked_before = blocked.sum()
         nt, nc, npl, diffed = decision_step(strategy, params, strategy_state, syn, fresh, orders_changed, compare,
                                             target, (bb, ba, bbq, baq), tick, lot, position, eq_now, unit_now, gates,
                                             view, m, orders, targets, prev, last_nt, out_cancel, out_place, blocked,
@@ -986,6 +993,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         if syn and fresh and (nt < 0 or nt > max_targets):
             raise ValueError("strategy kernel returned more targets than max_targets (or a negative count)")
         last_nt = nt
+        gated_out = any_gate and blocked.sum() > blocked_before
         if diffed:
             d_stamp += 1
             d_nt = nt

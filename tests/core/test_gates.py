@@ -61,6 +61,9 @@ def test_daily_loss_kill_switch_blocks_places_until_the_next_day():
     _, _, _, st = decide(cfg, equity=0.0)
     kept, nc, blocked, st = decide(cfg, st, now=S, equity=-150.0, places=[(1, 1.0), (-1, 1.0)], cancels=2)
     assert kept == [] and nc == 2 and blocked["daily_loss"] == 2
+    # Latched: equity climbing back within the limit (a mark moving back) does not re-open trading today.
+    kept, _, blocked, st = decide(cfg, st, now=2 * S, equity=-20.0, places=[(1, 1.0)])
+    assert kept == [] and blocked["daily_loss"] == 1
     kept, _, blocked, _ = decide(cfg, st, now=86_400 * S + 1, equity=-150.0, places=[(1, 1.0)])
     assert kept == [0]  # a new UTC day starts from the current equity
 
