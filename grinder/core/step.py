@@ -32,17 +32,21 @@ def quant_rules(path: str = "") -> QuantRules:
     return load_quant_rules(path or None)
 
 
+def gate_configs(gates: GateConfig | None) -> tuple[np.ndarray, bool, np.ndarray, QuantRules]:
+    """(gate config, quantitative rules' gate on, their config, the rules) for a `[gates]` table (None: all off)."""
+    gates = gates or GateConfig()
+    rules = quant_rules(gates.quant_rules_file)
+    qr_cfg = rules.as_array()
+    return gates.as_array(), bool(gates.quant_rules and qr_cfg[C_ENABLED] != 0.0), qr_cfg, rules
+
+
 def fresh_gates(gates: GateConfig | None) -> tuple[bool, np.ndarray, np.ndarray, bool, np.ndarray, np.ndarray]:
     """The `gates` tuple `decision_step` takes, with fresh state: (on, config, state) of the gates, then of the rules.
 
     The rules' state is kept whether or not their gate is on: the drivers record every order in it,
     and report the ratios.
     """
-    gates = gates or GateConfig()
-    cfg = gates.as_array()
-    rules = quant_rules(gates.quant_rules_file)
-    qr_cfg = rules.as_array()
-    qr_on = bool(gates.quant_rules and qr_cfg[C_ENABLED] != 0.0)
+    cfg, qr_on, qr_cfg, rules = gate_configs(gates)
     return bool(gates_active(cfg)), cfg, new_gate_state(cfg), qr_on, qr_cfg, new_qr_state(rules)
 
 

@@ -18,7 +18,8 @@ from grinder.core.gates import REASONS, GateConfig, new_gate_state
 from grinder.core.ledger import AVG_ENTRY, CASH, FEES, POSITION, REALIZED, equity, new_ledger, unrealized
 from grinder.core.qrules import H_OVERFLOW as QR_OVERFLOW
 from grinder.core.qrules import OUT as QR_OUT
-from grinder.core.step import fresh_gates
+from grinder.core.qrules import new_qr_state
+from grinder.core.step import gate_configs
 from grinder.core.strategy import RECOMPUTE, Strategy, kernel_handle
 from grinder.data.coverage import DEFAULT_MAX_GAP_NS
 from grinder.data.errors import DataError
@@ -331,7 +332,7 @@ def run_backtest(
         start_ns = tape.window_start_ns
     inst = tape.instrument
     rep = prepare(tape, venue) if replay is None else replay
-    _, gate_cfg, _, qr_on, qr_cfg, _ = fresh_gates(gates)
+    gate_cfg, qr_on, qr_cfg, rules = gate_configs(gates)
     if latency is None:
         latency = LatencySeries.for_venue(venue)
     inverse = inst.contract == "inverse"
@@ -391,7 +392,7 @@ def run_backtest(
         # Every attempt starts from a private, writable copy of params (the kernel is compiled for
         # one), fresh strategy and gate state, and zero counters.
         blocked = np.zeros(len(REASONS), np.int64)
-        qr_state = fresh_gates(gates)[5]
+        qr_state = new_qr_state(rules)
         attempt = (*args, np.array(params, np.float64), np.zeros(state_size), max_targets, reuse, fill_cap,
                    gate_cfg, new_gate_state(gate_cfg), blocked, qr_on, qr_cfg, qr_state, record == "all")  # fmt: skip
         done = np.zeros(1, np.int64)

@@ -54,6 +54,9 @@ SA_NOLOAD_WARNING = r"The ``noload`` loader strategy is deprecated"
 CODE_REPO = Path(grinder.__file__).resolve().parents[1]  # the checkout whose code runs
 
 
+SQLITE_BUSY_S = 60  # how long a write waits for a lock another connection holds
+
+
 def default_root() -> Path:
     """The store folder: $GRINDER_MLRUNS if set, else `mlruns` relative to the working directory."""
     return Path(os.environ.get("GRINDER_MLRUNS") or "mlruns")
@@ -73,7 +76,9 @@ def open_store(root: Path, experiment: str = DEFAULT_EXPERIMENT) -> tuple[Mlflow
     """An MlflowClient on the store in `root` and the id of `experiment`, creating folder, database and experiment."""
     mlflow = _import_mlflow()
     root = Path(root)
-    uri = tracking_uri(root)
+    # sqlite gives up on a lock held by another writer (the batch thread, a second process, the UI)
+    # after 5 s by default, and MLflow then logs a traceback; a busy machine can hold one longer.
+    uri = tracking_uri(root) + f"?timeout={SQLITE_BUSY_S}"
     direct = None
     try:
         root.mkdir(parents=True, exist_ok=True)
