@@ -6,9 +6,17 @@ exactly as in the backtest (`grinder.core.decision.Decider`: kernel -> diff -> g
 then pass the daily budget and leave through the exchange port (`live.port`): the cancels at once,
 then the creates at once (two round trips a decision, not one per order). The
 adapter never trades on a stale book: after a sequence gap (ccxt raises ChecksumError) or a
-dropped socket it waits for a fresh snapshot before deciding again. On start and every
-`reconcile_s` it reconciles with the venue (`live.reconcile`). On stop (SIGTERM) it cancels its
-open orders before it exits. Every action is in the audit trail.
+dropped socket it waits for a fresh snapshot before deciding again. The user stream's fills go
+into a ledger (`grinder.core.ledger`) at their price with the commission the venue charged; the
+gates read their equity from it as the backtest's do (`gate_inputs`). On start and every
+`reconcile_s` it reconciles with the venue (`live.reconcile`), the ledger included, and repairs
+what the rollout mode allows (`live.rollout`). On stop (SIGTERM, or the kill switch, `live.kill`,
+which also keeps it from trading until a person clears it) it cancels its open orders before it
+exits, retried within `stop_timeout_s` and what is left named (`live.shutdown`), and checks the
+ledger a last time; while it runs, the venue's countdown cancel-all is kept armed, so the venue
+cancels them if the process dies. Every action is in the audit trail. It touches only
+its own instance's orders and those of instances found dead; another live adapter of its
+strategy and symbol on the account refuses its start, or stops it (`live.instance`, decision 028).
 
 Modes: "live" sends real orders; "testnet" too, to ccxt's testnet hosts unless `api_url` says
 where. To anything but a loopback emulator they refuse to start unless ALLOW_MAINNET_TRADE=1 is set
@@ -27,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import time
 from collections import deque
 from collections.abc import Coroutine
@@ -38,17 +47,36 @@ from grinder.book.l2 import EMPTY
 from grinder.core.decision import Decider, DecisionRecord, Intents
 from grinder.core.decision import Order as KnownOrder
 from grinder.core.diff import REQ_CANCEL, REQ_NONE, ST_NEW, ST_NONE
+from grinder.core.gates import S_DAY_START_EQ, S_PEAK_EQ
+from grinder.core.ledger import FEES, POSITION, book_fill, gate_inputs, new_ledger
+from grinder.core.qrules import QuantRulesTracker
+from grinder.core.step import quant_rules
 from grinder.core.strategy import get
 from grinder.data.errors import DataError
 from grinder.io.atomic import write_atomic
+from live import kill as killswitch
 from live.audit import AuditLog
 from live.budget import BudgetLimits, DailyBudget
 from live.client import GrinderBinance, make_client
 from live.client_ids import IdAllocator, is_ours
+from live.clock import SteppedClock
 from live.config import LiveConfig
-from live.port import ExchangePort, PortFailed, PortRefused
-from live.reconcile import reconcile, venue_position
+from live.fills import fills_of
+from live.instance import Instances, other_instance, probe
+from live.port import REFUSED_EVERY_NS, ExchangePort, PortFailed, PortRefused
+from live.reconcile import (
+    LedgerDrift,
+    VenuePosition,
+    adopt_position,
+    reconcile,
+    reconcile_ledger,
+    venue_entry,
+    venue_position,
+)
 from live.retry import CircuitBreaker
+from live.rollout import Rollout, flattenable
+from live.shutdown import DeadMan, StopOutcome, cancel_everything
+from live.venue_watch import watch_venue
 
 # Throwaway decisions and requests run over this last stretch before the tick: one run leaves a
 # decision 2-3 times slower than when it has just run several times (branch predictors, caches).
@@ -59,6 +87,8 @@ PREWARM_LEAD_NS = 3_000_000
 # second after, which is also how old the last unsynced journal line can get.
 HOUSEKEEPING_CLEAR_NS = 20_000_000
 HOUSEKEEPING_MAX_DEFER_NS = 1_000_000_000
+# ccxt's order status -> Binance's, as the quantitative rules' tracker takes an order's end.
+QR_ENDS = {"closed": "FILLED", "canceled": "CANCELED", "expired": "EXPIRED", "rejected": "REJECTED"}
 
 
 @dataclass
@@ -82,6 +112,10 @@ class LiveAdapter:
     ex: GrinderBinance
     audit: AuditLog
     clock_ns: callable = time.time_ns
+    monotonic: callable = time.monotonic  # what a book's age is measured on (seconds)
+    # A clock a driver steps (live.clock.SteppedClock): decisions at the ticks it releases, and its
+    # time for clock_ns and monotonic. None: the wall clock, every step_ms.
+    clock: SteppedClock | None = None
     orders: dict[str, Known] = field(default_factory=dict)
     filled: dict[str, float] = field(default_factory=dict)  # per client id of ours, filled so far (late fills count)
     position: float = 0.0
@@ -108,11 +142,43 @@ class LiveAdapter:
     # decide's arguments it was taken on, Ahead); see _decide_ahead
     _ahead: tuple | None = None
     breaker: CircuitBreaker | None = None  # the port's (None: CircuitBreaker's defaults)
+    decision_blocked: list = field(default_factory=list)  # with a decision_log: each decision's Intents.blocked
+    book_nonce: int = 0  # the depth update id (ccxt's nonce) behind `top`
+    user_seen: int = 0  # the client's order_events count when the user stream was last read
 
     def __post_init__(self) -> None:
+        if self.clock is not None:
+            self.clock_ns, self.monotonic = self.clock.time_ns, self.clock.monotonic
         self.strategy = get(self.cfg.strategy)
-        self.decider = Decider(self.strategy, self.strategy.validate(self.cfg.params))
+        self.decider = Decider(self.strategy, self.strategy.validate(self.cfg.params), gates=self.cfg.gates)
         self.decider.warm_up()  # the first real decision must not pay for loading compiled code
+        # Binance's quantitative rules over every order sent, in the state the Decider's gate reads
+        # (grinder.core.qrules; on when [gates] quant_rules = true, tracked and audited either way).
+        self.qrules = QuantRulesTracker(quant_rules(self.cfg.gates.quant_rules_file), state=self.decider.qr_state)
+        self.unit_notional = 0.0  # quote value of one unit of position at the last decision's inputs
+        # The ledger (grinder.core.ledger, as the backtest keeps it): fills from the user stream at
+        # their price with the commission the venue charged; the gates' equity comes from it.
+        self.led = new_ledger()
+        self.ledger_version = 0  # bumped at every change of the ledger (a decision's input, see _input_key)
+        # Funding paid since start (settle currency), which the gates' equity and the wallet check take.
+        # Nothing books it yet: ccxt's watch_orders does not carry Binance's ACCOUNT_UPDATE FUNDING_FEE,
+        # and the emulator sends none (it does not model funding); the wallet drift shows what was paid.
+        self.funding_paid = 0.0
+        self.wallet_start: float | None = None  # the venue's wallet balance at start (settle currency)
+        self.inverse, self.contract_size = False, 1.0  # the market's, from _start
+        self.settle = self.settle_id = ""
+        self.booked: set[str] = set()  # trade ids of fills booked
+        self._drift_seen = False  # the last ledger check found the position drifted (not adopted yet)
+        self._gates_on: set[str] = set()  # the daily-loss kill and drawdown guard while they block
+        self._blocked: dict[str, int] = {}  # intents blocked by the gates per reason, not yet in the audit trail
+        self._blocked_since_ns = 0
+        self._blocked_line_ns = -REFUSED_EVERY_NS
+        # Rollout modes and the kill switch (live.rollout, live.kill; decision 029).
+        self.rollout = Rollout(self)
+        self.kill_requested: str | None = None  # who asked for the kill (None: nobody)
+        self.flatten_ids: set[str] = set()  # flatten orders: booked from their reply, not from the user stream
+        self._adopted = 0.0  # the position the last ledger check adopted, less the ledger's before it
+        gate_inputs(self.led, EMPTY, EMPTY, EMPTY, 1.0, 0.0, False, 1.0)  # compiled code loaded before trading
         d = self.cfg.state_dir
         d.mkdir(mode=0o700, parents=True, exist_ok=True)  # what is in it is the operator's only
         old_budget, budget, ids = d / "budget.json", d / "budget.jsonl", d / "client_ids.json"
@@ -127,6 +193,8 @@ class LiveAdapter:
         # fresh start.
         spent = budget.exists() and budget.stat().st_size > 0
         self.ids = IdAllocator(ids, self.strategy.name, self.cfg.symbol, new=not ids.exists() and not spent)
+        # This instance's epoch and the instances found dead: what it may cancel (decision 028).
+        self.instances = Instances(self.strategy.name, self.cfg.symbol, self.ids.epoch)
         if not budget.exists() and self.ids.peek().seq > 0:
             self.ids.close()
             raise DataError(f"{d}: client_ids.json without budget.jsonl; refusing to start with an unknown spend")
@@ -138,14 +206,33 @@ class LiveAdapter:
             self.ids.close()
             raise
         self._stop = asyncio.Event()
+        self.dead_man: DeadMan | None = None  # the venue's countdown cancel-all while trading (live.shutdown)
+        self.stop_outcome: StopOutcome | None = None  # what the stop's cancels left (None: no stop yet)
 
     def stop(self) -> None:
         """Ask the adapter to cancel its orders and return (safe from a signal handler)."""
         self._stop.set()
 
+    def request_kill(self, by: str = "SIGUSR1") -> None:
+        """The kill switch (live.kill): stop as `stop` does, flatten if configured, and stay killed.
+
+        The kill file is written first (a signal leaves one too): a restart refuses until a person
+        clears it. Safe from a signal handler installed with the event loop's add_signal_handler.
+        """
+        if self.kill_requested is not None:
+            return
+        self.kill_requested = by
+        try:
+            killswitch.write_kill(self.cfg.state_dir, by)
+        except OSError as e:  # the stop goes on; the start after it is not held back then
+            self.audit.write(self.clock_ns(), "kill_file_unwritten", error=e.strerror)
+        self.audit.write(self.clock_ns(), "kill_requested", by=by)
+        self._stop.set()
+
     async def run(self) -> None:
         """Reconcile, then trade until stopped; always cancels its own orders before returning."""
         try:
+            killswitch.refuse_if_killed(self.cfg.state_dir)  # before anything is sent (live.kill)
             await self._start()
         except BaseException:
             # Nothing of ours rests yet (the start places no order): the state files are released as
@@ -154,12 +241,17 @@ class LiveAdapter:
             self.budget.close()
             raise
         self.ids.reserve_ahead()  # a reservation is fsynced: never between the first decision and its order
+        killswitch.write_pid(self.cfg.state_dir)  # `grinder live kill` signals this process
         # What exists now (markets, compiled code, ccxt's tables) lives as long as the process:
         # keeping it out of the collector's scans keeps its pauses short. The collector then runs in
         # housekeeping, away from decisions, not at whatever allocation tips it (decision 012).
         gc.freeze()
         gc.disable()
         tasks = [asyncio.create_task(c) for c in (self._book(), self._user(), self._decide(), self._reconciler())]
+        if self.cfg.dead_man_s > 0 and self.cfg.mode != "paper":  # paper: no order rests at the venue
+            self.dead_man = DeadMan(self.ex, self.audit, self.clock_ns, self.market["id"], self.cfg.dead_man_s)
+            tasks.append(asyncio.create_task(self.dead_man.keep()))  # its own timer, off the decision path
+        tasks.append(asyncio.create_task(self._venue_watch()))  # a venue that stays down ends the session
         stop = asyncio.create_task(self._stop.wait())
         failed: BaseException | None = None
         try:
@@ -177,13 +269,26 @@ class LiveAdapter:
             await asyncio.wait({*tasks, stop}, timeout=5.0)
             gc.enable()
             # Each step on its own: whatever fails (the venue, the disk), the next one still runs.
-            try:
-                await asyncio.wait_for(self._cancel_all(), 30.0)
+            try:  # bounded within stop_timeout_s by live.shutdown; this bound only guards against a hang
+                await asyncio.wait_for(self._cancel_all(), self.cfg.stop_timeout_s + 10.0)
             except TimeoutError:
                 self.audit.write(self.clock_ns(), "cancel_all_failed", error="timeout")
+                self.stop_outcome = StopOutcome(tuple(sorted(self.orders)), False)
+            if self.dead_man is not None and self.stop_outcome is not None and self.stop_outcome.clean:
+                # Left armed after an unclean stop: the venue then cancels what is left when it runs out.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.dead_man.disarm(), 10.0)
+            if self.kill_requested is not None:  # our orders are cancelled: the flatten, then `kill`
+                try:
+                    await asyncio.wait_for(self.rollout.kill(self.kill_requested), 30.0)
+                except (TimeoutError, DataError) as e:
+                    self.audit.write(self.clock_ns(), "kill_failed", by=self.kill_requested, error=type(e).__name__)
             try:
-                # Fills can land after the user stream was stopped: the position reported is the venue's.
-                self.position = venue_position(await self.ex.fetch_positions([self.symbol]), self.symbol)
+                # Fills can land after the user stream was stopped: the position reported is the venue's,
+                # and the ledger is checked against the venue a last time.
+                positions = await self.ex.fetch_positions([self.symbol])
+                self.position = venue_position(positions, self.symbol)
+                await self._check_ledger(VenuePosition(self.position, venue_entry(positions, self.symbol)), True)
             except Exception as e:  # noqa: BLE001 - reported, and the shutdown goes on
                 self.audit.write(self.clock_ns(), "final_position_unknown", error=type(e).__name__)
             try:
@@ -191,9 +296,11 @@ class LiveAdapter:
             except Exception as e:  # noqa: BLE001
                 self.audit.write(self.clock_ns(), "final_pnl_unknown", error=type(e).__name__)
             self.port.flush_refused(self.clock_ns(), force=True)
+            self.flush_blocked(self.clock_ns(), force=True)
             self.audit.write(self.clock_ns(), "stop", position=self.position, pnl=self.pnl, decisions=self.decisions)
             self.ids.close()
             self.budget.close()
+            killswitch.remove_pid(self.cfg.state_dir)
         if failed is not None:
             raise failed
 
@@ -211,12 +318,21 @@ class LiveAdapter:
         self.symbol = self.market["symbol"]
         self.tick = float(self.market["precision"]["price"])
         self.lot = float(self.market["precision"]["amount"])
+        self.inverse = bool(self.market.get("inverse"))
+        self.contract_size = float(self.market.get("contractSize") or 1.0)
+        self.settle, self.settle_id = self.market["settle"], self.market.get("settleId") or self.market["settle"]
         self.port = ExchangePort(ex, self.symbol, self.audit, self.budget, self.clock_ns, asyncio.sleep,
                                  breaker=self.breaker)  # fmt: skip
         self.audit.write(self.clock_ns(), "start", strategy=self.strategy.name, symbol=self.cfg.symbol,
-                         mode=self.cfg.mode, params=self.cfg.params)  # fmt: skip
+                         mode=self.cfg.mode, params=self.cfg.params, gates=self.cfg.gates.model_dump(),
+                         epoch=self.ids.epoch)  # fmt: skip
         try:
-            await self._reconcile(adopt_position=True)
+            # Another live instance of this strategy and symbol refuses the start; a dead one's orders
+            # become orphans of the reconciliation (live.instance). Paper orders are this process's only.
+            if self.cfg.mode != "paper":
+                await probe(ex, self.symbol, self.instances, self.ids.past_epochs, self.audit, self.clock_ns,
+                            self.cfg.instance_probe_s)  # fmt: skip
+            self.wallet_start = (await self._reconcile(adopt_position=True)).wallet_now
             self.equity_start = await self._equity()
         except (ccxt.BaseError, PortFailed) as e:
             why = _one_line(e, self.audit.redact)  # ccxt's text quotes the signed request
@@ -226,15 +342,67 @@ class LiveAdapter:
         bal = await self.ex.fetch_balance()
         return float(bal[self.market["settle"]]["total"])
 
-    async def _reconcile(self, adopt_position: bool = False) -> None:
+    async def _reconcile(self, adopt_position: bool = False) -> LedgerDrift:
+        """Orders, position and wallet against the venue (live.reconcile); `adopt_position`: adopt a drift at once."""
         expected = {c for c, k in self.orders.items() if k.status == ST_NEW}
-        found, pos = await reconcile(self.ex, self.port, self.audit, self.clock_ns(), self.symbol, self.strategy.name,
-                                     self.cfg.symbol, self.lot, expected, self.position)  # fmt: skip
+        found, venue = await reconcile(self.ex, self.port, self.audit, self.clock_ns(), self.symbol,
+                                       self.strategy.name, self.cfg.symbol, self.lot, expected,
+                                       self.position, is_other=self.instances.is_other,
+                                       cancel_orphans=False)  # fmt: skip
+        other = next((m for m in found if m.kind == "other_instance"), None)
+        if other is not None:  # another live instance: stop before anything is cancelled (decision 028)
+            self._stop.set()  # nothing new leaves from now on (_create)
+            raise other_instance(self.instances, self.audit, self.clock_ns(), other.client_id, "reconciliation")
         for m in found:
             if m.kind == "missing" and await self._gone(m.client_id):
                 self.orders.pop(m.client_id, None)
-        if adopt_position:  # on start the venue's position is the truth; later drift is logged for a human
-            self.position = pos
+        # An order this adapter sent while the venue was being listed (its create in flight, or
+        # acknowledged after `expected` was taken) is listed but was not expected: ours, not an orphan.
+        found = [m for m in found if not (m.kind == "orphan" and m.client_id in self.orders)]
+        self._audit_quant_rules()
+        self._adopted = 0.0
+        drift = await self._check_ledger(venue, adopt_position)
+        # The plan (live.rollout): orphans to cancel, and the part of an adopted (confirmed) drift a
+        # reduce-only order can close; the rollout mode says which of them happen.
+        await self.rollout.cycle(found, flattenable(self._adopted, venue.qty))
+        return drift
+
+    def _audit_quant_rules(self) -> None:
+        """The quantitative rules' ratios and order counts now as one audit line (null: a ratio not applying yet)."""
+        now = self.clock_ns()
+        ratios = {k: (None if math.isnan(v) else v) for k, v in self.qrules.ratios(now).items()}
+        self.audit.write(now, "quant_rules", **ratios, overflow=self.qrules.overflow)
+
+    async def _check_ledger(self, venue: VenuePosition, adopt_at_once: bool) -> LedgerDrift:
+        """Write the ledger's drift from the venue (`ledger_drift`) and adopt the venue's position on a drift.
+
+        At once on start, after a user-stream drop and on stop (events were lost, or nothing comes
+        after); otherwise only once the next check still sees a drift: a fill whose event is in
+        flight while the position is fetched makes one that is gone by then.
+        """
+        drift = await reconcile_ledger(self.ex, self.audit, self.clock_ns(), self.settle_id, self.led,
+                                       self.funding_paid, venue, self.wallet_start)  # fmt: skip
+        drifted = abs(drift.position) >= 0.5 * self.lot
+        if drifted and (adopt_at_once or self._drift_seen):
+            self._adopt(venue)
+            drifted = False
+        self._drift_seen = drifted
+        return drift
+
+    def _adopt(self, venue: VenuePosition) -> None:
+        """Take the venue's position and entry price into the ledger (the venue is the truth about money)."""
+        bb, ba = self.top[0], self.top[1]
+        mid = (bb + ba) * 0.5 * self.tick if bb != EMPTY and ba != EMPTY else 0.0
+        entry = venue.entry if venue.entry > 0.0 else mid  # not reported: valued at the mid
+        before = float(self.led[POSITION])
+        try:
+            adopt_position(self.led, venue.qty, entry, self.inverse, self.contract_size)
+        except ValueError as e:
+            raise DataError(f"venue position of {self.cfg.symbol} cannot be adopted: {e}") from None
+        self._adopted += venue.qty - before
+        self.position = float(self.led[POSITION])
+        self.ledger_version += 1
+        self.audit.write(self.clock_ns(), "position_adopted", position=venue.qty, entry=entry)
 
     async def _gone(self, client_id: str) -> bool:
         """Whether an order the open-order list lacks is confirmed not open by its own status query.
@@ -255,6 +423,12 @@ class LiveAdapter:
         gone = status != "open"
         self.audit.write(self.clock_ns(), "missing_checked", client_id=client_id, status=status, forgotten=gone)
         return gone
+
+    async def _venue_watch(self) -> None:
+        """Raise VenueDown once no market data and no answer came for `venue_down_exit_s` (live.venue_watch)."""
+        venue = self.cfg.api_url or f"Binance {'testnet' if self.cfg.mode == 'testnet' else 'USDT-M'}"
+        await watch_venue(self.ex, self.audit, self.cfg.venue_down_exit_s, venue, lambda: self.book_ts,
+                          self.monotonic, self.clock_ns)  # fmt: skip
 
     async def _reconciler(self) -> None:
         while not self._stop.is_set():
@@ -286,14 +460,16 @@ class LiveAdapter:
                 self.top = (round(bp / self.tick), round(ap / self.tick), float(bq), float(aq))
                 self.top_arrival_ns = self.ex.depth_arrival_ns
                 self.top_ts_ns = int(ob.get("timestamp") or 0) * 1_000_000
+                self.book_nonce = int(ob.get("nonce") or 0)
                 if not self.book_ts:
                     self.audit.write(self.clock_ns(), "book_fresh", nonce=ob.get("nonce"), decisions=self.decisions)
-                self.book_ts = time.monotonic()
+                self.book_ts = self.monotonic()
 
     async def _user(self) -> None:
         while not self._stop.is_set():
             try:
                 updates = await self.ex.watch_orders(self.symbol)
+                self.user_seen = self.ex.order_events  # all of them are in `updates` (ccxt keeps them)
             except ccxt.NetworkError as e:
                 # Events sent while the stream was down are lost (as on Binance): once it is back,
                 # take orders and position from the venue again.
@@ -304,18 +480,17 @@ class LiveAdapter:
                 continue
             for o in updates:
                 cid = o.get("clientOrderId") or ""
-                if not is_ours(cid, self.strategy.name, self.cfg.symbol):
-                    continue
+                if not is_ours(cid, self.strategy.name, self.cfg.symbol) or cid in self.flatten_ids:
+                    continue  # a flatten's fills are booked from its reply (live.rollout)
+                if self.instances.is_other(cid):  # another live instance trades this: both must not
+                    self._stop.set()  # nothing new leaves from now on (_create)
+                    raise other_instance(self.instances, self.audit, self.clock_ns(), cid, "user stream")
                 # Fills count for any order of ours, also one already cancelled here (a fill can
                 # overtake the cancel).
                 filled = float(o.get("filled") or 0.0)
-                before = self.filled.get(cid, 0.0)
-                if filled > before:
-                    q = filled - before
-                    self.position += q if o.get("side") == "buy" else -q
-                    self.filled[cid] = filled
-                    self.audit.write(self.clock_ns(), "fill", client_id=cid, qty=q, price=o.get("average"),
-                                     position=self.position)  # fmt: skip
+                self._book_fills(cid, o, filled)
+                if o.get("status") in QR_ENDS:
+                    self.qrules.ended(cid, self.clock_ns(), QR_ENDS[o["status"]])
                 k = self.orders.get(cid)
                 if k is None:
                     continue
@@ -325,7 +500,38 @@ class LiveAdapter:
                 elif k.status == ST_NONE:
                     k.status = ST_NEW
 
+    def _book_fills(self, cid: str, o: dict, filled: float) -> None:
+        """Book each fill of order `cid` not booked yet (ledger, position, a `fill` line); `filled`: its total."""
+        side = 1 if o.get("side") == "buy" else -1
+        for f in fills_of(o):
+            if f.trade_id not in self.booked:
+                self.booked.add(f.trade_id)
+                self._book_fill(cid, side, f.price, f.qty, f.fee, f.fee_currency, f.trade_id)
+        rest = filled - self.filled.get(cid, 0.0)
+        if rest > 1e-9 * max(filled, 1.0):
+            # Filled beyond the trades listed (ccxt did not hold the order when an earlier fill came):
+            # booked at the order's price, a maker's fill price; its commission is not known here,
+            # the wallet drift shows it.
+            self._book_fill(cid, side, float(o.get("price") or o.get("average") or 0.0), rest, 0.0, None, None)
+
+    def _book_fill(self, cid: str, side: int, price: float, qty: float, fee: float, fee_currency: str | None,
+                   trade_id: str | None) -> None:  # fmt: skip
+        """Book one fill into the ledger with the commission the venue charged (settle currency, else left out)."""
+        book_fill(self.led, side, price, qty, 0.0, self.inverse, self.contract_size)
+        if fee_currency in (self.settle, self.settle_id):
+            # The venue's own figure, not a configured rate. One charged in another asset (BNB) is
+            # not this ledger's money: it stays on the fill line only.
+            self.led[FEES] += fee
+        self.filled[cid] = self.filled.get(cid, 0.0) + qty
+        self.qrules.filled(cid, self.clock_ns(), qty, qty * (self.contract_size if self.inverse else price))
+        self.position = float(self.led[POSITION])
+        self.ledger_version += 1
+        self.audit.write(self.clock_ns(), "fill", client_id=cid, qty=qty, price=price, fee=fee,
+                         fee_currency=fee_currency, trade_id=trade_id, position=self.position)  # fmt: skip
+
     async def _decide(self) -> None:
+        if self.clock is not None:
+            return await self._decide_stepped()
         step_ns = self.cfg.step_ms * 1_000_000
         next_tick = time.perf_counter_ns() + step_ns
         hot_ns = int(self.cfg.hot_ms * 1_000_000)
@@ -374,9 +580,23 @@ class LiveAdapter:
                 await _together([self._cancel(k) for k in list(self.orders.values()) if k.request != REQ_CANCEL])
             self.housekeeping(next_tick - hot_ns)
 
+    async def _decide_stepped(self) -> None:
+        """The decision loop on a stepped clock: one decision per tick the driver releases, nothing ahead."""
+        clock = self.clock
+        while not self._stop.is_set():
+            await clock.next_tick()
+            self.tick_ns = time.perf_counter_ns()
+            self.tick_late_ns = self.tick_sched_ns = 0  # 0: no decision taken ahead is adopted
+            if self._book_fresh():
+                await self.decide_once()
+            elif self.orders:
+                await _together([self._cancel(k) for k in list(self.orders.values()) if k.request != REQ_CANCEL])
+            await clock.tick_done()
+            self.housekeeping(time.perf_counter_ns())  # at most once a second (HOUSEKEEPING_MAX_DEFER_NS)
+
     def _book_fresh(self) -> bool:
         """Whether the book is synced and its last update is at most `stale_after_s` old."""
-        return bool(self.book_ts) and time.monotonic() - self.book_ts <= self.cfg.stale_after_s
+        return bool(self.book_ts) and self.monotonic() - self.book_ts <= self.cfg.stale_after_s
 
     def housekeeping(self, busy_from_ns: int) -> bool:
         """Have the journals fsynced, reserve client ids ahead and collect garbage, unless a decision is near.
@@ -387,11 +607,14 @@ class LiveAdapter:
         if busy_from_ns - now < HOUSEKEEPING_CLEAR_NS and now - self.housekept_ns < HOUSEKEEPING_MAX_DEFER_NS:
             return False
         self.housekept_ns = now
+        if self.kill_requested is None and killswitch.killed(self.cfg.state_dir) is not None:
+            self.request_kill("kill file")
         self.audit.sync_soon()
         self.budget.sync_soon()
         self.ids.reserve_ahead()
         if hasattr(self, "port"):
             self.port.flush_refused(self.clock_ns())
+        self.flush_blocked(self.clock_ns())
         self.housekeeping_runs += 1
         gc.collect(1 if self.housekeeping_runs % 64 else 2)  # gc is disabled while trading: only here
         return True
@@ -405,9 +628,12 @@ class LiveAdapter:
         bb, ba, bq, aq = self.top
         known = list(self.orders.values()) if known is None else known
         view = [KnownOrder(k.side, k.price_ticks, k.qty - k.filled, k.status, k.request) for k in known]
-        mid = (bb + ba) * 0.5 * self.tick
+        # Equity and the unit notional from the ledger, by the function the backtest engine uses.
+        _, equity, unit_notional = gate_inputs(self.led, bb, ba, EMPTY, self.tick, self.funding_paid, self.inverse,
+                                               self.contract_size)  # fmt: skip
         now_ns = self.clock_ns() if now_ns is None else now_ns
-        return known, (now_ns, bb, ba, bq, aq, self.tick, self.lot, self.position, 0.0, mid, view)
+        self.unit_notional = unit_notional
+        return known, (now_ns, bb, ba, bq, aq, self.tick, self.lot, self.position, equity, unit_notional, view)
 
     def _prepare_request(self) -> None:
         """Presign the first request of the decision taken ahead (decision 014); else warm the path on a throwaway."""
@@ -444,7 +670,8 @@ class LiveAdapter:
         Equal keys give equal `_inputs` arguments (time aside), at a fraction of their cost.
         """
         orders = [(k.side, k.price_ticks, k.qty - k.filled, k.status, k.request) for k in known]
-        return self.top, self.position, self.tick, self.lot, orders
+        # The ledger's version and the funding stand for the equity the gates read.
+        return self.top, self.position, self.ledger_version, self.funding_paid, self.tick, self.lot, orders
 
     def _adopt_ahead(self, known: list[Known]) -> tuple[tuple, Intents] | None:
         """The decision taken ahead for this tick, adopted, if it was taken on these inputs: (its arguments, intents).
@@ -482,6 +709,9 @@ class LiveAdapter:
             self.decision_log.append(
                 DecisionRecord(self.top_ts_ns, bb, ba, args[3], args[4], self.position, self.decider.last_targets)
             )
+            self.decision_blocked.append(intents.blocked)
+        if intents.blocked or self._gates_on:
+            self._gate_news(intents.blocked, self.clock_ns(), args[8], args[7])
         self.ex.arm_probe()
         # The cancels all at once, then (once they are answered: they free margin and position room)
         # the creates all at once: two round trips a decision, not one per order.
@@ -498,6 +728,39 @@ class LiveAdapter:
             self.latencies.append(
                 (started - ready, decided - ready, self.ex.first_request_ns - ready, self.tick_late_ns)
             )
+
+    def _gate_news(self, blocked: dict[str, int], now_ns: int, equity: float, position: float) -> None:
+        """Audit at `now_ns` what the gates blocked in a decision taken on `equity` (settle currency) and `position`.
+
+        The daily-loss kill and the drawdown guard are written at once on the first decision they
+        block (`gate_fired`, with the equity and the day-start and peak equity the gates hold), and
+        again once their condition no longer holds (`gate_cleared`); the blocked counts of every
+        gate are summed and written once per interval (`gates_blocked`, see `flush_blocked`).
+        """
+        st, g = self.decider.gate_state, self.cfg.gates
+        day_start, peak = float(st[S_DAY_START_EQ]), float(st[S_PEAK_EQ])
+        # The gates' own conditions (grinder.core.gates.apply_gates) on the state this decision left.
+        holds = {"daily_loss": g.max_daily_loss > 0 and day_start - equity > g.max_daily_loss,
+                 "drawdown_reduce_only": g.max_drawdown > 0 and peak - equity > g.max_drawdown}  # fmt: skip
+        for reason, on in holds.items():
+            if reason in blocked and reason not in self._gates_on:
+                self._gates_on.add(reason)
+                self.audit.write(now_ns, "gate_fired", reason=reason, equity=equity, day_start_equity=day_start,
+                                 peak_equity=peak, settle=self.settle, position=position)  # fmt: skip
+            elif not on and reason in self._gates_on:
+                self._gates_on.discard(reason)
+                self.audit.write(now_ns, "gate_cleared", reason=reason, equity=equity, day_start_equity=day_start,
+                                 peak_equity=peak, settle=self.settle)  # fmt: skip
+        if blocked and not self._blocked:
+            self._blocked_since_ns = now_ns
+        for reason, n in blocked.items():
+            self._blocked[reason] = self._blocked.get(reason, 0) + n
+
+    def flush_blocked(self, now_ns: int, force: bool = False) -> None:
+        """Write the gates' blocked counts so far if an interval has passed since the last such line (or `force`)."""
+        if self._blocked and (force or now_ns - self._blocked_line_ns >= REFUSED_EVERY_NS):
+            self.audit.write(now_ns, "gates_blocked", counts=self._blocked, since_ns=self._blocked_since_ns)
+            self._blocked, self._blocked_line_ns = {}, now_ns
 
     async def _cancel(self, k: Known) -> bool:
         """Cancel one of the orders a decision saw; a cancel that was not done leaves it for the next decision."""
@@ -516,6 +779,13 @@ class LiveAdapter:
 
     async def _create(self, side: int, price_ticks: int, qty: float) -> bool:
         """Place one new quote of a decision; False if the port refused it (breaker open, budget used up)."""
+        if self._stop.is_set():  # stopping (SIGTERM, the kill switch): nothing new leaves
+            return False
+        if not self._book_fresh():
+            # The book went stale after the decision (a decision's later creates leave as tasks, once
+            # the first waits for the network): nothing is placed on a book nobody sees (decision 021).
+            self.audit.write(self.clock_ns(), "creates_dropped", reason="book stale", count=1)
+            return False
         side_name, price = self._order_terms(side, price_ticks)
         now = self.clock_ns()
         reason = self.port.refusal(now, price * qty)
@@ -525,35 +795,38 @@ class LiveAdapter:
         cid = self.ids.next()
         k = Known(str(cid), side, price_ticks, qty)
         self.orders[k.client_id] = k
+        # Recorded as sent now, valued at the mid as the rules' gate assumed (post-only: GTX).
+        self.qrules.placed(k.client_id, now, "GTX", qty, qty * self.unit_notional)
         try:
             await self.port.create(cid, side_name, price, qty)
             k.status = ST_NEW
         except PortRefused:
             self.orders.pop(k.client_id, None)  # never sent
+            self.qrules.ended(k.client_id, self.clock_ns(), "REJECTED")
             return False
         except PortFailed as e:
             if not e.unknown:
                 self.orders.pop(k.client_id, None)  # rejected for good; unknown ones stay for reconciliation
+                self.qrules.ended(k.client_id, self.clock_ns(), "REJECTED")
         return True
 
     def _ours(self, venue_orders: list[dict]) -> list[str]:
+        """The client ids this adapter may cancel: its own and those of instances found dead (decision 028)."""
         return [o["clientOrderId"] for o in venue_orders
-                if is_ours(o.get("clientOrderId"), self.strategy.name, self.cfg.symbol)]  # fmt: skip
+                if self.instances.mine_or_dead(o.get("clientOrderId"))]  # fmt: skip
 
-    async def _cancel_all(self) -> None:
-        """Cancel every open order of ours the venue lists (known or not), then check none is left."""
-        try:
-            for cid in self._ours(await self.ex.fetch_open_orders(self.symbol)):
-                try:  # one that fails does not keep the others resting
-                    await self.port.cancel(client_id=cid)
-                except (ccxt.NetworkError, ccxt.ExchangeError, PortFailed) as e:
-                    self.audit.write(self.clock_ns(), "cancel_not_done", client_id=cid, error=str(e)[:200])
-            self.orders.clear()
-            left = self._ours(await self.ex.fetch_open_orders(self.symbol))
-            if left:
-                self.audit.write(self.clock_ns(), "orders_left", client_ids=left)
-        except (ccxt.NetworkError, ccxt.ExchangeError, PortFailed) as e:
-            self.audit.write(self.clock_ns(), "cancel_all_failed", error=type(e).__name__, detail=str(e)[:300])
+    async def _cancel_all(self) -> StopOutcome:
+        """Cancel every open order of ours (listed by the venue or known here) within stop_timeout_s (live.shutdown).
+
+        The stop's path (SIGTERM, a failed task) and the kill switch's; the outcome is also `stop_outcome`.
+        """
+        out = await cancel_everything(self.ex, self.port, self.audit, self.clock_ns, self.symbol, self._ours,
+                                      list(self.orders), self.cfg.stop_timeout_s)  # fmt: skip
+        for cid in list(self.orders):
+            if cid not in out.left:
+                self.orders.pop(cid, None)
+        self.stop_outcome = out
+        return out
 
 
 def _one_line(e: BaseException, redact) -> str:

@@ -76,6 +76,7 @@ class GrinderBinance(ccxtpro.binanceusdm):
         self._prewarming = False
         self._presigned: Presigned | None = None
         self.presigned_sent = 0  # requests that left presigned
+        self.order_events = 0  # user-stream order updates (ORDER_TRADE_UPDATE) handled so far
 
     def handle_message(self, client, message):  # noqa: D102 - ccxt's hook, called for every WebSocket message
         if isinstance(message, dict):
@@ -88,6 +89,8 @@ class GrinderBinance(ccxtpro.binanceusdm):
             # venue's side of the wire, not the adapter's reaction time.
             if event == "depthUpdate":
                 self.depth_arrival_ns = time.perf_counter_ns()
+            elif event == "ORDER_TRADE_UPDATE":
+                self.order_events += 1
         return super().handle_message(client, message)
 
     async def request(self, path, api=None, method="GET", params=None, config=None):  # noqa: D102 - ccxt's

@@ -1,4 +1,8 @@
-"""`grinder live --config FILE`: the adapter's settings, typed and checked once when the file is read."""
+"""`grinder live --config FILE`: the adapter's settings, typed and checked once when the file is read.
+
+The `[gates]` table is `grinder.core.gates.GateConfig`, the model `grinder backtest --config` reads
+its `[gates]` table into: one file's gates mean the same in both.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from grinder.core.gates import GateConfig
 from grinder.data.errors import DataError
 from live.guard import parse_api_url
 
@@ -35,6 +40,48 @@ class LiveConfig(BaseModel):
     )
     paper_balance: float = Field(10_000.0, gt=0, description="paper mode: the simulated wallet (settle currency)")
     paper_partial_fills: bool = Field(False, description="paper mode: fill by traded quantity beyond the queue")
+    gates: GateConfig = Field(
+        default_factory=GateConfig, description="the [gates] table: the backtest's gates, the same model (0: off)"
+    )
+    # Account-wide order identity (issue 21, live.instance): how long the start watches another
+    # instance's orders of this strategy and symbol for new ones before taking it for dead.
+    instance_probe_s: float = Field(
+        3.0, gt=0, le=300, description="start: watch other instances' orders this long (s) for signs of life"
+    )
+    # Reconciliation rollout modes and the kill switch (issue 21, live.rollout, live.kill; decision 029).
+    rollout: str = Field(
+        "execute_cancel_all",
+        pattern="^(detect_only|plan_only|blocked|execute_cancel_all|execute_flatten)$",
+        description="what reconciliation may do: detect_only < plan_only < blocked < execute_cancel_all < "
+        "execute_flatten",
+    )
+    max_flatten_qty: float = Field(
+        0.0, ge=0, description="most base units one flatten order closes (0: flatten never sends an order)"
+    )
+    flatten_slippage_bps: float = Field(
+        50.0, gt=0, le=1000, description="a flatten's IOC limit: this far through the best price (basis points)"
+    )
+    kill_flatten: bool = Field(False, description="the kill switch also closes the position (execute_flatten only)")
+    # Shutdown and the dead-man's switch (issue 21, live.shutdown; decision 027). The systemd unit's
+    # TimeoutStopSec must exceed stop_timeout_s by the rest of the stop (about 15 s).
+    stop_timeout_s: float = Field(
+        20.0, gt=0, le=600, description="stop: cancel every order of ours within this long (s), then say what is left"
+    )
+    dead_man_s: float = Field(
+        60.0, ge=0, le=3600,
+        description="the venue's countdown cancel-all (s), re-armed every third of it while running (0: off)",
+    )  # fmt: skip
+    # A venue that stays down (issue 21, live.venue_watch): no market data and no answer this long ends the session.
+    venue_down_exit_s: float = Field(
+        120.0, gt=0, le=86_400, description="no market data and no answer from the venue this long (s): stop, exit 3"
+    )
+
+    @field_validator("dead_man_s")
+    @classmethod
+    def _dead_man_off_or_a_second(cls, v: float) -> float:
+        if 0 < v < 1:
+            raise ValueError(f"dead_man_s ({v:g}) must be 0 (off) or at least 1 s (shorter fires between re-arms)")
+        return v
 
     @field_validator("api_url")
     @classmethod

@@ -167,9 +167,14 @@ class PaperBinance(GrinderBinance):
         ticks = self._ticks(price)
         if abs(ticks * self.x.instrument.tick_size - float(price)) > 1e-9 * max(1.0, float(price)):
             self._raise(VenueError(-4014, "Price not increased by tick size."))
-        cid = params.get("clientOrderId") or f"paper-{self.x.next_id}"
+        cid = params.get("clientOrderId") or params.get("newClientOrderId") or f"paper-{self.x.next_id}"
         self.mark_request()
         try:
+            if tif == "IOC":  # a flatten (live.rollout): filled at once against the local book
+                events = self.x.take(cid, 1 if side == "buy" else -1, ticks, float(amount),
+                                     bool(params.get("reduceOnly")), self.feed_ns)  # fmt: skip
+                self._updates.put_nowait(events)
+                return self.parse_order(self.wire.order(events[0].order), self.paper_market)
             ev = self.x.create(cid, 1 if side == "buy" else -1, ticks, float(amount), tif, self.feed_ns)
         except VenueError as e:
             self._raise(e)
@@ -192,6 +197,11 @@ class PaperBinance(GrinderBinance):
         except (VenueError, ValueError) as e:
             self._raise(e if isinstance(e, VenueError) else VenueError(*BAD_PARAM))
         return self._emit(ev)
+
+    async def cancel_all_orders(self, symbol=None, params=None):  # noqa: D102 - the stop's first try (live.shutdown)
+        self._check(symbol)
+        self.mark_request()
+        return [self._emit(self.x.cancel(self.feed_ns, o.order_id)) for o in self.x.open_orders()]
 
     async def fetch_order(self, id, symbol=None, params=None):  # noqa: A002, D102
         self._check(symbol)

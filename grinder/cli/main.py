@@ -69,6 +69,8 @@ def _clean_errors(fn):
             return fn(*args, **kwargs)
         except DataError as e:
             err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+            # 2 unless the error says otherwise (live.venue_watch.VenueDown: 3, a session the venue ended).
+            raise typer.Exit(getattr(e, "exit_code", 2)) from None
         except ValidationError as e:
             first = e.errors()[0]
             loc = ".".join(str(x) for x in first["loc"])
@@ -1033,27 +1035,61 @@ def print_summary(summary: dict, run_dir: Path, report: bool = True) -> None:
                    "span alone (--start/--end, `grinder data check`)") if held else ""  # fmt: skip
         err.print(f"warning: the run jumped {len(gaps)} coverage gap(s) ({days}){carried}", highlight=False,
                   soft_wrap=True)  # fmt: skip
+    rules = summary.get("quant_rules") or {}
+    if rules.get("rules_ok") is False:
+        m = rules["metrics"]
+        worst = "; ".join(f"{k} {m[k]['max']:.4g} (limit {m[k]['threshold']:.4g})" for k in rules["breaches"])
+        gated = " ([gates] quant_rules = true keeps new orders within them)" if not c.get("blocked_quant_rules") else ""
+        err.print(f"warning: this run breaks Binance's quantitative trading rules: {worst}{gated}", highlight=False,
+                  markup=False, soft_wrap=True)  # fmt: skip
     out.print(f"  run folder: {run_dir}")
     if report:
         out.print(f"  report: {run_dir / 'report.html'}")
 
 
+def _fault_options(fn):
+    """Give a command a `--fault-NAME` option for every knob of `grinder.venue.faults.Faults` (its **faults).
+
+    The knobs are declared once, in `Faults`; the command receives them as fault_NAME keywords.
+    """
+    import inspect
+
+    from grinder.venue.faults import Faults
+
+    sig = inspect.signature(fn)
+    params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    for name, (typ, default, text) in Faults.knobs().items():
+        flag = "--fault-" + name.replace("_", "-")
+        opt = typer.Option(flag, help=text) if typ is bool else typer.Option(flag, help=text, min=0)
+        params.append(inspect.Parameter(f"fault_{name}", inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[typ, opt]))  # fmt: skip
+    fn.__signature__ = sig.replace(parameters=params)
+    return fn
+
+
 @venue_app.command("serve")
 @_clean_errors
+@_fault_options
 def venue_serve(
     symbol: Annotated[str, typer.Option(help="Symbol.")] = "BTCUSDT",
     venue: Annotated[str, typer.Option(help="Venue of the data in the lake.")] = "binance-usdm",
     start: Annotated[str | None, typer.Option(help="Start (ISO 8601 UTC or ns).")] = None,
     end: Annotated[str | None, typer.Option(help="End, exclusive.")] = None,
     speed: Annotated[float, typer.Option(help="Replay speed, x real time.")] = 1.0,
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 0,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).", min=0, max=65535)] = 0,
     balance: Annotated[float, typer.Option(help="Starting wallet, USDT.")] = 10_000.0,
+    loop: Annotated[
+        bool, typer.Option("--loop", help="At the end of the data, replay it again from its first book (time goes on).")
+    ] = False,
     root: RootOpt = DEFAULT_ROOT,
+    **faults,
 ) -> None:
-    """Replay a selection as a Binance USDT-M venue on 127.0.0.1 until the data ends or SIGTERM / Ctrl-C.
+    """Replay a selection as a Binance USDT-M venue on 127.0.0.1 until SIGTERM / Ctrl-C.
 
-    The API key and secret clients must sign with come from GRINDER_VENUE_API_KEY and
-    GRINDER_VENUE_SECRET (never from the command line).
+    At the end of the data it stays up (the book frozen, orders still taken and cancellable) or,
+    with --loop, replays it again. The API key and secret clients must sign with come from
+    GRINDER_VENUE_API_KEY and GRINDER_VENUE_SECRET (never from the command line). The --fault-*
+    knobs can also be set while it runs: POST /admin/faults a JSON object (loopback only).
     """
     import asyncio
     import signal
@@ -1070,29 +1106,67 @@ def venue_serve(
     tape = load_tape(root, venue, symbol, _parse_time(start), _parse_time(end))
     if len(tape) == 0:
         raise DataError(f"no events for {venue}/{symbol} in {root} in that span")
+    srv = VenueServer(tape, Credentials(key, secret), speed=speed, balance=balance)
+    try:
+        srv.faults.set({k.removeprefix("fault_"): v for k, v in faults.items()})
+    except ValueError as e:
+        raise DataError(f"--fault-*: {e}") from None
+    if loop and srv.loop_row() is None:
+        raise DataError(f"--loop: {venue}/{symbol} in that span has no book snapshot to start again from")
+
+    def at_end(s: VenueServer) -> None:
+        when = _when(s.now_ns)
+        if loop:
+            out.print(f"end of the data at {when}: replaying it again from its first book (loop {s.loops + 1})")
+        else:
+            out.print(f"end of the data at {when}: the venue stays up with the book frozen; orders are still "
+                      f"taken and cancellable (SIGTERM / Ctrl-C stops it)")  # fmt: skip
 
     async def serve() -> None:
-        srv = VenueServer(tape, Credentials(key, secret), speed=speed, balance=balance)
         srv.preroll()
-        bound = await srv.start(port)
+        try:
+            bound = await srv.start(port)
+        except OSError as e:
+            why = os.strerror(e.errno) if e.errno else str(e)  # asyncio's own text repeats the address
+            raise DataError(f"--port {port}: cannot listen on 127.0.0.1:{port}: {why}") from None
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        ev_loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            ev_loop.add_signal_handler(sig, stop.set)
+        on = [k for k, v in srv.faults.values().items() if v]
         out.print(f"venue {venue}/{symbol} on http://127.0.0.1:{bound} (ws://127.0.0.1:{bound}/ws), "
-                  f"{len(tape):,} events at {speed:g}x")  # fmt: skip
-        replay = asyncio.create_task(srv.run_replay())
+                  f"{len(tape):,} events at {speed:g}x{', looping' if loop else ''}"
+                  f"{'; faults: ' + ', '.join(on) if on else ''}")  # fmt: skip
+        replay = asyncio.create_task(srv.run_tape(loop, at_end))
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({replay, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        out.print("replay finished" if replay.done() else "stopping")
+        if replay.done() and replay.exception() is not None:
+            waiter.cancel()
+            await srv.stop()
+            raise replay.exception()  # a replay that broke is not a venue that stays up
+        await waiter  # the data ended: up until stopped
+        out.print("stopping")
         replay.cancel()
-        waiter.cancel()
         await srv.stop()
 
     asyncio.run(serve())
 
 
-@app.command("live")
+class _LiveGroup(TyperGroup):
+    """`grinder live --config X` runs the adapter (the `run` command); `grinder live kill --config X` stops it."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["run", *args]  # running needs no command name, as before `kill` existed
+        return super().parse_args(ctx, args)
+
+
+live_app = typer.Typer(cls=_LiveGroup, no_args_is_help=True,
+                       help="Run a strategy live (grinder live --config X); stop it (grinder live kill).")  # fmt: skip
+app.add_typer(live_app, name="live")
+
+
+@live_app.command("run")
 @_clean_errors
 def live(
     config: Annotated[Path, typer.Option(help="TOML: strategy, symbol, mode, api_url, state_dir, ... and [params].")],
@@ -1100,17 +1174,30 @@ def live(
     """Run a strategy live on one symbol until SIGTERM / Ctrl-C, then cancel its orders and exit.
 
     Credentials come from GRINDER_API_KEY / GRINDER_API_SECRET (or *_FILE); every action is
-    appended to <state_dir>/audit.jsonl.
+    appended to <state_dir>/audit.jsonl. Exit 4 (one line naming them) when orders of ours may be
+    left on the venue after stop_timeout_s.
     """
     import asyncio
     import signal
 
+    import grinder
     from live.adapter import LiveAdapter
     from live.audit import AuditLog
     from live.client import credentials, make_client
     from live.config import load_config
+    from live.kill import write_kill
+    from live.shutdown import EXIT_ORDERS_LEFT
 
     cfg = load_config(config)
+
+    def early_kill(*_) -> None:  # SIGUSR1 before the adapter's own handler: the kill file, not death
+        with contextlib.suppress(OSError):
+            cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_kill(cfg.state_dir, "SIGUSR1")
+
+    signal.signal(signal.SIGUSR1, early_kill)  # the default action would end the process un-killed
+    if grinder.early_kill:  # one came while the command was loading (grinder/__init__.py held it)
+        early_kill()
     key, secret = ("", "") if cfg.mode == "paper" else credentials()  # paper sends no signed request
     ex = make_client(cfg, key, secret)
 
@@ -1123,15 +1210,57 @@ def live(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, adapter.stop)
+            loop.add_signal_handler(signal.SIGUSR1, adapter.request_kill)  # the kill switch (live.kill)
             out.print(f"{cfg.strategy} on {cfg.symbol} ({cfg.mode}); audit {cfg.state_dir / 'audit.jsonl'}")
-            await adapter.run()
+            # Never exit 0 when orders of ours may still rest (live.shutdown): one line says which.
+            try:
+                await adapter.run()
+            except DataError as e:  # the session ended (venue down, ...): its line says what was left too
+                left = adapter.stop_outcome
+                if left is None or left.clean:
+                    raise
+                merged = DataError(f"{e}; {left.message()}")
+                merged.exit_code = getattr(e, "exit_code", 2)
+                raise merged from None
+            except Exception:  # a crash (exit 1, its traceback): what was left is said first all the same
+                if adapter.stop_outcome is not None and not adapter.stop_outcome.clean:
+                    err.print(f"error: {adapter.stop_outcome.message()}", highlight=False, markup=False,
+                              soft_wrap=True)  # fmt: skip
+                raise
+            left = adapter.stop_outcome
             pnl = "unknown" if adapter.pnl is None else f"{adapter.pnl:+.4f} {adapter.market['settle']}"
             out.print(f"stopped: {adapter.decisions} decisions, position {adapter.position:g}, PnL {pnl}")
+            if left is not None and not left.clean:
+                err.print(f"error: {left.message()}", highlight=False, markup=False, soft_wrap=True)
+                raise typer.Exit(EXIT_ORDERS_LEFT)
         finally:
             audit.close()
             await ex.close()
 
     asyncio.run(go())
+
+
+@live_app.command("kill")
+@_clean_errors
+def live_kill(
+    config: Annotated[Path, typer.Option(help="The running adapter's TOML (its state_dir is what is used).")],
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the kill file: the next start trades again.")] = False,
+) -> None:
+    """Kill switch: the adapter cancels everything, flattens if configured, and stays stopped until --clear.
+
+    Writes <state_dir>/KILL, then sends SIGUSR1 to the adapter running on that folder (if any).
+    """
+    from live import kill
+    from live.config import load_config
+
+    cfg = load_config(config)
+    if clear:
+        had = kill.clear_kill(cfg.state_dir)
+        out.print(f"cleared {kill.kill_path(cfg.state_dir)}" if had else f"no kill file in {cfg.state_dir}")
+        return
+    path, pid = kill.kill(cfg.state_dir)
+    who = f"adapter pid {pid} signalled (SIGUSR1)" if pid is not None else "no adapter running on the folder"
+    out.print(f"killed: {path} written; {who}; a start refuses until `grinder live kill --clear`")
 
 
 @app.command("record")

@@ -7,8 +7,8 @@ the full parameter set, validates it with the strategy's model, and writes:
 - `<name>.backtest.toml`: [strategy], [venue], [gates], what `grinder backtest STRATEGY --config`
   takes; over the same window it gives the digest the sweep recorded for the set.
 - `<name>.live.toml`: what `grinder live --config` takes (`live.config.LiveConfig`): the same
-  strategy and params, the sweep's symbol, the venue's decision step as `step_ms` and its partial
-  fill setting for paper mode.
+  strategy, params and `[gates]`, the sweep's symbol, the venue's decision step as `step_ms` and its
+  partial fill setting for paper mode.
 
 Both files are checked (parsed back and validated) before either is written; each is written
 atomically, and an existing file is only replaced with `force`.
@@ -112,6 +112,7 @@ def live_config(summary: dict, chosen: Chosen, mode: str = "paper", api_url: str
         "step_ms": step_ns // 1_000_000,
         "paper_partial_fills": bool(summary["venue"].get("partial_fills", False)),
         "params": _plain(chosen.params),
+        "gates": _plain(summary["gates"]),  # the same [gates] table as the backtest's: the sweep's gates, live
     }
     _checked("live config", LiveConfig, cfg)
     return cfg

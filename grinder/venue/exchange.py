@@ -7,7 +7,9 @@ in one compiled pass: a resting buy fills at its own price in full when the best
 ahead of it has traded (`grinder.sim.queue`, risk-averse or probabilistic), in full or, with
 partial fills on, by the traded quantity beyond the queue in whole lots. Orders are post-only
 (GTX): one that would cross on arrival is rejected; one breaking the filters (tick, lot, minimum
-notional) is rejected with the venue's error code. Money goes through `grinder.core.ledger`.
+notional) is rejected with the venue's error code. The one other kind taken is an immediate-or-cancel
+limit order (`take`, reduce-only or not): what closes a position, filled against the displayed depth
+at once. Money goes through `grinder.core.ledger`.
 
 Everything here is synchronous and deterministic; the server (`grinder.venue.server`) owns the
 clock, the sockets and the faults. Prices are int64 ticks inside, quantities base units.
@@ -38,6 +40,7 @@ BAD_PARAM = (-1102, "A mandatory parameter was not sent, was empty/null, or malf
 BAD_CLIENT_ID = (-4015, "Client order id is not valid.")
 # The backtester models post-only quotes only; other orders are refused rather than mis-filled.
 POST_ONLY_ONLY = (-1115, "Invalid timeInForce: this venue emulator takes post-only (GTX) limit orders only.")
+REDUCE_ONLY_REJECTED = (-2022, "ReduceOnly Order is rejected.")
 _CLIENT_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 
 
@@ -66,6 +69,7 @@ class Order:
     cum_trade: float = 0.0
     created_ns: int = 0
     updated_ns: int = 0
+    reduce_only: bool = False
 
     @property
     def leaves(self) -> float:
@@ -237,6 +241,56 @@ class Exchange:
         o.status, o.updated_ns = CANCELED, ts_ns
         del self.resting[o.order_id]
         return OrderEvent(o, "CANCELED", CANCELED, ts_ns)
+
+    def take(self, client_id: str, side: int, price_ticks: int, qty: float, reduce_only: bool,
+             ts_ns: int) -> list[OrderEvent]:  # fmt: skip
+        """An immediate-or-cancel limit order: fills against the book's levels up to its price, the rest expires.
+
+        What closes a position (the adapter's flatten), not a quote: it takes the displayed depth
+        level by level at each level's price and pays the taker fee; the replayed book does not lose
+        what it took (the next rows are the recorded market's). Reduce-only: clipped to the position
+        and refused (-2022) when there is none on the other side. Returns the order's events: a
+        TRADE per level, then EXPIRED for a remainder.
+        """
+        inst = self.instrument
+        if not _CLIENT_ID.fullmatch(client_id):
+            raise VenueError(*BAD_CLIENT_ID)
+        lots = qty / inst.lot_size
+        if qty <= 0 or abs(lots - round(lots)) > 1e-9:
+            raise VenueError(*BAD_QTY)
+        pos = float(self.led[POSITION])
+        if reduce_only:
+            if pos * side >= 0 or abs(pos) < 0.5 * inst.lot_size:
+                raise VenueError(*REDUCE_ONLY_REJECTED)
+            qty = min(qty, abs(pos))
+        elif qty * price_ticks * inst.tick_size < inst.min_notional * (1 - 1e-12):
+            raise VenueError(MIN_NOTIONAL[0], MIN_NOTIONAL[1].format(f"{inst.min_notional:g}"))
+        o = Order(self.next_id, client_id, side, int(price_ticks), float(qty), "IOC", created_ns=ts_ns,
+                  updated_ns=ts_ns, reduce_only=reduce_only)  # fmt: skip
+        self.next_id += 1
+        self.orders[o.order_id] = o
+        self.by_client[client_id] = o.order_id
+        events = [OrderEvent(o, "NEW", NEW, ts_ns)]
+        bids, asks = self.depth(1000)
+        for px, avail in asks if side > 0 else bids:
+            if o.leaves <= 0.5 * inst.lot_size or (px > price_ticks if side > 0 else px < price_ticks):
+                break
+            q = min(o.leaves, round(avail / inst.lot_size) * inst.lot_size)
+            if q <= 0.5 * inst.lot_size:
+                continue
+            before = self.led[REALIZED]
+            fee = book_fill(self.led, side, px * inst.tick_size, q, inst.taker_fee, inst.contract == "inverse",
+                            inst.contract_size)  # fmt: skip
+            o.filled += q
+            o.quote_filled += q * px * inst.tick_size
+            o.status = FILLED if o.leaves <= 0.5 * inst.lot_size else PARTIALLY_FILLED
+            tid = self.next_trade_id
+            self.next_trade_id += 1
+            events.append(OrderEvent(o, "TRADE", o.status, ts_ns, q, px, fee, float(self.led[REALIZED] - before), tid))
+        if o.status != FILLED:
+            o.status = EXPIRED
+            events.append(OrderEvent(o, "EXPIRED", EXPIRED, ts_ns))
+        return events
 
     def open_orders(self) -> list[Order]:
         """Orders still resting, oldest first."""

@@ -1,14 +1,20 @@
 """The venue emulator's server: the part of Binance USDT-M futures' REST and WebSocket API ccxt uses.
 
-One symbol, replayed from a tape at `speed` times real time (`VenueServer.run_replay`), matched by
-`grinder.venue.exchange.Exchange`. Public: exchangeInfo, time, depth snapshots, the diff depth
-stream (U / u / pu) and trade / aggTrade streams. Private (HMAC-signed, `grinder.venue.auth`):
-order create / cancel / query, open orders, cancel all, leverage brackets, position risk, account,
-listenKey and the user stream (ORDER_TRADE_UPDATE, ACCOUNT_UPDATE). Paths and message shapes follow
-docs/venue-protocol.md, measured against ccxt 4.5. Market data times are the tape's; signature
-timestamps are checked against the wall clock, as the real venue does. Not modelled: funding
+One symbol, replayed from a tape at `speed` times real time (`VenueServer.run_replay`) or stepped
+through exchange time by a driver (`advance_to`), matched by `grinder.venue.exchange.Exchange`.
+Public: exchangeInfo, time, depth snapshots, the diff depth stream (U / u / pu) and trade / aggTrade
+streams. Private (HMAC-signed, `grinder.venue.auth`): order create / cancel / query, open orders,
+cancel all, countdown cancel-all (the dead-man's switch, on the wall clock), leverage brackets, position
+risk, account, listenKey and the user stream
+(ORDER_TRADE_UPDATE, ACCOUNT_UPDATE). Paths and message shapes follow docs/venue-protocol.md,
+measured against ccxt 4.5. Market data times are the tape's; signature timestamps are checked
+against the wall clock, as the real venue does. Not modelled: funding
 (the backtester settles it, so balances drift apart across a settlement), margin and leverage,
 and orders other than post-only limits (refused with -1115).
+
+At the end of the tape the server stays up with the book frozen, or replays it again (`run_tape`).
+The fault knobs (`grinder.venue.faults.Faults`) are read and set over `/admin/faults`, for
+loopback peers only (docs/venue-protocol.md, section 8).
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ import json
 import math
 import secrets
 import time
-from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
@@ -26,6 +31,7 @@ from grinder.book.l2 import EMPTY
 from grinder.data.tape import Tape
 from grinder.venue.auth import Credentials, check_signed
 from grinder.venue.exchange import BAD_PARAM, Exchange, OrderEvent, VenueError
+from grinder.venue.faults import Faults, loopback_peer
 from grinder.venue.wire import Wire, ms
 
 BATCH_END = 1  # Tape.flags bit: the last row of one depth update
@@ -39,21 +45,6 @@ def api_urls(base_url: str) -> dict:
            ("fapiPrivateV3", "/fapi/v3"), ("fapiData", "/futures/data"))}  # fmt: skip
     api["ws"] = {"linear": h.replace("http://", "ws://").replace("https://", "wss://") + "/ws"}
     return api
-
-
-@dataclass
-class Faults:
-    """Knobs a test turns while the server runs (see docs/venue-protocol.md for what ccxt does with each)."""
-
-    http_status: int = 0  # answer private REST with this status (429, 418, 5xx) while > 0 ...
-    http_count: int = 0  # ... for this many requests (then back to normal)
-    retry_after_s: int = 0  # Retry-After header sent with the fault status
-    slow_s: float = 0.0  # delay before answering any REST request
-    depth_slow_s: float = 0.0  # further delay before answering a depth snapshot (a resync that takes a while)
-    lose_create_replies: int = 0  # accept this many creates but drop the connection instead of answering
-    seq_gap: bool = False  # skip one depth update (its u) in the stream, once
-    drop_ws: bool = False  # close every public and user WebSocket once (clients must reconnect)
-    requests: list = field(default_factory=list)  # (method, path) of every REST request, in order
 
 
 class VenueServer:
@@ -71,6 +62,11 @@ class VenueServer:
         self.update_id = 0  # u of the last depth update applied
         self.now_ns = int(tape.ts_exch[0]) if len(tape) else 0  # the replay's exchange time
         self.row = 0  # next tape row
+        # Added to the tape's exchange times: a looped replay carries time on (`rewind`), never back.
+        self.ts_offset = 0
+        self.loops = 0  # times the replay went back to the tape's first book (`rewind`)
+        self._batch: list[int] = []  # rows of the depth update being read (streamed at its last row)
+        self.order_updates = 0  # ORDER_TRADE_UPDATE messages sent on the user stream (to any socket)
         self.depth_subs: set[web.WebSocketResponse] = set()
         self.trade_subs: dict[str, set[web.WebSocketResponse]] = {"trade": set(), "aggTrade": set()}
         self.user_socks: dict[str, set[web.WebSocketResponse]] = {}
@@ -86,7 +82,9 @@ class VenueServer:
         r.add_delete("/fapi/v1/order", self.cancel_order)
         r.add_get("/fapi/v1/order", self.get_order)
         r.add_get("/fapi/v1/openOrders", self.open_orders)
+        r.add_get("/fapi/v1/allOrders", self.all_orders)  # the order history (live.instance's probe)
         r.add_delete("/fapi/v1/allOpenOrders", self.cancel_all)
+        r.add_post("/fapi/v1/countdownCancelAll", self.countdown_cancel_all)
         r.add_get("/fapi/v1/leverageBracket", self.leverage_bracket)
         for v in ("v2", "v3"):
             r.add_get(f"/fapi/{v}/positionRisk", self.position_risk)
@@ -94,7 +92,15 @@ class VenueServer:
         r.add_get("/public/ws/{n}", self.public_ws)
         r.add_get("/market/ws/{n}", self.public_ws)
         r.add_get("/private/ws", self.private_ws)
+        r.add_route("GET", "/admin/faults", self.admin_faults)
+        r.add_route("POST", "/admin/faults", self.admin_faults)
         self._runner: web.AppRunner | None = None
+        # The dead-man's switch (countdownCancelAll): one account, one symbol, so one timer. It runs
+        # on the wall clock, as Binance's does and as the client re-arms it, whatever the replay speed.
+        self._countdown: asyncio.TimerHandle | None = None
+        self.countdown_ms = 0  # the last countdownTime set (0: none armed)
+        self.countdowns_fired = 0  # times a countdown ran out and cancelled the symbol's open orders
+        self._background: set[asyncio.Task] = set()
 
     # ---- life cycle ----
     async def start(self, port: int = 0) -> int:
@@ -107,6 +113,8 @@ class VenueServer:
 
     async def stop(self) -> None:
         """Close every socket and the listener."""
+        if self._countdown is not None:
+            self._countdown.cancel()
         for ws in [*self.depth_subs, *self.trade_subs["trade"], *self.trade_subs["aggTrade"],
                    *(w for s in self.user_socks.values() for w in s)]:  # fmt: skip
             await ws.close()
@@ -136,32 +144,90 @@ class VenueServer:
             self.done.set()
             return
         wall0, ts0 = time.monotonic(), int(t.ts_exch[self.row])
-        batch: list[int] = []
         while self.row < end:
-            i = self.row
-            due = wall0 + (int(t.ts_exch[i]) - ts0) / 1e9 / self.speed
+            due = wall0 + (int(t.ts_exch[self.row]) - ts0) / 1e9 / self.speed
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            self.now_ns = int(t.ts_exch[i])
-            if t.kind[i] == 3:
-                # Applied before anything is awaited: an order created meanwhile comes after this row.
-                fills = self.x.on_row(3, int(t.side[i]), int(t.price_ticks[i]), float(t.qty[i]), self.now_ns)
-                await self._emit_trade(i)
-                await self._emit_orders(fills)
-            else:
-                batch.append(i)
-                if t.flags[i] & BATCH_END:
-                    await self._emit_depth(batch)
-                    batch = []
-            self.row += 1
+            await self._stream_row()
+        await self._flush_batch()
+        self.done.set()
+
+    async def run_tape(self, loop: bool = False, on_end=None) -> None:
+        """Replay the tape (`run_replay`); at its end go back to its first book and on (`loop`), or return.
+
+        Returned, the server stays up with the book as the tape left it: orders are still taken,
+        cancelled and listed, at the last exchange time. `on_end(self)` is called at every end of the
+        tape. Looping never returns.
+        """
+        while True:
+            await self.run_replay()
+            if on_end is not None:
+                on_end(self)
+            if not loop:
+                return
+            self.rewind()
+
+    def loop_row(self) -> int | None:
+        """The tape's first book reset (where a loop starts again: the book rebuilt from scratch), or None."""
+        resets = (self.tape.kind == 2).nonzero()[0]
+        return int(resets[0]) if len(resets) else None
+
+    def rewind(self) -> None:
+        """Stand at the tape's first book reset again, exchange time 1 ms after the last row streamed.
+
+        The update ids go on (clients see one unbroken stream): the reset and its snapshot go out as
+        the levels they change. The book jumps back to the tape's start; resting orders it crosses fill.
+        """
+        first = self.loop_row()
+        if first is None:
+            raise ValueError("the tape has no book reset to loop from")
+        self.ts_offset = self.now_ns + 1_000_000 - int(self.tape.ts_exch[first])
+        self.row = first
+        self.loops += 1
+        self.done.clear()
+
+    async def advance_to(self, ts_ns: int) -> int:
+        """Stepped replay: stream every row up to exchange time `ts_ns` (inclusive) now, then stand at `ts_ns`.
+
+        For a driver that holds the clock (live.parity's lock-step): the wall clock plays no part,
+        and orders that arrive before the next call are matched at `ts_ns`, after every row up to
+        it and before any later one (as the backtester with no latency). A depth update whose rows
+        straddle `ts_ns` is streamed in two. Returns the id (u) of the last depth update sent.
+        """
+        t = self.tape
+        while self.row < len(t) and int(t.ts_exch[self.row]) <= ts_ns:
+            await self._stream_row()
+        await self._flush_batch()
+        self.now_ns = max(self.now_ns, int(ts_ns))
+        if self.row >= len(t):
+            self.done.set()
+        return self.update_id
+
+    async def _stream_row(self) -> None:
+        """Apply the next row and stream it (a trade at once, a depth row with the rest of its update)."""
+        t, i = self.tape, self.row
+        self.now_ns = int(t.ts_exch[i]) + self.ts_offset
+        self.row += 1
+        if t.kind[i] == 3:
+            # Applied before anything is awaited: an order created meanwhile comes after this row.
+            fills = self.x.on_row(3, int(t.side[i]), int(t.price_ticks[i]), float(t.qty[i]), self.now_ns)
+            await self._emit_trade(i)
+            await self._emit_orders(fills)
+        else:
+            self._batch.append(i)
+            if t.flags[i] & BATCH_END:
+                await self._flush_batch()
+
+    async def _flush_batch(self) -> None:
+        batch, self._batch = self._batch, []
         if batch:
             await self._emit_depth(batch)
-        self.done.set()
 
     def _apply(self, i: int) -> list[OrderEvent]:
         t = self.tape
-        return self.x.on_row(int(t.kind[i]), int(t.side[i]), int(t.price_ticks[i]), float(t.qty[i]), int(t.ts_exch[i]))
+        ts = int(t.ts_exch[i]) + self.ts_offset
+        return self.x.on_row(int(t.kind[i]), int(t.side[i]), int(t.price_ticks[i]), float(t.qty[i]), ts)
 
     # ---- streams ----
     async def _send(self, socks, msg: dict) -> None:
@@ -224,7 +290,9 @@ class VenueServer:
 
     async def _emit_orders(self, events: list[OrderEvent]) -> None:
         for ev in events:
-            await self._send(self._all_user_socks(), self.wire.order_update(ev))
+            socks = self._all_user_socks()
+            self.order_updates += bool(socks)
+            await self._send(socks, self.wire.order_update(ev))
             if ev.exec_type == "TRADE":
                 await self._send(self._all_user_socks(), self.wire.account_update(self.x, ev.ts_ns))
 
@@ -282,6 +350,8 @@ class VenueServer:
     # ---- REST ----
     @web.middleware
     async def _faults_mw(self, request: web.Request, handler):
+        if request.path.startswith("/admin/"):
+            return await handler(request)  # the operator's, not a client's: no fault, not in `requests`
         f = self.faults
         f.requests.append((request.method, request.path))
         if f.slow_s > 0:
@@ -301,6 +371,27 @@ class VenueServer:
             return await handler(request)
         except VenueError as e:
             return web.json_response({"code": e.code, "msg": e.msg}, status=e.http_status)
+
+    async def admin_faults(self, request: web.Request) -> web.Response:
+        """GET: the fault knobs' values; POST a JSON object of knob: value to set them (all or none).
+
+        Loopback peers only (403 otherwise, whatever address the server is bound to); an unknown
+        knob, a wrong type or range is a 400 naming it.
+        """
+        if not loopback_peer(request.remote):
+            return web.json_response({"error": f"admin is for loopback peers only, not {request.remote}"}, status=403)
+        if request.method == "POST":
+            try:
+                values = await request.json()
+            except ValueError:
+                return web.json_response({"error": "body: not JSON"}, status=400)
+            if not isinstance(values, dict):
+                return web.json_response({"error": "body: expected a JSON object of knob: value"}, status=400)
+            try:
+                self.faults.set(values)
+            except ValueError as e:
+                return web.json_response({"error": str(e)}, status=400)
+        return web.json_response(self.faults.values())
 
     async def _signed(self, request: web.Request) -> dict[str, str]:
         body = (await request.text()) if request.method in ("POST", "PUT") else ""
@@ -390,9 +481,13 @@ class VenueServer:
         ticks = round(price / self.inst.tick_size)
         if abs(ticks * self.inst.tick_size - price) > 1e-9 * max(1.0, price):
             raise VenueError(-4014, "Price not increased by tick size.")
-        ev = self.x.create(cid, side, ticks, qty, tif, self.now_ns)
-        reply = self.wire.order(ev.order)  # as created: NEW, whatever the replay does while events go out
-        await self._emit_orders([ev])
+        if tif == "IOC":  # a flatten: filled at once, the reply is its end (Binance's RESULT)
+            events = self.x.take(cid, side, ticks, qty, p.get("reduceOnly") == "true", self.now_ns)
+            reply = self.wire.order(events[0].order)
+        else:
+            events = [self.x.create(cid, side, ticks, qty, tif, self.now_ns)]
+            reply = self.wire.order(events[0].order)  # as created: NEW, whatever the replay does meanwhile
+        await self._emit_orders(events)
         if self.faults.lose_create_replies > 0:
             self.faults.lose_create_replies -= 1
             request.transport.close()  # type: ignore[union-attr] - accepted, but the reply never arrives
@@ -425,6 +520,49 @@ class VenueServer:
     async def open_orders(self, request: web.Request) -> web.Response:
         await self._signed(request)
         return web.json_response([self.wire.order(o) for o in self.x.open_orders()])
+
+    async def all_orders(self, request: web.Request) -> web.Response:
+        """Binance's allOrders: from `orderId` on (oldest first), else the most recent; `limit` (500, at most 1000)."""
+        p = await self._signed(request)
+        try:
+            limit = min(max(int(p.get("limit", 500)), 1), 1000)
+            start = int(p["orderId"]) if "orderId" in p else None
+        except ValueError:
+            raise VenueError(*BAD_PARAM) from None
+        orders = list(self.x.orders.values())  # in order id order: ids grow as orders are taken
+        orders = [o for o in orders if o.order_id >= start][:limit] if start is not None else orders[-limit:]
+        return web.json_response([self.wire.order(o) for o in orders])
+
+    async def countdown_cancel_all(self, request: web.Request) -> web.Response:
+        """Arm (countdownTime ms > 0, from now: a later call replaces it) or cancel (0) the symbol's countdown.
+
+        When it runs out every open order of the symbol is cancelled, ours and anyone's, with the
+        user-stream events of a cancel-all.
+        """
+        p = await self._signed(request)
+        try:
+            if "symbol" not in p:
+                raise KeyError("symbol")
+            countdown_ms = int(p["countdownTime"])
+            if countdown_ms < 0:
+                raise ValueError(countdown_ms)
+        except (KeyError, ValueError):
+            raise VenueError(*BAD_PARAM) from None
+        if self._countdown is not None:
+            self._countdown.cancel()
+            self._countdown = None
+        self.countdown_ms = countdown_ms
+        if countdown_ms:
+            self._countdown = asyncio.get_running_loop().call_later(countdown_ms / 1000, self._countdown_runs_out)
+        return web.json_response({"symbol": p["symbol"], "countdownTime": str(countdown_ms)})
+
+    def _countdown_runs_out(self) -> None:
+        self._countdown, self.countdown_ms = None, 0
+        self.countdowns_fired += 1
+        events = [self.x.cancel(self.now_ns, o.order_id) for o in self.x.open_orders()]  # at once, as one request
+        task = asyncio.get_running_loop().create_task(self._emit_orders(events))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def cancel_all(self, request: web.Request) -> web.Response:
         await self._signed(request)

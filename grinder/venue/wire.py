@@ -50,10 +50,10 @@ class Wire:
             "orderId": o.order_id, "symbol": self.inst.symbol, "status": o.status, "clientOrderId": o.client_id,
             "price": self.px(o.price_ticks), "avgPrice": f"{avg:.{self.decimals + 2}f}", "origQty": self.qty(o.qty),
             "executedQty": self.qty(o.filled), "cumQty": self.qty(o.filled), "cumQuote": f"{o.quote_filled:.8f}",
-            "timeInForce": o.tif, "type": "LIMIT", "reduceOnly": False, "closePosition": False, "side": SIDE[o.side],
-            "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE", "priceProtect": False,
-            "origType": "LIMIT", "priceMatch": "NONE", "selfTradePreventionMode": "NONE", "goodTillDate": 0,
-            "time": ms(o.created_ns), "updateTime": ms(o.updated_ns),
+            "timeInForce": o.tif, "type": "LIMIT", "reduceOnly": o.reduce_only, "closePosition": False,
+            "side": SIDE[o.side], "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
+            "priceProtect": False, "origType": "LIMIT", "priceMatch": "NONE", "selfTradePreventionMode": "NONE",
+            "goodTillDate": 0, "time": ms(o.created_ns), "updateTime": ms(o.updated_ns),
         }  # fmt: skip
 
     def order_update(self, ev: OrderEvent) -> dict:
@@ -65,7 +65,7 @@ class Wire:
             "q": self.qty(o.qty), "p": self.px(o.price_ticks), "ap": f"{avg:.{self.decimals + 2}f}", "sp": "0",
             "x": ev.exec_type, "X": ev.status, "i": o.order_id, "l": self.qty(ev.last_qty), "z": self.qty(ev.filled),
             "L": self.px(ev.last_price_ticks) if ev.last_qty else "0", "n": f"{ev.fee:.8f}", "N": "USDT",
-            "T": ms(ev.ts_ns), "t": ev.trade_id, "b": "0", "a": "0", "m": True, "R": False,
+            "T": ms(ev.ts_ns), "t": ev.trade_id, "b": "0", "a": "0", "m": o.tif != "IOC", "R": o.reduce_only,
             "wt": "CONTRACT_PRICE", "ot": "LIMIT", "ps": "BOTH", "cp": False, "rp": f"{ev.realized:.8f}",
             "pP": False, "si": 0, "ss": 0}}  # fmt: skip
 

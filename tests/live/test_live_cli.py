@@ -103,7 +103,7 @@ def test_kill_9_then_restart_reconciles_orphans_and_keeps_the_budget(tmp_path, p
     wait_for(lambda: sum(e["event"] == "created" for e in events(state)) >= 4)
     first.send_signal(signal.SIGKILL)  # orders left resting, no goodbye
     assert first.wait(10) == -9
-    resting = [c for c in open_orders(port) if c.startswith("grinder_static_grid:BTCUSDT:")]
+    resting = [c for c in open_orders(port) if c.startswith("g_static_grid:BTCUSDT:")]
     assert resting
     spent = json.loads((state / "budget.jsonl").read_text().splitlines()[-1])["actions"]
     n_before = len(events(state))
@@ -125,7 +125,7 @@ def test_kill_9_then_restart_reconciles_orphans_and_keeps_the_budget(tmp_path, p
 
     second.send_signal(signal.SIGTERM)
     assert second.wait(30) == 0, second.stderr.read()
-    assert not [c for c in open_orders(port) if c.startswith("grinder_static_grid:")]  # cancelled first
+    assert not [c for c in open_orders(port) if c.startswith("g_static_grid:")]  # cancelled first
     assert events(state)[-1]["event"] == "stop"
 
 

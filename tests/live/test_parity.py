@@ -1,4 +1,9 @@
-"""Parity: the live adapter against the emulator and the backtest on the same data decide the same."""
+"""Parity: the live adapter against the emulator and the backtest on the same data decide the same.
+
+The live side runs in lock-step (live.parity.lockstep_session): the emulator's replay and the
+adapter's decision clock are stepped by the test, so the outcome does not depend on how busy the
+machine is, and every decision and every fill must agree.
+"""
 
 from __future__ import annotations
 
@@ -6,44 +11,119 @@ import asyncio
 
 import pytest
 
+from grinder.core.gates import GateConfig
 from grinder.core.strategy import get
-from live.parity import backtest_fills, compare, live_session, parity
+from live.parity import (
+    _until,
+    backtest_blocked,
+    backtest_fills,
+    backtest_pnl,
+    by_instant,
+    compare,
+    compare_at,
+    lockstep_parity,
+    lockstep_session,
+)
 from tests.venue.test_server import tape  # noqa: F401 - a fixture
 
 # recenter_intervals > 0: the strategy keeps state (its anchor), so equal targets need equal histories.
 PARAMS = {"levels": 3, "interval": 1.0, "half_spread": 0.5, "order_qty": 0.002, "max_position": 0.01,
           "recenter_intervals": 2.0}  # fmt: skip
-SPEED, STEP_MS = 2.0, 100
+STEP_NS, TICKS = 100_000_000, 200  # 20 s of exchange time
+# On this window the position limit fires first, then the drawdown guard (0.3 USDT below the peak),
+# then the daily-loss kill (0.5 USDT below the day's start).
+GATES = GateConfig(max_position=0.006, max_drawdown=0.3, max_daily_loss=0.5)
+FIRING = ("max_position", "drawdown_reduce_only", "daily_loss")
 
 
 @pytest.fixture(scope="module")
 def session(tape, tmp_path_factory):  # noqa: F811
-    live = asyncio.run(live_session(tape, "static_grid", PARAMS, SPEED, 6.0, STEP_MS, tmp_path_factory.mktemp("p")))
+    live = asyncio.run(lockstep_session(tape, "static_grid", PARAMS, STEP_NS, TICKS, tmp_path_factory.mktemp("p")))
     s = get("static_grid")
-    return live, parity(live.decisions, tape, s, s.validate(PARAMS), int(STEP_MS * 1e6 * SPEED), quantities=False)
+    return live, lockstep_parity(live, tape, s, s.validate(PARAMS))
 
 
-def test_while_inputs_agree_live_and_backtest_ask_for_the_same_quotes(session):
+@pytest.fixture(scope="module")
+def gated(tape, tmp_path_factory):  # noqa: F811
+    live = asyncio.run(lockstep_session(tape, "static_grid", PARAMS, STEP_NS, TICKS, tmp_path_factory.mktemp("g"),
+                                        gates=GATES))  # fmt: skip
+    s, p = get("static_grid"), get("static_grid").validate(PARAMS)
+    return live, lockstep_parity(live, tape, s, p, GATES), backtest_blocked(live, tape, s, p, GATES)
+
+
+def test_in_lock_step_every_live_decision_sees_the_backtests_inputs_and_asks_for_its_quotes(session):
     live, report = session
-    assert report.live > 40 and report.agree >= 20  # the comparison has something to compare ...
-    assert len({d.targets for d in live.decisions}) >= 2  # ... and the targets moved during it
+    assert report.live == TICKS and live.decision_ts[-1] == live.start_ns + TICKS * STEP_NS  # a decision every tick
+    # The same best prices, their quantities and position at every decision, and the same targets.
+    assert report.input_differences == {} and report.first_difference is None and report.agree == report.live
     assert report.first_mismatch is None and report.same_targets == report.agree
+    # ... while the targets and the position moved: the comparison has something to compare.
+    assert len({d.targets for d in live.decisions}) >= 3 and len({d.position for d in live.decisions}) >= 3
 
 
-def test_fills_agree_until_the_first_decision_timing_difference(session):
+def test_in_lock_step_the_fills_position_and_pnl_are_the_backtests(session):
     live, report = session
-    bt = backtest_fills(report.backtest, report.span_ns)
-    assert live.fills and bt
-    n = next((i for i, (a, b) in enumerate(zip(live.fills, bt, strict=False)) if a != b), min(len(live.fills), len(bt)))
-    # The first fills are the same fills (side, price, qty); later ones may part when the live clock's
-    # ticks fall between the backtest's (docs/parity.md).
-    assert n >= 1 and live.fills[:n] == bt[:n]
+    bt = backtest_fills(report.backtest, report.span_ns, with_ts=True)
+    fills = [(ts, *f) for ts, f in zip(live.fill_ts, live.fills, strict=True)]
+    # One for one: the same fills (side, price, qty) at the same exchange times.
+    assert len(bt) >= 10 and by_instant(fills) == by_instant(bt)
+    assert live.position == pytest.approx(sum(side * qty for _, side, _, qty in bt), abs=1e-12)
+    assert live.pnl == pytest.approx(backtest_pnl(report.backtest, report.span_ns), abs=1e-9)
 
 
 def test_compare_flags_different_targets_for_the_same_inputs(session):
-    live, report = session
+    live, _ = session
     d = live.decisions[0]
     other = type(d)(d.ts_ns, d.best_bid_ticks, d.best_ask_ticks, d.bid_qty, d.ask_qty, d.position,
                     ((1, d.best_bid_ticks - 99, 1.0),))  # fmt: skip
     agree, same, first, _ = compare([d], [other], 0.001)
     assert (agree, same) == (1, 0) and first == (d, other)
+
+
+def test_compare_at_pairs_decisions_by_time_and_names_the_first_difference(session):
+    live, _ = session
+    a, b = live.decisions[:2]
+    ta, tb = live.decision_ts[:2]
+    moved = type(b)(tb, b.best_bid_ticks - 1, b.best_ask_ticks, b.bid_qty, b.ask_qty, b.position, b.targets)
+    same_a = type(a)(ta, *(getattr(a, f) for f in ("best_bid_ticks", "best_ask_ticks", "bid_qty", "ask_qty",
+                                                   "position", "targets")))  # fmt: skip
+    agree, same, first, why, diff = compare_at([a, b], [ta, tb], [same_a, moved], 0.001)
+    assert (agree, same, first) == (1, 1, None) and why["book"] == 1 and diff == (b, moved)
+    # A live decision at a time the backtest did not decide has no pair.
+    assert compare_at([a], [ta + 1], [same_a], 0.001)[3]["no backtest decision"] == 1
+
+
+def test_with_gates_the_position_limit_drawdown_guard_and_kill_fire_at_the_same_decision_live_and_in_the_backtest(
+    gated,
+):
+    live, report, engine = gated
+    assert report.agree == report.live == TICKS and report.first_difference is None and report.first_mismatch is None
+    bt = backtest_fills(report.backtest, report.span_ns, with_ts=True)
+    assert by_instant([(ts, *f) for ts, f in zip(live.fill_ts, live.fills, strict=True)]) == by_instant(bt)
+    assert None not in engine  # the engine's counts are known at every decision
+    first = {}
+    for reason in FIRING:
+        live_k = next(k for k, b in enumerate(live.blocked) if reason in b)
+        assert live_k == next(k for k, b in enumerate(engine) if reason in b)
+        first[reason] = live_k
+    assert first["max_position"] < first["drawdown_reduce_only"] < first["daily_loss"]
+    # Decision by decision the same intents blocked for the same reasons: a quote a gate held back is
+    # asked for again at the next decision in both drivers, with nothing else changed.
+    assert [dict(b) for b in live.blocked] == [dict(b) for b in engine]
+
+
+def test_a_lock_step_wait_that_does_not_end_fails_naming_its_condition_or_the_adapters_error():
+    async def main():
+        alive = asyncio.create_task(asyncio.Event().wait())
+        with pytest.raises(TimeoutError, match=r"tick 7: the book did not happen in 0.05 s \(u 3 of 4\)"):
+            await _until(lambda: False, "tick 7: the book", lambda: "u 3 of 4", alive, 0.05)
+        alive.cancel()
+
+        async def dies():
+            raise ConnectionError("venue gone")
+
+        dead = asyncio.create_task(dies())
+        with pytest.raises(ConnectionError, match="venue gone"):
+            await _until(lambda: False, "tick 1", lambda: "", dead, 60.0)
+
+    asyncio.run(main())

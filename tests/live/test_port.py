@@ -65,7 +65,7 @@ def posts(srv) -> int:
 
 
 def cid(n: int) -> ClientOrderId:
-    return ClientOrderId("static_grid", "BTCUSDT", n)
+    return ClientOrderId("static_grid", "BTCUSDT", n, "Port0")
 
 
 def test_a_429_is_waited_out_as_the_venue_says_then_the_order_goes_once(tape, tmp_path):  # noqa: F811

@@ -173,3 +173,35 @@ def test_the_open_orders_are_exactly_those_whose_status_is_open(ops, partial):
             pass
         open_ = sorted((o for o in x.orders.values() if o.status in (NEW, PARTIALLY_FILLED)), key=lambda o: o.order_id)
         assert x.open_orders() == open_
+
+
+def test_an_ioc_takes_the_book_level_by_level_up_to_its_price_and_the_rest_expires():
+    x = venue()
+    evs = x.take("t", 1, 101, 7.0, False, 1)  # only 101 is within the limit: 5 of 7 filled
+    assert [e.exec_type for e in evs] == ["NEW", "TRADE", "EXPIRED"]
+    assert evs[1].last_qty == 5.0 and evs[1].last_price_ticks == 101 and evs[1].fee == pytest.approx(505 * 0.0005)
+    assert evs[-1].status == "EXPIRED" and evs[-1].filled == 5.0 and x.position()[0] == 5.0
+    evs = x.take("u", 1, 102, 7.0, False, 2)  # two levels, each at its own price
+    assert [e.last_price_ticks for e in evs if e.exec_type == "TRADE"] == [101, 102] and evs[-1].status == FILLED
+    assert x.open_orders() == []  # an IOC never rests
+
+
+def test_a_reduce_only_ioc_never_opens_or_grows_a_position():
+    x = venue()
+    with pytest.raises(VenueError) as e:
+        x.take("r", -1, 98, 1.0, True, 1)  # flat: nothing to reduce
+    assert e.value.code == -2022 and x.position()[0] == 0.0
+    x.take("long", 1, 102, 3.0, False, 1)
+    with pytest.raises(VenueError):
+        x.take("r2", 1, 102, 1.0, True, 2)  # a buy would grow a long
+    evs = x.take("r3", -1, 98, 10.0, True, 3)  # clipped to the position
+    assert evs[0].order.qty == 3.0 and evs[0].order.reduce_only and x.position()[0] == 0.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(pos=st.integers(1, 10), qty=st.integers(1, 20), limit=st.integers(95, 99))
+def test_a_reduce_only_sell_ends_between_flat_and_where_it_started(pos, qty, limit):
+    x = venue()
+    x.take("long", 1, 102, float(pos), False, 1)
+    x.take("r", -1, limit, float(qty), True, 2)
+    assert 0.0 <= x.position()[0] <= pos

@@ -169,3 +169,43 @@ def test_rate_limit_server_errors_and_a_lost_create_reply(tape):
         assert len(await ex.fetch_open_orders(SYMBOL)) == 1
 
     scenario(tape, body)
+
+
+def test_a_stepped_replay_streams_every_row_up_to_its_time_and_matches_orders_there(tape):
+    async def body(srv, ex):
+        await ex.load_markets()
+        await ex.watch_order_book(SYMBOL)  # synced on the snapshot
+        t = int(tape.ts_exch[srv.row]) + 2_000_000_000
+        u = await srv.advance_to(t)
+        assert u == srv.update_id > 1000 and srv.now_ns == t
+        assert tape.ts_exch[srv.row - 1] <= t < tape.ts_exch[srv.row]  # every row up to t, none after
+        while ex.orderbooks[SYMBOL]["nonce"] != u:  # each update sent reaches the client
+            await asyncio.wait_for(ex.watch_order_book(SYMBOL), 10)
+        ob, (bids, asks) = ex.orderbooks[SYMBOL], srv.x.depth(20)
+        assert [(round(p / 0.1), q) for p, q in ob["bids"][:20]] == [(p, pytest.approx(q)) for p, q in bids]
+        assert [(round(p / 0.1), q) for p, q in ob["asks"][:20]] == [(p, pytest.approx(q)) for p, q in asks]
+        bb, _ = srv.x.best()
+        await ex.create_order(SYMBOL, "limit", "buy", 0.002, (bb - 50) * 0.1, {"postOnly": True, "clientOrderId": "s1"})
+        assert srv.x.find(client_id="s1").created_ns == t  # the venue stands at t until the next step
+        assert await srv.advance_to(t) == u and srv.now_ns == t  # nothing more to stream
+
+    scenario(tape, body)
+
+
+def test_the_order_history_lists_every_order_from_an_id_on_or_the_most_recent(tape):
+    async def body(srv, ex):
+        await ex.load_markets()
+        bb, _ = srv.x.best()
+        placed = []
+        for n in range(5):
+            o = await ex.create_order(SYMBOL, "limit", "buy", 0.002, (bb - 50 - n) * 0.1,
+                                      {"postOnly": True, "clientOrderId": f"h{n}"})  # fmt: skip
+            placed.append(o["id"])
+        await ex.cancel_order(placed[1], SYMBOL)  # closed orders are history too
+        assert [o["clientOrderId"] for o in await ex.fetch_orders(SYMBOL)] == [f"h{n}" for n in range(5)]
+        assert [o["clientOrderId"] for o in await ex.fetch_orders(SYMBOL, None, 2)] == ["h3", "h4"]
+        after = await ex.fetch_orders(SYMBOL, None, 2, {"orderId": placed[1]})  # from that id on, oldest first
+        assert [(o["clientOrderId"], o["status"]) for o in after] == [("h1", "canceled"), ("h2", "open")]
+        assert await ex.fetch_orders(SYMBOL, None, None, {"orderId": int(placed[-1]) + 1}) == []
+
+    scenario(tape, body)
