@@ -152,8 +152,10 @@ def load_quant_rules(path: str | Path | None = None) -> QuantRules:
 
 
 def new_qr_state(rules: QuantRules, cap: int | None = None) -> np.ndarray:
-    """Fresh state for one symbol: no orders, a ring of `cap` records (default rules.ring_cap())."""
+    """Fresh state for one symbol: no orders, a ring of `cap` records (default rules.ring_cap(); a power of two up)."""
     cap = rules.ring_cap() if cap is None else int(cap)
+    if cap >= 1:
+        cap = 1 << (cap - 1).bit_length()  # a power of two: a record's slot is a mask, not a division
     if cap < 1:
         raise DataError(f"the quantitative-rules ring needs at least one slot, got {cap}")
     st = np.zeros(HEADER + REC * cap, np.int64)
@@ -168,7 +170,7 @@ def new_qr_state(rules: QuantRules, cap: int | None = None) -> np.ndarray:
 
 @njit(cache=True)
 def _base(st, seq):
-    return HEADER + (seq % st[H_CAP]) * REC
+    return HEADER + (seq & (st[H_CAP] - 1)) * REC
 
 
 @njit(cache=True)

@@ -76,6 +76,7 @@ from grinder.sim.replay import level_key, level_of, qty_at_cursor
 MAX_TS = np.iinfo(np.int64).max
 RESP_REJECTED = -1  # response status for a cancel that found no order
 RESP_PARTIAL = -2  # response status of a partial fill (the order keeps resting)
+QR_SAMPLE_NS = 1_000_000_000  # the quantitative rules are read at least this often (and after every order event)
 RESP_FILTERED = -3  # response status of a new order the venue's filters refused (an expiry to the local side)
 # When the loop may reuse a kernel's last targets instead of calling it (Strategy.recompute).
 REUSE_NEVER, REUSE_TOP, REUSE_PRICES, REUSE_BAND = 0, 1, 2, 3
@@ -589,6 +590,8 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     blocked_before = 0
     qr_now = np.zeros(len(QR_OUT))  # the rules' ratios and order counts at a decision
     qr_max = np.full(len(QR_OUT), np.nan)  # ... their largest over the run
+    qr_moved = True  # an order event since qr_now was read
+    qr_sample_at = 0  # read qr_now again at this time at the latest
     t0, last_ts, _ = decision_clock(ts_exch, local_ts, start_ns, step_ns)
     n_steps_cap = segment_steps(segments)
     # The time of the last step of the clock's current run (`segments`): there the clock jumps
@@ -868,6 +871,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
                     relevant = targeted != (st == ST_NEW)
                 settled = not relevant
             inflight[s_] -= 1
+            qr_moved = True
             if st == RESP_FILTERED:
                 qr_end(qr_state, o_qr[s_], tr, QR_REJECTED)  # refused at the door: in no ratio
                 st = ST_EXPIRED
@@ -1026,6 +1030,7 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             next_id += 1
             # Recorded as sent at the decision, valued at the mid (what the rules' gate assumed).
             o_qr[s_] = qr_new(qr_state, target, QR_GTC, t_qty[j], t_qty[j] * unit_now)
+            qr_moved = True
             l_live[s_], l_status[s_], l_req[s_], l_leaves[s_] = True, ST_NONE, REQ_NEW, t_qty[j]
             k = _bus_push(q_ts, q_st, t_send)
             q_slot[k], q_req[k] = s_, REQ_NEW
@@ -1036,10 +1041,15 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
             s_ts[ns] = target
             s_mid[ns] = mid_now if have_mid else np.nan
             s_eq[ns] = eq_now
-            qr_ratios(qr_state, qr_cfg, target, qr_now)
-            for q in range(len(QR_OUT)):
-                if not np.isnan(qr_now[q]) and not qr_now[q] <= qr_max[q]:
-                    qr_max[q] = qr_now[q]
+            if qr_moved or target >= qr_sample_at:
+                # Read after every order event (the counts peak right after one), else once a second
+                # (orders only leaving the windows): a decision with neither costs nothing here.
+                qr_ratios(qr_state, qr_cfg, target, qr_now)
+                for q in range(len(QR_OUT)):
+                    if not np.isnan(qr_now[q]) and not qr_now[q] <= qr_max[q]:
+                        qr_max[q] = qr_now[q]
+                qr_moved = False
+                qr_sample_at = target + QR_SAMPLE_NS
             if all_steps:
                 s_pos[ns] = led[POSITION]
                 s_cash[ns] = led[CASH]
