@@ -105,5 +105,16 @@ def check_fits(est: Estimate, available: int) -> None:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident memory so far: VmHWM of its own address space.
+
+    Not getrusage's ru_maxrss: Linux carries that over an exec from the image that forked it, so
+    a sweep started by a large process (a test runner of 2 GB) would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
