@@ -716,12 +716,9 @@ class LiveAdapter:
         # The cancels all at once, then (once they are answered: they free margin and position room)
         # the creates all at once: two round trips a decision, not one per order.
         await _together([self._cancel(known[i]) for i in intents.cancel])
-        if not self._book_fresh():
-            # The book went stale while the cancels were out: a quote placed now would rest on a book
-            # nobody sees (decision 021). The next tick cancels what is left.
-            self.audit.write(self.clock_ns(), "creates_dropped", reason="book stale", count=len(intents.place))
-        else:
-            await _together([self._create(side, px, qty) for side, px, qty, _level in intents.place])
+        # Each create checks the book is still fresh when it leaves (`_create`): the book can go stale
+        # while the cancels are out, or between one create and the next.
+        await _together([self._create(side, px, qty) for side, px, qty, _level in intents.place])
         self.ex.drop_presigned()  # one not used (the decision was taken afresh) is not for a later one
         # The journals' fsync, the next client-id reservation and the collector wait for housekeeping.
         if self.ex.first_request_ns:
@@ -782,8 +779,8 @@ class LiveAdapter:
         if self._stop.is_set():  # stopping (SIGTERM, the kill switch): nothing new leaves
             return False
         if not self._book_fresh():
-            # The book went stale after the decision (a decision's later creates leave as tasks, once
-            # the first waits for the network): nothing is placed on a book nobody sees (decision 021).
+            # The book went stale after the decision (while its cancels were out, or before this create's
+            # task ran): nothing is placed on a book nobody sees (decision 021); the next tick cancels.
             self.audit.write(self.clock_ns(), "creates_dropped", reason="book stale", count=1)
             return False
         side_name, price = self._order_terms(side, price_ticks)

@@ -8,20 +8,17 @@ stops working as written.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import pytest
 
 from live.client import GrinderBinance, client_options
 from tests.conftest import REPO
+from tests.live.test_live_cli import events, wait_for
+from tests.venue.test_serve_cli import free_port, procs  # noqa: F401 - procs is a fixture
 from tests.venue.test_server import SYMBOL
 
 EXAMPLE = REPO / "deploy" / "live-emulator.toml"
@@ -59,27 +56,6 @@ def example_config(tmp_path: Path, port: int, replace: dict | None = None) -> tu
     return path, state
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def events(state: Path) -> list[dict]:
-    path = state / "audit.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-
-
-def wait_for(pred, timeout: float = 90.0):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
 def open_orders(port: int, key: str, secret: str) -> list[str]:
     async def go():
         ex = GrinderBinance(client_options(f"http://127.0.0.1:{port}", key, secret))
@@ -91,17 +67,7 @@ def open_orders(port: int, key: str, secret: str) -> list[str]:
     return asyncio.run(go())
 
 
-@pytest.fixture
-def procs():
-    running: list[subprocess.Popen] = []
-    yield running
-    for p in running:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-
-
-def start_venue(procs: list, port: int) -> subprocess.Popen:
+def start_venue(procs: list, port: int) -> subprocess.Popen:  # noqa: F811
     env, argv = readme_command("venue serve")
     argv = swapped(argv, "--port", str(port))  # 8765 may be taken on this machine
     venue = subprocess.Popen(argv, env={**os.environ, **env}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -112,7 +78,7 @@ def start_venue(procs: list, port: int) -> subprocess.Popen:
     return venue
 
 
-def start_live(procs: list, config: Path) -> subprocess.Popen:
+def start_live(procs: list, config: Path) -> subprocess.Popen:  # noqa: F811
     env, argv = readme_command("live")
     argv = swapped(argv, "--config", str(config))
     live = subprocess.Popen(argv, env={**os.environ, **env}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -121,12 +87,12 @@ def start_live(procs: list, config: Path) -> subprocess.Popen:
     return live
 
 
-def test_the_readme_commands_with_the_example_config_trade_and_stop_clean(tmp_path, procs):
+def test_the_readme_commands_with_the_example_config_trade_and_stop_clean(tmp_path, procs):  # noqa: F811
     port = free_port()
     venue = start_venue(procs, port)
     config, state = example_config(tmp_path, port)
     live = start_live(procs, config)
-    wait_for(lambda: sum(e["event"] == "created" for e in events(state)) >= 4 or live.poll() is not None)
+    wait_for(lambda: sum(e["event"] == "created" for e in events(state)) >= 4 or live.poll() is not None, 90.0)
     assert live.poll() is None, live.stderr.read()
     live.send_signal(signal.SIGTERM)
     assert live.wait(60) == 0, live.stderr.read()
@@ -142,12 +108,12 @@ def test_the_readme_commands_with_the_example_config_trade_and_stop_clean(tmp_pa
     assert venue.wait(30) == 0
 
 
-def test_a_venue_that_dies_mid_session_ends_it_with_exit_3_after_venue_down_exit_s(tmp_path, procs):
+def test_a_venue_that_dies_mid_session_ends_it_with_exit_3_after_venue_down_exit_s(tmp_path, procs):  # noqa: F811
     port = free_port()
     venue = start_venue(procs, port)
     config, state = example_config(tmp_path, port, {"venue_down_exit_s = 120": "venue_down_exit_s = 3"})
     live = start_live(procs, config)
-    wait_for(lambda: sum(e["event"] == "created" for e in events(state)) >= 2 or live.poll() is not None)
+    wait_for(lambda: sum(e["event"] == "created" for e in events(state)) >= 2 or live.poll() is not None, 90.0)
     assert live.poll() is None, live.stderr.read()
     venue.send_signal(signal.SIGTERM)  # gone: sockets closed, connections refused from now on
     assert venue.wait(30) == 0

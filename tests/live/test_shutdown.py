@@ -136,9 +136,13 @@ def test_503_past_the_stop_budget_is_an_unclean_stop_naming_every_order_left(tap
     assert armed == 60_000 and "dead_man_disarmed" not in [e["event"] for e in events]
 
 
-def test_with_only_ours_resting_the_stop_sends_the_venues_cancel_all_once(tape, tmp_path):  # noqa: F811
+def _stopped_on_a_still_book(tape, tmp_path, foreign: bool = False):  # noqa: F811
+    """Quote (beside hand-placed orders if `foreign`), freeze the book, stop: (outcome, resting ids, stop requests)."""
+
     async def main():
         async with Run(tape, tmp_path) as run:
+            if foreign:
+                await run.foreign()
             await _quoting(run)
             run.replay.cancel()  # the book stands still: no fill takes ours off meanwhile
             n = len(run.srv.faults.requests)
@@ -146,7 +150,11 @@ def test_with_only_ours_resting_the_stop_sends_the_venues_cancel_all_once(tape, 
             await asyncio.wait_for(run.task, 60)
             return run.adapter.stop_outcome, run.resting(), run.requests_since(n)
 
-    outcome, left, requests = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_with_only_ours_resting_the_stop_sends_the_venues_cancel_all_once(tape, tmp_path):  # noqa: F811
+    outcome, left, requests = _stopped_on_a_still_book(tape, tmp_path)
     assert outcome.clean and left == []
     stop = requests[requests.index(("GET", "/fapi/v1/openOrders")) :]  # from the stop's first list on
     assert stop.count(("DELETE", "/fapi/v1/allOpenOrders")) == 1 and ("DELETE", "/fapi/v1/order") not in stop
@@ -155,17 +163,7 @@ def test_with_only_ours_resting_the_stop_sends_the_venues_cancel_all_once(tape, 
 
 
 def test_a_normal_stop_cancels_ours_one_by_one_and_leaves_foreign_orders_alone(tape, tmp_path):  # noqa: F811
-    async def main():
-        async with Run(tape, tmp_path) as run:
-            await run.foreign()
-            await _quoting(run)
-            run.replay.cancel()  # the book stands still: no fill takes ours off meanwhile
-            n = len(run.srv.faults.requests)
-            run.adapter.stop()
-            await asyncio.wait_for(run.task, 60)
-            return run.adapter.stop_outcome, run.resting(), run.requests_since(n)
-
-    outcome, left, requests = asyncio.run(main())
+    outcome, left, requests = _stopped_on_a_still_book(tape, tmp_path, foreign=True)
     assert outcome.clean and left == sorted(FOREIGN)  # ours gone, the hand-placed ones untouched
     # The cancel-all endpoint would have taken the foreign orders too: never sent while they rest.
     assert ("DELETE", "/fapi/v1/allOpenOrders") not in requests
