@@ -82,8 +82,9 @@ class Decider:
         self.strategy = strategy
         self.params = np.array(strategy.vector(params), np.float64)
         self.state = np.zeros(state_size)
-        self._gates = fresh_gates(gates)
-        _, self.gate_cfg, self.gate_state, _, self.qr_cfg, self.qr_state = self._gates
+        gates_on, self.gate_cfg, self.gate_state, qr_on, self.qr_cfg, self.qr_state = fresh_gates(gates)
+        # Never skipping: synced (the driver does not decide on an unsynced book), kernel called, diffed.
+        self._flags = (True, True, True, False, gates_on, qr_on)
         self._handle = compile_kernel(strategy.kernel)  # a dispatcher: a constant to the step, nothing to unbox
         n = strategy.max_targets
         self._t = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64))
@@ -160,11 +161,11 @@ class Decider:
         self._stamp += 1
         # One compiled call on arrays and numbers (numba types those in C, fast): the decision step
         # the backtest engine runs, never skipping (kernel, diff, gates; grinder.core.step).
-        args = (self._handle, self.params, self.state, True, True, True, False, now_ns,
-                (best_bid_ticks, best_ask_ticks, bid_qty, ask_qty), tick, lot, position, equity, unit_notional,
-                self._gates, (o_side, o_px, o_qty), m,
-                (o_side, o_px, o_status, o_req, o_live, o_slots), self._t, self._prev, self._nt, out_cancel,
-                self._out_place, blocked, self._scratch, self._stamp)  # fmt: skip
+        args = (self._handle, self.params, self.state, self._flags,
+                (now_ns, best_bid_ticks, best_ask_ticks, bid_qty, ask_qty, tick, lot, position, equity,
+                 unit_notional), (m, self._nt, self._stamp), o_side, o_px, o_qty, o_side, o_px, o_status, o_req,
+                o_live, o_slots, *self._t, *self._prev, out_cancel, self._out_place, self.gate_cfg, self.gate_state,
+                self.qr_cfg, self.qr_state, blocked, self._scratch)  # fmt: skip
         if self._step is None:
             sig = tuple(typeof(a) for a in args)
             _live_step.compile(sig)  # for these argument types ...

@@ -55,7 +55,7 @@ def diff_scratch(max_keys):
     return np.zeros((4, _mask(max_keys) + 1), np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def diff_quotes_into(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, slots, n_orders, out_cancel,
                      out_place, scratch, stamp):  # fmt: skip
     """`diff_quotes` on caller-kept tables (`diff_scratch`): no allocation per decision.

@@ -33,9 +33,11 @@ REASONS = ("rate_limit", "max_position", "max_notional", "max_open_orders", "dai
            "price_impact", "drawdown_reduce_only", "quant_rules")  # fmt: skip
 WINDOW = 256  # longest rolling window, decisions
 
-# State layout: scalars, then two rings of WINDOW values (spreads, mids).
+# State layout: scalars, then two rings of WINDOW values (spreads, mids), then WINDOW values of
+# scratch for the spread median (the gates allocate nothing: the decision step runs without NRT).
 S_TOKENS, S_LAST_TS, S_DAY, S_DAY_START_EQ, S_PEAK_EQ, S_N, S_KILLED = range(7)
 S_RING = 8
+S_SCRATCH = S_RING + 2 * WINDOW
 NS_PER_DAY = 86_400_000_000_000
 
 
@@ -68,12 +70,49 @@ class GateConfig(BaseModel):
 
 def new_gate_state(cfg: np.ndarray) -> np.ndarray:
     """Fresh gate state: a full token bucket, no history."""
-    st = np.zeros(S_RING + 2 * WINDOW)
+    st = np.zeros(S_SCRATCH + WINDOW)
     st[S_TOKENS] = cfg[0]
     st[S_LAST_TS] = -1.0
     st[S_DAY] = -1.0
     st[S_PEAK_EQ] = -np.inf
     return st
+
+
+@njit(cache=True, _nrt=False)
+def _select(a, lo, hi, k):
+    """Reorder a[lo:hi] so that a[k] holds the value a sort would put there; returns it (quickselect)."""
+    while hi - lo > 1:
+        pivot = a[(lo + hi - 1) >> 1]
+        i, j = lo, hi - 1
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j + 1
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@njit(cache=True, _nrt=False)
+def median_in_place(a, start, n):
+    """np.median of a[start:start + n] (n >= 1, no NaN), the same number, found without allocating; reorders them."""
+    half = start + (n >> 1)
+    upper = _select(a, start, start + n, half)
+    if n & 1:
+        return upper
+    lower = a[start]  # the largest of the lower half, which _select left below `half`
+    for i in range(start + 1, half):
+        lower = max(lower, a[i])
+    return (lower + upper) / 2
 
 
 @njit(cache=True)
@@ -90,7 +129,7 @@ def gates_active(cfg) -> bool:
     )
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def apply_gates(cfg, st, now_ns, position, best_bid_px, best_ask_px, equity, unit_notional, t_side, t_qty, place,
                 n_place, n_cancel, n_open, blocked):  # fmt: skip
     """Filter one decision's intents; returns (places kept, cancels kept). `place` is compacted in place.
@@ -125,10 +164,9 @@ def apply_gates(cfg, st, now_ns, position, best_bid_px, best_ask_px, equity, uni
     reduce_only = max_dd > 0.0 and st[S_PEAK_EQ] - equity > max_dd
     toxic = -1
     if spike > 0.0 and have_book and n_hist >= spread_win:
-        w = np.empty(spread_win)
         for j in range(spread_win):
-            w[j] = st[S_RING + (n_hist - 1 - j) % WINDOW]
-        if (best_ask_px - best_bid_px) > spike * np.median(w):
+            st[S_SCRATCH + j] = st[S_RING + (n_hist - 1 - j) % WINDOW]
+        if (best_ask_px - best_bid_px) > spike * median_in_place(st, S_SCRATCH, spread_win):
             toxic = SPREAD_SPIKE
     if toxic < 0 and max_impact > 0.0 and have_book and n_hist > impact_win:
         past = st[S_RING + WINDOW + (n_hist - 1 - impact_win) % WINDOW]

@@ -103,7 +103,7 @@ def equity(led, mark: float, funding_paid: float, inverse: bool, contract_size: 
     return led[CASH] + m - led[FEES] - funding_paid
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False)
 def gate_inputs(led, best_bid_ticks: int, best_ask_ticks: int, empty: int, tick: float, funding_paid: float,
                 inverse: bool, contract_size: float) -> tuple[float, float, float]:  # fmt: skip
     """(mid, equity, unit notional) a decision's gates read, computed one way for the backtest and live.

@@ -14,13 +14,15 @@ the order counts: orders sent in the last 10 s, the last minute (rolling) and th
 applies only once its window holds `*_min_orders` orders (the venue's recording threshold); until
 then it is NaN.
 
-Everything here is pure: the state is one int64 array the caller keeps (`new_qr_state`); float
-sums live in the same memory, read through a float64 view. Each order is a record in a ring of
-`cap` slots holding the orders still inside some window; running counts are updated on each event
-and records leave from the ring's head as time passes, so every call is amortised O(1). A ring too
-small for the orders of one window drops its oldest record early: the ratios then cover the last
-`cap` orders only, and `st[H_OVERFLOW]` counts each such record so a driver can report it (the
-default ring holds the venue's default order limit, 1,200 a minute, for a whole window).
+Everything here is pure: the state is one int64 array the caller keeps (`new_qr_state`); float sums
+live in the same memory, read through a float64 view. The compiled functions allocate nothing and
+run without reference counting (`_nrt=False`): the engine calls them on every order event. Each
+order is a record in a ring of `cap` slots holding the orders still inside some window; running
+counts are updated on each event and records leave from the ring's head as time passes, so every
+call is amortised O(1). A ring too small for the orders of one window drops its oldest record
+early: the ratios then cover the last `cap` orders only, and `st[H_OVERFLOW]` counts each such
+record so a driver can report it (the default ring holds the venue's default order limit, 1,200 a
+minute, for a whole window).
 """
 
 from __future__ import annotations
@@ -59,9 +61,11 @@ COUNTS = OUT[4:]
 N_CFG = 14
 
 # State layout: header slots, then `cap` records of REC slots. F_* slots hold float64 bits.
+# H_DUE: the earliest time at which a window's head or the day can move (before it, `_advance` has
+# nothing to do); P_SPAN_NS: the shortest of the windows.
 (H_CAP, H_NEXT, H_TAIL, H_WIN, H_1M, H_10S, H_YOUNG, H_LAST, H_DAY, H_NDAY, H_OVERFLOW, N_ALL, N_GTC, N_QC,
  N_IOC, N_EXP, N_DUST, N_OPEN_IOC, N_YOUNG_GTC, P_WINDOW_NS, P_QUICK_NS, F_QTY, F_FQTY, F_NOT, F_FNOT,
- F_DUST) = range(26)  # fmt: skip
+ F_DUST, H_DUE, P_SPAN_NS) = range(28)  # fmt: skip
 HEADER = 32
 R_T, R_FLAGS, R_QTY, R_NOT, R_FQTY, R_FNOT = range(6)
 REC = 6
@@ -164,16 +168,18 @@ def new_qr_state(rules: QuantRules, cap: int | None = None) -> np.ndarray:
     st[H_DAY] = -1
     st[P_WINDOW_NS] = round(rules.window_s * NS)
     st[P_QUICK_NS] = max(1, round(rules.quick_cancel_s * NS))
+    st[P_SPAN_NS] = min(st[P_WINDOW_NS], st[P_QUICK_NS], SHORT_NS, MINUTE_NS)
+    st[H_DUE] = np.iinfo(np.int64).min  # the first call sets the day
     st.view(np.float64)[F_DUST] = rules.dust_notional
     return st
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _base(st, seq):
     return HEADER + (seq & (st[H_CAP] - 1)) * REC
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _leave_window(st, sf, b):
     """Take a record out of the ratio counts (it left the window, was dropped, or was rejected)."""
     flags = st[b + R_FLAGS]
@@ -200,45 +206,57 @@ def _leave_window(st, sf, b):
         sf[F_QTY] = sf[F_FQTY] = sf[F_NOT] = sf[F_FNOT] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _young_open_gtc(st, b):
     return (st[b + R_FLAGS] & (B_IOC | B_ENDED)) == 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _advance(st, sf, now_ns):
     """Move the windows to `now_ns` (never backwards) and return the time used."""
     now = max(now_ns, st[H_LAST])
     st[H_LAST] = now
+    if now < st[H_DUE]:
+        return now
     day = now // NS_PER_DAY
     if day != st[H_DAY]:
         st[H_DAY] = day
         st[H_NDAY] = 0
+    due = (day + 1) * NS_PER_DAY
     nxt = st[H_NEXT]
     w = st[H_WIN]
     while w < nxt and st[_base(st, w) + R_T] <= now - st[P_WINDOW_NS]:
         _leave_window(st, sf, _base(st, w))
         w += 1
     st[H_WIN] = w
+    if w < nxt:
+        due = min(due, st[_base(st, w) + R_T] + st[P_WINDOW_NS])
     h = st[H_1M]
     while h < nxt and st[_base(st, h) + R_T] <= now - MINUTE_NS:
         h += 1
     st[H_1M] = h
+    if h < nxt:
+        due = min(due, st[_base(st, h) + R_T] + MINUTE_NS)
     h = st[H_10S]
     while h < nxt and st[_base(st, h) + R_T] <= now - SHORT_NS:
         h += 1
     st[H_10S] = h
+    if h < nxt:
+        due = min(due, st[_base(st, h) + R_T] + SHORT_NS)
     h = st[H_YOUNG]
     while h < nxt and st[_base(st, h) + R_T] <= now - st[P_QUICK_NS]:
         if _young_open_gtc(st, _base(st, h)):
             st[N_YOUNG_GTC] -= 1
         h += 1
     st[H_YOUNG] = h
+    if h < nxt:
+        due = min(due, st[_base(st, h) + R_T] + st[P_QUICK_NS])
+    st[H_DUE] = due
     st[H_TAIL] = min(st[H_WIN], st[H_1M], st[H_10S], st[H_YOUNG])
     return now
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _drop_oldest(st, sf):
     """The ring is full: drop its oldest record, which some window still needs (counted as overflow)."""
     seq = st[H_TAIL]
@@ -256,7 +274,7 @@ def _drop_oldest(st, sf):
     st[H_OVERFLOW] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def qr_new(st, now_ns, tif, qty, notional):
     """Record an order sent at `now_ns` (tif: GTC, IOC or FOK; qty base units, notional quote); returns its id."""
     sf = st.view(np.float64)
@@ -277,6 +295,7 @@ def qr_new(st, now_ns, tif, qty, notional):
     sf[b + R_FQTY] = 0.0
     sf[b + R_FNOT] = 0.0
     st[H_NEXT] = seq + 1
+    st[H_DUE] = min(st[H_DUE], now + st[P_SPAN_NS])  # a window that was empty has a head again
     st[N_ALL] += 1
     sf[F_QTY] += qty
     sf[F_NOT] += notional
@@ -292,7 +311,7 @@ def qr_new(st, now_ns, tif, qty, notional):
     return seq
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def qr_fill(st, rec, now_ns, qty, quote_notional):
     """Record a fill of `qty` (base) worth `quote_notional` on order `rec`; ignored once it left the window."""
     sf = st.view(np.float64)
@@ -308,7 +327,7 @@ def qr_fill(st, rec, now_ns, qty, quote_notional):
     sf[F_FNOT] += quote_notional
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def qr_end(st, rec, now_ns, how):
     """Record how order `rec` ended (CANCELLED, EXPIRED, REJECTED or FILLED); only the first end counts."""
     sf = st.view(np.float64)
@@ -336,14 +355,14 @@ def qr_end(st, rec, now_ns, how):
         st[b + R_FLAGS] = flags | B_REJ
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _ratio(num, den, min_n):
     if den <= 0 or den < min_n:
         return np.nan
     return min(1.0, max(0.0, num / den))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def qr_ratios(st, cfg, now_ns, out):
     """Fill `out` (len(OUT)) with the ratios now (NaN where a ratio does not apply yet) and the order counts."""
     sf = st.view(np.float64)
@@ -362,13 +381,13 @@ def qr_ratios(st, cfg, now_ns, out):
     out[6] = st[H_NDAY]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _within(num, den, min_n, limit):
     """Whether a ratio num/den stays below `limit` (or does not apply: fewer than min_n orders)."""
     return den <= 0 or den < min_n or num < limit * den
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _ok(st, sf, cfg, k, ioc, qty, notional, dust):
     """Whether every rule stays clear of its margin with k more orders, all of them and every open order
     ending the worst way: nothing more filled, each GTC still young enough cancelled, each IOC/FOK expired."""
@@ -397,7 +416,7 @@ def _ok(st, sf, cfg, k, ioc, qty, notional, dust):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def qr_allowed(st, cfg, now_ns, n_new, tif, qty, notional):
     """How many of `n_new` orders (each with this tif, base `qty` and quote `notional`) may go out now.
 

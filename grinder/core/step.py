@@ -41,7 +41,7 @@ def gate_configs(gates: GateConfig | None) -> tuple[np.ndarray, bool, np.ndarray
 
 
 def fresh_gates(gates: GateConfig | None) -> tuple[bool, np.ndarray, np.ndarray, bool, np.ndarray, np.ndarray]:
-    """The `gates` tuple `decision_step` takes, with fresh state: (on, config, state) of the gates, then of the rules.
+    """What `decision_step` takes of the gates, with fresh state: (on, config, state) of the gates, then of the rules.
 
     The rules' state is kept whether or not their gate is on: the drivers record every order in it,
     and report the ratios.
@@ -51,37 +51,51 @@ def fresh_gates(gates: GateConfig | None) -> tuple[bool, np.ndarray, np.ndarray,
 
 
 @njit(cache=True, inline="always")
-def decision_step(strategy, params, state, synced, call_kernel, orders_changed, compare, now_ns, book, tick, lot,
-                  position, equity, unit_notional, gates, view, m, orders, targets, prev, last_nt, out_cancel,
-                  out_place, blocked, scratch, stamp):  # fmt: skip
+def step_is_idle(synced, call_kernel, orders_changed, gates_on, qr_on, last_nt):
+    """Whether `decision_step` with these flags would do nothing: return (the last targets, or 0 on an
+    unsynced book, 0, 0, False) and change no array. A driver may then skip the call (its arguments
+    alone cost more than such a step); numbers only, so free to inline."""
+    if orders_changed or gates_on or qr_on:
+        return False
+    return (synced and not call_kernel) or (not synced and last_nt == 0)
+
+
+@njit(cache=True, _nrt=False)
+def decision_step(strategy, params, state, flags, market, counts, v_side, v_px, v_qty, o_side, o_px, o_status, o_req,
+                  o_live, slots, t_side, t_px, t_qty, t_level, p_side, p_px, p_qty, out_cancel, out_place, gate_cfg,
+                  gate_state, qr_cfg, qr_state, blocked, scratch):  # fmt: skip
     """One decision; returns (targets, cancels, places, diffed), or (the kernel's bad count, 0, 0, False).
 
-    - `synced`: the book is synced; if not, the kernel is not called and there are no targets (every
-      open quote is cancelled, decision 021).
-    - `call_kernel`: call the kernel; if False, the last `last_nt` targets stand.
-    - `orders_changed`: the orders moved since the last diff in a way that can change it; with targets
-      equal to the last ones and this False, the diff is skipped (it would be empty).
-    - `compare`: whether new targets may be compared with the last ones (`prev`, kept here) to find them equal.
-    - `book`: (best bid ticks, best ask ticks, bid qty, ask qty).
-    - `gates`: (gates on, gate config, gate state, quantitative rules gate on, their config, their
-      state): `grinder.core.gates` first, then `grinder.core.qrules` on the places left, each new
-      order valued at its quantity times `unit_notional` (what the driver records it with).
-    - The kernel sees the open orders compacted (`view`: side, price ticks, leaves; m of them); the diff
-      reads them through `orders`: (side, price ticks, status, request, live, slots), the driver's
-      arrays indexed through slots. `out_cancel` gets indices into slots, `out_place` indices into
-      `targets` (side, price ticks, qty, level); both are compacted by the gates. `blocked` counts add
-      up (the caller resets them).
-    - `scratch` and `stamp`: the diff's kept hash tables and this call's stamp (`diff_quotes_into`); the
-      caller advances its stamp when `diffed`.
-    A kernel count outside [0, len(targets)] returns at once, for the caller to raise its own error.
-    (Arrays come in tuples: a call of 30 arguments or more compiles to one numba cannot inline.)
+    - `flags`: (synced, call_kernel, orders_changed, compare, gates_on, qr_on).
+      - `synced`: the book is synced; if not, the kernel is not called and there are no targets (every
+        open quote is cancelled, decision 021).
+      - `call_kernel`: call the kernel; if False, the last `last_nt` targets stand.
+      - `orders_changed`: the orders moved since the last diff in a way that can change it; with
+        targets equal to the last ones and this False, the diff is skipped (it would be empty).
+      - `compare`: whether new targets may be compared with the last ones (`p_*`, kept here) to find
+        them equal.
+      - `gates_on`, `qr_on`: whether the gates (`grinder.core.gates`: `gate_cfg`, `gate_state`) and then
+        the quantitative rules' gate (`grinder.core.qrules`: `qr_cfg`, `qr_state`) act on the places
+        left; each new order is valued at its quantity times `unit_notional` (what the driver records
+        it with).
+    - `market`: (now_ns, best bid ticks, best ask ticks, bid qty, ask qty, tick, lot, position, equity,
+      unit_notional).
+    - `counts`: (m, the open orders; last_nt, the last targets; stamp, this call's diff stamp).
+    - The kernel sees the open orders compacted (`v_side`, `v_px`, `v_qty`: side, price ticks, leaves;
+      m of them); the diff reads them through `o_*` (side, price ticks, status, request, live), the
+      driver's arrays indexed through `slots`. `out_cancel` gets indices into slots, `out_place`
+      indices into the targets `t_*` (side, price ticks, qty, level); both are compacted by the gates.
+      `blocked` counts add up (the caller resets them).
+    - `scratch` and the stamp: the diff's kept hash tables and this call's stamp (`diff_quotes_into`);
+      the caller advances its stamp when `diffed`.
+    A kernel count outside [0, len(t_side)] returns at once, for the caller to raise its own error.
+    Compiled without reference counting, and so without allocation (decision 030): arrays come one
+    by one and numbers in tuples, since a call of more than 30 arguments would pack its arrays into a
+    tuple on every call.
     """
-    bb, ba, bbq, baq = book
-    v_side, v_px, v_qty = view
-    o_side, o_px, o_status, o_req, o_live, slots = orders
-    t_side, t_px, t_qty, t_level = targets
-    p_side, p_px, p_qty = prev
-    gates_on, gate_cfg, gate_state, qr_on, qr_cfg, qr_state = gates
+    synced, call_kernel, orders_changed, compare, gates_on, qr_on = flags
+    now_ns, bb, ba, bbq, baq, tick, lot, position, equity, unit_notional = market
+    m, last_nt, stamp = counts
     if not synced:
         nt = 0
         same = last_nt == 0

@@ -68,7 +68,7 @@ from grinder.core.qrules import GTC as QR_GTC
 from grinder.core.qrules import OUT as QR_OUT
 from grinder.core.qrules import REJECTED as QR_REJECTED
 from grinder.core.qrules import qr_end, qr_fill, qr_new, qr_ratios
-from grinder.core.step import decision_step
+from grinder.core.step import decision_step, step_is_idle
 from grinder.core.strategy import BAND_MIN_STATE, STRATEGY_FN
 from grinder.sim.queue import filled_qty, on_depth, on_trade
 from grinder.sim.replay import level_key, level_of, qty_at_cursor
@@ -579,12 +579,6 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
     d_scratch = diff_scratch(max_targets)  # the diff's tables, kept for the whole run
     d_stamp = 0
     slots = np.zeros(cap, np.int64)
-    # The decision step's views of the same arrays (grinder.core.step).
-    view = (v_side, v_px, v_qty)
-    orders = (o_side, o_px, l_status, l_req, l_live, slots)
-    targets = (t_side, t_px, t_qty, t_level)
-    prev = (p_side, p_px, p_qty)
-    gates = (gates_on, gate_cfg, gate_state, qr_on, qr_cfg, qr_state)
     any_gate = gates_on or qr_on
     gated_out = False  # the last decision's gates held back an intent
     blocked_before = 0
@@ -990,10 +984,16 @@ def run(  # noqa: C901 - the loop is the model; splitting it would hide the orde
         stamp = d_stamp + 1
         if any_gate:
             blocked_before = blocked.sum()
-        nt, nc, npl, diffed = decision_step(strategy, params, strategy_state, syn, fresh, orders_changed, compare,
-                                            target, (bb, ba, bbq, baq), tick, lot, position, eq_now, unit_now, gates,
-                                            view, m, orders, targets, prev, last_nt, out_cancel, out_place, blocked,
-                                            d_scratch, stamp)  # fmt: skip
+        if step_is_idle(syn, fresh, orders_changed, gates_on, qr_on, last_nt):
+            nt, nc, npl, diffed = (last_nt if syn else 0), 0, 0, False
+        else:
+            nt, nc, npl, diffed = decision_step(strategy, params, strategy_state,
+                                                (syn, fresh, orders_changed, compare, gates_on, qr_on),
+                                                (target, bb, ba, bbq, baq, tick, lot, position, eq_now, unit_now),
+                                                (m, last_nt, stamp), v_side, v_px, v_qty, o_side, o_px, l_status, l_req,
+                                                l_live, slots, t_side, t_px, t_qty, t_level, p_side, p_px, p_qty,
+                                                out_cancel, out_place, gate_cfg, gate_state, qr_cfg, qr_state, blocked,
+                                                d_scratch)  # fmt: skip
         if syn and fresh and (nt < 0 or nt > max_targets):
             raise ValueError("strategy kernel returned more targets than max_targets (or a negative count)")
         last_nt = nt

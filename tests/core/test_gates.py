@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from grinder.core.gates import REASONS, GateConfig, apply_gates, new_gate_state
+from grinder.core.gates import REASONS, GateConfig, apply_gates, median_in_place, new_gate_state
 
 S = 1_000_000_000
 
@@ -95,3 +97,18 @@ def test_spread_spike_and_price_impact_block_places():
 def test_bad_limits_are_rejected(field, value):
     with pytest.raises(ValueError, match=field):
         GateConfig(**{field: value})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([0.1, 0.2, 0.5, 1.0, 1.5, 2.0, 1e6]) | st.floats(0, 1e4), min_size=1, max_size=256),
+    st.integers(0, 8),
+)
+def test_the_allocation_free_median_is_numpys_to_the_bit(values, start):
+    """Ties (spreads in ticks repeat), odd and even counts, at an offset into the gate state."""
+    a = np.full(start + len(values) + 3, -7.0)
+    a[start : start + len(values)] = values
+    got = median_in_place(a, start, len(values))
+    assert got == np.median(np.array(values))
+    assert sorted(a[start : start + len(values)]) == sorted(values)  # reordered, nothing lost
+    assert (a[:start] == -7.0).all() and (a[start + len(values) :] == -7.0).all()  # nothing outside touched

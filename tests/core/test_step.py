@@ -9,7 +9,7 @@ from grinder.book.l2 import EMPTY
 from grinder.core.decision import Decider, Order
 from grinder.core.diff import diff_scratch
 from grinder.core.gates import REASONS, GateConfig
-from grinder.core.step import decision_step, fresh_gates
+from grinder.core.step import decision_step, fresh_gates, step_is_idle
 from grinder.core.strategy import get, kernel_handle
 
 GRID = get("static_grid")
@@ -41,12 +41,13 @@ class Driver:
         req = np.array([o.request for o in orders] + [0], np.int8)
         live, slots = np.ones(m + 1, np.bool_), np.arange(m + 1, dtype=np.int64)
         mid = (bid + ask) / 2 * TICK
-        nt, nc, npl, diffed = decision_step(self.kernel, self.params, self.state, synced, call_kernel, orders_changed,
-                                            compare, 1_000, (bid, ask, 1.0, 1.0), TICK, LOT, position, equity, mid,
-                                            self.gates, (side, px, qty), m, (side, px, status, req, live, slots),
-                                            self.targets,
-                                            self.prev, self.last_nt, self.out_cancel, self.out_place, self.blocked,
-                                            self.scratch, self.stamp + 1)  # fmt: skip
+        on, cfg, state, qr_on, qr_cfg, qr_state = self.gates
+        nt, nc, npl, diffed = decision_step(self.kernel, self.params, self.state,
+                                            (synced, call_kernel, orders_changed, compare, on, qr_on),
+                                            (1_000, bid, ask, 1.0, 1.0, TICK, LOT, position, equity, mid),
+                                            (m, self.last_nt, self.stamp + 1), side, px, qty, side, px, status, req,
+                                            live, slots, *self.targets, *self.prev, self.out_cancel, self.out_place,
+                                            cfg, state, qr_cfg, qr_state, self.blocked, self.scratch)  # fmt: skip
         if diffed:
             self.stamp += 1
         self.last_nt = nt
@@ -115,3 +116,31 @@ def test_gates_act_on_the_step_with_the_equity_given():
     assert len(place) == 6 and not d.blocked.any()
     nt, cancels, place, _ = d.step([], equity=94.0)  # 6 below the day's start: the kill blocks every place
     assert (nt, cancels, place) == (6, [], []) and d.blocked[REASONS.index("daily_loss")] == 6
+
+
+def test_a_step_the_driver_may_skip_does_nothing():
+    """Whenever step_is_idle says so, the step returns the last targets (none on an unsynced book),
+    no intent, no diff, and leaves every array as it was: skipping it changes nothing."""
+    for gates in (None, GateConfig(max_position=1.0)):
+        for synced in (True, False):
+            for call_kernel in (True, False):
+                for orders_changed in (True, False):
+                    d = Driver(gates=gates)
+                    _, _, place, _ = d.step([])
+                    orders = resting(place)
+                    on, _, _, qr_on, _, _ = d.gates
+                    if not step_is_idle(synced, call_kernel, orders_changed, on, qr_on, d.last_nt):
+                        continue
+                    before = [a.copy() for a in (d.state, *d.targets, *d.prev, d.out_cancel, d.out_place, d.blocked)]
+                    last = d.last_nt
+                    nt, cancels, new, diffed = d.step(orders, synced=synced, call_kernel=call_kernel,
+                                                      orders_changed=orders_changed, compare=True)  # fmt: skip
+                    assert (nt, cancels, new, diffed) == ((last if synced else 0), [], [], False)
+                    after = (d.state, *d.targets, *d.prev, d.out_cancel, d.out_place, d.blocked)
+                    assert all((a == b).all() for a, b in zip(before, after, strict=True))
+    # Never idle when anything could act: a gate, the rules' gate, changed orders, or a kernel to call.
+    assert not step_is_idle(True, False, False, True, False, 6)
+    assert not step_is_idle(True, False, False, False, True, 6)
+    assert not step_is_idle(True, False, True, False, False, 6)
+    assert not step_is_idle(True, True, False, False, False, 6)
+    assert not step_is_idle(False, False, False, False, False, 6)  # unsynced with quotes: cancel them
