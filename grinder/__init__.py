@@ -13,3 +13,38 @@ __version__ = "0.1.0"
 early_kill: list[int] = []
 if _sys.argv[1:2] == ["live"] and hasattr(_signal, "SIGUSR1"):
     _signal.signal(_signal.SIGUSR1, lambda signum, _frame: early_kill.append(signum))
+
+# The public API, imported on first use (a bare `import grinder`, as `grinder live` does before its
+# config is read, stays light): what a strategy author writes against, and what a notebook calls.
+_API = {
+    # writing a strategy (docs/strategies.md)
+    "Strategy": "grinder.core.strategy",
+    "ParamVector": "grinder.core.params",
+    "EMPTY": "grinder.book.l2",
+    "BAND_MIN_STATE": "grinder.core.strategy",
+    "STRATEGY_SIG": "grinder.core.strategy",
+    # running one
+    "get_strategy": ("grinder.core.strategy", "get"),
+    "load_tape": "grinder.data.tape",
+    "VenueConfig": "grinder.sim.backtest",
+    "GateConfig": "grinder.core.gates",
+    "run_backtest": "grinder.sim.backtest",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    try:
+        where = _API[name]
+    except KeyError:
+        raise AttributeError(f"module 'grinder' has no attribute {name!r}") from None
+    import importlib
+
+    module, attr = where if isinstance(where, tuple) else (where, name)
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

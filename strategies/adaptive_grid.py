@@ -17,12 +17,10 @@ sooner. The mode is kept in state[0], which the engine records at every step.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from grinder.book.l2 import EMPTY
-from grinder.core.strategy import Strategy
+from grinder import EMPTY, ParamVector, Strategy
 from strategies.grid import grid_levels
 
 BASE, WIDEN, TIGHTEN, PAUSE = 0, 1, 2, 3
@@ -31,7 +29,7 @@ MODES = ("base", "widen", "tighten", "pause")
 _MODE, _CANDIDATE, _STREAK, _LAST_MID, _VOL = 0, 1, 2, 3, 4
 
 
-class AdaptiveGridParams(BaseModel):
+class AdaptiveGridParams(ParamVector):
     """Parameters of the adaptive grid (prices in quote currency, sizes in base units)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -59,27 +57,8 @@ class AdaptiveGridParams(BaseModel):
             raise ValueError("max_position must be at least order_qty")
         return self
 
-    def as_array(self) -> np.ndarray:
-        """The float64 parameter vector the kernel reads."""
-        return np.array(
-            [
-                self.levels,
-                self.interval,
-                self.half_spread,
-                self.order_qty,
-                self.max_position,
-                self.skew,
-                self.vol_halflife,
-                self.widen_vol_bps,
-                self.tighten_vol_bps,
-                self.pause_spread_ticks,
-                self.pause_imbalance,
-                self.widen,
-                self.tighten,
-                self.confirm,
-            ],
-            np.float64,
-        )
+
+P = AdaptiveGridParams.index()
 
 
 @njit(cache=True)
@@ -106,16 +85,11 @@ def adaptive_grid(
     """Target quotes for one decision (see the module docstring); updates `state`."""
     if best_bid_tick == EMPTY or best_ask_tick == EMPTY:
         return 0
-    levels, interval, half_spread, qty, max_position, skew = (
-        int(params[0]),
-        params[1],
-        params[2],
-        params[3],
-        params[4],
-        params[5],
-    )
-    halflife, widen_vol, tighten_vol, pause_spread = params[6], params[7], params[8], params[9]
-    pause_imb, widen, tighten, confirm = params[10], params[11], params[12], params[13]
+    levels, interval, half_spread = int(params[P.levels]), params[P.interval], params[P.half_spread]
+    qty, max_position, skew = params[P.order_qty], params[P.max_position], params[P.skew]
+    halflife, widen_vol, tighten_vol = params[P.vol_halflife], params[P.widen_vol_bps], params[P.tighten_vol_bps]
+    pause_spread, pause_imb = params[P.pause_spread_ticks], params[P.pause_imbalance]
+    widen, tighten, confirm = params[P.widen], params[P.tighten], params[P.confirm]
     mid = (best_bid_tick * tick + best_ask_tick * tick) / 2.0
     # Features.
     if state[_LAST_MID] > 0.0:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from grinder.book.l2 import EMPTY
-from grinder.core.strategy import BAND_MIN_STATE, Strategy
+from grinder import BAND_MIN_STATE, EMPTY, ParamVector, Strategy
 
 
-class StaticGridParams(BaseModel):
-    """Parameters of the static grid (prices in quote currency, sizes in base units)."""
+class StaticGridParams(ParamVector):
+    """Parameters of the static grid (prices in quote currency, sizes in base units), read by name (`P`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -41,11 +40,8 @@ class StaticGridParams(BaseModel):
             raise ValueError("max_position must be at least order_qty")
         return self
 
-    def as_array(self) -> np.ndarray:
-        """The float64 parameter vector the kernel reads."""
-        return np.array(
-            [self.levels, self.interval, self.half_spread, self.order_qty, self.max_position, self.recenter_intervals]
-        )
+
+P = StaticGridParams.index()
 
 
 @njit(cache=True)
@@ -151,12 +147,12 @@ def static_grid(
         state[nst - 2], state[nst - 1] = 1.0, 0.0  # no band until one is known to hold
     if best_bid_tick == EMPTY or best_ask_tick == EMPTY:
         return 0
-    levels = int(params[0])
-    interval = params[1]
-    half_spread = params[2]
-    qty = params[3]
-    max_position = params[4]
-    recenter = params[5]
+    levels = int(params[P.levels])
+    interval = params[P.interval]
+    half_spread = params[P.half_spread]
+    qty = params[P.order_qty]
+    max_position = params[P.max_position]
+    recenter = params[P.recenter_intervals]
     mid = (best_bid_tick * tick + best_ask_tick * tick) / 2.0
     centre = mid
     if recenter == 0.0 and nst >= BAND_MIN_STATE:

@@ -7,6 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis's deadline and its slow-input check time each example: on a busy machine they fail
+# tests whose property holds. Properties are checked here, never speed (bench/ does that).
+settings.register_profile("grinder", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("grinder")
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = Path(os.environ.get("GRINDER_REAL_DATA", REPO.parent / "shared" / "data" / "real" / "binance-usdm"))

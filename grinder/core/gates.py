@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from grinder.core.params import ParamVector
 
 # Reasons, indexing the blocked-intent counters.
 RATE_LIMIT, MAX_POSITION, MAX_NOTIONAL, MAX_OPEN_ORDERS, DAILY_LOSS, SPREAD_SPIKE, PRICE_IMPACT, DRAWDOWN = range(8)
@@ -41,10 +43,11 @@ S_SCRATCH = S_RING + 2 * WINDOW
 NS_PER_DAY = 86_400_000_000_000
 
 
-class GateConfig(BaseModel):
-    """Gate limits; 0 switches a gate off."""
+class GateConfig(ParamVector):
+    """Gate limits; 0 switches a gate off. The numeric fields, in this order, are the vector `apply_gates` reads."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    vector_exclude = ("quant_rules", "quant_rules_file")  # the decision step's rules gate, not apply_gates'
 
     rate_capacity: float = Field(0, ge=0, description="token bucket size, order actions")
     rate_per_s: float = Field(0, ge=0, description="tokens refilled per second")
@@ -61,17 +64,14 @@ class GateConfig(BaseModel):
                               "order limits would be breached; tracked and reported either way")  # fmt: skip
     quant_rules_file: str = Field("", description="thresholds file (TOML); empty: the shipped, versioned one")
 
-    def as_array(self) -> np.ndarray:
-        """The float64 vector `apply_gates` reads."""
-        return np.array([self.rate_capacity, self.rate_per_s, self.max_position, self.max_notional,
-                         self.max_open_orders, self.max_daily_loss, self.spread_spike, self.spread_window,
-                         self.max_impact_bps, self.impact_window, self.max_drawdown], np.float64)  # fmt: skip
+
+G = GateConfig.index()  # each limit's slot in the vector (GateConfig.as_array)
 
 
 def new_gate_state(cfg: np.ndarray) -> np.ndarray:
     """Fresh gate state: a full token bucket, no history."""
     st = np.zeros(S_SCRATCH + WINDOW)
-    st[S_TOKENS] = cfg[0]
+    st[S_TOKENS] = cfg[G.rate_capacity]
     st[S_LAST_TS] = -1.0
     st[S_DAY] = -1.0
     st[S_PEAK_EQ] = -np.inf
@@ -119,13 +119,14 @@ def median_in_place(a, start, n):
 def gates_active(cfg) -> bool:
     """Whether any gate is on (a limit above 0); with none, apply_gates would pass every intent unchanged."""
     return (
-        cfg[0] > 0.0
-        or cfg[2] > 0.0
-        or cfg[3] > 0.0
-        or cfg[4] > 0.0
-        or cfg[5] > 0.0
-        or cfg[6] > 0.0
-        or (cfg[8] > 0.0 or cfg[10] > 0.0)
+        cfg[G.rate_capacity] > 0.0
+        or cfg[G.max_position] > 0.0
+        or cfg[G.max_notional] > 0.0
+        or cfg[G.max_open_orders] > 0.0
+        or cfg[G.max_daily_loss] > 0.0
+        or cfg[G.spread_spike] > 0.0
+        or cfg[G.max_impact_bps] > 0.0
+        or cfg[G.max_drawdown] > 0.0
     )
 
 
@@ -137,9 +138,11 @@ def apply_gates(cfg, st, now_ns, position, best_bid_px, best_ask_px, equity, uni
     Prices are quote per base; `equity` is in the settle currency; `unit_notional` is the quote value
     of one unit of position (the mid for linear contracts, the contract size for inverse ones).
     """
-    rate_cap, rate_per_s, max_pos, max_notional = cfg[0], cfg[1], cfg[2], cfg[3]
-    max_open, max_loss, spike, spread_win = cfg[4], cfg[5], cfg[6], int(cfg[7])
-    max_impact, impact_win, max_dd = cfg[8], int(cfg[9]), cfg[10]
+    rate_cap, rate_per_s = cfg[G.rate_capacity], cfg[G.rate_per_s]
+    max_pos, max_notional, max_open = cfg[G.max_position], cfg[G.max_notional], cfg[G.max_open_orders]
+    max_loss, max_dd = cfg[G.max_daily_loss], cfg[G.max_drawdown]
+    spike, spread_win = cfg[G.spread_spike], int(cfg[G.spread_window])
+    max_impact, impact_win = cfg[G.max_impact_bps], int(cfg[G.impact_window])
     have_book = best_bid_px > 0.0 and best_ask_px > 0.0
     mid = 0.5 * (best_bid_px + best_ask_px) if have_book else 0.0
     # Rolling history of spreads and mids, one entry per decision with a book.

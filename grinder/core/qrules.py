@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 from numba import njit
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
+from grinder.core.params import ParamVector
 from grinder.data.errors import DataError
 
 NS = 1_000_000_000
@@ -55,11 +56,6 @@ OUT = ("ufr", "gtc_cancel", "expire", "dust", "orders_10s", "orders_1m", "orders
 RATIOS = OUT[:4]
 COUNTS = OUT[4:]
 
-# Config vector layout (QuantRules.as_array).
-(C_ENABLED, C_MARGIN, C_UFR_BY_VALUE, C_UFR_MAX, C_UFR_MIN, C_GCR_MAX, C_GCR_MIN, C_IFER_MAX, C_IFER_MIN,
- C_DR_MAX, C_DR_MIN, C_MAX_10S, C_MAX_1M, C_MAX_1D) = range(14)  # fmt: skip
-N_CFG = 14
-
 # State layout: header slots, then `cap` records of REC slots. F_* slots hold float64 bits.
 # H_DUE: the earliest time at which a window's head or the day can move (before it, `_advance` has
 # nothing to do); P_SPAN_NS: the shortest of the windows.
@@ -73,10 +69,14 @@ REC = 6
 B_IOC, B_DUST, B_ENDED, B_QC, B_EXP, B_REJ = 1, 2, 4, 8, 16, 32
 
 
-class QuantRules(BaseModel):
-    """Thresholds and definitions of the rules; the defaults are the venue's published values (see the TOML)."""
+class QuantRules(ParamVector):
+    """Thresholds and definitions of the rules; the defaults are the venue's published values (see the TOML).
+
+    The numeric fields not in `vector_exclude`, in this order, are the vector qr_ratios and qr_allowed
+    read; the excluded windows and dust value go into the state (`new_qr_state`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    vector_exclude = ("version", "retrieved", "source", "window_s", "quick_cancel_s", "dust_notional")
 
     version: str = Field("", description="which publication of the rules these numbers come from")
     retrieved: str = Field("", description="when they were read (ISO date)")
@@ -115,13 +115,6 @@ class QuantRules(BaseModel):
         return dict(zip(RATIOS, (self.ufr_min_orders, self.gtc_cancel_min_orders, self.expire_min_orders,
                                  self.dust_min_orders), strict=True))  # fmt: skip
 
-    def as_array(self) -> np.ndarray:
-        """The float64 vector qr_ratios and qr_allowed read."""
-        return np.array([self.enabled, self.margin, self.ufr_by_value, self.ufr_max, self.ufr_min_orders,
-                         self.gtc_cancel_max, self.gtc_cancel_min_orders, self.expire_max, self.expire_min_orders,
-                         self.dust_max, self.dust_min_orders, self.orders_10s_max, self.orders_1m_max,
-                         self.orders_1d_max], np.float64)  # fmt: skip
-
     def ring_cap(self) -> int:
         """Ring slots for a whole window of orders at the per-minute limit (16,384 when there is none)."""
         per_min = self.orders_1m_max or 1_200
@@ -129,6 +122,7 @@ class QuantRules(BaseModel):
         return 1 << (need - 1).bit_length()
 
 
+C = QuantRules.index()  # each threshold's slot in the vector (QuantRules.as_array)
 DEFAULT_FILE = "binance_qrules.toml"
 
 
@@ -370,15 +364,15 @@ def qr_ratios(st, cfg, now_ns, out):
     """Fill `out` (len(OUT)) with the ratios now (NaN where a ratio does not apply yet) and the order counts."""
     sf = st.view(np.float64)
     _advance(st, sf, now_ns)
-    if cfg[C_UFR_BY_VALUE] != 0.0:
+    if cfg[C.ufr_by_value] != 0.0:
         out[0] = _ratio(sf[F_NOT] - sf[F_FNOT], sf[F_NOT], 0.0)
     else:
         out[0] = _ratio(sf[F_QTY] - sf[F_FQTY], sf[F_QTY], 0.0)
-    if st[N_ALL] < cfg[C_UFR_MIN]:
+    if st[N_ALL] < cfg[C.ufr_min_orders]:
         out[0] = np.nan
-    out[1] = _ratio(st[N_QC], st[N_GTC], cfg[C_GCR_MIN])
-    out[2] = _ratio(st[N_EXP], st[N_IOC], cfg[C_IFER_MIN])
-    out[3] = _ratio(st[N_DUST], st[N_ALL], cfg[C_DR_MIN])
+    out[1] = _ratio(st[N_QC], st[N_GTC], cfg[C.gtc_cancel_min_orders])
+    out[2] = _ratio(st[N_EXP], st[N_IOC], cfg[C.expire_min_orders])
+    out[3] = _ratio(st[N_DUST], st[N_ALL], cfg[C.dust_min_orders])
     out[4] = st[H_NEXT] - st[H_10S]
     out[5] = st[H_NEXT] - st[H_1M]
     out[6] = st[H_NDAY]
@@ -394,27 +388,29 @@ def _within(num, den, min_n, limit):
 def _ok(st, sf, cfg, k, ioc, qty, notional, dust):
     """Whether every rule stays clear of its margin with k more orders, all of them and every open order
     ending the worst way: nothing more filled, each GTC still young enough cancelled, each IOC/FOK expired."""
-    m = 1.0 - cfg[C_MARGIN]
+    m = 1.0 - cfg[C.margin]
     n = st[N_ALL] + k
-    if cfg[C_UFR_BY_VALUE] != 0.0:
+    if cfg[C.ufr_by_value] != 0.0:
         placed, filled = sf[F_NOT] + k * notional, sf[F_FNOT]
     else:
         placed, filled = sf[F_QTY] + k * qty, sf[F_FQTY]
-    if n >= cfg[C_UFR_MIN] and placed > 0.0 and placed - filled >= cfg[C_UFR_MAX] * m * placed:
+    if n >= cfg[C.ufr_min_orders] and placed > 0.0 and placed - filled >= cfg[C.ufr_max] * m * placed:
         return False
     k_gtc = 0 if ioc else k
     k_ioc = k if ioc else 0
-    if not _within(st[N_QC] + st[N_YOUNG_GTC] + k_gtc, st[N_GTC] + k_gtc, cfg[C_GCR_MIN], cfg[C_GCR_MAX] * m):
+    qc, gtc = st[N_QC] + st[N_YOUNG_GTC] + k_gtc, st[N_GTC] + k_gtc
+    if not _within(qc, gtc, cfg[C.gtc_cancel_min_orders], cfg[C.gtc_cancel_max] * m):
         return False
-    if not _within(st[N_EXP] + st[N_OPEN_IOC] + k_ioc, st[N_IOC] + k_ioc, cfg[C_IFER_MIN], cfg[C_IFER_MAX] * m):
+    expired, ioc_all = st[N_EXP] + st[N_OPEN_IOC] + k_ioc, st[N_IOC] + k_ioc
+    if not _within(expired, ioc_all, cfg[C.expire_min_orders], cfg[C.expire_max] * m):
         return False
-    if not _within(st[N_DUST] + (k if dust else 0), n, cfg[C_DR_MIN], cfg[C_DR_MAX] * m):
+    if not _within(st[N_DUST] + (k if dust else 0), n, cfg[C.dust_min_orders], cfg[C.dust_max] * m):
         return False
-    if cfg[C_MAX_10S] > 0.0 and st[H_NEXT] - st[H_10S] + k > cfg[C_MAX_10S] * m:
+    if cfg[C.orders_10s_max] > 0.0 and st[H_NEXT] - st[H_10S] + k > cfg[C.orders_10s_max] * m:
         return False
-    if cfg[C_MAX_1M] > 0.0 and st[H_NEXT] - st[H_1M] + k > cfg[C_MAX_1M] * m:
+    if cfg[C.orders_1m_max] > 0.0 and st[H_NEXT] - st[H_1M] + k > cfg[C.orders_1m_max] * m:
         return False
-    if cfg[C_MAX_1D] > 0.0 and st[H_NDAY] + k > cfg[C_MAX_1D] * m:
+    if cfg[C.orders_1d_max] > 0.0 and st[H_NDAY] + k > cfg[C.orders_1d_max] * m:
         return False
     return True
 
@@ -428,7 +424,7 @@ def qr_allowed(st, cfg, now_ns, n_new, tif, qty, notional):
     rules disabled, all n_new. For a batch of unlike orders pass the largest qty and the smallest
     notional: the answer is then conservative.
     """
-    if cfg[C_ENABLED] == 0.0:
+    if cfg[C.enabled] == 0.0:
         return n_new
     sf = st.view(np.float64)
     _advance(st, sf, now_ns)

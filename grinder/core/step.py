@@ -23,7 +23,7 @@ from numba import njit
 from grinder.book.l2 import EMPTY
 from grinder.core.diff import diff_quotes_into
 from grinder.core.gates import QUANT_RULES, GateConfig, apply_gates, gates_active, new_gate_state
-from grinder.core.qrules import C_ENABLED, GTC, QuantRules, load_quant_rules, new_qr_state, qr_allowed
+from grinder.core.qrules import GTC, C, QuantRules, load_quant_rules, new_qr_state, qr_allowed
 
 
 @lru_cache(maxsize=8)
@@ -37,7 +37,7 @@ def gate_configs(gates: GateConfig | None) -> tuple[np.ndarray, bool, np.ndarray
     gates = gates or GateConfig()
     rules = quant_rules(gates.quant_rules_file)
     qr_cfg = rules.as_array()
-    return gates.as_array(), bool(gates.quant_rules and qr_cfg[C_ENABLED] != 0.0), qr_cfg, rules
+    return gates.as_array(), bool(gates.quant_rules and qr_cfg[C.enabled] != 0.0), qr_cfg, rules
 
 
 def fresh_gates(gates: GateConfig | None) -> tuple[bool, np.ndarray, np.ndarray, bool, np.ndarray, np.ndarray]:
