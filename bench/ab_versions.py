@@ -49,7 +49,7 @@ class Version:
         from grinder.sweep.folds import Window
         from grinder.sweep.spec import expand
         from grinder.sweep.study import Selection, run_study
-        from strategies.grid import STRATEGY
+        from strategies.static_grid import STRATEGY
 
         self.root = root
         window_tape(window, lake)

@@ -45,7 +45,7 @@ def child(a) -> None:
     import grinder.sim.backtest as bt
     import grinder.sim.engine as engine
     from grinder.sweep.spec import expand
-    from strategies.grid import STRATEGY
+    from strategies.static_grid import STRATEGY
 
     if a.window:
         from agreement import window_tape

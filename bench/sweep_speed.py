@@ -116,7 +116,7 @@ def _grinder_setup(a):
     from grinder.sim.backtest import VenueConfig
     from grinder.sweep.folds import Window
     from grinder.sweep.spec import expand
-    from strategies.grid import STRATEGY
+    from strategies.static_grid import STRATEGY
 
     peer = json.loads(a.peer_json.read_text())
     st, conv = peer["settings"], peer["conversion"]

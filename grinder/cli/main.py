@@ -271,7 +271,7 @@ def check(
     Also lists the coverage gaps the window touches and the spans in which the book is not synced
     (before a snapshot, after a reset or a gap: a backtest neither decides nor quotes there).
     """
-    from grinder.book.replay import replay_check
+    from grinder.book.check import replay_check
     from grinder.data.coverage import lake_spans
     from grinder.data.tape import load_tape
 

@@ -58,7 +58,13 @@ def diff_scratch(max_keys):
 @njit(cache=True, _nrt=False)
 def diff_quotes_into(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, slots, n_orders, out_cancel,
                      out_place, scratch, stamp):  # fmt: skip
-    """`diff_quotes` on caller-kept tables (`diff_scratch`): no allocation per decision.
+    """Fill out_cancel with positions in `slots` to cancel and out_place with target indices to place.
+
+    Orders are o_*[slots[i]] for i < n_orders. An order is cancelled when it is cancellable
+    (resting, no request in flight) and no target has its side and price; a target is placed when
+    no known order (in any state still tracked, including in-flight ones) has its side and price.
+    Returns (n_cancel, n_place). Linear in targets + orders (a hash table of the targets' (side,
+    price) keys) on caller-kept tables (`diff_scratch`): no allocation per decision.
 
     `stamp` must differ from every earlier call's on the same scratch (a counter from 1): a slot
     counts as used only when it carries the current stamp, so the tables are never cleared.
@@ -101,39 +107,3 @@ def had_target(scratch, stamp, n_targets, side, px):
     Its target table stays readable until the next call on the scratch; `n_targets` is that call's.
     """
     return scratch[1, _probe(scratch[0], scratch[1], stamp, _mask(n_targets), _key(side, px))] == stamp
-
-
-@njit(cache=True)
-def diff_quotes(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, slots, n_orders, out_cancel, out_place):
-    """Fill out_cancel with positions in `slots` to cancel and out_place with target indices to place.
-
-    Orders are o_*[slots[i]] for i < n_orders. An order is cancelled when it is cancellable
-    (resting, no request in flight) and no target has its side and price; a target is placed when
-    no known order (in any state still tracked, including in-flight ones) has its side and price.
-    Returns (n_cancel, n_place). Linear in targets + orders (a hash table of the targets' (side, price) keys).
-    """
-    return diff_quotes_into(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, slots, n_orders,
-                            out_cancel, out_place, diff_scratch(n_targets), 1)  # fmt: skip
-
-
-def diff_quotes_py(targets: list[tuple[int, int]], orders: list[tuple[int, int, int, int]]):
-    """Python entry for one decision: targets [(side, px)], orders [(side, px, status, req)]."""
-    t = np.array(targets, np.int64).reshape(-1, 2)
-    o = np.array(orders, np.int64).reshape(-1, 4)
-    oc = np.empty(len(o), np.int64)
-    op = np.empty(len(t), np.int64)
-    nc, npl = diff_quotes(
-        t[:, 0],
-        t[:, 1],
-        len(t),
-        o[:, 0],
-        o[:, 1],
-        o[:, 2],
-        o[:, 3],
-        np.ones(len(o), np.bool_),
-        np.arange(len(o)),
-        len(o),
-        oc,
-        op,
-    )
-    return oc[:nc].tolist(), op[:npl].tolist()

@@ -14,10 +14,20 @@ from grinder.core.diff import (
     ST_NEW,
     ST_NONE,
     diff_quotes_into,
-    diff_quotes_py,
     diff_scratch,
     had_target,
 )
+
+
+def diff_quotes_py(targets: list[tuple[int, int]], orders: list[tuple[int, int, int, int]]):
+    """One decision from Python lists: targets [(side, px)], orders [(side, px, status, req)] -> (cancels, places)."""
+    t = np.array(targets, np.int64).reshape(-1, 2)
+    o = np.array(orders, np.int64).reshape(-1, 4)
+    oc, op = np.empty(len(o), np.int64), np.empty(len(t), np.int64)
+    live, slots = np.ones(len(o), np.bool_), np.arange(len(o))
+    nc, npl = diff_quotes_into(t[:, 0], t[:, 1], len(t), o[:, 0], o[:, 1], o[:, 2], o[:, 3], live, slots, len(o), oc,
+                               op, diff_scratch(len(t)), 1)  # fmt: skip
+    return oc[:nc].tolist(), op[:npl].tolist()
 
 
 def test_cancels_stale_quotes_and_places_missing_ones():

@@ -16,7 +16,7 @@ from grinder.core.params import ParamVector
 from grinder.core.qrules import C, load_quant_rules
 from grinder.data.tape import load_tape
 from grinder.sim.backtest import VenueConfig, run_backtest
-from strategies import adaptive_grid, grid
+from strategies import adaptive_grid, static_grid
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(
     "model, index",
     [
-        (grid.StaticGridParams(levels=7, interval=2.5, half_spread=1.5, order_qty=0.1, max_position=3.0), grid.P),
+        (
+            static_grid.StaticGridParams(levels=7, interval=2.5, half_spread=1.5, order_qty=0.1, max_position=3.0),
+            static_grid.P,
+        ),
         (
             adaptive_grid.AdaptiveGridParams(interval=3.0, half_spread=2.0, order_qty=0.2, max_position=2.0),
             adaptive_grid.P,
@@ -68,7 +71,7 @@ def reordered(path: Path, cls: str, tmp: Path) -> object:
 @pytest.mark.parametrize(
     "module, cls, values",
     [
-        (grid, "StaticGridParams",
+        (static_grid, "StaticGridParams",
          {"levels": 5, "interval": 5.0, "half_spread": 2.0, "order_qty": 0.002, "max_position": 0.02}),
         (adaptive_grid, "AdaptiveGridParams",
          {"levels": 4, "interval": 6.0, "half_spread": 3.0, "order_qty": 0.002, "max_position": 0.02, "skew": 1.0}),

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from grinder.book.replay import replay_check
+from grinder.book.check import replay_check
 from grinder.data.errors import DataError
 from grinder.data.ingest.binance import parse_binance
 from grinder.data.instruments import resolve_instrument

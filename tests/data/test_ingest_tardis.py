@@ -7,7 +7,7 @@ import gzip
 import numpy as np
 import pytest
 
-from grinder.book.replay import replay_check
+from grinder.book.check import replay_check
 from grinder.data.errors import DataError
 from grinder.data.ingest import parse
 from grinder.data.ingest.tardis import parse_tardis

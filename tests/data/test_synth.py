@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from grinder.book.replay import replay_check
+from grinder.book.check import replay_check
 from grinder.data.lake import Lake
 from grinder.data.schema import (
     BBO,

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grinder.book.replay import replay_check
+from grinder.book.check import replay_check
 from grinder.data.coverage import DEFAULT_MAX_GAP_NS
 from grinder.data.errors import DataError
 from grinder.data.ingest.binance import parse_binance

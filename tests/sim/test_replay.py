@@ -271,7 +271,7 @@ def test_cache_round_trip_gives_identical_read_only_maps(synth_tape, clock, tmp_
 
 
 def test_backtest_on_a_cached_replay_matches_a_fresh_one(synth_tape, tmp_path):
-    from strategies.grid import StaticGridParams, static_grid
+    from strategies.static_grid import StaticGridParams, static_grid
 
     venue = VenueConfig()
     params = StaticGridParams(levels=5, interval=0.5, half_spread=0.5, order_qty=0.01, max_position=0.1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from grinder.book.replay import replay_check
+from grinder.book.check import replay_check
 from grinder.data.errors import DataError
 from grinder.data.instruments import Instrument
 from grinder.data.tape import Series, Tape

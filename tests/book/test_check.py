@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from grinder.book.replay import WHY_GAP, WHY_NO_SNAPSHOT, WHY_RESET, replay_check
+from grinder.book.check import WHY_GAP, WHY_NO_SNAPSHOT, WHY_RESET, replay_check
 from grinder.data.instruments import Instrument
 from grinder.data.tape import GAP_RESET_REF, Series, Tape
 
