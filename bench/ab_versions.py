@@ -6,8 +6,8 @@ imported into one process, each from its own checkout under its own module objec
 numba cache (so nothing compiled for one is loaded for the other), and the same work alternates
 between them, A then B, then B then A, keeping each one's best time:
 
-- `study`: `run_study` over the sweep bench's grid (bench/sweep_speed.py: 8 grid intervals x 8 half
-  spreads, x order quantities for 128-256 sets) on one real window, with `--workers` threads;
+- `study`: `run_study` over the sweep bench's grid (bench/sweep_speed.py's `grid_ticks`: 8 grid
+  intervals x 8 half spreads, x order quantities for 128-256 sets) on one real window, with `--workers` threads;
 - `sets`: every set's `run_backtest` alone on one thread, the sum of each set's best.
 
 It prints B/A, the ratio of times (below 1: B is faster). A checkout against itself reads within
@@ -27,10 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from sweep_speed import LEVELS, WINDOW_MAX_POSITION, WINDOW_QTY, grid_ticks  # the sweep bench's grid (no numba)
+
 PACKAGES = ("grinder", "strategies", "live", "agreement", "real_windows", "backtest_speed", "sweep_speed")
-INTERVAL_TICKS = (2, 5, 10, 15, 20, 30, 40, 50)  # bench/sweep_speed.py's grid
-HALF_SPREAD_TICKS = (1, 5, 10, 20, 30, 40, 60, 80)
-QTY = (0.1, 0.05, 0.2, 0.3)
 BASE_PATH = list(sys.path)  # what each checkout's own paths go in front of
 
 
@@ -62,15 +61,20 @@ class Version:
         start = int(tape.ts_exch[0])
         win = Window("all", start, int(tape.ts_exch[-1]) + 1, "in")
         sel = Selection(lake, "", "")
-        prices = {"interval": [tick * x for x in INTERVAL_TICKS], "half_spread": [tick * x for x in HALF_SPREAD_TICKS]}
-        fixed = {"levels": 20, "max_position": 5.0}
+        fixed = {"levels": LEVELS, "max_position": WINDOW_MAX_POSITION}
+
+        def axes(n: int) -> dict:
+            iv, hs, qf = grid_ticks(n)
+            return {"interval": [tick * x for x in iv], "half_spread": [tick * x for x in hs],
+                    "order_qty": [round(WINDOW_QTY * f, 12) for f in qf]}  # fmt: skip
+
         self.studies = {}
         for n in sizes:
-            grid = expand(STRATEGY, {**prices, "order_qty": list(QTY[: n // 64])}, fixed)
+            grid = expand(STRATEGY, axes(n), fixed)
             self.studies[n] = lambda g=grid: run_study(sel, g, [win], venue, workers=workers, load=self.load)
         rep = bt.prepare(tape, venue)
         blocks = bt.row_blocks(tape, rep)
-        vecs = [STRATEGY.vector(p) for p in expand(STRATEGY, prices, {**fixed, "order_qty": QTY[0]}).sets]
+        vecs = [STRATEGY.vector(p) for p in expand(STRATEGY, axes(64), fixed).sets]
         self.runs = [
             (lambda v=v: bt.run_backtest(tape, STRATEGY, v, venue, start_ns=start, replay=rep, blocks=blocks))
             for v in vecs
