@@ -33,6 +33,23 @@ PACKAGES = ("grinder", "strategies", "live", "agreement", "real_windows", "backt
 BASE_PATH = list(sys.path)  # what each checkout's own paths go in front of
 
 
+def _mount(root: Path) -> None:
+    """Import this checkout's live/ and strategies/ as grinder.live and grinder.strategies, as an install
+    does, rather than the installed tree's (older checkouts import them as top-level packages too)."""
+    import importlib.util
+
+    import grinder
+
+    for sub in ("live", "strategies"):
+        spec = importlib.util.spec_from_file_location(
+            f"grinder.{sub}", root / sub / "__init__.py", submodule_search_locations=[str(root / sub)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        setattr(grinder, sub, module)
+
+
 class Version:
     """One checkout, imported: its loaders, the grid for each sweep size, and the timed work."""
 
@@ -40,15 +57,16 @@ class Version:
         for name in [m for m in sys.modules if m.split(".")[0] in PACKAGES]:
             del sys.modules[name]  # the other checkout's modules: this one imports its own
         sys.path[:] = [str(root), str(root / "bench"), *BASE_PATH]
+        _mount(root)
         from agreement import window_tape
         from real_windows import WINDOWS
 
         import grinder.sim.backtest as bt
         from grinder.data.tape import load_tape
+        from grinder.strategies.static_grid import STRATEGY
         from grinder.sweep.folds import Window
         from grinder.sweep.spec import expand
         from grinder.sweep.study import Selection, run_study
-        from strategies.static_grid import STRATEGY
 
         self.root = root
         window_tape(window, lake)

@@ -74,7 +74,7 @@ def run_grinder(tape, s: dict, replay_cache_dir: Path | None = None):
     opened again from there (read-only maps, every page read once), and the loop on the opened maps.
     """
     from grinder.sim.backtest import VenueConfig, prepare, run_backtest
-    from strategies.static_grid import StaticGridParams, static_grid
+    from grinder.strategies.static_grid import StaticGridParams, static_grid
 
     st = s["settings"]
     params = StaticGridParams(

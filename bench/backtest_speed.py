@@ -194,7 +194,7 @@ def child(name: str, lake: Path, peer_out: Path, offset: int | None, result: Pat
     """In a fresh process: load the tape, run Grinder like bench/agreement.py, time every first call."""
     t0 = time.perf_counter()
     import grinder.sim.backtest  # noqa: F401 - the engine is compiled (or its cache loaded) on import
-    import strategies.static_grid  # noqa: F401
+    import grinder.strategies.static_grid  # noqa: F401
     from grinder.data.tape import load_tape
 
     import_s = time.perf_counter() - t0

@@ -44,8 +44,8 @@ def child(a) -> None:
 
     import grinder.sim.backtest as bt
     import grinder.sim.engine as engine
+    from grinder.strategies.static_grid import STRATEGY
     from grinder.sweep.spec import expand
-    from strategies.static_grid import STRATEGY
 
     if a.window:
         from agreement import window_tape

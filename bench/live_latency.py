@@ -45,8 +45,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from live.adapter import LiveAdapter, run_for  # noqa: E402
-from live.config import LiveConfig  # noqa: E402
+from grinder.live.adapter import LiveAdapter, run_for  # noqa: E402
+from grinder.live.config import LiveConfig  # noqa: E402
 
 KEY, SECRET = "bench-key", "bench-secret"
 PHASES = ("wait", "decide", "request", "clock late")

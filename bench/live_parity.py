@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from grinder.core.strategy import get  # noqa: E402
 from grinder.data.tape import load_tape  # noqa: E402
-from live.parity import backtest_fills, backtest_pnl, live_session, parity  # noqa: E402
+from grinder.live.parity import backtest_fills, backtest_pnl, live_session, parity  # noqa: E402
 
 PARAMS = {"levels": 3, "interval": 1.0, "half_spread": 0.5, "order_qty": 0.002, "max_position": 0.01,
           "recenter_intervals": 2.0}  # fmt: skip

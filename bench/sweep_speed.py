@@ -114,9 +114,9 @@ def _grinder_setup(a):
     """Tape loader, strategy grid, venue and window of a child, as the peer's summary `a.peer_json` set them."""
     from grinder.data.tape import load_tape
     from grinder.sim.backtest import VenueConfig
+    from grinder.strategies.static_grid import STRATEGY
     from grinder.sweep.folds import Window
     from grinder.sweep.spec import expand
-    from strategies.static_grid import STRATEGY
 
     peer = json.loads(a.peer_json.read_text())
     st, conv = peer["settings"], peer["conversion"]

@@ -29,6 +29,15 @@ _API = {
     "VenueConfig": "grinder.sim.backtest",
     "GateConfig": "grinder.core.gates",
     "run_backtest": "grinder.sim.backtest",
+    # what the commands do, as calls (a notebook gets the same folders, digests and MLflow runs)
+    "backtest_job": "grinder.sim.job",
+    "sweep_job": "grinder.sweep.job",
+    "portfolio_job": "grinder.portfolio.job",
+    "Progress": "grinder.progress",
+    # errors (each names its culprit; docs/architecture.md)
+    "GrinderError": "grinder.errors",
+    "ConfigError": "grinder.errors",
+    "DataError": "grinder.errors",
 }
 __all__ = sorted(_API)
 

@@ -52,19 +52,19 @@ from grinder.core.ledger import FEES, POSITION, book_fill, gate_inputs, new_ledg
 from grinder.core.qrules import QuantRulesTracker
 from grinder.core.step import quant_rules
 from grinder.core.strategy import get
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError, GrinderError, LiveError, VenueError
 from grinder.io.atomic import write_atomic
-from live import kill as killswitch
-from live.audit import AuditLog
-from live.budget import BudgetLimits, DailyBudget
-from live.client import GrinderBinance, make_client
-from live.client_ids import IdAllocator, is_ours
-from live.clock import SteppedClock
-from live.config import LiveConfig
-from live.fills import fills_of
-from live.instance import Instances, other_instance, probe
-from live.port import REFUSED_EVERY_NS, ExchangePort, PortFailed, PortRefused
-from live.reconcile import (
+from grinder.live import kill as killswitch
+from grinder.live.audit import AuditLog
+from grinder.live.budget import BudgetLimits, DailyBudget
+from grinder.live.client import GrinderBinance, make_client
+from grinder.live.client_ids import IdAllocator, is_ours
+from grinder.live.clock import SteppedClock
+from grinder.live.config import LiveConfig
+from grinder.live.fills import fills_of
+from grinder.live.instance import Instances, other_instance, probe
+from grinder.live.port import REFUSED_EVERY_NS, ExchangePort, PortFailed, PortRefused
+from grinder.live.reconcile import (
     LedgerDrift,
     VenuePosition,
     adopt_position,
@@ -73,18 +73,18 @@ from live.reconcile import (
     venue_entry,
     venue_position,
 )
-from live.retry import CircuitBreaker
-from live.rollout import Rollout, flattenable
-from live.shutdown import DeadMan, StopOutcome, cancel_everything
-from live.venue_watch import watch_venue
+from grinder.live.retry import CircuitBreaker
+from grinder.live.rollout import Rollout, flattenable
+from grinder.live.shutdown import DeadMan, StopOutcome, cancel_everything
+from grinder.live.venue_watch import watch_venue
 
 # Throwaway decisions and requests run over this last stretch before the tick: one run leaves a
-# decision 2-3 times slower than when it has just run several times (branch predictors, caches).
+# decision slower than several in a row do (branch predictors, caches; decision 012).
 PREWARM_LEAD_NS = 3_000_000
 # Housekeeping (the journals' fsync threads, the next client-id reservation, the collector) runs after
-# a decision only when the next one is at least this far off (an fsync here takes up to ~5 ms): the
+# a decision only when the next one is at least this far off (an fsync can take milliseconds): the
 # threads it wakes would otherwise take the CPU from that decision. Never put off longer than the
-# second after, which is also how old the last unsynced journal line can get.
+# second after, which is also how old the last unsynced journal line can get (decision 012).
 HOUSEKEEPING_CLEAR_NS = 20_000_000
 HOUSEKEEPING_MAX_DEFER_NS = 1_000_000_000
 # ccxt's order status -> Binance's, as the quantitative rules' tracker takes an order's end.
@@ -113,7 +113,7 @@ class LiveAdapter:
     audit: AuditLog
     clock_ns: callable = time.time_ns
     monotonic: callable = time.monotonic  # what a book's age is measured on (seconds)
-    # A clock a driver steps (live.clock.SteppedClock): decisions at the ticks it releases, and its
+    # A clock a driver steps (grinder.live.clock.SteppedClock): decisions at the ticks it releases, and its
     # time for clock_ns and monotonic. None: the wall clock, every step_ms.
     clock: SteppedClock | None = None
     orders: dict[str, Known] = field(default_factory=dict)
@@ -197,7 +197,7 @@ class LiveAdapter:
         self.instances = Instances(self.strategy.name, self.cfg.symbol, self.ids.epoch)
         if not budget.exists() and self.ids.peek().seq > 0:
             self.ids.close()
-            raise DataError(f"{d}: client_ids.json without budget.jsonl; refusing to start with an unknown spend")
+            raise LiveError(f"{d}: client_ids.json without budget.jsonl; refusing to start with an unknown spend")
         # Synced by housekeeping, not on a timer of its own (a thread waking mid-decision).
         try:
             self.budget = DailyBudget(budget, BudgetLimits(self.cfg.max_actions_per_day,
@@ -281,7 +281,7 @@ class LiveAdapter:
             if self.kill_requested is not None:  # our orders are cancelled: the flatten, then `kill`
                 try:
                     await asyncio.wait_for(self.rollout.kill(self.kill_requested), 30.0)
-                except (TimeoutError, DataError) as e:
+                except (TimeoutError, GrinderError) as e:
                     self.audit.write(self.clock_ns(), "kill_failed", by=self.kill_requested, error=type(e).__name__)
             try:
                 # Fills can land after the user stream was stopped: the position reported is the venue's,
@@ -305,16 +305,16 @@ class LiveAdapter:
             raise failed
 
     async def _start(self) -> None:
-        """The venue's market, the reconciliation on start and the equity at start; DataError if the venue fails us."""
+        """The venue's market, the reconciliation on start and the equity at start; VenueError if the venue fails us."""
         ex = self.ex
         venue = self.cfg.api_url or f"Binance {'testnet' if self.cfg.mode == 'testnet' else 'USDT-M'}"
         try:
             await ex.load_markets()
         except ccxt.BaseError as e:
-            raise DataError(f"venue {venue} did not answer (markets): {_one_line(e, self.audit.redact)}") from None
+            raise VenueError(f"venue {venue} did not answer (markets): {_one_line(e, self.audit.redact)}") from None
         self.market = next((m for m in ex.markets.values() if m["id"] == self.cfg.symbol), None)
         if self.market is None:
-            raise DataError(f"symbol {self.cfg.symbol} is not listed by {venue}")
+            raise ConfigError(f"symbol {self.cfg.symbol} is not listed by {venue}")
         self.symbol = self.market["symbol"]
         self.tick = float(self.market["precision"]["price"])
         self.lot = float(self.market["precision"]["amount"])
@@ -336,7 +336,7 @@ class LiveAdapter:
             self.equity_start = await self._equity()
         except (ccxt.BaseError, PortFailed) as e:
             why = _one_line(e, self.audit.redact)  # ccxt's text quotes the signed request
-            raise DataError(f"venue {venue} failed the start (orders, position, balance): {why}") from None
+            raise VenueError(f"venue {venue} failed the start (orders, position, balance): {why}") from None
 
     async def _equity(self) -> float:
         bal = await self.ex.fetch_balance()
@@ -398,7 +398,7 @@ class LiveAdapter:
         try:
             adopt_position(self.led, venue.qty, entry, self.inverse, self.contract_size)
         except ValueError as e:
-            raise DataError(f"venue position of {self.cfg.symbol} cannot be adopted: {e}") from None
+            raise VenueError(f"venue position of {self.cfg.symbol} cannot be adopted: {e}") from None
         self._adopted += venue.qty - before
         self.position = float(self.led[POSITION])
         self.ledger_version += 1
@@ -544,7 +544,7 @@ class LiveAdapter:
                     break
                 self.housekeeping(next_tick - hot_ns)
             if hot_ns:
-                # A process that slept 100 ms runs its next decision several times slower (cold caches,
+                # A process that slept a step runs its next decision slower (decision 012: cold caches,
                 # untrained branch predictors, an idle vCPU). Stay awake, yielding to the other tasks;
                 # over the last stretch decide ahead for the tick, again and again on the inputs as
                 # they are, and have ccxt sign that decision's first request (or, if it sends nothing,

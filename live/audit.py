@@ -1,6 +1,6 @@
 """The audit trail: every action the adapter takes, one JSON object per line, secrets removed.
 
-Lines go through a `live.journal.Journal`: each is handed to the OS before `write` returns, so the
+Lines go through a `grinder.live.journal.Journal`: each is handed to the OS before `write` returns, so the
 trail of a process killed with SIGKILL ends at its last complete action; the fsync follows on a
 background thread (the adapter never waits for the disk between a decision and its order).
 
@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from live.journal import Journal
+from grinder.live.journal import Journal
 
 REDACTED = "***"
 _PLAIN = (str, int, float, bool, type(None))  # values json writes as they are
@@ -39,7 +39,7 @@ _SECRET_PARAMS = re.compile(
 )
 _HEX64 = re.compile(rf"(?<![^{_DELIMS}])[0-9a-fA-F]{{64}}(?![^{_DELIMS}])")
 SECRET_ANYWHERE_LEN = 12  # a secret this long does not occur by chance inside another word
-# One encoder for every line: json.dumps with options builds a new one per call (a third of a line's time).
+# One encoder for every line: json.dumps with options builds a new one per call (decision 012).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 _KEY_VERDICTS: dict[str, bool] = {}  # key -> names a credential; a line's keys are nearly always the same few
 

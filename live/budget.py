@@ -17,10 +17,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError, LiveError
 from grinder.io.atomic import write_atomic
-from live.journal import Journal
-from live.lock import ProcessLock
+from grinder.live.journal import Journal
+from grinder.live.lock import ProcessLock
 
 
 def utc_day(now_ns: int) -> str:
@@ -43,7 +43,9 @@ class BudgetLimits:
 
     def __post_init__(self) -> None:
         if self.max_actions < 0 or not (math.isfinite(self.max_notional) and self.max_notional >= 0):
-            raise DataError(f"budget limits must be >= 0, got {self.max_actions} actions, {self.max_notional} notional")
+            raise ConfigError(
+                f"budget limits must be >= 0, got {self.max_actions} actions, {self.max_notional} notional"
+            )
 
 
 class DailyBudget:
@@ -71,7 +73,7 @@ class DailyBudget:
                     dt.date.fromisoformat(self.day)  # ValueError unless YYYY-MM-DD
                 except (ValueError, KeyError, TypeError) as e:
                     self._lock.release()
-                    raise DataError(
+                    raise LiveError(
                         f"{self.path}: damaged budget file ({e}); refusing to start with an unknown spend"
                     ) from None
             write_atomic(self.path, self._line() + "\n" if lines else "", durable=True, mode=0o600)  # compacted
@@ -81,7 +83,7 @@ class DailyBudget:
 
     def _line(self) -> str:
         # What json.dumps writes for these three (a day is YYYY-MM-DD, a finite float prints as its
-        # repr), formatted directly: a quarter of the time, and it runs before every order leaves.
+        # repr), formatted directly: it runs before every order leaves (decision 012).
         return f'{{"day": "{self.day}", "actions": {self.actions}, "notional": {self.notional!r}}}'
 
     def _roll(self, now_ns: int) -> None:
@@ -118,7 +120,7 @@ class DailyBudget:
         """
         reason = self.allows(now_ns, notional)
         if reason is not None and not always:
-            raise DataError(f"budget: {reason}")
+            raise LiveError(f"budget: {reason}")
         self.actions, self.notional = self.actions + 1, self.notional + float(notional)  # a plain float's repr
         self._journal.append(self._line())
 

@@ -23,12 +23,12 @@ from urllib.parse import urlsplit
 
 import ccxt.pro as ccxtpro
 
-from grinder.data.errors import DataError
 from grinder.data.instruments import Instrument, known_instruments, resolve_instrument
+from grinder.errors import ConfigError
+from grinder.live.config import LiveConfig
+from grinder.live.guard import check_order_venue, parse_api_url
 from grinder.venue.server import api_urls
 from grinder.venue.wire import decimals_of
-from live.config import LiveConfig
-from live.guard import check_order_venue, parse_api_url
 
 MARKET_EVENTS = ("depthUpdate", "trade")
 # Where ccxt's sandbox switch points binanceusdm (ccxt 4.5): testnet mode without api_url talks to these only.
@@ -120,7 +120,7 @@ class GrinderBinance(ccxtpro.binanceusdm):
     async def create_post_only(self, symbol: str, side: str, amount: float, price: float, client_id: str) -> dict:
         """A post-only limit order, as ccxt's `create_order` would send it, through its signed endpoint.
 
-        `create_order`'s generic handling of options and precision costs about 0.2 ms per order; the
+        `create_order`'s generic handling of options and precision is skipped (decision 012); the
         request, the signature, the error classes and the parsed order are ccxt's all the same. The
         request presigned for exactly this call, if there is one, is sent instead of signing now.
         """
@@ -263,9 +263,9 @@ def credentials() -> tuple[str, str]:
             try:
                 value = Path(path).read_text().strip()
             except OSError as e:
-                raise DataError(f"{name}_FILE={path}: {e.strerror}") from None
+                raise ConfigError(f"{name}_FILE={path}: {e.strerror}") from None
         if not value:
-            raise DataError(f"set {name} or {name}_FILE (secrets never come from the command line)")
+            raise ConfigError(f"set {name} or {name}_FILE (secrets never come from the command line)")
         out.append(value)
     return out[0], out[1]
 
@@ -288,19 +288,19 @@ def make_client(cfg: LiveConfig, key: str = "", secret: str = "") -> GrinderBina
     allowlist (`live.guard`), checked before the client exists. `api_url`, when set, is where every
     request goes in every mode (testnet included: ccxt's sandbox switch would move them to its own
     hosts); without it live mode talks to Binance and testnet mode to ccxt's testnet hosts. Which
-    hosts the client ended up with is checked too: a DataError, never a request to another host.
+    hosts the client ended up with is checked too: a ConfigError, never a request to another host.
     """
     venue = parse_api_url(cfg.api_url) if cfg.api_url else None
     opts = client_options(venue.base if venue else None, key, secret)
     if cfg.mode == "paper":
-        from live.paper import PaperBinance  # paper builds on this module
+        from grinder.live.paper import PaperBinance  # paper builds on this module
 
         ex: GrinderBinance = PaperBinance(opts, cfg.symbol, cfg.paper_balance, cfg.paper_partial_fills)
     else:
         where = venue.base if venue else f"Binance {'testnet' if cfg.mode == 'testnet' else 'mainnet'}"
         check_order_venue(cfg.mode, cfg.symbol, cfg.mainnet_allowlist, where, venue is not None and venue.loopback)
         if not key or not secret:
-            raise DataError(f"{cfg.mode} mode needs credentials (GRINDER_API_KEY / GRINDER_API_SECRET)")
+            raise ConfigError(f"{cfg.mode} mode needs credentials (GRINDER_API_KEY / GRINDER_API_SECRET)")
         ex = GrinderBinance(opts)
     if venue is not None:
         # ccxt merges the options' URLs into its own: the endpoints not named there (spot, options,
@@ -312,7 +312,7 @@ def make_client(cfg: LiveConfig, key: str = "", secret: str = "") -> GrinderBina
     hosts = _hosts(ex.urls["api"])
     expected = {venue.host} if venue else TESTNET_HOSTS if cfg.mode == "testnet" else None
     if expected is not None and not hosts <= expected:
-        raise DataError(f"the client would talk to {sorted(hosts - expected)}, not {sorted(expected)}: refusing")
+        raise ConfigError(f"the client would talk to {sorted(hosts - expected)}, not {sorted(expected)}: refusing")
     ex.exceptions["exact"].update(ex.exceptions["linear"]["exact"])  # the venue's error classes on any host
     return ex
 

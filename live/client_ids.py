@@ -28,9 +28,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError, LiveError
 from grinder.io.atomic import write_atomic
-from live.lock import ProcessLock
+from grinder.live.lock import ProcessLock
 
 PREFIX = "g_"
 LEGACY_PREFIX = "grinder_"  # ids of versions before instance epochs: parsed, never made
@@ -98,13 +98,13 @@ def seq_room(strategy: str, symbol: str) -> int:
 
 
 def check_names(strategy: str, symbol: str) -> None:
-    """Refuse a strategy or symbol that cannot be carried in a client order id (DataError naming it)."""
+    """Refuse a strategy or symbol that cannot be carried in a client order id (ConfigError naming it)."""
     for what, name in (("strategy", strategy), ("symbol", symbol)):
         if not name or not _ALLOWED.fullmatch(name):
-            raise DataError(f"{what} name {name!r} cannot go into a client order id: use letters, digits, . / _ -")
+            raise ConfigError(f"{what} name {name!r} cannot go into a client order id: use letters, digits, . / _ -")
     room = seq_room(strategy, symbol)
     if room < MIN_SEQ_CHARS:
-        raise DataError(
+        raise ConfigError(
             f"strategy {strategy!r} with symbol {symbol!r} leaves {room} characters of the venue's {MAX_LEN} "
             f"for the order sequence (need {MIN_SEQ_CHARS}): use a shorter strategy name"
         )
@@ -165,10 +165,10 @@ class IdAllocator:
             raise ValueError(f"epoch must be {EPOCH_LEN} base-62 characters, got {epoch!r}")
         self.path, self.strategy, self.symbol, self.block = Path(path), strategy, symbol, block
         if new and self.path.exists():
-            raise DataError(f"{self.path} already exists: a new id reservation would reuse its ids")
+            raise LiveError(f"{self.path} already exists: a new id reservation would reuse its ids")
         if not new and not self.path.exists():
             # A lost or mistyped state folder must not silently restart the sequence at 0.
-            raise DataError(f"{self.path}: no client-id reservation; create one on the first start only")
+            raise LiveError(f"{self.path}: no client-id reservation; create one on the first start only")
         self._lock = ProcessLock(self.path)  # two processes sharing it would hand out the same ids
         try:
             self._next, self.past_epochs = self._reserved()
@@ -192,7 +192,7 @@ class IdAllocator:
             data = json.loads(self.path.read_text())
             end = data["reserved_until"]
             if data.get("strategy") != self.strategy or data.get("symbol") != self.symbol:
-                raise DataError(
+                raise LiveError(
                     f"{self.path}: belongs to {data.get('strategy')}/{data.get('symbol')}, not "
                     f"{self.strategy}/{self.symbol}"
                 )
@@ -201,10 +201,10 @@ class IdAllocator:
             epochs = data.get("epochs", [])  # absent in reservations of the earlier format
             if not isinstance(epochs, list) or not all(is_epoch(e) for e in epochs):
                 raise ValueError(f"epochs {epochs!r}")
-        except DataError:
+        except LiveError:
             raise
         except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{self.path}: damaged client-id reservation ({e}); refusing to reuse ids") from None
+            raise LiveError(f"{self.path}: damaged client-id reservation ({e}); refusing to reuse ids") from None
         return end, tuple(epochs)
 
     def _reserve(self, end: int) -> None:
@@ -218,7 +218,7 @@ class IdAllocator:
     def reserve_ahead(self) -> bool:
         """Reserve the next block now if less than half of one is left; True if it wrote the reservation.
 
-        The reservation is a durable write (1-2 ms of fsyncs on the calling thread): the adapter
+        The reservation is a durable write (fsyncs on the calling thread; decision 012): the adapter
         calls this at start and in housekeeping, away from decisions, so `next` never has to
         reserve between a decision and its order.
         """
@@ -234,7 +234,7 @@ class IdAllocator:
     def next(self) -> ClientOrderId:
         """The next id; reserves (durably) a new block first when the current one is used up."""
         if len(encode_seq(self._next)) > self._room:
-            raise DataError(
+            raise LiveError(
                 f"{self.path}: the client-id sequence is used up ({self._next} ids); a fresh state folder "
                 "starts it again (ids carry the instance epoch, so none is reused)"
             )

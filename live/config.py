@@ -12,12 +12,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grinder.core.gates import GateConfig
-from grinder.data.errors import DataError
-from live.guard import parse_api_url
+from grinder.errors import ConfigError
+from grinder.live.guard import parse_api_url
 
 
 class LiveConfig(BaseModel):
-    """What to run, where, and its limits. Secrets are never here (see `live.client.credentials`)."""
+    """What to run, where, and its limits. Secrets are never here (see `grinder.live.client.credentials`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -98,19 +98,19 @@ class LiveConfig(BaseModel):
 
 
 def load_config(path: Path) -> LiveConfig:
-    """Read and validate a TOML config; DataError names the file and the first bad field."""
+    """Read and validate a TOML config; ConfigError names the file and the first bad field."""
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not a TOML text file (not UTF-8: compressed or binary?)") from None
+        raise ConfigError(f"{path}: not a TOML text file (not UTF-8: compressed or binary?)") from None
     except OSError as e:
-        raise DataError(f"{path}: {e.strerror}") from None
+        raise ConfigError(f"{path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
-        raise DataError(f"{path}: {e}") from None
+        raise ConfigError(f"{path}: {e}") from None
     try:
         return LiveConfig(**raw)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         msg = first["msg"].removeprefix("Value error, ")
-        raise DataError(f"{path}: {where + ': ' if where else ''}{msg}") from None
+        raise ConfigError(f"{path}: {where + ': ' if where else ''}{msg}") from None

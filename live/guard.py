@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError
 
 SCHEMES = ("http", "https")  # the REST base; the WebSocket URL is derived from it (ws / wss)
 # A DNS label (letters, digits, inner hyphens); IDN hosts in their xn-- form only.
@@ -109,11 +109,11 @@ def check_order_venue(mode: str, symbol: str, allowlist: tuple[str, ...], where:
     """Refuse, before anything is sent, orders to a venue that is not a loopback emulator without both keys.
 
     `where` names the venue for the message (its base URL or "Binance mainnet"). Paper mode sends
-    no order and passes. DataError names the missing key.
+    no order and passes. ConfigError names the missing key.
     """
     if mode == "paper" or loopback:
         return
     if os.environ.get("ALLOW_MAINNET_TRADE") != "1":
-        raise DataError(f"{mode} mode on {where} (not a loopback emulator) needs ALLOW_MAINNET_TRADE=1")
+        raise ConfigError(f"{mode} mode on {where} (not a loopback emulator) needs ALLOW_MAINNET_TRADE=1")
     if symbol not in allowlist:
-        raise DataError(f"{mode} mode on {where}: {symbol} is not in mainnet_allowlist {list(allowlist)}")
+        raise ConfigError(f"{mode} mode on {where}: {symbol} is not in mainnet_allowlist {list(allowlist)}")

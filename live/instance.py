@@ -29,8 +29,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from grinder.data.errors import DataError
-from live.client_ids import parse
+from grinder.errors import LiveError
+from grinder.live.client_ids import parse
 
 PROBE_POLL_S = 0.5  # how often the probe reads the order history
 HISTORY_LIMIT = 1000  # orders per history read (Binance's most)
@@ -80,7 +80,7 @@ class Instances:
 
 async def probe(ex, symbol: str, inst: Instances, past_epochs: tuple[str, ...], audit, clock_ns: Callable[[], int],
                 probe_s: float, sleep=asyncio.sleep) -> None:  # fmt: skip
-    """Sort the other instances of the account into dead ones (added to `inst.dead`) and live ones (DataError).
+    """Sort the other instances of the account into dead ones (added to `inst.dead`) and live ones (LiveError).
 
     `symbol` is ccxt's unified symbol; `past_epochs` the state folder's earlier epochs, dead
     without a probe. Venue errors (ccxt's) propagate: the start fails closed.
@@ -108,7 +108,7 @@ async def probe(ex, symbol: str, inst: Instances, past_epochs: tuple[str, ...], 
             if placed:
                 epoch, ids = next(iter(placed.items()))
                 audit.write(clock_ns(), "other_instance", epoch=label(epoch), placed=sorted(ids), when="start")
-                raise DataError(
+                raise LiveError(
                     f"another adapter (instance {label(epoch)}) is trading {inst.strategy} on {inst.symbol} on this "
                     f"account: it placed {len(ids)} order(s) during the {probe_s:g} s probe; refusing to start "
                     "(nothing cancelled)"
@@ -120,11 +120,11 @@ async def probe(ex, symbol: str, inst: Instances, past_epochs: tuple[str, ...], 
     inst.dead.update(unknown)
 
 
-def other_instance(inst: Instances, audit, now_ns: int, client_id: str, where: str) -> DataError:
+def other_instance(inst: Instances, audit, now_ns: int, client_id: str, where: str) -> LiveError:
     """Audit an order of another live instance seen on `where` while running; the error that stops the adapter."""
     _, epoch = inst.epoch_of(client_id)
     audit.write(now_ns, "other_instance", epoch=label(epoch), client_id=client_id, when=where)
-    return DataError(
+    return LiveError(
         f"another adapter (instance {label(epoch)}) is trading {inst.strategy} on {inst.symbol} on this account "
         f"(its order {client_id}, seen on the {where}); stopped, only this instance's orders cancelled"
     )

@@ -30,9 +30,9 @@ import os
 import signal
 from pathlib import Path
 
-from grinder.data.errors import DataError
+from grinder.errors import LiveError
 from grinder.io.atomic import write_atomic
-from live.lock import ProcessLock
+from grinder.live.lock import ProcessLock
 
 KILL_FILE = "KILL"
 PID_FILE = "adapter.pid"
@@ -61,11 +61,11 @@ def killed(state_dir: Path) -> dict | None:
 
 
 def refuse_if_killed(state_dir: Path) -> None:
-    """DataError naming the kill file when it is there (a start must not trade)."""
+    """LiveError naming the kill file when it is there (a start must not trade)."""
     rec = killed(state_dir)
     if rec is not None:
         when = f" at {rec['time']}" if "time" in rec else ""
-        raise DataError(f"{kill_path(state_dir)}: killed{when} ({rec.get('by', 'unknown')}); refusing to trade "
+        raise LiveError(f"{kill_path(state_dir)}: killed{when} ({rec.get('by', 'unknown')}); refusing to trade "
                         f"until a person clears it (grinder live kill --clear --config ...)")  # fmt: skip
 
 
@@ -86,7 +86,7 @@ def clear_kill(state_dir: Path) -> bool:
     except FileNotFoundError:
         return False
     except OSError as e:
-        raise DataError(f"{path}: cannot be removed ({e.strerror}); remove it by hand") from None
+        raise LiveError(f"{path}: cannot be removed ({e.strerror}); remove it by hand") from None
     return True
 
 
@@ -119,7 +119,7 @@ def running_pid(state_dir: Path) -> int | None:
     try:
         ProcessLock(Path(state_dir) / LOCKED_FILE).release()  # free: nobody runs on the folder
         return None
-    except DataError:
+    except LiveError:
         pass  # held: an adapter runs
     try:
         os.kill(pid, 0)
@@ -138,13 +138,13 @@ def kill(state_dir: Path, by: str = "grinder live kill") -> tuple[Path, int | No
     """
     state_dir = Path(state_dir)
     if not state_dir.is_dir():
-        raise DataError(f"{state_dir}: no such state folder")
+        raise LiveError(f"{state_dir}: no such state folder")
     path = write_kill(state_dir, by)
     pid = running_pid(state_dir)
     if pid is not None:
         try:
             os.kill(pid, signal.SIGUSR1)
         except OSError as e:
-            raise DataError(f"{path} written, but adapter pid {pid} could not be signalled ({e.strerror}); "
+            raise LiveError(f"{path} written, but adapter pid {pid} could not be signalled ({e.strerror}); "
                             "it finds the file within a second") from None  # fmt: skip
     return path, pid

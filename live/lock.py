@@ -6,7 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from grinder.data.errors import DataError
+from grinder.errors import LiveError
 
 
 class ProcessLock:
@@ -21,7 +21,7 @@ class ProcessLock:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._fd)
-            raise DataError(f"{path} is in use by another process (lock {self.path})") from None
+            raise LiveError(f"{path} is in use by another process (lock {self.path})") from None
 
     def release(self) -> None:
         """Give the lock up (the process exiting does the same)."""

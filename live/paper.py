@@ -24,9 +24,9 @@ import json
 import ccxt
 
 from grinder.data.schema import BOOK_DIFF, BOOK_RESET, BOOK_SNAPSHOT, SIDE_ASK, SIDE_BID
-from grinder.venue.exchange import BAD_PARAM, TRADE_KIND, Exchange, OrderEvent, VenueError
+from grinder.live.client import GrinderBinance, market_instrument
+from grinder.venue.exchange import BAD_PARAM, TRADE_KIND, Exchange, OrderEvent, Rejected
 from grinder.venue.wire import Wire
-from live.client import GrinderBinance, market_instrument
 
 MS = 1_000_000
 PUBLIC_APIS = ("public", "fapiPublic", "fapiPublicV2", "fapiPublicV3", "fapiData")  # what paper may call
@@ -142,7 +142,7 @@ class PaperBinance(GrinderBinance):
     def _presign(self, key: tuple, endpoint, params: dict, market: dict) -> None:  # nothing is signed here either
         return
 
-    def _raise(self, e: VenueError):
+    def _raise(self, e: Rejected):
         cls = self.exceptions["exact"].get(str(e.code), ccxt.ExchangeError)
         raise cls(f"{self.id} {json.dumps({'code': e.code, 'msg': e.msg})}") from None
 
@@ -160,13 +160,13 @@ class PaperBinance(GrinderBinance):
         self._check(symbol)
         params = params or {}
         if type != "limit" or price is None:
-            self._raise(VenueError(-1116, "Invalid orderType."))
+            self._raise(Rejected(-1116, "Invalid orderType."))
         if side not in ("buy", "sell"):
-            self._raise(VenueError(*BAD_PARAM))
+            self._raise(Rejected(*BAD_PARAM))
         tif = "GTX" if params.get("postOnly") else params.get("timeInForce", "GTC")
         ticks = self._ticks(price)
         if abs(ticks * self.x.instrument.tick_size - float(price)) > 1e-9 * max(1.0, float(price)):
-            self._raise(VenueError(-4014, "Price not increased by tick size."))
+            self._raise(Rejected(-4014, "Price not increased by tick size."))
         cid = params.get("clientOrderId") or params.get("newClientOrderId") or f"paper-{self.x.next_id}"
         self.mark_request()
         try:
@@ -176,7 +176,7 @@ class PaperBinance(GrinderBinance):
                 self._updates.put_nowait(events)
                 return self.parse_order(self.wire.order(events[0].order), self.paper_market)
             ev = self.x.create(cid, 1 if side == "buy" else -1, ticks, float(amount), tif, self.feed_ns)
-        except VenueError as e:
+        except Rejected as e:
             self._raise(e)
         return self._emit(ev)
 
@@ -194,8 +194,8 @@ class PaperBinance(GrinderBinance):
         self.mark_request()
         try:
             ev = self.x.cancel(self.feed_ns, int(id) if id is not None else None, cid)
-        except (VenueError, ValueError) as e:
-            self._raise(e if isinstance(e, VenueError) else VenueError(*BAD_PARAM))
+        except (Rejected, ValueError) as e:
+            self._raise(e if isinstance(e, Rejected) else Rejected(*BAD_PARAM))
         return self._emit(ev)
 
     async def cancel_all_orders(self, symbol=None, params=None):  # noqa: D102 - the stop's first try (live.shutdown)
@@ -208,7 +208,7 @@ class PaperBinance(GrinderBinance):
         params = params or {}
         try:
             o = self.x.find(int(id) if id is not None else None, params.get("clientOrderId"))
-        except VenueError as e:
+        except Rejected as e:
             self._raise(e)
         return self.parse_order(self.wire.order(o), self.paper_market)
 

@@ -10,7 +10,7 @@ the engine's kernel computed, decision by decision, strategy state included.
 
 Two ways to run the live side. `lockstep_session` (the tests): the emulator's replay and the
 adapter's decision clock are both stepped by the driver (`VenueServer.advance_to`,
-`live.clock.SteppedClock`), decision k at exchange time t0 + k x step, once everything the venue
+`grinder.live.clock.SteppedClock`), decision k at exchange time t0 + k x step, once everything the venue
 sent has been taken in; `lockstep_parity` then pairs each live decision with the backtest's at the
 same time, and every pair must agree. `live_session` (bench/live_parity.py): the replay at `speed`
 in wall-clock time and the adapter on its own clock, as in production; each live decision is
@@ -227,10 +227,10 @@ class LiveSession:
 async def live_session(tape: Tape, strategy: str, params: dict, speed: float, seconds: float, step_ms: int,
                        state_dir: Path) -> LiveSession:  # fmt: skip
     """Replay `tape` on the emulator at `speed` and run the live adapter (live mode, real ccxt.pro) for `seconds`."""
+    from grinder.live.adapter import run_for
+    from grinder.live.config import LiveConfig
     from grinder.venue.auth import Credentials
     from grinder.venue.server import VenueServer
-    from live.adapter import run_for
-    from live.config import LiveConfig
 
     creds = Credentials("parity-key", "parity-secret")
     srv = VenueServer(tape, creds, speed=speed)
@@ -271,13 +271,13 @@ async def lockstep_session(tape: Tape, strategy: str, params: dict, step_ns: int
     requests caused have been read. Nothing waits on the wall clock: each wait ends when its
     condition holds, or fails after `timeout_s` naming it. `cfg_kw` go to `LiveConfig`.
     """
+    from grinder.live.adapter import LiveAdapter
+    from grinder.live.audit import AuditLog
+    from grinder.live.client import make_client
+    from grinder.live.clock import SteppedClock
+    from grinder.live.config import LiveConfig
     from grinder.venue.auth import Credentials
     from grinder.venue.server import VenueServer
-    from live.adapter import LiveAdapter
-    from live.audit import AuditLog
-    from live.client import make_client
-    from live.clock import SteppedClock
-    from live.config import LiveConfig
 
     creds = Credentials("parity-key", "parity-secret")
     srv = VenueServer(tape, creds)

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import ccxt
 
-from live.audit import AuditLog
-from live.budget import DailyBudget
-from live.client_ids import ClientOrderId
-from live.retry import Backoff, CircuitBreaker
+from grinder.live.audit import AuditLog
+from grinder.live.budget import DailyBudget
+from grinder.live.client_ids import ClientOrderId
+from grinder.live.retry import Backoff, CircuitBreaker
 
 # Rejections that will not change by trying again.
 PERMANENT = (ccxt.InvalidOrder, ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.InsufficientFunds,

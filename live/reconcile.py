@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from grinder.core.ledger import AVG_ENTRY, CASH, FEES, POSITION, REALIZED, value
-from live.client_ids import is_ours
+from grinder.live.client_ids import is_ours
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,12 @@ from urllib.parse import urlsplit
 import ccxt
 import orjson
 
-from grinder.data.errors import DataError
 from grinder.data.ingest.binance import parse_binance
 from grinder.data.instruments import Instrument
 from grinder.data.lake import Lake
+from grinder.errors import ConfigError, DataError, VenueError
 from grinder.io.atomic import fsync_path
-from live.client import GrinderBinance
+from grinder.live.client import GrinderBinance
 
 
 @dataclass
@@ -90,7 +90,7 @@ class Recorder:
     async def run(self, seconds: float | None = None) -> Recording:
         """Record until `stop()` or for `seconds`; returns the finished recording (the file is complete)."""
         if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
-            raise DataError(f"seconds must be a positive number, got {seconds}")
+            raise ConfigError(f"seconds must be a positive number, got {seconds}")
         market = await self._market()
         # ccxt subscribes to <id>@depth@<rate>ms; the envelope names the stream as Binance would.
         rate = self.ex.handle_option_string_and_params({}, "watchOrderBookForSymbols", "watchOrderBookRate", "100")[0]
@@ -110,7 +110,7 @@ class Recorder:
             if self._failed is not None:
                 raise DataError(f"cannot write the recording: {self._failed.strerror}", str(self.out_dir))
             if not any(self.counts.values()):
-                raise DataError(
+                raise VenueError(
                     f"no market data for {self.symbol} arrived from {venue_host(self.ex)} "
                     f"in {time.monotonic() - t0:.1f} s (nothing written)"
                 )
@@ -142,12 +142,12 @@ class Recorder:
         try:
             await self.ex.load_markets()
         except ccxt.NetworkError as e:
-            raise DataError(f"cannot reach the venue at {host} ({type(e).__name__})") from None
+            raise VenueError(f"cannot reach the venue at {host} ({type(e).__name__})") from None
         except ccxt.BaseError as e:
-            raise DataError(f"{host} does not answer like a Binance USDT-M venue ({type(e).__name__})") from None
+            raise VenueError(f"{host} does not answer like a Binance USDT-M venue ({type(e).__name__})") from None
         market = find_market(self.ex.markets, self.symbol)
         if market is None:
-            raise DataError(f"the venue at {host} lists no market {self.symbol}")
+            raise ConfigError(f"the venue at {host} lists no market {self.symbol}")
         return market
 
     async def _follow_until_stopped(self, ccxt_symbol: str, seconds: float | None) -> None:

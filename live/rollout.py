@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import ccxt
 
 from grinder.book.l2 import EMPTY
-from live.port import PortFailed
-from live.reconcile import Mismatch, venue_position
+from grinder.live.port import PortFailed
+from grinder.live.reconcile import Mismatch, venue_position
 
 MODES = ("detect_only", "plan_only", "blocked", "execute_cancel_all", "execute_flatten")
 # What each mode does with a planned action of each kind.
@@ -131,7 +131,7 @@ def flatten_price(side: str, best_bid: float, best_ask: float, tick: float, slip
 
 
 class Rollout:
-    """Runs a plan's actions for one adapter (`live.adapter.LiveAdapter`) as its mode says."""
+    """Runs a plan's actions for one adapter (`grinder.live.adapter.LiveAdapter`) as its mode says."""
 
     def __init__(self, adapter):
         self.a = adapter

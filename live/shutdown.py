@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 import ccxt
 
-from grinder.data.errors import DataError
-from live.audit import AuditLog
-from live.port import ExchangePort, PortFailed, PortRefused
-from live.retry import Backoff
-from live.venue_watch import EXIT_VENUE_DOWN
+from grinder.errors import VenueError
+from grinder.live.audit import AuditLog
+from grinder.live.port import ExchangePort, PortFailed, PortRefused
+from grinder.live.retry import Backoff
+from grinder.live.venue_watch import EXIT_VENUE_DOWN
 
 # `grinder live`'s exit code when the stop may have left orders of ours on the venue (1: a crash, 2:
 # an operator's error, 3: a session the venue ended, live.venue_watch).
@@ -160,7 +160,7 @@ async def _cancel_one(port: ExchangePort, client_id: str) -> bool:
     return True
 
 
-class DeadManLost(DataError):
+class DeadManLost(VenueError):
     """The venue's countdown cancel-all could not be armed for a whole countdown: no trading without it."""
 
     exit_code = EXIT_VENUE_DOWN  # the venue ended the session, as when it stays down

@@ -16,13 +16,13 @@ from collections.abc import Callable
 
 import ccxt
 
-from grinder.data.errors import DataError
+from grinder.errors import VenueError
 
 EXIT_VENUE_DOWN = 3  # the exit code of a session the venue ended (2 is an operator's error at start)
 PROBE_AFTER_S = 5.0  # the book quiet this long: ask the venue whether it is there
 
 
-class VenueDown(DataError):
+class VenueDown(VenueError):
     """The venue was silent (no market data, no answer) longer than `venue_down_exit_s`."""
 
     exit_code = EXIT_VENUE_DOWN

@@ -21,7 +21,7 @@ from numba import njit
 from pydantic import ConfigDict, Field, model_validator
 
 from grinder import EMPTY, ParamVector, Strategy
-from strategies.static_grid import grid_levels
+from grinder.strategies.static_grid import grid_levels
 
 BASE, WIDEN, TIGHTEN, PAUSE = 0, 1, 2, 3
 MODES = ("base", "widen", "tighten", "pause")

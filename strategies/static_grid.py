@@ -9,6 +9,8 @@ computed with the same floating-point steps so both engines quote the same price
 drifted more than k intervals from it: the grid then lets the price walk through its levels (the
 classic grid) instead of following it; levels the market has crossed are left out, since quotes
 are post-only. A side is not quoted once the position reaches `max_position` on it.
+
+Installed as `grinder.strategies.static_grid`; `grinder backtest static_grid` finds it by name.
 """
 
 from __future__ import annotations

@@ -1,27 +1,33 @@
-"""pyproject.toml and environment.yml must name the same packages with the same lower bounds."""
+"""What `pip install` puts in site-packages: one top-level package, `grinder`, holding every package in the tree."""
 
 from __future__ import annotations
 
-import re
 import tomllib
+from pathlib import Path
 
-from tests.conftest import REPO
-
-
-def _spec(line: str) -> tuple[str, str]:
-    m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(>=\s*[0-9.]+)?", line)
-    return m.group(1).lower().replace("_", "-"), (m.group(2) or "").replace(" ", "")
+ROOT = Path(__file__).resolve().parents[1]
+MOUNTED = {"grinder.live": "live", "grinder.strategies": "strategies"}  # top-level folders installed under grinder
 
 
-def test_environment_yml_agrees_with_pyproject():
-    py = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    pip = dict(_spec(d) for d in py["dependencies"] + py["optional-dependencies"]["test"])
-    conda = {}
-    text = (REPO / "environment.yml").read_text()
-    for line in text[text.index("dependencies:") :].splitlines():
-        m = re.match(r"\s+- ([A-Za-z][^:#]*)$", line)
-        if m and m.group(1).strip() not in ("pip", "-e ."):
-            name, bound = _spec(m.group(1))
-            if name != "python":
-                conda[name] = bound
-    assert conda == pip
+def _config() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def test_every_package_in_the_tree_is_installed_and_nothing_else():
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "grinder").rglob("__init__.py")}
+    on_disk |= set(MOUNTED)
+    assert set(_config()["packages"]) == on_disk
+
+
+def test_only_grinder_at_the_top_level():
+    cfg = _config()
+    assert {p.split(".")[0] for p in cfg["packages"]} == {"grinder"}
+    assert cfg["package-dir"] == MOUNTED
+
+
+def test_installed_modules_come_from_the_folders():
+    import grinder.live.adapter
+    import grinder.strategies.static_grid
+
+    assert Path(grinder.live.adapter.__file__).parent == ROOT / "live"
+    assert Path(grinder.strategies.static_grid.__file__).parent == ROOT / "strategies"

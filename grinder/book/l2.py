@@ -3,7 +3,7 @@
 Two tiers per side. Levels within a *window* of `W` ticks around the market live in a dense
 array indexed by tick, so an update, a lookup and the best price cost O(1) (after removing the
 best level, the next one is found by scanning the few ticks below it). Levels outside the window
-(Binance diff streams touch prices from 1% to 1000% of the mid; ~5% of updates land there)
+(Binance diff streams touch prices far from the mid, though few updates land there: decision 002)
 live in an open-addressing *overflow* hash per side, also O(1), which tracks its own best level.
 When the best price comes within W/8 of a window edge, the window is re-centred: levels move
 between the tiers in one O(W + overflow) pass, which happens rarely.

@@ -20,7 +20,7 @@ from grinder.core.gates import REASONS, GateConfig
 from grinder.core.qrules import HEADER as QR_HEADER
 from grinder.core.step import decision_step, fresh_gates
 from grinder.core.strategy import Strategy, compile_kernel
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ class Intents:
 
 
 # The step (grinder.core.step) as live calls it: with the kernel's dispatcher as an argument, a
-# constant to the compiled code that costs nothing to pass (a first-class function handle costs half
-# a decision to unbox). Its type differs between processes, so it is compiled once per process and
+# constant to the compiled code that costs nothing to pass (a first-class function handle must be
+# unboxed on every call; decision 012). Its type differs between processes, so it is compiled once per process and
 # never cached: numba's cache would gain an entry per process.
 _live_step = njit(decision_step.py_func)
 
@@ -95,7 +95,7 @@ class Decider:
         self._scratch, self._stamp = diff_scratch(n), 0  # the diff's tables: sized by targets only
         self._orders_for(16)
         # ... and then called without the dispatcher, which would type every argument on every call
-        # (tuples of arrays, the kernel's handle): half a live decision's time, for types that do not change.
+        # (tuples of arrays, the kernel's handle) for types that do not change (decision 012).
         self._step = None
 
     def _orders_for(self, m: int) -> None:
@@ -153,7 +153,7 @@ class Decider:
         if m > len(self._o[0]):
             self._orders_for(2 * m)
         o_side, o_px, o_qty, o_status, o_req, o_live, o_slots, out_cancel = self._o
-        # Element by element into kept buffers: a third of the time of five new arrays a decision.
+        # Element by element into kept buffers: cheaper than five new arrays a decision (decision 012).
         for i, o in enumerate(orders):
             o_side[i], o_px[i], o_qty[i], o_status[i], o_req[i] = o.side, o.price_ticks, o.leaves, o.status, o.request
         blocked = self._blocked
@@ -172,7 +172,7 @@ class Decider:
             self._step = _live_step.overloads[sig].entry_point
         nt, nc, npl, _ = self._step(*args)
         if nt < 0 or nt > len(self._t[0]):
-            raise DataError(f"{self.strategy.name}: strategy kernel returned {nt} targets; it may ask for 0 to "
+            raise ConfigError(f"{self.strategy.name}: strategy kernel returned {nt} targets; it may ask for 0 to "
                             f"{len(self._t[0])} (max_targets)")  # fmt: skip
         self._nt = nt
         out_place = self._out_place

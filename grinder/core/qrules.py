@@ -37,7 +37,7 @@ from numba import njit
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from grinder.core.params import ParamVector
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError, LiveError
 
 NS = 1_000_000_000
 NS_PER_DAY = 86_400 * NS
@@ -127,7 +127,7 @@ DEFAULT_FILE = "binance_qrules.toml"
 
 
 def load_quant_rules(path: str | Path | None = None) -> QuantRules:
-    """The rules from a TOML file (default: the shipped, versioned one); DataError naming the file and key."""
+    """The rules from a TOML file (default: the shipped, versioned one); ConfigError naming the file and key."""
     if path is None:
         where = f"grinder/core/{DEFAULT_FILE}"
         text = resources.files("grinder.core").joinpath(DEFAULT_FILE).read_text(encoding="utf-8")
@@ -136,17 +136,17 @@ def load_quant_rules(path: str | Path | None = None) -> QuantRules:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"cannot read quantitative rules: {e.__class__.__name__}", where) from None
+            raise ConfigError(f"cannot read quantitative rules: {e.__class__.__name__}", where) from None
     try:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise DataError(f"not valid TOML: {e}", where) from None
+        raise ConfigError(f"not valid TOML: {e}", where) from None
     try:
         return QuantRules(**values)
     except ValidationError as e:
         first = e.errors()[0]
         key = ".".join(str(x) for x in first["loc"]) or "(file)"
-        raise DataError(f"{key}: {first['msg']}", where) from None
+        raise ConfigError(f"{key}: {first['msg']}", where) from None
 
 
 def new_qr_state(rules: QuantRules, cap: int | None = None) -> np.ndarray:
@@ -155,7 +155,7 @@ def new_qr_state(rules: QuantRules, cap: int | None = None) -> np.ndarray:
     if cap >= 1:
         cap = 1 << (cap - 1).bit_length()  # a power of two: a record's slot is a mask, not a division
     if cap < 1:
-        raise DataError(f"the quantitative-rules ring needs at least one slot, got {cap}")
+        raise ConfigError(f"the quantitative-rules ring needs at least one slot, got {cap}")
     # Only the header is cleared: a record is read only once qr_new has written all of it, and a ring
     # left unwritten costs no page of memory (a backtest places far fewer orders than the ring holds).
     st = np.empty(HEADER + REC * cap, np.int64)
@@ -451,7 +451,7 @@ class QuantRulesTracker:
         try:
             code = TIFS[tif]
         except KeyError:
-            raise DataError(f"unknown timeInForce {tif!r}; expected one of {', '.join(TIFS)}") from None
+            raise LiveError(f"unknown timeInForce {tif!r}; expected one of {', '.join(TIFS)}") from None
         self._ids[client_id] = int(qr_new(self.st, now_ns, code, float(qty), float(notional)))
         if len(self._ids) > 2 * int(self.st[H_CAP]):  # forget ids whose records have left every window
             tail = int(self.st[H_TAIL])
@@ -471,7 +471,7 @@ class QuantRulesTracker:
         try:
             how = ENDS[status]
         except KeyError:
-            raise DataError(f"unknown order status {status!r}; expected one of {', '.join(ENDS)}") from None
+            raise LiveError(f"unknown order status {status!r}; expected one of {', '.join(ENDS)}") from None
         qr_end(self.st, rec, now_ns, how)
 
     def ratios(self, now_ns: int) -> dict[str, float]:

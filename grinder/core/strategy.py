@@ -24,7 +24,7 @@ from numba.core.types.function_type import CompileResultWAP
 from numba.core.typing.typeof import typeof_impl
 from pydantic import BaseModel, ValidationError
 
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError
 
 _i8, _i64, _f64 = (types.Array(t, 1, "C") for t in (types.int8, types.int64, types.float64))
 # The engine takes the kernel as a typed function pointer, so it is compiled once for all
@@ -81,7 +81,7 @@ class Strategy:
 
     def __post_init__(self) -> None:
         if self.recompute not in RECOMPUTE:
-            raise DataError(
+            raise ConfigError(
                 f"strategy {self.name}: recompute must be one of {', '.join(RECOMPUTE)}, got {self.recompute!r}"
             )
 
@@ -93,7 +93,7 @@ class Strategy:
         """Parameters from user input, checked; errors name the parameter."""
         unknown = sorted(set(values) - set(self.params.model_fields))
         if unknown:
-            raise DataError(
+            raise ConfigError(
                 f"unknown parameter(s) {', '.join(unknown)} for strategy {self.name}; "
                 f"expected: {', '.join(self.params.model_fields)}"
             )
@@ -102,7 +102,7 @@ class Strategy:
         except ValidationError as e:
             first = e.errors()[0]
             loc = ".".join(str(x) for x in first["loc"]) or "parameters"
-            raise DataError(f"strategy {self.name}: {loc}: {first['msg']}") from None
+            raise ConfigError(f"strategy {self.name}: {loc}: {first['msg']}") from None
 
     def vector(self, p: BaseModel) -> np.ndarray:
         """The float64 parameter vector the kernel reads."""
@@ -114,17 +114,17 @@ def compile_kernel(kernel):
     if tuple(STRATEGY_SIG.args) in [tuple(sig) for sig in getattr(kernel, "signatures", [])]:
         return kernel
     if not hasattr(kernel, "compile"):
-        raise DataError(f"strategy kernel {kernel!r} is not a numba @njit function")
+        raise ConfigError(f"strategy kernel {kernel!r} is not a numba @njit function")
     try:
         kernel.compile(STRATEGY_SIG.args)
     except Exception as e:  # numba's typing errors are long; keep the first line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         name = getattr(kernel, "__name__", kernel)
-        raise DataError(f"strategy kernel {name} does not fit the contract: {first}") from None
+        raise ConfigError(f"strategy kernel {name} does not fit the contract: {first}") from None
     returns = kernel.overloads[tuple(STRATEGY_SIG.args)].signature.return_type
     if types.unliteral(returns) != STRATEGY_SIG.return_type:  # `return 1` types as Literal[int](1): an int64
         name = getattr(kernel, "__name__", kernel)
-        raise DataError(f"strategy kernel {name} returns {returns}, not the int64 count of its targets")
+        raise ConfigError(f"strategy kernel {name} returns {returns}, not the int64 count of its targets")
     return kernel
 
 
@@ -132,8 +132,8 @@ class KernelHandle(CompileResultWAP):
     """A compiled kernel as a first-class function of numba type STRATEGY_FN, its address looked up once.
 
     numba types a plain CompileResultWAP argument by building FunctionType(its signature) afresh on
-    every call of the engine (interning a type of 18 argument types: about 0.05 ms of GIL-held work
-    per backtest, measured); this one's type is the one the engine was compiled for, found by its class.
+    every call of the engine, with the GIL held; this one's type is the one the engine was compiled
+    for, found by its class (decision 031).
     """
 
 
@@ -146,11 +146,11 @@ def kernel_handle(kernel) -> KernelHandle:
     """The compiled kernel as a first-class function whose address is looked up once, not per backtest.
 
     Handing the engine a dispatcher makes numba resolve its compiled overload and the overload's
-    address (twice) on every call, about 0.3 ms of GIL-held work per backtest; this handle does it
-    here, once per kernel.
+    address (twice) on every call, with the GIL held; this handle does it here, once per kernel
+    (decision 031).
     """
     try:
-        handle = _HANDLES.get(kernel)  # before compile_kernel: reading a dispatcher's signatures costs 40 us
+        handle = _HANDLES.get(kernel)  # before compile_kernel, which reads the dispatcher's signatures (slow)
     except TypeError:  # unhashable: not a numba function, which compile_kernel says by name
         handle = None
     if handle is None:
@@ -164,11 +164,11 @@ _HANDLES: dict = {}  # kernel dispatcher -> its KernelHandle
 
 def discover() -> dict[str, Strategy]:
     """Every `STRATEGY` defined by a module of the `strategies` package (users drop files there)."""
-    import strategies
+    from grinder import strategies
 
     found = {}
     for mod in pkgutil.iter_modules(strategies.__path__):
-        m = importlib.import_module(f"strategies.{mod.name}")
+        m = importlib.import_module(f"grinder.strategies.{mod.name}")
         s = getattr(m, "STRATEGY", None)
         if isinstance(s, Strategy):
             found[s.name] = s
@@ -179,5 +179,5 @@ def get(name: str) -> Strategy:
     """The strategy called `name`, or a clear error listing the known ones."""
     known = discover()
     if name not in known:
-        raise DataError(f"unknown strategy {name!r}; known: {', '.join(sorted(known)) or 'none'}")
+        raise ConfigError(f"unknown strategy {name!r}; known: {', '.join(sorted(known)) or 'none'}")
     return known[name]

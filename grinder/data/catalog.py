@@ -11,9 +11,9 @@ from pathlib import Path
 
 import duckdb
 
-from grinder.data.errors import DataError
 from grinder.data.lake import read_lock
 from grinder.data.schema import MARKET_TABLES
+from grinder.errors import DataError
 
 
 class Catalog:

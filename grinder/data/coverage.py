@@ -15,11 +15,10 @@ import numpy as np
 import pyarrow.parquet as pq
 from numba import njit
 
-from grinder.data.errors import DataError
 from grinder.data.lake import partition_dir
+from grinder.errors import ConfigError, DataError
 
-# Real Binance captures carry a depth update every few ms (the four real windows: 1.5 s at most
-# between book rows, outside their gaps of days or months). A minute without a single
+# Real Binance captures carry a depth update every few ms (decision 022). A minute without a single
 # book row is a feed that stopped, not a quiet market; a shorter limit would split a capture at
 # every hiccup of the recorder, a longer one would let a window straddle a reconnect.
 DEFAULT_MAX_GAP_NS = 60 * 1_000_000_000
@@ -61,7 +60,7 @@ def gap_rows(ts, max_gap_ns):
 def spans_of_times(ts_exch: np.ndarray, max_gap_ns: int = DEFAULT_MAX_GAP_NS) -> list[Span]:
     """The spans of exchange times (ns, any order): a new one wherever consecutive times are over `max_gap_ns` apart."""
     if max_gap_ns < 0:
-        raise DataError(f"max_gap_ns must be >= 0, got {max_gap_ns}")
+        raise ConfigError(f"max_gap_ns must be >= 0, got {max_gap_ns}")
     ts = np.asarray(ts_exch, np.int64)
     if ts.size == 0:
         return []

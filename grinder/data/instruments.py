@@ -10,16 +10,16 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError
 
 # Venue and symbol names become folder names in the lake and the tape cache: one path part each.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def check_name(what: str, value: str) -> str:
-    """`value` if it is a safe venue or symbol name (one path part, no `..`); else a DataError naming it."""
+    """`value` if it is a safe venue or symbol name (one path part, no `..`); else a ConfigError naming it."""
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or ".." in value:
-        raise DataError(
+        raise ConfigError(
             f"invalid {what} {value!r}: use letters, digits, '_', '.', '-' (not first, no '..'); "
             "it becomes a folder name in the lake"
         )
@@ -48,7 +48,7 @@ class Instrument(BaseModel):
     @field_validator("venue", "symbol")
     @classmethod
     def _path_part(cls, value: str, info) -> str:
-        # A DataError (not ValueError) passes through pydantic unchanged: the CLI prints one line.
+        # A ConfigError (not ValueError) passes through pydantic unchanged: the CLI prints one line.
         return check_name(info.field_name, value)
 
     @model_validator(mode="after")
@@ -77,7 +77,7 @@ def resolve_instrument(venue: str, symbol: str, overrides: dict | None = None) -
     if base is None:
         missing = [k for k in ("tick_size", "lot_size") if k not in overrides]
         if missing:
-            raise DataError(
+            raise ConfigError(
                 f"no built-in rules for {venue}/{symbol}: pass "
                 + " and ".join("--" + m.replace("_", "-") for m in missing)
             )

@@ -32,14 +32,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from grinder.data import tape_cache
-from grinder.data.errors import DataError
 from grinder.data.instruments import Instrument, check_name
 from grinder.data.schema import INSTRUMENTS, MARKET_TABLES
+from grinder.errors import ConfigError, DataError
 from grinder.io.atomic import apply_journal, fsync_tree, write_atomic
 
 NS_PER_DAY = 86_400 * 1_000_000_000
-# lz4 decodes about twice as fast as zstd on these tables (bench/data_layer.py) for ~1.7x the
-# size; zstd suits archives and the committed sample.
+# Parquet codecs an ingest may choose: lz4 (the default) decodes faster, zstd makes smaller files
+# for archives and the committed sample (decision 032).
 COMPRESSIONS = ("lz4", "zstd", "snappy", "none")
 
 
@@ -48,7 +48,7 @@ def column_encodings(schema: pa.Schema) -> dict:
 
     Times, `seq` and ids rise through a file in small steps, which delta encoding packs into a few
     bits a row; in Arrow's default dictionary encoding `seq` falls back to plain 8-byte values
-    (decision 017: the lakes take 2.3x less disk, and their tables read 1.4-1.9x faster).
+    (decision 017: smaller files that read faster).
     """
     delta = [f.name for f in schema if f.type == pa.int64()]
     return {
@@ -263,7 +263,7 @@ def lake_reader(fn):
 
 
 def _member(values: np.ndarray, sorted_pool: np.ndarray) -> np.ndarray:
-    """Whether each of `values` is in `sorted_pool` (ascending); np.isin's hashing is ~10x slower here."""
+    """Whether each of `values` is in `sorted_pool` (ascending); a binary search beats np.isin here (decision 019)."""
     if not sorted_pool.size:
         return np.zeros(values.shape, bool)
     i = np.minimum(np.searchsorted(sorted_pool, values), sorted_pool.size - 1)
@@ -293,7 +293,7 @@ class Lake:
 
     def __init__(self, root: str | os.PathLike, compression: str = "lz4"):
         if compression not in COMPRESSIONS:
-            raise DataError(f"unknown compression {compression!r}; expected one of {', '.join(COMPRESSIONS)}")
+            raise ConfigError(f"unknown compression {compression!r}; expected one of {', '.join(COMPRESSIONS)}")
         self.root = Path(root)
         self.compression = compression
 

@@ -29,10 +29,10 @@ from numba import njit
 
 from grinder.data import tape_cache
 from grinder.data.coverage import DEFAULT_MAX_GAP_NS, gap_rows, spans_of_times
-from grinder.data.errors import DataError
 from grinder.data.instruments import Instrument
 from grinder.data.lake import NS_PER_DAY, lake_reader, partition_dir
 from grinder.data.schema import BOOK_RESET, SIDE_BOTH
+from grinder.errors import ConfigError, DataError
 
 # Event kinds on the tape: the book row kinds of grinder.data.schema, plus trades.
 EV_TRADE = 3
@@ -231,7 +231,7 @@ def _read(files: list[Path], schema_cols: list[str]) -> pa.Table:
 
 
 def _read_parts(files: list[Path], schema_cols: list[str]) -> list[pa.Table]:
-    # ParquetFile reads one known file without read_table's dataset discovery (~0.5 ms a file).
+    # ParquetFile reads one known file without read_table's dataset discovery (decision 033).
     return [pq.ParquetFile(f).read(columns=schema_cols, use_threads=True) for f in files]
 
 
@@ -264,7 +264,7 @@ def _np(t: pa.Table | None, col: str, dtype) -> np.ndarray:
 
 
 # Instruments read so far, by file: (mtime ns, size, inode) when read, and the instrument. Opening
-# the one-row Parquet file costs ~0.5 ms, a noticeable part of loading a short window again.
+# the one-row Parquet file again is a noticeable part of loading a short window (decision 033).
 _instruments: dict[str, tuple[tuple[int, int, int], Instrument]] = {}
 
 
@@ -384,7 +384,7 @@ def load_tape(
     """
     root = Path(root)
     if start_ns is not None and end_ns is not None and end_ns <= start_ns:
-        raise DataError(f"empty time range: end {end_ns} <= start {start_ns}")
+        raise ConfigError(f"empty time range: end {end_ns} <= start {start_ns}")
     if cache:
         key = tape_cache.cache_key(root, venue, symbol, start_ns, end_ns)
         hit = tape_cache.open_cached(root, key)
@@ -417,7 +417,7 @@ def load_tape(
     fund_s = Series({c: _np(fund, c, d) for c, d in _FUND_COLS.items()})
     del book, trades, quotes, fund
     if release_buffers:
-        # Arrow's allocator keeps freed Parquet buffers for reuse (~0.7 GB per 10 M rows): hand them back.
+        # Arrow's allocator keeps freed Parquet buffers for reuse (decision 016): hand them back.
         pa.default_memory_pool().release_unused()
     return Tape(
         inst,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError, DataError
 from grinder.portfolio.curves import drawdown
 
 
@@ -60,14 +60,14 @@ def _matrix(equity: np.ndarray, what: str = "equity") -> np.ndarray:
 def base_budgets(total: float, n: int, weights: np.ndarray | None = None) -> np.ndarray:
     """Each of n symbols' full budget, quote: `total` split equally, or in proportion to non-negative `weights`."""
     if not (np.isfinite(total) and total > 0):
-        raise DataError(f"total budget must be a positive number (quote currency), got {total}")
+        raise ConfigError(f"total budget must be a positive number (quote currency), got {total}")
     if weights is None:
         return np.full(n, total / n)
     w = np.asarray(weights, np.float64)
     if w.shape != (n,):
-        raise DataError(f"weights must hold one number per symbol ({n}), got shape {w.shape}")
+        raise ConfigError(f"weights must hold one number per symbol ({n}), got shape {w.shape}")
     if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise DataError(f"weights must be finite, non-negative and not all zero, got {w.tolist()}")
+        raise ConfigError(f"weights must be finite, non-negative and not all zero, got {w.tolist()}")
     return total * w / w.sum()
 
 

@@ -7,14 +7,14 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError, DataError
 
 
 def common_grid(ts_list: Sequence[np.ndarray], step_ns: int) -> np.ndarray:
     """Times (ns) every `step_ns` from the latest first time to the earliest last time of the series."""
     step_ns = int(step_ns)
     if step_ns <= 0:
-        raise DataError(f"step_ns must be positive, got {step_ns}")
+        raise ConfigError(f"step_ns must be positive, got {step_ns}")
     if not ts_list or any(len(ts) == 0 for ts in ts_list):
         raise DataError("common_grid needs at least one series, none of them empty")
     lo = max(int(ts[0]) for ts in ts_list)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from grinder.data.errors import DataError
 from grinder.data.tape import BATCH_END, EV_TRADE, Tape
+from grinder.errors import ConfigError, DataError
 
 NS = 1_000_000_000
 SECONDS_PER_YEAR = 365 * 86_400  # perpetual futures trade every day
@@ -71,9 +71,9 @@ def features(
     """
     start_ns, end_ns, sample_ns = int(start_ns), int(end_ns), int(sample_ns)
     if end_ns <= start_ns:
-        raise DataError(f"{symbol}: empty look-back window: end {end_ns} <= start {start_ns}")
+        raise ConfigError(f"{symbol}: empty look-back window: end {end_ns} <= start {start_ns}")
     if sample_ns <= 0:
-        raise DataError(f"{symbol}: sample_ns must be positive, got {sample_ns}")
+        raise ConfigError(f"{symbol}: sample_ns must be positive, got {sample_ns}")
     n_q = len(quote_ts)
     if not all(len(a) == n_q for a in (bid, ask, bid_qty, ask_qty)):
         raise DataError(f"{symbol}: quote arrays differ in length")
@@ -237,13 +237,13 @@ def top_k(features: Sequence[SymbolFeatures], k: int = 3, rules: PrefilterRules 
     """
     rules = PrefilterRules() if rules is None else rules
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise DataError(f"k must be a positive integer, got {k!r}")
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
     if not features:
-        raise DataError("empty universe: no symbols to rank")
+        raise ConfigError("empty universe: no symbols to rank")
     names = [f.symbol for f in features]
     dupes = sorted({s for s in names if names.count(s) > 1})
     if dupes:
-        raise DataError(f"symbol(s) listed more than once: {', '.join(dupes)}")
+        raise ConfigError(f"symbol(s) listed more than once: {', '.join(dupes)}")
     for f in features:
         if not all(math.isfinite(v) for v in (f.vol_bps, f.notional_per_s, f.depth_quote, f.spread_bps)):
             raise DataError(f"{f.symbol}: non-finite feature in {f}")

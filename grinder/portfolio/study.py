@@ -18,8 +18,8 @@ import numpy as np
 
 from grinder.core.gates import GateConfig
 from grinder.core.strategy import Strategy
-from grinder.data.errors import DataError
 from grinder.data.tape import Tape, load_tape
+from grinder.errors import ConfigError
 from grinder.portfolio.allocator import DrawdownRule, Portfolio, allocate
 from grinder.portfolio.curves import align_equity
 from grinder.portfolio.prefilter import PrefilterRules, Selection, SymbolFeatures, tape_features, top_k
@@ -63,13 +63,13 @@ def run_portfolio(
     A candidate is SYMBOL (on `venue`) or VENUE/SYMBOL; `params_for(candidate)` gives its parameters.
     """
     if not symbols:
-        raise DataError("no candidate symbols")
+        raise ConfigError("no candidate symbols")
     if len(set(symbols)) != len(symbols):
-        raise DataError(f"candidate symbols repeat: {', '.join(symbols)}")
+        raise ConfigError(f"candidate symbols repeat: {', '.join(symbols)}")
     if lookback_ns <= 0 or start_ns + lookback_ns >= end_ns:
-        raise DataError(f"the look-back ({lookback_ns} ns) must be positive and end before the selection does")
+        raise ConfigError(f"the look-back ({lookback_ns} ns) must be positive and end before the selection does")
     if budget <= 0:
-        raise DataError(f"budget must be positive, got {budget}")
+        raise ConfigError(f"budget must be positive, got {budget}")
 
     def split(name: str) -> tuple[str, str]:
         # Candidates from several venues are written VENUE/SYMBOL.
@@ -91,7 +91,7 @@ def run_portfolio(
         results[sym] = run_backtest(tape, strategy, strategy.vector(p), venue_cfg, start_ns=trade_start, gates=gates)
         settles.add(tape.instrument.settle)
     if len(settles) > 1:
-        raise DataError(f"the chosen symbols settle in different currencies ({', '.join(sorted(settles))})")
+        raise ConfigError(f"the chosen symbols settle in different currencies ({', '.join(sorted(settles))})")
     grid_ns = np.arange(trade_start, end_ns + 1, grid_step_ns, dtype=np.int64)
     full = align_equity([(r.steps["ts"], r.steps["equity"]) for r in results.values()], grid_ns)
     port = allocate(full, budget, rule)

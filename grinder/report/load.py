@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from grinder.data.errors import DataError
+from grinder.errors import DataError
 
 # column -> kind: "int", "float" or "bool"; only what the report reads.
 STEP_COLUMNS = {

@@ -22,8 +22,8 @@ from grinder.core.qrules import new_qr_state
 from grinder.core.step import gate_configs
 from grinder.core.strategy import RECOMPUTE, Strategy, kernel_handle
 from grinder.data.coverage import DEFAULT_MAX_GAP_NS
-from grinder.data.errors import DataError
 from grinder.data.tape import Tape
+from grinder.errors import ConfigError, DataError
 from grinder.sim.engine import (
     COUNTERS,
     block_extremes,
@@ -187,8 +187,8 @@ MAX_CLOCK_LEAD_NS = 3_600 * 10**9  # local ahead of exchange by more than this i
 def corrected_local_times(tape: Tape, floor_ns: int = 0) -> np.ndarray:
     """Local receive times shifted so no event is received before the exchange sent it (+ floor).
 
-    Recorder clocks drift (the 2024 Binance captures run ~1.3-1.5 s behind the exchange), so the
-    raw difference is not a latency; one constant offset keeps the recorded jitter and order.
+    Recorder clocks drift (the real captures' recorders ran behind the exchange), so the raw
+    difference is not a latency; one constant offset keeps the recorded jitter and order (decision 034).
     """
     lag = tape.ts_local - tape.ts_exch
     if len(lag) and int(lag.min()) > MAX_CLOCK_LEAD_NS:
@@ -309,7 +309,7 @@ def run_backtest(
     """Run `strategy` (a `Strategy`, or a bare kernel) with `params` over `tape`.
 
     `max_targets` bounds the quotes one decision may ask for (default: the Strategy's, else 64); a
-    kernel that returns more stops the run with a DataError.
+    kernel that returns more stops the run with a ConfigError.
 
     Decisions happen at start_ns + k * step_ns; with start_ns = 0 the clock starts at the first event.
     By default start_ns is the tape's `window_start_ns` (the start `load_tape` was given), so a
@@ -327,7 +327,7 @@ def run_backtest(
     counters and digest are the same), "all" every step column.
     """
     if record not in RECORDS:
-        raise DataError(f"record must be one of {', '.join(RECORDS)}, got {record!r}")
+        raise ConfigError(f"record must be one of {', '.join(RECORDS)}, got {record!r}")
     if start_ns is None:
         start_ns = tape.window_start_ns
     inst = tape.instrument
@@ -343,7 +343,7 @@ def run_backtest(
         strategy = strategy.kernel
     max_targets = 64 if max_targets is None else int(max_targets)
     if max_targets < 1:
-        raise DataError(f"max_targets must be at least 1, got {max_targets}")
+        raise ConfigError(f"max_targets must be at least 1, got {max_targets}")
     kernel = kernel_handle(strategy)
     c = np.ascontiguousarray  # no copy for tapes from load_tape; the engine is compiled for C layout
     args = (
@@ -400,7 +400,7 @@ def run_backtest(
             out = run(*attempt, done) if progress is None else _run_watched(attempt, done, len(tape), progress)
         except ValueError as e:  # raised by the loop about the strategy's output
             name = getattr(strategy, "__name__", "strategy")
-            raise DataError(f"{name}: {e} (max_targets={max_targets})") from None
+            raise ConfigError(f"{name}: {e} (max_targets={max_targets})") from None
         if not out[-1]:
             break
         fill_cap *= 4  # more fills than the buffers hold: run again with larger ones

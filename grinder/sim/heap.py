@@ -3,11 +3,10 @@
 glibc serves a large block (above its mmap threshold: 128 KB at first) with a fresh mapping and
 unmaps it when freed, and it hands the free top of its heaps back to the kernel. Each backtest of a
 sweep allocates megabytes (its per-decision records, its fills) and each window's tape and replay
-tens of megabytes, so every one of them starts on pages the kernel must fault in and zero again:
-on the 2-core VM about a quarter of a 64-set sweep over a real window (decision 016). With the
-threshold at glibc's maximum and trimming off, a freed block goes back to the heap and the next
-backtest's arrays reuse its pages. The process keeps its peak memory until it exits, which a
-sweep's process reaches anyway.
+tens of megabytes, so every one of them starts on pages the kernel must fault in and zero again,
+a large part of a sweep's time (decision 016). With the threshold at glibc's maximum and trimming
+off, a freed block goes back to the heap and the next backtest's arrays reuse its pages. The
+process keeps its peak memory until it exits, which a sweep's process reaches anyway.
 """
 
 from __future__ import annotations

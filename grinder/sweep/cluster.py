@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError, DataError
 from grinder.sweep.folds import Window
 from grinder.sweep.runner import WindowRun
 
@@ -28,11 +28,11 @@ def connect(address: str):
     from distributed import Client
 
     if not address.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://")):
-        raise DataError(f"cluster address {address!r} must look like tcp://host:port")
+        raise ConfigError(f"cluster address {address!r} must look like tcp://host:port")
     try:
         return Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError) as e:
-        raise DataError(f"cluster {address} does not answer ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise ConfigError(f"cluster {address} does not answer ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 
 def _chunk(root: str, venue: str, symbol: str, window: Window, strategy: str, values: list[dict], venue_cfg: dict,
@@ -90,7 +90,7 @@ def _workers(client) -> int:
     try:
         client.wait_for_workers(1, timeout=WORKER_TIMEOUT_S)
     except (TimeoutError, OSError):
-        raise DataError(
+        raise ConfigError(
             f"cluster {client.scheduler.address} has no workers (waited {WORKER_TIMEOUT_S:g} s); start some with "
             "`dask worker <address>` or drop --cluster"
         ) from None

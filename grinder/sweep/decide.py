@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError
 
 BASELINE_STRATEGY = "static_grid"
 BASELINE_FILE = "static_grid.toml"  # hftbacktest's grid example: the baseline's parameters, in strategies/
@@ -21,13 +21,13 @@ BASELINE_FILE = "static_grid.toml"  # hftbacktest's grid example: the baseline's
 
 def baseline_params() -> dict:
     """The static grid's default parameters: the [strategy] table of strategies/static_grid.toml."""
-    import strategies
+    from grinder import strategies
 
     path = Path(next(iter(strategies.__path__))) / BASELINE_FILE
     try:
         return dict(tomllib.loads(path.read_text())["strategy"])
     except (OSError, KeyError, tomllib.TOMLDecodeError) as e:
-        raise DataError(f"cannot read the baseline's [strategy] table: {e}", str(path)) from None
+        raise ConfigError(f"cannot read the baseline's [strategy] table: {e}", str(path)) from None
 
 
 def run_baseline(sel, windows, venue, gates, latency, rank_by: str, workers=None, load=None) -> pd.DataFrame | None:
@@ -42,7 +42,7 @@ def run_baseline(sel, windows, venue, gates, latency, rank_by: str, workers=None
     strat = get(BASELINE_STRATEGY)
     try:
         params = strat.validate(baseline_params())
-    except DataError:
+    except ConfigError:
         return None
     grid = Grid(strat, {}, {}, [params])
     return run_study(sel, grid, windows, venue, gates, latency, rank_by, workers, load).ranking

@@ -6,7 +6,7 @@ the full parameter set, validates it with the strategy's model, and writes:
 
 - `<name>.backtest.toml`: [strategy], [venue], [gates], what `grinder backtest STRATEGY --config`
   takes; over the same window it gives the digest the sweep recorded for the set.
-- `<name>.live.toml`: what `grinder live --config` takes (`live.config.LiveConfig`): the same
+- `<name>.live.toml`: what `grinder live --config` takes (`grinder.live.config.LiveConfig`): the same
   strategy, params and `[gates]`, the sweep's symbol, the venue's decision step as `step_ms` and its
   partial fill setting for paper mode.
 
@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError, DataError
 from grinder.io.atomic import write_atomic
+from grinder.settings import validated
 
 
 @dataclass(frozen=True)
@@ -68,16 +69,16 @@ def choose(summary: dict, ranking: pd.DataFrame, rank: int | None = None, set_no
     from grinder.core.strategy import get
 
     if rank is not None and set_no is not None:
-        raise DataError("give --rank or --set, not both")
+        raise ConfigError("give --rank or --set, not both")
     if set_no is not None:
         rows = ranking[ranking["set"] == set_no]
         if rows.empty:
-            raise DataError(f"no set {set_no} in this sweep (sets {ranking['set'].min()}-{ranking['set'].max()})")
+            raise ConfigError(f"no set {set_no} in this sweep (sets {ranking['set'].min()}-{ranking['set'].max()})")
     else:
         rank = 1 if rank is None else rank
         rows = ranking[ranking["rank"] == rank]
         if rows.empty:
-            raise DataError(f"no rank {rank} in this sweep (ranks 1-{len(ranking)})")
+            raise ConfigError(f"no rank {rank} in this sweep (ranks 1-{len(ranking)})")
     row = rows.iloc[0]
     strat = get(summary["strategy"])
     swept = {a: _native(row[a]) for a in summary.get("axes", []) if a in row}
@@ -96,12 +97,12 @@ def backtest_config(summary: dict, chosen: Chosen) -> dict:
 
 def live_config(summary: dict, chosen: Chosen, mode: str = "paper", api_url: str | None = None,
                 state_dir: Path | None = None) -> dict:  # fmt: skip
-    """A `grinder live --config` file's content for the chosen set, validated by live.config.LiveConfig."""
-    from live.config import LiveConfig
+    """A `grinder live --config` file's content for the chosen set, validated by grinder.live.config.LiveConfig."""
+    from grinder.live.config import LiveConfig
 
     step_ns = int(summary["venue"].get("step_ns") or 100_000_000)
     if step_ns % 1_000_000:
-        raise DataError(f"the sweep's decision step {step_ns} ns is not a whole number of ms (live step_ms)")
+        raise ConfigError(f"the sweep's decision step {step_ns} ns is not a whole number of ms (live step_ms)")
     symbol = summary["selection"]["symbol"]
     cfg = {
         "strategy": chosen.strategy,
@@ -114,7 +115,7 @@ def live_config(summary: dict, chosen: Chosen, mode: str = "paper", api_url: str
         "params": _plain(chosen.params),
         "gates": _plain(summary["gates"]),  # the same [gates] table as the backtest's: the sweep's gates, live
     }
-    _checked("live config", LiveConfig, cfg)
+    validated("live config", LiveConfig, cfg)
     return cfg
 
 
@@ -128,8 +129,8 @@ def export_set(folder: Path, out: Path | None = None, rank: int | None = None, s
     summary, ranking = read_sweep(folder)
     chosen = choose(summary, ranking, rank, set_no)
     back = backtest_config(summary, chosen)
-    _checked("venue", VenueConfig, back["venue"])
-    _checked("gates", GateConfig, back["gates"])
+    validated("venue", VenueConfig, back["venue"])
+    validated("gates", GateConfig, back["gates"])
     live = live_config(summary, chosen, mode, api_url, state_dir)
     out = Path(out) if out is not None else Path(folder)
     name = f"rank{chosen.rank}-set{chosen.set}"
@@ -137,9 +138,9 @@ def export_set(folder: Path, out: Path | None = None, rank: int | None = None, s
     texts = (to_toml(back), to_toml(live))
     for p, text, want in zip(paths, texts, (back, live), strict=True):
         if tomllib.loads(text) != want:  # the writer below is small: never write what does not read back
-            raise DataError("the exported TOML does not read back as written", str(p))
+            raise ConfigError("the exported TOML does not read back as written", str(p))
         if p.exists() and not force:
-            raise DataError("exists: pass --force to replace it", str(p))
+            raise ConfigError("exists: pass --force to replace it", str(p))
     out.mkdir(parents=True, exist_ok=True)
     for p, text in zip(paths, texts, strict=True):
         write_atomic(p, text)
@@ -170,7 +171,7 @@ def _value(v) -> str:
         return _string(v)
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_value(x) for x in v) + "]"
-    raise DataError(f"cannot write {type(v).__name__} value {v!r} to TOML")
+    raise ConfigError(f"cannot write {type(v).__name__} value {v!r} to TOML")
 
 
 def _string(v: str) -> str:
@@ -186,16 +187,6 @@ def _key(k: str) -> str:
 def _plain(d: dict) -> dict:
     """Settings without unset (None) values, paths as text: TOML has no null."""
     return {k: str(v) if isinstance(v, Path) else v for k, v in d.items() if v is not None}
-
-
-def _checked(table: str, model, values: dict) -> None:
-    from pydantic import ValidationError
-
-    try:
-        model(**values)
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise DataError(f"{table}: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
 
 
 def _native(v):

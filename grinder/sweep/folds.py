@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from grinder.data.coverage import Span
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -39,18 +39,18 @@ def make_folds(start_ns: int, end_ns: int, train: float | None = None, walk_forw
       in-sample part is `train / (1 - train)` times its out-of-sample part.
     """
     if end_ns <= start_ns:
-        raise DataError(f"empty time span: start {start_ns} is not before end {end_ns}")
+        raise ConfigError(f"empty time span: start {start_ns} is not before end {end_ns}")
     if train is not None and not 0.0 < train < 1.0:
-        raise DataError(f"train fraction must be between 0 and 1 (exclusive), got {train}")
+        raise ConfigError(f"train fraction must be between 0 and 1 (exclusive), got {train}")
     if walk_forward < 0:
-        raise DataError(f"walk_forward must be >= 0, got {walk_forward}")
+        raise ConfigError(f"walk_forward must be >= 0, got {walk_forward}")
     span = end_ns - start_ns
     if walk_forward == 0:
         if train is None:
             return [Window("all", start_ns, end_ns, "in")]
         cut = start_ns + int(span * train)
         if cut <= start_ns or cut >= end_ns:
-            raise DataError(f"train fraction {train} leaves an empty window in a span of {span} ns")
+            raise ConfigError(f"train fraction {train} leaves an empty window in a span of {span} ns")
         return [Window("train", start_ns, cut, "in"), Window("test", cut, end_ns, "out")]
     ratio = 1.0 if train is None else train / (1.0 - train)
     # Fold i: in-sample [a_i, a_i + L_in), out-of-sample [a_i + L_in, a_i + L_in + L_out); the
@@ -58,7 +58,7 @@ def make_folds(start_ns: int, end_ns: int, train: float | None = None, walk_forw
     l_out = int(span / (walk_forward + ratio))
     l_in = span - walk_forward * l_out
     if l_out <= 0 or l_in <= 0:
-        raise DataError(f"{walk_forward} walk-forward folds do not fit in a span of {span} ns")
+        raise ConfigError(f"{walk_forward} walk-forward folds do not fit in a span of {span} ns")
     out = []
     for i in range(walk_forward):
         a = start_ns + i * l_out
@@ -106,9 +106,9 @@ def coverage_folds(
     `min_events` events are refused (listed, not run); a fold left with no window is an error.
     """
     if by not in FOLD_BY:
-        raise DataError(f"unknown fold basis {by!r}; choose from {', '.join(FOLD_BY)}")
+        raise ConfigError(f"unknown fold basis {by!r}; choose from {', '.join(FOLD_BY)}")
     if min_events < 1:
-        raise DataError(f"min_events must be at least 1, got {min_events}")
+        raise ConfigError(f"min_events must be at least 1, got {min_events}")
     spans = [s for s in spans if s.end_ns > s.start_ns]
     if not spans:
         raise DataError("the selection holds no covered time (no book data in the lake there)")
@@ -126,11 +126,11 @@ def coverage_folds(
         raise DataError(f"the selection's {len(spans)} covered span(s) hold no events")
     try:
         axis = make_folds(0, total, train, walk_forward)
-    except DataError as e:
+    except ConfigError as e:
         if " in a span of " not in e.message:
             raise
         unit = "ns of covered time" if by == "time" else "events"
-        raise DataError(f"{e.message.split(' in a span of ')[0]} in {total:,} {unit}") from None
+        raise ConfigError(f"{e.message.split(' in a span of ')[0]} in {total:,} {unit}") from None
 
     def to_time(k: int, x: int) -> int:
         # A point x on the axis inside span k, as exchange time.
@@ -154,7 +154,7 @@ def coverage_folds(
             (fold if n >= min_events else refused).append(piece if n >= min_events else (piece, n))
         if not fold:
             n = sum(r[1] for r in refused if r[0].name.split(".")[0] == w.name)
-            raise DataError(
+            raise ConfigError(
                 f"window {w.name} holds {n:,} events, fewer than the minimum {min_events:,}; use fewer folds, "
                 "--fold-by events, a wider --start/--end or a lower --min-events"
             )

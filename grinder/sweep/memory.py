@@ -1,11 +1,10 @@
 """A sweep's memory: the estimate made before it runs, the memory the machine has, the peak it used.
 
-The figures per event and per decision step were measured on the real windows (decision 022): a
-window's tape while it loads (Arrow's read buffers included) and its replay take ~400 bytes an
-event; each running set records time, mid and equity per decision step (24 bytes), a child run
-of `_track_sweep` every step column (88 bytes); the shared local view per decision step is 40
-bytes. Decision steps grow with the calendar time a backtest spans, which is why windows are cut
-within coverage: over a 16-month selection holding 30 minutes of data a set recorded 4.2e8 steps.
+The estimate is a model: bytes per event of a loading window (its tape, Arrow's read buffers and
+its replay), per decision step of each running set, child run and the shared local view, plus
+fixed parts; the constants below are in bytes, and how the measured ones were taken is in
+decision 022. Decision steps grow with the calendar time a backtest spans, which is why windows
+are cut within coverage (decision 022).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import resource
 from dataclasses import dataclass
 from pathlib import Path
 
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError
 
 BASE_BYTES = 600 * 2**20  # the process with numba, pyarrow, duckdb, vectorbt loaded and the engine compiled
 WINDOW_BYTES_PER_EVENT = 400  # tape + replay + Arrow's buffers while a window loads
@@ -71,7 +70,7 @@ def parse_bytes(text: str) -> int:
     """'24G', '512M', '1.5g', '2000000' -> bytes (binary units)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)i?b?\s*", text.lower())
     if not m:
-        raise DataError(f"memory size {text!r}: expected a number with an optional K, M, G or T")
+        raise ConfigError(f"memory size {text!r}: expected a number with an optional K, M, G or T")
     return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
 
 
@@ -97,7 +96,7 @@ def gb(n: int) -> str:
 def check_fits(est: Estimate, available: int) -> None:
     """Refuse a sweep whose estimate exceeds the memory available, with both figures."""
     if est.total > available:
-        raise DataError(
+        raise ConfigError(
             f"the sweep needs ~{gb(est.total)}, {gb(available)} available; use --start/--end, fewer --workers, "
             f"fewer --children or a coarser decision step (largest window {gb(est.windows)}, children "
             f"{gb(est.children)}); --memory-limit overrides the limit"
@@ -108,7 +107,7 @@ def peak_rss_bytes() -> int:
     """This process's peak resident memory so far: VmHWM of its own address space.
 
     Not getrusage's ru_maxrss: Linux carries that over an exec from the image that forked it, so
-    a sweep started by a large process (a test runner of 2 GB) would report the parent's peak.
+    a sweep started by a large process (a test runner) would report the parent's peak (decision 022).
     """
     try:
         with open("/proc/self/status", encoding="ascii") as f:

@@ -25,8 +25,8 @@ import numpy as np
 
 from grinder.core.gates import GateConfig
 from grinder.core.strategy import Strategy
-from grinder.data.errors import DataError
 from grinder.data.tape import Tape
+from grinder.errors import ConfigError, DataError
 from grinder.sim.backtest import LatencySeries, VenueConfig, prepare
 from grinder.sweep.folds import Window
 from grinder.sweep.runner import WindowRun, run_window
@@ -41,7 +41,7 @@ def _distribution(axis: str, spec):
         values = parse_axis(axis, spec)  # validates the spec
         lo, hi = float(min(values)), float(max(values))
         if lo == hi:
-            raise DataError(f"search axis {axis}: the range {spec!r} is a single value")
+            raise ConfigError(f"search axis {axis}: the range {spec!r} is a single value")
         return FloatDistribution(lo, hi, log=spec.strip().startswith("log:"))
     if isinstance(spec, str) and ":" in spec:
         parse_axis(axis, spec)
@@ -77,16 +77,16 @@ def search_sets(
     import optuna
 
     if trials < 1:
-        raise DataError(f"--trials must be at least 1, got {trials}")
+        raise ConfigError(f"--trials must be at least 1, got {trials}")
     if not axes:
-        raise DataError("empty search space: give at least one axis (NAME=SPEC, or a [sweep] table)")
+        raise ConfigError("empty search space: give at least one axis (NAME=SPEC, or a [sweep] table)")
     unknown = sorted(set(axes) - set(strategy.params.model_fields))
     if unknown:
-        raise DataError(f"unknown parameter(s) {', '.join(unknown)} for strategy {strategy.name}")
+        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for strategy {strategy.name}")
     from grinder.sweep.study import RANKABLE
 
     if rank_by not in RANKABLE:
-        raise DataError(f"the search cannot optimise {rank_by!r}; choose from {', '.join(RANKABLE)}")
+        raise ConfigError(f"the search cannot optimise {rank_by!r}; choose from {', '.join(RANKABLE)}")
     space = {name: _distribution(name, spec) for name, spec in axes.items()}
     optuna.logging.set_verbosity(logging.WARNING)
     direction = "minimize" if lower_is_better else "maximize"
@@ -144,7 +144,7 @@ def search_sets(
             if s is not None:
                 seen.setdefault(tuple(sorted(t.params.items())), s)
     if not seen:
-        raise DataError("every searched parameter set was invalid for the strategy")
+        raise ConfigError("every searched parameter set was invalid for the strategy")
     values = list(seen.values())
     names = list(axes)
     return Grid(strategy, {n: sorted({getattr(p, n) for p in values}, key=repr) for n in names}, fixed, values)
@@ -156,7 +156,7 @@ def _validated(strategy: Strategy, fixed: dict, params: dict):
     params = {k: round(v, 12) if isinstance(v, float) else v for k, v in params.items()}
     try:
         return strategy.validate({**fixed, **params})
-    except DataError:
+    except ConfigError:
         return None  # e.g. two bounds crossing
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from grinder.core.strategy import Strategy
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError
 
 MAX_SETS = 1_000_000  # a guard against a typo that would expand to billions of runs
 
@@ -34,9 +34,9 @@ def _number(text: str, axis: str) -> float | int:
     try:
         v = float(text)
     except ValueError:
-        raise DataError(f"sweep axis {axis}: {text!r} is not a number") from None
+        raise ConfigError(f"sweep axis {axis}: {text!r} is not a number") from None
     if not math.isfinite(v):
-        raise DataError(f"sweep axis {axis}: {text!r} is not a finite number")
+        raise ConfigError(f"sweep axis {axis}: {text!r} is not a finite number")
     return int(v) if v.is_integer() and "." not in text and "e" not in text.lower() else v
 
 
@@ -51,29 +51,29 @@ def parse_axis(axis: str, spec) -> list:
         if text.startswith(("lin:", "log:")):
             kind, *parts = text.split(":")
             if len(parts) != 3:
-                raise DataError(f"sweep axis {axis}: {kind}:START:STOP:COUNT expected, got {text!r}")
+                raise ConfigError(f"sweep axis {axis}: {kind}:START:STOP:COUNT expected, got {text!r}")
             lo, hi = float(_number(parts[0], axis)), float(_number(parts[1], axis))
             count = _number(parts[2], axis)
             if not isinstance(count, int) or count < 1:
-                raise DataError(f"sweep axis {axis}: COUNT must be a positive integer, got {parts[2]!r}")
+                raise ConfigError(f"sweep axis {axis}: COUNT must be a positive integer, got {parts[2]!r}")
             if kind == "log":
                 if lo <= 0 or hi <= 0:
-                    raise DataError(f"sweep axis {axis}: log spacing needs positive bounds, got {text!r}")
+                    raise ConfigError(f"sweep axis {axis}: log spacing needs positive bounds, got {text!r}")
                 values = np.geomspace(lo, hi, count).tolist()
             else:
                 values = np.linspace(lo, hi, count).tolist()
         elif ":" in text:
             parts = text.split(":")
             if len(parts) != 3:
-                raise DataError(f"sweep axis {axis}: START:STOP:STEP expected, got {text!r}")
+                raise ConfigError(f"sweep axis {axis}: START:STOP:STEP expected, got {text!r}")
             lo, hi, step = (_number(p, axis) for p in parts)
             if step <= 0:
-                raise DataError(f"sweep axis {axis}: STEP must be positive, got {parts[2]!r}")
+                raise ConfigError(f"sweep axis {axis}: STEP must be positive, got {parts[2]!r}")
             n = math.floor((hi - lo) / step + 1e-9) + 1
             if n < 1:
-                raise DataError(f"sweep axis {axis}: range {text!r} yields no value (STOP below START)")
+                raise ConfigError(f"sweep axis {axis}: range {text!r} yields no value (STOP below START)")
             if n > MAX_SETS:
-                raise DataError(f"sweep axis {axis}: range {text!r} yields {n:,} values")
+                raise ConfigError(f"sweep axis {axis}: range {text!r} yields {n:,} values")
             ints = all(isinstance(x, int) for x in (lo, hi, step))
             # Multiply, do not accumulate: 0.1 + 0.1 + 0.1 is not 0.3.
             values = [lo + k * step if ints else round(lo + k * step, 12) for k in range(n)]
@@ -81,11 +81,11 @@ def parse_axis(axis: str, spec) -> list:
             values = [v.strip() for v in text.split(",")]
             values = [_number(v, axis) if _looks_numeric(v) else v for v in values if v != ""]
     else:
-        raise DataError(f"sweep axis {axis}: cannot read {spec!r} as values")
+        raise ConfigError(f"sweep axis {axis}: cannot read {spec!r} as values")
     if not values:
-        raise DataError(f"sweep axis {axis}: no values")
+        raise ConfigError(f"sweep axis {axis}: no values")
     if len(set(map(repr, values))) != len(values):
-        raise DataError(f"sweep axis {axis}: repeated values in {spec!r}")
+        raise ConfigError(f"sweep axis {axis}: repeated values in {spec!r}")
     return values
 
 
@@ -119,27 +119,27 @@ def expand(strategy: Strategy, axes: dict[str, Iterable], fixed: dict | None = N
     """Validate axes against the strategy's parameters and expand their product into parameter sets."""
     fixed = dict(fixed or {})
     if not axes:
-        raise DataError("empty sweep grid: give at least one axis (NAME=VALUES, or a [sweep] table)")
+        raise ConfigError("empty sweep grid: give at least one axis (NAME=VALUES, or a [sweep] table)")
     known = set(strategy.params.model_fields)
     unknown = sorted(set(axes) - known)
     if unknown:
-        raise DataError(
+        raise ConfigError(
             f"unknown parameter(s) {', '.join(unknown)} for strategy {strategy.name}; expected: {', '.join(known)}"
         )
     both = sorted(set(axes) & set(fixed))
     if both:
-        raise DataError(f"parameter(s) {', '.join(both)} are both swept and fixed")
+        raise ConfigError(f"parameter(s) {', '.join(both)} are both swept and fixed")
     parsed = {name: parse_axis(name, spec) for name, spec in axes.items()}
     total = math.prod(len(v) for v in parsed.values())
     if total > MAX_SETS:
-        raise DataError(f"sweep grid has {total:,} parameter sets; the limit is {MAX_SETS:,}")
+        raise ConfigError(f"sweep grid has {total:,} parameter sets; the limit is {MAX_SETS:,}")
     sets = []
     names = list(parsed)
     for combo in itertools.product(*parsed.values()):
         values = {**fixed, **dict(zip(names, combo, strict=True))}
         try:
             sets.append(strategy.validate(values))
-        except DataError as e:
+        except ConfigError as e:
             shown = ", ".join(f"{k}={v}" for k, v in zip(names, combo, strict=True))
-            raise DataError(f"parameter set ({shown}): {e}") from None
+            raise ConfigError(f"parameter set ({shown}): {e}") from None
     return Grid(strategy, parsed, fixed, sets)

@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from grinder.data.errors import DataError
+from grinder.errors import DataError
 
 DB_NAME = "optuna.db"
 

@@ -2,7 +2,7 @@
 
 Layout of the root folder (default `mlruns/`, or $GRINDER_MLRUNS): `mlflow.db` (experiments, runs,
 params, metrics, tags) and `artifacts/<experiment id>/<run id>/artifacts/` (copies of run folder
-files). MLflow takes about 2 s to import, so only the functions that talk to the store import it.
+files). MLflow is slow to import (decision 008), so only the functions that talk to the store import it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import pyarrow.parquet as pq
 
 import grinder
-from grinder.data.errors import DataError
+from grinder.errors import DataError, GrinderError, TrackingError
 from grinder.portfolio.curves import max_drawdown as max_drawdown_of
 from grinder.report.load import read_summary
 from grinder.track.provenance import git_commit
@@ -98,12 +98,14 @@ def open_store(root: Path, experiment: str = DEFAULT_EXPERIMENT) -> tuple[Mlflow
             else:
                 exp_id = exp.experiment_id
     except Exception as e:  # sqlalchemy, sqlite and MLflow errors alike: the store cannot be used
-        raise DataError(f"cannot open the MLflow store: {_brief(e)}", str(root)) from e
+        raise TrackingError(f"cannot open the MLflow store: {_brief(e)}", str(root)) from e
     finally:
         if direct is not None:
             direct.engine.dispose()
     if exp is not None and exp.lifecycle_stage == "deleted":
-        raise DataError(f"experiment {experiment!r} was deleted: restore it in the UI or use another name", str(root))
+        raise TrackingError(
+            f"experiment {experiment!r} was deleted: restore it in the UI or use another name", str(root)
+        )
     return client, exp_id
 
 
@@ -159,10 +161,10 @@ def log_backtest(
             else:
                 for f in files:
                     client.log_artifact(run_id, str(f))
-    except DataError:
+    except GrinderError:
         raise
     except Exception as e:
-        raise DataError(f"logging to MLflow failed (run marked FAILED): {_brief(e)}", str(run_dir)) from e
+        raise TrackingError(f"logging to MLflow failed (run marked FAILED): {_brief(e)}", str(run_dir)) from e
     return run_id
 
 
@@ -202,7 +204,7 @@ def sweep_run(
     try:
         run_id = _create_run(client, exp_id, name, all_tags)
     except Exception as e:
-        raise DataError(f"cannot create the sweep run: {_brief(e)}", str(root)) from e
+        raise TrackingError(f"cannot create the sweep run: {_brief(e)}", str(root)) from e
     with _ends(client, run_id):
         _log_batch(client, run_id, _flat_params(params_spec, "spec"), {})
         client.log_text(run_id, json.dumps(params_spec, indent=1, default=str), "sweep_spec.json")
@@ -385,7 +387,7 @@ def _parent_experiment(client: MlflowClient, parent_run_id: str, root: Path) -> 
     try:
         return client.get_run(parent_run_id).info.experiment_id
     except Exception as e:
-        raise DataError(f"no parent run {parent_run_id} in the MLflow store: {_brief(e)}", str(root)) from e
+        raise TrackingError(f"no parent run {parent_run_id} in the MLflow store: {_brief(e)}", str(root)) from e
 
 
 def _import_mlflow():

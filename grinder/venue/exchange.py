@@ -44,8 +44,8 @@ REDUCE_ONLY_REJECTED = (-2022, "ReduceOnly Order is rejected.")
 _CLIENT_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 
 
-class VenueError(Exception):
-    """A request the venue refuses: carries Binance's (code, message)."""
+class Rejected(Exception):
+    """A request the emulated venue refuses, with Binance's code and message (and the HTTP status)."""
 
     def __init__(self, code: int, msg: str, http_status: int = 400):
         super().__init__(f"{code}: {msg}")
@@ -200,22 +200,22 @@ class Exchange:
 
     # ---- orders ----
     def create(self, client_id: str, side: int, price_ticks: int, qty: float, tif: str, ts_ns: int) -> OrderEvent:
-        """Place a limit order; raises VenueError for a refused one (nothing changes then)."""
+        """Place a limit order; raises Rejected for a refused one (nothing changes then)."""
         inst = self.instrument
         if tif != "GTX":
-            raise VenueError(*POST_ONLY_ONLY)
+            raise Rejected(*POST_ONLY_ONLY)
         if not _CLIENT_ID.fullmatch(client_id):
-            raise VenueError(*BAD_CLIENT_ID)
+            raise Rejected(*BAD_CLIENT_ID)
         if self.by_client.get(client_id) in self.resting:
-            raise VenueError(*DUPLICATE_CLIENT_ID)  # Binance: unique among open orders
+            raise Rejected(*DUPLICATE_CLIENT_ID)  # Binance: unique among open orders
         lots = qty / inst.lot_size
         if qty <= 0 or abs(lots - round(lots)) > 1e-9:
-            raise VenueError(*BAD_QTY)
+            raise Rejected(*BAD_QTY)
         if qty * price_ticks * inst.tick_size < inst.min_notional * (1 - 1e-12):
-            raise VenueError(MIN_NOTIONAL[0], MIN_NOTIONAL[1].format(f"{inst.min_notional:g}"))
+            raise Rejected(MIN_NOTIONAL[0], MIN_NOTIONAL[1].format(f"{inst.min_notional:g}"))
         bb, ba = self.best()
         if (side > 0 and ba != EMPTY and price_ticks >= ba) or (side < 0 and bb != EMPTY and price_ticks <= bb):
-            raise VenueError(*POST_ONLY_REJECTED)
+            raise Rejected(*POST_ONLY_REJECTED)
         o = Order(self.next_id, client_id, side, int(price_ticks), float(qty), tif, created_ns=ts_ns, updated_ns=ts_ns)
         self.next_id += 1
         o.front = float(qty_at(self.hdr, self.wq, self.ok, self.oq, BID if side > 0 else ASK, o.price_ticks))
@@ -224,20 +224,20 @@ class Exchange:
         return OrderEvent(o, "NEW", NEW, ts_ns)
 
     def find(self, order_id: int | None = None, client_id: str | None = None) -> Order:
-        """An order by venue id or client id (any state); VenueError -2013 if there is none."""
+        """An order by venue id or client id (any state); Rejected -2013 if there is none."""
         oid = order_id if order_id is not None else self.by_client.get(client_id or "")
         if oid is None or oid not in self.orders:
-            raise VenueError(*ORDER_NOT_FOUND)
+            raise Rejected(*ORDER_NOT_FOUND)
         return self.orders[oid]
 
     def cancel(self, ts_ns: int, order_id: int | None = None, client_id: str | None = None) -> OrderEvent:
-        """Cancel a resting order; VenueError -2011 if it is unknown or no longer open."""
+        """Cancel a resting order; Rejected -2011 if it is unknown or no longer open."""
         try:
             o = self.find(order_id, client_id)
-        except VenueError:
-            raise VenueError(*UNKNOWN_ORDER) from None
+        except Rejected:
+            raise Rejected(*UNKNOWN_ORDER) from None
         if o.order_id not in self.resting:
-            raise VenueError(*UNKNOWN_ORDER)
+            raise Rejected(*UNKNOWN_ORDER)
         o.status, o.updated_ns = CANCELED, ts_ns
         del self.resting[o.order_id]
         return OrderEvent(o, "CANCELED", CANCELED, ts_ns)
@@ -254,17 +254,17 @@ class Exchange:
         """
         inst = self.instrument
         if not _CLIENT_ID.fullmatch(client_id):
-            raise VenueError(*BAD_CLIENT_ID)
+            raise Rejected(*BAD_CLIENT_ID)
         lots = qty / inst.lot_size
         if qty <= 0 or abs(lots - round(lots)) > 1e-9:
-            raise VenueError(*BAD_QTY)
+            raise Rejected(*BAD_QTY)
         pos = float(self.led[POSITION])
         if reduce_only:
             if pos * side >= 0 or abs(pos) < 0.5 * inst.lot_size:
-                raise VenueError(*REDUCE_ONLY_REJECTED)
+                raise Rejected(*REDUCE_ONLY_REJECTED)
             qty = min(qty, abs(pos))
         elif qty * price_ticks * inst.tick_size < inst.min_notional * (1 - 1e-12):
-            raise VenueError(MIN_NOTIONAL[0], MIN_NOTIONAL[1].format(f"{inst.min_notional:g}"))
+            raise Rejected(MIN_NOTIONAL[0], MIN_NOTIONAL[1].format(f"{inst.min_notional:g}"))
         o = Order(self.next_id, client_id, side, int(price_ticks), float(qty), "IOC", created_ns=ts_ns,
                   updated_ns=ts_ns, reduce_only=reduce_only)  # fmt: skip
         self.next_id += 1

@@ -30,7 +30,7 @@ from aiohttp import WSMsgType, web
 from grinder.book.l2 import EMPTY
 from grinder.data.tape import Tape
 from grinder.venue.auth import Credentials, check_signed
-from grinder.venue.exchange import BAD_PARAM, Exchange, OrderEvent, VenueError
+from grinder.venue.exchange import BAD_PARAM, Exchange, OrderEvent, Rejected
 from grinder.venue.faults import Faults, loopback_peer
 from grinder.venue.wire import Wire, ms
 
@@ -369,7 +369,7 @@ class VenueServer:
             return web.Response(status=f.http_status, text="Service Unavailable", headers=headers)
         try:
             return await handler(request)
-        except VenueError as e:
+        except Rejected as e:
             return web.json_response({"code": e.code, "msg": e.msg}, status=e.http_status)
 
     async def admin_faults(self, request: web.Request) -> web.Response:
@@ -400,10 +400,10 @@ class VenueServer:
         params, err = check_signed(self.creds, request.headers.get("X-MBX-APIKEY"), query, body,
                                    int(time.time() * 1000))  # fmt: skip
         if err is not None:
-            raise VenueError(err[0], err[1], 401 if err[0] in (-2015, -1022) else 400)
+            raise Rejected(err[0], err[1], 401 if err[0] in (-2015, -1022) else 400)
         sym = params.get("symbol")
         if sym is not None and sym != self.inst.symbol:
-            raise VenueError(-1121, "Invalid symbol.")
+            raise Rejected(-1121, "Invalid symbol.")
         return params
 
     async def exchange_info(self, request: web.Request) -> web.Response:
@@ -434,11 +434,11 @@ class VenueServer:
 
     async def depth(self, request: web.Request) -> web.Response:
         if request.query.get("symbol") != self.inst.symbol:
-            raise VenueError(-1121, "Invalid symbol.")
+            raise Rejected(-1121, "Invalid symbol.")
         try:
             limit = int(request.query.get("limit", "500"))
         except ValueError:
-            raise VenueError(*BAD_PARAM) from None
+            raise Rejected(*BAD_PARAM) from None
         bids, asks = self.x.depth(max(1, min(limit, 1000)))
         return web.json_response({
             "lastUpdateId": self.update_id, "E": ms(self.now_ns), "T": ms(self.now_ns),
@@ -447,7 +447,7 @@ class VenueServer:
 
     async def listen_key(self, request: web.Request) -> web.Response:
         if request.headers.get("X-MBX-APIKEY") != self.creds.api_key:
-            raise VenueError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+            raise Rejected(-2015, "Invalid API-key, IP, or permissions for action.", 401)
         if request.method == "POST":
             key = secrets.token_urlsafe(24)
             self.listen_keys.add(key)
@@ -467,7 +467,7 @@ class VenueServer:
         try:
             side = {"BUY": 1, "SELL": -1}[p["side"]]
             if p.get("type") != "LIMIT":
-                raise VenueError(-1116, "Invalid orderType.")
+                raise Rejected(-1116, "Invalid orderType.")
             if "symbol" not in p:
                 raise KeyError("symbol")
             price = float(p["price"])
@@ -477,10 +477,10 @@ class VenueServer:
             cid = p.get("newClientOrderId") or f"venue-{secrets.token_hex(8)}"
             tif = p.get("timeInForce", "GTC")
         except (KeyError, ValueError):
-            raise VenueError(*BAD_PARAM) from None
+            raise Rejected(*BAD_PARAM) from None
         ticks = round(price / self.inst.tick_size)
         if abs(ticks * self.inst.tick_size - price) > 1e-9 * max(1.0, price):
-            raise VenueError(-4014, "Price not increased by tick size.")
+            raise Rejected(-4014, "Price not increased by tick size.")
         if tif == "IOC":  # a flatten: filled at once, the reply is its end (Binance's RESULT)
             events = self.x.take(cid, side, ticks, qty, p.get("reduceOnly") == "true", self.now_ns)
             reply = self.wire.order(events[0].order)
@@ -498,11 +498,11 @@ class VenueServer:
         oid = p.get("orderId")
         cid = p.get("origClientOrderId")
         if oid is None and cid is None:
-            raise VenueError(-1102, "Either orderId or origClientOrderId must be sent.")
+            raise Rejected(-1102, "Either orderId or origClientOrderId must be sent.")
         try:
             return (int(oid) if oid is not None else None), cid
         except ValueError:
-            raise VenueError(*BAD_PARAM) from None
+            raise Rejected(*BAD_PARAM) from None
 
     async def cancel_order(self, request: web.Request) -> web.Response:
         p = await self._signed(request)
@@ -528,7 +528,7 @@ class VenueServer:
             limit = min(max(int(p.get("limit", 500)), 1), 1000)
             start = int(p["orderId"]) if "orderId" in p else None
         except ValueError:
-            raise VenueError(*BAD_PARAM) from None
+            raise Rejected(*BAD_PARAM) from None
         orders = list(self.x.orders.values())  # in order id order: ids grow as orders are taken
         orders = [o for o in orders if o.order_id >= start][:limit] if start is not None else orders[-limit:]
         return web.json_response([self.wire.order(o) for o in orders])
@@ -547,7 +547,7 @@ class VenueServer:
             if countdown_ms < 0:
                 raise ValueError(countdown_ms)
         except (KeyError, ValueError):
-            raise VenueError(*BAD_PARAM) from None
+            raise Rejected(*BAD_PARAM) from None
         if self._countdown is not None:
             self._countdown.cancel()
             self._countdown = None

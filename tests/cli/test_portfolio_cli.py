@@ -59,6 +59,14 @@ def test_portfolio_chooses_trades_and_allocates(universe, tmp_path):  # noqa: F8
     assert (sum(eq[f"{p}_budget"] for p in s["picks"]) <= 9000 + 1e-9).all()
     again = grinder(*args[:-1], tmp_path / "pf2")
     assert again.stdout.split("portfolio id ")[1].split()[0] == s["portfolio_id"]
+    # The library call a notebook makes, with the same arguments: the same picks, digests and id.
+    from grinder import portfolio_job
+
+    done = portfolio_job("static_grid", cands.split(","), k=3, start=t0, end=t0 + 360 * 10**9, lookback_s=120,
+                         budget=9000, config=cfg, root=root, out_dir=tmp_path / "pf3")  # fmt: skip
+    lib = json.loads((done.folder / "summary.json").read_text())
+    assert lib == done.summary and lib["portfolio_id"] == s["portfolio_id"] and lib["digests"] == s["digests"]
+    assert {k: v for k, v in lib.items() if k != "seconds"} == {k: v for k, v in s.items() if k != "seconds"}
 
 
 GRID = ["-p", "interval=1", "-p", "half_spread=2", "-p", "order_qty=0.01", "-p", "max_position=0.1"]

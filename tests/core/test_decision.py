@@ -68,7 +68,7 @@ def test_a_kernel_asking_for_more_targets_than_it_may_is_refused_by_name():
     from numba import njit
 
     from grinder.core.strategy import Strategy
-    from grinder.data.errors import DataError
+    from grinder.errors import ConfigError
 
     @njit
     def greedy(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, o_side, o_px, o_qty, n_open, out_side,
@@ -76,7 +76,7 @@ def test_a_kernel_asking_for_more_targets_than_it_may_is_refused_by_name():
         return out_side.shape[0] + 1
 
     s = Strategy("greedy", GRID.params, greedy, max_targets=4)
-    with pytest.raises(DataError, match=r"greedy: strategy kernel returned 5 targets; it may ask for 0 to 4"):
+    with pytest.raises(ConfigError, match=r"greedy: strategy kernel returned 5 targets; it may ask for 0 to 4"):
         view(Decider(s, PARAMS), 1000_0, 1000_1, [])
 
 

@@ -16,7 +16,7 @@ from grinder.core.params import ParamVector
 from grinder.core.qrules import C, load_quant_rules
 from grinder.data.tape import load_tape
 from grinder.sim.backtest import VenueConfig, run_backtest
-from strategies import adaptive_grid, static_grid
+from grinder.strategies import adaptive_grid, static_grid
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -31,7 +31,7 @@ from grinder.core.qrules import (
     qr_new,
     qr_ratios,
 )
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError, LiveError
 
 S = 1_000_000_000
 T0 = 1_723_161_600 * S  # 2024-08-09 00:00 UTC
@@ -161,7 +161,7 @@ def test_the_tracker_maps_client_ids_and_binance_statuses():
     t.ended("zz", T0 + 2, "CANCELED")  # not ours: ignored
     r = t.ratios(T0 + 3)
     assert r["gtc_cancel"] == 1.0 and r["expire"] == 1.0 and r["ufr"] == pytest.approx(1 - 0.25 / 2)
-    with pytest.raises(DataError, match="timeInForce 'GTK'"):
+    with pytest.raises(LiveError, match="timeInForce 'GTK'"):
         t.placed("c", T0, "GTK", 1.0, 100.0)
 
 
@@ -308,12 +308,12 @@ def test_the_shipped_file_is_versioned_and_matches_the_defaults():
 def test_bad_toml_names_the_file_and_the_key(tmp_path, text, match):
     path = tmp_path / "rules.toml"
     path.write_text(text)
-    with pytest.raises(DataError, match=match) as e:
+    with pytest.raises(ConfigError, match=match) as e:
         load_quant_rules(path)
     assert str(path) in str(e.value) and "\n" not in str(e.value).strip()
 
 
 def test_a_missing_file_is_named(tmp_path):
-    with pytest.raises(DataError, match="cannot read quantitative rules") as e:
+    with pytest.raises(ConfigError, match="cannot read quantitative rules") as e:
         load_quant_rules(tmp_path / "none.toml")
     assert "none.toml" in str(e.value)

@@ -18,10 +18,10 @@ from grinder.data.coverage import (
     merge_spans,
     spans_of_times,
 )
-from grinder.data.errors import DataError
 from grinder.data.ingest.binance import parse_binance
 from grinder.data.instruments import resolve_instrument
 from grinder.data.lake import Lake
+from grinder.errors import ConfigError, DataError
 from tests.conftest import write_capture
 
 S = 1_000_000_000
@@ -33,7 +33,7 @@ def test_a_gap_longer_than_the_limit_starts_a_new_span():
     assert spans_of_times(ts, 61 * S) == [Span(0, 10 + 62 * S + 1, 5)]  # a gap of exactly the limit joins
     assert spans_of_times(ts[::-1], 60 * S) == spans_of_times(ts, 60 * S)  # any order
     assert spans_of_times(np.empty(0, np.int64)) == []
-    with pytest.raises(DataError, match="max_gap_ns must be >= 0"):
+    with pytest.raises(ConfigError, match="max_gap_ns must be >= 0"):
         spans_of_times(ts, -1)
 
 

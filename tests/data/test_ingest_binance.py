@@ -10,12 +10,12 @@ import orjson
 import pytest
 
 from grinder.book.check import replay_check
-from grinder.data.errors import DataError
 from grinder.data.ingest.binance import parse_binance
 from grinder.data.instruments import resolve_instrument
 from grinder.data.lake import Lake
 from grinder.data.schema import BOOK_DIFF, BOOK_RESET, BOOK_SNAPSHOT
 from grinder.data.tape import load_tape
+from grinder.errors import DataError
 from tests.conftest import WINDOWS, write_capture
 
 BTC = resolve_instrument("binance-usdm", "BTCUSDT")

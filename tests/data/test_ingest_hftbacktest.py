@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from grinder.book.check import replay_check
-from grinder.data.errors import DataError
 from grinder.data.ingest import parse
 from grinder.data.ingest.hftbacktest import (
     BUY_EVENT,
@@ -24,6 +23,7 @@ from grinder.data.instruments import resolve_instrument
 from grinder.data.lake import Lake
 from grinder.data.schema import BOOK, BOOK_RESET, BOOK_SNAPSHOT, SIDE_ASK, SIDE_BID, SIDE_BOTH, TRADES
 from grinder.data.tape import load_tape
+from grinder.errors import DataError
 from tests.fixtures import make_fixtures as mf
 
 BTC = resolve_instrument("binance-usdm", "BTCUSDT")

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from grinder.book.check import replay_check
-from grinder.data.errors import DataError
 from grinder.data.ingest import parse
 from grinder.data.ingest.tardis import parse_tardis
 from grinder.data.instruments import resolve_instrument
 from grinder.data.lake import Lake
 from grinder.data.schema import BOOK, BOOK_DIFF, BOOK_RESET, BOOK_SNAPSHOT, SIDE_ASK, SIDE_BID, TRADES
 from grinder.data.tape import load_tape
+from grinder.errors import DataError
 from tests.fixtures import make_fixtures as mf
 
 BTC = resolve_instrument("binance-usdm", "BTCUSDT")

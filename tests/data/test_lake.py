@@ -7,10 +7,10 @@ import hashlib
 import pytest
 
 from grinder.data.catalog import Catalog
-from grinder.data.errors import DataError
 from grinder.data.ingest.binance import parse_binance
 from grinder.data.instruments import resolve_instrument
 from grinder.data.lake import Lake
+from grinder.errors import DataError
 from tests.conftest import write_capture
 
 BTC = resolve_instrument("binance-usdm", "BTCUSDT")

@@ -21,11 +21,11 @@ import pytest
 
 import grinder.data.lake as lake_mod
 from grinder.data.catalog import Catalog
-from grinder.data.errors import DataError
 from grinder.data.ingest.binance import parse_binance
 from grinder.data.instruments import resolve_instrument
 from grinder.data.lake import JOURNAL, KILL_AT_ENV, STAGING, Lake, read_lock
 from grinder.data.tape import load_tape
+from grinder.errors import DataError
 from tests.conftest import REPO, write_capture
 
 BTC = resolve_instrument("binance-usdm", "BTCUSDT")

@@ -18,12 +18,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from grinder.data.catalog import Catalog
-from grinder.data.errors import DataError
 from grinder.data.ingest.binance import parse_binance
 from grinder.data.ingest.tardis import parse_tardis
 from grinder.data.instruments import resolve_instrument
 from grinder.data.lake import Lake, _member, row_hashes
 from grinder.data.tape import load_tape
+from grinder.errors import DataError
 from tests.conftest import REPO, write_capture
 from tests.fixtures import make_fixtures as mf
 

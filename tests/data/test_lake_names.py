@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grinder.data.errors import DataError
 from grinder.data.ingest.binance import parse_binance
 from grinder.data.instruments import Instrument, check_name, resolve_instrument
 from grinder.data.lake import Lake, partition_dir
+from grinder.errors import ConfigError
 from tests.conftest import REPO, write_capture
 
 RULE = "use letters, digits, '_', '.', '-' (not first, no '..'); it becomes a folder name in the lake"
@@ -35,7 +35,7 @@ def test_a_name_is_accepted_only_as_one_plain_path_part(name):
     ok = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) is not None and ".." not in name
     try:
         assert check_name("venue", name) == name and ok
-    except DataError as e:
+    except ConfigError as e:
         assert not ok
         assert str(e) == f"invalid venue {name!r}: {RULE}"
     if ok:  # an accepted name stays one folder below its parent
@@ -68,7 +68,7 @@ def test_lake_write_refuses_a_name_that_slipped_past_the_model(real_lines, tmp_p
     batch = parse_binance([src], resolve_instrument("binance-usdm", "BTCUSDT"))
     batch.instrument = Instrument.model_construct(**{**batch.instrument.model_dump(), "venue": "../../out"})
     before = _everything(tmp_path)
-    with pytest.raises(DataError) as e:
+    with pytest.raises(ConfigError) as e:
         Lake(tmp_path / "lake").write(batch, [src])
     assert str(e.value) == f"invalid venue '../../out': {RULE}"
     assert _everything(tmp_path) == before

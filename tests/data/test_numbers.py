@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grinder.data.errors import DataError
 from grinder.data.ingest.numbers import (
     TIME_MIN_NS,
     check_prices_qtys,
@@ -20,6 +19,7 @@ from grinder.data.ingest.numbers import (
     why_not_decimal,
 )
 from grinder.data.instruments import resolve_instrument
+from grinder.errors import DataError
 
 BTC = resolve_instrument("binance-usdm", "BTCUSDT")
 # The grammar, written independently of numbers.py: ASCII digits only (re.ASCII), one optional point.

@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 
 from grinder.book.check import replay_check
 from grinder.data.coverage import DEFAULT_MAX_GAP_NS
-from grinder.data.errors import DataError
 from grinder.data.ingest.binance import parse_binance
 from grinder.data.instruments import resolve_instrument
 from grinder.data.lake import Lake
 from grinder.data.tape import BATCH_END, EV_TRADE, load_tape
+from grinder.errors import ConfigError, DataError
 from tests.conftest import write_capture
 
 BTC = resolve_instrument("binance-usdm", "BTCUSDT")
@@ -106,7 +106,7 @@ def test_empty_selection_is_a_clear_error(lake):
         load_tape(root, "binance-usdm", "BTCUSDT", 0, 1_000_000_000)
     with pytest.raises(DataError, match="no data for binance-usdm/DOGEUSDT"):
         load_tape(root, "binance-usdm", "DOGEUSDT")
-    with pytest.raises(DataError, match="empty time range"):
+    with pytest.raises(ConfigError, match="empty time range"):
         load_tape(root, "binance-usdm", "BTCUSDT", 10, 5)
 
 

@@ -12,16 +12,16 @@ import time
 import pytest
 
 from grinder.book.l2 import EMPTY
-from grinder.data.errors import DataError
 from grinder.data.instruments import resolve_instrument
+from grinder.errors import ConfigError, VenueError
+from grinder.live.adapter import LiveAdapter
+from grinder.live.audit import AuditLog
+from grinder.live.client import credentials, make_client
+from grinder.live.config import LiveConfig
+from grinder.live.paper import PaperBinance
 from grinder.venue.exchange import Exchange
 from grinder.venue.server import VenueServer
 from grinder.venue.wire import Wire
-from live.adapter import LiveAdapter
-from live.audit import AuditLog
-from live.client import credentials, make_client
-from live.config import LiveConfig
-from live.paper import PaperBinance
 from tests.venue.test_server import CREDS, SYMBOL, client, tape  # noqa: F401 - tape is a fixture
 
 PARAMS = {"levels": 3, "interval": 0.5, "half_spread": 0.1, "order_qty": 0.002, "max_position": 0.01}
@@ -119,17 +119,17 @@ def test_secrets_come_from_the_environment_or_files_and_mainnet_is_gated(tmp_pat
     for k in ("GRINDER_API_KEY", "GRINDER_API_SECRET", "GRINDER_API_KEY_FILE", "GRINDER_API_SECRET_FILE",
               "ALLOW_MAINNET_TRADE"):  # fmt: skip
         monkeypatch.delenv(k, raising=False)
-    with pytest.raises(DataError, match="set GRINDER_API_KEY or GRINDER_API_KEY_FILE"):
+    with pytest.raises(ConfigError, match="set GRINDER_API_KEY or GRINDER_API_KEY_FILE"):
         credentials()
     (tmp_path / "secret").write_text("s3cret\n")
     monkeypatch.setenv("GRINDER_API_KEY", "k")
     monkeypatch.setenv("GRINDER_API_SECRET_FILE", str(tmp_path / "secret"))
     assert credentials() == ("k", "s3cret")
     mainnet = LiveConfig(strategy="static_grid", params=PARAMS, symbol="BTCUSDT")
-    with pytest.raises(DataError, match="ALLOW_MAINNET_TRADE=1"):
+    with pytest.raises(ConfigError, match="ALLOW_MAINNET_TRADE=1"):
         make_client(mainnet, "k", "s")
     monkeypatch.setenv("ALLOW_MAINNET_TRADE", "1")
-    with pytest.raises(DataError, match="not in mainnet_allowlist"):
+    with pytest.raises(ConfigError, match="not in mainnet_allowlist"):
         make_client(mainnet, "k", "s")
 
 
@@ -274,7 +274,7 @@ def offline(cfg: LiveConfig, tmp_path):
 def test_housekeeping_waits_for_a_clear_stretch_but_never_more_than_a_second(tmp_path):
     import time
 
-    from live.adapter import HOUSEKEEPING_CLEAR_NS, HOUSEKEEPING_MAX_DEFER_NS
+    from grinder.live.adapter import HOUSEKEEPING_CLEAR_NS, HOUSEKEEPING_MAX_DEFER_NS
 
     with offline(config(tmp_path, 1), tmp_path) as adapter:
         now = time.perf_counter_ns()
@@ -307,7 +307,7 @@ def test_a_long_step_is_slept_in_pieces_with_housekeeping_between_them(tmp_path)
 def test_the_tick_adopts_the_decision_taken_ahead_only_while_its_inputs_hold(tmp_path):
     from grinder.core.decision import Decider
     from grinder.core.diff import ST_NEW
-    from live.adapter import Known
+    from grinder.live.adapter import Known
 
     tick, wall = 5_000_000, 1_764_028_800_000_000_000
 
@@ -345,7 +345,7 @@ def test_together_runs_the_first_inline_and_stops_the_rest_when_it_is_refused():
     import gc
     import warnings
 
-    from live.adapter import _together
+    from grinder.live.adapter import _together
 
     async def main():
         log: list[str] = []
@@ -385,7 +385,7 @@ def test_together_runs_the_first_inline_and_stops_the_rest_when_it_is_refused():
 
 def test_the_request_signed_ahead_is_the_first_one_the_adopted_decision_sends(tmp_path):
     from grinder.core.diff import ST_NEW
-    from live.adapter import Known
+    from grinder.live.adapter import Known
 
     class Recorder:
         """Stands in for the client and the port: records what is presigned and what is sent."""
@@ -525,7 +525,7 @@ def test_a_failed_first_start_leaves_a_private_state_folder_the_next_start_takes
             ex = make_client(cfg, CREDS.api_key, CREDS.secret)
             audit = AuditLog(tmp_path / "audit.jsonl", secrets=(CREDS.api_key, CREDS.secret))
             try:
-                with pytest.raises(DataError, match=r"venue http://127\.0\.0\.1:\d+ did not answer") as e:
+                with pytest.raises(VenueError, match=r"venue http://127\.0\.0\.1:\d+ did not answer") as e:
                     await LiveAdapter(cfg, ex, audit).run()
                 assert "\n" not in str(e.value) and CREDS.api_key not in str(e.value)
             finally:
@@ -555,7 +555,7 @@ def test_an_unknown_symbol_is_one_line_naming_it(tape, tmp_path):  # noqa: F811
         ex = make_client(cfg, CREDS.api_key, CREDS.secret)
         audit = AuditLog(tmp_path / "audit.jsonl")
         try:
-            with pytest.raises(DataError, match=rf"^symbol DOGEUSDT is not listed by http://127\.0\.0\.1:{port}$"):
+            with pytest.raises(ConfigError, match=rf"^symbol DOGEUSDT is not listed by http://127\.0\.0\.1:{port}$"):
                 await LiveAdapter(cfg, ex, audit).run()
         finally:
             await ex.close()
@@ -568,7 +568,7 @@ def test_an_unknown_symbol_is_one_line_naming_it(tape, tmp_path):  # noqa: F811
 
 def test_an_order_a_slow_open_orders_answer_lacks_is_kept_until_its_own_status_says_gone(tape, tmp_path):  # noqa: F811
     from grinder.core.diff import ST_NEW
-    from live.adapter import Known
+    from grinder.live.adapter import Known
 
     async def main():
         srv = VenueServer(tape, CREDS, speed=20.0)

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from live.audit import REDACTED, AuditLog
+from grinder.live.audit import REDACTED, AuditLog
 
 KEY, SECRET = "k3yABCDEF0123456789", "s3cretZYXW9876543210"
 
@@ -46,7 +46,7 @@ def test_a_secret_that_contains_another_is_removed_whole(tmp_path):
 
 
 def test_a_journal_on_a_full_disk_stops_quietly_and_keeps_the_error(capsys):
-    from live.journal import Journal
+    from grinder.live.journal import Journal
 
     j = Journal(Path("/dev/full"))  # every write fails with ENOSPC
     assert j.append("x" * 10_000) is False and j.error is not None and j.error.errno == 28
@@ -56,7 +56,7 @@ def test_a_journal_on_a_full_disk_stops_quietly_and_keeps_the_error(capsys):
 
 
 def test_a_journal_line_is_in_the_file_at_once_prewarm_writes_nothing_and_a_closed_one_refuses(tmp_path):
-    from live.journal import Journal
+    from grinder.live.journal import Journal
 
     path = tmp_path / "j" / "x.jsonl"
     j = Journal(path)
@@ -74,7 +74,7 @@ def test_a_journal_line_is_in_the_file_at_once_prewarm_writes_nothing_and_a_clos
 
 
 def test_a_driven_journal_fsyncs_only_when_told_and_a_timed_one_on_its_own(tmp_path, monkeypatch):
-    from live.journal import Journal
+    from grinder.live.journal import Journal
 
     watched: dict[int, threading.Event] = {}  # fd -> set when that descriptor is fsynced
     real = os.fsync
@@ -153,7 +153,7 @@ def test_redaction_keeps_event_names_and_never_lets_a_secret_token_or_a_signatur
 
 
 @settings(max_examples=200, deadline=None)
-# live.client.credentials strips secrets and refuses empty ones: none starts or ends with white space.
+# grinder.live.client.credentials strips secrets and refuses empty ones: none starts or ends with white space.
 @given(secret=st.text(min_size=1, max_size=20).filter(lambda s: s == s.strip()), event=st.sampled_from(EVENTS))
 def test_any_secret_whatever_its_characters_is_masked_where_it_stands_alone_and_events_stay(secret, event):
     log = _redactor(secret)

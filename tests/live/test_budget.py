@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grinder.data.errors import DataError
-from live.budget import BudgetLimits, DailyBudget, utc_day
+from grinder.errors import ConfigError, LiveError
+from grinder.live.budget import BudgetLimits, DailyBudget, utc_day
 
 DAY = 1_764_028_800_000_000_000  # 2025-11-25 00:00:00 UTC, ns
 HOUR = 3_600 * 10**9
@@ -21,7 +21,7 @@ def test_actions_and_notional_are_capped(tmp_path):
     assert b.allows(DAY + 2, 0.0) is None  # a cancel still fits
     b.charge(DAY + 2)
     assert "daily order actions used up (3/3)" in b.allows(DAY + 3)
-    with pytest.raises(DataError, match="budget: daily order actions used up"):
+    with pytest.raises(LiveError, match="budget: daily order actions used up"):
         b.charge(DAY + 3)
 
 
@@ -46,13 +46,13 @@ def test_a_restart_continues_the_day_and_a_new_day_starts_from_zero(tmp_path):
 def test_a_damaged_budget_file_is_never_silently_reset(tmp_path, content):
     path = tmp_path / "budget.jsonl"
     path.write_text(content)
-    with pytest.raises(DataError, match="budget.jsonl: damaged budget file"):
+    with pytest.raises(LiveError, match="budget.jsonl: damaged budget file"):
         DailyBudget(path, BudgetLimits(1, 1.0))
 
 
 def test_negative_limits_are_refused():
     for bad in ((-1, 1.0), (1, float("nan")), (1, -1.0)):
-        with pytest.raises(DataError, match="budget limits must be >= 0"):
+        with pytest.raises(ConfigError, match="budget limits must be >= 0"):
             BudgetLimits(*bad)
 
 
@@ -70,7 +70,7 @@ def test_nan_or_negative_notional_is_refused_and_a_second_process_too(tmp_path):
         with pytest.raises(ValueError, match="notional must be a finite amount"):
             b.charge(DAY, bad)
     assert b.allows(DAY, 100.0) is None and b.actions == 0
-    with pytest.raises(DataError, match="in use by another process"):
+    with pytest.raises(LiveError, match="in use by another process"):
         DailyBudget(tmp_path / "budget.jsonl", BudgetLimits(5, 100.0))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import live.client as live_client
+import grinder.live.client as live_client
 from tests.venue.test_server import SYMBOL, scenario, tape  # noqa: F401 - tape is a fixture
 
 

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grinder.data.errors import DataError
-from live.client_ids import (
+from grinder.errors import ConfigError, LiveError
+from grinder.live.client_ids import (
     EPOCH_LEN,
     MAX_LEN,
     MIN_SEQ_CHARS,
@@ -122,7 +122,7 @@ def test_ids_that_are_not_ours_parse_to_none(foreign):
      ("grid\n", "BTCUSDT", "cannot go into a client order id")],
 )  # fmt: skip
 def test_names_that_cannot_be_carried_are_refused_up_front(strategy, symbol, message):
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(ConfigError, match=message):
         check_names(strategy, symbol)
 
 
@@ -155,14 +155,14 @@ def test_peek_is_the_id_next_hands_out_and_takes_nothing(tmp_path):
 
 def test_a_missing_or_shared_reservation_is_refused(tmp_path):
     path = tmp_path / "ids.json"
-    with pytest.raises(DataError, match="no client-id reservation"):
+    with pytest.raises(LiveError, match="no client-id reservation"):
         IdAllocator(path, "static_grid", "BTCUSDT")  # a lost state folder must not restart at 0
     a = IdAllocator(path, "static_grid", "BTCUSDT", new=True)
     a.next()
-    with pytest.raises(DataError, match="in use by another process"):
+    with pytest.raises(LiveError, match="in use by another process"):
         IdAllocator(path, "static_grid", "BTCUSDT")
     a.close()
-    with pytest.raises(DataError, match="already exists"):
+    with pytest.raises(LiveError, match="already exists"):
         IdAllocator(path, "static_grid", "BTCUSDT", new=True)
 
 
@@ -191,9 +191,9 @@ def test_after_kill_9_the_next_process_resumes_beyond_every_id_handed_out(tmp_pa
 def test_a_damaged_or_foreign_reservation_stops_the_adapter(tmp_path, content, message):
     path = tmp_path / "ids.json"
     path.write_text(content)
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(LiveError, match=message):
         IdAllocator(path, "static_grid", "BTCUSDT")
-    with pytest.raises(DataError, match=message):  # refusing released the lock: the same error again
+    with pytest.raises(LiveError, match=message):  # refusing released the lock: the same error again
         IdAllocator(path, "static_grid", "BTCUSDT")
 
 
@@ -203,7 +203,7 @@ def test_reserving_ahead_keeps_every_id_handed_out_under_the_durable_reservation
     assert a.reserve_ahead() and json.loads(path.read_text())["reserved_until"] == 4  # at start: a whole block
     assert not a.reserve_ahead()  # more than half a block left: no write
     writes = []
-    monkeypatch.setattr("live.client_ids.write_atomic", lambda *args, **kw: writes.append(json.loads(args[1])))
+    monkeypatch.setattr("grinder.live.client_ids.write_atomic", lambda *args, **kw: writes.append(json.loads(args[1])))
     reserved, handed = 4, []
     for _ in range(5):  # a decision's creates, then the adapter's reserve_ahead once its requests are out
         before = len(writes)
@@ -260,6 +260,6 @@ def test_a_used_up_sequence_is_refused_not_sent_too_long(tmp_path):
     path.write_text(json.dumps({"strategy": "static_grid", "symbol": "BTCUSDT", "reserved_until": 62**8 - 1}))
     a = IdAllocator(path, "static_grid", "BTCUSDT")  # 8 characters of room: 62**8 ids
     assert len(str(a.next())) == MAX_LEN
-    with pytest.raises(DataError, match="client-id sequence is used up"):
+    with pytest.raises(LiveError, match="client-id sequence is used up"):
         a.next()
     a.close()

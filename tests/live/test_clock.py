@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from live.clock import SteppedClock
+from grinder.live.clock import SteppedClock
 
 
 def test_the_time_is_the_drivers_in_ns_and_in_seconds():

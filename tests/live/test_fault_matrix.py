@@ -31,15 +31,15 @@ from urllib.parse import parse_qsl
 import pytest
 from aiohttp import web
 
-from grinder.data.errors import DataError
+from grinder.errors import LiveError, VenueError
+from grinder.live.adapter import LiveAdapter
+from grinder.live.audit import AuditLog
+from grinder.live.budget import BudgetLimits, DailyBudget, utc_day
+from grinder.live.client import make_client
+from grinder.live.client_ids import is_ours
+from grinder.live.retry import CircuitBreaker
+from grinder.live.rollout import MODES
 from grinder.venue.server import VenueServer
-from live.adapter import LiveAdapter
-from live.audit import AuditLog
-from live.budget import BudgetLimits, DailyBudget, utc_day
-from live.client import make_client
-from live.client_ids import is_ours
-from live.retry import CircuitBreaker
-from live.rollout import MODES
 from tests.conftest import REPO
 from tests.live.test_adapter import _dead_port, _until, config, pairs
 from tests.live.test_shutdown import ENV
@@ -229,7 +229,7 @@ def check_invariants(acct: Account) -> None:
         path = home / "state" / "budget.jsonl"
         if not path.exists():
             continue
-        budget = DailyBudget(path, BudgetLimits(10**9, 1e18), max_delay_s=None)  # DataError if damaged
+        budget = DailyBudget(path, BudgetLimits(10**9, 1e18), max_delay_s=None)  # LiveError if damaged
         try:
             charged += budget.actions if budget.day == acct.day else 0
         finally:
@@ -394,7 +394,7 @@ async def two_adapters_one_account(acct: Account) -> None:
     # Another state folder, the same strategy and symbol: its probe sees the first place orders.
     second = acct.start("b", instance_probe_s=5.0)
     refused = await second.finish(stop=False)
-    assert isinstance(refused, DataError) and "another adapter" in str(refused)
+    assert isinstance(refused, LiveError) and "another adapter" in str(refused)
     decisions, accepted = first.adapter.decisions, len(acct.srv.x.orders)
     await _until(lambda: len(acct.srv.x.orders) > accepted and first.adapter.decisions > decisions + 5, 60,
                  "the first to trade on")  # fmt: skip
@@ -408,7 +408,7 @@ async def two_adapters_one_account(acct: Account) -> None:
 async def failed_first_start_then_start(acct: Account) -> None:
     down = acct.start("a", port=_dead_port())  # the venue is down on the first start
     failed = await down.finish(stop=False)
-    assert isinstance(failed, DataError) and "did not answer" in str(failed)
+    assert isinstance(failed, VenueError) and "did not answer" in str(failed)
     live = acct.start("a")  # the same state folder, the venue up
     await acct.quoting()
     assert await live.finish() is None
@@ -444,7 +444,7 @@ def kill_switch(mode: str):
         sent = len(acct.srv.faults.requests)
         again = acct.start(rollout=mode)
         refused = await again.finish(stop=False)
-        assert isinstance(refused, DataError) and "refusing to trade" in str(refused)
+        assert isinstance(refused, LiveError) and "refusing to trade" in str(refused)
         assert len(acct.srv.faults.requests) == sent
 
     return cell

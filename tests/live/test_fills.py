@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from live.fills import fills_of
+from grinder.live.fills import fills_of
 from tests.venue.test_server import SYMBOL, scenario, tape  # noqa: F401 - tape is a fixture
 
 CID = "grinder_static_grid:BTCUSDT:1"

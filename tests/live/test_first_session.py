@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from live.client import GrinderBinance, client_options
+from grinder.live.client import GrinderBinance, client_options
 from tests.conftest import REPO
 from tests.live.test_live_cli import events, wait_for
 from tests.venue.test_serve_cli import free_port, procs  # noqa: F401 - procs is a fixture

@@ -14,11 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import live.client as live_client
-from grinder.data.errors import DataError
-from live.client import make_client
-from live.config import LiveConfig
-from live.guard import parse_api_url
+import grinder.live.client as live_client
+from grinder.errors import ConfigError
+from grinder.live.client import make_client
+from grinder.live.config import LiveConfig
+from grinder.live.guard import parse_api_url
 
 PARAMS = {"levels": 1, "interval": 0.5, "half_spread": 0.1, "order_qty": 0.002, "max_position": 0.01}
 
@@ -117,7 +117,7 @@ def test_a_venue_that_is_not_loopback_needs_both_keys_and_is_refused_before_any_
             assert not ex.apiKey  # paper signs nothing: its orders never leave
         asyncio.run(ex.close())
     else:
-        with pytest.raises(DataError, match="ALLOW_MAINNET_TRADE=1" if env != "1" else "not in mainnet_allowlist"):
+        with pytest.raises(ConfigError, match="ALLOW_MAINNET_TRADE=1" if env != "1" else "not in mainnet_allowlist"):
             make_client(c, "k", "s")
     assert len(_Recorder.hits) == hits  # nothing reached the look-alikes that lead here
 
@@ -152,12 +152,12 @@ def test_a_loopback_emulator_needs_no_keys_and_gets_every_request(mode, url, env
 
 @pytest.mark.parametrize("url", GARBAGE)
 def test_garbage_and_ambiguous_urls_are_refused_by_config_validation_in_one_line(url, tmp_path):
-    from live.config import load_config
+    from grinder.live.config import load_config
 
     path = tmp_path / "live.toml"
     path.write_text(f'strategy = "static_grid"\nsymbol = "BTCUSDT"\napi_url = "{url.replace(chr(92), chr(92) * 2)}"\n'
                     "params = {}\n")  # fmt: skip
-    with pytest.raises(DataError) as e:
+    with pytest.raises(ConfigError) as e:
         load_config(path)
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(f"{path}: api_url: ")
@@ -172,5 +172,5 @@ def test_loopback_is_read_from_the_url_as_written_never_resolved():
 def test_missing_credentials_are_refused_before_any_io(tmp_path, monkeypatch, no_network, recorder):
     monkeypatch.delenv("ALLOW_MAINNET_TRADE", raising=False)
     for mode in ("live", "testnet"):
-        with pytest.raises(DataError, match=f"{mode} mode needs credentials"):
+        with pytest.raises(ConfigError, match=f"{mode} mode needs credentials"):
             make_client(cfg(mode, f"http://127.0.0.1:{recorder}", (), tmp_path), "", "")

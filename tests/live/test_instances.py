@@ -9,15 +9,15 @@ from collections import Counter
 
 import pytest
 
-from grinder.data.errors import DataError
+from grinder.errors import LiveError
+from grinder.live.adapter import LiveAdapter
+from grinder.live.audit import AuditLog
+from grinder.live.client import make_client
+from grinder.live.client_ids import ClientOrderId, is_ours
+from grinder.live.instance import Instances
+from grinder.live.reconcile import check_orders
 from grinder.venue.exchange import CANCELED
 from grinder.venue.server import VenueServer
-from live.adapter import LiveAdapter
-from live.audit import AuditLog
-from live.client import make_client
-from live.client_ids import ClientOrderId, is_ours
-from live.instance import Instances
-from live.reconcile import check_orders
 from tests.live.test_adapter import _until, config
 from tests.live.test_live_cli import KILL_RESTART_TOML, events, open_orders, procs, serve, start, wait_for  # noqa: F401
 from tests.live.test_live_cli import config as cli_config
@@ -87,7 +87,7 @@ def test_a_second_adapter_on_the_same_account_refuses_to_start_and_cancels_nothi
             await _until(lambda: len(ours(o.client_id for o in srv.x.open_orders())) >= 4, what="the first's quotes")
             resting = set(ours(o.client_id for o in srv.x.open_orders()))
             decisions = first.decisions
-            with pytest.raises(DataError) as refused:
+            with pytest.raises(LiveError) as refused:
                 await second.run()
             gone = {o.client_id for o in srv.x.orders.values() if o.status == CANCELED}  # so far
             # The first trades on, untouched: its decisions go on and it places orders after the refusal.
@@ -217,7 +217,7 @@ def test_a_running_adapter_that_sees_another_instance_place_an_order_stops_and_l
             intruder = str(ClientOrderId(STRATEGY, "BTCUSDT", 0, "LiVe2"))  # another instance's first order
             await other.create_order(SYMBOL, "limit", "buy", 0.002, (bb - 700) * 0.1,
                                      {"postOnly": True, "clientOrderId": intruder})  # fmt: skip
-            with pytest.raises(DataError) as stopped:
+            with pytest.raises(LiveError) as stopped:
                 await asyncio.wait_for(task, 60)
         finally:
             adapter.stop()

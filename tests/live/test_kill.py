@@ -13,15 +13,15 @@ import time
 import pytest
 
 from grinder.core.diff import ST_NEW
-from grinder.data.errors import DataError
+from grinder.errors import LiveError
+from grinder.live import kill as killswitch
+from grinder.live.adapter import LiveAdapter
+from grinder.live.audit import AuditLog
+from grinder.live.client import make_client
+from grinder.live.client_ids import is_ours
+from grinder.live.config import LiveConfig
+from grinder.live.rollout import MODES
 from grinder.venue.server import VenueServer
-from live import kill as killswitch
-from live.adapter import LiveAdapter
-from live.audit import AuditLog
-from live.client import make_client
-from live.client_ids import is_ours
-from live.config import LiveConfig
-from live.rollout import MODES
 from tests.conftest import REPO
 from tests.live.test_adapter import PARAMS, _until
 from tests.live.test_live_cli import ENV, KILL_RESTART_TOML, config, events, open_orders, procs, serve, start, wait_for  # noqa: F401
@@ -100,7 +100,7 @@ async def scenario(tape, tmp_path, trigger: str, mode: str, **cfg_kw):  # noqa: 
         out["flattens"] = [o for o in srv.x.orders.values() if o.reduce_only]
         out["events"] = audit_events(tmp_path)
         sent = len(srv.faults.requests)
-        with pytest.raises(DataError, match=r"KILL: killed .*refusing to trade until a person clears it") as e:
+        with pytest.raises(LiveError, match=r"KILL: killed .*refusing to trade until a person clears it") as e:
             await run_adapter(cfg, tmp_path)
         out["refusal"] = str(e.value)
         out["sent_by_refused_start"] = len(srv.faults.requests) - sent
@@ -233,10 +233,10 @@ def test_a_kill_file_counts_whatever_it_holds(tmp_path, how):
         path.write_text("{}")
         path.chmod(0)
     assert killswitch.killed(state) is not None
-    with pytest.raises(DataError, match="refusing to trade"):
+    with pytest.raises(LiveError, match="refusing to trade"):
         killswitch.refuse_if_killed(state)
     if how == "folder":  # --clear says what it cannot do, in one line
-        with pytest.raises(DataError, match="cannot be removed"):
+        with pytest.raises(LiveError, match="cannot be removed"):
             killswitch.clear_kill(state)
     else:
         assert killswitch.clear_kill(state) and killswitch.killed(state) is None

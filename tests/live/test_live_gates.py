@@ -11,14 +11,14 @@ import pytest
 
 from grinder.core.gates import GateConfig
 from grinder.core.ledger import AVG_ENTRY, FEES, POSITION, REALIZED
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError
+from grinder.live.adapter import LiveAdapter
+from grinder.live.audit import AuditLog
+from grinder.live.client import make_client
+from grinder.live.config import LiveConfig, load_config
+from grinder.live.port import REFUSED_EVERY_NS
+from grinder.live.reconcile import VenuePosition
 from grinder.venue.server import VenueServer
-from live.adapter import LiveAdapter
-from live.audit import AuditLog
-from live.client import make_client
-from live.config import LiveConfig, load_config
-from live.port import REFUSED_EVERY_NS
-from live.reconcile import VenuePosition
 from tests.live.test_adapter import PARAMS, config, offline, session
 from tests.live.test_live_cli import ENV, REPO
 from tests.venue.test_server import CREDS, tape  # noqa: F401 - tape is a fixture
@@ -122,10 +122,10 @@ def test_a_live_config_takes_the_backtests_gates_table_and_names_an_unknown_key(
     with offline(cfg.model_copy(update={"state_dir": tmp_path / "state"}), tmp_path) as adapter:
         assert list(adapter.decider.gate_cfg) == list(cfg.gates.as_array())  # the adapter decides with them
     path.write_text(head + "[gates]\nmax_daily_los = 25.0\n")
-    with pytest.raises(DataError, match=r"live\.toml: gates\.max_daily_los: Extra inputs are not permitted$"):
+    with pytest.raises(ConfigError, match=r"live\.toml: gates\.max_daily_los: Extra inputs are not permitted$"):
         load_config(path)
     path.write_text(head + "[gates]\nmax_drawdown = -1\n")
-    with pytest.raises(DataError, match=r"gates\.max_drawdown: Input should be greater than or equal to 0"):
+    with pytest.raises(ConfigError, match=r"gates\.max_drawdown: Input should be greater than or equal to 0"):
         load_config(path)
     assert LiveConfig(strategy="static_grid", params=PARAMS, symbol="BTCUSDT").gates == GateConfig()  # all off
 

@@ -1,6 +1,6 @@
 """Parity: the live adapter against the emulator and the backtest on the same data decide the same.
 
-The live side runs in lock-step (live.parity.lockstep_session): the emulator's replay and the
+The live side runs in lock-step (grinder.live.parity.lockstep_session): the emulator's replay and the
 adapter's decision clock are stepped by the test, so the outcome does not depend on how busy the
 machine is, and every decision and every fill must agree.
 """
@@ -13,7 +13,7 @@ import pytest
 
 from grinder.core.gates import GateConfig
 from grinder.core.strategy import get
-from live.parity import (
+from grinder.live.parity import (
     _until,
     backtest_blocked,
     backtest_fills,

@@ -8,12 +8,12 @@ import random
 
 import pytest
 
+from grinder.live.audit import AuditLog
+from grinder.live.budget import BudgetLimits, DailyBudget
+from grinder.live.client_ids import ClientOrderId
+from grinder.live.port import ExchangePort, PortFailed, PortRefused
+from grinder.live.retry import Backoff, CircuitBreaker
 from grinder.venue.server import VenueServer
-from live.audit import AuditLog
-from live.budget import BudgetLimits, DailyBudget
-from live.client_ids import ClientOrderId
-from live.port import ExchangePort, PortFailed, PortRefused
-from live.retry import Backoff, CircuitBreaker
 from tests.venue.test_server import CREDS, SYMBOL, client, tape  # noqa: F401 - tape is a fixture
 
 T0 = 1_764_028_800_000_000_000

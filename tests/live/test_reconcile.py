@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from grinder.core.ledger import FEES, POSITION, REALIZED, book_fill, equity, new_ledger, unrealized, value
-from live.budget import BudgetLimits
-from live.client_ids import ClientOrderId
-from live.reconcile import (
+from grinder.live.budget import BudgetLimits
+from grinder.live.client_ids import ClientOrderId
+from grinder.live.reconcile import (
     VenuePosition,
     adopt_position,
     check_orders,

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 from grinder.cli.main import app
 from grinder.data.tape import load_tape
+from grinder.live.client import GrinderBinance, client_options, market_instrument
+from grinder.live.recorder import Recorder, ingest_recording
 from grinder.venue.exchange import Exchange
 from grinder.venue.server import VenueServer
-from live.client import GrinderBinance, client_options, market_instrument
-from live.recorder import Recorder, ingest_recording
 from tests.conftest import REPO
 from tests.venue.test_server import CREDS, tape  # noqa: F401 - tape is a fixture
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from live.retry import CLOSED, HALF_OPEN, OPEN, Backoff, CircuitBreaker
+from grinder.live.retry import CLOSED, HALF_OPEN, OPEN, Backoff, CircuitBreaker
 
 
 def test_backoff_grows_with_jitter_and_honours_retry_after():

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from live.client_ids import ClientOrderId
-from live.config import LiveConfig
-from live.reconcile import Mismatch
-from live.rollout import MODES, flatten_price, flatten_qty, flattenable, make_plan
+from grinder.live.client_ids import ClientOrderId
+from grinder.live.config import LiveConfig
+from grinder.live.reconcile import Mismatch
+from grinder.live.rollout import MODES, flatten_price, flatten_qty, flattenable, make_plan
 from tests.live.test_adapter import session
 from tests.venue.test_server import SYMBOL, tape  # noqa: F401 - tape is a fixture
 

@@ -13,15 +13,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from grinder.live.adapter import LiveAdapter
+from grinder.live.audit import AuditLog
+from grinder.live.budget import BudgetLimits, DailyBudget
+from grinder.live.client import make_client
+from grinder.live.client_ids import is_ours
+from grinder.live.config import LiveConfig
+from grinder.live.port import ExchangePort
+from grinder.live.shutdown import EXIT_ORDERS_LEFT, DeadManLost, cancel_everything
 from grinder.venue.server import VenueServer
-from live.adapter import LiveAdapter
-from live.audit import AuditLog
-from live.budget import BudgetLimits, DailyBudget
-from live.client import make_client
-from live.client_ids import is_ours
-from live.config import LiveConfig
-from live.port import ExchangePort
-from live.shutdown import EXIT_ORDERS_LEFT, DeadManLost, cancel_everything
 from tests.conftest import REPO
 from tests.live.test_adapter import _until, config
 from tests.venue.test_server import CREDS, SYMBOL, client, tape  # noqa: F401 - tape is a fixture

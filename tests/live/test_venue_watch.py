@@ -8,11 +8,11 @@ import time
 
 import pytest
 
+from grinder.live.adapter import LiveAdapter
+from grinder.live.audit import AuditLog
+from grinder.live.client import make_client
+from grinder.live.venue_watch import EXIT_VENUE_DOWN, VenueDown, watch_venue
 from grinder.venue.server import VenueServer
-from live.adapter import LiveAdapter
-from live.audit import AuditLog
-from live.client import make_client
-from live.venue_watch import EXIT_VENUE_DOWN, VenueDown, watch_venue
 from tests.live.test_adapter import config
 from tests.venue.test_server import CREDS, client, tape  # noqa: F401 - tape is a fixture
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from pydantic import ValidationError
 
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError, DataError
 from grinder.portfolio.allocator import (
     DrawdownRule,
     allocate,
@@ -26,13 +26,13 @@ RULE = DrawdownRule(max_drawdown=0.2, floor=0.0)
 def test_base_budgets_equal_or_weighted():
     assert base_budgets(900.0, 3).tolist() == [300.0, 300.0, 300.0]
     assert base_budgets(1000.0, 3, np.array([1.0, 3.0, 0.0])).tolist() == [250.0, 750.0, 0.0]
-    with pytest.raises(DataError, match="total budget must be a positive number"):
+    with pytest.raises(ConfigError, match="total budget must be a positive number"):
         base_budgets(0.0, 2)
-    with pytest.raises(DataError, match="one number per symbol"):
+    with pytest.raises(ConfigError, match="one number per symbol"):
         base_budgets(1.0, 2, np.array([1.0]))
-    with pytest.raises(DataError, match="not all zero"):
+    with pytest.raises(ConfigError, match="not all zero"):
         base_budgets(1.0, 2, np.array([0.0, 0.0]))
-    with pytest.raises(DataError, match="non-negative"):
+    with pytest.raises(ConfigError, match="non-negative"):
         base_budgets(1.0, 2, np.array([-1.0, 2.0]))
 
 

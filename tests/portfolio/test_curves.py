@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError, DataError
 from grinder.portfolio.curves import align_equity, common_grid, drawdown, last_finite_at, max_drawdown
 
 
@@ -18,7 +18,7 @@ def test_common_grid_spans_the_overlap():
     assert common_grid([a], 100).tolist() == [10]
     with pytest.raises(DataError, match="do not overlap"):
         common_grid([np.array([0, 5]), np.array([10, 20])], 1)
-    with pytest.raises(DataError, match="step_ns must be positive"):
+    with pytest.raises(ConfigError, match="step_ns must be positive"):
         common_grid([a], 0)
     with pytest.raises(DataError, match="none of them empty"):
         common_grid([a, np.empty(0, np.int64)], 1)

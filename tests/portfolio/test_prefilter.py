@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grinder.data.errors import DataError
 from grinder.data.lake import Lake
 from grinder.data.synth import synth_batch
 from grinder.data.tape import Series, load_tape
+from grinder.errors import ConfigError, DataError
 from grinder.portfolio.prefilter import (
     PrefilterRules,
     SymbolFeatures,
@@ -88,15 +88,15 @@ def test_inverse_contracts_count_contracts_of_contract_size():
 
 
 @pytest.mark.parametrize(
-    ("start", "end", "sample", "match"),
+    ("start", "end", "sample", "kind", "match"),
     [
-        (T0, T0, S, "empty look-back window"),
-        (T0, T0 + 10 * S, 0, "sample_ns must be positive"),
-        (T0 - 10 * S, T0 + S, S, "1 quote sample"),  # only the sample at T0 has a quote
+        (T0, T0, S, ConfigError, "empty look-back window"),
+        (T0, T0 + 10 * S, 0, ConfigError, "sample_ns must be positive"),
+        (T0 - 10 * S, T0 + S, S, DataError, "1 quote sample"),  # only the sample at T0 has a quote
     ],
 )
-def test_unusable_windows_are_clear_errors(start, end, sample, match):
-    with pytest.raises(DataError, match=match):
+def test_unusable_windows_are_clear_errors(start, end, sample, kind, match):
+    with pytest.raises(kind, match=match):
         features("X", *quotes([100.0, 101.0]), *NO_TRADES, start, end, sample)
 
 
@@ -177,16 +177,16 @@ def test_k_handling():
     big = top_k(universe, k=10)
     assert big.symbols == ("D", "C", "B", "A") and big.picks == big.ranked
     for bad in (0, -1, 2.5, True):
-        with pytest.raises(DataError, match="k must be a positive integer"):
+        with pytest.raises(ConfigError, match="k must be a positive integer"):
             top_k(universe, k=bad)
 
 
 def test_empty_or_unusable_universes_are_clear_errors():
-    with pytest.raises(DataError, match="empty universe"):
+    with pytest.raises(ConfigError, match="empty universe"):
         top_k([])
     with pytest.raises(DataError, match=r"no eligible symbol among 2: A: mean spread .*; B: traded"):
         top_k([feat("A", spread=50.0), feat("B", notional=1.0)])
-    with pytest.raises(DataError, match="listed more than once: A"):
+    with pytest.raises(ConfigError, match="listed more than once: A"):
         top_k([feat("A"), feat("A")])
     with pytest.raises(DataError, match="A: non-finite feature"):
         top_k([feat("A", vol=float("nan"))])

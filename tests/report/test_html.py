@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from grinder.data.errors import DataError
+from grinder.errors import DataError
 from grinder.io import atomic
 from grinder.report.downsample import even_indices, minmax_indices
 from grinder.report.figures import MAX_POINTS, main_figure

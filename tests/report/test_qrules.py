@@ -30,8 +30,8 @@ from grinder.report.load import load_run
 from grinder.report.qrules import qr_metrics, qr_summary
 from grinder.sim.backtest import VenueConfig, run_backtest
 from grinder.sim.run_folder import summarize, write_run
+from grinder.strategies.static_grid import StaticGridParams, static_grid
 from grinder.track.mlflow_store import backtest_metrics, backtest_tags
-from strategies.static_grid import StaticGridParams, static_grid
 from tests.conftest import REPO
 
 PARAMS = StaticGridParams(levels=5, interval=1.0, half_spread=2.0, order_qty=0.002, max_position=0.04)

@@ -10,7 +10,7 @@ import pytest
 
 from grinder.data.tape import load_tape
 from grinder.sim.backtest import VenueConfig, run_backtest
-from strategies.static_grid import StaticGridParams, static_grid
+from grinder.strategies.static_grid import StaticGridParams, static_grid
 from tests.conftest import REPO
 
 # 0.002 BTC is about 124 USDT: above BTCUSDT's 100 USDT minimum notional.

@@ -13,8 +13,8 @@ import pytest
 from grinder.core.gates import GateConfig
 from grinder.data.tape import load_tape
 from grinder.sim.backtest import VenueConfig, run_backtest
-from strategies.adaptive_grid import STRATEGY as ADAPTIVE
-from strategies.static_grid import STRATEGY as GRID
+from grinder.strategies.adaptive_grid import STRATEGY as ADAPTIVE
+from grinder.strategies.static_grid import STRATEGY as GRID
 from tests.conftest import REPO
 
 BASE = VenueConfig(entry_latency_ns=10_000_000, response_latency_ns=10_000_000, step_ns=100_000_000)

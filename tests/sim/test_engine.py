@@ -9,9 +9,9 @@ import pytest
 from numba import njit
 
 from grinder.core.gates import GateConfig
-from grinder.data.errors import DataError
 from grinder.data.instruments import Instrument
 from grinder.data.tape import Series, Tape
+from grinder.errors import ConfigError
 from grinder.sim.backtest import VenueConfig, run_backtest
 from grinder.sim.engine import LEVEL_CACHE
 
@@ -319,7 +319,7 @@ def test_latency_file_errors_name_the_file(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from grinder.data.errors import DataError
+    from grinder.errors import DataError
     from grinder.sim.backtest import LatencySeries
 
     bad = tmp_path / "lat.parquet"
@@ -382,9 +382,7 @@ def too_many(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, o_side,
 
 
 def test_a_kernel_returning_more_targets_than_max_targets_stops_the_run():
-    from grinder.data.errors import DataError
-
-    with pytest.raises(DataError, match="too_many: strategy kernel returned more targets than max_targets"):
+    with pytest.raises(ConfigError, match="too_many: strategy kernel returned more targets than max_targets"):
         run_backtest(tape(BOOK + END), too_many, np.zeros(1), VENUE, max_targets=4)
 
 
@@ -399,11 +397,10 @@ def test_a_strategy_object_brings_its_own_max_targets():
 
 def test_a_grid_wider_than_max_targets_is_refused_not_truncated():
     from grinder.core.strategy import get
-    from grinder.data.errors import DataError
 
     grid = get("static_grid")
     p = grid.validate({"levels": 40, "interval": 1.0, "half_spread": 2.0, "order_qty": 1.0, "max_position": 5.0})
-    with pytest.raises(DataError, match="static_grid: strategy kernel returned more targets"):
+    with pytest.raises(ConfigError, match="static_grid: strategy kernel returned more targets"):
         run_backtest(tape(BOOK + END), grid.kernel, grid.vector(p), VENUE, max_targets=64)
 
 
@@ -415,9 +412,7 @@ def count_as_int32(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, o
 
 
 def test_a_kernel_with_another_return_type_is_refused_by_name():
-    from grinder.data.errors import DataError
-
-    with pytest.raises(DataError, match="count_as_int32 returns int32, not the int64 count"):
+    with pytest.raises(ConfigError, match="count_as_int32 returns int32, not the int64 count"):
         run_backtest(tape(BOOK + END), count_as_int32, np.zeros(1), VENUE)
 
 
@@ -438,7 +433,7 @@ def test_recording_only_the_equity_keeps_its_steps_and_every_result():
         assert np.array_equal(lean.steps[k], full.steps[k], equal_nan=True)
     assert lean.digest == full.digest and lean.counters == full.counters and len(full.fills["qty"]) == 1
     assert (lean.equity, lean.unrealized, lean.position) == (full.equity, full.unrealized, full.position)
-    with pytest.raises(DataError, match="record must be one of all, equity, got 'mid'"):
+    with pytest.raises(ConfigError, match="record must be one of all, equity, got 'mid'"):
         run_backtest(tape(rows), one_quote, np.array([1, 99, 1, 0], np.float64), VENUE, record="mid")
 
 

@@ -43,7 +43,7 @@ def test_with_the_gate_on_no_window_comes_within_the_margin_of_a_limit(sample):
 
 
 def test_a_thresholds_file_that_is_not_there_is_one_clear_error(sample, tmp_path):
-    from grinder.data.errors import DataError
+    from grinder.errors import ConfigError
 
-    with pytest.raises(DataError, match="missing.toml"):
+    with pytest.raises(ConfigError, match="missing.toml"):
         backtest(sample, GateConfig(quant_rules=True, quant_rules_file=str(tmp_path / "missing.toml")))

@@ -11,10 +11,10 @@ import pytest
 from numba import njit
 
 from grinder.book.l2 import ASK, BID, EMPTY, apply_row, best_qty, best_ticks, new_book, qty_at
-from grinder.data.errors import DataError
 from grinder.data.lake import Lake
 from grinder.data.synth import synth_batch
 from grinder.data.tape import load_tape
+from grinder.errors import DataError
 from grinder.sim import replay, replay_cache
 from grinder.sim.backtest import VenueConfig, corrected_local_times, prepare, run_backtest
 from grinder.sim.replay import REPLAY_FIELDS, SIDE_BIT, load_or_prepare, prepare_replay, qty_before
@@ -271,7 +271,7 @@ def test_cache_round_trip_gives_identical_read_only_maps(synth_tape, clock, tmp_
 
 
 def test_backtest_on_a_cached_replay_matches_a_fresh_one(synth_tape, tmp_path):
-    from strategies.static_grid import StaticGridParams, static_grid
+    from grinder.strategies.static_grid import StaticGridParams, static_grid
 
     venue = VenueConfig()
     params = StaticGridParams(levels=5, interval=0.5, half_spread=0.5, order_qty=0.01, max_position=0.1)

@@ -8,7 +8,7 @@ import pytest
 from grinder.core.strategy import get
 from grinder.data.tape import load_tape
 from grinder.sim.backtest import VenueConfig, run_backtest
-from strategies.adaptive_grid import BASE, PAUSE, TIGHTEN, WIDEN, AdaptiveGridParams, adaptive_grid
+from grinder.strategies.adaptive_grid import BASE, PAUSE, TIGHTEN, WIDEN, AdaptiveGridParams, adaptive_grid
 from tests.conftest import REPO
 
 P = AdaptiveGridParams(

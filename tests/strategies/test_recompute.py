@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from grinder.core.strategy import BAND_MIN_STATE, RECOMPUTE, Strategy, discover
-from grinder.data.errors import DataError
 from grinder.data.tape import load_tape
+from grinder.errors import ConfigError
 from grinder.sim.backtest import VenueConfig, run_backtest
 from tests.conftest import REPO
 
@@ -66,6 +66,6 @@ def test_a_state_too_short_for_a_band_gives_the_same_run():
 
 def test_unknown_recompute_value_is_refused():
     grid = discover()["static_grid"]
-    with pytest.raises(DataError, match="recompute must be one of"):
+    with pytest.raises(ConfigError, match="recompute must be one of"):
         Strategy("x", grid.params, grid.kernel, recompute="sometimes")
     assert RECOMPUTE[0] == "always"

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from grinder.book.l2 import EMPTY
 from grinder.core.strategy import BAND_MIN_STATE
-from strategies.static_grid import STRATEGY, mid_band, static_grid
+from grinder.strategies.static_grid import STRATEGY, mid_band, static_grid
 
 TICKS = (0.1, 0.01, 0.5, 1e-5)
 

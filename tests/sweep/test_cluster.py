@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from grinder.data.errors import DataError
 from grinder.data.tape import load_tape
+from grinder.errors import ConfigError
 from grinder.sim.backtest import VenueConfig
 from grinder.sweep import cluster
 from grinder.sweep.folds import make_folds
@@ -53,9 +53,9 @@ def test_an_address_that_does_not_answer_is_a_clear_error(monkeypatch):
     with socket.socket() as s:  # a free port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(DataError, match=f"cluster tcp://127.0.0.1:{port} does not answer"):
+    with pytest.raises(ConfigError, match=f"cluster tcp://127.0.0.1:{port} does not answer"):
         cluster.connect(f"tcp://127.0.0.1:{port}")
-    with pytest.raises(DataError, match="must look like tcp://host:port"):
+    with pytest.raises(ConfigError, match="must look like tcp://host:port"):
         cluster.connect("localhost:8786")
 
 
@@ -75,7 +75,7 @@ def test_a_cluster_without_workers_is_a_clear_error_not_a_hang(sel, monkeypatch)
             try:
                 run_study(sel, g, windows, VenueConfig(), client=c)
                 outcome.append("finished")
-            except DataError as e:
+            except ConfigError as e:
                 outcome.append(str(e))
 
         th = threading.Thread(target=go, daemon=True)  # daemon: a hang (the old behaviour) cannot block exit

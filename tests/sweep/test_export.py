@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError, DataError
 from grinder.sweep.export import export_set, to_toml
 from tests.cli.test_cli import SWEEP, grinder, sample  # noqa: F401 - the sample lake fixture
 from tests.live.test_live_cli import ENV, REPO, events, procs, serve, wait_for  # noqa: F401 - procs: a fixture
@@ -50,7 +50,7 @@ def test_the_exported_backtest_config_gives_the_sweeps_digest(swept, sample, tmp
 def test_export_refuses_to_overwrite_and_names_what_is_wrong(swept, tmp_path):
     first = export_set(swept, tmp_path)
     before = first[1].read_text()
-    with pytest.raises(DataError, match="exists: pass --force"):
+    with pytest.raises(ConfigError, match="exists: pass --force"):
         export_set(swept, tmp_path)
     assert first[1].read_text() == before
     again = export_set(swept, tmp_path, force=True, mode="testnet")
@@ -61,7 +61,7 @@ def test_export_refuses_to_overwrite_and_names_what_is_wrong(swept, tmp_path):
         ({"rank": 1, "set_no": 0}, "not both"),
         ({"mode": "dream"}, "live config: mode"),
     ]:
-        with pytest.raises(DataError, match=message):
+        with pytest.raises(ConfigError, match=message):
             export_set(swept, tmp_path / "x", **kwargs)
     assert not (tmp_path / "x").exists()  # nothing half-written
     with pytest.raises(DataError, match="no such sweep folder"):

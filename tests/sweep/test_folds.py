@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from grinder.data.coverage import Span
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError, DataError
 from grinder.sweep.folds import count_in, coverage_folds, make_folds
 
 S = 1_000_000_000
@@ -49,7 +49,7 @@ def test_walk_forward_folds(start, span, k, train):
     ],  # fmt: skip
 )
 def test_bad_folds(args, message):
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(ConfigError, match=message):
         make_folds(*args)
 
 
@@ -98,13 +98,13 @@ def test_windows_with_too_few_events_are_refused_and_an_empty_fold_is_an_error()
     f = coverage_folds(spans, times, train=0.5, min_events=500)
     assert [w.name for w in f.windows] == ["train", "test.1"]
     assert [(w.name, n) for w, n in f.refused] == [("test.2", 200)]
-    with pytest.raises(DataError, match=r"window wf1-train holds 200 events, fewer than the minimum 1,000"):
+    with pytest.raises(ConfigError, match=r"window wf1-train holds 200 events, fewer than the minimum 1,000"):
         coverage_folds([Span(0, 10 * S)], _times([Span(0, 10 * S)], per_s=40), walk_forward=1)
     with pytest.raises(DataError, match="no covered time"):
         coverage_folds([], times)
-    with pytest.raises(DataError, match="unknown fold basis 'calendar'"):
+    with pytest.raises(ConfigError, match="unknown fold basis 'calendar'"):
         coverage_folds(spans, times, by="calendar")
-    with pytest.raises(DataError, match="do not fit in 3 events"):
+    with pytest.raises(ConfigError, match="do not fit in 3 events"):
         coverage_folds([Span(0, 10)], np.arange(3), walk_forward=5, by="events", min_events=1)
 
 
@@ -124,7 +124,7 @@ def test_coverage_folds_stay_inside_spans_and_keep_out_of_sample_after_in_sample
     times = _times(spans, per_s=10)
     try:
         f = coverage_folds(spans, times, train, k, by, min_events=1)
-    except DataError as e:
+    except ConfigError as e:
         assert "fewer than the minimum" in str(e) or "do not fit" in str(e)
         return
     assert all(_within_one_span(w, spans) for w in f.windows)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from grinder.data.errors import DataError
 from grinder.data.tape import load_tape
+from grinder.errors import ConfigError, DataError
 from grinder.sim.backtest import VenueConfig
 from grinder.sweep.folds import make_folds
 from grinder.sweep.search import search_sets
@@ -53,7 +53,7 @@ def test_search_is_deterministic_and_never_reads_out_of_sample(setup):
 )
 def test_bad_searches(setup, axes, rank_by, trials, message):
     windows, load, _ = setup
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(ConfigError, match=message):
         search_sets(GRID, axes, FIXED, windows, load, VenueConfig(), None, None, rank_by, False, trials)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from grinder.core.strategy import get
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError
 from grinder.sweep.spec import expand, parse_axis
 
 GRID = get("static_grid")
@@ -44,7 +44,7 @@ def test_axis_syntax(spec, values):
     ],
 )
 def test_bad_axes_name_the_axis(spec, message):
-    with pytest.raises(DataError, match=message) as e:
+    with pytest.raises(ConfigError, match=message) as e:
         parse_axis("interval", spec)
     assert "interval" in str(e.value)
 
@@ -67,5 +67,5 @@ def test_expansion_is_the_product_in_axis_order_last_fastest():
     ],
 )
 def test_bad_grids_are_refused_before_any_run(axes, fixed, message):
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(ConfigError, match=message):
         expand(GRID, axes, fixed)

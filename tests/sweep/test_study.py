@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grinder.core.strategy import get
-from grinder.data.errors import DataError
 from grinder.data.tape import load_tape
+from grinder.errors import ConfigError
 from grinder.sim.backtest import VenueConfig, run_backtest
 from grinder.sweep.folds import make_folds
 from grinder.sweep.spec import expand
@@ -64,7 +64,7 @@ def test_one_worker_gives_the_same_results(study, windows):
 
 def test_unknown_ranking_metric_is_refused(study, windows):
     g, _ = study
-    with pytest.raises(DataError, match="unknown ranking metric 'profit'"):
+    with pytest.raises(ConfigError, match="unknown ranking metric 'profit'"):
         run_study(SEL, g, windows, VenueConfig(), rank_by="profit")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from grinder.data.errors import DataError
+from grinder.errors import ConfigError
 from grinder.report.sweep_html import write_sweep_report
 from grinder.sweep.study import StudyResult, rank
 
@@ -43,7 +43,7 @@ def test_with_the_flag_sets_within_the_rules_rank_first():
 def test_the_flag_needs_every_backtest_to_have_tracked_the_rules():
     frame = results([True, None, True, True])
     assert rank(frame, ["spread"], "equity")["rules_ok"].tolist() == [True, True, None, True]
-    with pytest.raises(DataError, match="--rules-ok: the backtests recorded no quantitative-rules series"):
+    with pytest.raises(ConfigError, match="--rules-ok: the backtests recorded no quantitative-rules series"):
         rank(frame, ["spread"], "equity", rules_ok=True)
 
 

@@ -18,8 +18,8 @@ import pytest
 
 import grinder
 from grinder.core import strategy
-from grinder.data.errors import DataError
 from grinder.data.tape import load_tape
+from grinder.errors import DataError, TrackingError
 from grinder.sim.backtest import VenueConfig, run_backtest
 from grinder.sim.run_folder import summarize, write_run
 from grinder.track import mlflow_store
@@ -205,7 +205,7 @@ def test_failure_while_logging_marks_the_run_failed_and_names_the_folder(runs, s
 
     monkeypatch.setattr(MlflowClient, "log_artifact", broken)
     monkeypatch.setattr(MlflowClient, "log_artifacts", broken)  # a whole run folder is copied in one call
-    with pytest.raises(DataError, match="disk full") as e:
+    with pytest.raises(TrackingError, match="disk full") as e:
         log_backtest(a, fingerprint=fp, root=store, experiment="broken")
     assert e.value.path == str(a)
     client, exp_id = open_store(store, "broken")
@@ -225,12 +225,12 @@ def test_bad_input_is_a_data_error_before_any_run_exists(runs, store, tmp_path):
     (partial / "summary.json").write_text("{not json")
     with pytest.raises(DataError, match="not readable JSON"):
         log_backtest(partial, fingerprint=fp, root=store, experiment="bad")
-    with pytest.raises(DataError, match="no parent run") as e:
+    with pytest.raises(TrackingError, match="no parent run") as e:
         log_backtest(a, fingerprint=fp, root=store, parent_run_id="0" * 32)
     assert e.value.path == str(store)
     blocked = tmp_path / "a-file"
     blocked.write_text("")
-    with pytest.raises(DataError, match="cannot open the MLflow store") as e:
+    with pytest.raises(TrackingError, match="cannot open the MLflow store") as e:
         open_store(blocked)
     assert e.value.path == str(blocked)
     client, _ = open_store(store)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grinder.data.instruments import Instrument
-from grinder.venue.exchange import CANCELED, FILLED, NEW, PARTIALLY_FILLED, Exchange, VenueError
+from grinder.venue.exchange import CANCELED, FILLED, NEW, PARTIALLY_FILLED, Exchange, Rejected
 
 INST = Instrument(venue="test", symbol="TESTUSDT", tick_size=1.0, lot_size=1.0, maker_fee=0.0002, taker_fee=0.0005,
                   min_notional=5.0)  # fmt: skip
@@ -80,7 +80,7 @@ def test_partial_fills_take_the_traded_quantity_beyond_the_queue():
 def test_refused_orders_carry_the_venue_error_and_change_nothing(args, code):
     x = venue()
     x.create("a", 1, 98, 1.0, "GTX", 1)
-    with pytest.raises(VenueError) as e:
+    with pytest.raises(Rejected) as e:
         x.create(*args, 2)
     assert e.value.code == code and [o.client_id for o in x.open_orders()] == ["a"]
 
@@ -93,10 +93,10 @@ def test_cancel_by_either_id_and_unknown_orders():
     assert x.cancel(3, client_id="b").status == CANCELED and x.open_orders() == []
     assert x.find(client_id="a").status == CANCELED  # still known, closed
     for kw in ({"order_id": a.order_id}, {"client_id": "zzz"}):
-        with pytest.raises(VenueError) as e:
+        with pytest.raises(Rejected) as e:
             x.cancel(4, **kw)
         assert e.value.code == -2011
-    with pytest.raises(VenueError) as e:
+    with pytest.raises(Rejected) as e:
         x.find(client_id="zzz")
     assert e.value.code == -2013
 
@@ -104,11 +104,11 @@ def test_cancel_by_either_id_and_unknown_orders():
 def test_only_post_only_orders_and_valid_client_ids_are_taken():
     x = venue()
     for tif in ("GTC", "IOC", "FOK"):
-        with pytest.raises(VenueError) as e:
+        with pytest.raises(Rejected) as e:
             x.create("a", 1, 98, 1.0, tif, 1)
         assert e.value.code == -1115
     for bad in ("", "has space", "x" * 37):
-        with pytest.raises(VenueError) as e:
+        with pytest.raises(Rejected) as e:
             x.create(bad, 1, 98, 1.0, "GTX", 1)
         assert e.value.code == -4015
     assert x.open_orders() == []
@@ -169,7 +169,7 @@ def test_the_open_orders_are_exactly_those_whose_status_is_open(ops, partial):
                 x.cancel(t, client_id=op[1])
             else:
                 x.on_row(op[1], op[2], op[3], op[4], t)
-        except VenueError:
+        except Rejected:
             pass
         open_ = sorted((o for o in x.orders.values() if o.status in (NEW, PARTIALLY_FILLED)), key=lambda o: o.order_id)
         assert x.open_orders() == open_
@@ -188,11 +188,11 @@ def test_an_ioc_takes_the_book_level_by_level_up_to_its_price_and_the_rest_expir
 
 def test_a_reduce_only_ioc_never_opens_or_grows_a_position():
     x = venue()
-    with pytest.raises(VenueError) as e:
+    with pytest.raises(Rejected) as e:
         x.take("r", -1, 98, 1.0, True, 1)  # flat: nothing to reduce
     assert e.value.code == -2022 and x.position()[0] == 0.0
     x.take("long", 1, 102, 3.0, False, 1)
-    with pytest.raises(VenueError):
+    with pytest.raises(Rejected):
         x.take("r2", 1, 102, 1.0, True, 2)  # a buy would grow a long
     evs = x.take("r3", -1, 98, 10.0, True, 3)  # clipped to the position
     assert evs[0].order.qty == 3.0 and evs[0].order.reduce_only and x.position()[0] == 0.0

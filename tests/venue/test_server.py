@@ -9,9 +9,9 @@ import ccxt
 import pytest
 
 from grinder.data.tape import load_tape
+from grinder.live.client import GrinderBinance, client_options
 from grinder.venue.auth import Credentials
 from grinder.venue.server import VenueServer
-from live.client import GrinderBinance, client_options
 from tests.conftest import REPO
 
 SYMBOL = "BTC/USDT:USDT"

@@ -18,7 +18,6 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from grinder.data.errors import DataError
 from grinder.data.ingest.binance_fast import _POW10, INT64_MAX, SLOW
 from grinder.data.ingest.binance_fast import scan as bf_scan
 from grinder.data.ingest.book_check import check_uncrossed
@@ -27,6 +26,7 @@ from grinder.data.ingest.source import LineMap, read_bytes
 from grinder.data.instruments import Instrument
 from grinder.data.lake import IngestBatch, IngestReport
 from grinder.data.schema import BOOK_DIFF, BOOK_RESET, BOOK_SNAPSHOT, SIDE_ASK, SIDE_BID
+from grinder.errors import DataError
 
 MS = 1_000_000
 SEQ_SHIFT = 16  # seq = global line << 16 | row within the line's message

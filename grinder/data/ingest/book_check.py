@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 
 from grinder.book.check import replay_check
-from grinder.data.errors import DataError
 from grinder.data.instruments import Instrument
 from grinder.data.tape import Series, Tape
+from grinder.errors import DataError
 
 _BBO_FLOATS = ("bid_price", "bid_qty", "ask_price", "ask_qty")
 

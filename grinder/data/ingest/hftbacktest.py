@@ -41,7 +41,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from grinder.data.errors import DataError
 from grinder.data.ingest.book_check import check_uncrossed
 from grinder.data.ingest.numbers import check_prices_qtys, check_sorted, check_times
 from grinder.data.ingest.source import LineMap
@@ -57,6 +56,7 @@ from grinder.data.schema import (
     SIDE_BOTH,
     TRADES,
 )
+from grinder.errors import DataError
 
 EXCH_EVENT = 1 << 31
 LOCAL_EVENT = 1 << 30

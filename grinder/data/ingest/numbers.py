@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from grinder.data.errors import DataError
 from grinder.data.instruments import Instrument, off_grid
+from grinder.errors import DataError
 
 # Up to 18 digits each side of the point: every such integer part fits int64, and no venue
 # sends more than 8 decimals, so longer numbers are garbage (1e-30 written out), not precision.

@@ -7,7 +7,7 @@ import zlib
 from bisect import bisect_right
 from pathlib import Path
 
-from grinder.data.errors import DataError
+from grinder.errors import DataError
 
 
 def read_bytes(path: Path) -> bytes:

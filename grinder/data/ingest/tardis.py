@@ -27,7 +27,6 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 from numba import njit
 
-from grinder.data.errors import DataError
 from grinder.data.ingest.book_check import check_uncrossed
 from grinder.data.ingest.numbers import check_prices_qtys, check_sorted, check_times, parse_decimals, why_not_decimal
 from grinder.data.ingest.source import LineMap, read_bytes
@@ -43,6 +42,7 @@ from grinder.data.schema import (
     SIDE_BOTH,
     TRADES,
 )
+from grinder.errors import DataError
 
 US = 1000  # ns per µs
 SEQ_SHIFT = 16
