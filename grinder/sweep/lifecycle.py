@@ -32,6 +32,8 @@ class Interrupted(BaseException):
 # inside a garbage-collection callback, where a raised exception is printed and dropped; `check`
 # raises again for a signal that was lost that way.
 _pending: list[int] = []
+# How many `shielded` blocks are open: inside one the handler only records the signal.
+_shields = [0]
 
 
 @contextlib.contextmanager
@@ -40,7 +42,8 @@ def signals_raise(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) ->
 
     def handler(signum, frame):
         _pending.append(signum)
-        raise Interrupted(signum)
+        if not _shields[0]:
+            raise Interrupted(signum)
 
     _pending.clear()
     old = {s: signal.signal(s, handler) for s in signums}
@@ -49,6 +52,24 @@ def signals_raise(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) ->
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Within the block a signal is held, not raised; it raises `Interrupted` when the outermost block ends.
+
+    For writes to the MLflow store: an exception raised in the middle of an SQLite statement leaves
+    its transaction open and the database locked, so marking the run FAILED afterwards failed
+    ("database is locked") and the run stayed RUNNING.
+    """
+    held = len(_pending)
+    _shields[0] += 1
+    try:
+        yield
+    finally:
+        _shields[0] -= 1
+    if len(_pending) > held and not _shields[0]:
+        raise Interrupted(_pending[held])
 
 
 def check() -> None:
@@ -92,6 +113,7 @@ def fail_orphaned_sweeps(client, experiment_id: str) -> list[str]:
     runs = client.search_runs([experiment_id], "attributes.status = 'RUNNING' and tags.kind = 'sweep'")
     gone = [r.info.run_id for r in runs if is_alive(r.data.tags) is False]
     for run_id in gone:
-        client.set_tag(run_id, "failed_because", "its process ended without closing the run (killed?)")
-        client.set_terminated(run_id, "FAILED")
+        with shielded():
+            client.set_tag(run_id, "failed_because", "its process ended without closing the run (killed?)")
+            client.set_terminated(run_id, "FAILED")
     return gone

@@ -27,6 +27,7 @@ import grinder
 from grinder.errors import DataError, GrinderError, TrackingError
 from grinder.portfolio.curves import max_drawdown as max_drawdown_of
 from grinder.report.load import read_summary
+from grinder.sweep.lifecycle import shielded
 from grinder.track.provenance import git_commit
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def open_store(root: Path, experiment: str = DEFAULT_EXPERIMENT) -> tuple[Mlflow
     direct = None
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with _quiet_mlflow():
+        with _quiet_mlflow(), shielded():  # creating the database runs its migrations
             from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # warns on first import
 
             # MLflow's client puts new experiments (and the "Default" one of a new database) under
@@ -153,14 +154,15 @@ def log_backtest(
         all_tags["mlflow.parentRunId"] = parent_run_id
     all_tags |= {str(k): v for k, v in (tags or {}).items()}
     try:
-        run_id = _create_run(client, exp_id, run_dir.name, all_tags)
-        with _ends(client, run_id):
-            _log_batch(client, run_id, params, metrics)
-            if {f.name for f in files} == {f.name for f in run_dir.iterdir()}:
-                client.log_artifacts(run_id, str(run_dir))  # one copy of the whole folder
-            else:
-                for f in files:
-                    client.log_artifact(run_id, str(f))
+        with shielded():
+            run_id = _create_run(client, exp_id, run_dir.name, all_tags)
+            with _ends(client, run_id):
+                _log_batch(client, run_id, params, metrics)
+                if {f.name for f in files} == {f.name for f in run_dir.iterdir()}:
+                    client.log_artifacts(run_id, str(run_dir))  # one copy of the whole folder
+                else:
+                    for f in files:
+                        client.log_artifact(run_id, str(f))
     except GrinderError:
         raise
     except Exception as e:
@@ -182,11 +184,13 @@ class Sweep:
         path = Path(path)
         if not path.is_file():
             raise DataError("no such file to log", str(path))
-        self.client.log_artifact(self.run_id, str(path), artifact_dir)
+        with shielded():
+            self.client.log_artifact(self.run_id, str(path), artifact_dir)
 
     def log_metrics(self, metrics: dict) -> None:
         """Log numbers (e.g. the best set's metric) on the sweep run; keys are made MLflow-safe."""
-        _log_batch(self.client, self.run_id, {}, _numbers(metrics, ""))
+        with shielded():
+            _log_batch(self.client, self.run_id, {}, _numbers(metrics, ""))
 
     def log_child(self, run_dir: Path, *, fingerprint: str | None, tags: dict | None = None) -> str:
         """Log a backtest run folder as a child of this sweep (through the sweep's client); returns its run id."""
@@ -201,13 +205,20 @@ def sweep_run(
     """A parent run for a sweep: FINISHED when the block ends, FAILED on any exception (re-raised as is)."""
     client, exp_id = open_store(root, experiment)
     all_tags = {"kind": "sweep", **_provenance()} | {str(k): v for k, v in (tags or {}).items()}
+    run_id = None
     try:
-        run_id = _create_run(client, exp_id, name, all_tags)
+        with shielded():
+            run_id = _create_run(client, exp_id, name, all_tags)
     except Exception as e:
         raise TrackingError(f"cannot create the sweep run: {_brief(e)}", str(root)) from e
+    except BaseException:  # a signal held while the run was created
+        if run_id is not None:
+            _mark_failed(client, run_id)
+        raise
     with _ends(client, run_id):
-        _log_batch(client, run_id, _flat_params(params_spec, "spec"), {})
-        client.log_text(run_id, json.dumps(params_spec, indent=1, default=str), "sweep_spec.json")
+        with shielded():
+            _log_batch(client, run_id, _flat_params(params_spec, "spec"), {})
+            client.log_text(run_id, json.dumps(params_spec, indent=1, default=str), "sweep_spec.json")
         yield Sweep(client, run_id, Path(root), exp_id)
 
 
@@ -330,7 +341,8 @@ def _ends(client: MlflowClient, run_id: str) -> Iterator[None]:
         _mark_failed(client, run_id)
         raise
     try:
-        client.set_terminated(run_id, "FINISHED")
+        with shielded():
+            client.set_terminated(run_id, "FINISHED")
     except BaseException:
         _mark_failed(client, run_id)
         raise
@@ -339,7 +351,8 @@ def _ends(client: MlflowClient, run_id: str) -> Iterator[None]:
 def _mark_failed(client: MlflowClient, run_id: str) -> None:
     """Best effort: the error that got us here matters more than one from marking the run."""
     try:
-        client.set_terminated(run_id, "FAILED")
+        with shielded():  # a second signal must not leave the run RUNNING either
+            client.set_terminated(run_id, "FAILED")
     except Exception:
         logging.getLogger(__name__).warning("could not mark MLflow run %s FAILED", run_id)
 

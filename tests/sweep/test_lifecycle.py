@@ -21,9 +21,10 @@ from grinder.sweep.lifecycle import (
     is_alive,
     process_tags,
     raise_pending,
+    shielded,
     signals_raise,
 )
-from grinder.track.mlflow_store import DB_NAME, open_store
+from grinder.track.mlflow_store import DB_NAME, open_store, sweep_run
 from tests.conftest import REPO
 
 # A grid of 2,500 sets over the sample: seconds of work, so the sweep is still running when signalled.
@@ -54,6 +55,46 @@ def test_a_signal_whose_exception_was_dropped_still_raises_at_the_next_check():
             check()
     with signals_raise():
         check()  # a new block starts with nothing pending
+
+
+def test_a_shielded_block_holds_a_signal_until_it_ends():
+    with signals_raise():
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            with shielded():
+                with shielded():
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.1)  # the handler has run by now; it only recorded the signal
+                reached = True  # the inner block's end does not raise: the outer one is still open
+        assert reached
+        with shielded():
+            pass  # a signal raised before the block is not raised again at its end
+
+
+@pytest.mark.parametrize("table", ["params", "runs"])
+def test_a_signal_in_the_middle_of_a_store_write_still_ends_the_run_failed(tmp_path, table):
+    # The SIGTERM arrives right after an INSERT, inside the write's open transaction: raised there,
+    # it left the database locked, marking the run FAILED failed and the run stayed RUNNING.
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    fired = []
+
+    def signal_after(conn, cursor, statement, *args):
+        if not fired and statement.lstrip().upper().startswith(f"INSERT INTO {table.upper()}"):
+            fired.append(statement)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    store = tmp_path / "mlruns"
+    open_store(store)
+    event.listen(Engine, "after_cursor_execute", signal_after)
+    try:
+        with pytest.raises(Interrupted, match="SIGTERM"), signals_raise():
+            with sweep_run(store, "sweep", {"a": 1, "b": {"c": 2}}):
+                time.sleep(5)  # never reached: the signal is raised when the write ends
+    finally:
+        event.remove(Engine, "after_cursor_execute", signal_after)
+    assert fired
+    assert [s for s, _ in _statuses(store)[2]] == ["FAILED"]
 
 
 def _start_sweep(tmp_path):
