@@ -63,6 +63,7 @@ from grinder.live.clock import SteppedClock
 from grinder.live.config import LiveConfig
 from grinder.live.fills import fills_of
 from grinder.live.instance import Instances, other_instance, probe
+from grinder.live.metrics import MetricsServer, adapter_registry, exposition
 from grinder.live.port import REFUSED_EVERY_NS, ExchangePort, PortFailed, PortRefused
 from grinder.live.reconcile import (
     LedgerDrift,
@@ -206,6 +207,17 @@ class LiveAdapter:
             self.ids.close()
             raise
         self._stop = asyncio.Event()
+        # Metrics (live.metrics, decision 036): read from this state at scrape time, nothing per decision.
+        # `quiet` is set while the decision loop sleeps with the next decision at least
+        # HOUSEKEEPING_CLEAR_NS away (and whenever no decision loop runs): scrapes wait for it.
+        self.quiet = asyncio.Event()
+        self.quiet.set()
+        self.quiet_until_ns = math.inf  # perf_counter_ns the quiet stretch ends (inf: no decision loop)
+        self.mismatches: dict[str, int] = {}  # reconciliation's mismatches since start, by kind
+        self.blocked_total: dict[str, int] = {}  # gates' blocked intents since start, already written out
+        self.last_drift: LedgerDrift | None = None  # the last ledger check's (live.reconcile)
+        self.metrics = adapter_registry(self)
+        self.metrics_server: MetricsServer | None = None
         self.dead_man: DeadMan | None = None  # the venue's countdown cancel-all while trading (live.shutdown)
         self.stop_outcome: StopOutcome | None = None  # what the stop's cancels left (None: no stop yet)
 
@@ -233,10 +245,13 @@ class LiveAdapter:
         """Reconcile, then trade until stopped; always cancels its own orders before returning."""
         try:
             killswitch.refuse_if_killed(self.cfg.state_dir)  # before anything is sent (live.kill)
+            await self._serve_metrics()  # a port that cannot be had stops the start before the venue is asked
             await self._start()
         except BaseException:
             # Nothing of ours rests yet (the start places no order): the state files are released as
             # they are, usable by the next start.
+            with contextlib.suppress(Exception):
+                await self._close_metrics()
             self.ids.close()
             self.budget.close()
             raise
@@ -298,11 +313,50 @@ class LiveAdapter:
             self.port.flush_refused(self.clock_ns(), force=True)
             self.flush_blocked(self.clock_ns(), force=True)
             self.audit.write(self.clock_ns(), "stop", position=self.position, pnl=self.pnl, decisions=self.decisions)
+            await self._final_metrics()
             self.ids.close()
             self.budget.close()
             killswitch.remove_pid(self.cfg.state_dir)
         if failed is not None:
             raise failed
+
+    async def _serve_metrics(self) -> None:
+        """Serve /metrics on the configured loopback port (none configured: nothing); ConfigError if it is taken."""
+        if self.cfg.metrics_port is None:
+            return
+        server = MetricsServer(self.metrics, self.cfg.metrics_addr, self.cfg.metrics_port, self.quiet,
+                               self.quiet_left_s)  # fmt: skip
+        port = await server.start()
+        self.metrics_server = server
+        self.audit.write(self.clock_ns(), "metrics_serving", addr=self.cfg.metrics_addr, port=port)
+
+    def quiet_left_s(self) -> float:
+        """Seconds left of the decision loop's quiet stretch (0: none now; inf: no decision loop)."""
+        if not self.quiet.is_set():
+            return 0.0
+        return (self.quiet_until_ns - time.perf_counter_ns()) / 1e9
+
+    async def _close_metrics(self) -> None:
+        server, self.metrics_server = self.metrics_server, None
+        if server is not None:
+            await server.close()
+
+    async def _final_metrics(self) -> None:
+        """At stop: `<state_dir>/metrics.prom` (the run's last figures), then the server closed.
+
+        After a kill the server first stays up until one more scrape has read it (at most
+        `metrics_kill_linger_s`): the process is about to go, and `grinder_kill_switch_engaged` must be seen.
+        """
+        try:
+            write_atomic(self.cfg.state_dir / "metrics.prom", exposition(self.metrics).decode(), mode=0o600)
+        except OSError as e:
+            self.audit.write(self.clock_ns(), "metrics_unwritten", error=e.strerror)
+        server = self.metrics_server
+        if server is not None and self.kill_requested is not None and self.cfg.metrics_kill_linger_s > 0:
+            server.scraped.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.scraped.wait(), self.cfg.metrics_kill_linger_s)
+        await self._close_metrics()
 
     async def _start(self) -> None:
         """The venue's market, the reconciliation on start and the equity at start; VenueError if the venue fails us."""
@@ -349,6 +403,8 @@ class LiveAdapter:
                                        self.strategy.name, self.cfg.symbol, self.lot, expected,
                                        self.position, is_other=self.instances.is_other,
                                        cancel_orphans=False)  # fmt: skip
+        for m in found:  # as written to the audit trail (live.metrics counts them by kind)
+            self.mismatches[m.kind] = self.mismatches.get(m.kind, 0) + 1
         other = next((m for m in found if m.kind == "other_instance"), None)
         if other is not None:  # another live instance: stop before anything is cancelled (decision 028)
             self._stop.set()  # nothing new leaves from now on (_create)
@@ -382,6 +438,7 @@ class LiveAdapter:
         """
         drift = await reconcile_ledger(self.ex, self.audit, self.clock_ns(), self.settle_id, self.led,
                                        self.funding_paid, venue, self.wallet_start)  # fmt: skip
+        self.last_drift = drift
         drifted = abs(drift.position) >= 0.5 * self.lot
         if drifted and (adopt_at_once or self._drift_seen):
             self._adopt(venue)
@@ -532,6 +589,13 @@ class LiveAdapter:
     async def _decide(self) -> None:
         if self.clock is not None:
             return await self._decide_stepped()
+        try:
+            await self._decide_loop()
+        finally:
+            self.quiet_until_ns = math.inf  # no decision loop: a scrape need not wait
+            self.quiet.set()
+
+    async def _decide_loop(self) -> None:
         step_ns = self.cfg.step_ms * 1_000_000
         next_tick = time.perf_counter_ns() + step_ns
         hot_ns = int(self.cfg.hot_ms * 1_000_000)
@@ -539,10 +603,14 @@ class LiveAdapter:
             # A long step is slept in pieces of at most a second, with housekeeping between them.
             while (now := time.perf_counter_ns()) < next_tick - hot_ns:
                 left = next_tick - hot_ns - now
+                if left >= HOUSEKEEPING_CLEAR_NS:
+                    self.quiet_until_ns = next_tick - hot_ns
+                    self.quiet.set()  # a scrape waiting for it runs now, while this task sleeps
                 await asyncio.sleep(min(left, HOUSEKEEPING_MAX_DEFER_NS) / 1e9)
                 if left <= HOUSEKEEPING_MAX_DEFER_NS:
                     break
                 self.housekeeping(next_tick - hot_ns)
+            self.quiet.clear()  # the run-up to the tick, the decision and its requests: no scrape
             if hot_ns:
                 # A process that slept a step runs its next decision slower (decision 012: cold caches,
                 # untrained branch predictors, an idle vCPU). Stay awake, yielding to the other tasks;
@@ -757,6 +825,8 @@ class LiveAdapter:
         """Write the gates' blocked counts so far if an interval has passed since the last such line (or `force`)."""
         if self._blocked and (force or now_ns - self._blocked_line_ns >= REFUSED_EVERY_NS):
             self.audit.write(now_ns, "gates_blocked", counts=self._blocked, since_ns=self._blocked_since_ns)
+            for reason, n in self._blocked.items():
+                self.blocked_total[reason] = self.blocked_total.get(reason, 0) + n
             self._blocked, self._blocked_line_ns = {}, now_ns
 
     async def _cancel(self, k: Known) -> bool:

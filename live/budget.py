@@ -107,6 +107,15 @@ class DailyBudget:
             return f"daily notional used up ({self.notional:.2f} + {notional:.2f} > {self.limits.max_notional:.2f})"
         return None
 
+    def remaining(self, now_ns: int) -> tuple[int, float]:
+        """Order actions and notional left today at `now_ns`, never below 0; asks only (nothing rolls or is written).
+
+        Cancels are charged even past the limit: the actions used can exceed it, and 0 is left then.
+        """
+        if now_ns >= self._day_end_ns and utc_day(now_ns) > self.day:  # a new day: the whole budget
+            return self.limits.max_actions, self.limits.max_notional
+        return max(0, self.limits.max_actions - self.actions), max(0.0, self.limits.max_notional - self.notional)
+
     @property
     def error(self) -> OSError | None:
         """Why the spend stopped being recorded (disk full, I/O error), or None."""

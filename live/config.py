@@ -6,6 +6,7 @@ its `[gates]` table into: one file's gates mean the same in both.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 
@@ -75,12 +76,35 @@ class LiveConfig(BaseModel):
     venue_down_exit_s: float = Field(
         120.0, gt=0, le=86_400, description="no market data and no answer from the venue this long (s): stop, exit 3"
     )
+    # Prometheus metrics (issue 22, live.metrics; decision 036): read from the adapter's state at scrape time.
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, strict=True,  # a TOML integer: `true` is not port 1
+        description="serve /metrics on metrics_addr at this port (0: any free port; absent: off)",
+    )  # fmt: skip
+    metrics_addr: str = Field("127.0.0.1", description="the metrics server's bind address: loopback only")
+    metrics_kill_linger_s: float = Field(
+        15.0, ge=0, le=120,
+        description="after a kill, keep /metrics up until one more scrape, at most this long (s), so it is seen",
+    )  # fmt: skip
 
     @field_validator("dead_man_s")
     @classmethod
     def _dead_man_off_or_a_second(cls, v: float) -> float:
         if 0 < v < 1:
             raise ValueError(f"dead_man_s ({v:g}) must be 0 (off) or at least 1 s (shorter fires between re-arms)")
+        return v
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _metrics_on_loopback(cls, v: str) -> str:
+        try:
+            ip = ipaddress.ip_address(v)
+        except ValueError:
+            ip = None
+        # The two canonical forms only (an IPv4-mapped ::ffff:127.0.0.1 or a name is refused, as live.guard does).
+        if ip is None or not (ip.is_loopback if ip.version == 4 else ip == ipaddress.IPv6Address("::1")):
+            raise ValueError(f"{v!r} is not a loopback address (127.0.0.0/8 or ::1): metrics are served to this "
+                             f"machine only")  # fmt: skip
         return v
 
     @field_validator("api_url")

@@ -37,6 +37,19 @@ RATE_LIMITED = (ccxt.DDoSProtection, ccxt.RateLimitExceeded)  # refused before e
 REFUSED_EVERY_NS = 10_000_000_000
 
 
+def refusal_kind(reason: str) -> str:
+    """A refusal's reason (`ExchangePort.refusal`, with its figures) as one of a few fixed names (a metric's label)."""
+    if reason.startswith("circuit breaker"):
+        return "breaker_open"
+    if reason.startswith("daily order actions"):
+        return "budget_actions"
+    if reason.startswith("daily notional"):
+        return "budget_notional"
+    if reason.startswith("state not recorded"):
+        return "state_not_recorded"
+    return "other"
+
+
 class PortRefused(Exception):
     """The port did not send the request (breaker open, budget used up); the reason is the message."""
 
@@ -71,6 +84,8 @@ class ExchangePort:
         self._refused: dict[str, int] = {}  # refused creates per reason, not yet in the audit trail
         self._refused_since_ns = 0  # time of the first of them
         self._refused_line_ns = -REFUSED_EVERY_NS  # time of the last "creates_refused" line
+        # Refused creates since start by `refusal_kind`, those already written out (live.metrics adds `_refused`).
+        self.refused_total: dict[str, int] = {}
 
     def refusal(self, now_ns: int, notional: float) -> str | None:
         """Why a create of this notional would not be sent now (breaker, budget, state files), or None.
@@ -101,6 +116,9 @@ class ExchangePort:
         if self._refused and (force or now_ns - self._refused_line_ns >= REFUSED_EVERY_NS):
             self.audit.write(now_ns, "creates_refused", counts=self._refused, since_ns=self._refused_since_ns,
                              breaker=self.breaker.state)  # fmt: skip
+            for reason, n in self._refused.items():
+                kind = refusal_kind(reason)
+                self.refused_total[kind] = self.refused_total.get(kind, 0) + n
             self._refused, self._refused_line_ns = {}, now_ns
 
     def _breaker_news(self) -> None:

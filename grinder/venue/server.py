@@ -14,7 +14,9 @@ and orders other than post-only limits (refused with -1115).
 
 At the end of the tape the server stays up with the book frozen, or replays it again (`run_tape`).
 The fault knobs (`grinder.venue.faults.Faults`) are read and set over `/admin/faults`, for
-loopback peers only (docs/venue-protocol.md, section 8).
+loopback peers only (docs/venue-protocol.md, section 8); its Prometheus metrics (orders accepted and
+rejected, fills, faults injected, replay lag: `grinder.venue.metrics`) are at `/metrics`, loopback
+peers only too.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ import secrets
 import time
 
 from aiohttp import WSMsgType, web
+from prometheus_client import generate_latest
 
 from grinder.book.l2 import EMPTY
 from grinder.data.tape import Tape
 from grinder.venue.auth import Credentials, check_signed
 from grinder.venue.exchange import BAD_PARAM, Exchange, OrderEvent, Rejected
 from grinder.venue.faults import Faults, loopback_peer
+from grinder.venue.metrics import CONTENT_TYPE, venue_registry
 from grinder.venue.wire import Wire, ms
 
 BATCH_END = 1  # Tape.flags bit: the last row of one depth update
@@ -94,6 +98,7 @@ class VenueServer:
         r.add_get("/private/ws", self.private_ws)
         r.add_route("GET", "/admin/faults", self.admin_faults)
         r.add_route("POST", "/admin/faults", self.admin_faults)
+        r.add_get("/metrics", self.metrics_text)
         self._runner: web.AppRunner | None = None
         # The dead-man's switch (countdownCancelAll): one account, one symbol, so one timer. It runs
         # on the wall clock, as Binance's does and as the client re-arms it, whatever the replay speed.
@@ -101,6 +106,12 @@ class VenueServer:
         self.countdown_ms = 0  # the last countdownTime set (0: none armed)
         self.countdowns_fired = 0  # times a countdown ran out and cancelled the symbol's open orders
         self._background: set[asyncio.Task] = set()
+        # Counted for the metrics (grinder.venue.metrics reads them when scraped).
+        self.orders_accepted = 0  # creates taken (post-only and IOC)
+        self.orders_rejected: dict[int, int] = {}  # creates refused, by the venue's error code
+        self.faults_injected: dict[str, int] = {}  # by knob: each time one changed an answer or a stream
+        self.replay_lag_s = 0.0  # how far behind its schedule the replay streamed its last row
+        self.metrics = venue_registry(self)
 
     # ---- life cycle ----
     async def start(self, port: int = 0) -> int:
@@ -147,6 +158,7 @@ class VenueServer:
         while self.row < end:
             due = wall0 + (int(t.ts_exch[self.row]) - ts0) / 1e9 / self.speed
             delay = due - time.monotonic()
+            self.replay_lag_s = max(0.0, -delay)
             if delay > 0:
                 await asyncio.sleep(delay)
             await self._stream_row()
@@ -241,8 +253,12 @@ class VenueServer:
             except (ConnectionResetError, RuntimeError):
                 socks.discard(ws)
 
+    def _injected(self, knob: str) -> None:
+        self.faults_injected[knob] = self.faults_injected.get(knob, 0) + 1
+
     async def _drop_sockets(self) -> None:
         self.faults.drop_ws = False
+        self._injected("drop_ws")
         socks = [*self.depth_subs, *self.trade_subs["trade"], *self.trade_subs["aggTrade"], *self._all_user_socks()]
         for ws in socks:
             await ws.close(code=1001, message=b"going away")
@@ -269,6 +285,7 @@ class VenueServer:
                "U": prev + 1, "u": self.update_id, "pu": prev, "b": bids, "a": asks}  # fmt: skip
         if self.faults.seq_gap:
             self.faults.seq_gap = False  # this update is lost: the next one's pu will not match
+            self._injected("seq_gap")
         else:
             await self._send(self.depth_subs, msg)
         await self._emit_orders(events)
@@ -350,18 +367,21 @@ class VenueServer:
     # ---- REST ----
     @web.middleware
     async def _faults_mw(self, request: web.Request, handler):
-        if request.path.startswith("/admin/"):
+        if request.path.startswith("/admin/") or request.path == "/metrics":
             return await handler(request)  # the operator's, not a client's: no fault, not in `requests`
         f = self.faults
         f.requests.append((request.method, request.path))
         if f.slow_s > 0:
+            self._injected("slow_s")
             await asyncio.sleep(f.slow_s)
         if f.depth_slow_s > 0 and request.path == "/fapi/v1/depth":
+            self._injected("depth_slow_s")
             await asyncio.sleep(f.depth_slow_s)
         private = request.path.startswith("/fapi/") and request.path not in (
             "/fapi/v1/exchangeInfo", "/fapi/v1/time", "/fapi/v1/depth")  # fmt: skip
         if private and f.http_status and f.http_count > 0:
             f.http_count -= 1
+            self._injected("http_status")
             headers = {"Retry-After": str(f.retry_after_s)} if f.retry_after_s else {}
             if f.http_status in (418, 429):
                 body = {"code": -1003, "msg": "Too many requests; current limit is 2400 requests per minute."}
@@ -370,6 +390,8 @@ class VenueServer:
         try:
             return await handler(request)
         except Rejected as e:
+            if request.method == "POST" and request.path == "/fapi/v1/order":
+                self.orders_rejected[e.code] = self.orders_rejected.get(e.code, 0) + 1
             return web.json_response({"code": e.code, "msg": e.msg}, status=e.http_status)
 
     async def admin_faults(self, request: web.Request) -> web.Response:
@@ -392,6 +414,13 @@ class VenueServer:
             except ValueError as e:
                 return web.json_response({"error": str(e)}, status=400)
         return web.json_response(self.faults.values())
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        """Prometheus's text format of the venue's metrics (grinder.venue.metrics); loopback peers only (403)."""
+        if not loopback_peer(request.remote):
+            return web.json_response({"error": f"metrics are for loopback peers only, not {request.remote}"},
+                                     status=403)  # fmt: skip
+        return web.Response(body=generate_latest(self.metrics), headers={"Content-Type": CONTENT_TYPE})
 
     async def _signed(self, request: web.Request) -> dict[str, str]:
         body = (await request.text()) if request.method in ("POST", "PUT") else ""
@@ -487,9 +516,11 @@ class VenueServer:
         else:
             events = [self.x.create(cid, side, ticks, qty, tif, self.now_ns)]
             reply = self.wire.order(events[0].order)  # as created: NEW, whatever the replay does meanwhile
+        self.orders_accepted += 1
         await self._emit_orders(events)
         if self.faults.lose_create_replies > 0:
             self.faults.lose_create_replies -= 1
+            self._injected("lose_create_replies")
             request.transport.close()  # type: ignore[union-attr] - accepted, but the reply never arrives
             return web.Response(status=204)
         return web.json_response(reply)

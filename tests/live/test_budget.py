@@ -110,3 +110,14 @@ def test_the_last_ns_of_a_day_is_in_it_and_the_next_starts_afresh(tmp_path):
     assert again.allows(DAY + 30 * HOUR) is None and again.allows(DAY + 48 * HOUR - 1) is None
     again.charge(DAY + 47 * HOUR)
     assert again.allows(DAY + 48 * HOUR - 1) is not None and again.allows(DAY + 48 * HOUR) is None
+
+
+def test_remaining_asks_only_never_goes_below_zero_and_a_new_day_has_all_of_it(tmp_path):
+    b = DailyBudget(tmp_path / "budget.jsonl", BudgetLimits(max_actions=2, max_notional=150.0))
+    assert b.remaining(DAY) == (2, 150.0)  # nothing spent yet
+    b.charge(DAY, 100.0)
+    b.charge(DAY + 1)
+    b.charge(DAY + 2, always=True)  # a cancel past the limit
+    assert b.remaining(DAY + 3) == (0, 50.0)
+    assert b.remaining(DAY + 24 * HOUR) == (2, 150.0) and b.day == utc_day(DAY)  # the next day: asked, not rolled
+    b.close()

@@ -190,3 +190,27 @@ def test_operator_errors_are_one_line_exit_2_and_no_traceback(api_url, env, expe
                        text=True, env=run_env, cwd=REPO, timeout=120)  # fmt: skip
     assert r.returncode == 2, r.stderr
     assert expected in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("setting", ["taken", "off-loopback"])
+def test_a_metrics_port_in_use_or_off_loopback_is_one_line_exit_2_before_the_venue_is_asked(setting, tmp_path):
+    import socket
+
+    with socket.socket() as dead, socket.socket() as taken:
+        dead.bind(("127.0.0.1", 0))  # a venue that would not answer: the metrics error must come first
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        line = f"metrics_port = {busy}" if setting == "taken" else 'metrics_port = 9108\nmetrics_addr = "0.0.0.0"'
+        cfg = tmp_path / "live.toml"
+        api_url = f"http://127.0.0.1:{dead.getsockname()[1]}"
+        cfg.write_text(f'strategy = "static_grid"\nsymbol = "BTCUSDT"\napi_url = "{api_url}"\n'
+                       f'state_dir = "{tmp_path / "s"}"\n{line}\n{KILL_RESTART_TOML}')  # fmt: skip
+        r = subprocess.run([sys.executable, "-m", "grinder", "live", "--config", str(cfg)], capture_output=True,
+                           text=True, env=ENV, cwd=REPO, timeout=120)  # fmt: skip
+    expected = {
+        "taken": f"error: metrics_port {busy}: cannot listen on 127.0.0.1:{busy}: Address already in use",
+        "off-loopback": f"error: {cfg}: metrics_addr: '0.0.0.0' is not a loopback address",
+    }[setting]
+    assert r.returncode == 2 and r.stderr.startswith(expected), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr

@@ -233,3 +233,13 @@ def test_a_half_open_trial_the_venue_rejects_still_closes_the_breaker(tape, tmp_
         await p.create(cid(2), "buy", (bb - 50) * 0.1, 0.002)
 
     run(tape, body, tmp=tmp_path)
+
+
+def test_a_refusals_reason_becomes_one_of_a_few_fixed_kinds():
+    from grinder.live.port import refusal_kind
+
+    assert refusal_kind("circuit breaker open") == "breaker_open"
+    assert refusal_kind("daily order actions used up (3/3)") == "budget_actions"
+    assert refusal_kind("daily notional used up (10.00 + 5.00 > 12.00)") == "budget_notional"
+    assert refusal_kind("state not recorded (No space left on device): no new orders") == "state_not_recorded"
+    assert refusal_kind("something new") == "other"
