@@ -4,7 +4,8 @@ perf cannot name numba's JIT code, so this script runs the grid sweep's sets ove
 under `perf record` in a child process that compiles the engine afresh with debug information,
 writes down where each compiled function starts, and keeps the loop's object code. The parent
 then gives every sample in JIT code to the function whose code it falls in (the nearest start
-below it) and maps the samples inside `grinder.sim.engine.run` to source lines with `addr2line`.
+below it) and maps the samples inside the loop, `grinder.sim.engine._loop` with the steps inlined
+into it, to source lines with `addr2line`: each sample to the innermost line of Grinder's code.
 Numba's own compile time is not sampled: recording starts after a first run.
 
 Needs `perf` (Debian package linux-perf) and `addr2line` (binutils). Run:
@@ -32,6 +33,41 @@ from real_windows import REPO, WINDOWS  # noqa: E402
 INTERVAL_TICKS, HALF_SPREAD_TICKS = (2, 10, 30, 50), (1, 10, 40, 80)  # 16 sets across sweep_speed's grid
 
 
+def _lines_in_their_files() -> None:
+    """Make numba's debug information name the file of each line of code inlined from another module.
+
+    numba marks the code of an `inline="always"` function with its line numbers alone, as if they
+    were lines of the function it is inlined into; the loop's steps come from several modules, so
+    each location here gets a scope in the file its line belongs to, and addr2line names that file.
+    """
+    from numba.core import debuginfo, lowering
+
+    lower_inst = lowering.Lower.lower_inst
+
+    def lower_inst_in_file(self, inst):
+        self.debuginfo.grinder_file = self.loc.filename
+        return lower_inst(self, inst)
+
+    add_location = debuginfo.DIBuilder._add_location
+
+    def add_location_in_file(self, line):
+        path = getattr(self, "grinder_file", None)
+        if not path or path == self.filepath or not self.subprograms:
+            return add_location(self, line)
+        scopes = self.__dict__.setdefault("grinder_scopes", {})
+        key = (path, id(self.subprograms[-1]))
+        if key not in scopes:
+            file = self.module.add_debug_info("DIFile", {"directory": os.path.dirname(path),
+                                                         "filename": os.path.basename(path)})  # fmt: skip
+            scopes[key] = self.module.add_debug_info(
+                "DILexicalBlockFile", {"scope": self.subprograms[-1], "file": file, "discriminator": 0}
+            )
+        return self.module.add_debug_info("DILocation", {"line": line, "column": 1, "scope": scopes[key]})
+
+    lowering.Lower.lower_inst = lower_inst_in_file
+    debuginfo.DIBuilder._add_location = add_location_in_file
+
+
 def child(a) -> None:
     """Load the data, run once (compiles), dump addresses and object code, then loop until killed."""
     sys.path.insert(0, str(REPO))
@@ -41,6 +77,7 @@ def child(a) -> None:
     from numba.core.registry import CPUDispatcher
 
     warnings.simplefilter("ignore", NumbaDebugInfoWarning)  # numba's own helpers have no source to point at
+    _lines_in_their_files()
 
     import grinder.sim.backtest as bt
     import grinder.sim.engine as engine
@@ -73,7 +110,8 @@ def child(a) -> None:
             "order_qty": [qty]}  # fmt: skip
     grid = expand(STRATEGY, axes, {"levels": 20, "max_position": max_pos})
     bt.run_backtest(tape, STRATEGY, STRATEGY.vector(grid.sets[0]), venue, **kw)  # compiles everything
-    cres = engine.run.overloads[engine.run.signatures[0]]
+    loop = engine._loop  # compiled with the steps inlined into it, when run was compiled
+    cres = loop.overloads[loop.signatures[0]]
     (a.out / "run.o").write_bytes(cres.library._get_compiled_object())
     starts = []
     for obj in gc.get_objects():
@@ -140,17 +178,21 @@ def report(out: Path, data: Path, runs: int) -> None:
             where[cur].append(ln.split(" (")[0].replace(str(REPO) + "/", ""))
     by_line: collections.Counter = collections.Counter()
     for off, n in in_run.items():
-        frames = [f for f in where.get(off, []) if "engine.py" in f] or where.get(off, ["?"])
-        by_line[frames[-1]] += n
-    src = (REPO / "grinder" / "sim" / "engine.py").read_text().splitlines()
+        # addr2line -i lists the innermost frame first: the step's own line, wherever it was inlined from
+        frames = [f for f in where.get(off, []) if f.startswith("grinder/")] or where.get(off, ["?"])
+        by_line[frames[0]] += n
+    sources: dict[str, list[str]] = {}
     n_run = sum(in_run.values())
     if not jit:
         raise SystemExit("engine_profile: no sample fell in numba's compiled code (perf could not see it)")
-    print(f"\ninside grinder.sim.engine.run ({n_run / jit:.0%} of compiled code), by line of the loop:")
+    print(f"\ninside grinder.sim.engine._loop ({n_run / jit:.0%} of compiled code), by innermost line:")
     for loc, n in by_line.most_common(25):
-        _, _, num = loc.rpartition(":")
-        text = src[int(num) - 1].strip()[:90] if num.isdigit() and 0 < int(num) <= len(src) else ""
-        print(f"  {n / n_run:6.1%}  {loc:32} {text}")
+        path, _, num = loc.rpartition(":")
+        if path not in sources:
+            sources[path] = (REPO / path).read_text().splitlines() if (REPO / path).is_file() else []
+        src = sources[path]
+        text = src[int(num) - 1].strip()[:80] if num.isdigit() and 0 < int(num) <= len(src) else ""
+        print(f"  {n / n_run:6.1%}  {loc:38} {text}")
 
 
 def main() -> None:
@@ -187,7 +229,8 @@ def main() -> None:
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        runs = int((out / "runs").read_text()) if (out / "runs").exists() else 0
+        runs_text = (out / "runs").read_text() if (out / "runs").exists() else ""
+        runs = int(runs_text) if runs_text.isdigit() else 0  # empty if read while the child rewrote it
         report(out, data, runs)
 
 

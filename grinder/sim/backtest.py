@@ -24,16 +24,11 @@ from grinder.core.strategy import RECOMPUTE, Strategy, kernel_handle
 from grinder.data.coverage import DEFAULT_MAX_GAP_NS
 from grinder.data.tape import Tape
 from grinder.errors import ConfigError, DataError
-from grinder.sim.engine import (
-    COUNTERS,
-    block_extremes,
-    decision_clock,
-    decision_segments,
-    local_at_decisions,
-    run,
-    segment_steps,
-)
+from grinder.sim.clock import decision_clock, decision_segments, local_at_decisions, segment_steps
+from grinder.sim.engine import ExchangeBook, Levels, LocalBook, TapeRows, Venue, run
+from grinder.sim.exchange_side import block_extremes
 from grinder.sim.queue import PROB_POWER, RISK_AVERSE
+from grinder.sim.records import COUNTERS
 from grinder.sim.replay import Replay, load_or_prepare
 
 # An order latency above an hour is a unit mistake, not a latency; the bound also keeps every
@@ -257,8 +252,8 @@ MAX_TABULATED_DECISIONS = 20_000_000
 def decision_inputs(
     tape: Tape, replay: Replay, venue: VenueConfig, start_ns: int | None = None
 ) -> tuple[np.ndarray, ...]:
-    """The steps of the decision clock that are taken (engine.decision_segments: none inside a
-    coverage gap), then the local view at each of them (engine.local_at_decisions, or empty arrays
+    """The steps of the decision clock that are taken (clock.decision_segments: none inside a
+    coverage gap), then the local view at each of them (clock.local_at_decisions, or empty arrays
     when there are too many to tabulate); sweeps compute them once per window.
 
     `start_ns` defaults to the tape's `window_start_ns`, as in `run_backtest`.
@@ -315,7 +310,7 @@ def run_backtest(
     By default start_ns is the tape's `window_start_ns` (the start `load_tape` was given), so a
     window backtests as `grinder backtest --start` and a sweep run it.
     Steps inside a coverage gap (no local event for more than STALE_NS) are left out after the
-    first stale one: the steps' times jump there (engine.decision_segments).
+    first stale one: the steps' times jump there (clock.decision_segments).
     On an unsynced book (decision 021) the strategy is not called and open quotes are cancelled.
     Pass `replay` from `prepare(tape, venue)` to skip rebuilding it (sweeps share one). `gates`
     filter every decision's intents (default: all off); blocked intents are counted by reason.
@@ -346,45 +341,32 @@ def run_backtest(
         raise ConfigError(f"max_targets must be at least 1, got {max_targets}")
     kernel = kernel_handle(strategy)
     c = np.ascontiguousarray  # no copy for tapes from load_tape; the engine is compiled for C layout
+    local_book = LocalBook(rep.local_ts, rep.local_best_bid, rep.local_best_ask, rep.local_best_bid_qty,
+                           rep.local_best_ask_qty, rep.local_synced)  # fmt: skip
+    # run's argument groups, each a plain tuple in its fields' order (grinder.sim.engine).
     args = (
-        c(tape.ts_exch),
-        c(tape.kind),
-        c(tape.side),
-        c(tape.price_ticks),
-        c(tape.qty),
-        rep.prev_qty,
-        rep.best_bid,
-        rep.best_ask,
-        rep.local_ts,
-        rep.local_best_bid,
-        rep.local_best_ask,
-        rep.local_best_bid_qty,
-        rep.local_best_ask_qty,
-        rep.level_rows,
-        rep.level_ukeys,
-        rep.level_starts,
-        rep.reset_rows,
-        rep.reset_sides,
-        rep.synced,
-        rep.local_synced,
-        *(row_blocks(tape, rep) if blocks is None else blocks),
-        *(decision_inputs(tape, rep, venue, start_ns) if decisions is None else decisions),
-        *funding_settlements(tape),
-        latency.ts,
-        latency.entry_ns,
-        latency.response_ns,
-        int(start_ns),
-        venue.step_ns,
-        STALE_NS,
-        inst.tick_size,
-        inst.lot_size,
-        inst.min_notional,
-        inst.maker_fee if venue.maker_fee is None else venue.maker_fee,
-        inverse,
-        inst.contract_size,
-        RISK_AVERSE if venue.queue == "risk_averse" else PROB_POWER,
-        venue.queue_power,
-        venue.partial_fills,
+        tuple(TapeRows(c(tape.ts_exch), c(tape.kind), c(tape.side), c(tape.price_ticks), c(tape.qty))),
+        tuple(ExchangeBook(rep.prev_qty, rep.best_bid, rep.best_ask, rep.synced)),
+        tuple(row_blocks(tape, rep) if blocks is None else blocks),
+        tuple(Levels(rep.level_rows, rep.level_ukeys, rep.level_starts, rep.reset_rows, rep.reset_sides)),
+        tuple(local_book),
+        tuple(decision_inputs(tape, rep, venue, start_ns) if decisions is None else decisions),
+        funding_settlements(tape),
+        (latency.ts, latency.entry_ns, latency.response_ns),
+        (int(start_ns), venue.step_ns, STALE_NS),
+        tuple(
+            Venue(
+                tick=inst.tick_size,
+                lot=inst.lot_size,
+                min_notional=inst.min_notional,
+                maker_fee=inst.maker_fee if venue.maker_fee is None else venue.maker_fee,
+                inverse=inverse,
+                contract_size=inst.contract_size,
+                queue_model=RISK_AVERSE if venue.queue == "risk_averse" else PROB_POWER,
+                queue_power=venue.queue_power,
+                partial_fills=venue.partial_fills,
+            )
+        ),
         kernel,
     )
     fill_cap = FILL_CAP
@@ -393,8 +375,9 @@ def run_backtest(
         # one), fresh strategy and gate state, and zero counters.
         blocked = np.zeros(len(REASONS), np.int64)
         qr_state = new_qr_state(rules)
+        gates_args = (gate_cfg, new_gate_state(gate_cfg), blocked, qr_on, qr_cfg, qr_state)
         attempt = (*args, np.array(params, np.float64), np.zeros(state_size), max_targets, reuse, fill_cap,
-                   gate_cfg, new_gate_state(gate_cfg), blocked, qr_on, qr_cfg, qr_state, record == "all")  # fmt: skip
+                   gates_args, record == "all")  # fmt: skip
         done = np.zeros(1, np.int64)
         try:
             out = run(*attempt, done) if progress is None else _run_watched(attempt, done, len(tape), progress)
