@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import ccxt
-import numpy as np
 import pytest
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from grinder.core.ledger import N_FILLS
-from grinder.data.tape import load_tape
 from grinder.venue.server import VenueServer
-from tests.venue.test_serve_cli import SAMPLE, http, non_loopback_address
+from tests.venue.test_serve_cli import from_outside, http
 from tests.venue.test_server import CREDS, SYMBOL, scenario, tape  # noqa: F401 - tape is a fixture
 
 
@@ -71,26 +68,6 @@ def srv_port(srv: VenueServer) -> int:
 
 
 def test_the_metrics_endpoint_refuses_a_peer_that_is_not_loopback():
-    ip = non_loopback_address()
-    if ip is None:
-        pytest.skip("this machine has no address but loopback (the peer check itself: tests/venue/test_faults.py)")
-    lo = int(np.datetime64("2024-08-08T23:54:20", "ns").astype(np.int64))
-    short = load_tape(SAMPLE, "binance-usdm", "BTCUSDT", lo, lo + 1_000_000_000)
-
-    async def main():
-        srv = VenueServer(short, CREDS)
-        port = await srv.start()
-        outside = web.TCPSite(srv._runner, ip, 0)
-        await outside.start()
-        try:
-            out_port = outside._server.sockets[0].getsockname()[1]
-            loop = asyncio.get_running_loop()
-            refused = await loop.run_in_executor(None, http, out_port, "/metrics", None, ip)
-            own = await loop.run_in_executor(None, http, port, "/metrics")
-            return refused, own
-        finally:
-            await srv.stop()
-
-    refused, own = asyncio.run(main())
+    ip, (refused,), (own,), _ = from_outside([("/metrics", None)])
     assert refused[0] == 403 and ip in refused[1]["error"]
     assert own[0] == 200 and "grinder_venue_orders_accepted_total" in own[1]

@@ -249,32 +249,39 @@ def non_loopback_address() -> str | None:
     return None if ip.startswith("127.") or ip == "0.0.0.0" else ip
 
 
-def test_the_admin_endpoint_refuses_a_peer_that_is_not_loopback():
-    """The check is on the request's peer, not on the address the server listens on: bound on eth0 too, refused."""
+def from_outside(requests: list[tuple[str, dict | None]]) -> tuple[str, list, list, VenueServer]:
+    """The emulator bound on a non-loopback address too: each (path, JSON body or None) asked from that
+    address and then from loopback; (the address, the answers from outside, from loopback, the server).
+    Skips where the machine has no address but loopback."""
     ip = non_loopback_address()
     if ip is None:
         pytest.skip("this machine has no address but loopback (the peer check itself: tests/venue/test_faults.py)")
     lo = int(np.datetime64("2024-08-08T23:54:20", "ns").astype(np.int64))
-    tape = load_tape(SAMPLE, "binance-usdm", "BTCUSDT", lo, lo + 1_000_000_000)
+    srv = VenueServer(load_tape(SAMPLE, "binance-usdm", "BTCUSDT", lo, lo + 1_000_000_000), CREDS)
 
     async def main():
-        srv = VenueServer(tape, CREDS)
         port = await srv.start()
         outside = web.TCPSite(srv._runner, ip, 0)
         await outside.start()
         try:
             out_port = outside._server.sockets[0].getsockname()[1]
             loop = asyncio.get_running_loop()
-            refused = await loop.run_in_executor(
-                None, http, out_port, "/admin/faults", {"http_status": 503, "http_count": 99}, ip
-            )
-            peeked = await loop.run_in_executor(None, http, out_port, "/admin/faults", None, ip)
-            own = await loop.run_in_executor(None, http, port, "/admin/faults")
-            return refused, peeked, own, srv.faults.values()
+            refused = [await loop.run_in_executor(None, http, out_port, path, body, ip) for path, body in requests]
+            own = [await loop.run_in_executor(None, http, port, path) for path, _ in requests]
+            return refused, own
         finally:
             await srv.stop()
 
-    refused, peeked, own, knobs = asyncio.run(main())
+    refused, own = asyncio.run(main())
+    return ip, refused, own, srv
+
+
+def test_the_admin_endpoint_refuses_a_peer_that_is_not_loopback():
+    """The check is on the request's peer, not on the address the server listens on: bound on eth0 too, refused."""
+    ip, (refused, peeked), (own, _), srv = from_outside(
+        [("/admin/faults", {"http_status": 503, "http_count": 99}), ("/admin/faults", None)]
+    )
+    knobs = srv.faults.values()
     assert refused[0] == 403 and ip in refused[1]["error"] and peeked[0] == 403
     assert own[0] == 200 and knobs["http_status"] == 0 and knobs["http_count"] == 0  # nothing was set
 
