@@ -21,6 +21,9 @@ def _rows_table(df: pd.DataFrame) -> str:
     for _, r in df.iterrows():
         cells = []
         for v in r.tolist():
+            if v is None or (isinstance(v, float | np.floating) and np.isnan(v)):  # a figure a row does not have
+                cells.append("<td></td>")
+                continue
             num = isinstance(v, int | float | np.number) and not isinstance(v, bool)
             cells.append(f"<td class='num'>{_num(v)}</td>" if num else f"<td>{html.escape(str(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -119,19 +122,19 @@ def _decision_html(summary: dict) -> str:
         parts.append(f"<p style='{box}'><b>Warning:</b> {html.escape(summary['warning'])}</p>")
     if summary.get("baselines"):
         parts.append("<h2>Against the baselines (same windows, venue and gates)</h2>")
-        parts.append(_rows_table(pd.DataFrame(summary["baselines"]).fillna("")))
+        parts.append(_rows_table(pd.DataFrame(summary["baselines"])))
     if summary.get("in_vs_out"):
         parts.append("<h2>In sample against out of sample</h2>")
         parts.append("<p class='note'>spearman: rank correlation of the sets' in- and out-of-sample values; "
                      "positive: share of sets above 0; best_in_rank_out: the out-of-sample rank of the best "
                      "in-sample set.</p>")  # fmt: skip
-        parts.append(_rows_table(pd.DataFrame(summary["in_vs_out"]).fillna("")))
+        parts.append(_rows_table(pd.DataFrame(summary["in_vs_out"])))
     imp = {k: v for k, v in (summary.get("importance") or {}).items() if v}
     if imp:
         parts.append("<h2>Parameter importance (Optuna fANOVA, share of variance)</h2>")
         rows = [{"parameter": p, **{k: v.get(p) for k, v in imp.items()}} for p in dict.fromkeys(x for v in imp.values()
                                                                                                for x in v)]  # fmt: skip
-        parts.append(_rows_table(pd.DataFrame(rows).fillna("")))
+        parts.append(_rows_table(pd.DataFrame(rows)))
     return "".join(parts)
 
 
