@@ -17,6 +17,11 @@ ledger a last time; while it runs, the venue's countdown cancel-all is kept arme
 cancels them if the process dies. Every action is in the audit trail. It touches only
 its own instance's orders and those of instances found dead; another live adapter of its
 strategy and symbol on the account refuses its start, or stops it (`live.instance`, decision 028).
+With `[ha]`, instances elect a leader on Redis and only the leader changes anything at the venue; the
+others decide and reconcile without sending (`live.leader`, decision 041).
+Under systemd it says READY=1 once its start is done, feeds the watchdog only while the decision
+loop turns and says STOPPING=1 as its stop begins (`live.sd_notify`, decision 042); each run leaves
+a folder under `<state_dir>/runs` (`live.runs`).
 
 Modes: "live" sends real orders; "testnet" too, to ccxt's testnet hosts unless `api_url` says
 where. To anything but a loopback emulator they refuse to start unless ALLOW_MAINNET_TRADE=1 is set
@@ -35,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import math
 import time
 from collections import deque
@@ -63,6 +69,7 @@ from grinder.live.clock import SteppedClock
 from grinder.live.config import LiveConfig
 from grinder.live.fills import fills_of
 from grinder.live.instance import Instances, other_instance, probe
+from grinder.live.leader import Fenced, Leadership, key_prefix
 from grinder.live.metrics import MetricsServer, adapter_registry, exposition
 from grinder.live.port import REFUSED_EVERY_NS, ExchangePort, PortFailed, PortRefused
 from grinder.live.reconcile import (
@@ -76,7 +83,9 @@ from grinder.live.reconcile import (
 )
 from grinder.live.retry import CircuitBreaker
 from grinder.live.rollout import Rollout, flattenable
-from grinder.live.shutdown import DeadMan, StopOutcome, cancel_everything
+from grinder.live.runs import BUDGET_FILE, METRICS_FILE, RunFolder
+from grinder.live.sd_notify import Notifier, keep_fed, stall_after_s
+from grinder.live.shutdown import DeadMan, DeadManLost, StopOutcome, cancel_everything
 from grinder.live.venue_watch import watch_venue
 
 # Throwaway decisions and requests run over this last stretch before the tick: one run leaves a
@@ -146,6 +155,11 @@ class LiveAdapter:
     decision_blocked: list = field(default_factory=list)  # with a decision_log: each decision's Intents.blocked
     book_nonce: int = 0  # the depth update id (ccxt's nonce) behind `top`
     user_seen: int = 0  # the client's order_events count when the user stream was last read
+    # systemd's notify socket (live.sd_notify; None: the environment's, which without NOTIFY_SOCKET sends nothing)
+    notifier: Notifier | None = None
+    # perf_counter_ns the decision loop last turned (a tick, decided or not, or a piece of a long step's
+    # sleep): what the watchdog is fed on (decision 042)
+    loop_beat_ns: int = 0
 
     def __post_init__(self) -> None:
         if self.clock is not None:
@@ -196,6 +210,17 @@ class LiveAdapter:
         self.ids = IdAllocator(ids, self.strategy.name, self.cfg.symbol, new=not ids.exists() and not spent)
         # This instance's epoch and the instances found dead: what it may cancel (decision 028).
         self.instances = Instances(self.strategy.name, self.cfg.symbol, self.ids.epoch)
+        # Leader election (live.leader, decision 041): with `[ha]` only the lease holder sends anything
+        # that changes the venue; the client fences every such request. Starts as a follower.
+        self.leader: Leadership | None = None
+        self.ha_ready = False  # the leader has reconciled and armed the countdown: its decisions send
+        self._dead_man_task: asyncio.Task | None = None
+        self._ha_failed: BaseException | None = None
+        if self.cfg.ha is not None:
+            self.instances.ha = "follower"
+            self.leader = Leadership(self.cfg.ha, key_prefix(self.cfg.ha.account, self.strategy.name, self.cfg.symbol),
+                                     self.ids.epoch, self.audit, self.clock_ns)  # fmt: skip
+            self.ex.fence = self.leader
         if not budget.exists() and self.ids.peek().seq > 0:
             self.ids.close()
             raise LiveError(f"{d}: client_ids.json without budget.jsonl; refusing to start with an unknown spend")
@@ -220,10 +245,21 @@ class LiveAdapter:
         self.metrics_server: MetricsServer | None = None
         self.dead_man: DeadMan | None = None  # the venue's countdown cancel-all while trading (live.shutdown)
         self.stop_outcome: StopOutcome | None = None  # what the stop's cancels left (None: no stop yet)
+        self.notifier = Notifier() if self.notifier is None else self.notifier
+        self.run_folder: RunFolder | None = None  # this run's artifacts (live.runs), from the start of `run`
+        self._budget_at_start: dict = {}
 
     def stop(self) -> None:
         """Ask the adapter to cancel its orders and return (safe from a signal handler)."""
         self._stop.set()
+
+    def may_act(self) -> bool:
+        """Whether this instance may change anything at the venue: always without election, else while it leads."""
+        return self.leader is None or (self.instances.ha == "leader" and self.leader.valid())
+
+    def trading(self) -> bool:
+        """Whether decisions send their orders: without election always; else once a takeover is done, while leading."""
+        return self.leader is None or (self.ha_ready and self.leader.valid())
 
     def request_kill(self, by: str = "SIGUSR1") -> None:
         """The kill switch (live.kill): stop as `stop` does, flatten if configured, and stay killed.
@@ -243,17 +279,19 @@ class LiveAdapter:
 
     async def run(self) -> None:
         """Reconcile, then trade until stopped; always cancels its own orders before returning."""
+        self._open_run_folder()
         try:
             killswitch.refuse_if_killed(self.cfg.state_dir)  # before anything is sent (live.kill)
             await self._serve_metrics()  # a port that cannot be had stops the start before the venue is asked
             await self._start()
-        except BaseException:
+        except BaseException as e:
             # Nothing of ours rests yet (the start places no order): the state files are released as
             # they are, usable by the next start.
             with contextlib.suppress(Exception):
                 await self._close_metrics()
             self.ids.close()
             self.budget.close()
+            self._close_run_folder(outcome="start_failed", error=_one_line(e, self.audit.redact))
             raise
         self.ids.reserve_ahead()  # a reservation is fsynced: never between the first decision and its order
         killswitch.write_pid(self.cfg.state_dir)  # `grinder live kill` signals this process
@@ -263,10 +301,25 @@ class LiveAdapter:
         gc.freeze()
         gc.disable()
         tasks = [asyncio.create_task(c) for c in (self._book(), self._user(), self._decide(), self._reconciler())]
-        if self.cfg.dead_man_s > 0 and self.cfg.mode != "paper":  # paper: no order rests at the venue
+        lease: asyncio.Task | None = None
+        if self.leader is not None:
+            # The lease is kept by a task of its own, also through the stop (its cancels need it); the
+            # countdown is armed by whoever leads, at each takeover (_take_over).
+            lease = asyncio.create_task(self.leader.run())
+            tasks.append(asyncio.create_task(self._ha()))
+        elif self.cfg.dead_man_s > 0 and self.cfg.mode != "paper":  # paper: no order rests at the venue
             self.dead_man = DeadMan(self.ex, self.audit, self.clock_ns, self.market["id"], self.cfg.dead_man_s)
             tasks.append(asyncio.create_task(self.dead_man.keep()))  # its own timer, off the decision path
         tasks.append(asyncio.create_task(self._venue_watch()))  # a venue that stays down ends the session
+        # systemd (live.sd_notify, decision 042): the start is over; the watchdog is fed only while the
+        # decision loop turns, by a task of its own that reads the loop's beat.
+        self.loop_beat_ns = time.perf_counter_ns()
+        self.notifier.ready(self.sd_status())
+        if self.notifier.watchdog_s is not None:
+            wd = self.notifier.watchdog_s
+            feed = keep_fed(self.notifier, lambda: self.loop_beat_ns, stall_after_s(wd, self.cfg.step_ms), wd / 4,
+                            self.sd_status)  # fmt: skip
+            tasks.append(asyncio.create_task(feed))
         stop = asyncio.create_task(self._stop.wait())
         failed: BaseException | None = None
         try:
@@ -279,9 +332,13 @@ class LiveAdapter:
                                      detail=str(failed)[:300])  # fmt: skip
         finally:
             self._stop.set()  # loops also check it: a library that swallows a cancellation cannot hold us
-            for t in (*tasks, stop):
+            # Before anything else: systemd stops the watchdog and counts TimeoutStopSec from here.
+            self.notifier.stopping(f"stopping: cancelling the orders of {self.cfg.strategy} on {self.cfg.symbol}")
+            self.ha_ready = False  # a stopping leader sends no new order, only the stop's cancels
+            keeper = () if self._dead_man_task is None else (self._dead_man_task,)
+            for t in (*tasks, stop, *keeper):
                 t.cancel()
-            await asyncio.wait({*tasks, stop}, timeout=5.0)
+            await asyncio.wait({*tasks, stop, *keeper}, timeout=5.0)
             gc.enable()
             # Each step on its own: whatever fails (the venue, the disk), the next one still runs.
             try:  # bounded within stop_timeout_s by live.shutdown; this bound only guards against a hang
@@ -298,6 +355,13 @@ class LiveAdapter:
                     await asyncio.wait_for(self.rollout.kill(self.kill_requested), 30.0)
                 except (TimeoutError, GrinderError) as e:
                     self.audit.write(self.clock_ns(), "kill_failed", by=self.kill_requested, error=type(e).__name__)
+            if lease is not None:
+                # The handoff: the lease released once the cancels and the disarm are done, so a follower
+                # takes over at its next try instead of a lease later.
+                lease.cancel()
+                await asyncio.wait({lease}, timeout=1.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.leader.close(), 5.0)
             try:
                 # Fills can land after the user stream was stopped: the position reported is the venue's,
                 # and the ledger is checked against the venue a last time.
@@ -317,8 +381,58 @@ class LiveAdapter:
             self.ids.close()
             self.budget.close()
             killswitch.remove_pid(self.cfg.state_dir)
+            clean = self.stop_outcome is not None and self.stop_outcome.clean
+            self._close_run_folder(outcome="stopped", decisions=self.decisions, position=self.position, pnl=self.pnl,
+                                   clean=clean, kill=self.kill_requested,
+                                   failed=None if failed is None else type(failed).__name__)  # fmt: skip
+            self.notifier.status(f"stopped: {self.decisions} decisions, position {self.position:g}, "
+                                 f"{'no order left' if clean else 'orders may be left'}")  # fmt: skip
+            self.notifier.close()
         if failed is not None:
             raise failed
+
+    def sd_status(self) -> str:
+        """One line for systemd's STATUS= (`systemctl status`): what runs, decisions, open orders, position, book."""
+        book = "book fresh" if self._book_fresh() else "book stale"
+        return (f"{self.cfg.strategy} on {self.cfg.symbol} ({self.cfg.mode}): {self.decisions} decisions, "
+                f"{len(self.orders)} open orders, position {self.position:g}, {book}")  # fmt: skip
+
+    def _open_run_folder(self) -> None:
+        """This run's folder under `<state_dir>/runs` (live.runs), older ones removed; a failure is audited, not fatal.
+
+        The whole history stays in the audit trail: a run folder is a copy, so trading never waits for it.
+        """
+        try:
+            self.run_folder = RunFolder.start(self.cfg.state_dir, self.ids.epoch, self.audit.path, time.time_ns(),
+                                              self.cfg.keep_runs, self.cfg.keep_days, strategy=self.strategy.name,
+                                              symbol=self.cfg.symbol, mode=self.cfg.mode)  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - an artifact: never a reason not to trade
+            self.audit.write(self.clock_ns(), "run_folder_failed", error=str(e)[:300])
+            return
+        self._budget_at_start = self._budget_state()
+        self.audit.write(self.clock_ns(), "run_folder", path=str(self.run_folder.path),
+                         removed=self.run_folder.removed, completed=self.run_folder.completed)  # fmt: skip
+
+    def _budget_state(self) -> dict:
+        b = self.budget
+        return {"day": b.day, "actions": b.actions, "notional": b.notional}
+
+    def _close_run_folder(self, **outcome) -> None:
+        """At the end of `run`: the budget at start and stop, the run's audit lines and `outcome` into its folder."""
+        rf, self.run_folder = self.run_folder, None
+        if rf is None:
+            return
+        limits = self.budget.limits
+        budget = {"at_start": self._budget_at_start, "at_stop": self._budget_state(),
+                  "limits": {"max_actions": limits.max_actions, "max_notional": limits.max_notional},
+                  "file": str(self.budget.path)}  # fmt: skip
+        try:
+            try:
+                rf.write(BUDGET_FILE, json.dumps(budget, indent=1) + "\n")
+            finally:
+                rf.finish(time.time_ns(), **outcome)
+        except Exception as e:  # noqa: BLE001 - the stop goes on; the whole history is in the audit trail
+            self.audit.write(self.clock_ns(), "run_folder_unwritten", path=str(rf.path), error=str(e)[:300])
 
     async def _serve_metrics(self) -> None:
         """Serve /metrics on the configured loopback port (none configured: nothing); ConfigError if it is taken."""
@@ -347,8 +461,11 @@ class LiveAdapter:
         After a kill the server first stays up until one more scrape has read it (at most
         `metrics_kill_linger_s`): the process is about to go, and `grinder_kill_switch_engaged` must be seen.
         """
+        text = exposition(self.metrics).decode()
         try:
-            write_atomic(self.cfg.state_dir / "metrics.prom", exposition(self.metrics).decode(), mode=0o600)
+            write_atomic(self.cfg.state_dir / "metrics.prom", text, mode=0o600)
+            if self.run_folder is not None:
+                self.run_folder.write(METRICS_FILE, text)
         except OSError as e:
             self.audit.write(self.clock_ns(), "metrics_unwritten", error=e.strerror)
         server = self.metrics_server
@@ -376,14 +493,16 @@ class LiveAdapter:
         self.contract_size = float(self.market.get("contractSize") or 1.0)
         self.settle, self.settle_id = self.market["settle"], self.market.get("settleId") or self.market["settle"]
         self.port = ExchangePort(ex, self.symbol, self.audit, self.budget, self.clock_ns, asyncio.sleep,
-                                 breaker=self.breaker)  # fmt: skip
+                                 breaker=self.breaker, leadership=self.leader)  # fmt: skip
         self.audit.write(self.clock_ns(), "start", strategy=self.strategy.name, symbol=self.cfg.symbol,
                          mode=self.cfg.mode, params=self.cfg.params, gates=self.cfg.gates.model_dump(),
                          epoch=self.ids.epoch)  # fmt: skip
         try:
             # Another live instance of this strategy and symbol refuses the start; a dead one's orders
             # become orphans of the reconciliation (live.instance). Paper orders are this process's only.
-            if self.cfg.mode != "paper":
+            # Under leader election the lease says who trades: no probe (the leader's orders are not a reason
+            # to refuse a follower's start).
+            if self.cfg.mode != "paper" and self.leader is None:
                 await probe(ex, self.symbol, self.instances, self.ids.past_epochs, self.audit, self.clock_ns,
                             self.cfg.instance_probe_s)  # fmt: skip
             self.wallet_start = (await self._reconcile(adopt_position=True)).wallet_now
@@ -406,7 +525,7 @@ class LiveAdapter:
         for m in found:  # as written to the audit trail (live.metrics counts them by kind)
             self.mismatches[m.kind] = self.mismatches.get(m.kind, 0) + 1
         other = next((m for m in found if m.kind == "other_instance"), None)
-        if other is not None:  # another live instance: stop before anything is cancelled (decision 028)
+        if other is not None and self.leader is None:  # another live instance: stop first (decision 028)
             self._stop.set()  # nothing new leaves from now on (_create)
             raise other_instance(self.instances, self.audit, self.clock_ns(), other.client_id, "reconciliation")
         for m in found:
@@ -539,7 +658,7 @@ class LiveAdapter:
                 cid = o.get("clientOrderId") or ""
                 if not is_ours(cid, self.strategy.name, self.cfg.symbol) or cid in self.flatten_ids:
                     continue  # a flatten's fills are booked from its reply (live.rollout)
-                if self.instances.is_other(cid):  # another live instance trades this: both must not
+                if self.leader is None and self.instances.is_other(cid):  # another live instance: both must not
                     self._stop.set()  # nothing new leaves from now on (_create)
                     raise other_instance(self.instances, self.audit, self.clock_ns(), cid, "user stream")
                 # Fills count for any order of ours, also one already cancelled here (a fill can
@@ -602,6 +721,7 @@ class LiveAdapter:
         while not self._stop.is_set():
             # A long step is slept in pieces of at most a second, with housekeeping between them.
             while (now := time.perf_counter_ns()) < next_tick - hot_ns:
+                self.loop_beat_ns = now  # a long step's sleep is the loop turning too (the watchdog's beat)
                 left = next_tick - hot_ns - now
                 if left >= HOUSEKEEPING_CLEAR_NS:
                     self.quiet_until_ns = next_tick - hot_ns
@@ -636,13 +756,13 @@ class LiveAdapter:
                 await asyncio.sleep((next_tick - now) / 1e9)
             # Late by more than a step (the last decision's requests outlasted it): decide now, then
             # back on the grid.
-            self.tick_ns = time.perf_counter_ns()
+            self.tick_ns = self.loop_beat_ns = time.perf_counter_ns()
             self.tick_late_ns = self.tick_ns - next_tick
             self.tick_sched_ns = next_tick if self.tick_late_ns < step_ns else 0  # 0: a tick was missed
             next_tick += max(1, (self.tick_ns - next_tick) // step_ns + 1) * step_ns
             if self._book_fresh():
                 await self.decide_once()  # never on a stale book
-            elif self.orders:
+            elif self.orders and self.trading():
                 # Nor does a quote rest on a book we cannot see (decision 021, as the backtest): cancel
                 # what is open; one whose cancel fails is tried again at the next tick.
                 await _together([self._cancel(k) for k in list(self.orders.values()) if k.request != REQ_CANCEL])
@@ -653,11 +773,11 @@ class LiveAdapter:
         clock = self.clock
         while not self._stop.is_set():
             await clock.next_tick()
-            self.tick_ns = time.perf_counter_ns()
+            self.tick_ns = self.loop_beat_ns = time.perf_counter_ns()
             self.tick_late_ns = self.tick_sched_ns = 0  # 0: no decision taken ahead is adopted
             if self._book_fresh():
                 await self.decide_once()
-            elif self.orders:
+            elif self.orders and self.trading():
                 await _together([self._cancel(k) for k in list(self.orders.values()) if k.request != REQ_CANCEL])
             await clock.tick_done()
             self.housekeeping(time.perf_counter_ns())  # at most once a second (HOUSEKEEPING_MAX_DEFER_NS)
@@ -780,6 +900,8 @@ class LiveAdapter:
             self.decision_blocked.append(intents.blocked)
         if intents.blocked or self._gates_on:
             self._gate_news(intents.blocked, self.clock_ns(), args[8], args[7])
+        if self.leader is not None and not self.trading():
+            return  # a follower decides (warm code, warm state) and sends nothing (live.leader)
         self.ex.arm_probe()
         # The cancels all at once, then (once they are answered: they free margin and position room)
         # the creates all at once: two round trips a decision, not one per order.
@@ -877,6 +999,82 @@ class LiveAdapter:
                 self.qrules.ended(k.client_id, self.clock_ns(), "REJECTED")
         return True
 
+    async def _ha(self) -> None:
+        """Act on the election's changes of role (live.leader): take over on winning the lease, step down on losing."""
+        lead = self.leader
+        while True:
+            await lead.changed.wait()
+            lead.changed.clear()
+            if self._ha_failed is not None:
+                raise self._ha_failed
+            if lead.token is not None and not self.ha_ready:
+                await self._take_over()
+            elif lead.token is None and self.instances.ha == "leader":
+                self._step_down(lead.lost_reason)
+
+    async def _take_over(self) -> None:
+        """The lease won: reconcile (the venue's position adopted, every earlier leader's orders cancelled as
+        orphans: the lease proves they no longer trade), arm the countdown, then let decisions send."""
+        lead, token = self.leader, self.leader.token
+        t0 = self.monotonic()
+        self.instances.ha = "leader"
+        while lead.token == token and lead.valid() and not self._stop.is_set():
+            try:
+                await self._reconcile(adopt_position=True)
+                await self._cancel_former_leaders()
+                if self.cfg.dead_man_s > 0:
+                    self.dead_man = DeadMan(self.ex, self.audit, self.clock_ns, self.market["id"], self.cfg.dead_man_s)
+                    if not await self.dead_man.arm():
+                        raise ccxt.NetworkError("the countdown cancel-all could not be armed")
+                    self._dead_man_task = asyncio.create_task(self._keep_dead_man(self.dead_man))
+                break
+            except (ccxt.NetworkError, ccxt.ExchangeError, PortFailed, PortRefused) as e:
+                self.audit.write(self.clock_ns(), "takeover_failed", fence=token, error=type(e).__name__,
+                                 detail=str(e)[:200])  # fmt: skip
+                await asyncio.sleep(0.2)
+        if lead.token != token or not lead.valid() or self._stop.is_set():
+            return  # lost meanwhile: the change wakes _ha, which steps down
+        self.ha_ready = True
+        self.audit.write(self.clock_ns(), "leader_ready", fence=token, took_s=round(self.monotonic() - t0, 3),
+                         position=self.position)  # fmt: skip
+
+    async def _cancel_former_leaders(self) -> None:
+        """Cancel what former leaders left resting, whatever the rollout mode; PortFailed / PortRefused if one fails.
+
+        In the modes that cancel orphans the reconciliation just did; in the others nobody would: the
+        countdown this leader keeps armed no longer runs out for them, and two leaders' orders would rest.
+        """
+        listed = await self.ex.fetch_open_orders(self.symbol)
+        # Every order of the strategy and symbol (this instance's own from an earlier term too: forgotten
+        # when it stepped down) is a former leader's: none is this term's yet.
+        left = [c for c in self._ours(listed) if c not in self.orders]
+        if left:
+            self.audit.write(self.clock_ns(), "former_leader_orders", client_ids=left, mode=self.rollout.mode)
+        for cid in left:
+            await self.port.cancel(client_id=cid)
+
+    async def _keep_dead_man(self, dead_man: DeadMan) -> None:
+        """Keep the countdown armed while leading; a lost lease ends it quietly, a lost countdown stops the adapter."""
+        try:
+            await dead_man.keep()
+        except Fenced:
+            pass  # not the leader any more: the next leader keeps the countdown
+        except DeadManLost as e:
+            self._ha_failed = e
+            self.leader.changed.set()
+
+    def _step_down(self, reason: str) -> None:
+        """The lease lost: a follower from now on. Nothing is cancelled (that needs the lease): the countdown the
+        former leader no longer re-arms, or the next leader's reconciliation, takes what rests."""
+        self.ha_ready = False
+        self.instances.ha = "follower"
+        if self._dead_man_task is not None:
+            self._dead_man_task.cancel()
+        self._dead_man_task, self.dead_man = None, None
+        left = sorted(self.orders)
+        self.orders.clear()
+        self.audit.write(self.clock_ns(), "follower", reason=reason, orders_left=left)
+
     def _ours(self, venue_orders: list[dict]) -> list[str]:
         """The client ids this adapter may cancel: its own and those of instances found dead (decision 028)."""
         return [o["clientOrderId"] for o in venue_orders
@@ -888,7 +1086,8 @@ class LiveAdapter:
         The stop's path (SIGTERM, a failed task) and the kill switch's; the outcome is also `stop_outcome`.
         """
         out = await cancel_everything(self.ex, self.port, self.audit, self.clock_ns, self.symbol, self._ours,
-                                      list(self.orders), self.cfg.stop_timeout_s)  # fmt: skip
+                                      list(self.orders), self.cfg.stop_timeout_s,
+                                      leading=None if self.leader is None else self.may_act)  # fmt: skip
         for cid in list(self.orders):
             if cid not in out.left:
                 self.orders.pop(cid, None)

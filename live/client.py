@@ -27,6 +27,7 @@ from grinder.data.instruments import Instrument, known_instruments, resolve_inst
 from grinder.errors import ConfigError
 from grinder.live.config import LiveConfig
 from grinder.live.guard import check_order_venue, parse_api_url
+from grinder.live.leader import FENCE_HEADER
 from grinder.venue.server import api_urls
 from grinder.venue.wire import decimals_of
 
@@ -77,6 +78,8 @@ class GrinderBinance(ccxtpro.binanceusdm):
         self._presigned: Presigned | None = None
         self.presigned_sent = 0  # requests that left presigned
         self.order_events = 0  # user-stream order updates (ORDER_TRADE_UPDATE) handled so far
+        # Leader election (live.leader): with one, every request that changes the venue is fenced in `fetch`.
+        self.fence = None
 
     def handle_message(self, client, message):  # noqa: D102 - ccxt's hook, called for every WebSocket message
         if isinstance(message, dict):
@@ -105,6 +108,13 @@ class GrinderBinance(ccxtpro.binanceusdm):
     async def fetch(self, url, method="GET", headers=None, body=None):  # noqa: D102 - ccxt's HTTP call
         if self._prewarming:
             raise _Prewarmed
+        if self.fence is not None and method != "GET" and "/listenKey" not in url:
+            # Every request that changes the venue (orders, cancels, cancel-all, the countdown) leaves only
+            # under a lease this process can trust, and carries its fencing token; nothing is awaited
+            # between this check and the HTTP call (decision 041: what is left is aiohttp's own path).
+            fence = self.fence  # `fence()` raises Fenced (and audits it) unless the lease is trusted now
+            token = fence.token if fence.valid() else fence.fence(f"{method} {_path(url)}")
+            headers = {**(headers or {}), FENCE_HEADER: str(token)}
         self.mark_request()
         return await super().fetch(url, method, headers, body)
 
@@ -225,6 +235,11 @@ class GrinderBinance(ccxtpro.binanceusdm):
         """A request leaves now (the HTTP call is handed to the connection; paper: the local venue is called)."""
         if not self.first_request_ns:
             self.first_request_ns = time.perf_counter_ns()
+
+
+def _path(url: str) -> str:
+    """A request URL's path, without the query (which holds the signature)."""
+    return urlsplit(url).path
 
 
 def _plain(value: float, step: float) -> str:

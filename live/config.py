@@ -7,14 +7,46 @@ its `[gates]` table into: one file's gates mean the same in both.
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grinder.core.gates import GateConfig
 from grinder.errors import ConfigError
 from grinder.live.guard import parse_api_url
+
+
+class HaConfig(BaseModel):
+    """The `[ha]` table: leader election on Redis (live.leader, decision 041). Absent: one instance, no election."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    redis_url: str = Field(description="redis://host[:port][/db] (rediss:// for TLS); the password, if any, from "
+                           "GRINDER_REDIS_PASSWORD, never the file")  # fmt: skip
+    lease_ms: int = Field(10_000, ge=300, le=600_000, description="the lease's time to live (ms), renewed every third")
+    acquire_every_ms: int = Field(1_000, ge=50, le=60_000, description="how often a follower tries to take the lease")
+    account: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                         description="names the account in the Redis keys: instances of one account and symbol elect "
+                         "one leader")  # fmt: skip
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        u = urlsplit(v)
+        try:
+            port = u.port
+        except ValueError:
+            port = -1
+        if u.scheme not in ("redis", "rediss") or not u.hostname or port == -1:
+            raise ValueError(f"{v!r}: expected redis://host[:port][/db]")
+        if u.username or u.password:
+            raise ValueError(f"{v!r}: no credentials in the URL (set GRINDER_REDIS_PASSWORD)")
+        if u.query or u.fragment or not re.fullmatch(r"(/\d{1,2})?/?", u.path):
+            raise ValueError(f"{v!r}: nothing after the database number")
+        return v
 
 
 class LiveConfig(BaseModel):
@@ -86,6 +118,14 @@ class LiveConfig(BaseModel):
         15.0, ge=0, le=120,
         description="after a kill, keep /metrics up until one more scrape, at most this long (s), so it is seen",
     )  # fmt: skip
+    # A folder per run under state_dir/runs (issue 22, live.runs): older ones removed at each start.
+    keep_runs: int = Field(30, ge=1, le=100_000, description="run folders kept (the current one included)")
+    keep_days: float = Field(
+        0.0, ge=0, le=36_500, description="also remove run folders started more than this many days ago (0: no limit)"
+    )
+
+    # Leader election (issue 22, live.leader; decision 041): only the leader sends anything that changes the venue.
+    ha: HaConfig | None = Field(None, description="the [ha] table: leader election on Redis (absent: off)")
 
     @field_validator("dead_man_s")
     @classmethod
@@ -113,6 +153,12 @@ class LiveConfig(BaseModel):
         if v is not None:
             parse_api_url(v)  # ValueError says what is wrong; the client takes it parsed
         return v
+
+    @model_validator(mode="after")
+    def _ha_needs_a_venue(self) -> LiveConfig:
+        if self.ha is not None and self.mode == "paper":
+            raise ValueError("ha: paper mode sends nothing to a venue, there is nothing to elect a leader for")
+        return self
 
     @model_validator(mode="after")
     def _hot_within_step(self) -> LiveConfig:

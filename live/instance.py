@@ -49,6 +49,10 @@ class Instances:
     symbol: str
     epoch: str
     dead: set[str | None] = field(default_factory=set)
+    # Under leader election (live.leader) the lease, not the ids, says who trades: None (no
+    # election), "leader" (every other epoch's orders are a former leader's: orphans to cancel) or
+    # "follower" (every other epoch's are the leader's: never a reason to stop, never cancelled).
+    ha: str | None = None
 
     def epoch_of(self, client_id: str | None) -> tuple[bool, str | None]:
         """(whether `client_id` is of this strategy and symbol, its epoch)."""
@@ -60,11 +64,15 @@ class Instances:
     def is_other(self, client_id: str | None) -> bool:
         """An id of this strategy and symbol made by another instance not found dead: a live one."""
         ours, epoch = self.epoch_of(client_id)
+        if self.ha is not None:
+            return ours and epoch != self.epoch and self.ha == "follower"
         return ours and epoch != self.epoch and epoch not in self.dead
 
     def mine_or_dead(self, client_id: str | None) -> bool:
         """An id of this instance, or of one found dead: what this adapter may cancel."""
         ours, epoch = self.epoch_of(client_id)
+        if self.ha is not None:
+            return ours and (self.ha == "leader" or epoch == self.epoch)
         return ours and (epoch == self.epoch or epoch in self.dead)
 
     def by_epoch(self, orders: list[dict]) -> dict[str | None, set[str]]:

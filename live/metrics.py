@@ -51,12 +51,11 @@ LATENCY_BUCKETS_S = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3,
 LATENCY_STAGES = {"decided": 1, "request": 2}
 # Reasons a create did not become an order, besides the port's refusals (`refusal_kind`): audit events.
 REJECTED_EVENTS = {"venue": "create_rejected", "failed": "create_failed", "book_stale": "creates_dropped"}
-REFUSAL_KINDS = ("breaker_open", "budget_actions", "budget_notional", "state_not_recorded", "other")
+REFUSAL_KINDS = ("breaker_open", "budget_actions", "budget_notional", "state_not_recorded", "not_leader", "other")
 MISMATCH_KINDS = ("orphan", "missing", "position_drift", "other_instance")
 QUIET_WAIT_S = 1.0  # a scrape waits at most this long for the adapter's quiet stretch, then reads anyway
 QUIET_NEEDED_S = 0.005  # ... and only starts in one with this much left (reading and rendering take about 1 ms)
-# Single instance per strategy and symbol: no leader election exists yet (issue 22). These two are
-# exported so dashboards and alerts (no leader, two leaders) are ready for it.
+# Without leader election (no `[ha]`) the one instance leads, with no token (live.leader).
 IS_LEADER, FENCING_TOKEN = 1, 0
 
 
@@ -262,11 +261,14 @@ class AdapterCollector:
         yield mode
         engaged = a.kill_requested is not None or os.path.lexists(killswitch.kill_path(a.cfg.state_dir))
         yield one(GaugeMetricFamily, "grinder_kill_switch_engaged", "1 once the kill switch is pulled.", int(engaged))
+        lead = a.leader
+        leading = IS_LEADER if lead is None else int(lead.valid())
+        token = FENCING_TOKEN if lead is None or not leading else lead.token
         yield one(GaugeMetricFamily, "grinder_is_leader",
-                  "1: this instance trades the strategy and symbol (one instance, no election yet: always 1).",
-                  IS_LEADER)  # fmt: skip
+                  "1: this instance holds the lease of the strategy and symbol (without [ha]: always 1).",
+                  leading)  # fmt: skip
         yield one(GaugeMetricFamily, "grinder_fencing_token",
-                  "The leader's fencing token (no election yet: always 0).", FENCING_TOKEN)  # fmt: skip
+                  "The fencing token of the lease this instance holds (0: none, or no [ha]).", token)  # fmt: skip
 
 
 def adapter_registry(adapter) -> CollectorRegistry:

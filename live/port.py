@@ -27,6 +27,7 @@ import ccxt
 from grinder.live.audit import AuditLog
 from grinder.live.budget import DailyBudget
 from grinder.live.client_ids import ClientOrderId
+from grinder.live.leader import Fenced, Leadership
 from grinder.live.retry import Backoff, CircuitBreaker
 
 # Rejections that will not change by trying again.
@@ -35,6 +36,7 @@ PERMANENT = (ccxt.InvalidOrder, ccxt.AuthenticationError, ccxt.PermissionDenied,
 RATE_LIMITED = (ccxt.DDoSProtection, ccxt.RateLimitExceeded)  # refused before execution: safe to resend
 # Refused creates are written to the audit trail as counts, at most one line per this long.
 REFUSED_EVERY_NS = 10_000_000_000
+NOT_LEADER = "not the leader"  # a refusal's reason under leader election (live.leader)
 
 
 def refusal_kind(reason: str) -> str:
@@ -47,6 +49,8 @@ def refusal_kind(reason: str) -> str:
         return "budget_notional"
     if reason.startswith("state not recorded"):
         return "state_not_recorded"
+    if reason.startswith(NOT_LEADER):
+        return "not_leader"
     return "other"
 
 
@@ -76,6 +80,8 @@ class ExchangePort:
     breaker: CircuitBreaker | None = None
     rng: random.Random | None = None
     timeout_s: float = 5.0
+    # Leader election (live.leader): only while this instance leads is anything sent (None: no election).
+    leadership: Leadership | None = None
 
     def __post_init__(self) -> None:
         self.breaker = self.breaker or CircuitBreaker()
@@ -92,6 +98,8 @@ class ExchangePort:
 
         Asks only: nothing is taken (not the breaker's trial), charged or written.
         """
+        if self.leadership is not None and not self.leadership.valid():
+            return NOT_LEADER
         if not self.breaker.allows(now_ns / 1e9):
             return "circuit breaker open"
         reason = self.budget.allows(now_ns, notional)
@@ -191,6 +199,10 @@ class ExchangePort:
                 self._breaker_news()
                 self.audit.write(self.now_ns(), "created", client_id=str(cid), order_id=order["id"])
                 return order
+            except Fenced as e:
+                # The lease ran out after the check above (the fence wrote why): never retried, and
+                # not the venue's failure (the breaker is left as it was). Sent before only if ambiguous.
+                raise PortFailed(f"{cid}: {e}", unknown=ambiguous) from e
             except PERMANENT as e:
                 # The venue answered: for the breaker that is a success (a half-open trial rejected as
                 # post-only-would-take must close it, or it waits out another cool-down).
@@ -226,6 +238,9 @@ class ExchangePort:
         cancel only lowers risk.
         """
         now = self.now_ns()
+        if self.leadership is not None and not self.leadership.valid():
+            # A cancel is a venue action too: only the leader's (the fence refuses it and writes why).
+            raise PortRefused(str(_fenced(self.leadership, f"cancel {order_id or client_id}")))
         self.budget.charge(now, always=True)  # counted, never held back: a cancel only lowers risk
         self.audit.write(now, "cancel", order_id=order_id, client_id=client_id)
         for attempt in range(1, self.backoff.max_attempts + 1):
@@ -242,6 +257,8 @@ class ExchangePort:
             except ccxt.OrderNotFound:
                 self.audit.write(self.now_ns(), "cancel_not_open", order_id=order_id, client_id=client_id)
                 return None
+            except Fenced as e:  # the lease ran out since the check above: not retried
+                raise PortRefused(str(e)) from e
             except PERMANENT as e:
                 raise PortFailed(f"cancel {order_id or client_id}: rejected: {e}") from e
             except (TimeoutError, ccxt.NetworkError, ccxt.ExchangeError) as e:
@@ -251,3 +268,12 @@ class ExchangePort:
                 if attempt < self.backoff.max_attempts:
                     await self.sleep(wait)
         raise PortFailed(f"cancel {order_id or client_id}: gave up after {self.backoff.max_attempts} tries")
+
+
+def _fenced(leadership: Leadership, what: str) -> Fenced:
+    """The fence's refusal of `what` (audited by it), as an exception to raise."""
+    try:
+        leadership.fence(what)
+    except Fenced as e:
+        return e
+    return Fenced(f"{what}: not sent, the lease lapsed while it was checked")

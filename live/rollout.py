@@ -135,9 +135,16 @@ class Rollout:
 
     def __init__(self, adapter):
         self.a = adapter
-        self.mode = adapter.cfg.rollout
+        self.configured = adapter.cfg.rollout
         self.plans = 0
         self.blocked_total: dict[str, int] = {}  # actions refused in blocked mode since start, per kind
+
+    @property
+    def mode(self) -> str:
+        """The mode in force: the configured one, but a follower under leader election plans at most (live.leader)."""
+        if self.configured != "detect_only" and not self.a.may_act():
+            return "plan_only"
+        return self.configured
 
     def next_id(self) -> str:
         """A plan id unique on the account: this instance's epoch and a count."""

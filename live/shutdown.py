@@ -31,6 +31,7 @@ import ccxt
 
 from grinder.errors import VenueError
 from grinder.live.audit import AuditLog
+from grinder.live.leader import Fenced
 from grinder.live.port import ExchangePort, PortFailed, PortRefused
 from grinder.live.retry import Backoff
 from grinder.live.venue_watch import EXIT_VENUE_DOWN
@@ -81,12 +82,16 @@ async def cancel_everything(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     backoff: Backoff = STOP_BACKOFF,
     rng: random.Random | None = None,
+    leading: Callable[[], bool] | None = None,
 ) -> StopOutcome:
     """Cancel every open order of ours on `symbol` (ccxt's) within `budget_s` seconds of `monotonic` time.
 
     `ours` picks the client ids of ours out of the venue's open orders (ccxt's order dicts);
     `known` are the ids the adapter holds open or in flight (what is cancelled while the venue
     cannot list). Writes `stop_cancels` first and `stop_clean` or `orders_left` last.
+
+    `leading` (leader election, live.leader): while it says False nothing is cancelled (a cancel
+    is the leader's to send): the venue's list is asked once, and what of ours it shows is left.
     """
     rng = rng or random.Random()
     deadline = monotonic() + budget_s
@@ -112,6 +117,16 @@ async def cancel_everything(
                 return StopOutcome((), True, rounds)
             if deadline - monotonic() <= 0:
                 break
+        if leading is not None and not leading():
+            if listed is not None:  # what of ours rests is the leader's (or the countdown's) to cancel
+                audit.write(now_ns(), "stop_not_leader", ours=sorted(suspects))
+                break
+            failures += 1  # the list failed: ask again, never cancel
+            wait = min(backoff.delay(failures, rng), deadline - monotonic())
+            if wait > 0:
+                await sleep(wait)
+            continue
+        if listed is not None:
             foreign = len(listed) - len(mine)
             if foreign and foreign != foreign_seen:
                 audit.write(now_ns(), "cancel_all_skipped", foreign=foreign, ours=len(mine))
@@ -124,6 +139,8 @@ async def cancel_everything(
                         await ex.cancel_all_orders(symbol)
                     audit.write(now_ns(), "cancel_all_sent", ours=len(mine))
                     continue
+                except Fenced:
+                    continue  # the lease ran out (the fence wrote it): the next round stops
                 except RETRYABLE as e:
                     failed = True
                     audit.write(now_ns(), "cancel_all_failed", error=type(e).__name__, detail=str(e)[:200])
@@ -194,6 +211,8 @@ class DeadMan:
         """Arm (or re-arm) the countdown; False if the venue did not answer it (written to the audit trail)."""
         try:
             await self._send(round(self.countdown_s * 1000))
+        except Fenced:
+            raise  # no lease, no countdown: the leader's to keep (live.leader)
         except RETRYABLE as e:
             self.armed = False
             self.audit.write(self.now_ns(), "dead_man_arm_failed", error=type(e).__name__, detail=str(e)[:200])
@@ -207,6 +226,8 @@ class DeadMan:
         """Cancel the countdown (countdownTime 0); False if the venue did not answer (it stays armed there)."""
         try:
             await self._send(0)
+        except Fenced:
+            return False  # not the leader any more: the new leader keeps the countdown
         except RETRYABLE as e:
             self.audit.write(self.now_ns(), "dead_man_disarm_failed", error=type(e).__name__, detail=str(e)[:200])
             return False

@@ -36,9 +36,12 @@ from grinder.venue.auth import Credentials, check_signed
 from grinder.venue.exchange import BAD_PARAM, Exchange, OrderEvent, Rejected
 from grinder.venue.faults import Faults, loopback_peer
 from grinder.venue.metrics import CONTENT_TYPE, venue_registry
+from grinder.venue.order_log import CHANGING, FENCE_HEADER, OrderLog, check_fencing, token_of
 from grinder.venue.wire import Wire, ms
 
 BATCH_END = 1  # Tape.flags bit: the last row of one depth update
+# Where a signed request's parameters are kept for the order log (a typed key where aiohttp has them).
+_PARAMS = web.RequestKey("grinder_params", dict) if hasattr(web, "RequestKey") else "grinder_params"
 
 
 def api_urls(base_url: str) -> dict:
@@ -98,6 +101,7 @@ class VenueServer:
         r.add_get("/private/ws", self.private_ws)
         r.add_route("GET", "/admin/faults", self.admin_faults)
         r.add_route("POST", "/admin/faults", self.admin_faults)
+        r.add_get("/admin/orders", self.admin_orders)
         r.add_get("/metrics", self.metrics_text)
         self._runner: web.AppRunner | None = None
         # The dead-man's switch (countdownCancelAll): one account, one symbol, so one timer. It runs
@@ -112,6 +116,8 @@ class VenueServer:
         self.faults_injected: dict[str, int] = {}  # by knob: each time one changed an answer or a stream
         self.replay_lag_s = 0.0  # how far behind its schedule the replay streamed its last row
         self.metrics = venue_registry(self)
+        # Every venue-changing request with its fencing token and result (grinder.venue.order_log).
+        self.order_log = OrderLog()
 
     # ---- life cycle ----
     async def start(self, port: int = 0) -> int:
@@ -367,6 +373,23 @@ class VenueServer:
     # ---- REST ----
     @web.middleware
     async def _faults_mw(self, request: web.Request, handler):
+        if (request.method, request.path) not in CHANGING:
+            return await self._faulty(request, handler)
+        response = await self._faulty(request, handler)
+        p = request.get(_PARAMS) or {}
+        result = "accepted" if response.status in (200, 204) else f"http {response.status}"  # 204: a lost reply
+        if response.status != 200 and isinstance(response, web.Response) and response.body is not None:
+            try:
+                result = f"rejected {json.loads(response.body)['code']}"
+            except (ValueError, KeyError, TypeError):
+                pass
+        create = request.method == "POST" and request.path == "/fapi/v1/order" and result == "accepted"
+        self.order_log.record(request.method, request.path, p.get("newClientOrderId") or p.get("origClientOrderId"),
+                              token_of(request.headers.get(FENCE_HEADER)), response.status, result,
+                              [o.client_id for o in self.x.open_orders()] if create else None)  # fmt: skip
+        return response
+
+    async def _faulty(self, request: web.Request, handler):
         if request.path.startswith("/admin/") or request.path == "/metrics":
             return await handler(request)  # the operator's, not a client's: no fault, not in `requests`
         f = self.faults
@@ -415,6 +438,13 @@ class VenueServer:
                 return web.json_response({"error": str(e)}, status=400)
         return web.json_response(self.faults.values())
 
+    async def admin_orders(self, request: web.Request) -> web.Response:
+        """GET: the order log (every venue-changing request, its fencing token and result) and its check's counts."""
+        if not loopback_peer(request.remote):
+            return web.json_response({"error": f"admin is for loopback peers only, not {request.remote}"}, status=403)
+        entries = self.order_log.entries
+        return web.json_response({"entries": entries, "check": check_fencing(entries).as_dict()})
+
     async def metrics_text(self, request: web.Request) -> web.Response:
         """Prometheus's text format of the venue's metrics (grinder.venue.metrics); loopback peers only (403)."""
         if not loopback_peer(request.remote):
@@ -433,6 +463,7 @@ class VenueServer:
         sym = params.get("symbol")
         if sym is not None and sym != self.inst.symbol:
             raise Rejected(-1121, "Invalid symbol.")
+        request[_PARAMS] = params  # the order log names the client order id
         return params
 
     async def exchange_info(self, request: web.Request) -> web.Response:

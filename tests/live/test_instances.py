@@ -108,9 +108,9 @@ def test_a_second_adapter_on_the_same_account_refuses_to_start_and_cancels_nothi
     assert "refusing to start (nothing cancelled)" in text
     b = read(tmp_path / "b" / "audit.jsonl")
     kinds = [e["event"] for e in b]
-    assert kinds[:3] == ["start", "instance_probe", "other_instance"]
+    assert kinds[:4] == ["run_folder", "start", "instance_probe", "other_instance"]
     assert not [k for k in kinds if k.startswith("cancel") or k == "create"]  # 0 of the first's orders cancelled
-    assert all(first.ids.is_mine(c) for c in b[2]["placed"])
+    assert all(first.ids.is_mine(c) for c in b[3]["placed"])
     a = read(tmp_path / "a" / "audit.jsonl")
     cancelled_by_first = {e["client_id"] for e in a if e["event"] in ("cancel", "cancelled", "cancel_not_open")}
     assert gone <= cancelled_by_first  # every cancel on the venue until the refusal was the first's own
@@ -151,7 +151,7 @@ def test_orders_of_a_dead_instance_are_cancelled_after_the_probe_and_trading_goe
     assert not still  # gone before trading went on
     ev = read(tmp_path / "a" / "audit.jsonl")
     kinds = [e["event"] for e in ev]
-    assert kinds[:2] == ["start", "instance_probe"]
+    assert kinds[:3] == ["run_folder", "start", "instance_probe"]
     probe_dead = {e["epoch"]: e for e in ev if e["event"] == "instance_dead"}
     assert probe_dead["DeAd1"]["open_orders"] == 3 and probe_dead["(earlier id format)"]["open_orders"] == 1
     orphans = {e["client_id"] for e in ev if e["event"] == "mismatch" and e["kind"] == "orphan"}
@@ -263,7 +263,7 @@ def test_kill_9_then_a_start_from_a_fresh_state_folder_clears_the_dead_orders_an
     procs.append(second)
     wait_for(lambda: any(e["event"] == "created" for e in events(state2)))
     after = events(state2)
-    assert [e["event"] for e in after][:2] == ["start", "instance_probe"]
+    assert [e["event"] for e in after][:3] == ["run_folder", "start", "instance_probe"]
     orphans = {e["client_id"] for e in after if e["event"] == "mismatch" and e["kind"] == "orphan"}
     assert orphans and orphans <= set(resting)  # the killed process's orders (some may have filled meanwhile)
     assert not set(open_orders(port)) & set(resting)
@@ -292,7 +292,7 @@ def test_a_second_adapter_process_is_refused_in_one_line_with_exit_2(tmp_path, p
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "another adapter (instance" in err
     assert "refusing to start (nothing cancelled)" in err
     kinds = [e["event"] for e in events(state2)]
-    assert kinds[:3] == ["start", "instance_probe", "other_instance"]
+    assert kinds[:4] == ["run_folder", "start", "instance_probe", "other_instance"]
     assert not [k for k in kinds if k.startswith("cancel") or k == "create"]
     assert first.poll() is None  # the first trades on
     first.send_signal(signal.SIGTERM)

@@ -22,7 +22,7 @@ from grinder.live.client import make_client
 from grinder.live.config import LiveConfig, load_config
 from grinder.live.metrics import LATENCY_BUCKETS_S, QUIET_NEEDED_S, LatencyFold, MetricsServer
 from grinder.venue.server import VenueServer
-from tests.live.test_adapter import PARAMS, config, offline
+from tests.live.test_adapter import PARAMS, _until, config, offline
 from tests.venue.test_server import CREDS, tape  # noqa: F401 - tape is a fixture
 
 # Every family the adapter exports, each labelled by strategy and symbol (issue 22's list).
@@ -89,13 +89,6 @@ async def metrics_session(tape, tmp_path, during, **cfg_kw):  # noqa: F811
         audit.close()
         await srv.stop()
     return adapter, got
-
-
-async def _until(pred, timeout_s: float = 30.0) -> None:
-    t0 = time.monotonic()
-    while not pred():
-        assert time.monotonic() - t0 < timeout_s, "timed out"
-        await asyncio.sleep(0.05)
 
 
 def test_an_emulator_session_exports_every_metric_labelled_by_strategy_and_symbol(tape, tmp_path):  # noqa: F811

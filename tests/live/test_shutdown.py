@@ -173,7 +173,9 @@ def test_a_normal_stop_cancels_ours_one_by_one_and_leaves_foreign_orders_alone(t
 
 def test_the_dead_mans_switch_is_kept_armed_while_the_adapter_runs_and_never_fires(tape, tmp_path):  # noqa: F811
     async def main():
-        async with Run(tape, tmp_path, dead_man_s=3.0) as run:
+        # 6 s: re-armed every 2 s, so a loop held up to 4 s by a loaded machine (the emulator shares
+        # it) does not let the countdown fire; 3 s failed once under load.
+        async with Run(tape, tmp_path, dead_man_s=6.0) as run:
             await _quoting(run)
             await _until(lambda: run.adapter.dead_man.arms >= 4, what="three re-arms")  # past a whole countdown
             during = (run.srv.countdowns_fired, run.srv.countdown_ms, len(ours(run.resting())))
@@ -182,11 +184,11 @@ def test_the_dead_mans_switch_is_kept_armed_while_the_adapter_runs_and_never_fir
             return during, run.srv.countdown_ms, run.srv.countdowns_fired, run.adapter.stop_outcome
 
     (fired, armed, quotes), after, fired_after, outcome = asyncio.run(main())
-    assert fired == 0 and armed == 3000 and quotes >= 1  # armed, re-armed in time, our quotes still there
+    assert fired == 0 and armed == 6000 and quotes >= 1  # armed, re-armed in time, our quotes still there
     assert outcome.clean and after == 0 and fired_after == 0  # disarmed on the clean stop
     events = audit_of(tmp_path)
     armed_lines = [e for e in events if e["event"] == "dead_man_armed"]
-    assert len(armed_lines) == 1 and armed_lines[0]["countdown_s"] == 3.0  # one line, not one per re-arm
+    assert len(armed_lines) == 1 and armed_lines[0]["countdown_s"] == 6.0  # one line, not one per re-arm
 
 
 def test_a_switch_that_cannot_be_armed_for_a_whole_countdown_stops_trading_with_orders_cancelled(tape, tmp_path):  # noqa: F811
