@@ -340,6 +340,11 @@ class LiveAdapter:
                 t.cancel()
             await asyncio.wait({*tasks, stop, *keeper}, timeout=5.0)
             gc.enable()
+            if self.kill_requested is not None and self.leader is not None and self.leader.killed is None:
+                # The kill is every instance's (decision 041): the key is written before the lease can be
+                # released, so no follower takes over; the others see it and run their own kill.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.leader.kill(self.kill_requested), 5.0)
             # Each step on its own: whatever fails (the venue, the disk), the next one still runs.
             try:  # bounded within stop_timeout_s by live.shutdown; this bound only guards against a hang
                 await asyncio.wait_for(self._cancel_all(), self.cfg.stop_timeout_s + 10.0)
@@ -1007,6 +1012,10 @@ class LiveAdapter:
             lead.changed.clear()
             if self._ha_failed is not None:
                 raise self._ha_failed
+            if lead.killed is not None and self.kill_requested is None:
+                # Pulled on another instance (decision 041): this one runs its own kill too, leader or not.
+                self.request_kill(f"kill switch in Redis ({lead.killed})")
+                return
             if lead.token is not None and not self.ha_ready:
                 await self._take_over()
             elif lead.token is None and self.instances.ha == "leader":

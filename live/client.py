@@ -108,15 +108,25 @@ class GrinderBinance(ccxtpro.binanceusdm):
     async def fetch(self, url, method="GET", headers=None, body=None):  # noqa: D102 - ccxt's HTTP call
         if self._prewarming:
             raise _Prewarmed
-        if self.fence is not None and method != "GET" and "/listenKey" not in url:
+        if self.fence is not None and method != "GET" and not _user_stream_key(method, url):
             # Every request that changes the venue (orders, cancels, cancel-all, the countdown) leaves only
             # under a lease this process can trust, and carries its fencing token; nothing is awaited
-            # between this check and the HTTP call (decision 041: what is left is aiohttp's own path).
+            # between this check and the HTTP call (decision 041: what is left is aiohttp's own path, and
+            # the connection it may have to make first is fenced again in _connect_fenced).
             fence = self.fence  # `fence()` raises Fenced (and audits it) unless the lease is trusted now
             token = fence.token if fence.valid() else fence.fence(f"{method} {_path(url)}")
             headers = {**(headers or {}), FENCE_HEADER: str(token)}
         self.mark_request()
         return await super().fetch(url, method, headers, body)
+
+    def open(self, lazy=False):  # noqa: D102 - ccxt's: makes its aiohttp session (and connector) on first use
+        super().open(lazy)
+        c = self.tcp_connector
+        if c is not None and "connect" not in vars(c):
+            # The fence looks again once aiohttp has a connection for the request, the last step before it is
+            # written (decision 041): a new one (DNS, TCP, TLS) can take up to ccxt's timeout, long enough for
+            # the lease to run out and a new leader to act.
+            c.connect = partial(_connect_fenced, c.connect, self)
 
     def _post_only_request(self, market: dict, side: str, amount: float, price: float, client_id: str) -> dict:
         # What create_order sends for a post-only limit order (docs/venue-protocol.md); quantities are
@@ -235,6 +245,28 @@ class GrinderBinance(ccxtpro.binanceusdm):
         """A request leaves now (the HTTP call is handed to the connection; paper: the local venue is called)."""
         if not self.first_request_ns:
             self.first_request_ns = time.perf_counter_ns()
+
+
+async def _connect_fenced(connect, ex: GrinderBinance, req, *args, **kwargs):
+    """aiohttp's connector.connect for `ex`'s session, then the fence once more for a request that carries a token."""
+    conn = await connect(req, *args, **kwargs)
+    token = req.headers.get(FENCE_HEADER)
+    if token is not None and ex.fence is not None:
+        try:
+            ex.fence.recheck(token, f"{req.method} {req.url.path}")
+        except BaseException:
+            conn.release()  # nothing was written on it: back to the pool
+            raise
+    return conn
+
+
+def _user_stream_key(method: str, url: str) -> bool:
+    """The user stream's listenKey taken or kept alive (POST, PUT): what every instance sends, leader or not.
+
+    The key is the account's (Binance hands every caller the one active key), so a DELETE, which
+    closes it under the leader's user stream too, is fenced like any other venue-changing request.
+    """
+    return method in ("POST", "PUT") and _path(url).endswith("/listenKey")
 
 
 def _path(url: str) -> str:

@@ -19,13 +19,19 @@ from grinder.errors import ConfigError
 from grinder.live.guard import parse_api_url
 
 
+def redis_on_loopback(url: str) -> bool:
+    """Whether a redis URL names this machine by its own text (localhost, 127.0.0.0/8, ::1), as live.guard decides."""
+    u = urlsplit(url)
+    return parse_api_url(f"http://{u.netloc}").loopback
+
+
 class HaConfig(BaseModel):
     """The `[ha]` table: leader election on Redis (live.leader, decision 041). Absent: one instance, no election."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    redis_url: str = Field(description="redis://host[:port][/db] (rediss:// for TLS); the password, if any, from "
-                           "GRINDER_REDIS_PASSWORD, never the file")  # fmt: skip
+    redis_url: str = Field(description="redis://host[:port][/db] (rediss:// for TLS, which a Redis off this machine "
+                           "needs); the password, if any, from GRINDER_REDIS_PASSWORD, never the file")  # fmt: skip
     lease_ms: int = Field(10_000, ge=300, le=600_000, description="the lease's time to live (ms), renewed every third")
     acquire_every_ms: int = Field(1_000, ge=50, le=60_000, description="how often a follower tries to take the lease")
     account: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
@@ -46,6 +52,10 @@ class HaConfig(BaseModel):
             raise ValueError(f"{v!r}: no credentials in the URL (set GRINDER_REDIS_PASSWORD)")
         if u.query or u.fragment or not re.fullmatch(r"(/\d{1,2})?/?", u.path):
             raise ValueError(f"{v!r}: nothing after the database number")
+        # Whoever can write the lease decides who trades (delete it and a second leader starts): a Redis
+        # off this machine is spoken to over TLS, with a password (checked at start: GRINDER_REDIS_PASSWORD).
+        if u.scheme != "rediss" and not redis_on_loopback(v):
+            raise ValueError(f"{v!r}: a Redis off this machine needs rediss:// (TLS) and GRINDER_REDIS_PASSWORD")
         return v
 
 

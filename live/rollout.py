@@ -263,7 +263,8 @@ class Rollout:
             position = venue_position(await a.ex.fetch_positions([a.symbol]), a.symbol)
         except (ccxt.NetworkError, ccxt.ExchangeError) as e:
             a.audit.write(a.clock_ns(), "kill_check_failed", error=type(e).__name__, detail=str(e)[:300])
-        then = ("not_in_mode" if cfg.rollout != "execute_flatten"
+        # A follower's kill plans the flatten and leaves it to the leader, which sees the kill too (live.leader).
+        then = ("not_leader" if not a.may_act() else "not_in_mode" if cfg.rollout != "execute_flatten"
                 else "execute" if cfg.kill_flatten else "kill_flatten_off")  # fmt: skip
         actions = []
         if position is not None and abs(position) >= 0.5 * a.lot:

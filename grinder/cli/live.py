@@ -109,10 +109,40 @@ def live_kill(
     if clear:
         had = kill.clear_kill(cfg.state_dir)
         out.print(f"cleared {kill.kill_path(cfg.state_dir)}" if had else f"no kill file in {cfg.state_dir}")
+        if _ha_kill(cfg, None) is False:
+            raise SystemExit(1)
         return
+    shared = _ha_kill(cfg, "grinder live kill")  # first: a local failure must not leave the others trading
     path, pid = kill.kill(cfg.state_dir)
     who = f"adapter pid {pid} signalled (SIGUSR1)" if pid is not None else "no adapter running on the folder"
     out.print(f"killed: {path} written; {who}; a start refuses until `grinder live kill --clear`")
+    if shared is False:
+        raise SystemExit(1)
+
+
+def _ha_kill(cfg, by: str | None) -> bool | None:
+    """With `[ha]`: pull (or clear) the kill switch in Redis, which every instance of the strategy and symbol obeys.
+
+    Pulled on one instance only, a follower would take the lease over and trade (decision 041).
+    None without `[ha]`; False (said on stderr) if Redis did not take it.
+    """
+    if cfg.ha is None:
+        return None
+    import asyncio
+
+    from grinder.core.strategy import get
+    from grinder.live.leader import key_prefix, set_kill
+
+    prefix = key_prefix(cfg.ha.account, get(cfg.strategy).name, cfg.symbol)
+    try:
+        asyncio.run(set_kill(cfg.ha, prefix, by))
+    except Exception as e:  # noqa: BLE001 - the local kill file is written whatever Redis says
+        what, then = ("written", "kill every instance by hand") if by else ("cleared", "no instance leads until it is")
+        err.print(f"{prefix}:kill not {what} ({type(e).__name__}: {str(e)[:100]}); {then}")
+        return False
+    then = "an instance may lead again" if by is None else "no instance leads until --clear"
+    out.print(f"{prefix}:kill {'cleared' if by is None else 'set'}: {then}")
+    return True
 
 
 @clean_errors

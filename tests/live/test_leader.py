@@ -213,8 +213,8 @@ def test_the_ha_table_is_checked_when_the_config_is_read(tmp_path):
     bad = tmp_path / "bad.toml"
     for table, why in [('redis_url = "redis://u:pw@127.0.0.1"', "no credentials in the URL"),
                        ('redis_url = "http://127.0.0.1:6379"', "expected redis://host"),
-                       ('redis_url = "redis://h"\nlease_ms = 100', "lease_ms"),
-                       ('redis_url = "redis://h"\nleader = true', "leader")]:  # fmt: skip
+                       ('redis_url = "rediss://h"\nlease_ms = 100', "lease_ms"),
+                       ('redis_url = "rediss://h"\nleader = true', "leader")]:  # fmt: skip
         bad.write_text(f'strategy = "static_grid"\nsymbol = "BTCUSDT"\nparams = {{}}\n[ha]\n{table}\n')
         with pytest.raises(ConfigError, match=why):
             load_config(bad)
