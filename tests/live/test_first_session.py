@@ -98,7 +98,7 @@ def test_the_readme_commands_with_the_example_config_trade_and_stop_clean(tmp_pa
     assert live.wait(60) == 0, live.stderr.read()
     got = events(state)
     kinds = [e["event"] for e in got]
-    assert kinds[0] == "start" and kinds[-1] == "stop" and "venue_down" not in kinds
+    assert kinds[:2] == ["run_folder", "start"] and kinds[-1] == "stop" and "venue_down" not in kinds
     created = [e for e in got if e["event"] == "created"]
     assert {e["side"] for e in got if e["event"] == "create"} == {"buy", "sell"} and len(created) >= 4
     env, _ = readme_command("live")
