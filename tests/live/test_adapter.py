@@ -451,6 +451,34 @@ async def _until(pred, timeout_s: float = 30.0, what: str = "") -> None:
         await asyncio.sleep(0.05)
 
 
+async def emulator_session(tape, tmp_path, during, speed: float = 20.0, **cfg_kw):  # noqa: F811
+    """An adapter (config(**cfg_kw)) against a fresh emulator replaying at `speed`; `during(adapter, srv, task)`
+    while it runs. Returns (adapter, what `during` returned); the adapter is stopped (unless `during` did) and
+    everything is closed, also when `during` fails."""
+    srv = VenueServer(tape, CREDS, speed=speed)
+    srv.preroll()
+    port = await srv.start()
+    replay = asyncio.create_task(srv.run_replay())
+    cfg = config(tmp_path, port, **cfg_kw)
+    ex = make_client(cfg, CREDS.api_key, CREDS.secret)
+    audit = AuditLog(tmp_path / "audit.jsonl", secrets=(CREDS.api_key, CREDS.secret))
+    adapter = LiveAdapter(cfg, ex, audit)
+    task = asyncio.create_task(adapter.run())
+    try:
+        got = await during(adapter, srv, task)
+        adapter.stop()
+        await asyncio.wait_for(task, 60)
+    finally:
+        if not task.done():
+            adapter.stop()
+            await asyncio.wait_for(task, 60)
+        replay.cancel()
+        await ex.close()
+        audit.close()
+        await srv.stop()
+    return adapter, got
+
+
 # After a 5xx storm clears and the cool-down has passed on the breaker's clock, the first create the
 # strategy wants is the trial and orders flow again: within this many decisions (reconciliation every
 # 1 s clears the creates the storm left unknown, then one decision sends).

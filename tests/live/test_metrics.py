@@ -22,7 +22,7 @@ from grinder.live.client import make_client
 from grinder.live.config import LiveConfig, load_config
 from grinder.live.metrics import LATENCY_BUCKETS_S, QUIET_NEEDED_S, LatencyFold, MetricsServer
 from grinder.venue.server import VenueServer
-from tests.live.test_adapter import PARAMS, _until, config, offline
+from tests.live.test_adapter import PARAMS, _until, config, emulator_session, offline
 from tests.venue.test_server import CREDS, tape  # noqa: F401 - tape is a fixture
 
 # Every family the adapter exports, each labelled by strategy and symbol (issue 22's list).
@@ -60,35 +60,16 @@ async def scrape(port: int, timeout: float = 10.0) -> str:
 
 
 async def metrics_session(tape, tmp_path, during, **cfg_kw):  # noqa: F811
-    """An adapter with a metrics port (0: any) against a fresh emulator; `during(adapter, srv, run)` while it trades.
+    """An adapter with a metrics port (0: any) against a fresh emulator; `during(adapter, srv, run)` once it serves.
 
     Returns (adapter, what `during` returned); the adapter is stopped (unless `during` did) and everything closed.
     """
-    srv = VenueServer(tape, CREDS, speed=20.0)
-    srv.preroll()
-    port = await srv.start()
-    replay = asyncio.create_task(srv.run_replay())
-    cfg = config(tmp_path, port, metrics_port=0, **cfg_kw)
-    ex = make_client(cfg, CREDS.api_key, CREDS.secret)
-    audit = AuditLog(tmp_path / "audit.jsonl", secrets=(CREDS.api_key, CREDS.secret))
-    adapter = LiveAdapter(cfg, ex, audit)
-    task = asyncio.create_task(adapter.run())
-    try:
-        t0 = time.monotonic()
-        while adapter.metrics_server is None and not task.done() and time.monotonic() - t0 < 30:
-            await asyncio.sleep(0.05)
-        got = await during(adapter, srv, task)
-        adapter.stop()
-        await asyncio.wait_for(task, 60)
-    finally:
-        if not task.done():
-            adapter.stop()
-            await asyncio.wait_for(task, 60)
-        replay.cancel()
-        await ex.close()
-        audit.close()
-        await srv.stop()
-    return adapter, got
+
+    async def serving(adapter, srv, task):
+        await _until(lambda: adapter.metrics_server is not None or task.done(), 30, "the metrics server")
+        return await during(adapter, srv, task)
+
+    return await emulator_session(tape, tmp_path, serving, metrics_port=0, **cfg_kw)
 
 
 def test_an_emulator_session_exports_every_metric_labelled_by_strategy_and_symbol(tape, tmp_path):  # noqa: F811

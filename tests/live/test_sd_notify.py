@@ -19,12 +19,8 @@ import uuid
 
 import pytest
 
-from grinder.live.adapter import LiveAdapter
-from grinder.live.audit import AuditLog
-from grinder.live.client import make_client
 from grinder.live.sd_notify import Notifier, keep_fed, notify_address, stall_after_s, watchdog_s
-from grinder.venue.server import VenueServer
-from tests.live.test_adapter import _until, config
+from tests.live.test_adapter import _until, emulator_session
 from tests.live.test_live_cli import SAMPLE, events, procs, start, wait_for  # noqa: F401 - procs is a fixture
 from tests.venue.test_server import CREDS, tape  # noqa: F401 - tape is a fixture
 
@@ -159,27 +155,7 @@ async def _adapter_session(tape, tmp_path, monkeypatch, socket_name: str, during
     monkeypatch.setenv("NOTIFY_SOCKET", socket_name)
     monkeypatch.setenv("WATCHDOG_USEC", "4000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
-    srv = VenueServer(tape, CREDS, speed=5.0)
-    srv.preroll()
-    port = await srv.start()
-    replay = asyncio.create_task(srv.run_replay())
-    cfg = config(tmp_path, port)
-    ex = make_client(cfg, CREDS.api_key, CREDS.secret)
-    audit = AuditLog(tmp_path / "audit.jsonl", secrets=(CREDS.api_key, CREDS.secret))
-    adapter = LiveAdapter(cfg, ex, audit)
-    task = asyncio.create_task(adapter.run())
-    try:
-        await during(adapter, task)
-        adapter.stop()
-        await asyncio.wait_for(task, 60)
-    finally:
-        if not task.done():
-            adapter.stop()
-            await asyncio.wait_for(task, 60)
-        replay.cancel()
-        await ex.close()
-        audit.close()
-        await srv.stop()
+    adapter, _ = await emulator_session(tape, tmp_path, lambda adapter, srv, task: during(adapter, task), speed=5.0)
     return adapter
 
 
