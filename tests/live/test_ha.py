@@ -278,8 +278,11 @@ def test_a_follower_that_calls_the_venue_directly_or_whose_lease_runs_out_mid_re
         port = await srv.start()
         replay = asyncio.create_task(srv.run_tape(loop=True))
         ha = HaConfig(redis_url=redis_server.url, lease_ms=LEASE_MS, acquire_every_ms=100, account="test")
-        holder = Leadership(ha, key_prefix("test", "static_grid", "BTCUSDT"), "holder", AuditLog(tmp_path / "h.jsonl"),
-                            time.time_ns)  # fmt: skip
+        # The other leader's lease outlasts the follower phase however slow the machine (it is never
+        # renewed here); its close() hands it over.
+        held = ha.model_copy(update={"lease_ms": 600_000})
+        holder = Leadership(held, key_prefix("test", "static_grid", "BTCUSDT"), "holder",
+                            AuditLog(tmp_path / "h.jsonl"), time.time_ns)  # fmt: skip
         cfg = config(tmp_path, port, ha=ha, dead_man_s=5.0)
         ex = make_client(cfg, CREDS.api_key, CREDS.secret)
         audit = AuditLog(tmp_path / "audit.jsonl")
