@@ -109,9 +109,10 @@ def test_a_decisions_orders_go_out_together_not_one_round_trip_each(tape, tmp_pa
     creates = [e["ts_ns"] for e in events if e["event"] == "create"]
     created = [e["ts_ns"] for e in events if e["event"] == "created"]
     assert len(creates) >= 4 and created
-    # The first grid: every create sent before the first answer (one at a time, only one would be).
+    # The first grid: every create sent before the first answer (one at a time, only one would be:
+    # each answer takes 0.25 s). No bound on how close together: a loaded machine spreads them.
     first_grid = [t for t in creates if t < created[0]]
-    assert len(first_grid) >= 4 and first_grid[-1] - first_grid[0] < 0.1e9
+    assert len(first_grid) >= 4
     assert not [c for c in left if c.startswith(("g_", "grinder_"))]
 
 

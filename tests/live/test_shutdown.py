@@ -178,6 +178,8 @@ def test_the_dead_mans_switch_is_kept_armed_while_the_adapter_runs_and_never_fir
         async with Run(tape, tmp_path, dead_man_s=6.0) as run:
             await _quoting(run)
             await _until(lambda: run.adapter.dead_man.arms >= 4, what="three re-arms")  # past a whole countdown
+            # A quote of ours rests (the strategy replaces quotes, so there may be an instant with none).
+            await _until(lambda: ours(run.resting()), what="a quote resting")
             during = (run.srv.countdowns_fired, run.srv.countdown_ms, len(ours(run.resting())))
             run.adapter.stop()
             await asyncio.wait_for(run.task, 60)
