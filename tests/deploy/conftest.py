@@ -8,7 +8,6 @@ condition, forced (tests/deploy/test_prometheus_scrape.py).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live.test_live_cli import SAMPLE, events, start, wait_for
+from tests.live.test_live_cli import config, events, serve, start, wait_for
 
 TINY_BUDGET = 12  # order actions per day: the first grids and their cancels use it up
 
@@ -55,19 +54,12 @@ def emulator_session(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("session")
     running: list[subprocess.Popen] = []
     try:
-        venue = start("venue", "serve", "--root", str(SAMPLE), "--speed", "5", "--loop", "--port", "0")
-        running.append(venue)
-        line = venue.stdout.readline()
-        m = re.search(r"127\.0\.0\.1:(\d+)", line)
-        assert m, line + venue.stderr.read()
-        venue_port = int(m.group(1))
-        state = tmp / "state"
-        cfg = tmp / "live.toml"
-        cfg.write_text(f'strategy = "static_grid"\nsymbol = "BTCUSDT"\napi_url = "http://127.0.0.1:{venue_port}"\n'
-                       f'state_dir = "{state}"\nstep_ms = 100\nreconcile_s = 2\nmetrics_port = 0\n'
-                       f"max_actions_per_day = {TINY_BUDGET}\n"
-                       "params = { levels = 3, interval = 0.5, half_spread = 0.1, order_qty = 0.002, "
-                       "max_position = 0.01 }\n")  # fmt: skip
+        venue_port = serve(running, "--loop", "--port", "0")
+        venue = running[-1]
+        cfg, state = config(tmp, venue_port, f"step_ms = 100\nreconcile_s = 2\nmetrics_port = 0\n"
+                                              f"max_actions_per_day = {TINY_BUDGET}\n"
+                                              "params = { levels = 3, interval = 0.5, half_spread = 0.1, "
+                                              "order_qty = 0.002, max_position = 0.01 }\n")  # fmt: skip
         live = start("live", "--config", str(cfg))
         running.append(live)
         serving = wait_for(lambda: [e for e in events(state) if e["event"] == "metrics_serving"] or live.poll(), 60)

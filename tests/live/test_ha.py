@@ -259,18 +259,21 @@ def test_redis_killed_and_restarted_nobody_trades_while_it_is_down(tape, tmp_pat
     assert figures["actions_while_down"] == 0
 
 
+class Clock:
+    """The monotonic clock moved on by `t` seconds: a process that stood still that long."""
+
+    t = 0.0
+
+    def __call__(self):
+        return time.monotonic() + self.t
+
+
 def test_a_follower_that_calls_the_venue_directly_or_whose_lease_runs_out_mid_request_sends_nothing(
     tape,  # noqa: F811
     tmp_path,
     redis_server,  # noqa: F811
 ):
     """The fence sits under the port: a follower's port, its client, and a lease lapsing after the port's check."""
-
-    class Clock:
-        t = 0.0
-
-        def __call__(self):
-            return time.monotonic() + self.t
 
     async def main():
         srv = VenueServer(tape, CREDS, speed=5.0)

@@ -21,7 +21,7 @@ from grinder.venue.order_log import check_fencing
 from grinder.venue.server import VenueServer
 from tests.live.redis_server import redis_server  # noqa: F401 - a fixture
 from tests.live.test_adapter import _until, config
-from tests.live.test_ha import LEASE_MS
+from tests.live.test_ha import LEASE_MS, Clock
 from tests.live.test_leader import leadership
 from tests.venue.test_server import CREDS, tape  # noqa: F401 - a fixture
 
@@ -171,12 +171,6 @@ def test_a_lease_that_runs_out_while_the_request_waits_for_a_new_connection_send
 ):
     """The fence's check passed, then aiohttp needed a new connection (DNS, TCP, TLS: up to ccxt's 10 s timeout,
     SYN retries on a bad network). The lease ran out meanwhile: the request must not leave with its token."""
-
-    class Clock:
-        t = 0.0
-
-        def __call__(self):
-            return time.monotonic() + self.t
 
     async def main():
         srv = VenueServer(tape, CREDS, speed=5.0)

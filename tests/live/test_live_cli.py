@@ -22,9 +22,10 @@ ENV = {**os.environ, "GRINDER_VENUE_API_KEY": "test-key", "GRINDER_VENUE_SECRET"
        "GRINDER_API_KEY": "test-key", "GRINDER_API_SECRET": "test-secret"}  # fmt: skip
 
 
-def start(*args) -> subprocess.Popen:
+def start(*args, env: dict | None = None) -> subprocess.Popen:
+    """`python -m grinder *args` with the test credentials (and `env`) in its environment."""
     return subprocess.Popen([sys.executable, "-m", "grinder", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV, cwd=REPO)  # fmt: skip
+                            text=True, env={**ENV, **(env or {})}, cwd=REPO)  # fmt: skip
 
 
 def events(state: Path) -> list[dict]:
@@ -79,11 +80,14 @@ def procs():
             p.wait()
 
 
-def serve(procs: list) -> int:
-    """`grinder venue serve` on the sample at 5x; returns its port."""
-    venue = start("venue", "serve", "--root", str(SAMPLE), "--speed", "5")
+def serve(procs: list, *options: str) -> int:
+    """`grinder venue serve` on the sample at 5x (and `options`, e.g. --loop); returns its port."""
+    venue = start("venue", "serve", "--root", str(SAMPLE), "--speed", "5", *options)
     procs.append(venue)
-    return int(re.search(r"127\.0\.0\.1:(\d+)", venue.stdout.readline()).group(1))
+    line = venue.stdout.readline()
+    m = re.search(r"127\.0\.0\.1:(\d+)", line)
+    assert m, line + venue.stderr.read()
+    return int(m.group(1))
 
 
 def config(tmp_path: Path, port: int, rest: str) -> tuple[Path, Path]:

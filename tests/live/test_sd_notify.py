@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import socket
 import statistics
@@ -21,7 +20,7 @@ import pytest
 
 from grinder.live.sd_notify import Notifier, keep_fed, notify_address, stall_after_s, watchdog_s
 from tests.live.test_adapter import _until, emulator_session
-from tests.live.test_live_cli import SAMPLE, events, procs, start, wait_for  # noqa: F401 - procs is a fixture
+from tests.live.test_live_cli import config, events, procs, serve, start, wait_for  # noqa: F401 - procs is a fixture
 from tests.venue.test_server import CREDS, tape  # noqa: F401 - tape is a fixture
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux's value (asm-generic), absent from Python's module
@@ -206,20 +205,12 @@ def test_grinder_live_says_ready_then_feeds_the_watchdog_then_says_stopping_on_s
     """`grinder live` under NOTIFY_SOCKET (a path) and WATCHDOG_USEC, against `grinder venue serve`, then SIGTERM."""
     lst = Listener(str(tmp_path / "notify"))
     try:
-        venue = start("venue", "serve", "--root", str(SAMPLE), "--speed", "5", "--loop", "--port", "0")
-        procs.append(venue)
-        line = venue.stdout.readline()
-        m = re.search(r"127\.0\.0\.1:(\d+)", line)
-        assert m, line + venue.stderr.read()
-        port = int(m.group(1))
-        state = tmp_path / "state"
-        cfg = tmp_path / "live.toml"
-        cfg.write_text(f'strategy = "static_grid"\nsymbol = "BTCUSDT"\napi_url = "http://127.0.0.1:{port}"\n'
-                       f'state_dir = "{state}"\nstep_ms = 100\nreconcile_s = 2\n'
-                       "params = { levels = 2, interval = 0.5, half_spread = 0.1, order_qty = 0.002, "
-                       "max_position = 0.01 }\n")  # fmt: skip
+        port = serve(procs, "--loop", "--port", "0")
+        cfg, state = config(tmp_path, port, "step_ms = 100\nreconcile_s = 2\n"
+                                            "params = { levels = 2, interval = 0.5, half_spread = 0.1, "
+                                            "order_qty = 0.002, max_position = 0.01 }\n")  # fmt: skip
         env = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "2000000"}
-        live = start_with_env(env, "live", "--config", str(cfg))
+        live = start("live", "--config", str(cfg), env=env)
         procs.append(live)
         wait_for(lambda: lst.times("READY") or live.poll() is not None, 90)
         assert live.poll() is None, live.stderr.read()
@@ -244,15 +235,3 @@ def test_grinder_live_says_ready_then_feeds_the_watchdog_then_says_stopping_on_s
     assert not [t for t in fed if t > stopping[0]], "no WATCHDOG after STOPPING"
     final = [f["STATUS"] for t, f in lst.got if t > stopping[0] and "STATUS" in f]
     assert final and final[-1].startswith("stopped:")
-
-
-def start_with_env(env: dict, *args):
-    """`start` with more environment variables."""
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-    from tests.live.test_live_cli import ENV
-
-    return subprocess.Popen([sys.executable, "-m", "grinder", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**ENV, **env}, cwd=REPO)  # fmt: skip
