@@ -73,6 +73,7 @@ def adaptive_grid(
     tick,
     lot,
     position,
+    signals,
     open_side,
     open_px,
     open_qty,

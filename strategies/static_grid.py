@@ -134,6 +134,7 @@ def static_grid(
     tick,
     lot,
     position,
+    signals,
     open_side,
     open_px,
     open_qty,

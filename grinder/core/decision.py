@@ -90,6 +90,7 @@ class Decider:
         self._t = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64))
         self._prev = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n))  # the step's copy of the last targets
         self._nt = 0
+        self._signals = np.full(len(strategy.signals), np.nan)
         self._out_place = np.zeros(n, np.int64)
         self._blocked = np.zeros(len(REASONS), np.int64)
         self._scratch, self._stamp = diff_scratch(n), 0  # the diff's tables: sized by targets only
@@ -147,8 +148,19 @@ class Decider:
 
     def decide(self, now_ns: int, best_bid_ticks: int, best_ask_ticks: int, bid_qty: float, ask_qty: float,
                tick: float, lot: float, position: float, equity: float, unit_notional: float,
-               orders: list[Order]) -> Intents:  # fmt: skip
-        """Targets from the kernel, diffed against `orders`, filtered by the gates (state is kept)."""
+               orders: list[Order], signals: np.ndarray | None = None) -> Intents:  # fmt: skip
+        """Targets from the kernel, diffed against `orders`, filtered by the gates (state is kept).
+
+        `signals`: the decision's model outputs (float64, one per `Strategy.signals` name); none for
+        a strategy that reads none."""
+        kept = self._signals  # one array type for the compiled step, whatever the caller holds
+        if signals is None:
+            kept[:] = np.nan  # a strategy that reads signals, given none, sees NaN (none known)
+        elif np.shape(signals) != kept.shape:
+            raise ConfigError(f"{self.strategy.name}: {kept.shape[0]} signal(s) expected, got shape "
+                              f"{np.shape(signals)}")  # fmt: skip
+        else:
+            kept[:] = signals
         m = len(orders)
         if m > len(self._o[0]):
             self._orders_for(2 * m)
@@ -163,7 +175,7 @@ class Decider:
         # the backtest engine runs, never skipping (kernel, diff, gates; grinder.core.step).
         args = (self._handle, self.params, self.state, self._flags,
                 (now_ns, best_bid_ticks, best_ask_ticks, bid_qty, ask_qty, tick, lot, position, equity,
-                 unit_notional), (m, self._nt, self._stamp), o_side, o_px, o_qty, o_side, o_px, o_status, o_req,
+                 unit_notional, kept), (m, self._nt, self._stamp), o_side, o_px, o_qty, o_side, o_px, o_status, o_req,
                 o_live, o_slots, *self._t, *self._prev, out_cancel, self._out_place, self.gate_cfg, self.gate_state,
                 self.qr_cfg, self.qr_state, blocked, self._scratch)  # fmt: skip
         if self._step is None:

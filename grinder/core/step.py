@@ -79,7 +79,8 @@ def decision_step(strategy, params, state, flags, market, counts, v_side, v_px, 
         left; each new order is valued at its quantity times `unit_notional` (what the driver records
         it with).
     - `market`: (now_ns, best bid ticks, best ask ticks, bid qty, ask qty, tick, lot, position, equity,
-      unit_notional).
+      unit_notional, signals): `signals` is this decision's model outputs for the kernel
+      (`Strategy.signals`; empty: none), in the tuple so the call stays within 30 arguments.
     - `counts`: (m, the open orders; last_nt, the last targets; stamp, this call's diff stamp).
     - The kernel sees the open orders compacted (`v_side`, `v_px`, `v_qty`: side, price ticks, leaves;
       m of them); the diff reads them through `o_*` (side, price ticks, status, request, live), the
@@ -94,14 +95,14 @@ def decision_step(strategy, params, state, flags, market, counts, v_side, v_px, 
     tuple on every call.
     """
     synced, call_kernel, orders_changed, compare, gates_on, qr_on = flags
-    now_ns, bb, ba, bbq, baq, tick, lot, position, equity, unit_notional = market
+    now_ns, bb, ba, bbq, baq, tick, lot, position, equity, unit_notional, signals = market
     m, last_nt, stamp = counts
     if not synced:
         nt = 0
         same = last_nt == 0
     elif call_kernel:
-        nt = strategy(params, state, now_ns, bb, ba, bbq, baq, tick, lot, position, v_side, v_px, v_qty, m, t_side,
-                      t_px, t_qty, t_level)  # fmt: skip
+        nt = strategy(params, state, now_ns, bb, ba, bbq, baq, tick, lot, position, signals, v_side, v_px, v_qty, m,
+                      t_side, t_px, t_qty, t_level)  # fmt: skip
         if nt < 0 or nt > t_side.shape[0]:
             return nt, 0, 0, False
         j0 = 0  # targets [0, j0) equal the last ones: compared, and need no copy

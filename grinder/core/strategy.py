@@ -2,8 +2,9 @@
 
 Kernel contract (numba; `STRATEGY_SIG` below and docs/strategies.md):
 ``kernel(params, state, now_ns, best_bid_ticks, best_ask_ticks, bid_qty, ask_qty, tick_size,
-lot_size, position, open_side, open_price_ticks, open_qty, n_open, out_side, out_price_ticks,
-out_qty, out_level) -> count``. From the market view, the position and our open quotes it writes
+lot_size, position, signals, open_side, open_price_ticks, open_qty, n_open, out_side, out_price_ticks,
+out_qty, out_level) -> count``. From the market view, the position, the decision's signals (a
+model's predictions, `Strategy.signals`; empty for a strategy without) and our open quotes it writes
 the quotes that should be resting now (side +1 buy / -1 sell, price in ticks, quantity, and a
 level id of the strategy's choosing that is carried into fills) and returns how many. `state` is
 its memory between decisions; by convention state[0] is its controller mode, which drivers
@@ -40,6 +41,7 @@ STRATEGY_SIG = types.int64(
     types.float64,  # tick size, quote per base
     types.float64,  # lot size
     types.float64,  # position (base units or contracts; + long)
+    _f64,  # signals: this decision's model outputs, in Strategy.signals' order (empty: none)
     _i8,  # our open quotes: side
     _i64,  # price, ticks
     _f64,  # quantity not yet filled
@@ -78,12 +80,18 @@ class Strategy:
     # the same targets and leave its state as it was (band cells aside) when called again with the
     # inputs it names unchanged, or inside its band; tests/strategies check that for every strategy.
     recompute: str = "always"
+    # What the kernel reads in `signals`, in order: the label each model output predicts (a prefix
+    # of a grinder.ml.labels name, e.g. "fwd_rv_"). A strategy that names any needs a model
+    # (`--model models:/NAME@champion`) whose label matches, and is called at every decision.
+    signals: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.recompute not in RECOMPUTE:
             raise ConfigError(
                 f"strategy {self.name}: recompute must be one of {', '.join(RECOMPUTE)}, got {self.recompute!r}"
             )
+        if self.signals and self.recompute != "always":
+            raise ConfigError(f"strategy {self.name}: a kernel that reads signals must recompute 'always'")
 
     def compiled(self):
         """The kernel compiled for STRATEGY_SIG (what the engine and the live adapter call)."""

@@ -198,14 +198,56 @@ def corrected_local_times(tape: Tape, floor_ns: int = 0) -> np.ndarray:
     return tape.ts_local + offset
 
 
-def digest_of(fills: dict[str, np.ndarray], final: tuple[float, float, float]) -> str:
-    """sha256 over every fill column and the final position, balance and fees."""
+def digest_of(fills: dict[str, np.ndarray], final: tuple[float, float, float], source: str = "") -> str:
+    """sha256 over every fill column and the final position, balance and fees, and the signals' `source`
+    (the model and feature set that drove the run; nothing for a run without signals)."""
     h = hashlib.sha256()
     for k in sorted(fills):
         h.update(k.encode())
         h.update(np.ascontiguousarray(fills[k]).tobytes())
     h.update(np.array(final, np.float64).tobytes())
+    if source:
+        h.update(b"signals:" + source.encode())
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class SignalSeries:
+    """A strategy's signals over a run (`Strategy.signals`): from local time ts[i] (ns) on, row values[i].
+
+    ts: int64 [n], sorted; values: float64 [n, width], one column per signal the strategy reads
+    (NaN: none known). `source` names what made them (a model's name, version and hash, the feature
+    set's hash) and enters the run's digest, so another model gives another digest.
+    """
+
+    ts: np.ndarray
+    values: np.ndarray
+    source: str
+
+    def __post_init__(self) -> None:
+        ts, values = np.asarray(self.ts), np.asarray(self.values)
+        if ts.ndim != 1 or values.ndim != 2 or values.shape[0] != ts.shape[0]:
+            raise ConfigError(f"signals: {ts.shape[0] if ts.ndim == 1 else ts.shape} times for values of shape "
+                              f"{values.shape}; need one row of values per time")  # fmt: skip
+        if ts.size > 1 and (np.diff(ts) < 0).any():
+            raise ConfigError("signals: times must be sorted")
+        if not self.source:
+            raise ConfigError("signals: a source (what made them) is required; it enters the run's digest")
+
+    @property
+    def width(self) -> int:
+        """Signals per row."""
+        return int(np.asarray(self.values).shape[1])
+
+    def engine_args(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The engine's `Signals` group: a NaN row from the earliest time first, then the rows, flat."""
+        w = self.width
+        ts = np.concatenate(([np.iinfo(np.int64).min], np.asarray(self.ts, np.int64)))
+        values = np.concatenate((np.full(w, np.nan), np.asarray(self.values, np.float64).ravel()))
+        return ts, values, w
+
+
+NO_SIGNALS = (np.array([np.iinfo(np.int64).min], np.int64), np.empty(0), 0)  # engine args: a strategy without
 
 
 def funding_settlements(tape: Tape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -231,11 +273,15 @@ def prepare(tape: Tape, venue: VenueConfig, cache_dir: Path | str | None = None)
     With `cache_dir` (e.g. `grinder.sim.replay_cache.cache_root(lake_root)`) it is kept on disk and
     later processes open it memory-mapped instead of rebuilding it (decision 006).
     """
+    return load_or_prepare(tape, local_times(tape, venue), cache_dir)
+
+
+def local_times(tape: Tape, venue: VenueConfig) -> np.ndarray:
+    """The tape's local receive times (int64 ns, exchange order) on this venue's local clock: the given
+    offset, or the correction `corrected_local_times` estimates."""
     if venue.local_clock_offset_ns is None:
-        local = corrected_local_times(tape, venue.feed_latency_floor_ns)
-    else:
-        local = tape.ts_local + venue.local_clock_offset_ns
-    return load_or_prepare(tape, local, cache_dir)
+        return corrected_local_times(tape, venue.feed_latency_floor_ns)
+    return tape.ts_local + venue.local_clock_offset_ns
 
 
 def row_blocks(tape: Tape, replay: Replay) -> tuple[np.ndarray, np.ndarray]:
@@ -300,6 +346,7 @@ def run_backtest(
     blocks: tuple[np.ndarray, np.ndarray] | None = None,
     decisions: tuple[np.ndarray, ...] | None = None,
     record: str = "all",
+    signals: SignalSeries | None = None,
 ) -> BacktestResult:
     """Run `strategy` (a `Strategy`, or a bare kernel) with `params` over `tape`.
 
@@ -319,7 +366,9 @@ def run_backtest(
     (from `row_blocks(tape, replay)`) and `decisions` (from `decision_inputs(tape, replay, venue,
     start_ns)`) save recomputing them when a tape is reused with the same venue and start.
     `record="equity"` keeps only the steps' ts, mid and equity (what a sweep reads; fills, ledger,
-    counters and digest are the same), "all" every step column.
+    counters and digest are the same), "all" every step column. `signals` are what a strategy that reads
+    signals (`Strategy.signals`, e.g. a model's predictions) is given at each decision; their source
+    enters the digest.
     """
     if record not in RECORDS:
         raise ConfigError(f"record must be one of {', '.join(RECORDS)}, got {record!r}")
@@ -335,6 +384,7 @@ def run_backtest(
     if isinstance(strategy, Strategy):
         max_targets = strategy.max_targets if max_targets is None else max_targets
         reuse = RECOMPUTE.index(strategy.recompute)
+        _check_signals(strategy, signals)
         strategy = strategy.kernel
     max_targets = 64 if max_targets is None else int(max_targets)
     if max_targets < 1:
@@ -351,6 +401,7 @@ def run_backtest(
         tuple(Levels(rep.level_rows, rep.level_ukeys, rep.level_starts, rep.reset_rows, rep.reset_sides)),
         tuple(local_book),
         tuple(decision_inputs(tape, rep, venue, start_ns) if decisions is None else decisions),
+        NO_SIGNALS if signals is None else signals.engine_args(),
         funding_settlements(tape),
         (latency.ts, latency.entry_ns, latency.response_ns),
         (int(start_ns), venue.step_ns, STALE_NS),
@@ -427,7 +478,7 @@ def run_backtest(
         balance,
         fees,
         counters,
-        digest_of(fills, (position, balance, fees, float(paid))),
+        digest_of(fills, (position, balance, fees, float(paid)), "" if signals is None else signals.source),
         funding,
         avg_entry=float(led[AVG_ENTRY]),
         realized=float(led[REALIZED]),
@@ -437,6 +488,18 @@ def run_backtest(
         qrules=qrules,
         qrules_max=qrules_max,
     )
+
+
+def _check_signals(strategy: Strategy, signals: SignalSeries | None) -> None:
+    """A strategy gets signals exactly when it reads them, one column per name in `Strategy.signals`."""
+    if strategy.signals and signals is None:
+        raise ConfigError(f"strategy {strategy.name} reads signals ({', '.join(strategy.signals)}): give it a model "
+                          "(--model models:/NAME@champion)")  # fmt: skip
+    if signals is not None and not strategy.signals:
+        raise ConfigError(f"strategy {strategy.name} reads no signals; a model ({signals.source}) has nothing to drive")
+    if signals is not None and signals.width != len(strategy.signals):
+        raise ConfigError(f"strategy {strategy.name} reads {len(strategy.signals)} signal(s), "
+                          f"the model gives {signals.width}")  # fmt: skip
 
 
 def _run_watched(args: tuple, done: np.ndarray, total: int, progress: Callable[[int, int], None]):

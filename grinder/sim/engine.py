@@ -57,8 +57,8 @@ from grinder.sim.local_side import book_at_decision, deliver_responses, events_u
 from grinder.sim.records import COUNTER, COUNTERS, new_records, record_step, recorded
 
 # Re-exported: what callers and tests import from the engine.
-__all__ = ["COUNTERS", "LEVEL_CACHE", "block_extremes", "decision_clock", "decision_segments", "local_at_decisions",
-           "run", "segment_steps"]  # fmt: skip
+__all__ = ["COUNTERS", "LEVEL_CACHE", "Signals", "block_extremes", "decision_clock", "decision_segments",
+           "local_at_decisions", "run", "segment_steps"]  # fmt: skip
 
 # When the loop may reuse a kernel's last targets instead of calling it (Strategy.recompute).
 REUSE_NEVER, REUSE_TOP, REUSE_PRICES, REUSE_BAND = 0, 1, 2, 3
@@ -109,6 +109,10 @@ LocalBook = _group("LocalBook", {"ts": _ro(_i64), "best_bid": _ro(_i64), "best_a
 DecisionInputs = _group("DecisionInputs", {"segments": _ro(_i64), "events": _ro(_i64), "best_bid": _ro(_i64),
                                            "best_ask": _ro(_i64), "best_bid_qty": _ro(_f64),
                                            "best_ask_qty": _ro(_f64), "synced": _ro(_b)})  # fmt: skip
+# The strategy's signals (a model's outputs, Strategy.signals): from local time ts[i] (ns) on, the
+# kernel is given values[i * width:(i + 1) * width]. ts[0] is the clock's earliest time, so every
+# decision has a row (NaN until the first real one); width 0 for a strategy without signals.
+Signals = _group("Signals", {"ts": _ro(_i64), "values": _rw(_f64), "width": _i64})
 # Funding settlements: time (ns), rate, mark price.
 Funding = _group("Funding", {"ts": _ro(_i64), "rate": _ro(_f64), "mark": _ro(_f64)})
 # Order latencies from local time ts (ns) on: entry and response (ns).
@@ -165,11 +169,12 @@ def _new_decision(cap, max_targets):
 
 
 @njit(_nrt=False, inline="always")
-def decide(target, local_view, strategy, params, strategy_state, max_targets, reuse, gates, gates_on, venue,
+def decide(target, local_view, signals, strategy, params, strategy_state, max_targets, reuse, gates, gates_on, venue,
            funding_paid, resting_live, local, decision, counters):  # fmt: skip
     """The decision at `target` (ns) on the local book (`local_side.book_at_decision`): the strategy's
     step, when it may change anything, through the gates and the rules.
 
+    `signals` is the kernel's row of signals for this decision (empty for a strategy without).
     Returns (cancels, places, mid, equity, unit notional): the intents are in `decision.intents`; the
     mid (quote) and equity (settle currency) as recorded (NaN without both sides of the book).
     """
@@ -221,7 +226,7 @@ def decide(target, local_view, strategy, params, strategy_state, max_targets, re
     any_gate = gates_on or gates.rules_on
     blocked_before = gates.blocked.sum() if any_gate else 0
     last_nt = decision_state.last_targets
-    market = (target, bid, ask, bid_qty, ask_qty, venue.tick, venue.lot, position, equity, unit)
+    market = (target, bid, ask, bid_qty, ask_qty, venue.tick, venue.lot, position, equity, unit, signals)
     counts = (local_state.open_count, last_nt, decision_state.diff_stamp + 1)
     if step_is_idle(synced, fresh, orders_changed, gates_on, gates.rules_on, last_nt):
         nt, nc, npl, diffed = (last_nt if synced else 0), 0, 0, False
@@ -304,9 +309,9 @@ def _nothing_left(last_ts, rows, local_book, funding, exchange, local, bus):
 
 
 @njit(_nrt=False)
-def _loop(t0, last_ts, rows, book, blocks, levels, local_book, decisions, funding, latency, clock, venue, strategy,
-          params, strategy_state, max_targets, reuse, gates, gates_on, exchange, bus, local, decision, records,
-          progress):  # fmt: skip
+def _loop(t0, last_ts, rows, book, blocks, levels, local_book, decisions, signals, funding, latency, clock, venue,
+          strategy, params, strategy_state, max_targets, reuse, gates, gates_on, exchange, bus, local, decision,
+          records, progress):  # fmt: skip
     """Decision after decision until nothing is left to happen (or the fill records are full)."""
     step_ns = clock.step_ns
     segments = decisions.segments
@@ -316,6 +321,8 @@ def _loop(t0, last_ts, rows, book, blocks, levels, local_book, decisions, fundin
     seg_at = 0  # where the current run starts in `segments`
     seg_end_t = t0 + segments[1] * step_ns if segments.shape[0] > 2 else MAX_TS
     target = t0 + segments[0] * step_ns
+    width, n_signals = signals.width, signals.ts.shape[0]
+    signal_row = 0  # the row of signals in force: the last one whose time is at or before the decision
     while True:
         exchange_until(target, rows, book, blocks, levels, funding, latency, venue, exchange, local.orders, bus,
                        records.funding, records.counters)  # fmt: skip
@@ -326,8 +333,11 @@ def _loop(t0, last_ts, rows, book, blocks, levels, local_book, decisions, fundin
         if _nothing_left(last_ts, rows, local_book, funding, exchange, local, bus):
             break
         local_view = book_at_decision(target, local_book, decisions, clock.stale_ns, local)
-        nc, npl, mid, equity, unit = decide(target, local_view, strategy, params, strategy_state, max_targets, reuse,
-                                            gates, gates_on, venue, exchange.state[0].funding_paid,
+        while signal_row + 1 < n_signals and signals.ts[signal_row + 1] <= target:
+            signal_row += 1
+        row = signals.values[signal_row * width : (signal_row + 1) * width]
+        nc, npl, mid, equity, unit = decide(target, local_view, row, strategy, params, strategy_state, max_targets,
+                                            reuse, gates, gates_on, venue, exchange.state[0].funding_paid,
                                             exchange.resting.live, local, decision, records.counters)  # fmt: skip
         send(target, nc, npl, unit, latency, gates.rules_state, local, decision, bus, records)
         shown = local.state[0]
@@ -344,7 +354,7 @@ def _loop(t0, last_ts, rows, book, blocks, levels, local_book, decisions, fundin
 
 def _signature():
     return (TapeRows.numba_type, ExchangeBook.numba_type, RowBlocks.numba_type, Levels.numba_type,
-            LocalBook.numba_type, DecisionInputs.numba_type, Funding.numba_type, Latency.numba_type,
+            LocalBook.numba_type, DecisionInputs.numba_type, Signals.numba_type, Funding.numba_type, Latency.numba_type,
             Clock.numba_type, Venue.numba_type, STRATEGY_FN, _rw(_f64), _rw(_f64), _i64, _i64, _i64,
             Gates.numba_type, _b, _rw(_i64))  # fmt: skip
 
@@ -358,14 +368,14 @@ _ROOT = Path(__file__).resolve().parents[1]
 
 
 def _compile_run(sources: str):
-    def run(rows, book, blocks, levels, local_book, decisions, funding, latency, clock, venue, strategy, params,
-            strategy_state, max_targets, reuse, fill_cap, gates, all_steps, progress):  # fmt: skip
+    def run(rows, book, blocks, levels, local_book, decisions, signals, funding, latency, clock, venue, strategy,
+            params, strategy_state, max_targets, reuse, fill_cap, gates, all_steps, progress):  # fmt: skip
         """Run a strategy over a prepared tape; returns fills, per-step records, funding payments, the
         ledger, the funding paid, counters, the rules' series and their largest, and `overflow`.
 
         Each of rows ... venue and gates is a plain tuple in the field order of its group (TapeRows,
-        ExchangeBook, RowBlocks, Levels, LocalBook, DecisionInputs, Funding, Latency, Clock, Venue,
-        Gates); `strategy` is the kernel (grinder.core.strategy.kernel_handle), `params` and
+        ExchangeBook, RowBlocks, Levels, LocalBook, DecisionInputs, Signals, Funding, Latency, Clock,
+        Venue, Gates); `strategy` is the kernel (grinder.core.strategy.kernel_handle), `params` and
         `strategy_state` its vectors, `max_targets` the most targets it may return, `reuse` a REUSE_*
         code. Fill records hold `fill_cap` fills: with more, `overflow` is True and the caller reruns
         with a larger cap. Without `all_steps` only the steps' times, mids and equity are recorded
@@ -375,6 +385,7 @@ def _compile_run(sources: str):
         sources  # noqa: B018 - the digest of the sources compiled in, part of numba's cache key
         rows, book, blocks, levels = TapeRows(*rows), ExchangeBook(*book), RowBlocks(*blocks), Levels(*levels)
         local_book, decisions, funding = LocalBook(*local_book), DecisionInputs(*decisions), Funding(*funding)
+        signals = Signals(*signals)
         latency, clock, venue, gates = Latency(*latency), Clock(*clock), Venue(*venue), Gates(*gates)
         cap = max(64, 4 * max_targets)  # order slots
         exchange = new_exchange_side(cap, levels.ukeys.shape[0])
@@ -384,9 +395,9 @@ def _compile_run(sources: str):
         t0, last_ts, _ = decision_clock(rows.ts_exch, local_book.ts, clock.start_ns, clock.step_ns)
         records = new_records(fill_cap, segment_steps(decisions.segments), funding.ts.shape[0], all_steps)
         gates_on = gates_active(gates.config)  # all off: skip them (their rolling history is only read by gates)
-        _loop(t0, last_ts, rows, book, blocks, levels, local_book, decisions, funding, latency, clock, venue, strategy,
-              params, strategy_state, max_targets, reuse, gates, gates_on, exchange, bus, local, decision, records,
-              progress)  # fmt: skip
+        _loop(t0, last_ts, rows, book, blocks, levels, local_book, decisions, signals, funding, latency, clock, venue,
+              strategy, params, strategy_state, max_targets, reuse, gates, gates_on, exchange, bus, local, decision,
+              records, progress)  # fmt: skip
         exchange_state = exchange.state[0]
         counters = records.counters
         counters[COUNTER.exchange_events] = exchange_state.next_row

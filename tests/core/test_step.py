@@ -44,7 +44,7 @@ class Driver:
         on, cfg, state, qr_on, qr_cfg, qr_state = self.gates
         nt, nc, npl, diffed = decision_step(self.kernel, self.params, self.state,
                                             (synced, call_kernel, orders_changed, compare, on, qr_on),
-                                            (1_000, bid, ask, 1.0, 1.0, TICK, LOT, position, equity, mid),
+                                            (1_000, bid, ask, 1.0, 1.0, TICK, LOT, position, equity, mid, np.empty(0)),
                                             (m, self.last_nt, self.stamp + 1), side, px, qty, side, px, status, req,
                                             live, slots, *self.targets, *self.prev, self.out_cancel, self.out_place,
                                             cfg, state, qr_cfg, qr_state, self.blocked, self.scratch)  # fmt: skip
@@ -100,7 +100,8 @@ def test_an_unsynced_book_cancels_every_quote_without_calling_the_kernel():
 
 
 @njit(cache=True)
-def too_many(params, state, now, bb, ba, bq, aq, tick, lot, pos, o_side, o_px, o_qty, m, t_side, t_px, t_qty, t_level):
+def too_many(params, state, now, bb, ba, bq, aq, tick, lot, pos, sig, o_side, o_px, o_qty, m, t_side, t_px, t_qty,
+             t_level):
     return t_side.shape[0] + 1
 
 

@@ -11,6 +11,8 @@ from grinder.sim.backtest import VenueConfig, run_backtest
 from grinder.strategies.adaptive_grid import BASE, PAUSE, TIGHTEN, WIDEN, AdaptiveGridParams, adaptive_grid
 from tests.conftest import REPO
 
+NO_SIGNALS = np.empty(0)  # the grids read no signals
+
 P = AdaptiveGridParams(
     levels=3,
     interval=1.0,
@@ -36,8 +38,8 @@ class Kernel:
     def __call__(self, bid, ask, position=0.0, bq=1.0, aq=1.0):
         side, px, qty, level = np.zeros(64, np.int8), np.zeros(64, np.int64), np.zeros(64), np.zeros(64, np.int64)
         no_side, no_px, no_qty = np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0)
-        n = adaptive_grid(self.p, self.state, 0, bid, ask, bq, aq, 0.1, 0.001, position, no_side, no_px, no_qty, 0,
-                          side, px, qty, level)  # fmt: skip
+        n = adaptive_grid(self.p, self.state, 0, bid, ask, bq, aq, 0.1, 0.001, position, NO_SIGNALS, no_side, no_px,
+                          no_qty, 0, side, px, qty, level)  # fmt: skip
         return list(zip(side[:n].tolist(), px[:n].tolist(), strict=True)), int(self.state[0])
 
 
