@@ -66,7 +66,7 @@ def ui(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 5000,
 ) -> None:
-    """Start the MLflow UI on the tracking store (one worker); Ctrl-C stops it."""
+    """Start the MLflow UI on the tracking store (one worker); Ctrl-C or SIGTERM stops it and its server."""
     from grinder.track.mlflow_store import default_root, serve_ui
 
     root = mlruns or default_root()

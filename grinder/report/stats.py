@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from grinder.data.coverage import DEFAULT_MAX_GAP_NS
 from grinder.report.load import Run
 
 # Candidate return frequencies, finest first, with their length in seconds.
@@ -31,6 +32,10 @@ FREQS = (
 )
 MAX_RETURNS = 10_000  # enough for the statistics, few enough that vectorbt is instant
 YEAR_FREQ = "365 days"  # perpetual futures trade every day of the year
+# Annualised figures need at least this much covered market time, seconds: the year they extrapolate
+# to is then at most ~12 spans, not the ~50,000 of a 10-minute capture, whose annualised Sharpe
+# scales its noise by sqrt(50,000). MLflow logs per-window figures for shorter runs.
+ANNUALISE_MIN_S = 30 * 86_400
 # vectorbt's returns statistics without the ones that need a benchmark (we have none).
 METRICS = (
     "start",
@@ -81,6 +86,31 @@ def quiet_vectorbt() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=VBT_WARNING, category=DeprecationWarning, module=r"vectorbt\.")
         yield
+
+
+def covered_s(ts: np.ndarray) -> float:
+    """Market time the steps cover, seconds: first to last step less the coverage gaps the decision
+    clock jumped (steps more than 60 s apart, decision 025)."""
+    step = np.diff(np.asarray(ts, np.int64))
+    return float(step[step <= DEFAULT_MAX_GAP_NS].sum()) / 1e9
+
+
+def annualisable(ts: np.ndarray) -> bool:
+    """Whether a run with these step times covers enough market time for annualised figures (ANNUALISE_MIN_S)."""
+    return covered_s(ts) >= ANNUALISE_MIN_S
+
+
+def sharpe_ratio(rets: pd.Series, freq: str) -> float:
+    """Annualised Sharpe ratio of returns per `freq` bucket, as vectorbt's report table computes it, without
+    importing vectorbt: mean / sample std x sqrt(365 days / freq), risk-free 0, NaN returns left out;
+    NaN under two returns, inf when they do not vary."""
+    r = rets.to_numpy(np.float64)
+    if len(r) < 2:
+        return float("nan")
+    std = float(np.nanstd(r, ddof=1))
+    if std == 0.0:
+        return float("inf")
+    return float(np.nanmean(r) / std * np.sqrt(pd.Timedelta(YEAR_FREQ) / pd.Timedelta(freq)))
 
 
 def choose_capital(run: Run) -> tuple[Capital | None, str]:
@@ -148,9 +178,14 @@ def run_stats(run: Run) -> Stats:
 
         table = rets.vbt.returns(freq=freq, year_freq=YEAR_FREQ).stats(metrics=list(METRICS))
     span = pd.Timedelta(int(ts[-1] - ts[0]), unit="ns")
+    short = "" if annualisable(ts) else (
+        f" It covers {pd.Timedelta(covered_s(ts), unit='s').round('s')} of market time, under the "
+        f"{ANNUALISE_MIN_S // 86_400} days annualised figures need to mean much (MLflow logs per-window "
+        "figures for it)."
+    )  # fmt: skip
     note = (
         f"Returns: equity resampled to {freq} buckets (last value of each, carried forward over empty ones), "
         f"as an account worth capital + equity, where {capital.how}. {len(rets):,} returns from all "
-        f"{len(ts):,} steps. Annualised figures extrapolate this {span} run to {YEAR_FREQ}."
+        f"{len(ts):,} steps. Annualised figures extrapolate this {span} run to {YEAR_FREQ}.{short}"
     )
     return Stats(table, capital, freq, len(rets), note)

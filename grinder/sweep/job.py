@@ -100,6 +100,9 @@ def sweep_job(
     progress = progress or Progress()
     root = Path(root) if root is not None else default_lake()
     strat = get(strategy)
+    if strat.signals:  # its signals come from a model per window, which a sweep does not take
+        raise ConfigError(f"strategy {strat.name} reads a model's forecast; a sweep does not run models: "
+                          "backtest it with --model (grinder ml promote compares it out of sample)")  # fmt: skip
     if rank_by not in RANKABLE:
         raise ConfigError(f"unknown ranking metric {rank_by!r}; choose from {', '.join(RANKABLE)}")
     if workers is not None and workers < 1:
@@ -186,7 +189,9 @@ def sweep_job(
             for run_id in fail_orphaned_sweeps(*open_store(mlruns or default_root())):
                 progress.warn(f"sweep run {run_id} was left RUNNING by a process that is gone: marked FAILED")
             # From here on a failure marks the sweep's MLflow run FAILED (never left RUNNING).
-            tags = {"data_fingerprint": fingerprint, **process_tags()}
+            # Tagged like its child backtests, so `tags.strategy = ...` finds the sweep beside them.
+            tags = {"strategy": strat.name, "venue": venue, "symbol": symbol, "data_fingerprint": fingerprint,
+                    **process_tags()}  # fmt: skip
             parent = stack.enter_context(sweep_run(mlruns or default_root(), f"sweep-{strat.name}-{symbol}", spec,
                                                    tags=tags))  # fmt: skip
             stack.enter_context(raise_pending())  # a signal whose exception was dropped still fails the run

@@ -11,16 +11,18 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow.parquet as pq
 
 import grinder
@@ -44,15 +46,23 @@ MAX_TAG_LEN = 8000
 # tool, and no GenAI job runner process beside the UI (it serves features we do not use).
 MLFLOW_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 UI_ENV = MLFLOW_ENV | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+UI_STOP_S = 10  # how long the UI's processes get to stop after a signal before they are killed, seconds
 # Summary numbers logged as metrics under their own name, and groups logged as `<group>.<name>`.
 METRIC_KEYS = ("equity", "realized", "unrealized", "fees", "funding_paid", "fills", "position", "avg_entry")
 METRIC_KEYS += ("balance", "events", "capital")
 METRIC_GROUPS = ("counters", "seconds", "mode_share", "stats")
+# The per-step columns read for the drawdown and the return figures.
+STEP_COLUMNS = {"ts", "position", "mid", "equity"}
 # Summary settings logged as params: strategy params as `p.<name>`, venue and gate settings under their table.
 PARAM_GROUPS = {"params": "p", "venue": "venue", "gates": "gates"}
 # MLflow 3.17's store uses SQLAlchemy's `noload`, which SQLAlchemy 2.1 deprecates; harmless, so it alone is hidden.
 SA_NOLOAD_WARNING = r"The ``noload`` loader strategy is deprecated"
 CODE_REPO = Path(grinder.__file__).resolve().parents[1]  # the checkout whose code runs
+# MLflow 3's UI picks an experiment's pages by this tag; without it the UI guesses (traces: GenAI,
+# runs: classic ML, an empty experiment: it cannot tell). "custom_model_development", its classic
+# ML kind (ExperimentKind in mlflow/server/js), opens the runs table from the first visit.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+DEFAULT_EXPERIMENT_ID = "0"  # MLflow's "Default" experiment, made with the database
 
 
 SQLITE_BUSY_S = 60  # how long a write waits for a lock another connection holds
@@ -84,6 +94,7 @@ def open_store(root: Path, experiment: str = DEFAULT_EXPERIMENT) -> tuple[Mlflow
     try:
         root.mkdir(parents=True, exist_ok=True)
         with _quiet_mlflow(), shielded():  # creating the database runs its migrations
+            from mlflow.entities import ExperimentTag
             from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # warns on first import
 
             # MLflow's client puts new experiments (and the "Default" one of a new database) under
@@ -95,9 +106,13 @@ def open_store(root: Path, experiment: str = DEFAULT_EXPERIMENT) -> tuple[Mlflow
             exp = client.get_experiment_by_name(experiment)
             if exp is None:
                 direct = direct or SqlAlchemyStore(uri, artifact_root(root))
-                exp_id = direct.create_experiment(experiment)
+                exp_id = direct.create_experiment(experiment, tags=[ExperimentTag(KIND_TAG, KIND)])
             else:
                 exp_id = exp.experiment_id
+            # Stores made before the tag existed, and the Default experiment every database starts with.
+            for old in {e.experiment_id: e for e in (exp, _experiment(client, DEFAULT_EXPERIMENT_ID)) if e}.values():
+                if old.lifecycle_stage == "active" and KIND_TAG not in old.tags:
+                    client.set_experiment_tag(old.experiment_id, KIND_TAG, KIND)
     except Exception as e:  # sqlalchemy, sqlite and MLflow errors alike: the store cannot be used
         raise TrackingError(f"cannot open the MLflow store: {_brief(e)}", str(root)) from e
     finally:
@@ -136,10 +151,14 @@ def log_backtest(
     # Everything is read and checked before the run exists, so bad folders leave no run behind.
     params = backtest_params(summary)
     metrics = backtest_metrics(summary)
-    dd = max_drawdown(run_dir / "steps.parquet")
-    if dd is not None:
-        metrics["max_drawdown"] = dd
     all_tags = backtest_tags(summary, run_dir, fingerprint)
+    steps = read_steps(run_dir / "steps.parquet")
+    if "equity" in steps:  # run folders from before equity was recorded per step have neither figure
+        metrics["max_drawdown"] = max_drawdown_of(steps["equity"])
+        if STEP_COLUMNS <= steps.keys() and len(steps["ts"]):
+            figures, figure_tags = return_figures(summary, steps)
+            metrics |= figures
+            all_tags |= figure_tags
     steps_bytes = (run_dir / "steps.parquet").stat().st_size
     files = [run_dir / n for n in ("summary.json", "report.html", "fills.parquet", "funding.parquet", "qrules.parquet")]
     files = [f for f in files if f.is_file()]
@@ -251,19 +270,86 @@ def ui_env() -> dict[str, str]:
 
 
 def serve_ui(root: Path, host: str = "127.0.0.1", port: int = 5000) -> int:
-    """Run the MLflow UI on the store in `root` until Ctrl-C; returns the server's exit code (0 after Ctrl-C)."""
+    """Run the MLflow UI on the store in `root` until SIGINT (Ctrl-C) or SIGTERM; returns the server's exit
+    code, 0 when one of those signals stopped it (that is how a UI is stopped, not a failure).
+
+    The server (MLflow's server process and the uvicorn process it starts) runs in a process group of
+    its own. A signal goes to MLflow's process, which stops uvicorn and then itself; whatever of the
+    group is still there UI_STOP_S seconds later is killed, and so is anything left when the server
+    ends, so a stopped `grinder ui` leaves no process holding the port; on Linux MLflow's process also
+    gets SIGTERM when ours dies without a chance to pass a signal on (SIGKILL). Call it from the main thread.
+    """
     Path(root).mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(ui_command(root, host, port), env=ui_env())
+    stops: list[int] = []
+    proc = None
+
+    def forward(signum, frame):
+        stops.append(signum)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signum)
+
+    # Installed before the server starts, so a signal in between is not lost (it is sent after Popen).
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        # The terminal sent Ctrl-C to the server as well: let it shut its worker down cleanly.
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.terminate()  # MLflow forwards SIGTERM to its uvicorn worker
-            proc.wait()
-        return 0  # Ctrl-C is how a UI is stopped, not a failure
+        # Its own session: a terminal's Ctrl-C reaches only us, and we pass it on once (uvicorn, sent
+        # it twice, stops without waiting for the requests it is serving).
+        proc = subprocess.Popen(ui_command(root, host, port), env=ui_env(), start_new_session=True,
+                                preexec_fn=_parent_death_signal())  # fmt: skip
+        if stops:
+            proc.send_signal(stops[0])
+        deadline = None
+        while proc.poll() is None:
+            if stops and deadline is None:
+                deadline = time.monotonic() + UI_STOP_S
+            if deadline is not None and time.monotonic() > deadline:
+                _signal_group(proc.pid, signal.SIGKILL)
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.2)  # a signal's handler runs during the wait
+    finally:
+        if proc is not None:
+            _end_group(proc.pid)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return 0 if stops else proc.returncode
+
+
+def _parent_death_signal():
+    """On Linux, a function for Popen's preexec_fn that has the kernel send the child SIGTERM when its
+    parent dies, even by SIGKILL or the OOM killer (a server left behind would hold the port); else None."""
+    if sys.platform != "linux":
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork: the child only calls it
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the signal was set up
+            os._exit(1)
+
+    return preexec
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Send a signal to every process of a group; False when the group has none left."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _end_group(pgid: int) -> None:
+    """Stop what is left of a process group: SIGTERM, and SIGKILL for what still runs UI_STOP_S seconds later."""
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + UI_STOP_S
+    while _signal_group(pgid, 0):
+        if time.monotonic() > deadline:
+            _signal_group(pgid, signal.SIGKILL)
+            return
+        time.sleep(0.1)
 
 
 def backtest_params(summary: dict) -> dict[str, str]:
@@ -306,18 +392,56 @@ def backtest_tags(summary: dict, run_dir: Path, fingerprint: str | None) -> dict
         "rules_ok": (summary.get("quant_rules") or {}).get("rules_ok"),
         **_provenance(),
     }
+    model = summary.get("model") or {}  # the registered model version that drove the strategy, if one did
+    for key, field in (("model_uri", "uri"), ("model_alias", "alias"), ("model_sha256", "model_sha256"),
+                       ("feature_set_version", "feature_set_version")):  # fmt: skip
+        tags[key] = model.get(field)
     return {k: str(v) for k, v in tags.items() if v is not None}
 
 
-def max_drawdown(steps_path: Path) -> float | None:
-    """Deepest fall of equity below its running peak over all steps (settle currency); None without an equity column."""
+def read_steps(steps_path: Path) -> dict[str, np.ndarray]:
+    """The STEP_COLUMNS the per-step records hold (ts as int64 ns, the others float64, nulls as NaN)."""
     try:
-        if "equity" not in pq.read_schema(steps_path).names:
-            return None  # run folders from before equity was recorded per step
-        eq = pq.read_table(steps_path, columns=["equity"]).column("equity").to_numpy(zero_copy_only=False)
+        names = [c for c in pq.read_schema(steps_path).names if c in STEP_COLUMNS]
+        table = pq.read_table(steps_path, columns=names)
     except Exception as e:
         raise DataError(f"not a readable Parquet file: {_brief(e)}", str(steps_path)) from e
-    return max_drawdown_of(eq)
+    return {c: np.asarray(table.column(c).to_numpy(zero_copy_only=False), np.int64 if c == "ts" else np.float64)
+            for c in names}  # fmt: skip
+
+
+def return_figures(summary: dict, steps: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, str]]:
+    """Return over the capital the report measures returns against, and the Sharpe ratio, or per-window
+    figures for a run that covers too little market time to annualise (grinder.report.stats.annualisable).
+
+    Metrics: `covered_hours` (market time the steps cover, gaps left out), `return_pct` (100 x final
+    equity / `return_base`, the capital in settle currency: summary.json's, else the largest gross
+    notional held), then `sharpe` (annualised; the report's Sharpe Ratio) for a long run, or
+    `pnl_per_hour` (final equity per covered hour, settle currency) for a short one. Tags: `return_over`
+    (`capital`, `max_notional`, or `none` when nothing was ever held) and `return_figures`
+    (`annualised` or `per_window`). Figures that are undefined (no capital, the account wiped out) are left out.
+    """
+    from grinder.report.load import Run
+    from grinder.report.stats import account_returns, annualisable, choose_capital, choose_freq, covered_s, sharpe_ratio
+
+    ts, equity = steps["ts"], steps["equity"]
+    final = summary.get("equity")
+    final = float(final) if isinstance(final, int | float) and not isinstance(final, bool) else float("nan")
+    hours = covered_s(ts) / 3600
+    long = annualisable(ts)
+    capital, _ = choose_capital(Run(Path(), summary, steps, {}, {}))  # it reads the summary and steps only
+    over = "none" if capital is None else "capital" if summary.get("capital") is not None else "max_notional"
+    metrics = {"covered_hours": hours}
+    if capital is not None and np.isfinite(final):
+        metrics |= {"return_pct": 100.0 * final / capital.amount, "return_base": capital.amount}
+    if not long and hours > 0 and np.isfinite(final):
+        metrics["pnl_per_hour"] = final / hours
+    # The report's returns: an account worth capital + equity, undefined once it is worth nothing.
+    alive = capital is not None and not np.isnan(equity).all() and capital.amount + np.nanmin(equity) > 0
+    if long and alive:
+        freq = choose_freq(ts)
+        metrics["sharpe"] = sharpe_ratio(account_returns(ts, equity, capital.amount, freq), freq)
+    return metrics, {"return_over": over, "return_figures": "annualised" if long else "per_window"}
 
 
 def _provenance() -> dict[str, str]:
@@ -393,6 +517,16 @@ def _key(name: str) -> str:
     """A name MLflow accepts as a key (letters, digits, _ - . space): "Total Return [%]" -> "Total Return pct"."""
     name = re.sub(r"[\[\](){}]", "", name.replace("%", "pct"))
     return re.sub(r"[^\w.\- ]+", "_", name).strip("_ ") or "_"
+
+
+def _experiment(client: MlflowClient, exp_id: str):
+    """The experiment with this id (deleted ones too), None when the store has none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_experiment(exp_id)
+    except MlflowException:
+        return None
 
 
 def _parent_experiment(client: MlflowClient, parent_run_id: str, root: Path) -> str:

@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
 
 from tests.cli.test_cli import GRID, SWEEP, grinder, sample  # noqa: F401 - the sample lake fixture
 
@@ -22,6 +32,14 @@ def test_sweep_is_one_parent_run_with_its_best_sets_as_children(sample, tmp_path
     client, exp = client_for(store)
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["sets"] == 4
+    assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
+    # Tagged like its children, so one filter finds the sweep and the backtests of a strategy and market.
+    assert {k: parent.data.tags[k] for k in ("kind", "strategy", "symbol", "venue")} == {
+        "kind": "sweep", "strategy": "static_grid", "symbol": "BTCUSDT", "venue": "binance-usdm"}  # fmt: skip
+    found = client.search_runs(
+        [exp], "tags.strategy = 'static_grid' and tags.symbol = 'BTCUSDT' and tags.kind = 'sweep'"
+    )
+    assert [r.info.run_id for r in found] == [parent_id]
     assert "best_equity_out" in parent.data.metrics
     arts = {a.path for a in client.list_artifacts(parent_id)}
     assert {"results.parquet", "ranking.parquet", "summary.json", "report.html"} <= arts
@@ -69,3 +87,91 @@ def test_a_sweep_that_fails_is_marked_failed(sample, tmp_path):  # noqa: F811
 def test_ui_without_a_store_says_so(tmp_path):
     r = grinder("ui", "--mlruns", tmp_path / "none")
     assert r.returncode == 2 and "no MLflow store here yet" in r.stderr and "Traceback" not in r.stderr
+
+
+def stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat fields after the command name (state first, then ppid, ...), None when the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """Every descendant of a process, pid -> its start time (so a reused pid is not taken for it), from /proc."""
+    stats = {int(d.name): stat(int(d.name)) for d in Path("/proc").iterdir() if d.name.isdigit()}
+    stats = {p: st for p, st in stats.items() if st}  # some ended while we looked
+    found, todo = {}, [pid]
+    while todo:
+        parent = todo.pop()
+        kids = {p: st[19] for p, st in stats.items() if int(st[1]) == parent}
+        found |= kids
+        todo.extend(kids)
+    return found
+
+
+def running(pid: int, start: str) -> bool:
+    """Whether that process still exists and is not a zombie (a zombie holds no port and no memory)."""
+    st = stat(pid)
+    return st is not None and st[19] == start and st[0] != "Z"
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # our requests' TIME_WAIT sockets do not count
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for(check, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+# SIGKILL: `grinder ui` cannot pass it on; the kernel sends its server SIGTERM (Linux's parent-death signal).
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=["SIGTERM", "SIGINT", "SIGKILL"]
+)
+def test_ui_stops_with_its_server_on_a_signal(tmp_path, signum):
+    store = tmp_path / "mlruns"
+    client_for(store)  # an empty store: `grinder ui` refuses a folder without one
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "ui.log"
+
+    def health() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "grinder", "ui", "--mlruns", str(store), "--port", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    kids = {}
+    try:
+        assert wait_for(lambda: health() or proc.poll() is not None, 60) and proc.poll() is None, log.read_text()
+        kids = children_of(proc.pid)
+        assert kids, "the UI runs no server process"
+        proc.send_signal(signum)
+        # A stop asked for is not a failure.
+        assert proc.wait(timeout=60) == (-signal.SIGKILL if signum == signal.SIGKILL else 0), log.read_text()
+        # Generous: MLflow's process waits for uvicorn's shutdown, and `grinder ui` kills what is left after 10 s.
+        assert wait_for(lambda: not any(running(*k) for k in kids.items()), 30), log.read_text()
+        assert wait_for(lambda: port_free(port), 30) and not health()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid, start in kids.items():
+            if running(pid, start):
+                os.kill(pid, signal.SIGKILL)

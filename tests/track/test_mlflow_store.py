@@ -13,7 +13,10 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import grinder
@@ -113,6 +116,114 @@ def test_logged_run_reads_back(runs, store, logged, tmp_path):
     assert files["fills.parquet"] == (a / "fills.parquet").stat().st_size
     local = client.download_artifacts(logged, "summary.json", str(tmp_path))
     assert json.loads(open(local).read())["digest"] == summary["digest"]
+
+
+@pytest.mark.filterwarnings(f"ignore:{mlflow_store.SA_NOLOAD_WARNING}")  # importing MLflow's store module
+def test_experiments_open_in_the_runs_view_in_new_and_old_stores(tmp_path):
+    from mlflow.entities import ExperimentTag
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    def kinds(root):
+        client, _ = open_store(root)  # this open tags what lacks the kind
+        return {e.name: e.tags.get("mlflow.experimentKind") for e in client.search_experiments()}
+
+    fresh = tmp_path / "fresh"
+    open_store(fresh, "other")
+    assert kinds(fresh) == {"Default": "custom_model_development", "grinder": "custom_model_development",
+                            "other": "custom_model_development"}  # fmt: skip
+    # A store made before the tag: experiments without it, and one whose kind someone chose in the UI.
+    old = tmp_path / "old"
+    old.mkdir()
+    direct = SqlAlchemyStore(mlflow_store.tracking_uri(old), mlflow_store.artifact_root(old))
+    direct.create_experiment("grinder")
+    direct.create_experiment("chosen", tags=[ExperimentTag("mlflow.experimentKind", "genai_development")])
+    gone = direct.create_experiment("gone")
+    direct.delete_experiment(gone)
+    before = {e.name: e.tags.get("mlflow.experimentKind") for e in direct.search_experiments()}
+    direct.engine.dispose()
+    assert before == {"Default": None, "grinder": None, "chosen": "genai_development"}
+    assert kinds(old) == {"Default": "custom_model_development", "grinder": "custom_model_development",
+                          "chosen": "genai_development"}  # fmt: skip
+    with pytest.raises(TrackingError, match="'gone' was deleted"):
+        open_store(old, "gone")
+    client, _ = open_store(old)
+    assert "mlflow.experimentKind" not in client.get_experiment(gone).tags  # a deleted one stays as it was
+
+
+def test_a_short_run_logs_its_return_and_per_window_figures(runs, store, logged):
+    from grinder.report.load import load_run
+    from grinder.report.stats import ANNUALISE_MIN_S, choose_capital, run_stats
+
+    a, _, _, summary = runs
+    run = client_for_store(store).get_run(logged)
+    metrics, tags = run.data.metrics, run.data.tags
+    ts = pq.read_table(a / "steps.parquet", columns=["ts"]).column("ts").to_numpy()
+    hours = (ts[-1] - ts[0]) / 3.6e12  # the sample is one span without gaps
+    assert metrics["covered_hours"] == pytest.approx(hours) and 0 < hours < 1
+    # No capital in the summary: the report's capital, the largest gross notional held.
+    capital, _ = choose_capital(load_run(a))
+    assert tags["return_over"] == "max_notional" and metrics["return_base"] == pytest.approx(capital.amount)
+    assert metrics["return_pct"] == pytest.approx(100 * summary["equity"] / capital.amount)
+    assert tags["return_figures"] == "per_window" and "sharpe" not in metrics
+    assert metrics["pnl_per_hour"] == pytest.approx(summary["equity"] / hours)
+    note = run_stats(load_run(a)).note
+    assert f"under the {ANNUALISE_MIN_S // 86_400} days annualised figures need" in note
+
+
+def synthetic_run(out, name, ts, capital=None):
+    """A run folder of a drifting random-walk equity over the step times `ts` (ns), holding 1 at mid 100."""
+    rng = np.random.default_rng(7)
+    n = len(ts)
+    equity = np.cumsum(rng.normal(0.01, 1.0, n))
+    steps = {"ts": ts, "mid": np.full(n, 100.0), "position": np.ones(n), "mode": np.zeros(n, np.int64),
+             "quote_bid": np.full(n, 99.0), "quote_ask": np.full(n, 101.0), "equity": equity}  # fmt: skip
+    folder = out / name
+    folder.mkdir()
+    pq.write_table(pa.table(steps), folder / "steps.parquet")
+    fills = {"ts_exch": np.zeros(0, np.int64), "side": np.zeros(0, np.int64), "price": np.zeros(0),
+             "qty": np.zeros(0), "maker": np.zeros(0, bool), "fee": np.zeros(0)}  # fmt: skip
+    pq.write_table(pa.table(fills), folder / "fills.parquet")
+    pq.write_table(pa.table({"ts": np.zeros(0, np.int64), "amount": np.zeros(0)}), folder / "funding.parquet")
+    summary = {"strategy": "static_grid", "settle": "USDT", "equity": float(equity[-1])}
+    if capital is not None:
+        summary["capital"] = capital
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder, summary
+
+
+def test_a_long_run_logs_the_reports_sharpe_and_a_gappy_one_does_not(store, tmp_path):
+    from grinder.report.load import load_run
+    from grinder.report.stats import ANNUALISE_MIN_S, run_stats
+
+    minute = 60 * 10**9
+    start = 1_700_000_000 * 10**9
+    steps = ANNUALISE_MIN_S // 60 + 2 * 1440  # 32 days of one-minute steps
+    long, summary = synthetic_run(tmp_path, "long", start + minute * np.arange(steps), capital=20_000.0)
+    run = client_for_store(store).get_run(log_backtest(long, fingerprint=None, root=store, experiment="synthetic"))
+    metrics, tags = run.data.metrics, run.data.tags
+    assert tags["return_figures"] == "annualised" and tags["return_over"] == "capital"
+    assert "pnl_per_hour" not in metrics and metrics["covered_hours"] == pytest.approx((steps - 1) / 60)
+    # The report's figures, from vectorbt on the same returns (5-minute buckets of the 1-minute steps).
+    stats = run_stats(load_run(long))
+    assert stats.freq == "5min"
+    assert metrics["sharpe"] == pytest.approx(stats.table["Sharpe Ratio"], rel=1e-9)
+    assert np.isfinite(metrics["sharpe"]) and metrics["sharpe"] != 0
+    assert metrics["return_pct"] == pytest.approx(stats.table["Total Return [%]"], rel=1e-9)
+    assert metrics["return_pct"] == pytest.approx(100 * summary["equity"] / 20_000)
+    assert "annualised figures need" not in stats.note
+    # As many steps over the same 64 days of calendar, but in two one-hour spans: too little market time.
+    hour = start + minute * np.arange(60)
+    gappy, summary = synthetic_run(tmp_path, "gappy", np.concatenate([hour, hour + 64 * 86_400 * 10**9]))
+    run = client_for_store(store).get_run(log_backtest(gappy, fingerprint=None, root=store, experiment="synthetic"))
+    metrics, tags = run.data.metrics, run.data.tags
+    assert tags["return_figures"] == "per_window" and "sharpe" not in metrics
+    assert metrics["covered_hours"] == pytest.approx(118 / 60)  # 59 minutes in each span
+    assert metrics["pnl_per_hour"] == pytest.approx(summary["equity"] / (118 / 60))
+    assert tags["return_over"] == "max_notional" and metrics["return_base"] == 100.0
+
+
+def client_for_store(root):
+    return open_store(root)[0]
 
 
 def test_large_steps_stay_in_the_run_folder(runs, store, monkeypatch):
