@@ -34,6 +34,13 @@ _API = {
     "sweep_job": "grinder.sweep.job",
     "portfolio_job": "grinder.portfolio.job",
     "Progress": "grinder.progress",
+    # models (docs/ml.md): train, judge and promote, roll back, load a pinned version
+    "train_job": "grinder.ml.train",
+    "promote_job": "grinder.ml.promote",
+    "rollback_job": "grinder.ml.promote",
+    "load_model": "grinder.ml.model",
+    "FeatureSet": "grinder.features.spec",
+    "compute_features": "grinder.features.offline",
     # errors (each names its culprit; docs/architecture.md)
     "GrinderError": "grinder.errors",
     "ConfigError": "grinder.errors",

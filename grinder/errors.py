@@ -7,6 +7,10 @@ Catch `GrinderError` to handle any of them. The kinds say whose input was wrong:
 - `TrackingError`: the MLflow store.
 - `VenueError`: the venue (or its emulator) could not be reached, refused, or ended the session.
 - `LiveError`: the live adapter's own state: order identities, instances, the kill switch, budgets.
+
+Exit codes: 2 for each kind; 3 for a live session the venue ended (`VenueDown`, `DeadManLost`); 4
+when a live stop may have left orders of ours; 5 when the promotion gate refused a challenger
+(`grinder.ml.promote.PromotionRefused`: no one's input was wrong, the model lost; the champion stays).
 """
 
 from __future__ import annotations

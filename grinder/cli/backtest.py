@@ -49,6 +49,10 @@ def backtest(
     ] = False,
     track: TrackOpt = True,
     mlruns: MlrunsOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Registered model driving a strategy that reads signals: models:/NAME@ALIAS or /VERSION."),
+    ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for run folders.")] = Path("runs"),
     root: RootOpt = DEFAULT_ROOT,
 ) -> None:
@@ -65,7 +69,8 @@ def backtest(
     }
     done = backtest_job(strategy, symbol=symbol, venue=venue, start=start, end=end, params=pairs(param, "--param"),
                         config=config, venue_settings=venue_settings, report=report, capital=capital, cache=cache,
-                        track=track, mlruns=mlruns, out_dir=out_dir, root=root, progress=ConsoleProgress())  # fmt: skip
+                        track=track, mlruns=mlruns, out_dir=out_dir, root=root, progress=ConsoleProgress(),
+                        model=model)  # fmt: skip
     print_summary(done.summary, done.run_dir, report)
     if done.mlflow_run_id is not None:
         out.print(f"  mlflow run: {done.mlflow_run_id}")
@@ -92,6 +97,8 @@ def print_summary(summary: dict, run_dir: Path, report: bool = True) -> None:
     out.print(f"  equity {summary['equity']:.4f} {cur}")
     if summary.get("mode_share") and len(summary["mode_share"]) > 1:
         out.print("  modes " + "  ".join(f"{k} {v:.0%}" for k, v in summary["mode_share"].items()))
+    if "model" in summary:
+        out.print(f"  model {summary['model']['uri']} (features {summary['model']['feature_set_version'][:12]})")
     out.print(f"  digest {summary['digest']}")
     out.print(f"  run folder: {run_dir}")
     if report:

@@ -1,7 +1,7 @@
 """`grinder` command line: parses options, calls the library (grinder.sim.job, grinder.sweep.job, ...), prints.
 
 One module per command group: cli/data.py, cli/backtest.py, cli/sweep.py, cli/portfolio.py (with
-`ui`), cli/venue.py, cli/live.py (with `record`); cli/common.py holds what they share. Importing
+`ui`), cli/venue.py, cli/live.py (with `record`), cli/ml.py; cli/common.py holds what they share. Importing
 this module loads none of the heavy libraries: each command imports what it uses when it runs.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from grinder.cli import backtest, data, live, portfolio, sweep, venue
+from grinder.cli import backtest, data, live, ml, portfolio, sweep, venue
 
 app = typer.Typer(
     help="Grinder: grid trading research on crypto perpetual futures.",
@@ -23,6 +23,7 @@ app.add_typer(sweep.app, name="sweep")
 app.command("portfolio")(portfolio.portfolio)
 app.command("ui")(portfolio.ui)
 app.add_typer(live.app, name="live")
+app.add_typer(ml.app, name="ml")
 app.command("record")(live.record)
 
 

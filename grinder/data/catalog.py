@@ -17,7 +17,8 @@ from grinder.errors import DataError
 
 
 class Catalog:
-    """DuckDB over a lake: one view per table (book, trades, bbo, funding, instruments)."""
+    """DuckDB over a lake: one view per table (book, trades, bbo, funding, instruments, and `features` when
+    the feature store holds any: grinder.features.store)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -33,10 +34,14 @@ class Catalog:
                 continue
             self.con.sql(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true)")
             self.tables.append(table)
+        from grinder.features.store import attach  # the feature store's view, when the lake holds features
+
+        attach(self)
 
     def close(self) -> None:
         """Release the lake (its lock and the DuckDB connection); relations from `query` die with it."""
         self._lock.close()
+        self._closed = True
         if hasattr(self, "con"):
             self.con.close()
 
@@ -47,7 +52,9 @@ class Catalog:
         self.close()
 
     def __del__(self) -> None:
-        if hasattr(self, "_lock"):
+        # Once closed, nothing is left to release; closing again at interpreter exit would call into
+        # a half torn-down `sys` (ExitStack reads sys.exc_info) and print an AttributeError.
+        if hasattr(self, "_lock") and not getattr(self, "_closed", False):
             self._lock.close()
 
     def query(self, sql: str) -> duckdb.DuckDBPyRelation:

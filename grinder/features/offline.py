@@ -26,8 +26,24 @@ from grinder.features.kernel import new_state, offline_pass
 from grinder.features.spec import FeatureSet
 
 
+class NamedColumns:
+    """Columns named `names` in the rows of `values` (one entry per `ts`), read by name: `cols["spread"]`."""
+
+    column_kind = "column"  # how a missing name's error calls the columns
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self.values[self.names.index(name)]
+        except ValueError:
+            kind = self.column_kind
+            raise KeyError(f"no {kind} named {name!r}; {kind}s: {', '.join(self.names)}") from None
+
+    def __len__(self) -> int:
+        return self.ts.shape[0]
+
+
 @dataclass(frozen=True)
-class Features:
+class Features(NamedColumns):
     """Feature columns of a tape: `values[k]` is column `names[k]` (float64), one entry per sample.
 
     ts: int64 ns (exchange time of the sample); row: int64 tape index of the update point sampled
@@ -39,15 +55,7 @@ class Features:
     ts: np.ndarray
     row: np.ndarray
     version: str
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        try:
-            return self.values[self.names.index(name)]
-        except ValueError:
-            raise KeyError(f"no feature named {name!r}; features: {', '.join(self.names)}") from None
-
-    def __len__(self) -> int:
-        return self.ts.shape[0]
+    column_kind = "feature"
 
 
 def compute_features(tape: Tape, feature_set: FeatureSet, at: np.ndarray | None = None) -> Features:

@@ -61,10 +61,11 @@ def _write_lock(root: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def part_key(tape: Tape, features: Features) -> str:
-    """16 hex digits naming the parts of these features: the tape's fingerprint and the sample times."""
+def part_key(tape: Tape, ts: np.ndarray) -> str:
+    """16 hex digits naming the parts of a tape's features at sample times `ts` (int64 ns): the tape's
+    fingerprint and the times."""
     h = hashlib.sha256(data_fingerprint(tape).encode())
-    h.update(np.ascontiguousarray(features.ts, "<i8").data)
+    h.update(np.ascontiguousarray(ts, "<i8").data)
     return h.hexdigest()[:16]
 
 
@@ -79,7 +80,7 @@ def write_features(root: str | Path, tape: Tape, features: Features, feature_set
         raise DataError(f"features of version {have} are not of feature set {want}")
     venue = check_name("venue", tape.instrument.venue)
     symbol = check_name("symbol", tape.instrument.symbol)
-    key = part_key(tape, features)
+    key = part_key(tape, features.ts)
     vdir = version_dir(root, feature_set.version)
     days = features.ts // NS_PER_DAY
     bounds = np.flatnonzero(np.diff(days)) + 1
@@ -102,6 +103,25 @@ def write_features(root: str | Path, tape: Tape, features: Features, feature_set
             os.replace(tmp, path)
             written.append(path)
     return written
+
+
+def read_part(root: str | Path, tape: Tape, feature_set: FeatureSet, at: np.ndarray) -> Features | None:
+    """The stored features of exactly this tape at exactly these sample times (`write_features` wrote them
+    under `part_key(tape, at)`), or None when they are not stored. Read from the part files themselves,
+    not the `features` view, which also holds other tapes' and other times' parts."""
+    venue, symbol = tape.instrument.venue, tape.instrument.symbol
+    key = part_key(tape, at)
+    base = version_dir(Path(root), feature_set.version) / f"venue={venue}" / f"symbol={symbol}"
+    parts = sorted(base.glob(f"date=*/part-{key}.parquet"))
+    if not parts:
+        return None
+    tables = [pq.read_table(f, columns=["ts_exch", *feature_set.names]) for f in parts]
+    ts = np.concatenate([t.column("ts_exch").to_numpy() for t in tables]).astype(np.int64)
+    if not np.array_equal(ts, at):  # a part of another day missing, or a foreign file under our name
+        return None
+    values = np.vstack([np.concatenate([t.column(n).to_numpy() for t in tables]) for n in feature_set.names])
+    return Features(feature_set.names, values.astype(np.float64), ts, np.full(len(ts), -1, np.int64),
+                    feature_set.version)  # fmt: skip
 
 
 def attach(catalog: Catalog) -> bool:

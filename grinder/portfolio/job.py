@@ -65,6 +65,9 @@ def portfolio_job(
     progress = progress or Progress()
     root = Path(root) if root is not None else default_lake()
     strat = get(strategy)
+    if strat.signals:  # its signals come from a model per window, which a portfolio does not take
+        raise ConfigError(f"strategy {strat.name} reads a model's forecast; a portfolio does not run models: "
+                          "backtest it with --model (grinder ml promote compares it out of sample)")  # fmt: skip
     cands = [x.strip() for x in symbols if x.strip()]
     if not cands:
         raise ConfigError("--symbols: no candidate symbols")

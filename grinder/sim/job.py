@@ -46,13 +46,16 @@ def backtest_job(
     out_dir: Path = Path("runs"),
     root: Path | None = None,
     progress: Progress | None = None,
+    model: str | None = None,
 ) -> BacktestOutcome:
     """Backtest `strategy` (a name in strategies/) on the lake's `venue`/`symbol` from `start` to `end`.
 
     Settings: the TOML `config`'s `[strategy]`, `[venue]` and `[gates]` tables, with `params` and
     `venue_settings` (VenueConfig's fields, in its units; None values are ignored) on top. Writes a
     run folder under `out_dir` and, with `track`, an MLflow run in `mlruns` (default: $GRINDER_MLRUNS
-    or ./mlruns). `capital` (settle currency) scales the report's return statistics.
+    or ./mlruns). `capital` (settle currency) scales the report's return statistics. `model` (a registry
+    URI, models:/NAME@ALIAS or models:/NAME/VERSION, in the `mlruns` store) drives a strategy that
+    reads signals: resolved once to a version, which the summary and the digest name.
     """
     from grinder.core.strategy import compile_kernel, get
     from grinder.data.tape import load_tape
@@ -70,16 +73,25 @@ def backtest_job(
     venue_cfg, gates_cfg = venue_and_gates(cfg)
     latency = LatencySeries.for_venue(venue_cfg)  # a bad latency file fails before any data is read
     lo, hi = parse_time(start), parse_time(end)
+    store = mlruns or _default_mlruns()
+    loaded = _model_for(strat, model, store)  # a missing or mismatched model fails before any data is read
     t0 = time.perf_counter()
     tape = load_tape(root, venue, symbol, lo, hi, cache=cache)
     t1 = time.perf_counter()
     with progress.stage(f"compiling {strat.name} and preparing {len(tape):,} events"):
         kernel = compile_kernel(strat.kernel)
         replay = prepare(tape, venue_cfg, cache_root(root) if cache else None)
+    signals = None
+    if loaded is not None:
+        from grinder.ml.signals import model_signals
+
+        with progress.stage(f"predicting with {loaded.uri} at every decision"):
+            signals = model_signals(tape, replay, venue_cfg, loaded, start_ns=lo or 0)
     t2 = time.perf_counter()
     with progress.count(f"backtesting {strat.name} on {venue}/{symbol}", max(1, len(tape))) as update:
         res = run_backtest(tape, kernel, strat.vector(chosen), venue_cfg, strat.max_targets, start_ns=lo or 0,
-                           replay=replay, gates=gates_cfg, latency=latency, progress=update)  # fmt: skip
+                           replay=replay, gates=gates_cfg, latency=latency, progress=update,
+                           signals=signals)  # fmt: skip
     t3 = time.perf_counter()
     meta = {
         "strategy": strat.name,
@@ -92,18 +104,49 @@ def backtest_job(
     }
     if capital is not None:
         meta["capital"] = capital
+    if loaded is not None:
+        meta["model"] = loaded.summary()
     summary = summarize(res, meta, strat.modes)
     with progress.stage("writing the run folder and report"):
         run_dir = write_run(Path(out_dir), f"{strat.name}-{symbol}", res, summary, report=report)
     _warn_about(summary, progress)
     run_id = None
     if track:
-        from grinder.track.mlflow_store import default_root, log_backtest
+        from grinder.track.mlflow_store import log_backtest
         from grinder.track.provenance import data_fingerprint
 
         with progress.stage("recording the run in MLflow"):
-            run_id = log_backtest(run_dir, fingerprint=data_fingerprint(tape), root=mlruns or default_root())
+            run_id = log_backtest(run_dir, fingerprint=data_fingerprint(tape), root=store)
     return BacktestOutcome(run_dir, summary, res, run_id)
+
+
+def _default_mlruns() -> Path:
+    from grinder.track.mlflow_store import default_root
+
+    return default_root()
+
+
+def _model_for(strat, model: str | None, mlruns: Path):
+    """The model a strategy reads its signals from, loaded and checked against what it reads; None without."""
+    if not strat.signals:
+        if model is not None:
+            raise ConfigError(f"strategy {strat.name} reads no signals; --model {model} has nothing to drive")
+        return None
+    if model is None:
+        raise ConfigError(f"strategy {strat.name} reads a model's {', '.join(strat.signals)} forecast: give "
+                          "--model models:/NAME@champion (or models:/NAME/VERSION)")  # fmt: skip
+    from grinder.ml.model import load_model
+
+    loaded = load_model(model, mlruns)
+    check_model_fits(strat, loaded)
+    return loaded
+
+
+def check_model_fits(strat, loaded) -> None:
+    """A model drives a strategy only if its label is the one the strategy reads and it gives one output per signal."""
+    if len(strat.signals) != loaded.width or not loaded.label.startswith(strat.signals[0]):
+        raise ConfigError(f"{loaded.uri} predicts {loaded.label} ({loaded.width} output(s)); strategy {strat.name} "
+                          f"reads {', '.join(strat.signals)}")  # fmt: skip
 
 
 def _text(t: str | int | None) -> str | None:

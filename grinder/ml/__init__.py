@@ -1,0 +1,1 @@
+"""Machine learning on the lake: labels, training, the model registry, and models in the decision path."""
