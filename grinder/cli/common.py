@@ -41,19 +41,25 @@ def clean_errors(fn):
         try:
             return fn(*args, **kwargs)
         except GrinderError as e:
-            err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+            _error_line(str(e))
             # 2 unless the error says otherwise (VenueError: 3, a session the venue ended).
             raise typer.Exit(e.exit_code) from None
         except ValidationError as e:
             first = e.errors()[0]
             loc = ".".join(str(x) for x in first["loc"])
-            err.print(f"[red]error:[/red] invalid {loc}: {first['msg']}", highlight=False, soft_wrap=True)
+            _error_line(f"invalid {loc}: {first['msg']}")
         except Interrupted as e:  # a signal stopped the command (grinder.sweep.lifecycle)
-            err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+            _error_line(str(e))
             raise typer.Exit(e.exit_code) from None
         raise typer.Exit(2)
 
     return wrapper
+
+
+def _error_line(message: str) -> None:
+    """`error: <message>` on stderr, the message as written: rich markup would eat `[strategy]` and the like."""
+    err.print("[red]error:[/red] ", end="", highlight=False)
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 class ConsoleProgress(Progress):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -78,8 +79,14 @@ def atomic_folder(out: Path, name: str, ident: str) -> Iterator[tuple[Path, Path
     On any error the temporary folder is removed, so a half-written folder is never seen.
     """
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    final = Path(out) / f"{stamp}-{name}-{ident[:8]}"
-    tmp = Path(out) / f".{final.name}.tmp"
+    base = Path(out) / f"{stamp}-{name}-{ident[:8]}"
+    # The same run twice within a second (a gate judging a version against itself, a loop of
+    # notebook cells) gets -2, -3, ... rather than failing on the first one's folder.
+    final, n = base, 1
+    while final.exists():
+        n += 1
+        final = base.with_name(f"{base.name}-{n}")
+    tmp = Path(out) / f".{final.name}.{os.getpid()}.tmp"
     tmp.mkdir(parents=True, exist_ok=False)
     try:
         yield tmp, final

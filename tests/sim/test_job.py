@@ -35,3 +35,15 @@ def test_bad_settings_fail_before_any_data_is_read(tmp_path):
         backtest_job("static_grid", root=tmp_path / "no-lake", params=PARAMS, venue_settings={"queue": "fifo"},
                      track=False, out_dir=tmp_path)  # fmt: skip
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_same_run_twice_in_one_second_gets_two_folders(tmp_path):
+    from grinder.sim.run_folder import atomic_folder
+
+    made = []
+    for _ in range(3):  # within one second: the stamp is the same, so is the digest
+        with atomic_folder(tmp_path, "grid", "abcdef0123") as (tmp, final):
+            (tmp / "summary.json").write_text("{}")
+        made.append(final)
+    assert len({p.name for p in made}) == 3 and all((p / "summary.json").exists() for p in made)
+    assert not list(tmp_path.glob(".*.tmp"))
