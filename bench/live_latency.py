@@ -21,6 +21,18 @@ after the request is handed to aiohttp is the network's). The emulator stands fo
 does not share the adapter's CPUs: by default it runs on a CPU of its own at idle priority
 (`--venue shared` lets the two compete). Writes bench/out/live_latency.json. Run:
 `.venv/bin/python bench/live_latency.py [--seconds 60] [--speed 2] [--root data/sample/lake]`.
+
+The modes `live+model` and `paper+model` put a registered model in the decision path (`[model]`,
+active, live.model): ml_grid on the same grid, held in its BASE mode so it quotes as static_grid
+does, its signals the model's forecast from the live features. Its decisions read the features and
+predict (in the hot window ahead of the tick, again at the tick only if a market event came since).
+For those modes the bench also prints what the model adds per decision: the features' read (flush
++ read) and the compiled trees' prediction as the session timed them, and, on the features the
+session logged, xgboost's own one-row predict and the ml_grid decision (`Decider.decide` with the
+forecast) timed here. `--model models:/NAME@ALIAS --mlruns DIR` names the model; without it one is
+trained on `--root` into a temporary store (`grinder.ml.train.train_job`, fwd_rv_10s). Compare:
+`.venv/bin/python bench/live_latency.py --modes live live+model`. With `--hot-ms 0` nothing is
+decided ahead: every decision, the model's read and prediction included, runs at its tick.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import platform
@@ -84,13 +97,64 @@ def start_venue(args, port: int) -> subprocess.Popen:
     raise SystemExit("venue emulator did not answer within 60 s")
 
 
+# ml_grid held in BASE (no forecast reaches 1e6 bps/sqrt(s), none is at or below 0): it quotes static_grid's grid.
+BASE_ONLY = {"tighten_vol": 0.0, "widen_vol": 1e6, "pause_vol": 1e6, "confirm": 1}
+
+
 async def session(args, mode: str, port: int, state: Path) -> tuple[LiveAdapter, float]:
     params = {"levels": args.levels, "interval": 0.5, "half_spread": 0.1, "order_qty": 0.002, "max_position": 0.05}
-    cfg = LiveConfig(strategy="static_grid", params=params, symbol=args.symbol, mode=mode, step_ms=args.step_ms,
-                     api_url=f"http://127.0.0.1:{port}", state_dir=state, reconcile_s=10.0)  # fmt: skip
+    venue_mode, _, with_model = mode.partition("+")
+    extra: dict = {}
+    if with_model:
+        extra = {"model": {"uri": args.model, "mlruns": str(args.mlruns), "mode": "active", "warmup_s": 0}}
+        params |= BASE_ONLY
+    cfg = LiveConfig(strategy="ml_grid" if with_model else "static_grid", params=params, symbol=args.symbol,
+                     mode=venue_mode, step_ms=args.step_ms, api_url=f"http://127.0.0.1:{port}", state_dir=state,
+                     reconcile_s=10.0, hot_ms=args.hot_ms, **extra)  # fmt: skip
+    keys = (KEY, SECRET) if venue_mode == "live" else ()
     t0 = time.monotonic()
-    adapter = await (run_for(cfg, args.seconds, KEY, SECRET) if mode == "live" else run_for(cfg, args.seconds))
+    adapter = await run_for(cfg, args.seconds, *keys, **({"model_log": []} if with_model else {}))
     return adapter, time.monotonic() - t0
+
+
+def percentiles(ns) -> dict:
+    """p50 / p99 / max of nanosecond timings, in microseconds."""
+    a = np.asarray(ns, dtype=np.float64) / 1e3 if len(ns) else np.zeros(1)
+    return {"p50_us": float(np.percentile(a, 50)), "p99_us": float(np.percentile(a, 99)), "max_us": float(a.max())}
+
+
+def timed(f, n: int) -> list[int]:
+    """ns of each of n calls of f(i)."""
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        f(i)
+        out.append(time.perf_counter_ns() - t0)
+    return out
+
+
+def model_costs(adapter: LiveAdapter) -> dict:
+    """What the model adds to a decision: the session's features reads and predictions, and, on the features it
+    logged, xgboost's one-row predict and the ml_grid decision with the forecast, timed here."""
+    from grinder.core.decision import Decider
+
+    m = adapter.model
+    rows = [r.features for r in adapter.model_log if not np.isnan(r.outputs).all()]
+    n = len(rows)
+    if not n:
+        return {}
+    xgb = timed(lambda i: m.loaded.predict(rows[i][None, :]), n)
+    d = Decider(adapter.strategy, adapter.strategy.validate(adapter.cfg.params))
+    signals = [np.array([m.loaded.predict(r[None, :])[0, 0]]) for r in rows]
+    bb, ba = adapter.top[0], adapter.top[1]
+
+    def decide(i: int) -> None:
+        d.decide(0, bb, ba, 1.0, 1.0, adapter.tick, adapter.lot, 0.0, 0.0, 1.0, [], signals[i])
+
+    timed(decide, min(n, 200))  # compiled, then warm
+    return {"predictor": m.predictor, "read": percentiles(m.read_ns), "predict": percentiles(m.predict_ns),
+            "xgboost_predict": percentiles(xgb), "decide": percentiles(timed(decide, n)), "rows": n,
+            "reads": len(m.read_ns), "predictions": len(m.predict_ns), "decisions": adapter.decisions}  # fmt: skip
 
 
 def summary(adapter: LiveAdapter, wall_s: float, state: Path) -> dict:
@@ -103,7 +167,28 @@ def summary(adapter: LiveAdapter, wall_s: float, state: Path) -> dict:
         col = lat[:, i] if len(lat) else np.zeros(1)
         out[name] = {"p50_us": float(np.percentile(col, 50)), "p99_us": float(np.percentile(col, 99)),
                      "max_us": float(col.max())}  # fmt: skip
+    if adapter.model is not None:
+        out["model"] = model_costs(adapter)
     return out
+
+
+@contextlib.contextmanager
+def a_model(args):
+    """args.model / args.mlruns: as given, or a model trained on args.root into a temporary store for the run."""
+    if args.model:
+        yield
+        return
+    from grinder.ml import registry
+    from grinder.ml.train import train_job
+
+    with tempfile.TemporaryDirectory() as d:
+        lake = Path(d) / "lake"
+        shutil.copytree(args.root, lake)  # the trainer's reads never touch the lake given
+        args.mlruns = Path(d) / "mlruns"
+        trained = train_job("fwd_rv_10s", root=lake, symbol=args.symbol, mlruns=args.mlruns, name="bench-vol")
+        registry.set_alias(registry.open_registry(args.mlruns), "bench-vol", registry.CHAMPION, trained.model_version)
+        args.model = "models:/bench-vol@champion"
+        yield
 
 
 def main() -> None:
@@ -113,8 +198,12 @@ def main() -> None:
     ap.add_argument("--speed", type=float, default=2.0, help="replay speed, x real time (the sample lasts 345 s)")
     ap.add_argument("--seconds", type=float, default=60.0, help="wall time per mode")
     ap.add_argument("--step-ms", type=int, default=100)
+    ap.add_argument("--hot-ms", type=float, default=5.0, help="the adapter's hot window (0: nothing decided ahead)")
     ap.add_argument("--levels", type=int, default=5, help="grid levels a side")
-    ap.add_argument("--modes", nargs="+", default=["live", "paper"], choices=["live", "paper"])
+    ap.add_argument("--modes", nargs="+", default=["live", "paper"],
+                    choices=["live", "paper", "live+model", "paper+model"])  # fmt: skip
+    ap.add_argument("--model", help="with a +model mode: models:/NAME@ALIAS (default: one trained on --root)")
+    ap.add_argument("--mlruns", type=Path, default=REPO / "mlruns", help="the MLflow store --model is in")
     ap.add_argument("--venue", default="apart", choices=["apart", "shared"],
                     help="apart: the emulator on a CPU of its own at idle priority; shared: as they come")  # fmt: skip
     args = ap.parse_args()
@@ -125,28 +214,36 @@ def main() -> None:
         args.venue_cpu = max(cpus)  # the emulator's; the adapter (this process) keeps the others
         os.sched_setaffinity(0, cpus - {args.venue_cpu})  # before any thread starts: they all inherit it
     results = {}
-    for mode in args.modes:
-        port = free_port()
-        venue = start_venue(args, port)
-        try:
-            with tempfile.TemporaryDirectory() as d:
-                adapter, wall = asyncio.run(session(args, mode, port, Path(d)))
-                results[mode] = summary(adapter, wall, Path(d))
-        finally:
-            venue.terminate()
-            venue.wait(30)
+    with a_model(args) if any("+model" in m for m in args.modes) else contextlib.nullcontext():
+        for mode in args.modes:
+            port = free_port()
+            venue = start_venue(args, port)
+            try:
+                with tempfile.TemporaryDirectory() as d:
+                    adapter, wall = asyncio.run(session(args, mode, port, Path(d)))
+                    results[mode] = summary(adapter, wall, Path(d))
+            finally:
+                venue.terminate()
+                venue.wait(30)
     print(f"decision latency, static_grid {args.levels} levels a side, decision every {args.step_ms} ms, "
-          f"replay of {args.root} at {args.speed:g}x, venue emulator {args.venue} "
+          f"hot window {args.hot_ms:g} ms, replay of {args.root} at {args.speed:g}x, venue emulator {args.venue} "
           f"({platform.node()}, {os.cpu_count()} CPUs)")  # fmt: skip
     print(
-        f"{'mode':6} {'decisions':>9} {'ahead':>6} {'sending':>8} {'presigned':>9}  "
+        f"{'mode':11} {'decisions':>9} {'ahead':>6} {'sending':>8} {'presigned':>9}  "
         + "  ".join(f"{p + ' p50/p99/max us':>28}" for p in PHASES)
     )
     for mode, r in results.items():
         cells = "  ".join(f"{r[p]['p50_us']:>9.0f} {r[p]['p99_us']:>9.0f} {r[p]['max_us']:>8.0f}" for p in PHASES)
-        print(f"{mode:6} {r['decisions']:>9} {r['ahead']:>6} {r['sending']:>8} {r['presigned']:>9}  {cells}")
+        print(f"{mode:11} {r['decisions']:>9} {r['ahead']:>6} {r['sending']:>8} {r['presigned']:>9}  {cells}")
         if r["errors"]:
-            print(f"       audit trail: {r['errors']}")
+            print(f"            audit trail: {r['errors']}")
+    for mode, r in results.items():
+        m = r.get("model")
+        if m:
+            cells = ", ".join(f"{k.replace('_', ' ')} {m[k]['p50_us']:.1f} / {m[k]['p99_us']:.1f}"
+                              for k in ("read", "predict", "xgboost_predict", "decide"))  # fmt: skip
+            print(f"{mode}: per decision, p50 / p99 us: {cells} ({m['predictor']} trees predict; "
+                  f"{m['reads']} reads and {m['predictions']} predictions in {m['decisions']} decisions)")  # fmt: skip
     worst = max(r["request"]["p99_us"] for r in results.values())
     print(f"target: request p99 < 1000 us -> {'met' if worst < 1000 else 'NOT met'} (worst p99 {worst:.0f} us)")
     out = REPO / "bench" / "out"

@@ -21,7 +21,10 @@ With `[ha]`, instances elect a leader on Redis and only the leader changes anyth
 others decide and reconcile without sending (`live.leader`, decision 041).
 Under systemd it says READY=1 once its start is done, feeds the watchdog only while the decision
 loop turns and says STOPPING=1 as its stop begins (`live.sd_notify`, decision 042); each run leaves
-a folder under `<state_dir>/runs` (`live.runs`).
+a folder under `<state_dir>/runs` (`live.runs`). With `[model]`, a registered model pinned at start
+is in the decision path (`live.model`): its forecast from the live features (`live.features`) is
+the decisions' signals (active), or drives a strategy that decides beside the trading one and sends
+nothing (shadow).
 
 Modes: "live" sends real orders; "testnet" too, to ccxt's testnet hosts unless `api_url` says
 where. To anything but a loopback emulator they refuse to start unless ALLOW_MAINNET_TRADE=1 is set
@@ -71,6 +74,7 @@ from grinder.live.fills import fills_of
 from grinder.live.instance import Instances, other_instance, probe
 from grinder.live.leader import Fenced, Leadership, key_prefix
 from grinder.live.metrics import MetricsServer, adapter_registry, exposition
+from grinder.live.model import ModelPath, Reading
 from grinder.live.port import REFUSED_EVERY_NS, ExchangePort, PortFailed, PortRefused
 from grinder.live.reconcile import (
     LedgerDrift,
@@ -144,6 +148,7 @@ class LiveAdapter:
     decision_log: list | None = (
         None  # when a list: every decision's inputs and targets (`DecisionRecord`, for live.parity)
     )
+    model_log: list | None = None  # with [model], when a list: each decision as the model saw it (live.model)
     housekeeping_runs: int = 0
     housekept_ns: int = 0  # perf_counter_ns of the last housekeeping
     decided_ahead: int = 0  # decisions taken ahead of their tick and adopted at it (inputs unchanged)
@@ -165,6 +170,11 @@ class LiveAdapter:
         if self.clock is not None:
             self.clock_ns, self.monotonic = self.clock.time_ns, self.clock.monotonic
         self.strategy = get(self.cfg.strategy)
+        # A registered model (live.model), resolved and checked before anything is written: a missing alias
+        # or a damaged model refuses the start with nothing changed. Active: its forecast is every
+        # decision's signals (an input a decision taken ahead must still hold at its tick).
+        self.model = ModelPath.open(self.cfg, self.strategy, self.audit, self.clock_ns, self.model_log)
+        self._model_signals = self.model is not None and self.model.mode == "active"
         self.decider = Decider(self.strategy, self.strategy.validate(self.cfg.params), gates=self.cfg.gates)
         self.decider.warm_up()  # the first real decision must not pay for loading compiled code
         # Binance's quantitative rules over every order sent, in the state the Decider's gate reads
@@ -291,6 +301,8 @@ class LiveAdapter:
                 await self._close_metrics()
             self.ids.close()
             self.budget.close()
+            if self.model is not None:
+                self.model.close()
             self._close_run_folder(outcome="start_failed", error=_one_line(e, self.audit.redact))
             raise
         self.ids.reserve_ahead()  # a reservation is fsynced: never between the first decision and its order
@@ -301,6 +313,8 @@ class LiveAdapter:
         gc.freeze()
         gc.disable()
         tasks = [asyncio.create_task(c) for c in (self._book(), self._user(), self._decide(), self._reconciler())]
+        if self.model is not None:
+            tasks.append(asyncio.create_task(self._trades()))  # the live features' trades (live.features)
         lease: asyncio.Task | None = None
         if self.leader is not None:
             # The lease is kept by a task of its own, also through the stop (its cancels need it); the
@@ -381,6 +395,13 @@ class LiveAdapter:
                 self.audit.write(self.clock_ns(), "final_pnl_unknown", error=type(e).__name__)
             self.port.flush_refused(self.clock_ns(), force=True)
             self.flush_blocked(self.clock_ns(), force=True)
+            model = {}  # run.json's `model`: what ran (as at the start) and what it did (`at_stop`)
+            if self.model is not None:
+                self.model.flush_interval(self.clock_ns(), force=True)
+                done = self.model.outcome()
+                self.audit.write(self.clock_ns(), "model_stop", **done)
+                self.model.close()
+                model = {"model": self.model.summary() | {"at_stop": done}}
             self.audit.write(self.clock_ns(), "stop", position=self.position, pnl=self.pnl, decisions=self.decisions)
             await self._final_metrics()
             self.ids.close()
@@ -389,7 +410,8 @@ class LiveAdapter:
             clean = self.stop_outcome is not None and self.stop_outcome.clean
             self._close_run_folder(outcome="stopped", decisions=self.decisions, position=self.position, pnl=self.pnl,
                                    clean=clean, kill=self.kill_requested,
-                                   failed=None if failed is None else type(failed).__name__)  # fmt: skip
+                                   failed=None if failed is None else type(failed).__name__,
+                                   **model)  # fmt: skip
             self.notifier.status(f"stopped: {self.decisions} decisions, position {self.position:g}, "
                                  f"{'no order left' if clean else 'orders may be left'}")  # fmt: skip
             self.notifier.close()
@@ -408,12 +430,18 @@ class LiveAdapter:
         The whole history stays in the audit trail: a run folder is a copy, so trading never waits for it.
         """
         try:
+            model = {} if self.model is None else {"model": self.model.summary()}
             self.run_folder = RunFolder.start(self.cfg.state_dir, self.ids.epoch, self.audit.path, time.time_ns(),
                                               self.cfg.keep_runs, self.cfg.keep_days, strategy=self.strategy.name,
-                                              symbol=self.cfg.symbol, mode=self.cfg.mode)  # fmt: skip
+                                              symbol=self.cfg.symbol, mode=self.cfg.mode, **model)  # fmt: skip
         except Exception as e:  # noqa: BLE001 - an artifact: never a reason not to trade
             self.audit.write(self.clock_ns(), "run_folder_failed", error=str(e)[:300])
             return
+        if self.model is not None:
+            try:
+                self.model.open_log(self.run_folder.path)
+            except OSError as e:  # the decisions are still audited per interval
+                self.audit.write(self.clock_ns(), "model_log_failed", error=e.strerror)
         self._budget_at_start = self._budget_state()
         self.audit.write(self.clock_ns(), "run_folder", path=str(self.run_folder.path),
                          removed=self.run_folder.removed, completed=self.run_folder.completed)  # fmt: skip
@@ -502,6 +530,10 @@ class LiveAdapter:
         self.audit.write(self.clock_ns(), "start", strategy=self.strategy.name, symbol=self.cfg.symbol,
                          mode=self.cfg.mode, params=self.cfg.params, gates=self.cfg.gates.model_dump(),
                          epoch=self.ids.epoch)  # fmt: skip
+        if self.model is not None:
+            # Before anything subscribes to the book and the trades: the features see the first snapshot.
+            self.model.attach(ex, self.market["id"], self.tick)
+            self.audit.write(self.clock_ns(), "model", **self.model.summary())
         try:
             # Another live instance of this strategy and symbol refuses the start; a dead one's orders
             # become orphans of the reconciliation (live.instance). Paper orders are this process's only.
@@ -645,6 +677,18 @@ class LiveAdapter:
                 if not self.book_ts:
                     self.audit.write(self.clock_ns(), "book_fresh", nonce=ob.get("nonce"), decisions=self.decisions)
                 self.book_ts = self.monotonic()
+
+    async def _trades(self) -> None:
+        """Keep the trade stream subscribed: the live features take its trades from the client's taps."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                await self.ex.watch_trades(self.symbol)
+                failures = 0
+            except (ccxt.NetworkError, ccxt.ExchangeError):
+                # ccxt resubscribes on the next watch; the pause grows so a venue that keeps failing is not hammered.
+                failures += 1
+                await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))
 
     async def _user(self) -> None:
         while not self._stop.is_set():
@@ -808,6 +852,8 @@ class LiveAdapter:
         if hasattr(self, "port"):
             self.port.flush_refused(self.clock_ns())
         self.flush_blocked(self.clock_ns())
+        if self.model is not None:
+            self.model.housekeeping(self.clock_ns())
         self.housekeeping_runs += 1
         gc.collect(1 if self.housekeeping_runs % 64 else 2)  # gc is disabled while trading: only here
         return True
@@ -826,7 +872,10 @@ class LiveAdapter:
                                                self.contract_size)  # fmt: skip
         now_ns = self.clock_ns() if now_ns is None else now_ns
         self.unit_notional = unit_notional
-        return known, (now_ns, bb, ba, bq, aq, self.tick, self.lot, self.position, equity, unit_notional, view)
+        args = (now_ns, bb, ba, bq, aq, self.tick, self.lot, self.position, equity, unit_notional, view)
+        if self._model_signals:  # the model's forecast on the features as they are now: the decision's signals
+            args += (self.model.forecast(),)
+        return known, args
 
     def _prepare_request(self) -> None:
         """Presign the first request of the decision taken ahead (decision 014); else warm the path on a throwaway."""
@@ -856,6 +905,8 @@ class LiveAdapter:
             return
         known, args = self._inputs(tick_wall_ns)
         self._ahead = (tick_ns, known, self._input_key(known), args, self.decider.decide_ahead(*args))
+        if self.model is not None and not self._model_signals:
+            self.model.forecast()  # shadow: the tick's forecast made ahead too (cached while no event arrives)
 
     def _input_key(self, known: list[Known]) -> tuple:
         """All a decision is taken on but its time: the book's top, the position and each order's state.
@@ -863,8 +914,10 @@ class LiveAdapter:
         Equal keys give equal `_inputs` arguments (time aside), at a fraction of their cost.
         """
         orders = [(k.side, k.price_ticks, k.qty - k.filled, k.status, k.request) for k in known]
-        # The ledger's version and the funding stand for the equity the gates read.
-        return self.top, self.position, self.ledger_version, self.funding_paid, self.tick, self.lot, orders
+        # The ledger's version and the funding stand for the equity the gates read; with the model's forecast
+        # as the signals, the count of market events the features took stands for it (any new one may move it).
+        features = self.model.features.received if self._model_signals else None
+        return self.top, self.position, self.ledger_version, self.funding_paid, self.tick, self.lot, orders, features
 
     def _adopt_ahead(self, known: list[Known]) -> tuple[tuple, Intents] | None:
         """The decision taken ahead for this tick, adopted, if it was taken on these inputs: (its arguments, intents).
@@ -897,6 +950,8 @@ class LiveAdapter:
         args, intents = taken
         bb, ba = args[1], args[2]
         decided = time.perf_counter_ns()
+        # The features this decision was taken on (active: those of its forecast; no event came since).
+        reading = self.model.reading() if self.model is not None else None
         self.decisions += 1
         if self.decision_log is not None:
             self.decision_log.append(
@@ -906,6 +961,7 @@ class LiveAdapter:
         if intents.blocked or self._gates_on:
             self._gate_news(intents.blocked, self.clock_ns(), args[8], args[7])
         if self.leader is not None and not self.trading():
+            self._model_after(args, reading)
             return  # a follower decides (warm code, warm state) and sends nothing (live.leader)
         self.ex.arm_probe()
         # The cancels all at once, then (once they are answered: they free margin and position room)
@@ -920,6 +976,12 @@ class LiveAdapter:
             self.latencies.append(
                 (started - ready, decided - ready, self.ex.first_request_ns - ready, self.tick_late_ns)
             )
+        self._model_after(args, reading)
+
+    def _model_after(self, args: tuple, reading: Reading | None) -> None:
+        """The decision to the model's records (live.model): once its requests are out, off their path."""
+        if self.model is not None:
+            self.model.after_decision(args[0], reading, args, self.decider)
 
     def _gate_news(self, blocked: dict[str, int], now_ns: int, equity: float, position: float) -> None:
         """Audit at `now_ns` what the gates blocked in a decision taken on `equity` (settle currency) and `position`.

@@ -11,7 +11,9 @@ percent-encoded) and every 64-hex-digit token (an HMAC-SHA256 signature, whateve
 and a registered secret where it stands as a whole token (delimited by the start or end of the
 text, whitespace or URL / JSON punctuation). Whole tokens only: a short secret ("s") does not eat
 into words ("start"). A secret of SECRET_ANYWHERE_LEN characters or more is masked also inside a
-longer token, and the whole token goes.
+longer token, and the whole token goes. One exception to the 64-hex rule: a field the adapter names
+as a content hash (`DIGEST_KEYS`: a model's booster hash, its feature set's version) whose whole
+value is one 64-hex digest is written as it is (registered secrets are still masked in it).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ _SECRET_PARAMS = re.compile(
     re.I,
 )
 _HEX64 = re.compile(rf"(?<![^{_DELIMS}])[0-9a-fA-F]{{64}}(?![^{_DELIMS}])")
+# Fields holding a SHA-256 content hash the adapter writes itself (live.model's `model` line): kept when whole.
+DIGEST_KEYS = frozenset({"sha256", "model_sha256", "feature_set_version"})
+_WHOLE_HEX64 = re.compile(r"[0-9a-f]{64}")
 SECRET_ANYWHERE_LEN = 12  # a secret this long does not occur by chance inside another word
 # One encoder for every line: json.dumps with options builds a new one per call (decision 012).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
@@ -83,7 +88,7 @@ class AuditLog:
             low = value.lower()  # every name _SECRET_PARAMS knows holds one of these: most text skips it
             if "sig" in low or "key" in low or "secret" in low or "pass" in low or "token" in low:
                 value = _SECRET_PARAMS.sub(lambda m: m.group(1) + REDACTED, value)
-            if len(value) >= 64:
+            if len(value) >= 64 and not (key in DIGEST_KEYS and _WHOLE_HEX64.fullmatch(value)):
                 value = _HEX64.sub(REDACTED, value)
             if self._secret_re is not None and any(x in value for x in self._secrets):
                 value = self._secret_re.sub(REDACTED, value)

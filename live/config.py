@@ -1,7 +1,8 @@
 """`grinder live --config FILE`: the adapter's settings, typed and checked once when the file is read.
 
 The `[gates]` table is `grinder.core.gates.GateConfig`, the model `grinder backtest --config` reads
-its `[gates]` table into: one file's gates mean the same in both.
+its `[gates]` table into: one file's gates mean the same in both. The `[model]` table puts a
+registered model in the decision path (`ModelConfig`, docs/ml.md "Models in the decision path").
 """
 
 from __future__ import annotations
@@ -57,6 +58,49 @@ class HaConfig(BaseModel):
         if u.scheme != "rediss" and not redis_on_loopback(v):
             raise ValueError(f"{v!r}: a Redis off this machine needs rediss:// (TLS) and GRINDER_REDIS_PASSWORD")
         return v
+
+
+class ModelConfig(BaseModel):
+    """The `[model]` table: a registered model, resolved once at start and pinned, that drives a strategy.
+
+    `shadow`: the configured strategy trades as without it, and `strategy` (with `[model.params]`),
+    driven by the model, decides beside it on the same inputs; its decisions are logged, never sent.
+    `active`: the configured strategy is the model-driven one and trades.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    uri: str = Field(description="models:/NAME@ALIAS or models:/NAME/VERSION in the `mlruns` store")
+    mlruns: Path | None = Field(None, description="the MLflow store's folder (absent: $GRINDER_MLRUNS, else ./mlruns)")
+    mode: str = Field(pattern="^(shadow|active)$", description="shadow: decide beside, send nothing; active: trade")
+    strategy: str | None = Field(None, description="shadow: the model-driven strategy (one that reads signals)")
+    params: dict = Field(default_factory=dict, description="shadow: that strategy's parameters ([model.params])")
+    warmup_s: float | None = Field(
+        None, ge=0, le=86_400,
+        description="no forecast (NaN: a model strategy pauses) until the live features hold this much exchange "
+        "time since the first synced book (s; absent: the feature set's longest horizon)",
+    )  # fmt: skip
+
+    @field_validator("uri")
+    @classmethod
+    def _registry_uri(cls, v: str) -> str:
+        from grinder.ml.model import ModelRef
+
+        try:
+            ModelRef.parse(v)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+
+def _strategy(name: str, field: str):
+    """The strategy called `name`; ValueError naming `field` if there is none."""
+    from grinder.core.strategy import get
+
+    try:
+        return get(name)
+    except ConfigError as e:
+        raise ValueError(f"{field}: {e}") from None
 
 
 class LiveConfig(BaseModel):
@@ -136,6 +180,8 @@ class LiveConfig(BaseModel):
 
     # Leader election (issue 22, live.leader; decision 041): only the leader sends anything that changes the venue.
     ha: HaConfig | None = Field(None, description="the [ha] table: leader election on Redis (absent: off)")
+    # A registered model in the decision path (issue 23, live.model): shadow beside the strategy, or driving it.
+    model: ModelConfig | None = Field(None, description="the [model] table: a registered model (absent: none)")
 
     @field_validator("dead_man_s")
     @classmethod
@@ -168,6 +214,39 @@ class LiveConfig(BaseModel):
     def _ha_needs_a_venue(self) -> LiveConfig:
         if self.ha is not None and self.mode == "paper":
             raise ValueError("ha: paper mode sends nothing to a venue, there is nothing to elect a leader for")
+        return self
+
+    @model_validator(mode="after")
+    def _model_fits_the_strategies(self) -> LiveConfig:
+        # Fail closed: a strategy that reads a model's signals never runs without a model to give them.
+        trading = _strategy(self.strategy, "strategy")
+        m = self.model
+        if m is None:
+            if trading.signals:
+                raise ValueError(f"strategy: {trading.name} reads a model's {', '.join(trading.signals)} forecast: "
+                                 'add a [model] table (uri = "models:/NAME@champion", mode = "active")')  # fmt: skip
+            return self
+        if m.mode == "active":
+            if not trading.signals:
+                raise ValueError(f"model.mode: active drives the configured strategy, but {trading.name} reads no "
+                                 "signals (shadow mode runs a model strategy beside it: model.strategy)")  # fmt: skip
+            if m.strategy is not None or m.params:
+                field = "model.strategy" if m.strategy is not None else "model.params"
+                raise ValueError(f"{field}: only in shadow mode (active: the configured strategy is the model's)")
+            return self
+        if m.strategy is None:
+            raise ValueError("model.strategy: shadow mode needs the model-driven strategy to run beside "
+                             f"{trading.name} (e.g. \"ml_grid\", with [model.params])")  # fmt: skip
+        if trading.signals:
+            raise ValueError(f"strategy: in shadow mode the trading strategy runs without the model, but "
+                             f"{trading.name} reads signals (model.mode = \"active\" trades it)")  # fmt: skip
+        shadow = _strategy(m.strategy, "model.strategy")
+        if not shadow.signals:
+            raise ValueError(f"model.strategy: {shadow.name} reads no signals: nothing for the model to drive")
+        try:
+            shadow.validate(m.params)
+        except ConfigError as e:
+            raise ValueError(f"model.params: {e}") from None
         return self
 
     @model_validator(mode="after")

@@ -17,7 +17,8 @@ decision's run-up. The same text goes to `<state_dir>/metrics.prom` when the ada
 Every adapter series carries `strategy` and `symbol`. Money is in the settle currency (`_settle`,
 USDT for BTCUSDT; `grinder_adapter_info` names it), positions in base units (`_base`: contracts for
 an inverse market), the budget's notional in quote currency (`_quote`). Names and meanings:
-docs/live.md, "Metrics".
+docs/live.md, "Metrics"; with `[model]`, the model's `grinder_model_*` and `grinder_shadow_*`
+(live.model's counts): docs/ml.md, "Models in the decision path".
 """
 
 from __future__ import annotations
@@ -269,6 +270,42 @@ class AdapterCollector:
                   leading)  # fmt: skip
         yield one(GaugeMetricFamily, "grinder_fencing_token",
                   "The fencing token of the lease this instance holds (0: none, or no [ha]).", token)  # fmt: skip
+
+        # The model in the decision path (live.model), with [model] only.
+        m = getattr(a, "model", None)
+        if m is not None:
+            yield from self._model(m, fam, one, base)
+
+    @staticmethod
+    def _model(m, fam, one, base: list[str]) -> Iterable[Metric]:
+        ld = m.loaded
+        info = fam(GaugeMetricFamily, "grinder_model_info",
+                   "The registered model in the decision path, pinned at start: 1 (what it is in the labels).",
+                   ("model", "version", "alias", "sha256", "feature_set", "mode", "model_strategy",
+                    "predictor"))  # fmt: skip
+        info.add_metric([*base, ld.name, ld.version, ld.alias or "", ld.model_sha256, ld.feature_set.version, m.mode,
+                         m.driven.name, m.predictor], 1)  # fmt: skip
+        yield info
+        yield one(GaugeMetricFamily, "grinder_model_forecast",
+                  "The model's last forecast (its first output; NaN: none, e.g. while the features warm up).",
+                  m.last_forecast)  # fmt: skip
+        mode = fam(GaugeMetricFamily, "grinder_model_strategy_mode",
+                   "The model-driven strategy's mode after the last decision: 1 for the mode.", ("mode",))  # fmt: skip
+        for name in m.driven.modes:
+            mode.add_metric([*base, name], int(name == m.mode_name))
+        yield mode
+        yield one(CounterMetricFamily, "grinder_model_decisions", "Decisions the model took part in.", m.decisions)
+        yield one(CounterMetricFamily, "grinder_model_forecasts_missing",
+                  "Decisions with no forecast (NaN: the model strategy pauses).", m.missing)  # fmt: skip
+        yield one(CounterMetricFamily, "grinder_model_predictor_mismatches",
+                  "Checks where the compiled trees differed from xgboost (then xgboost predicts).",
+                  m.mismatches)  # fmt: skip
+        if m.shadow is not None:
+            yield one(CounterMetricFamily, "grinder_shadow_decisions",
+                      "Decisions the shadow strategy took (it sends none).", m.shadow_decisions)  # fmt: skip
+            yield one(CounterMetricFamily, "grinder_shadow_target_differences",
+                      "Decisions where the shadow's target quotes differ from the trading strategy's.",
+                      m.targets_differ)  # fmt: skip
 
 
 def adapter_registry(adapter) -> CollectorRegistry:

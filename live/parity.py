@@ -222,6 +222,7 @@ class LiveSession:
     step_ns: int = 0
     fill_ts: list[int] | None = None
     blocked: list[dict[str, int]] | None = None  # each decision's intents blocked by the gates, by reason
+    model: list | None = None  # with [model]: each decision as the model saw it (live.model.ModelRecord)
 
 
 async def live_session(tape: Tape, strategy: str, params: dict, speed: float, seconds: float, step_ms: int,
@@ -269,7 +270,9 @@ async def lockstep_session(tape: Tape, strategy: str, params: dict, step_ns: int
     the adapter's book holds the last depth update sent and the adapter has read every user-stream
     event sent, releases one decision at t_k and waits until it has finished and the events its
     requests caused have been read. Nothing waits on the wall clock: each wait ends when its
-    condition holds, or fails after `timeout_s` naming it. `cfg_kw` go to `LiveConfig`.
+    condition holds, or fails after `timeout_s` naming it. `cfg_kw` go to `LiveConfig`. With a
+    `model` among them the adapter's live features must also have taken every trade sent (they come
+    on a stream of their own) before a decision, and the session records what the model saw.
     """
     from grinder.live.adapter import LiveAdapter
     from grinder.live.audit import AuditLog
@@ -282,6 +285,8 @@ async def lockstep_session(tape: Tape, strategy: str, params: dict, step_ns: int
     creds = Credentials("parity-key", "parity-secret")
     srv = VenueServer(tape, creds)
     srv.preroll()
+    row0 = srv.row  # the first row streamed (those before were applied unseen)
+    trades_before = np.concatenate([[0], np.cumsum(np.asarray(tape.kind) == 3)])  # trade rows before each row
     t0 = int(tape.ts_exch[srv.row - 1])
     srv.now_ns = t0
     clock = SteppedClock(t0)
@@ -292,16 +297,26 @@ async def lockstep_session(tape: Tape, strategy: str, params: dict, step_ns: int
     audit = AuditLog(state_dir / "audit.jsonl", secrets=(creds.api_key, creds.secret), max_delay_s=None)
     decision_ts: list[int] = []
     try:
-        adapter = LiveAdapter(cfg, ex, audit, clock=clock, decision_log=[])
+        adapter = LiveAdapter(cfg, ex, audit, clock=clock, decision_log=[],
+                              model_log=[] if cfg.model is not None else None)  # fmt: skip
         task = asyncio.create_task(adapter.run())
+        trades_sent = lambda: int(trades_before[srv.row] - trades_before[row0])  # noqa: E731
+
+        def trades_in() -> bool:  # the live features have every trade sent (no model: nothing to wait for)
+            if adapter.model is None:
+                return True
+            f = adapter.model.features
+            return f is not None and bool(srv.trade_subs["trade"]) and f.trades == trades_sent()
 
         def settled() -> bool:
             return (adapter.book_nonce == srv.update_id and ex.order_events == srv.order_updates
-                    and adapter.user_seen == srv.order_updates)  # fmt: skip
+                    and adapter.user_seen == srv.order_updates and trades_in())  # fmt: skip
 
         def state() -> str:
+            f = adapter.model.features if adapter.model is not None else None
+            trades = "" if f is None else f", trades received {f.trades} of {trades_sent()}"
             return (f"book update {adapter.book_nonce} of {srv.update_id}, user-stream events received "
-                    f"{ex.order_events} and read {adapter.user_seen} of {srv.order_updates}")  # fmt: skip
+                    f"{ex.order_events} and read {adapter.user_seen} of {srv.order_updates}{trades}")  # fmt: skip
 
         started = lambda: settled() and bool(srv._all_user_socks())  # noqa: E731 - the user stream is open
         try:
@@ -336,7 +351,7 @@ async def lockstep_session(tape: Tape, strategy: str, params: dict, step_ns: int
         fills.append((o.side, price, qty))
         fill_ts.append(o.updated_ns)
     return LiveSession(adapter.decision_log, fills, adapter.position, adapter.pnl, decision_ts, t0, step_ns, fill_ts,
-                       adapter.decision_blocked)  # fmt: skip
+                       adapter.decision_blocked, adapter.model_log)  # fmt: skip
 
 
 async def _until(ready: Callable[[], bool], what: str, state: Callable[[], str], task: asyncio.Task,

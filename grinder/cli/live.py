@@ -64,6 +64,10 @@ def live(
                 loop.add_signal_handler(sig, adapter.stop)
             loop.add_signal_handler(signal.SIGUSR1, adapter.request_kill)  # the kill switch (live.kill)
             out.print(f"{cfg.strategy} on {cfg.symbol} ({cfg.mode}); audit {cfg.state_dir / 'audit.jsonl'}")
+            if adapter.model is not None:  # the version the alias named at start, kept for the session
+                m = adapter.model.summary()
+                out.print(f"  model {m['uri']} ({m['mode']}, {m['strategy']}; sha256 {m['sha256'][:12]})",
+                          highlight=False)  # fmt: skip
             # Never exit 0 when orders of ours may still rest (live.shutdown): one line says which.
             try:
                 await adapter.run()

@@ -160,7 +160,7 @@ def _booster(client, mv, uri: str, mlruns: Path):
         flavor = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["xgboost"]
         booster = xgb.Booster()
         booster.load_model(str(folder / flavor["data"]))
-    except (OSError, KeyError, TypeError, xgb.core.XGBoostError) as e:
+    except (OSError, KeyError, TypeError, ValueError, xgb.core.XGBoostError) as e:  # ValueError: an undecodable file
         raise TrackingError(f"{uri}: cannot read its xgboost model in {folder}: {e}", str(mlruns)) from None
     booster.set_param({"nthread": 1})  # one row per live decision: threads cost more than they give
     return booster
