@@ -100,8 +100,9 @@ def test_an_unsynced_book_cancels_every_quote_without_calling_the_kernel():
 
 
 @njit(cache=True)
-def too_many(params, state, now, bb, ba, bq, aq, tick, lot, pos, sig, o_side, o_px, o_qty, m, t_side, t_px, t_qty,
-             t_level):
+def too_many(
+    params, state, now, bb, ba, bq, aq, tick, lot, pos, sig, o_side, o_px, o_qty, m, t_side, t_px, t_qty, t_level
+):
     return t_side.shape[0] + 1
 
 
