@@ -62,3 +62,17 @@ def mlflow_store_outside_the_repo(tmp_path_factory):
         os.environ.pop("GRINDER_MLRUNS", None)
     else:
         os.environ["GRINDER_MLRUNS"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def instrument_snapshots_outside_the_repo(tmp_path_factory):
+    """Lookups see the bundled instrument snapshot only: a `grinder data instruments --refresh` a developer
+    ran in the checkout (data/instruments/) must not change what the tests ingest and backtest."""
+    root = tmp_path_factory.mktemp("instruments")
+    old = os.environ.get("GRINDER_INSTRUMENTS")
+    os.environ["GRINDER_INSTRUMENTS"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("GRINDER_INSTRUMENTS", None)
+    else:
+        os.environ["GRINDER_INSTRUMENTS"] = old

@@ -1,4 +1,5 @@
-"""`grinder data`: ingest vendor files into the lake, list it, query it with SQL, generate data, check a book."""
+"""`grinder data`: ingest vendor files into the lake, list it, query it with SQL, generate data, check a book;
+list and refresh the instrument snapshots."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ from grinder.cli.common import DEFAULT_ROOT, RootOpt, clean_errors, err, out, sp
 from grinder.errors import ConfigError, DataError
 from grinder.settings import parse_time
 
-app = typer.Typer(help="Market data: ingest, list, query, generate, verify.", no_args_is_help=True)
+app = typer.Typer(help="Market data: ingest, list, query, generate, verify; instrument rules.", no_args_is_help=True)
+InstrumentsOpt = Annotated[
+    Path | None,
+    typer.Option("--instruments", help="Folder of refreshed instrument snapshots (env GRINDER_INSTRUMENTS)."),
+]
 
 
 class Format(StrEnum):
@@ -26,9 +31,36 @@ class Format(StrEnum):
     hftbacktest = "hftbacktest"
 
 
-def _guess_symbol(paths: list[Path]) -> str | None:
-    m = re.match(r"([a-z0-9]+?)[_-]", paths[0].name.lower())
-    return m.group(1).upper() if m else None
+# Tardis names its files <exchange>_<data type>_<YYYY-MM-DD>_<SYMBOL>.csv.gz; its Binance exchanges are ours.
+_TARDIS_NAME = re.compile(r"([a-z0-9-]+)_[A-Za-z0-9_]+?_\d{4}-\d{2}-\d{2}_([A-Za-z0-9_.-]+?)\.csv(?:\.gz)?")
+_TARDIS_VENUES = {"binance-futures": "binance-usdm", "binance-delivery": "binance-coinm"}
+# A COIN-M contract at the start of a file name: btcusd_perp_20240808.gz, BTCUSD_PERP-trades-2024-08-08.csv.
+_COINM_NAME = re.compile(r"([a-z0-9]+usd)_(perp|\d{6})(?=[_.-]|$)")
+
+
+def _guess_symbol(paths: list[Path], venue: str) -> str | None:
+    """The symbol a file name names, for `venue`; a ConfigError if the name says another venue."""
+    name = paths[0].name
+    m = _TARDIS_NAME.fullmatch(name)
+    if m:
+        said = _TARDIS_VENUES.get(m.group(1))
+        if said is not None and venue in _TARDIS_VENUES.values() and said != venue:
+            raise ConfigError(f"{name} is a Tardis {m.group(1)} file, a {said} contract: pass --venue {said}")
+        return m.group(2).upper()
+    m = _COINM_NAME.match(name.lower())
+    if m:
+        return f"{m.group(1)}_{m.group(2)}".upper()
+    m = re.match(r"([a-z0-9]+?)[_-]", name.lower())
+    if not m:
+        return None
+    symbol = m.group(1).upper()
+    # COIN-M captures named after the pair (btcusd_20240808.gz) hold its perpetual.
+    return symbol + "_PERP" if venue == "binance-coinm" and re.fullmatch(r"[A-Z0-9]+USD", symbol) else symbol
+
+
+def _line(text: str) -> None:
+    """One line on stdout as written: never wrapped (grep), no rich markup (paths and sources may hold brackets)."""
+    out.print(text, soft_wrap=True, markup=False, highlight=False)
 
 
 @app.command("ingest")
@@ -42,34 +74,42 @@ def ingest(
     tick_size: Annotated[float | None, typer.Option(help="Override the tick size (quote per base).")] = None,
     lot_size: Annotated[float | None, typer.Option(help="Override the lot size (base).")] = None,
     min_notional: Annotated[float | None, typer.Option(help="Override the min notional (quote).")] = None,
-    contract: Annotated[str | None, typer.Option(help="linear or inverse.")] = None,
+    contract: Annotated[str | None, typer.Option(help="linear or inverse (a Binance venue fixes it).")] = None,
+    contract_size: Annotated[
+        float | None, typer.Option(help="Quote per contract of an inverse contract no snapshot lists (COIN-M).")
+    ] = None,
     maker_fee: Annotated[float | None, typer.Option(help="Maker fee as a fraction (0.0002 = 2 bp).")] = None,
     taker_fee: Annotated[float | None, typer.Option(help="Taker fee as a fraction.")] = None,
+    fee_tier: Annotated[int, typer.Option(help="VIP tier of the venue's fee schedule.", min=0)] = 0,
+    instruments: InstrumentsOpt = None,
     compression: Annotated[str, typer.Option(help="Parquet compression: lz4 (fast), zstd (small).")] = "lz4",
 ) -> None:
-    """Parse vendor files, validate every row and write them to the lake atomically."""
+    """Parse vendor files, validate every row and write them to the lake atomically.
+
+    The rules come from the newest instrument snapshot listing the symbol (`grinder data instruments`).
+    """
     from grinder.data.ingest import parse
-    from grinder.data.instruments import resolve_instrument
+    from grinder.data.instruments import VENUES, find, resolve_instrument
     from grinder.data.lake import Lake
 
     for p in paths:
         if not p.is_file():
             raise DataError("no such file", str(p))
-    symbol = symbol or _guess_symbol(paths)
+    symbol = symbol or _guess_symbol(paths, venue)
     if not symbol:
         raise ConfigError("cannot tell the symbol from the file name: pass --symbol")
-    inst = resolve_instrument(
-        venue,
-        symbol.upper(),
-        dict(
-            tick_size=tick_size,
-            lot_size=lot_size,
-            min_notional=min_notional,
-            contract=contract,
-            maker_fee=maker_fee,
-            taker_fee=taker_fee,
-        ),
+    overrides = dict(
+        tick_size=tick_size,
+        lot_size=lot_size,
+        min_notional=min_notional,
+        contract=contract,
+        contract_size=contract_size,
+        maker_fee=maker_fee,
+        taker_fee=taker_fee,
     )
+    inst = resolve_instrument(venue, symbol.upper(), overrides, fee_tier=fee_tier, directory=instruments)
+    snap = find(inst.venue, inst.symbol, instruments)
+    given = [k for k, v in overrides.items() if v is not None]
     lake = Lake(root, compression)
     t0 = time.perf_counter()
     with err.status(f"ingesting {len(paths)} file(s) as {fmt.value} {inst.venue}/{inst.symbol}"):
@@ -82,6 +122,14 @@ def ingest(
         f"ingested {inst.venue}/{inst.symbol} into {root}: {total:,} rows in {dt:.2f} s "
         f"({total / dt:,.0f} rows/s), group {manifest['group']}"
     )
+    rules = f"the {snap.label()}" if snap else "the command line"
+    if snap is None and inst.venue in VENUES and not {"maker_fee", "taker_fee"} <= set(given):
+        rules += f" and the {inst.venue} fee schedule at VIP {fee_tier}"
+    if snap and given:
+        rules += " and --" + ", --".join(k.replace("_", "-") for k in given)
+    _line(f"  rules: {inst.contract}, tick {inst.tick_size:g}, lot {inst.lot_size:g}"
+          f"{f', contract size {inst.contract_size:g}' if inst.contract == 'inverse' else ''}, "
+          f"settled in {inst.settle or '?'}, fees {inst.maker_fee:g}/{inst.taker_fee:g} from {rules}")  # fmt: skip
     for t, n in rep["rows"].items():
         out.print(f"  {t:8s} {n:>12,}")
     for reason, n in rep["skipped"].items():
@@ -90,6 +138,82 @@ def ingest(
         out.print(f"  [yellow]gap[/yellow] {g}")
     for note in rep["notes"]:
         out.print(f"  note: {note}")
+
+
+@app.command("instruments")
+@clean_errors
+def instruments_cmd(
+    venue: Annotated[str | None, typer.Option(help="binance-usdm or binance-coinm (default: both).")] = None,
+    symbol: Annotated[str | None, typer.Option(help="A symbol, or a pattern (BTC*, *USD_PERP).")] = None,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Fetch the venue's exchangeInfo through ccxt; write a new dated snapshot.")
+    ] = False,
+    url: Annotated[
+        str | None, typer.Option(help="With --refresh: a Binance-compatible server (the emulator) instead of Binance.")
+    ] = None,
+    instruments: InstrumentsOpt = None,
+) -> None:
+    """List the contracts Grinder has rules for, or refresh them from the venue.
+
+    Rules come from dated exchangeInfo snapshots: the bundled one and those --refresh writes to
+    --instruments ($GRINDER_INSTRUMENTS, else data/instruments). The newest listing a symbol wins.
+    """
+    from fnmatch import fnmatchcase
+
+    from grinder.data.instruments import VENUES, snapshots
+    from grinder.data.instruments import refresh as do_refresh
+
+    if venue is not None and venue not in VENUES:
+        raise ConfigError(f"--venue {venue}: instrument snapshots are kept for {', '.join(VENUES)}")
+    if url is not None and not refresh:
+        raise ConfigError("--url is where --refresh fetches from: pass --refresh too")
+    if refresh:
+        if url is not None and venue is None:
+            raise ConfigError("--url serves one venue's API: pass --venue binance-usdm or --venue binance-coinm")
+        if symbol is not None:
+            raise ConfigError("--refresh takes every contract of the venue: drop --symbol")
+        for v in [venue] if venue else list(VENUES):
+            with err.status(f"fetching the exchangeInfo of {v}"):
+                r = do_refresh(v, url, instruments)
+            _line(f"refreshed {v}: {len(r.snapshot.rows):,} contracts as of {r.snapshot.taken}, written to {r.path}")
+            if r.previous is not None:
+                _line(f"  against the {r.previous.label()}: {len(r.new):,} new, {len(r.changed):,} changed, "
+                      f"{len(r.gone):,} not listed (their rules stay those of older snapshots)")  # fmt: skip
+            for why, n in r.skipped.items():
+                _line(f"  skipped {n:,}: {why}")
+        return
+    snaps = snapshots(instruments)
+    pattern = symbol.upper() if symbol else "*"
+    t = Table()
+    for c in ("venue", "symbol", "contract", "status", "tick", "lot", "min notional", "size", "settle",
+              "maker", "taker", "snapshot"):  # fmt: skip
+        t.add_column(c, justify="right" if c in ("tick", "lot", "min notional", "size", "maker", "taker") else "left")
+    n = 0
+    for v, vs in snaps.items():
+        if venue is not None and v != venue:
+            continue
+        for s in vs:
+            _line(f"{s.label()}: {len(s.rows):,} contracts; {s.source}")
+        if vs:
+            f = vs[0].fees
+            tiers = "  ".join(f"VIP{i} {m * 100:.4f}%/{tk * 100:.4f}%" for i, (m, tk) in enumerate(f.vip))
+            _line(f"  fees (maker/taker) of {v}, {f.schedule}, as of {f.as_of}: {tiers}")
+        seen: set[str] = set()
+        for s in vs:
+            for sym in sorted(s.rows):
+                if sym in seen or not fnmatchcase(sym, pattern):
+                    continue
+                seen.add(sym)
+                i, row = s.instrument(sym), s.rows[sym]
+                t.add_row(v, sym, i.contract, row[0] or "-", row[5], row[6], row[7],
+                          row[8] if i.contract == "inverse" else "", i.settle, f"{i.maker_fee:g}", f"{i.taker_fee:g}",
+                          s.taken[:10])  # fmt: skip
+                n += 1
+    if n == 0:
+        where = venue or " or ".join(VENUES)
+        raise ConfigError(f"no contract of {where} matches {pattern}: refresh the snapshots with "
+                          f"`grinder data instruments --refresh`")  # fmt: skip
+    out.print(t)
 
 
 def _fmt_ns(ns: int) -> str:

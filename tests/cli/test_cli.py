@@ -75,7 +75,7 @@ def test_ingest_then_ls(real_lines, tmp_path):
     [
         (["data", "ingest", "binance", "/nonexistent/btcusdt_x.gz"], "/nonexistent/btcusdt_x.gz: no such file"),
         (["data", "ingest", "binance", "{bad}"], "cannot tell the symbol"),
-        (["data", "ingest", "binance", "{bad}", "--symbol", "DOGEUSDT"], "no built-in rules for binance-usdm/DOGEUSDT"),
+        (["data", "ingest", "binance", "{bad}", "--symbol", "ZZZUSDT"], "no built-in rules for binance-usdm/ZZZUSDT"),
         (["data", "ingest", "binance", "{bad}", "--symbol", "BTCUSDT", "--tick-size", "-1"], "invalid tick_size"),
         (
             ["data", "ingest", "binance", "{bad}", "--symbol", "BTCUSDT", "--tick-size", "inf"],
