@@ -37,6 +37,7 @@ def write_report(run_dir: Path) -> Path:
 
 def render(run: Run, stats: Stats) -> str:
     """The whole page as a string."""
+    from grinder.report.attribution_html import attribution_section
     from grinder.report.figures import main_figure, mode_figure  # plotly is imported only for a report
 
     fig, notes = main_figure(run)
@@ -62,6 +63,7 @@ def render(run: Run, stats: Stats) -> str:
         f"<p class='note'>Money in {_e(run.settle)}; times in UTC.</p>",
         main_div,
         "".join(f"<p class='note'>{_e(n)}</p>" for n in notes),
+        attribution_section(run),
         "<div class='cols'><div>",
         "<h2>Returns statistics (vectorbt)</h2>",
         _stats_table(stats),

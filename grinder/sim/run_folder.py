@@ -65,8 +65,10 @@ def summarize(res: BacktestResult, meta: dict, mode_names: tuple[str, ...] = ())
         "coverage_gaps": gaps_crossed(res.steps),
         "digest": res.digest,
     }
+    from grinder.report.attribution import summary_blocks
     from grinder.report.qrules import has_series, qr_summary, rules_of
 
+    out.update(summary_blocks(res.steps, res.fills, res.funding, res.inverse, res.contract_size))
     if has_series(res):
         out["quant_rules"] = qr_summary(res.qrules, rules_of(meta.get("gates")))
     return out
