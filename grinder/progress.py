@@ -2,7 +2,10 @@
 
 The library calls (`backtest_job`, `sweep_job`, `portfolio_job`) take a `Progress`. The default
 keeps stages quiet and hands warnings to Python's `warnings` (a notebook shows them under the
-cell); the CLI passes one that draws spinners and bars on stderr.
+cell); the CLI passes one that draws stages as spinners and counts as a bar with the time remaining
+on stderr, when it is a terminal (grinder.cli.common.ConsoleProgress). Work that can be counted
+(backtests, sweeps, portfolios, `grinder data ingest` and `check`) is reported through `count`
+with its total, so a long command says what it does at once and how long it has left.
 """
 
 from __future__ import annotations

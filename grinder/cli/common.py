@@ -81,7 +81,8 @@ class ConsoleProgress(Progress):
         with Bar(TextColumn(text), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
                  console=err, transient=True) as bar:  # fmt: skip
             task = bar.add_task("run", total=max(1, total))
-            yield lambda done, _total: bar.update(task, completed=done)
+            # The total may change as the work is learnt (a portfolio's picks): the bar follows it.
+            yield lambda done, total_: bar.update(task, completed=done, total=max(1, total_))
 
     def warn(self, text: str) -> None:
         err.print(f"warning: {text}", highlight=False, markup=False, soft_wrap=True)

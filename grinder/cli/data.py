@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from grinder.cli.common import DEFAULT_ROOT, RootOpt, clean_errors, err, out, span, when
+from grinder.cli.common import DEFAULT_ROOT, ConsoleProgress, RootOpt, clean_errors, err, out, span, when
 from grinder.errors import ConfigError, DataError
 from grinder.settings import parse_time
 
@@ -112,9 +112,15 @@ def ingest(
     given = [k for k, v in overrides.items() if v is not None]
     lake = Lake(root, compression)
     t0 = time.perf_counter()
-    with err.status(f"ingesting {len(paths)} file(s) as {fmt.value} {inst.venue}/{inst.symbol}"):
+    # Two steps: the files are parsed as one capture (later files continue earlier ones), then written.
+    with ConsoleProgress().count(f"ingesting {len(paths)} file(s) as {fmt.value} {inst.venue}/{inst.symbol}: "
+                                 "parse, write", 2) as update:  # fmt: skip
+        update = update or (lambda _done, _total: None)
+        update(0, 2)
         batch = parse(fmt.value, paths, inst)
+        update(1, 2)
         manifest = lake.write(batch, paths)
+        update(2, 2)
     dt = time.perf_counter() - t0
     rep = manifest["report"]
     total = sum(rep["rows"].values())
@@ -319,22 +325,29 @@ def check(
     Also lists the coverage gaps the window touches and the spans in which the book is not synced
     (before a snapshot, after a reset or a gap: a backtest neither decides nor quotes there).
     """
-    from grinder.book.check import replay_check
-    from grinder.data.coverage import lake_spans
-    from grinder.data.tape import load_tape
-
     lo, hi = parse_time(start), parse_time(end)
-    t0 = time.perf_counter()
-    tape = load_tape(root, venue, symbol, lo, hi)
-    t1 = time.perf_counter()
-    r = replay_check(tape, lo)
-    t2 = time.perf_counter()
+    # Three steps (load, replay, coverage), shown at once: the first check compiles the book (seconds).
+    with ConsoleProgress().count(f"checking {venue}/{symbol}: load, replay, coverage", 3) as update:
+        update = update or (lambda _done, _total: None)
+        update(0, 3)
+        from grinder.book.check import replay_check
+        from grinder.data.coverage import lake_spans
+        from grinder.data.tape import load_tape
+
+        t0 = time.perf_counter()
+        tape = load_tape(root, venue, symbol, lo, hi)
+        t1 = time.perf_counter()
+        update(1, 3)
+        r = replay_check(tape, lo)
+        t2 = time.perf_counter()
+        update(2, 3)
+        spans = lake_spans(root, venue, symbol)
+        update(3, 3)
     out.print(f"{venue}/{symbol}: {len(tape):,} events loaded in {t1 - t0:.2f} s, replayed in {t2 - t1:.2f} s")
     out.print(f"  book messages applied: {r.batches:,}; crossed: {r.crossed}; max levels held: {r.max_levels:,}")
     out.print(f"  best bid/ask equal to the venue's: {r.bbo_matched:,} of {r.bbo_checked:,}")
     if r.crossed or r.bbo_matched != r.bbo_checked:
         raise DataError(f"book check failed: {r}")
-    spans = lake_spans(root, venue, symbol)
     gaps = [
         (a.end_ns, b.start_ns)
         for a, b in zip(spans, spans[1:], strict=False)

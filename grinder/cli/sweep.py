@@ -29,7 +29,8 @@ app = typer.Typer(cls=default_command("run"), no_args_is_help=True,
 def sweep(
     strategy: StrategyArg,
     grid: Annotated[
-        list[str] | None, typer.Option("--grid", "-g", help="Swept parameter NAME=SPEC: 1,2,3 | 0.5:2:0.5 | lin:a:b:n")
+        list[str] | None,
+        typer.Option("--grid", "-g", help="Swept parameter NAME=SPEC: 1,2,3 | 0.5:2:0.5 | lin:lo:hi:n"),
     ] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Fixed parameter NAME=VALUE.")] = None,
     config: Annotated[

@@ -104,9 +104,11 @@ def portfolio_job(
         raise DataError("the candidates have no time in common (or --end is not after --start)")
     look = int((lookback_s * 1e9) if lookback_s is not None else (hi - lo) // 3)
     t0 = time.perf_counter()
-    with progress.stage(f"ranking {len(cands)} candidates and backtesting the top {k}"):
+    # One unit per candidate ranked, then one per pick backtested (the total shrinks when fewer than k pass).
+    total = len(cands) + min(k, len(cands))
+    with progress.count(f"ranking {len(cands)} candidates and backtesting the top {k}", total) as update:
         run = run_portfolio(root, venue, cands, strat, chosen.__getitem__, lo, hi, look, k, budget, rule, venue_cfg,
-                            gates_cfg, rules)  # fmt: skip
+                            gates_cfg, rules, progress=update)  # fmt: skip
     seconds = round(time.perf_counter() - t0, 3)
     first = next(iter(run.results.values()))
     summary = {

@@ -57,10 +57,12 @@ def run_portfolio(
     prefilter: PrefilterRules | None = None,
     grid_step_ns: int = 1_000_000_000,
     load: Callable[[str, int, int], Tape] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PortfolioRun:
     """Choose the top-k symbols on the look-back, backtest them after it, allocate `budget` by drawdown.
 
     A candidate is SYMBOL (on `venue`) or VENUE/SYMBOL; `params_for(candidate)` gives its parameters.
+    `progress(done, total)` is called after each candidate ranked and each pick backtested.
     """
     if not symbols:
         raise ConfigError("no candidate symbols")
@@ -78,18 +80,23 @@ def run_portfolio(
 
     load = load or (lambda name, lo, hi: load_tape(root, *split(name), lo, hi))
     trade_start = start_ns + lookback_ns
+    tick = progress or (lambda _done, _total: None)
     feats = []
-    for sym in symbols:
+    for i, sym in enumerate(symbols):
         tape = load(sym, start_ns, trade_start)
         # Named as the candidate (VENUE/SYMBOL stays distinct from SYMBOL on another venue).
         feats.append(dataclasses.replace(tape_features(tape, start_ns, trade_start), symbol=sym))
+        tick(i + 1, len(symbols) + min(k, len(symbols)))
     sel = top_k(feats, k, prefilter)
+    total = len(symbols) + len(sel.symbols)
+    tick(len(symbols), total)
     results, settles = {}, set()
-    for sym in sel.symbols:
+    for i, sym in enumerate(sel.symbols):
         tape = load(sym, trade_start, end_ns)
         p = params_for(sym)
         results[sym] = run_backtest(tape, strategy, strategy.vector(p), venue_cfg, start_ns=trade_start, gates=gates)
         settles.add(tape.instrument.settle)
+        tick(len(symbols) + i + 1, total)
     if len(settles) > 1:
         raise ConfigError(f"the chosen symbols settle in different currencies ({', '.join(sorted(settles))})")
     grid_ns = np.arange(trade_start, end_ns + 1, grid_step_ns, dtype=np.int64)

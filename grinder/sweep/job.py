@@ -202,10 +202,17 @@ def sweep_job(
         if len(windows) == 1 and windows[0].start_ns <= whole.ts_exch[0] and windows[0].end_ns > whole.ts_exch[-1]:
             loader = lambda s, w: whole  # noqa: E731
         settle = whole.instrument.settle
-        with progress.stage(f"sweeping {len(g):,} parameter sets x {len(windows)} window(s)") as say:
+        total = len(g) * len(windows)
+        with progress.count(f"sweeping {len(g):,} parameter sets x {len(windows)} window(s)", total) as update:
+            done: dict[str, int] = {}  # sets done per window (a window's count restarts at 0)
+
+            def tick(w: str, d: int, _n: int) -> None:
+                done[w] = d
+                if update is not None:
+                    update(sum(done.values()), total)
+
             study = run_study(sel, g, windows, venue_cfg, gates_cfg, latency, rank_by, workers, loader,
-                              progress=lambda w, d, n: say(f"window {w}: {d:,}/{n:,} sets"),
-                              client=client, rules_ok=rules_ok)  # fmt: skip
+                              progress=tick, client=client, rules_ok=rules_ok)  # fmt: skip
         seconds = round(time.perf_counter() - t0, 3)
         from grinder.sweep.decide import decision_summary, run_baseline
 
