@@ -51,17 +51,23 @@ def write_capture(path: Path, lines: list[bytes]) -> Path:
     return path
 
 
+def _session_env(name: str, value: str):
+    """Set an environment variable for the whole test session, then put back what was there."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    yield
+    if old is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = old
+
+
 @pytest.fixture(scope="session", autouse=True)
 def mlflow_store_outside_the_repo(tmp_path_factory):
     """Commands run by tests record MLflow runs in a temporary store, never in the repository's mlruns/."""
     root = tmp_path_factory.mktemp("mlruns")
-    old = os.environ.get("GRINDER_MLRUNS")
-    os.environ["GRINDER_MLRUNS"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("GRINDER_MLRUNS", None)
-    else:
-        os.environ["GRINDER_MLRUNS"] = old
+    for _ in _session_env("GRINDER_MLRUNS", str(root)):
+        yield root
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -69,10 +75,5 @@ def instrument_snapshots_outside_the_repo(tmp_path_factory):
     """Lookups see the bundled instrument snapshot only: a `grinder data instruments --refresh` a developer
     ran in the checkout (data/instruments/) must not change what the tests ingest and backtest."""
     root = tmp_path_factory.mktemp("instruments")
-    old = os.environ.get("GRINDER_INSTRUMENTS")
-    os.environ["GRINDER_INSTRUMENTS"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("GRINDER_INSTRUMENTS", None)
-    else:
-        os.environ["GRINDER_INSTRUMENTS"] = old
+    for _ in _session_env("GRINDER_INSTRUMENTS", str(root)):
+        yield root

@@ -58,6 +58,18 @@ class Features(NamedColumns):
     column_kind = "feature"
 
 
+def sample_times_checked(at) -> np.ndarray:
+    """Sample times as a contiguous int64 array (ns), refused unless one-dimensional and sorted."""
+    at_arr = np.ascontiguousarray(at, np.int64)
+    if at_arr.ndim != 1:
+        raise ConfigError(f"sample times must be one-dimensional, got shape {at_arr.shape}")
+    if at_arr.size > 1 and (np.diff(at_arr) < 0).any():
+        raise ConfigError(
+            f"sample times must be sorted; first out of order at index {int(np.argmax(np.diff(at_arr) < 0)) + 1}"
+        )
+    return at_arr
+
+
 def compute_features(tape: Tape, feature_set: FeatureSet, at: np.ndarray | None = None) -> Features:
     """The features of `tape` under `feature_set`: one compiled pass over its events.
 
@@ -68,13 +80,7 @@ def compute_features(tape: Tape, feature_set: FeatureSet, at: np.ndarray | None 
         at_arr = np.empty(0, np.int64)
         n_samples = int(np.count_nonzero(tape.flags & BATCH_END))
     else:
-        at_arr = np.ascontiguousarray(at, np.int64)
-        if at_arr.ndim != 1:
-            raise ConfigError(f"sample times must be one-dimensional, got shape {at_arr.shape}")
-        if at_arr.size > 1 and (np.diff(at_arr) < 0).any():
-            raise ConfigError(
-                f"sample times must be sorted; first out of order at index {int(np.argmax(np.diff(at_arr) < 0)) + 1}"
-            )
+        at_arr = sample_times_checked(at)
         n_samples = at_arr.shape[0]
     levels, vol_tau, flow_tau = feature_set.kernel_args()
     si, sf = new_state(vol_tau.shape[0], flow_tau.shape[0])

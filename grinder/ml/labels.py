@@ -40,7 +40,7 @@ from grinder.book.l2 import EMPTY, H_BEST, apply_row, new_book
 from grinder.data.coverage import DEFAULT_MAX_GAP_NS, spans_of_times
 from grinder.data.tape import Tape
 from grinder.errors import ConfigError
-from grinder.features.offline import NamedColumns
+from grinder.features.offline import NamedColumns, sample_times_checked
 from grinder.features.spec import NS_PER_S, horizon_label
 
 SOURCE = Path(__file__)
@@ -176,13 +176,7 @@ class Labels(NamedColumns):
 
 def compute_labels(tape: Tape, at: np.ndarray, spec: LabelSpec) -> Labels:
     """The labels of `spec` at the sample times `at` (sorted int64 exchange ns) from `tape`: one compiled pass."""
-    at_arr = np.ascontiguousarray(at, np.int64)
-    if at_arr.ndim != 1:
-        raise ConfigError(f"sample times must be one-dimensional, got shape {at_arr.shape}")
-    if at_arr.size > 1 and (np.diff(at_arr) < 0).any():
-        raise ConfigError(
-            f"sample times must be sorted; first out of order at index {int(np.argmax(np.diff(at_arr) < 0)) + 1}"
-        )
+    at_arr = sample_times_checked(at)
     spans = spans_of_times(tape.ts_exch, DEFAULT_MAX_GAP_NS)
     span_lo = np.array([s.start_ns for s in spans], np.int64)
     span_last = np.array([s.end_ns - 1 for s in spans], np.int64)  # the span's last row
