@@ -20,8 +20,8 @@ QUEUE_NOTE = (
 )
 
 
-def attribution_section(run: Run) -> str:
-    """HTML of the section (figure without plotly.js: the page embeds it once, earlier)."""
+def attribution_section(run: Run, figs: list | None = None) -> str:
+    """HTML of the section (figure without plotly.js: the page embeds it once); its figure is appended to `figs`."""
     steps, fills, why = read_inputs(run.path)
     head = "<h2>Where the money went</h2>"
     if why:
@@ -30,8 +30,12 @@ def attribution_section(run: Run) -> str:
     size = float(run.summary.get("contract_size") or 1.0)
     a = attribute(steps, fills, run.funding, inverse, size)
     settle = run.settle
-    fig = attribution_figure(a, settle).to_html(full_html=False, include_plotlyjs=False, div_id="grinder-attribution",
-                                                config={"displaylogo": False})  # fmt: skip
+    from grinder.report.plotlyjs import figure_div
+
+    figure = attribution_figure(a, settle)
+    if figs is not None:
+        figs.append(figure)
+    fig = figure_div(figure, "grinder-attribution")
     tot = a.totals()
     rows = "".join(
         f"<tr><th>{_e(LABELS[k])}</th><td class='num' data-value='{tot[k]!r}'>{tot[k]:,.6g}</td></tr>" for k in LABELS

@@ -29,3 +29,17 @@ def even_indices(n: int, k: int) -> np.ndarray:
     if n <= k:
         return np.arange(n)
     return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
+def change_indices(values: np.ndarray) -> np.ndarray:
+    """Sorted row indices of a step series that draw the same step line ("hv"): the first and last row, every
+    row whose value differs from the row before (NaN equals NaN), and the last row before a gap (NaN), where
+    the line ends."""
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v)
+    if n <= 2:
+        return np.arange(n)
+    prev, cur = v[:-1], v[1:]
+    changed = np.flatnonzero((prev != cur) & ~(np.isnan(prev) & np.isnan(cur)))
+    before_gap = changed[np.isnan(cur[changed])]
+    return np.unique(np.concatenate([[0], changed + 1, before_gap, [n - 1]]))

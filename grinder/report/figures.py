@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from grinder.report.downsample import even_indices, minmax_indices
+from grinder.report.downsample import change_indices, even_indices, minmax_indices
 from grinder.report.load import Run
 
 MAX_POINTS = 5_000  # per line trace
@@ -26,8 +26,15 @@ def drawdown(equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _line(x_ms: np.ndarray, y: np.ndarray, name: str, color: str, **kw) -> go.Scatter:
-    """A line trace thinned to at most MAX_POINTS points, keeping each bucket's extremes."""
-    keep = minmax_indices(y, MAX_POINTS)
+    """A line trace thinned to at most MAX_POINTS points, keeping each bucket's extremes.
+
+    A step line (line_shape "hv") first drops the points that repeat the one before: the line drawn is the same.
+    """
+    if kw.get("line_shape") == "hv":
+        steps = change_indices(y)
+        keep = steps[minmax_indices(y[steps], MAX_POINTS)]
+    else:
+        keep = minmax_indices(y, MAX_POINTS)
     return go.Scatter(
         x=x_ms[keep], y=y[keep], name=name, mode="lines", line={"color": color, "width": 1.2}, connectgaps=False, **kw
     )
@@ -92,7 +99,10 @@ def main_figure(run: Run) -> tuple[go.Figure, list[str]]:
     eq, peak = drawdown(s["equity"])
     fig.add_trace(_line(x, s["equity"], "equity", PURPLE), row=3, col=1)
     fig.add_trace(_line(x, eq - peak, f"drawdown ({settle})", RED, fill="tozeroy"), row=4, col=1)
-    fig.update_yaxes(title_text=settle, row=4, col=1)
+    quote = run.assets[1]
+    for row, title in enumerate((f"price ({quote})", f"position ({run.position_unit})", f"equity ({settle})",
+                                 f"drawdown ({settle})"), start=1):  # fmt: skip
+        fig.update_yaxes(title_text=title, row=row, col=1, secondary_y=False)
     if cap is not None:
         pct = ((cap + eq) / (cap + peak) - 1.0) * 100.0
         fig.add_trace(
@@ -101,7 +111,7 @@ def main_figure(run: Run) -> tuple[go.Figure, list[str]]:
             col=1,
             secondary_y=True,
         )
-        fig.update_yaxes(title_text="% of peak", row=4, col=1, secondary_y=True)
+        fig.update_yaxes(title_text="drawdown (% of peak)", row=4, col=1, secondary_y=True)
     n = len(x)
     if n > MAX_POINTS:
         notes.append(
@@ -135,7 +145,8 @@ def mode_figure(run: Run) -> go.Figure:
     fig.update_layout(
         template="plotly_white",
         title="Time in each controller mode (share of decisions)",
-        yaxis_title="% of decisions",
+        xaxis_title="controller mode",
+        yaxis_title="decisions (%)",
         height=360,
         width=560,
         margin={"t": 50, "b": 40},
@@ -168,7 +179,9 @@ def qrules_figure(run: Run) -> go.Figure:
                            line={"color": color, "dash": "dot", "width": 1}, hoverinfo="name+y"),
                 row=row, col=1,
             )  # fmt: skip
-    fig.update_yaxes(range=[0, 1.05], row=1, col=1)
+    fig.update_yaxes(range=[0, 1.05], title_text="ratio (0-1)", row=1, col=1)
+    fig.update_yaxes(title_text="orders", row=2, col=1)
+    fig.update_yaxes(title_text="orders", row=3, col=1)
     fig.update_xaxes(type="date", hoverformat=TIME_FORMAT)
     fig.update_xaxes(title_text="time (UTC)", row=3, col=1)
     fig.update_layout(template="plotly_white", height=700, hovermode="closest", margin={"t": 40, "b": 40})

@@ -39,17 +39,16 @@ def render(run: Run, stats: Stats) -> str:
     """The whole page as a string."""
     from grinder.report.attribution_html import attribution_section
     from grinder.report.figures import main_figure, mode_figure  # plotly is imported only for a report
+    from grinder.report.plotlyjs import figure_div, plotly_script
 
     fig, notes = main_figure(run)
-    # Fixed div ids keep the page identical for identical input; plotly.js is embedded once.
-    main_div = fig.to_html(full_html=False, include_plotlyjs=True, div_id="grinder-main", config={"displaylogo": False})
-    mode_div = mode_figure(run).to_html(
-        full_html=False,
-        include_plotlyjs=False,
-        div_id="grinder-modes",
-        config={"displaylogo": False},
-        default_width=f"{MODE_WIDTH}px",
-    )
+    modes = mode_figure(run)
+    figs = [fig, modes]
+    # Fixed div ids keep the page identical for identical input; plotly.js is embedded once, in the head.
+    main_div = figure_div(fig, "grinder-main")
+    mode_div = figure_div(modes, "grinder-modes", default_width=f"{MODE_WIDTH}px")
+    money = attribution_section(run, figs)
+    quant = _qrules_html(run, figs)
     s = run.summary
     sel = s.get("selection") or {}
     title = f"{s.get('strategy', 'backtest')} on {sel.get('venue', '?')}/{sel.get('symbol', '?')}"
@@ -58,12 +57,14 @@ def render(run: Run, stats: Stats) -> str:
     orders = {k: v for k, v in counters.items() if not k.startswith("blocked_")}
     parts = [
         f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{_e(title)}</title>",
-        f"<style>{STYLE}</style></head><body>",
+        f"<style>{STYLE}</style>",
+        plotly_script(figs),
+        "</head><body>",
         f"<h1>{_e(title)}</h1>",
         f"<p class='note'>Money in {_e(run.settle)}; times in UTC.</p>",
         main_div,
         "".join(f"<p class='note'>{_e(n)}</p>" for n in notes),
-        attribution_section(run),
+        money,
         "<div class='cols'><div>",
         "<h2>Returns statistics (vectorbt)</h2>",
         _stats_table(stats),
@@ -78,7 +79,7 @@ def render(run: Run, stats: Stats) -> str:
         "<h2>Blocked by gates</h2>",
         _table(blocked.items()) if blocked else "<p class='note'>No gate counters in summary.json.</p>",
         "</div></div>",
-        _qrules_html(run),
+        quant,
         "<div class='cols'>",
         *(
             f"<div><h2>{_e(k.capitalize())}</h2>{_table(_flat(s.get(k)).items())}</div>"
@@ -89,8 +90,9 @@ def render(run: Run, stats: Stats) -> str:
     return "\n".join(parts)
 
 
-def _qrules_html(run: Run) -> str:
-    """Binance's quantitative rules: each rule's threshold and worst value, and a figure over time ("" if untracked)."""
+def _qrules_html(run: Run, figs: list) -> str:
+    """Binance's quantitative rules: each rule's threshold and worst value, and a figure over time ("" if untracked);
+    the figure is appended to `figs`."""
     qr = run.summary.get("quant_rules")
     if not qr:
         return ""
@@ -109,8 +111,10 @@ def _qrules_html(run: Run) -> str:
         rows.append(f"<tr{bad}><th>{_e(QR_LABELS.get(name, name))}</th>{nums}<td>{at}</td>{shares}</tr>")
     fig = ""
     if run.qrules is not None:
-        fig = qrules_figure(run).to_html(full_html=False, include_plotlyjs=False, div_id="grinder-qrules",
-                                         config={"displaylogo": False})  # fmt: skip
+        from grinder.report.plotlyjs import figure_div
+
+        figs.append(qrules_figure(run))
+        fig = figure_div(figs[-1], "grinder-qrules")
     return (f"<h2>Binance quantitative rules</h2><p class='note'>{_e(verdict)} Rules {_e(str(qr.get('version')))}; "
             "a ratio breaks its rule at or above its threshold, a count above it.</p>"
             f"<table class='qrules'>{head}{''.join(rows)}</table>{fig}")  # fmt: skip
@@ -133,7 +137,7 @@ def _facts(run: Run, stats: Stats) -> list[tuple[str, object]]:
         (f"fees ({settle})", s.get("fees", "—")),
         (f"funding paid ({settle})", s.get("funding_paid", "—")),
         ("funding settlements", len(run.funding["ts"])),
-        ("final position", s.get("position", "—")),
+        (f"final position ({run.position_unit})", s.get("position", "—")),
         (f"final equity ({settle})", s.get("equity", "—")),
         (f"capital for returns ({settle})", stats.capital.amount if stats.capital else "—"),
         ("digest", s.get("digest", "—")),

@@ -62,10 +62,49 @@ class Run:
         cap = self.summary.get("capital")
         return None if cap is None else float(cap)
 
+    @property
+    def inverse(self) -> bool:
+        """Whether the contract is inverse (COIN-M): position in contracts, money in the base asset."""
+        return self.summary.get("contract") == "inverse" or self.summary.get("inverse") is True
+
+    @property
+    def assets(self) -> tuple[str, str]:
+        """(base, quote) of the instrument (see `assets_of`)."""
+        return assets_of(self.summary)
+
+    @property
+    def position_unit(self) -> str:
+        """What the position counts: the base asset (linear), contracts (inverse)."""
+        if self.inverse:
+            size = self.summary.get("contract_size")
+            return f"contracts of {size:g} {self.assets[1]}" if isinstance(size, int | float) else "contracts"
+        return self.assets[0]
+
     def mode_name(self, code: int) -> str:
         """Name of a controller mode code, from the summary's mode_names when it has one."""
         names = self.summary.get("mode_names") or []
         return str(names[code]) if 0 <= code < len(names) else f"mode {code}"
+
+
+def assets_of(summary: dict) -> tuple[str, str]:
+    """(base, quote) of a run's or sweep's instrument: from the summary when it says, else from the instrument
+    registry's snapshots for the selection's venue and symbol; "base" and "quote" when neither knows."""
+    base, quote = summary.get("base"), summary.get("quote")
+    if not (base and quote):
+        sel = summary.get("selection") or {}
+        try:
+            from grinder.data.instruments import find
+
+            snap = find(str(sel.get("venue")), str(sel.get("symbol")))
+            if snap is not None:
+                inst = snap.instrument(str(sel.get("symbol")))
+                base, quote = base or inst.base, quote or inst.quote
+        except Exception:  # a registry that cannot be read must not stop a report: units fall back below
+            pass
+    inverse = summary.get("contract") == "inverse" or summary.get("inverse") is True
+    if not quote and not inverse and summary.get("settle"):
+        quote = summary["settle"]  # a linear contract settles in its quote asset
+    return str(base or "base"), str(quote or "quote")
 
 
 def load_run(run_dir: Path) -> Run:

@@ -31,9 +31,13 @@ def write_portfolio_report(folder: Path, feats: pd.DataFrame, eq: pd.DataFrame, 
         fig.add_trace(go.Scatter(x=x, y=eq[f"{sym}_full"], name=f"{sym} full size", line={"dash": "dot"}), 3, 1)
         fig.add_trace(go.Scatter(x=x, y=eq[f"{sym}_budget"], name=f"{sym} budget"), 4, 1)
     fig.update_layout(height=1100, margin={"t": 40})
-    for r in range(1, 5):
-        fig.update_yaxes(title_text=cur, row=r, col=1)
-    div = fig.to_html(full_html=False, include_plotlyjs=True, div_id="grinder-portfolio", config={"displaylogo": False})
+    unit = f" ({cur})" if cur else ""
+    for r, what in enumerate(("equity", "drawdown", "equity", "budget"), start=1):
+        fig.update_yaxes(title_text=what + unit, row=r, col=1)
+    fig.update_xaxes(title_text="time (UTC)", row=4, col=1)
+    from grinder.report.plotlyjs import figure_div, plotly_script
+
+    div = plotly_script([fig]) + figure_div(fig, "grinder-portfolio")
     facts = [
         ("strategy", summary["strategy"]),
         ("venue", summary["venue_name"]),

@@ -336,6 +336,7 @@ def _track_sweep(parent, folder, study, summary, g, spans, load, venue_cfg, gate
         chosen = chosen[chosen["rules_ok"] == True]  # noqa: E712
     strat = g.strategy
     runs = 0
+    run_ids: dict[str, str] = {}  # run folder name -> MLflow run id, linked from the sweep's report
     with progress.stage(f"re-running the best {children} sets over the {len(spans)} covered span(s) of the selection"):
         for k, span in enumerate(spans, start=1):
             tape = load(span)
@@ -354,7 +355,7 @@ def _track_sweep(parent, folder, study, summary, g, spans, load, venue_cfg, gate
                 name = f"rank{rank}-set{set_no}" + (f"-span{k}" if len(spans) > 1 else "")
                 run_dir = write_run(folder / "best", name, res, summarize(res, meta, strat.modes), report=report)
                 del res
-                parent.log_child(
+                run_ids[run_dir.name] = parent.log_child(
                     run_dir,
                     fingerprint=fingerprint,
                     tags={
@@ -366,6 +367,11 @@ def _track_sweep(parent, folder, study, summary, g, spans, load, venue_cfg, gate
                 )
                 runs += 1
             del tape, replay, blocks, decisions
+    if runs and (folder / "report.html").exists():
+        from grinder.report.sweep_html import link_best_runs
+
+        link_best_runs(folder, run_ids)  # the report was written before these runs existed
+        parent.log_artifact(folder / "report.html")
     return runs
 
 

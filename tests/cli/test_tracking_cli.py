@@ -54,6 +54,10 @@ def test_sweep_is_one_parent_run_with_its_best_sets_as_children(sample, tmp_path
     arts = {a.path for a in client.list_artifacts(top.info.run_id)}
     assert {"summary.json", "fills.parquet", "steps.parquet"} <= arts and "report.html" not in arts  # --child-reports
     assert "tracking " in r.stdout
+    # The sweep's report, written before the child runs, links them once they exist: folder and MLflow run.
+    page = (folder / "report.html").read_text()
+    rank1 = next((folder / "best").glob("*rank1-set*")).name
+    assert f"href='best/{rank1}/" in page and top.info.run_id in page
 
 
 def test_a_backtest_is_one_run_with_its_digest_and_data_fingerprint(sample, tmp_path):  # noqa: F811

@@ -17,7 +17,7 @@ import pytest
 
 from grinder.errors import DataError
 from grinder.io import atomic
-from grinder.report.downsample import even_indices, minmax_indices
+from grinder.report.downsample import change_indices, even_indices, minmax_indices
 from grinder.report.figures import MAX_POINTS, main_figure
 from grinder.report.html import write_report
 from grinder.report.load import load_run
@@ -140,7 +140,8 @@ def test_report_is_written_self_contained_and_complete(run):
     assert out == run / "report.html"
     assert {p.name for p in run.iterdir()} == RUN_FILES | {"report.html"}  # no temp file left over
     page = out.read_text()
-    assert "plotly.js v" in page and len(page) > 3_000_000  # the library itself is inline
+    assert "plotly.js (basic - minified) v" in page  # the library itself is inline: the partial bundle, once
+    assert page.count("plotly.js (basic - minified) v") == 1 and "plotly.js v" not in page
     assert not re.search(r"<script[^>]*\bsrc=", page)
     for trace in ("mid", "our bid", "our ask", "buy fills", "sell fills", "position", "equity", "drawdown (USDT)"):
         assert f'"name":"{trace}"' in page, trace
@@ -211,7 +212,7 @@ def test_long_run_is_thinned_for_plots_but_not_for_statistics(tmp_path):
     fills = make_fills(steps, 20_000)
     run = write_run(tmp_path / "run", steps, fills, make_summary(steps, fills, capital=50_000.0))
     page = write_report(run).read_text()
-    assert len(page) < 8_000_000  # plotly.js is ~4.8 MB; the data adds about 1 MB however long the run
+    assert len(page) < 4_000_000  # plotly.js's basic bundle is 1.2 MB; the data adds about 2 MB however long the run
     assert "from all 2,000,000 steps" in page
     assert "20,000 fills: markers show 5,000" in page
     want = expected_stats(steps, 50_000.0, "1min")
@@ -312,3 +313,80 @@ def test_report_modules_do_not_import_vectorbt_or_plotly_up_front():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+REPORT_MAX_BYTES = 2_000_000  # the 3,000-step run: 1.2 MB of plotly.js and its data (5.4 MB with the full library)
+
+
+def test_report_is_small_and_loads_nothing_from_the_network(run):
+    """A report must open offline: no external script (nor any other resource fetched over http(s))."""
+    page = write_report(run).read_text()
+    assert len(page.encode()) < REPORT_MAX_BYTES
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.I)
+    markup = re.sub(r"(<script[^>]*>).*?</script>", r"\1</script>", page, flags=re.S | re.I)  # the library's code out
+    assert len(markup) < 50_000 and markup.count("<script") == page.count("<script")
+    assert not re.search(r"""\b(?:src|href)\s*=\s*["']?(?:https?:)?//""", markup, re.I)
+    assert "cdn.plot.ly/plotly" not in page
+
+
+def test_the_vendored_bundle_matches_the_plotly_js_the_figures_are_written_for():
+    from plotly.offline import get_plotlyjs_version
+
+    from grinder.report.plotlyjs import BASIC_FILE, basic_bundle, bundle_version
+
+    assert bundle_version(basic_bundle()) == get_plotlyjs_version()
+    assert (BASIC_FILE.parent / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_the_bundle_is_chosen_by_the_trace_types():
+    import plotly.graph_objects as go
+
+    from grinder.report.plotlyjs import choose_bundle, plotly_script
+
+    assert choose_bundle([go.Figure(go.Scatter(y=[1])), go.Figure(go.Bar(y=[1]))]) == "basic"
+    assert choose_bundle([go.Figure(go.Scatter(y=[1])), go.Figure(go.Heatmap(z=[[1]]))]) == "full"
+    assert choose_bundle([go.Figure(go.Parcoords(dimensions=[{"values": [1]}]))]) == "full"
+    assert "plotly.js v" in plotly_script([go.Figure(go.Heatmap(z=[[1]]))])  # the full library
+
+
+def test_every_axis_has_a_unit(run):
+    from grinder.report.attribution_html import attribution_section
+    from grinder.report.figures import mode_figure
+
+    r = load_run(run)
+    fig, _ = main_figure(r)
+    titles = [fig.layout[f"yaxis{k}"].title.text for k in ("", "2", "3", "4")]
+    assert titles == ["price (USDT)", "position (BTC)", "equity (USDT)", "drawdown (USDT)"]
+    assert fig.layout.yaxis5.title.text == "drawdown (% of peak)"  # the capital's percentage, secondary axis
+    assert fig.layout.xaxis4.title.text == "time (UTC)"
+    modes = mode_figure(r)
+    assert modes.layout.yaxis.title.text == "decisions (%)" and modes.layout.xaxis.title.text == "controller mode"
+    figs = []
+    attribution_section(r, figs)
+    assert figs[0].layout.yaxis.title.text == "cumulative PnL (USDT)"
+
+
+def test_units_of_an_inverse_contract_and_of_an_unknown_symbol(tmp_path):
+    steps = make_steps(50)
+    summary = make_summary(steps, make_fills(steps, 0), settle="BTC", contract="inverse", contract_size=100.0)
+    summary["selection"] = {**summary["selection"], "venue": "binance-coinm", "symbol": "BTCUSD_PERP"}
+    r = load_run(write_run(tmp_path / "inv", steps, summary=summary))
+    assert r.assets == ("BTC", "USD") and r.position_unit == "contracts of 100 USD"
+    fig, _ = main_figure(r)
+    assert fig.layout.yaxis.title.text == "price (USD)" and fig.layout.yaxis3.title.text == "equity (BTC)"
+    summary = make_summary(steps, make_fills(steps, 0))
+    summary["selection"] = {**summary["selection"], "venue": "nowhere", "symbol": "ZZZ"}
+    r = load_run(write_run(tmp_path / "unknown", steps, summary=summary))
+    assert r.assets == ("base", "USDT")  # a linear contract's quote is its settle asset
+
+
+def test_step_lines_keep_only_their_changes():
+    v = np.array([1.0, 1.0, 1.0, np.nan, np.nan, 2.0, 2.0, 3.0, 3.0])
+    assert change_indices(v).tolist() == [0, 2, 3, 5, 7, 8]  # 2: where the line ends before the gap
+    assert change_indices(np.ones(1)).tolist() == [0]
+    rng = np.random.default_rng(4)
+    y = np.round(np.cumsum(rng.choice([-1.0, 0.0, 1.0], 10_000, p=[0.01, 0.98, 0.01])))
+    keep = change_indices(y)
+    # The step line through the kept points holds the same value at every row.
+    held = y[keep][np.searchsorted(keep, np.arange(len(y)), side="right") - 1]
+    assert np.array_equal(held, y) and len(keep) < 500
