@@ -47,6 +47,14 @@ def backtest(
     cache: Annotated[
         bool, typer.Option("--cache/--no-cache", help="Keep the tape and its replay on disk in the lake for reuse.")
     ] = False,
+    by_day: Annotated[
+        bool,
+        typer.Option(
+            "--by-day/--whole",
+            help="Read and run the lake a day at a time: memory follows one day's data, not the selection's; "
+            "the same result (docs/backtest.md).",
+        ),
+    ] = False,
     track: TrackOpt = True,
     mlruns: MlrunsOpt = None,
     model: Annotated[
@@ -70,7 +78,7 @@ def backtest(
     done = backtest_job(strategy, symbol=symbol, venue=venue, start=start, end=end, params=pairs(param, "--param"),
                         config=config, venue_settings=venue_settings, report=report, capital=capital, cache=cache,
                         track=track, mlruns=mlruns, out_dir=out_dir, root=root, progress=ConsoleProgress(),
-                        model=model)  # fmt: skip
+                        model=model, by_day=by_day)  # fmt: skip
     print_summary(done.summary, done.run_dir, report)
     if done.mlflow_run_id is not None:
         out.print(f"  mlflow run: {done.mlflow_run_id}")

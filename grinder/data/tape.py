@@ -329,17 +329,38 @@ def _book_selection(root: Path, venue: str, symbol: str, start_ns: int | None, e
     """(book rows, time to read them from): the rows to cut a window from so the book is whole at `start_ns`.
 
     Walks date partitions back from the start's date until one holds a full reset at or before the
-    start, so a long lake is not read from its beginning; the days walked are kept, so no file is
-    read twice. The walk never goes past the start of the coverage span holding the start
-    (decision 021): a reset before a gap belongs to another capture's book. Without a full reset in
-    that span before the start the time is the span's start (the start itself when it lies in a
-    gap): the book is unsynced until a snapshot comes. With no gap and no reset back to the lake's
-    beginning it is None, and every row is returned.
+    start (`book_start`), so a long lake is not read from its beginning; the days walked are kept,
+    so no file is read twice. With no gap and no reset back to the lake's beginning the time is
+    None, and every row is returned.
     """
     cols = list(_BOOK_COLS)
     files = _files(root, "book", venue, symbol, None, end_ns)
     if start_ns is None or not files:
         return _read(files, cols), start_ns
+    walked, lo = _walk_back(files, start_ns)
+    first_day = int(np.datetime64(start_ns, "ns").astype("datetime64[D]").astype(np.int64))
+    later = _read_parts([f for f in files if _day_of(f.parent) > first_day], cols)
+    return _combine([t for parts in reversed(walked) for t in parts] + later), lo
+
+
+def book_start(root: Path, venue: str, symbol: str, start_ns: int | None, end_ns: int | None) -> int | None:
+    """The time book rows are read from for a selection starting at `start_ns` (None: from the
+    lake's first), as `load_tape` reads them, reading only the days it walks back over."""
+    files = _files(root, "book", venue, symbol, None, end_ns)
+    if start_ns is None or not files:
+        return start_ns
+    return _walk_back(files, start_ns)[1]
+
+
+def _walk_back(files: list[Path], start_ns: int) -> tuple[list[list[pa.Table]], int | None]:
+    """(the days walked, newest first, as their parts' tables; the time to read book rows from).
+
+    The walk never goes past the start of the coverage span holding the start (decision 021): a
+    reset before a gap belongs to another capture's book. Without a full reset in that span before
+    the start the time is the span's start (the start itself when it lies in a gap): the book is
+    unsynced until a snapshot comes. None: no gap and no reset back to the lake's beginning.
+    """
+    cols = list(_BOOK_COLS)
     first_day = int(np.datetime64(start_ns, "ns").astype("datetime64[D]").astype(np.int64))
     walked: list[list[pa.Table]] = []  # each day's parts, newest day first
     lo = None
@@ -357,8 +378,7 @@ def _book_selection(root: Path, venue: str, symbol: str, start_ns: int | None, e
         if lo is not None:
             break
         earliest = int(before.min()) if before.size else earliest
-    later = _read_parts([f for f in files if _day_of(f.parent) > first_day], cols)
-    return _combine([t for parts in reversed(walked) for t in parts] + later), lo
+    return walked, lo
 
 
 @lake_reader  # names checked; a shared lock on the lake while its files are listed and read

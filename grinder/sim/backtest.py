@@ -22,14 +22,15 @@ from grinder.core.qrules import new_qr_state
 from grinder.core.step import gate_configs
 from grinder.core.strategy import RECOMPUTE, Strategy, kernel_handle
 from grinder.data.coverage import DEFAULT_MAX_GAP_NS
-from grinder.data.tape import Tape
+from grinder.data.instruments import Instrument
+from grinder.data.tape import Series, Tape
 from grinder.errors import ConfigError, DataError
 from grinder.sim.clock import decision_clock, decision_segments, local_at_decisions, segment_steps
 from grinder.sim.engine import ExchangeBook, Levels, LocalBook, TapeRows, Venue, run
 from grinder.sim.exchange_side import block_extremes
 from grinder.sim.queue import PROB_POWER, RISK_AVERSE
 from grinder.sim.records import COUNTERS
-from grinder.sim.replay import Replay, load_or_prepare
+from grinder.sim.replay import NO_KEYS, NO_QTY, Replay, load_or_prepare
 
 # An order latency above an hour is a unit mistake, not a latency; the bound also keeps every
 # local time + latency within int64.
@@ -256,7 +257,11 @@ def funding_settlements(tape: Tape) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     The rate is the last one published before the settlement time, the mark price the last one at
     or before it; settlements outside the series' time span are not known and not applied.
     """
-    f = tape.funding
+    return settlements_of(tape.funding)
+
+
+def settlements_of(f: Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`funding_settlements` of a tape's funding series (a lake selection's, for chunked runs)."""
     if len(f) == 0:
         return np.empty(0, np.int64), np.empty(0), np.empty(0)
     ts = f.ts_exch
@@ -370,16 +375,140 @@ def run_backtest(
     signals (`Strategy.signals`, e.g. a model's predictions) is given at each decision; their source
     enters the digest.
     """
-    if record not in RECORDS:
-        raise ConfigError(f"record must be one of {', '.join(RECORDS)}, got {record!r}")
     if start_ns is None:
         start_ns = tape.window_start_ns
-    inst = tape.instrument
+    setup = _setup(tape.instrument, strategy, venue, max_targets, gates, latency, record, signals)
     rep = prepare(tape, venue) if replay is None else replay
-    gate_cfg, qr_on, qr_cfg, rules = gate_configs(gates)
+    c = np.ascontiguousarray  # no copy for tapes from load_tape; the engine is compiled for C layout
+    local_book = LocalBook(rep.local_ts, rep.local_best_bid, rep.local_best_ask, rep.local_best_bid_qty,
+                           rep.local_best_ask_qty, rep.local_synced)  # fmt: skip
+    # run's argument groups, each a plain tuple in its fields' order (grinder.sim.engine).
+    args = (
+        tuple(TapeRows(c(tape.ts_exch), c(tape.kind), c(tape.side), c(tape.price_ticks), c(tape.qty))),
+        tuple(ExchangeBook(rep.prev_qty, rep.best_bid, rep.best_ask, rep.synced)),
+        tuple(row_blocks(tape, rep) if blocks is None else blocks),
+        tuple(
+            Levels(rep.level_rows, rep.level_ukeys, rep.level_starts, rep.reset_rows, rep.reset_sides, NO_KEYS, NO_QTY)
+        ),  # fmt: skip
+        tuple(local_book),
+        tuple(decision_inputs(tape, rep, venue, start_ns) if decisions is None else decisions),
+        setup.signals,
+        funding_settlements(tape),
+        setup.latency,
+        (int(start_ns), venue.step_ns, STALE_NS),
+        setup.venue,
+        setup.kernel,
+    )
+    fill_cap = FILL_CAP
+    while True:
+        # Every attempt starts from a private, writable copy of params (the kernel is compiled for
+        # one), fresh strategy and gate state, and zero counters.
+        gates_args = setup.new_gates()
+        attempt = (*args, np.array(params, np.float64), np.zeros(state_size), setup.max_targets, setup.reuse, fill_cap,
+                   gates_args, record == "all")  # fmt: skip
+        done = np.zeros(1, np.int64)
+        try:
+            out = run(*attempt, done) if progress is None else _run_watched(attempt, done, len(tape), progress)
+        except ValueError as e:  # raised by the loop about the strategy's output
+            raise setup.kernel_error(e) from None
+        if not out[-1]:
+            break
+        fill_cap *= 4  # more fills than the buffers hold: run again with larger ones
+    return setup.result(out, gates_args)
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What a run needs besides the tape and its replay, checked once: the engine's argument groups
+    for the venue, latency, signals and kernel, and how to read the engine's output into a result."""
+
+    instrument: Instrument
+    venue: tuple
+    latency: tuple
+    signals: tuple
+    kernel: object
+    max_targets: int
+    reuse: int
+    record: str
+    signals_source: str
+    strategy_name: str
+    gate_cfg: tuple
+
+    def new_gates(self) -> tuple:
+        """The Gates group with fresh state and zero counts (config, state, blocked, rules on, rules
+        config, rules state)."""
+        gate_cfg, qr_on, qr_cfg, rules = self.gate_cfg
+        return (gate_cfg, new_gate_state(gate_cfg), np.zeros(len(REASONS), np.int64), qr_on, qr_cfg,
+                new_qr_state(rules))  # fmt: skip
+
+    def kernel_error(self, e: ValueError) -> ConfigError:
+        """The loop's complaint about the strategy's output, as a ConfigError naming it."""
+        return ConfigError(f"{self.strategy_name}: {e} (max_targets={self.max_targets})")
+
+    def result(self, out: tuple, gates_args: tuple) -> BacktestResult:
+        """The BacktestResult of the engine's output `out` (engine.run's tuple) and the run's gates."""
+        inst, record = self.instrument, self.record
+        blocked, qr_state = gates_args[2], gates_args[5]
+        inverse = inst.contract == "inverse"
+        fill_cols, st, fund, led, paid, cnt, (qr_series, qr_max), _ = out
+        # Copies: the slices would keep the large fill buffers alive with the result.
+        fts_exch, fts_local, fside, fpx, fqty, ffee, foid, flevel, fpos, freal = (a.copy() for a in fill_cols)
+        fills = {
+            "ts_exch": fts_exch,
+            "ts_local": fts_local,
+            "side": fside,
+            "price": fpx * inst.tick_size,
+            "price_ticks": fpx,
+            "qty": fqty,
+            "maker": np.ones(len(fqty), np.bool_),  # quotes are post-only
+            "fee": ffee,
+            "order_id": foid,
+            "level": flevel,
+            "position": fpos,
+            "realized": freal,
+        }
+        names = ("ts", "mid", "position", "balance", "fees", "realized", "equity", "open_orders", "quote_bid",
+                 "quote_ask", "mode")  # fmt: skip
+        steps = dict(zip(names, st, strict=True))
+        if record == "all":
+            for k in ("quote_bid", "quote_ask"):
+                steps[k] = np.where(steps[k] == EMPTY, np.nan, steps[k] * inst.tick_size)
+        else:
+            steps = {k: steps[k] for k in ("ts", "mid", "equity")}
+        counters = {name: int(v) for name, v in zip(COUNTERS, cnt, strict=True)}
+        counters.update({f"blocked_{r}": int(b) for r, b in zip(REASONS, blocked, strict=True)})
+        counters["qr_overflow"] = int(qr_state[QR_OVERFLOW])
+        # The rules' ratios and order counts at each step (all of them recorded), and their largest.
+        qrules = {"ts": steps["ts"], **dict(zip(QR_OUT, qr_series.copy(), strict=True))} if record == "all" else {}
+        qrules_max = {k: float(v) for k, v in zip(QR_OUT, qr_max, strict=True)}
+        funding = {"ts": fund[0], "position": fund[1], "amount": fund[2]}
+        position, balance, fees = float(led[POSITION]), float(led[CASH]), float(led[FEES])
+        return BacktestResult(
+            fills,
+            steps,
+            position,
+            balance,
+            fees,
+            counters,
+            digest_of(fills, (position, balance, fees, float(paid)), self.signals_source),
+            funding,
+            avg_entry=float(led[AVG_ENTRY]),
+            realized=float(led[REALIZED]),
+            settle=inst.settle or ("base" if inverse else "quote"),
+            inverse=inverse,
+            contract_size=inst.contract_size,
+            qrules=qrules,
+            qrules_max=qrules_max,
+        )
+
+
+def _setup(inst: Instrument, strategy, venue: VenueConfig, max_targets: int | None, gates: GateConfig | None,
+           latency: LatencySeries | None, record: str, signals: SignalSeries | None) -> RunSetup:  # fmt: skip
+    """Check a run's settings and build its RunSetup (run_backtest's and grinder.sim.chunked's)."""
+    if record not in RECORDS:
+        raise ConfigError(f"record must be one of {', '.join(RECORDS)}, got {record!r}")
     if latency is None:
         latency = LatencySeries.for_venue(venue)
-    inverse = inst.contract == "inverse"
     reuse = 0  # a bare kernel is called at every decision
     if isinstance(strategy, Strategy):
         max_targets = strategy.max_targets if max_targets is None else max_targets
@@ -390,103 +519,29 @@ def run_backtest(
     if max_targets < 1:
         raise ConfigError(f"max_targets must be at least 1, got {max_targets}")
     kernel = kernel_handle(strategy)
-    c = np.ascontiguousarray  # no copy for tapes from load_tape; the engine is compiled for C layout
-    local_book = LocalBook(rep.local_ts, rep.local_best_bid, rep.local_best_ask, rep.local_best_bid_qty,
-                           rep.local_best_ask_qty, rep.local_synced)  # fmt: skip
-    # run's argument groups, each a plain tuple in its fields' order (grinder.sim.engine).
-    args = (
-        tuple(TapeRows(c(tape.ts_exch), c(tape.kind), c(tape.side), c(tape.price_ticks), c(tape.qty))),
-        tuple(ExchangeBook(rep.prev_qty, rep.best_bid, rep.best_ask, rep.synced)),
-        tuple(row_blocks(tape, rep) if blocks is None else blocks),
-        tuple(Levels(rep.level_rows, rep.level_ukeys, rep.level_starts, rep.reset_rows, rep.reset_sides)),
-        tuple(local_book),
-        tuple(decision_inputs(tape, rep, venue, start_ns) if decisions is None else decisions),
-        NO_SIGNALS if signals is None else signals.engine_args(),
-        funding_settlements(tape),
-        (latency.ts, latency.entry_ns, latency.response_ns),
-        (int(start_ns), venue.step_ns, STALE_NS),
-        tuple(
-            Venue(
-                tick=inst.tick_size,
-                lot=inst.lot_size,
-                min_notional=inst.min_notional,
-                maker_fee=inst.maker_fee if venue.maker_fee is None else venue.maker_fee,
-                inverse=inverse,
-                contract_size=inst.contract_size,
-                queue_model=RISK_AVERSE if venue.queue == "risk_averse" else PROB_POWER,
-                queue_power=venue.queue_power,
-                partial_fills=venue.partial_fills,
-            )
-        ),
-        kernel,
-    )
-    fill_cap = FILL_CAP
-    while True:
-        # Every attempt starts from a private, writable copy of params (the kernel is compiled for
-        # one), fresh strategy and gate state, and zero counters.
-        blocked = np.zeros(len(REASONS), np.int64)
-        qr_state = new_qr_state(rules)
-        gates_args = (gate_cfg, new_gate_state(gate_cfg), blocked, qr_on, qr_cfg, qr_state)
-        attempt = (*args, np.array(params, np.float64), np.zeros(state_size), max_targets, reuse, fill_cap,
-                   gates_args, record == "all")  # fmt: skip
-        done = np.zeros(1, np.int64)
-        try:
-            out = run(*attempt, done) if progress is None else _run_watched(attempt, done, len(tape), progress)
-        except ValueError as e:  # raised by the loop about the strategy's output
-            name = getattr(strategy, "__name__", "strategy")
-            raise ConfigError(f"{name}: {e} (max_targets={max_targets})") from None
-        if not out[-1]:
-            break
-        fill_cap *= 4  # more fills than the buffers hold: run again with larger ones
-    fill_cols, st, fund, led, paid, cnt, (qr_series, qr_max), _ = out
-    # Copies: the slices would keep the large fill buffers alive with the result.
-    fts_exch, fts_local, fside, fpx, fqty, ffee, foid, flevel, fpos, freal = (a.copy() for a in fill_cols)
-    fills = {
-        "ts_exch": fts_exch,
-        "ts_local": fts_local,
-        "side": fside,
-        "price": fpx * inst.tick_size,
-        "price_ticks": fpx,
-        "qty": fqty,
-        "maker": np.ones(len(fqty), np.bool_),  # quotes are post-only
-        "fee": ffee,
-        "order_id": foid,
-        "level": flevel,
-        "position": fpos,
-        "realized": freal,
-    }
-    names = ("ts", "mid", "position", "balance", "fees", "realized", "equity", "open_orders", "quote_bid",
-             "quote_ask", "mode")  # fmt: skip
-    steps = dict(zip(names, st, strict=True))
-    if record == "all":
-        for k in ("quote_bid", "quote_ask"):
-            steps[k] = np.where(steps[k] == EMPTY, np.nan, steps[k] * inst.tick_size)
-    else:
-        steps = {k: steps[k] for k in ("ts", "mid", "equity")}
-    counters = {name: int(v) for name, v in zip(COUNTERS, cnt, strict=True)}
-    counters.update({f"blocked_{r}": int(b) for r, b in zip(REASONS, blocked, strict=True)})
-    counters["qr_overflow"] = int(qr_state[QR_OVERFLOW])
-    # The rules' ratios and order counts at each step (all of them recorded), and their largest.
-    qrules = {"ts": steps["ts"], **dict(zip(QR_OUT, qr_series.copy(), strict=True))} if record == "all" else {}
-    qrules_max = {k: float(v) for k, v in zip(QR_OUT, qr_max, strict=True)}
-    funding = {"ts": fund[0], "position": fund[1], "amount": fund[2]}
-    position, balance, fees = float(led[POSITION]), float(led[CASH]), float(led[FEES])
-    return BacktestResult(
-        fills,
-        steps,
-        position,
-        balance,
-        fees,
-        counters,
-        digest_of(fills, (position, balance, fees, float(paid)), "" if signals is None else signals.source),
-        funding,
-        avg_entry=float(led[AVG_ENTRY]),
-        realized=float(led[REALIZED]),
-        settle=inst.settle or ("base" if inverse else "quote"),
-        inverse=inverse,
+    venue_args = Venue(
+        tick=inst.tick_size,
+        lot=inst.lot_size,
+        min_notional=inst.min_notional,
+        maker_fee=inst.maker_fee if venue.maker_fee is None else venue.maker_fee,
+        inverse=inst.contract == "inverse",
         contract_size=inst.contract_size,
-        qrules=qrules,
-        qrules_max=qrules_max,
+        queue_model=RISK_AVERSE if venue.queue == "risk_averse" else PROB_POWER,
+        queue_power=venue.queue_power,
+        partial_fills=venue.partial_fills,
+    )
+    return RunSetup(
+        instrument=inst,
+        venue=tuple(venue_args),
+        latency=(latency.ts, latency.entry_ns, latency.response_ns),
+        signals=NO_SIGNALS if signals is None else signals.engine_args(),
+        kernel=kernel,
+        max_targets=max_targets,
+        reuse=reuse,
+        record=record,
+        signals_source="" if signals is None else signals.source,
+        strategy_name=getattr(strategy, "__name__", "strategy"),
+        gate_cfg=gate_configs(gates),
     )
 
 

@@ -63,6 +63,12 @@ __all__ = ["COUNTERS", "LEVEL_CACHE", "Signals", "block_extremes", "decision_clo
 # When the loop may reuse a kernel's last targets instead of calling it (Strategy.recompute).
 REUSE_NEVER, REUSE_TOP, REUSE_PRICES, REUSE_BAND = 0, 1, 2, 3
 
+# The loop's position between two calls (`_loop`'s `carry`, int64): its state (not started, paused
+# before the next decision at `pause_at`, ended), where the clock's current run starts in its
+# segments, that run's last step (ns), the next decision (ns), the row of signals in force.
+CARRY_STATE, CARRY_SEG_AT, CARRY_SEG_END, CARRY_TARGET, CARRY_SIGNAL_ROW, CARRY_SIZE = 0, 1, 2, 3, 4, 5
+CARRY_START, CARRY_PAUSED, CARRY_ENDED = 0, 1, 2
+
 
 def _ro(t):
     return types.Array(t, 1, "C", readonly=True)  # inputs: tapes may be read-only memmaps
@@ -97,9 +103,10 @@ ExchangeBook = _group("ExchangeBook", {"prev_qty": _ro(_f64), "best_bid": _ro(_i
 # Per block of rows, the highest and lowest price that can reach a resting order (exchange_side.block_extremes).
 RowBlocks = _group("RowBlocks", {"highest": _ro(_i64), "lowest": _ro(_i64)})
 # The (side, price) levels of book rows (grinder.sim.replay.Replay): each level's rows, the levels'
-# keys and where their rows start; the resets' rows and sides.
+# keys and where their rows start; the resets' rows and sides; the book the rows start from, as
+# level keys and quantities (replay.book_levels; empty for a whole tape, a chunk's carried book).
 Levels = _group("Levels", {"rows": _ro(_i64), "ukeys": _ro(_i64), "starts": _ro(_i64), "reset_rows": _ro(_i64),
-                           "reset_sides": _ro(_i64)})  # fmt: skip
+                           "reset_sides": _ro(_i64), "init_keys": _ro(_i64), "init_qty": _ro(_f64)})  # fmt: skip
 # The local book per local event, in local order: receive time (ns), best bid and ask (ticks), their
 # quantities, whether it is synced.
 LocalBook = _group("LocalBook", {"ts": _ro(_i64), "best_bid": _ro(_i64), "best_ask": _ro(_i64),
@@ -298,12 +305,13 @@ def send(target, nc, npl, unit, latency, rules_state, local, decision, bus, reco
 
 
 @njit(_nrt=False, inline="always")
-def _nothing_left(last_ts, rows, local_book, funding, exchange, local, bus):
-    """Nothing is left to happen after this decision: the data has ended (both clocks), no message is
-    on the way and no funding settlement is due within the data (`last_ts`, ns)."""
+def _nothing_left(last_ts, final, rows, local_book, funding, exchange, local, bus):
+    """Nothing is left to happen after this decision: the data has ended (both clocks: these are the
+    `final` rows), no message is on the way and no funding settlement is due within the data (`last_ts`, ns)."""
     exchange_state = exchange.state[0]
     settlement = exchange_state.next_funding
-    return (exchange_state.next_row >= rows.ts_exch.shape[0] and local.state[0].next_event >= local_book.ts.shape[0]
+    return (final and exchange_state.next_row >= rows.ts_exch.shape[0]
+            and local.state[0].next_event >= local_book.ts.shape[0]
             and bus.requests.ring[RING_COUNT] == 0 and bus.responses.ring[RING_COUNT] == 0
             and (settlement >= funding.ts.shape[0] or funding.ts[settlement] > last_ts))  # fmt: skip
 
@@ -311,26 +319,44 @@ def _nothing_left(last_ts, rows, local_book, funding, exchange, local, bus):
 @njit(_nrt=False)
 def _loop(t0, last_ts, rows, book, blocks, levels, local_book, decisions, signals, funding, latency, clock, venue,
           strategy, params, strategy_state, max_targets, reuse, gates, gates_on, exchange, bus, local, decision,
-          records, progress):  # fmt: skip
-    """Decision after decision until nothing is left to happen (or the fill records are full)."""
+          records, progress, pause_at, carry):  # fmt: skip
+    """Decision after decision until nothing is left to happen (or the fill records are full), or
+    until the next decision is after `pause_at` (ns): the rows end there, more follow (a chunk,
+    `grinder.sim.chunked`). Then the exchange side is brought to `pause_at` and the loop's position
+    kept in `carry` (CARRY_*), from where the next call goes on; MAX_TS for the last rows."""
     step_ns = clock.step_ns
     segments = decisions.segments
-    # The time of the last step of the clock's current run (`segments`): there the clock jumps
-    # over a coverage gap to the next run; after the last run it goes on, unrecorded. A time, not
-    # a step count, so a decision costs one comparison more than a clock without gaps.
-    seg_at = 0  # where the current run starts in `segments`
-    seg_end_t = t0 + segments[1] * step_ns if segments.shape[0] > 2 else MAX_TS
-    target = t0 + segments[0] * step_ns
+    if carry[CARRY_STATE] == CARRY_START:
+        # The time of the last step of the clock's current run (`segments`): there the clock jumps
+        # over a coverage gap to the next run; after the last run it goes on, unrecorded. A time, not
+        # a step count, so a decision costs one comparison more than a clock without gaps.
+        seg_at = 0  # where the current run starts in `segments`
+        seg_end_t = t0 + segments[1] * step_ns if segments.shape[0] > 2 else MAX_TS
+        target = t0 + segments[0] * step_ns
+        signal_row = 0  # the row of signals in force: the last one whose time is at or before the decision
+    else:
+        seg_at, seg_end_t, target = carry[CARRY_SEG_AT], carry[CARRY_SEG_END], carry[CARRY_TARGET]
+        signal_row = carry[CARRY_SIGNAL_ROW]
     width, n_signals = signals.width, signals.ts.shape[0]
-    signal_row = 0  # the row of signals in force: the last one whose time is at or before the decision
+    final = pause_at == MAX_TS
+    carry[CARRY_STATE] = CARRY_ENDED
     while True:
+        if target > pause_at:
+            # Rows and requests up to pause_at now rather than at the next decision: the same
+            # events in the same order, and the chunk's rows are all applied.
+            exchange_until(pause_at, rows, book, blocks, levels, funding, latency, venue, exchange, local.orders, bus,
+                           records.funding, records.counters)  # fmt: skip
+            carry[CARRY_STATE] = CARRY_PAUSED
+            carry[CARRY_SEG_AT], carry[CARRY_SEG_END], carry[CARRY_TARGET] = seg_at, seg_end_t, target
+            carry[CARRY_SIGNAL_ROW] = signal_row
+            return
         exchange_until(target, rows, book, blocks, levels, funding, latency, venue, exchange, local.orders, bus,
                        records.funding, records.counters)  # fmt: skip
         if not deliver_responses(target, bus.responses, exchange.resting.live, local, decision, venue,
                                  gates.rules_state, records):  # fmt: skip
             break
         events_until(target, local_book, decisions, local)
-        if _nothing_left(last_ts, rows, local_book, funding, exchange, local, bus):
+        if _nothing_left(last_ts, final, rows, local_book, funding, exchange, local, bus):
             break
         local_view = book_at_decision(target, local_book, decisions, clock.stale_ns, local)
         while signal_row + 1 < n_signals and signals.ts[signal_row + 1] <= target:
@@ -397,7 +423,7 @@ def _compile_run(sources: str):
         gates_on = gates_active(gates.config)  # all off: skip them (their rolling history is only read by gates)
         _loop(t0, last_ts, rows, book, blocks, levels, local_book, decisions, signals, funding, latency, clock, venue,
               strategy, params, strategy_state, max_targets, reuse, gates, gates_on, exchange, bus, local, decision,
-              records, progress)  # fmt: skip
+              records, progress, MAX_TS, np.zeros(CARRY_SIZE, np.int64))  # fmt: skip
         exchange_state = exchange.state[0]
         counters = records.counters
         counters[COUNTER.exchange_events] = exchange_state.next_row
@@ -409,4 +435,45 @@ def _compile_run(sources: str):
     return njit(_signature(), cache=True, nogil=True)(run)
 
 
-run = _compile_run(hashlib.sha256(b"".join((_ROOT / f).read_bytes() for f in _INLINED)).hexdigest())
+def _compile_chunks(sources: str):
+    """`run` taken apart for a tape that arrives chunk by chunk (grinder.sim.chunked): `begin`
+    allocates the loop's state, `resume` runs it over one chunk's rows up to a pause, `finish`
+    reads out what `run` returns."""
+
+    def begin(cap, n_levels, max_targets, fill_cap, n_steps, n_funding, all_steps):
+        """The loop's state (exchange side, bus, local side, decision, records) before any row."""
+        sources  # noqa: B018 - see run
+        return (new_exchange_side(cap, n_levels), new_bus(cap), new_local_side(cap, LEDGER_SIZE),
+                _new_decision(cap, max_targets), new_records(fill_cap, n_steps, n_funding, all_steps))  # fmt: skip
+
+    def resume(rows, book, blocks, levels, local_book, decisions, signals, funding, latency, clock, venue, strategy,
+               params, strategy_state, max_targets, reuse, gates, t0, last_ts, state, progress, pause_at,
+               carry):  # fmt: skip
+        """`run`'s loop over one chunk (groups as in `run`; `state` from `begin`), until the next
+        decision is after `pause_at` (ns; MAX_TS: the last chunk) or the run ends (carry, `_loop`)."""
+        sources  # noqa: B018 - see run
+        rows, book, blocks, levels = TapeRows(*rows), ExchangeBook(*book), RowBlocks(*blocks), Levels(*levels)
+        local_book, decisions, funding = LocalBook(*local_book), DecisionInputs(*decisions), Funding(*funding)
+        signals = Signals(*signals)
+        latency, clock, venue, gates = Latency(*latency), Clock(*clock), Venue(*venue), Gates(*gates)
+        exchange, bus, local, decision, records = state
+        gates_on = gates_active(gates.config)
+        _loop(t0, last_ts, rows, book, blocks, levels, local_book, decisions, signals, funding, latency, clock, venue,
+              strategy, params, strategy_state, max_targets, reuse, gates, gates_on, exchange, bus, local, decision,
+              records, progress, pause_at, carry)  # fmt: skip
+
+    def finish(state):
+        """What `run` returns but the exchange event count (fills, steps, funding paid, ledger, ...)."""
+        exchange, _, local, _, records = state
+        exchange_state = exchange.state[0]
+        records.counters[COUNTER.decisions] = records.state[0].steps
+        fills, steps, paid, rules = recorded(records, exchange_state.next_funding)
+        return (fills, steps, paid, local.ledger, exchange_state.funding_paid, records.counters, rules,
+                records.state[0].overflow)  # fmt: skip
+
+    return (njit(cache=True)(begin), njit(cache=True, nogil=True)(resume), njit(cache=True)(finish))
+
+
+_SOURCES = hashlib.sha256(b"".join((_ROOT / f).read_bytes() for f in _INLINED)).hexdigest()
+run = _compile_run(_SOURCES)
+begin_chunks, resume_chunk, finish_chunks = _compile_chunks(_SOURCES)

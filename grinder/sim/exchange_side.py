@@ -31,7 +31,7 @@ from grinder.sim.bus import MAX_TS, RESP_FILTERED, RESP_PARTIAL, RESP_REJECTED, 
 from grinder.sim.clock import advance
 from grinder.sim.queue import filled_qty, on_depth, on_trade
 from grinder.sim.records import COUNTER, record_funding
-from grinder.sim.replay import level_key, level_of, qty_at_cursor
+from grinder.sim.replay import _first_at_or_after, level_key, level_of, qty_at_cursor
 
 LEVEL_CACHE = 1024  # entries of the cache of price levels (a power of two)
 BLOCK_SHIFT = 4  # rows per block: 16
@@ -70,8 +70,7 @@ def new_exchange_side(cap, n_levels):
     index = PriceIndex(np.zeros((2, cap), np.int64), np.zeros((2, cap), np.int64), np.zeros(2, np.int64))
     # A grid quotes the same few hundred prices again and again: a hit saves a binary search over
     # every level of the tape.
-    level_cache = LevelCache(np.full(LEVEL_CACHE, MIN_TICKS, np.int64), np.zeros(LEVEL_CACHE, np.int64),
-                             np.zeros(n_levels, np.int64))  # fmt: skip
+    level_cache = new_level_cache(n_levels)
     return ExchangeSide(np.zeros(1, EXCHANGE_STATE), resting, index, level_cache)
 
 
@@ -243,7 +242,8 @@ def join_queue(slot, p, rows, levels, exchange, orders):
         cache.search_end[u] = first
     resting.level_row[slot], resting.level_end[slot] = first, hi
     resting.front[slot] = qty_at_cursor(levels.rows, levels.reset_rows, levels.reset_sides, rows.qty,
-                                        orders.side[slot], lo, first, ra)  # fmt: skip
+                                        orders.side[slot], lo, first, ra, levels.init_keys, levels.init_qty,
+                                        key)  # fmt: skip
 
 
 @njit(_nrt=False, inline="always")
@@ -460,3 +460,50 @@ def exchange_until(target, rows, book, blocks, levels, funding, latency, venue, 
             break
     state.next_row = row
     state.next_funding = settlement
+
+
+@njit(cache=True)
+def queues_to_chunk_end(rows, book, levels, exchange, orders, venue):
+    """At the end of a chunk of rows (all of them applied): every resting order's place in its
+    queue brought up to date through the chunk's last row, so the next chunk needs none of these
+    rows (`grinder.sim.chunked`). The same depth changes in the same order as a trade at its price
+    would apply them later (`fill_at_price`)."""
+    index, resting = exchange.index, exchange.resting
+    model, power = venue.queue_model, venue.queue_power
+    for s in range(2):
+        for j in range(index.count[s]):
+            slot = index.slot[s, j]
+            if resting.level_row[slot] < 0:
+                join_queue(slot, index.price[s, j], rows, levels, exchange, orders)
+            lp, le = resting.level_row[slot], resting.level_end[slot]
+            while lp < le:
+                r = levels.rows[lp]
+                resting.front[slot], resting.traded[slot] = on_depth(model, power, resting.front[slot],
+                                                                     resting.traded[slot], book.prev_qty[r],
+                                                                     rows.qty[r])  # fmt: skip
+                lp += 1
+            resting.level_row[slot] = lp
+
+
+@njit(cache=True)
+def queues_from_chunk_start(levels, exchange, orders, first_row):
+    """At the start of the next chunk, after `queues_to_chunk_end`: each resting order's level rows
+    in this chunk from `first_row` on (the rows before it were applied in the last chunk)."""
+    index, resting = exchange.index, exchange.resting
+    for s in range(2):
+        for j in range(index.count[s]):
+            slot = index.slot[s, j]
+            u = level_of(levels.ukeys, orders.side[slot], index.price[s, j])
+            if u < 0:
+                resting.level_row[slot], resting.level_end[slot] = 0, 0
+            else:
+                lo, hi = levels.starts[u], levels.starts[u + 1]
+                resting.level_row[slot] = _first_at_or_after(levels.rows, lo, hi, first_row)
+                resting.level_end[slot] = hi
+
+
+@njit(cache=True)
+def new_level_cache(n_levels):
+    """The cache of price levels for a tape (or chunk) of `n_levels` levels."""
+    return LevelCache(np.full(LEVEL_CACHE, MIN_TICKS, np.int64), np.zeros(LEVEL_CACHE, np.int64),
+                      np.zeros(n_levels, np.int64))  # fmt: skip

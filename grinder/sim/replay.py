@@ -41,10 +41,12 @@ from grinder.book.l2 import (
     ASK,
     BID,
     EMPTY,
+    FREE,
     H_BASE,
     H_BEST,
     H_W,
     H_WN,
+    TOMB,
     _find_best,
     _oget,
     _recentre,
@@ -57,6 +59,8 @@ from grinder.data.tape import Tape
 
 # Group key of a (side, price) level in Replay.level_ukeys: bids carry this bit, asks do not.
 SIDE_BIT = np.int64(1) << np.int64(62)
+# A whole tape's starting book: empty (`qty_at_cursor`).
+NO_KEYS, NO_QTY = np.empty(0, np.int64), np.empty(0)
 _I64_MAX = np.iinfo(np.int64).max
 _I64_MIN = np.iinfo(np.int64).min
 _COUNTING_MIN = 1 << 16  # the level index is a counting sort when key ranks span fewer than max(this, rows)
@@ -95,13 +99,13 @@ REPLAY_FIELDS = tuple(f.name for f in fields(Replay))
 
 @njit(cache=True, nogil=True)
 def _book_pass(start, pending, order, local, kind, side, ticks, qty, hdr, wq, ok, oq, prev_q, bb, ba, bbq, baq, lts,
-               syn):  # fmt: skip
+               syn, synced0):  # fmt: skip
     """Apply rows to the book in `order` (tape order if empty) from position `start`, recording after each.
 
     prev_q[i] (if non-empty): quantity at row i's level before it, 0 for other rows; bb, ba[j]: best
     ticks after the j-th applied row; bbq, baq[j] (if non-empty): the quantities there; lts[j] (if
     non-empty): local[order[j]]; syn[j]: whether the book is synced after it (a snapshot row syncs
-    it, a reset unsyncs it, it starts unsynced); while unsynced bb, ba are EMPTY and bbq, baq 0.
+    it, a reset unsyncs it, it starts as `synced0`); while unsynced bb, ba are EMPTY and bbq, baq 0.
     Rows change the book as l2.apply_row does: resets clear sides,
     trades nothing, book rows set a level. The common case, a level inside the dense window, is
     l2.set_level's first branch written out (calls with array arguments cost more than the update).
@@ -118,7 +122,7 @@ def _book_pass(start, pending, order, local, kind, side, ticks, qty, hdr, wq, ok
     w = hdr[H_W]
     lo_edge = w // 8
     hi_edge = w - w // 8
-    valid = syn[start - 1] if start > 0 else False
+    valid = syn[start - 1] if start > 0 else synced0
     for j in range(start, n):
         i = j if direct else order[j]
         k = kind[i]
@@ -210,15 +214,19 @@ def _book_pass(start, pending, order, local, kind, side, ticks, qty, hdr, wq, ok
 
 
 def _replay_pass(order, local, kind, side, ticks, qty, prev_q, bb, ba, bbq, baq, lts, syn, window=1 << 15,
-                 overflow=4096):  # fmt: skip
-    """Run _book_pass over all rows with a new book, growing its overflow tier when asked to."""
-    hdr, wq, ok, oq = new_book(window, overflow)
+                 overflow=4096, book=None, synced0=False):  # fmt: skip
+    """Run _book_pass over all rows, growing the book's overflow tier when asked to; returns the book.
+
+    The book is a new one, or `book` (hdr, wq, ok, oq) as an earlier pass left it, synced or not
+    (`synced0`): a tape replayed chunk by chunk (`grinder.sim.chunked`) carries it across chunks.
+    """
+    hdr, wq, ok, oq = new_book(window, overflow) if book is None else book
     j, pending = 0, False
     while True:
         j = _book_pass(j, pending, order, local, kind, side, ticks, qty, hdr, wq, ok, oq, prev_q, bb, ba, bbq, baq, lts,
-                       syn)  # fmt: skip
+                       syn, synced0)  # fmt: skip
         if j < 0:
-            return
+            return hdr, wq, ok, oq
         ok, oq = grow(hdr, ok, oq)
         pending = True
 
@@ -497,10 +505,13 @@ def load_or_prepare(tape: Tape, local_ts: np.ndarray, cache_dir: Path | str | No
 
 
 @njit(cache=True)
-def qty_before(level_rows, level_ukeys, level_starts, reset_rows, reset_sides, qty, side_code, price_ticks, row):
-    """Quantity resting at (side, price) once rows [0, row) have been applied."""
+def qty_before(level_rows, level_ukeys, level_starts, reset_rows, reset_sides, qty, side_code, price_ticks, row,
+               init_keys=NO_KEYS, init_qty=NO_QTY):  # fmt: skip
+    """Quantity resting at (side, price) once rows [0, row) have been applied (after the book
+    `init_keys`, `init_qty` that the rows start from: empty for a whole tape; see `book_levels`)."""
     lo, first, _ = level_cursor(level_rows, level_ukeys, level_starts, side_code, price_ticks, row)
-    return qty_at_cursor(level_rows, reset_rows, reset_sides, qty, side_code, lo, first, row)
+    return qty_at_cursor(level_rows, reset_rows, reset_sides, qty, side_code, lo, first, row, init_keys, init_qty,
+                         level_key(side_code, price_ticks))  # fmt: skip
 
 
 @njit(cache=True, _nrt=False)
@@ -516,18 +527,46 @@ def _first_at_or_after(a, lo, hi, x):
 
 
 @njit(cache=True, _nrt=False)
-def qty_at_cursor(level_rows, reset_rows, reset_sides, qty, side_code, lo, first, row):
-    """qty_before for a level whose rows start at `lo` in level_rows, `first` being its first from `row` on."""
-    if first == lo:
-        return 0.0
-    last = level_rows[first - 1]  # the last row at this level before `row`
+def qty_at_cursor(level_rows, reset_rows, reset_sides, qty, side_code, lo, first, row, init_keys, init_qty, key):
+    """qty_before for a level (group key `key`) whose rows start at `lo` in level_rows, `first` being
+    its first from `row` on; without a row there before `row`, what the starting book held."""
+    last = level_rows[first - 1] if first > lo else -1  # the last row at this level before `row`
+    if last < 0 and init_keys.shape[0] == 0:
+        return 0.0  # a whole tape starts from an empty book
     # A reset of this side after that row clears the level.
     r = _first_at_or_after(reset_rows, 0, reset_rows.shape[0], row) - 1
     while r >= 0 and reset_rows[r] > last:
         if reset_sides[r] == 0 or (reset_sides[r] > 0) == (side_code > 0):
             return 0.0
         r -= 1
-    return qty[last]
+    if last >= 0:
+        return qty[last]
+    u = _first_at_or_after(init_keys, 0, init_keys.shape[0], key)
+    return init_qty[u] if u < init_keys.shape[0] and init_keys[u] == key else 0.0
+
+
+@njit(cache=True, nogil=True)
+def book_levels(hdr, wq, ok, oq):
+    """(group keys ascending, quantities) of every level the book holds: where a chunk's rows start
+    from (`qty_at_cursor`)."""
+    n = 2 * (wq.shape[1] + ok.shape[1])
+    keys = np.empty(n, np.int64)
+    qs = np.empty(n)
+    m = 0
+    base = hdr[H_BASE]
+    for s in range(2):
+        code = 1 if s == BID else -1
+        if base != EMPTY:
+            for i in range(wq.shape[1]):
+                if wq[s, i] > 0.0:
+                    keys[m], qs[m] = level_key(code, base + i), wq[s, i]
+                    m += 1
+        for i in range(ok.shape[1]):
+            if ok[s, i] != FREE and ok[s, i] != TOMB and oq[s, i] > 0.0:
+                keys[m], qs[m] = level_key(code, ok[s, i]), oq[s, i]
+                m += 1
+    order = np.argsort(keys[:m])
+    return keys[:m][order], qs[:m][order]
 
 
 @njit(cache=True, _nrt=False)

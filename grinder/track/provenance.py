@@ -22,21 +22,52 @@ CHUNK_BYTES = 16 * 1024 * 1024  # bounds the copy when a column needs converting
 
 def data_fingerprint(tape: Tape) -> str:
     """sha256 (hex) over the tape's event columns, its funding series and its instrument's JSON."""
-    h = hashlib.sha256(b"grinder-tape-v1\n")
-    h.update(tape.instrument.model_dump_json().encode())
-    for name in EVENT_COLUMNS:
-        _update(h, name, getattr(tape, name))
-    # Funding is settled on the position, so it changes results as much as the book does.
-    for name in sorted(tape.funding.columns):
-        _update(h, "funding." + name, tape.funding.columns[name])
-    return h.hexdigest()
+    fp = TapeFingerprint()
+    fp.add({name: getattr(tape, name) for name in EVENT_COLUMNS})
+    return fp.hexdigest(tape.instrument, tape.funding.columns)
 
 
-def _update(h, name: str, a: np.ndarray) -> None:
-    """Feed one column: a header (name, dtype, length) so columns cannot run into each other, then its bytes."""
-    a = np.asarray(a)
-    dtype = a.dtype.newbyteorder("<")  # the same bytes on any machine; single-byte types are unchanged
-    h.update(f"\n{name}:{dtype.str}:{len(a)}\n".encode())
+class TapeFingerprint:
+    """`data_fingerprint` fed chunk by chunk (a tape read a day at a time gives the whole tape's).
+
+    Each column is hashed on its own as its chunks pass, and the columns' digests, with their names,
+    dtypes and lengths, are hashed at the end.
+    """
+
+    def __init__(self) -> None:
+        self._cols = {name: (hashlib.sha256(), [None, 0]) for name in EVENT_COLUMNS}
+
+    def add(self, columns: dict[str, np.ndarray]) -> None:
+        """The next rows of every event column (EVENT_COLUMNS, equal lengths)."""
+        for name in EVENT_COLUMNS:
+            h, meta = self._cols[name]
+            a = np.asarray(columns[name])
+            dtype = a.dtype.newbyteorder("<")  # the same bytes on any machine; single-byte types are unchanged
+            if meta[0] is None:
+                meta[0] = dtype.str
+            elif meta[0] != dtype.str:
+                raise ValueError(f"column {name} changes dtype from {meta[0]} to {dtype.str} between chunks")
+            meta[1] += len(a)
+            _feed(h, a, dtype)
+
+    def hexdigest(self, instrument, funding: dict[str, np.ndarray]) -> str:
+        """The fingerprint of the rows added so far, with the instrument and the funding series."""
+        h = hashlib.sha256(b"grinder-tape-v2\n")
+        h.update(instrument.model_dump_json().encode())
+        for name in EVENT_COLUMNS:
+            col, (dtype, n) = self._cols[name]
+            h.update(f"\n{name}:{dtype}:{n}:{col.hexdigest()}".encode())
+        # Funding is settled on the position, so it changes results as much as the book does.
+        for name in sorted(funding):
+            a = np.asarray(funding[name])
+            dtype = a.dtype.newbyteorder("<")
+            col = hashlib.sha256()
+            _feed(col, a, dtype)
+            h.update(f"\nfunding.{name}:{dtype.str}:{len(a)}:{col.hexdigest()}".encode())
+        return h.hexdigest()
+
+
+def _feed(h, a: np.ndarray, dtype) -> None:
     step = max(1, CHUNK_BYTES // max(1, a.dtype.itemsize))
     for i in range(0, len(a), step):
         # A no-op view for native little-endian contiguous columns; hashlib reads the buffer without copying.

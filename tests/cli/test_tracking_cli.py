@@ -71,6 +71,22 @@ def test_a_backtest_is_one_run_with_its_digest_and_data_fingerprint(sample, tmp_
     assert len(run.data.tags["data_fingerprint"]) == 64 and "fills" in run.data.metrics
 
 
+def test_a_backtest_by_day_is_the_whole_runs_digest_and_data_fingerprint(sample, tmp_path):  # noqa: F811
+    store = tmp_path / "mlruns"
+    tags = []
+    for how in ("--whole", "--by-day"):
+        r = grinder("backtest", "static_grid", "--root", sample, *GRID, how, "--no-report", "--mlruns", store,
+                    "--out", tmp_path / "runs")  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        tags.append(client_for(store)[0].get_run(r.stdout.split("mlflow run: ")[1].split()[0]).data.tags)
+    assert tags[0]["digest"] == tags[1]["digest"]
+    assert tags[0]["data_fingerprint"] == tags[1]["data_fingerprint"]
+    for extra, what in ((["--cache"], "--cache"), (["--model", "models:/vol@champion"], "--model")):
+        r = grinder("backtest", "static_grid", "--root", sample, *GRID, "--by-day", *extra, "--no-track",
+                    "--out", tmp_path / "runs")  # fmt: skip
+        assert r.returncode == 2 and f"--by-day reads the lake a day at a time: it takes no {what}" in r.stderr
+
+
 def test_a_sweep_that_fails_is_marked_failed(sample, tmp_path):  # noqa: F811
     from distributed import LocalCluster
 

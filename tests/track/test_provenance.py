@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from grinder.data.tape import Series, load_tape
-from grinder.track.provenance import data_fingerprint, git_commit
+from grinder.track.provenance import EVENT_COLUMNS, TapeFingerprint, data_fingerprint, git_commit
 from tests.conftest import REPO
 
 
@@ -48,6 +48,23 @@ def test_fingerprint_changes_with_the_data(tape, change):
 def test_fingerprint_ignores_columns_the_backtest_does_not_read(tape):
     other = replace(tape, ref=tape.ref + 1, bbo=Series({"ts_exch": np.empty(0, np.int64)}))
     assert data_fingerprint(other) == data_fingerprint(tape)
+
+
+@pytest.mark.parametrize("cuts", [[1], [7, 100, 100, 250_000], list(range(0, 466_576, 9_999))])
+def test_a_tape_fed_in_chunks_has_the_whole_tapes_fingerprint(tape, cuts):
+    fp = TapeFingerprint()
+    bounds = [0, *cuts, len(tape)]
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        fp.add({n: getattr(tape, n)[a:b] for n in EVENT_COLUMNS})
+    assert fp.hexdigest(tape.instrument, tape.funding.columns) == data_fingerprint(tape)
+
+
+def test_chunks_that_change_a_columns_dtype_are_refused(tape):
+    fp = TapeFingerprint()
+    fp.add({n: getattr(tape, n)[:10] for n in EVENT_COLUMNS})
+    with pytest.raises(ValueError, match="column qty changes dtype from <f8 to <f4"):
+        fp.add({n: getattr(tape, n)[10:20].astype(np.float32) if n == "qty" else getattr(tape, n)[10:20]
+                for n in EVENT_COLUMNS})  # fmt: skip
 
 
 def _git(repo, *args):

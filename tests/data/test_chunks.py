@@ -1,0 +1,66 @@
+"""LakeChunks serves exactly the rows load_tape returns for the same selection, a date partition at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from grinder.data.chunks import LakeChunks
+from grinder.data.lake import Lake
+from grinder.data.synth import synth_batch
+from grinder.data.tape import load_tape
+from grinder.errors import ConfigError, DataError
+from tests.conftest import REPO
+
+S = 1_000_000_000
+T0 = 1_704_067_200 * S  # 2024-01-01
+COLS = ("ts_exch", "ts_local", "kind", "side", "price_ticks", "qty")
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    """Captures on three days, one of them across midnight after a gap (a span whose reset's local
+    time is the earliest of rows on two days), with gaps between them."""
+    root = tmp_path_factory.mktemp("lake")
+    lake = Lake(root)
+    for i, (n, minutes) in enumerate([(20_000, 0), (15_000, 23 * 60 + 30), (200_000, 23 * 60 + 50),
+                                      (30_000, 48 * 60 + 5)]):  # fmt: skip
+        lake.write(synth_batch(n, seed=i + 1, start_ns=T0 + minutes * 60 * S), [], key=f"capture{i}")
+    return root
+
+
+def same_rows(root, venue, symbol, start, end):
+    tape = load_tape(root, venue, symbol, start, end)
+    chunks = list(LakeChunks(root, venue, symbol, start, end).chunks())
+    for c in chunks[:-1]:
+        assert c.end_ns is not None and (len(c.ts_exch) == 0 or c.ts_exch[-1] <= c.end_ns)
+    assert chunks[-1].end_ns is None
+    for name in COLS:
+        got = np.concatenate([getattr(c, name) for c in chunks])
+        assert got.dtype == getattr(tape, name).dtype and np.array_equal(got, getattr(tape, name)), name
+    return chunks
+
+
+@pytest.mark.parametrize(
+    "start_min, end_min",
+    [(None, None), (10, None), (23 * 60 + 55, None), (24 * 60 + 5, 48 * 60 + 10), (None, 24 * 60 + 1), (60, 120)],
+)
+def test_chunks_are_the_rows_of_load_tape(lake, start_min, end_min):
+    start = None if start_min is None else T0 + start_min * 60 * S
+    end = None if end_min is None else T0 + end_min * 60 * S
+    if (start, end) == (T0 + 60 * 60 * S, T0 + 120 * 60 * S):
+        with pytest.raises(DataError, match="no book or trade rows"):
+            list(LakeChunks(lake, "synthetic", "SYNTHUSDT", start, end).chunks())
+        return
+    chunks = same_rows(lake, "synthetic", "SYNTHUSDT", start, end)
+    if start is None and end is None:
+        assert len(chunks) == 3  # one per date partition
+
+
+def test_the_real_sample_in_chunks():
+    same_rows(REPO / "data" / "sample" / "lake", "binance-usdm", "BTCUSDT", None, None)
+
+
+def test_an_empty_range_is_refused(lake):
+    with pytest.raises(ConfigError, match="empty time range"):
+        LakeChunks(lake, "synthetic", "SYNTHUSDT", T0 + S, T0)

@@ -1,0 +1,168 @@
+"""A tape run chunk by chunk gives the whole-tape run's result: the same digest, fills, steps, counters,
+funding and rules' series, wherever the chunk boundaries fall (grinder.sim.chunked)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from grinder.data.chunks import LakeChunks
+from grinder.data.lake import Lake
+from grinder.data.synth import synth_batch
+from grinder.data.tape import load_tape
+from grinder.errors import ConfigError
+from grinder.sim.backtest import SignalSeries, VenueConfig, run_backtest
+from grinder.sim.chunked import TapeChunks, run_chunked
+from grinder.strategies.adaptive_grid import STRATEGY as ADAPTIVE
+from grinder.strategies.ml_grid import STRATEGY as ML_GRID
+from grinder.strategies.static_grid import STRATEGY as GRID
+from tests.sim.test_digest_pins import CASES, PINS
+from tests.sim.test_replay import jittered
+
+S = 1_000_000_000
+T0 = 1_704_067_200 * S  # 2024-01-01
+
+
+def assert_same(a, b):
+    """Every part of two BacktestResults is equal (arrays exactly, NaN where NaN)."""
+    assert a.digest == b.digest
+    assert a.counters == b.counters
+    for name in ("fills", "steps", "funding", "qrules"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.keys() == y.keys(), name
+        for k in x:
+            assert np.array_equal(x[k], y[k], equal_nan=x[k].dtype.kind == "f"), (name, k)
+    assert (a.position, a.balance, a.fees, a.realized) == (b.position, b.balance, b.fees, b.realized)
+    assert a.qrules_max.keys() == b.qrules_max.keys()
+    assert np.array_equal(list(a.qrules_max.values()), list(b.qrules_max.values()), equal_nan=True)
+
+
+@pytest.fixture(scope="module")
+def sample(request):
+    from tests.conftest import REPO
+
+    return load_tape(REPO / "data" / "sample" / "lake", "binance-usdm", "BTCUSDT")
+
+
+@pytest.mark.parametrize("chunk_s", [60, 7, 0.5])
+@pytest.mark.parametrize("name", list(CASES))
+def test_chunked_runs_on_the_sample_keep_the_pinned_digests(sample, name, chunk_s):
+    strategy, values, venue, gates = CASES[name]
+    r = run_chunked(TapeChunks(sample, int(chunk_s * S)), strategy, strategy.vector(strategy.validate(values)), venue,
+                    gates=gates)  # fmt: skip
+    assert (r.digest, r.counters["fills"]) == PINS[name]
+
+
+@pytest.mark.parametrize("name", ["tight_gated", "tight_slow", "adaptive"])
+def test_chunked_run_on_the_sample_equals_the_whole_run_in_every_record(sample, name):
+    strategy, values, venue, gates = CASES[name]
+    p = strategy.vector(strategy.validate(values))
+    whole = run_backtest(sample, strategy, p, venue, gates=gates)
+    chunks = TapeChunks(sample, 3 * S)
+    assert sum(1 for _ in chunks.chunks(times_only=True)) > 100  # boundaries everywhere
+    assert_same(run_chunked(chunks, strategy, p, venue, gates=gates), whole)
+
+
+@pytest.fixture(scope="module")
+def multi_day_lake(tmp_path_factory):
+    """Three captures over two days, with coverage gaps between them (resets, clock segments) and funding."""
+    root = tmp_path_factory.mktemp("lake")
+    lake = Lake(root)
+    for i, (n, hours) in enumerate([(30_000, 0), (20_000, 30), (25_000, 31)]):
+        lake.write(synth_batch(n, seed=i + 3, start_ns=T0 + hours * 3600 * S), [], key=f"capture{i}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def multi_day(multi_day_lake):
+    tape = load_tape(multi_day_lake, "synthetic", "SYNTHUSDT")
+    assert len(tape.funding) > 0
+    return tape
+
+
+@pytest.mark.parametrize("start_h", [None, 30.01])
+def test_a_run_read_from_the_lake_a_day_at_a_time_equals_the_whole_run(multi_day_lake, start_h):
+    start = None if start_h is None else T0 + int(start_h * 3600 * S)
+    tape = load_tape(multi_day_lake, "synthetic", "SYNTHUSDT", start)
+    p = ADAPTIVE.vector(ADAPTIVE.validate(TIGHT))
+    v = VENUES["slow_partial"]
+    whole = run_backtest(tape, ADAPTIVE, p, v)
+    assert whole.counters["fills"] > 50
+    seen = []
+    got = run_chunked(LakeChunks(multi_day_lake, "synthetic", "SYNTHUSDT", start), ADAPTIVE, p, v,
+                      progress=lambda done, total: seen.append((done, total)))  # fmt: skip
+    assert_same(got, whole)
+    assert len(seen) == (2 if start is None else 1)  # a day each
+    assert seen[-1][0] == seen[-1][1] == got.counters["exchange_events"]
+
+
+TIGHT = {"levels": 10, "interval": 0.3, "half_spread": 0.1, "order_qty": 0.004, "max_position": 0.02}
+VENUES = {
+    "fast": VenueConfig(entry_latency_ns=5_000_000, response_latency_ns=5_000_000, step_ns=100_000_000),
+    "slow_partial": VenueConfig(
+        entry_latency_ns=150_000_000,
+        response_latency_ns=120_000_000,
+        step_ns=50_000_000,
+        partial_fills=True,
+        queue="power",
+    ),  # fmt: skip
+}
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    chunk_ms=st.integers(200, 2 * 86_400_000),
+    venue=st.sampled_from(list(VENUES)),
+    adaptive=st.booleans(),
+    jitter=st.booleans(),
+    start_min=st.sampled_from([0, 1, 30 * 60 + 1]),
+)
+def test_chunked_equals_whole_on_a_multi_day_tape(multi_day, chunk_ms, venue, adaptive, jitter, start_min):
+    tape = multi_day
+    if jitter:  # local times out of exchange order, as on real captures
+        tape = dataclasses.replace(tape, ts_local=jittered(tape, seed=chunk_ms % 7))
+    strategy = ADAPTIVE if adaptive else GRID
+    p = strategy.vector(strategy.validate(TIGHT))
+    start = int(tape.ts_exch[0]) + start_min * 60 * S if start_min else 0
+    v = VENUES[venue]
+    whole = run_backtest(tape, strategy, p, v, start_ns=start)
+    assert whole.counters["fills"] > 50
+    assert_same(run_chunked(TapeChunks(tape, chunk_ms * 1_000_000), strategy, p, v, start_ns=start), whole)
+
+
+def test_signals_cross_chunk_boundaries(multi_day):
+    rng = np.random.default_rng(5)
+    ts = np.sort(rng.integers(int(multi_day.ts_exch[0]), int(multi_day.ts_exch[-1]), 400))
+    sig = SignalSeries(ts, rng.uniform(0.2, 7.0, (400, 1)), "test-model/1")
+    p = ML_GRID.vector(ML_GRID.validate({**TIGHT, "confirm": 1}))
+    v = VENUES["fast"]
+    whole = run_backtest(multi_day, ML_GRID, p, v, signals=sig)
+    assert whole.counters["fills"] > 0
+    assert_same(run_chunked(TapeChunks(multi_day, 20 * S), ML_GRID, p, v, signals=sig), whole)
+
+
+def test_a_fill_overflow_reruns_with_larger_buffers(multi_day, monkeypatch):
+    from grinder.sim import chunked
+
+    p = GRID.vector(GRID.validate(TIGHT))
+    v = VENUES["fast"]
+    whole = run_backtest(multi_day, GRID, p, v)
+    monkeypatch.setattr(chunked, "FILL_CAP", 16)
+    assert whole.counters["fills"] > 16
+    assert_same(run_chunked(TapeChunks(multi_day, 600 * S), GRID, p, v), whole)
+
+
+def test_a_local_clock_offset_that_receives_rows_before_they_were_sent_is_refused(sample):
+    v = VENUES["fast"].model_copy(update={"local_clock_offset_ns": -(10**9)})
+    p = GRID.vector(GRID.validate(TIGHT))
+    with pytest.raises(ConfigError, match="local_clock_offset_ns = -1000000000 puts local times"):
+        run_chunked(TapeChunks(sample, 60 * S), GRID, p, v)
+
+
+def test_chunk_size_must_be_positive(sample):
+    with pytest.raises(ConfigError, match="chunk_ns must be positive"):
+        TapeChunks(sample, 0)
