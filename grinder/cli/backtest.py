@@ -47,11 +47,11 @@ def backtest(
     cache: Annotated[
         bool, typer.Option("--cache/--no-cache", help="Keep the tape and its replay on disk in the lake for reuse.")
     ] = False,
-    by_day: Annotated[
+    chunked: Annotated[
         bool,
         typer.Option(
-            "--by-day/--whole",
-            help="Read and run the lake a day at a time: memory follows one day's data, not the selection's; "
+            "--chunked/--whole",
+            help="Read and run the lake an hour at a time: memory follows an hour's data, not the selection's; "
             "the same result (docs/backtest.md).",
         ),
     ] = False,
@@ -78,7 +78,7 @@ def backtest(
     done = backtest_job(strategy, symbol=symbol, venue=venue, start=start, end=end, params=pairs(param, "--param"),
                         config=config, venue_settings=venue_settings, report=report, capital=capital, cache=cache,
                         track=track, mlruns=mlruns, out_dir=out_dir, root=root, progress=ConsoleProgress(),
-                        model=model, by_day=by_day)  # fmt: skip
+                        model=model, chunked=chunked)  # fmt: skip
     print_summary(done.summary, done.run_dir, report)
     if done.mlflow_run_id is not None:
         out.print(f"  mlflow run: {done.mlflow_run_id}")

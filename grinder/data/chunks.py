@@ -1,22 +1,26 @@
-"""A lake selection read a day at a time: the rows `load_tape` would return, in chunks (grinder.sim.chunked).
+"""A lake selection read a slice of time at a time: the rows `load_tape` would return, in chunks.
 
 `LakeChunks` serves the selection (venue, symbol, [start, end)) as consecutive chunks of tape rows in
-exchange order, one date partition each, without ever holding more than a day: the same rows, kinds,
-ticks and times as `load_tape` over the whole selection (tests/data/test_chunks.py). What crosses a
-day is carried: where the book rows start (the last full reset before the start, found by walking
-back as load_tape does: `tape.book_start`), and the coverage spans, whose first rows get a reset row
-whose local time is the earliest of the span's (`tape._reset_at_gaps`): a first pass over the days'
-time columns finds those times, the second reads the rows.
+exchange order (for grinder.sim.chunked), an hour of exchange time each by default, reading only the
+Parquet row groups whose time range reaches the slice: memory follows the densest hour, not the
+selection. The rows, kinds, ticks and times are `load_tape`'s over the whole selection
+(tests/data/test_chunks.py). What crosses a slice is carried: where the book rows start (the last
+full reset before the start, found by walking back as load_tape does: `tape.book_start`), and the
+coverage spans, whose first rows get a reset row whose local time is the earliest of the span's
+(`tape._reset_at_gaps`): a first pass over the slices' time columns finds those times.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from grinder.data.coverage import DEFAULT_MAX_GAP_NS
 from grinder.data.instruments import Instrument
@@ -35,12 +39,13 @@ from grinder.data.tape import (
     _merge,
     _np,
     _read,
-    _read_parts,
     _window,
     book_start,
     read_instrument,
 )
 from grinder.errors import ConfigError, DataError
+
+_I64_MIN, _I64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 
 
 @dataclass(frozen=True)
@@ -64,15 +69,19 @@ class Chunk:
 
 @dataclass(frozen=True)
 class LakeChunks:
-    """[start_ns, end_ns) of one instrument in the lake at `root`, a date partition per chunk."""
+    """[start_ns, end_ns) of one instrument in the lake at `root`, `chunk_ns` of exchange time per chunk
+    (slices of each date partition; only the Parquet row groups a slice reaches are read)."""
 
     root: Path
     venue: str
     symbol: str
     start_ns: int | None = None
     end_ns: int | None = None
+    chunk_ns: int = 3_600 * 10**9  # one hour of exchange time: a chunk's memory follows an hour's rows
 
     def __post_init__(self) -> None:
+        if self.chunk_ns <= 0:
+            raise ConfigError(f"chunk_ns must be positive, got {self.chunk_ns}")
         if self.start_ns is not None and self.end_ns is not None and self.end_ns <= self.start_ns:
             raise ConfigError(f"empty time range: end {self.end_ns} <= start {self.start_ns}")
         object.__setattr__(self, "root", Path(self.root))
@@ -102,18 +111,23 @@ class LakeChunks:
 
         return settlements_of(self.funding_series)
 
-    def _days(self) -> list[int]:
+    def _slices(self) -> Iterator[tuple[int, int, list[Path], list[Path]]]:
+        """(start, end (ns, exclusive), book files, trade files) of each chunk_ns slice of each date partition."""
         book = _files(self.root, "book", self.venue, self.symbol, self._book_from, self.end_ns)
         trades = _files(self.root, "trades", self.venue, self.symbol, self.start_ns, self.end_ns)
-        return sorted({_day_of(f.parent) for f in book + trades})
+        for day in sorted({_day_of(f.parent) for f in book + trades}):
+            lo, hi = day * NS_PER_DAY, (day + 1) * NS_PER_DAY
+            day_book = [f for f in book if _day_of(f.parent) == day]
+            day_trades = [f for f in trades if _day_of(f.parent) == day]
+            for a in range(lo, hi, self.chunk_ns):
+                yield a, min(a + self.chunk_ns, hi), day_book, day_trades
 
-    def _day(self, day: int, cols_book: list[str], cols_trade: list[str]):
-        lo, hi = day * NS_PER_DAY, (day + 1) * NS_PER_DAY
-        book = [f for f in _files(self.root, "book", self.venue, self.symbol, lo, hi) if _day_of(f.parent) == day]
-        trades = [f for f in _files(self.root, "trades", self.venue, self.symbol, lo, hi) if _day_of(f.parent) == day]
-        b = _window(_combine(_read_parts(book, cols_book)), self._book_from, self.end_ns)
-        t = _window(_combine(_read_parts(trades, cols_trade)), self.start_ns, self.end_ns)
-        return b, t
+    def _slice(self, a: int, b: int, book: list[Path], trades: list[Path], cols_book: list[str], cols_trade: list[str]):
+        """The book rows and trades of [a, b) within the selection, as load_tape orders them."""
+        lo_b = a if self._book_from is None else max(a, self._book_from)
+        lo_t = a if self.start_ns is None else max(a, self.start_ns)
+        hi = b if self.end_ns is None else min(b, self.end_ns)
+        return _read_rows(book, cols_book, lo_b, hi), _read_rows(trades, cols_trade, lo_t, hi)
 
     @cached_property
     def _span_locals(self) -> dict[int, int]:
@@ -121,54 +135,130 @@ class LakeChunks:
         local time. A DataError when the selection holds no row, as load_tape says."""
         out: dict[int, int] = {}
         prev, span = None, None
-        for day in self._days():
-            b, t = self._day(day, ["ts_exch", "ts_local", "seq"], ["ts_exch", "ts_local", "seq"])
+        cols = ["ts_exch", "ts_local", "seq"]
+        for a, z, book, trades in self._slices():
+            b, t = self._slice(a, z, book, trades, cols, cols)
             ts = np.concatenate((_np(b, "ts_exch", np.int64), _np(t, "ts_exch", np.int64)))
-            loc = np.concatenate((_np(b, "ts_local", np.int64), _np(t, "ts_local", np.int64)))
             if not len(ts):
                 continue
+            loc = np.concatenate((_np(b, "ts_local", np.int64), _np(t, "ts_local", np.int64)))
             order = np.argsort(ts, kind="stable")
             ts, loc = ts[order], loc[order]
             full = np.concatenate(([prev if prev is not None else ts[0]], ts))
             starts = np.flatnonzero(np.diff(full) > DEFAULT_MAX_GAP_NS)  # rows of ts beginning a span
             bounds = np.concatenate((starts, [len(ts)]))
-            if span is not None:  # the span open from earlier days goes on to this day's first start
-                out[span] = min(out[span], int(loc[: bounds[0]].min())) if bounds[0] else out[span]
-            for a, z in zip(starts, bounds[1:], strict=True):
-                span = int(ts[a])
-                out[span] = int(loc[a:z].min())
+            if span is not None and bounds[0]:  # the span open from earlier slices goes on to the first start here
+                out[span] = min(out[span], int(loc[: bounds[0]].min()))
+            for s0, s1 in zip(starts, bounds[1:], strict=True):
+                span = int(ts[s0])
+                out[span] = int(loc[s0:s1].min())
             prev = int(ts[-1])
         if prev is None:
             raise DataError(f"no book or trade rows for {self.venue}/{self.symbol} in the selected time range")
         return out
 
     def chunks(self, times_only: bool = False) -> Iterator[Chunk]:
-        """The selection's rows, a date partition at a time (`times_only` reads the same rows; kind ... qty None)."""
-        return self._chunks(times_only)
+        """The selection's rows, chunk_ns of exchange time at a time, none empty (`times_only`: the same
+        rows' ts_exch and ts_local, unmerged, without the resets at gaps; kind ... flags None)."""
+        return self._times() if times_only else self._chunks()
 
-    def _chunks(self, times_only: bool) -> Iterator[Chunk]:
+    def _times(self) -> Iterator[Chunk]:
+        spans = self._span_locals
+        cols = ["ts_exch", "ts_local"]
+        held = None
+        prev = None
+        for a, z, book, trades in self._slices():
+            b, t = self._slice(a, z, book, trades, cols, cols)
+            ts = np.concatenate((_np(b, "ts_exch", np.int64), _np(t, "ts_exch", np.int64)))
+            if not len(ts):
+                continue
+            loc = np.concatenate((_np(b, "ts_local", np.int64), _np(t, "ts_local", np.int64)))
+            order = np.argsort(ts, kind="stable")
+            ts, loc = ts[order], loc[order]
+            at = np.flatnonzero(np.diff(np.concatenate(([ts[0] if prev is None else prev], ts))) > DEFAULT_MAX_GAP_NS)
+            if at.size:  # the resets _chunks puts at gaps: the same rows, so the same count
+                ts = np.insert(ts, at, ts[at])
+                loc = np.insert(loc, at, [spans[int(x)] for x in ts[at + np.arange(at.size)]])
+            prev = int(ts[-1])
+            if held is not None:
+                yield held
+            held = Chunk(ts, loc, None, None, None, None, None, z - 1)
+        if held is None:
+            raise DataError(f"no book or trade rows for {self.venue}/{self.symbol} in the selected time range")
+        yield dataclasses.replace(held, end_ns=None)
+
+    def _chunks(self) -> Iterator[Chunk]:
         inst = self.instrument
         spans = self._span_locals
-        days = self._days()
         prev = None
-        for k, day in enumerate(days):
-            b, t = self._day(day, list(_BOOK_COLS), list(_TRADE_COLS))
+        held = None  # a chunk is handed out once the next non-empty one is found: the last has no end
+        for a, z, book, trades in self._slices():
+            b, t = self._slice(a, z, book, trades, list(_BOOK_COLS), list(_TRADE_COLS))
+            if (b is None or not b.num_rows) and (t is None or not t.num_rows):
+                continue
             book_cols = (_np(b, c, d) for c, d in _BOOK_COLS.items())
             cols = _merge(*book_cols, *(_np(t, c, d) for c, d in _TRADE_COLS.items()), inst.tick_size, 1)
             ts = cols[0]
-            if len(ts):
-                full = np.concatenate(([prev if prev is not None else ts[0]], ts))
-                at = np.flatnonzero(np.diff(full) > DEFAULT_MAX_GAP_NS)
-                if at.size:
-                    first_local = np.array([spans[int(ts[a])] for a in at], np.int64)
-                    row = (ts[at], first_local, BOOK_RESET, SIDE_BOTH, 0.0, 0, 0.0, GAP_RESET_REF, BATCH_END)
-                    cols = tuple(np.insert(c, at, v).astype(c.dtype, copy=False)
-                                 for c, v in zip(cols, row, strict=True))  # fmt: skip
-                prev = int(cols[0][-1])
+            full = np.concatenate(([prev if prev is not None else ts[0]], ts))
+            at = np.flatnonzero(np.diff(full) > DEFAULT_MAX_GAP_NS)
+            if at.size:
+                first_local = np.array([spans[int(ts[i])] for i in at], np.int64)
+                row = (ts[at], first_local, BOOK_RESET, SIDE_BOTH, 0.0, 0, 0.0, GAP_RESET_REF, BATCH_END)
+                cols = tuple(np.insert(c, at, v).astype(c.dtype, copy=False)
+                             for c, v in zip(cols, row, strict=True))  # fmt: skip
+            prev = int(cols[0][-1])
             ts, loc, kind, side, _, ticks, qty, _, flags = cols
-            last = k == len(days) - 1
-            end = None if last else (day + 1) * NS_PER_DAY - 1
-            if times_only:
-                yield Chunk(ts, loc, None, None, None, None, None, end)
-            else:
-                yield Chunk(ts, loc, kind, side, ticks, qty, flags, end)
+            if held is not None:
+                yield held
+            held = Chunk(ts, loc, kind, side, ticks, qty, flags, z - 1)
+        if held is None:
+            raise DataError(f"no book or trade rows for {self.venue}/{self.symbol} in the selected time range")
+        yield dataclasses.replace(held, end_ns=None)
+
+
+def _read_rows(files: list[Path], cols: list[str], lo: int, hi: int) -> pa.Table | None:
+    """Rows of `files` with lo <= ts_exch < hi, in (ts_exch, seq) order, reading only the row groups
+    whose ts_exch statistics reach [lo, hi)."""
+    if hi <= lo:
+        return None
+    tables = []
+    for f in files:
+        pf = _parquet(f)
+        groups = [i for i, (g_lo, g_hi) in enumerate(_ts_ranges(f, pf)) if g_hi >= lo and g_lo < hi]
+        if groups:
+            tables.append(pf.read_row_groups(groups, columns=cols, use_threads=True))
+    return _window(_combine(tables), lo, hi)
+
+
+_PARQUET: dict = {}  # file -> (stat key, ParquetFile, ts_exch (min, max) per row group)
+
+
+def _parquet(f: Path) -> pq.ParquetFile:
+    return _entry(f)[1]
+
+
+def _ts_ranges(f: Path, pf: pq.ParquetFile) -> list[tuple[int, int]]:
+    return _entry(f)[2]
+
+
+def _entry(f: Path):
+    """A part file's ParquetFile and row groups' time ranges, opened once while the file is unchanged."""
+    st = f.stat()
+    key = (st.st_mtime_ns, st.st_size, st.st_ino)
+    hit = _PARQUET.get(str(f))
+    if hit is not None and hit[0] == key:
+        return hit
+    pf = pq.ParquetFile(f)
+    meta = pf.metadata
+    j = meta.schema.names.index("ts_exch")
+    ranges = []
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(j).statistics
+        if stats is None or not stats.has_min_max:
+            ranges.append((_I64_MIN, _I64_MAX))  # unknown: read it
+        else:
+            ranges.append((int(stats.min), int(stats.max)))
+    if len(_PARQUET) > 4096:
+        _PARQUET.clear()
+    _PARQUET[str(f)] = hit = (key, pf, ranges)
+    return hit

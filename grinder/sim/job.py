@@ -47,7 +47,7 @@ def backtest_job(
     root: Path | None = None,
     progress: Progress | None = None,
     model: str | None = None,
-    by_day: bool = False,
+    chunked: bool = False,
 ) -> BacktestOutcome:
     """Backtest `strategy` (a name in strategies/) on the lake's `venue`/`symbol` from `start` to `end`.
 
@@ -56,9 +56,9 @@ def backtest_job(
     run folder under `out_dir` and, with `track`, an MLflow run in `mlruns` (default: $GRINDER_MLRUNS
     or ./mlruns). `capital` (settle currency) scales the report's return statistics. `model` (a registry
     URI, models:/NAME@ALIAS or models:/NAME/VERSION, in the `mlruns` store) drives a strategy that
-    reads signals: resolved once to a version, which the summary and the digest name. `by_day` reads
-    and runs the selection a date partition at a time (grinder.sim.chunked): memory follows a day's
-    data; the result, digest and data fingerprint are the whole selection's.
+    reads signals: resolved once to a version, which the summary and the digest name. `chunked` reads
+    and runs the selection an hour of exchange time at a time (grinder.sim.chunked): memory follows
+    an hour's data; the result, digest and data fingerprint are the whole selection's.
     """
     from grinder.core.strategy import compile_kernel, get
     from grinder.data.tape import load_tape
@@ -76,11 +76,12 @@ def backtest_job(
     latency = LatencySeries.for_venue(venue_cfg)  # a bad latency file fails before any data is read
     lo, hi = parse_time(start), parse_time(end)
     store = mlruns or _default_mlruns()
-    if by_day and (cache or model is not None):
-        raise ConfigError(f"--by-day reads the lake a day at a time: it takes no {'--cache' if cache else '--model'}")
+    if chunked and (cache or model is not None):
+        which = "--cache" if cache else "--model"
+        raise ConfigError(f"--chunked reads the lake an hour at a time: it takes no {which}")
     loaded = _model_for(strat, model, store)  # a missing or mismatched model fails before any data is read
-    if by_day:
-        res, events, fingerprint, seconds = _by_day(root, venue, symbol, lo, hi, strat, chosen, venue_cfg, gates_cfg,
+    if chunked:
+        res, events, fingerprint, seconds = _chunked(root, venue, symbol, lo, hi, strat, chosen, venue_cfg, gates_cfg,
                                                     latency, progress)  # fmt: skip
         return _finish(strat, chosen, venue_cfg, gates_cfg, root, venue, symbol, start, end, events, seconds, capital,
                        None, res, out_dir, report, progress, track, store, lambda: fingerprint)  # fmt: skip
@@ -113,7 +114,7 @@ def _fingerprint(tape) -> str:
     return data_fingerprint(tape)
 
 
-def _by_day(root, venue, symbol, lo, hi, strat, chosen, venue_cfg, gates_cfg, latency, progress):
+def _chunked(root, venue, symbol, lo, hi, strat, chosen, venue_cfg, gates_cfg, latency, progress):
     """The backtest over LakeChunks: (result, exchange rows, data fingerprint, seconds)."""
     from grinder.core.strategy import compile_kernel
     from grinder.data.chunks import LakeChunks
@@ -123,10 +124,10 @@ def _by_day(root, venue, symbol, lo, hi, strat, chosen, venue_cfg, gates_cfg, la
     source = LakeChunks(root, venue, symbol, lo, hi)
     fp = TapeFingerprint()
     t0 = time.perf_counter()
-    with progress.stage(f"compiling {strat.name} and reading the selection's times, a day at a time"):
+    with progress.stage(f"compiling {strat.name} and reading the selection's times, an hour at a time"):
         kernel = compile_kernel(strat.kernel)
         source.instrument  # noqa: B018 - a missing instrument fails here, before the passes
-    with progress.count(f"backtesting {strat.name} on {venue}/{symbol}, a day at a time", 1) as update:
+    with progress.count(f"backtesting {strat.name} on {venue}/{symbol}, an hour at a time", 1) as update:
         res = run_chunked(source, kernel, strat.vector(chosen), venue_cfg, strat.max_targets, start_ns=lo or 0,
                           gates=gates_cfg, latency=latency, progress=update,
                           on_chunk=lambda c: fp.add({n: getattr(c, n) for n in EVENT_COLUMNS}))  # fmt: skip

@@ -71,10 +71,10 @@ def test_a_backtest_is_one_run_with_its_digest_and_data_fingerprint(sample, tmp_
     assert len(run.data.tags["data_fingerprint"]) == 64 and "fills" in run.data.metrics
 
 
-def test_a_backtest_by_day_is_the_whole_runs_digest_and_data_fingerprint(sample, tmp_path):  # noqa: F811
+def test_a_chunked_backtest_is_the_whole_runs_digest_and_data_fingerprint(sample, tmp_path):  # noqa: F811
     store = tmp_path / "mlruns"
     tags = []
-    for how in ("--whole", "--by-day"):
+    for how in ("--whole", "--chunked"):
         r = grinder("backtest", "static_grid", "--root", sample, *GRID, how, "--no-report", "--mlruns", store,
                     "--out", tmp_path / "runs")  # fmt: skip
         assert r.returncode == 0, r.stderr
@@ -82,9 +82,9 @@ def test_a_backtest_by_day_is_the_whole_runs_digest_and_data_fingerprint(sample,
     assert tags[0]["digest"] == tags[1]["digest"]
     assert tags[0]["data_fingerprint"] == tags[1]["data_fingerprint"]
     for extra, what in ((["--cache"], "--cache"), (["--model", "models:/vol@champion"], "--model")):
-        r = grinder("backtest", "static_grid", "--root", sample, *GRID, "--by-day", *extra, "--no-track",
+        r = grinder("backtest", "static_grid", "--root", sample, *GRID, "--chunked", *extra, "--no-track",
                     "--out", tmp_path / "runs")  # fmt: skip
-        assert r.returncode == 2 and f"--by-day reads the lake a day at a time: it takes no {what}" in r.stderr
+        assert r.returncode == 2 and f"--chunked reads the lake an hour at a time: it takes no {what}" in r.stderr
 
 
 def test_a_sweep_that_fails_is_marked_failed(sample, tmp_path):  # noqa: F811

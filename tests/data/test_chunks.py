@@ -29,9 +29,14 @@ def lake(tmp_path_factory):
     return root
 
 
-def same_rows(root, venue, symbol, start, end):
+def same_rows(root, venue, symbol, start, end, chunk_ns=3600 * S):
     tape = load_tape(root, venue, symbol, start, end)
-    chunks = list(LakeChunks(root, venue, symbol, start, end).chunks())
+    chunks = list(LakeChunks(root, venue, symbol, start, end, chunk_ns).chunks())
+    assert all(len(c.ts_exch) for c in chunks)  # none empty
+    times = list(LakeChunks(root, venue, symbol, start, end, chunk_ns).chunks(times_only=True))
+    assert [c.end_ns for c in times] == [c.end_ns for c in chunks]
+    for name in ("ts_exch", "ts_local"):  # the same rows, gap resets included, in another order within a time
+        assert np.array_equal(np.sort(np.concatenate([getattr(c, name) for c in times])), np.sort(getattr(tape, name)))
     for c in chunks[:-1]:
         assert c.end_ns is not None and (len(c.ts_exch) == 0 or c.ts_exch[-1] <= c.end_ns)
     assert chunks[-1].end_ns is None
@@ -41,19 +46,20 @@ def same_rows(root, venue, symbol, start, end):
     return chunks
 
 
+@pytest.mark.parametrize("chunk_min", [60, 7, 24 * 60])
 @pytest.mark.parametrize(
     "start_min, end_min",
     [(None, None), (10, None), (23 * 60 + 55, None), (24 * 60 + 5, 48 * 60 + 10), (None, 24 * 60 + 1), (60, 120)],
 )
-def test_chunks_are_the_rows_of_load_tape(lake, start_min, end_min):
+def test_chunks_are_the_rows_of_load_tape(lake, start_min, end_min, chunk_min):
     start = None if start_min is None else T0 + start_min * 60 * S
     end = None if end_min is None else T0 + end_min * 60 * S
     if (start, end) == (T0 + 60 * 60 * S, T0 + 120 * 60 * S):
         with pytest.raises(DataError, match="no book or trade rows"):
             list(LakeChunks(lake, "synthetic", "SYNTHUSDT", start, end).chunks())
         return
-    chunks = same_rows(lake, "synthetic", "SYNTHUSDT", start, end)
-    if start is None and end is None:
+    chunks = same_rows(lake, "synthetic", "SYNTHUSDT", start, end, chunk_min * 60 * S)
+    if start is None and end is None and chunk_min == 24 * 60:
         assert len(chunks) == 3  # one per date partition
 
 
@@ -64,3 +70,20 @@ def test_the_real_sample_in_chunks():
 def test_an_empty_range_is_refused(lake):
     with pytest.raises(ConfigError, match="empty time range"):
         LakeChunks(lake, "synthetic", "SYNTHUSDT", T0 + S, T0)
+
+
+def test_interleaved_ingests_of_one_day_in_chunks(tmp_path):
+    """Two ingests whose rows interleave in one date partition, some at equal times: the chunks' rows
+    are load_tape's, in (time, arrival) order, wherever the slices cut."""
+    lake = Lake(tmp_path)
+    lake.write(synth_batch(40_000, seed=1, start_ns=T0), [], key="a")
+    lake.write(synth_batch(40_000, seed=2, start_ns=T0 + 20 * S), [], key="b")  # overlaps the first
+    tape = load_tape(tmp_path, "synthetic", "SYNTHUSDT")
+    assert (np.diff(tape.ts_exch) == 0).any()
+    for chunk_s in (7, 61, 3600):
+        same_rows(tmp_path, "synthetic", "SYNTHUSDT", None, None, chunk_s * S)
+
+
+def test_chunk_ns_must_be_positive(lake):
+    with pytest.raises(ConfigError, match="chunk_ns must be positive"):
+        LakeChunks(lake, "synthetic", "SYNTHUSDT", chunk_ns=0)
