@@ -112,15 +112,18 @@ def ingest(
     given = [k for k, v in overrides.items() if v is not None]
     lake = Lake(root, compression)
     t0 = time.perf_counter()
-    # Two steps: the files are parsed as one capture (later files continue earlier ones), then written.
-    with ConsoleProgress().count(f"ingesting {len(paths)} file(s) as {fmt.value} {inst.venue}/{inst.symbol}: "
-                                 "parse, write", 2) as update:  # fmt: skip
-        update = update or (lambda _done, _total: None)
-        update(0, 2)
-        batch = parse(fmt.value, paths, inst)
-        update(1, 2)
+    # The files are parsed as one capture (later files continue earlier ones) while `lake.write` writes
+    # them: the bar counts the bytes of the files read (compressed, for gzip), so its total is known up
+    # front; it ends once the write has committed.
+    size = sum(p.stat().st_size for p in paths)
+    with ConsoleProgress().count(f"ingesting {len(paths)} file(s) as {fmt.value} {inst.venue}/{inst.symbol}",
+                                 size) as update:  # fmt: skip
+        if update is not None:
+            update(0, size)
+        batch = parse(fmt.value, paths, inst, progress=update)
         manifest = lake.write(batch, paths)
-        update(2, 2)
+        if update is not None:
+            update(size, size)
     dt = time.perf_counter() - t0
     rep = manifest["report"]
     total = sum(rep["rows"].values())

@@ -23,7 +23,8 @@ import os
 import shutil
 import signal
 import threading
-from contextlib import contextmanager
+import uuid
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,6 +198,7 @@ def recover(root: Path) -> None:
         tape_cache.drop(root, plan["venue"], plan["symbol"])
         journal.unlink()
     shutil.rmtree(root / STAGING, ignore_errors=True)
+    _clear_dead_spools(root)
     for tmp in root.glob(f".{JOURNAL}.*.tmp"):  # killed while writing the journal: it never existed
         tmp.unlink()
 
@@ -330,6 +332,8 @@ class Lake:
         row is there, nothing is written and the returned manifest (the holder's, with an empty
         report) says so in a note.
         """
+        if isinstance(batch, StreamedBatch) and batch.streaming:
+            return batch.write_to(self, sources, key)
         inst = batch.instrument
         partition_dir("book", inst.venue, inst.symbol, "x")  # names checked before anything is read or written
         _order_by_exchange_time(batch)
@@ -387,9 +391,10 @@ class Lake:
                     shutil.rmtree(self.root / STAGING, ignore_errors=True)
         return manifest
 
-    def _compare(self, new: dict, rows: dict[str, np.ndarray]) -> tuple[dict | None, list[dict], list[str]]:
+    def _compare(self, new: dict, rows) -> tuple[dict | None, list[dict], list[str]]:
         """(ingest already holding every new row or None, ingests the new one supersedes, notes).
 
+        `rows`: the new rows' hashes per table, or a function returning them (read only when needed).
         Only ingests of the same instrument whose exchange-time spans meet the new one's are read.
         """
         old, notes = [], []
@@ -399,7 +404,8 @@ class Lake:
                 continue
             if "spans" in m and not _overlap(m["spans"], new["spans"]):
                 continue  # a continuation (a later day): nothing to compare
-            mine = mine or {t: np.sort(h) for t, h in rows.items()}
+            if not mine:
+                mine = {t: np.sort(h) for t, h in (rows() if callable(rows) else rows).items()}
             theirs = self._row_hashes(m)
             mine_in = {t: _member(mine[t], np.sort(theirs[t])) for t in mine if t in theirs}
             theirs_in = {t: _member(theirs[t], mine[t]) for t in theirs if t in mine}
@@ -477,3 +483,370 @@ class Lake:
         (self.root / JOURNAL).unlink()
         _step("committed")
         shutil.rmtree(self.root / STAGING, ignore_errors=True)
+
+
+# --- Streaming ingest (decision 045) --------------------------------------------------------------
+
+SPOOL = ".spool"
+# pq.write_table's default row group length: streamed part files come out byte for byte as Lake.write's.
+ROW_GROUP = 1 << 20
+# Trades, BBO and funding rows are written in exchange-time order; a streamed table holds back its
+# last HOLD_NS of exchange time before writing, so rows arriving that late still sort in place.
+# A row later than that makes the table be re-sorted from its spooled files at the end.
+HOLD_NS = 600 * 1_000_000_000
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clear_dead_spools(root: Path) -> None:
+    """Remove the spools of streamed ingests whose process is gone (killed before it committed)."""
+    d = root / SPOOL
+    if not d.is_dir():
+        return
+    for sp in d.iterdir():
+        pid = sp.name.split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(sp, ignore_errors=True)
+    with suppress(OSError):
+        d.rmdir()
+
+
+class _DayFile:
+    """One partition's part file of a streamed table, written a row group at a time."""
+
+    def __init__(self, path: Path, schema: pa.Schema, compression: str):
+        self.path, self.schema, self.compression = path, schema, compression
+        self.buf: list[pa.Table] = []
+        self.n = 0
+        self.writer: pq.ParquetWriter | None = None
+
+    def _write(self, t: pa.Table) -> None:
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(
+                self.path, self.schema, compression=self.compression, **column_encodings(self.schema)
+            )
+        self.writer.write_table(t, row_group_size=ROW_GROUP)
+
+    def add(self, t: pa.Table) -> None:
+        self.buf.append(t)
+        self.n += t.num_rows
+        while self.n >= ROW_GROUP:
+            whole = pa.concat_tables(self.buf).combine_chunks()
+            self._write(whole.slice(0, ROW_GROUP))
+            rest = whole.slice(ROW_GROUP)
+            self.buf, self.n = [rest], rest.num_rows
+
+    def close(self) -> None:
+        if self.n or self.writer is None:
+            self._write(pa.concat_tables(self.buf).combine_chunks())
+        self.buf, self.n = [], 0
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class _TableSpool:
+    """A streamed table: rows in final order split into per-day part files and a file of row hashes."""
+
+    def __init__(self, name: str, spool: Path, compression: str):
+        self.name, self.dir, self.compression = name, spool / name, compression
+        self.dir.mkdir(parents=True)
+        self.schema = MARKET_TABLES[name]
+        self.sort = name != "book"  # the book stays in apply order (see _order_by_exchange_time)
+        self.hash_path = spool / f"{name}.hashes"
+        self.hashes = open(self.hash_path, "wb")  # noqa: SIM115 - closed by finish/abort
+        self.days: dict[int, _DayFile] = {}
+        self.rows = 0
+        self.lo = self.hi = 0
+        self.last_in: int | None = None  # last exchange time in input order (for the report's note)
+        self.back = 0
+        self.worst = 0
+        self.pending: list[pa.Table] = []
+        self.npending = 0
+        self.max_seen: int | None = None
+        self.flushed_max: int | None = None
+        self.dirty = False
+
+    def add(self, t: pa.Table) -> None:
+        if not t.num_rows:
+            return
+        t = t.cast(self.schema)
+        ts = t.column("ts_exch").to_numpy()
+        seq_ts = ts if self.last_in is None else np.concatenate(([self.last_in], ts))
+        back = np.flatnonzero(seq_ts[1:] < seq_ts[:-1])
+        if back.size:
+            self.back += back.size
+            self.worst = max(self.worst, int((seq_ts[back] - seq_ts[back + 1]).max()))
+        self.last_in = int(ts[-1])
+        if not self.sort:
+            self._emit(t, ts)
+            return
+        if self.flushed_max is not None and int(ts.min()) < self.flushed_max:
+            self.dirty = True
+        self.pending.append(t)
+        self.npending += t.num_rows
+        self.max_seen = int(ts.max()) if self.max_seen is None else max(self.max_seen, int(ts.max()))
+        if self.npending >= ROW_GROUP:
+            self._flush(self.max_seen - HOLD_NS)
+
+    def _flush(self, upto: int | None) -> None:
+        """Write the pending rows with exchange time <= `upto` (all if None) in (ts_exch, seq) order."""
+        if not self.npending:
+            return
+        t = pa.concat_tables(self.pending).combine_chunks()
+        ts = t.column("ts_exch").to_numpy()
+        order = np.lexsort((t.column("seq").to_numpy(), ts))
+        if upto is None:
+            k = len(order)
+        else:
+            k = int(np.searchsorted(ts[order], upto, side="right"))
+            if k == 0:
+                return
+        t = t.take(pa.array(order))
+        self._emit(t.slice(0, k), ts[order[:k]])
+        rest = t.slice(k)
+        self.pending, self.npending = [rest], rest.num_rows
+        self.flushed_max = int(ts[order[k - 1]])
+
+    def _emit(self, t: pa.Table, ts: np.ndarray) -> None:
+        self.hashes.write(row_hashes(t).tobytes())
+        if not self.rows:
+            self.lo, self.hi = int(ts.min()), int(ts.max())
+        else:
+            self.lo, self.hi = min(self.lo, int(ts.min())), max(self.hi, int(ts.max()))
+        self.rows += t.num_rows
+        day = ts // NS_PER_DAY
+        if day[0] == day[-1] and (day == day[0]).all():
+            self._day(int(day[0])).add(t)
+            return
+        for d in dict.fromkeys(day.tolist()):  # days in order of appearance; rows in order within each
+            self._day(d).add(t.filter(pa.array(day == d)))
+
+    def _day(self, d: int) -> _DayFile:
+        if d not in self.days:
+            self.days[d] = _DayFile(self.dir / f"{d}.parquet", self.schema, self.compression)
+        return self.days[d]
+
+    def note(self) -> str | None:
+        """The report's note on rows out of exchange-time order, as Lake.write words it."""
+        if not self.back:
+            return None
+        worst_ms = float(self.worst) / 1e6
+        if not self.sort:
+            return (
+                f"{self.name}: exchange time goes backwards {self.back} times (by up to {worst_ms:g} ms); "
+                "rows kept in apply order"
+            )
+        return f"{self.name}: {self.back} rows arrived out of exchange-time order (by up to {worst_ms:g} ms); sorted"
+
+    def finish(self) -> None:
+        self._flush(None)
+        if self.dirty:  # a row came later than HOLD_NS: sort the whole table once, from its files
+            for f in self.days.values():
+                f.close()
+            t = pa.concat_tables([pq.read_table(self.days[d].path) for d in sorted(self.days)])
+            for f in self.days.values():
+                f.path.unlink()
+            self.days, self.rows, self.dirty = {}, 0, False
+            self.hashes.close()
+            self.hashes = open(self.hash_path, "wb")  # noqa: SIM115 - closed below
+            self.pending, self.npending = [t], t.num_rows
+            self._flush(None)
+        for f in self.days.values():
+            f.close()
+        self.hashes.close()
+
+    def abort(self) -> None:
+        for f in self.days.values():
+            if f.writer is not None:
+                with suppress(Exception):
+                    f.writer.close()
+        self.hashes.close()
+
+    def row_hashes(self) -> np.ndarray:
+        return np.fromfile(self.hash_path, np.uint64)
+
+
+class StreamWriter:
+    """Writes one ingest's rows as they are parsed, then commits them like `Lake.write` (decision 045).
+
+    Rows go to per-day part files in a private spool under the lake (`<root>/.spool/<pid>-<id>`, which
+    readers ignore and `recover` removes once its process is gone) and their row hashes to a file
+    beside them; nothing in the lake changes before `commit`, which compares, names and moves the
+    files under the lake's lock through the same journal as `Lake.write`. The result is the same
+    lake as `Lake.write` of the whole batch: the same part files, byte for byte, and manifest.
+    """
+
+    def __init__(self, lake: Lake, fmt: str, inst: Instrument, sources: list[Path], key: str, tables: list[str]):
+        partition_dir("book", inst.venue, inst.symbol, "x")  # names checked before anything is read or written
+        for t in tables:
+            if t not in MARKET_TABLES:
+                raise DataError(f"unknown table {t!r}")
+        self.lake, self.fmt, self.inst, self.sources, self.key = lake, fmt, inst, list(sources), key
+        self._made_root = not lake.root.exists()
+        self.spool = lake.root / SPOOL / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.spool.mkdir(parents=True)
+        self.tables = {t: _TableSpool(t, self.spool, lake.compression) for t in tables}
+
+    def add(self, table: str, rows: pa.Table) -> None:
+        """Append rows of `table`, in their final order (the book in apply order; the other tables in
+        arrival order: they are sorted by exchange time as Lake.write sorts them)."""
+        self.tables[table].add(rows)
+
+    def abort(self) -> None:
+        """Drop everything written so far: the lake is as it was."""
+        for t in self.tables.values():
+            t.abort()
+        shutil.rmtree(self.spool, ignore_errors=True)
+        with suppress(OSError):
+            self.spool.parent.rmdir()
+        if self._made_root:
+            with suppress(OSError):
+                self.lake.root.rmdir()
+
+    def __enter__(self) -> StreamWriter:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is not None or self.spool.exists():
+            self.abort()
+
+    def commit(self, report: IngestReport) -> dict:
+        """Commit the rows added (atomically, rows kept once: see `Lake.write`); returns the manifest."""
+        lake, inst = self.lake, self.inst
+        for t in self.tables.values():
+            note = t.note()
+            if note:
+                report.notes.append(note)
+            t.finish()
+        present = {n: t for n, t in self.tables.items() if t.rows}
+        h = hashlib.sha256("|".join([self.fmt, inst.venue, inst.symbol, self.key]).encode())
+        for n in sorted(present):
+            h.update(n.encode())
+            with open(present[n].hash_path, "rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    h.update(block)
+        group = h.hexdigest()[:16]
+        hashes = [file_sha256(p) for p in self.sources]
+        manifest = {
+            "group": group,
+            "format": self.fmt,
+            "venue": inst.venue,
+            "symbol": inst.symbol,
+            "key": "|".join([self.fmt, inst.venue, inst.symbol, self.key, *hashes]),
+            "sources": [
+                {"path": str(p), "sha256": fh, "bytes": p.stat().st_size}
+                for p, fh in zip(self.sources, hashes, strict=True)
+            ],
+            "spans": {n: [t.lo, t.hi, t.rows] for n, t in present.items()},
+            "parts": [],
+            "report": report.to_dict(),
+            "ingested_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        with lake._locked():
+            stage = lake.root / STAGING / f"{group}-{os.getpid()}"
+            try:
+                holder, old, notes = lake._compare(manifest, lambda: {n: t.row_hashes() for n, t in present.items()})
+                if holder is not None:
+                    note = f"every row is in the lake already (ingest {holder['group']} from {_names(holder)}): "
+                    if lake._instrument_changed(inst):
+                        lake._commit(stage, lake._stage_instrument(inst, stage), [], inst)
+                        note += "only the instrument's rules were updated"
+                    else:
+                        note += "nothing written"
+                    return {**holder, "report": {"rows": {}, "skipped": {}, "gaps": [], "notes": [*notes, note]}}
+                manifest["report"]["notes"] = [*manifest["report"]["notes"], *notes]
+                parts: list[str] = []
+                for n, t in present.items():
+                    for d in sorted(t.days):
+                        rel = partition_dir(n, inst.venue, inst.symbol, _day_str(d)) / f"part-{group}.parquet"
+                        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(t.days[d].path, stage / rel)
+                        parts.append(str(rel))
+                manifest["parts"] = parts + lake._stage_instrument(inst, stage)
+                (stage / "_ingest").mkdir(parents=True, exist_ok=True)
+                (stage / "_ingest" / f"{group}.json").write_text(json.dumps(manifest, indent=1))
+                keep = set(manifest["parts"])
+                deletes = [r for m in old for r in m["parts"] if r not in keep and not r.startswith("instruments/")]
+                deletes += [f"_ingest/{m['group']}.json" for m in old if m["group"] != group]
+                lake._commit(stage, [*manifest["parts"], f"_ingest/{group}.json"], deletes, inst)
+            finally:
+                if not (lake.root / JOURNAL).exists():
+                    shutil.rmtree(lake.root / STAGING, ignore_errors=True)
+                shutil.rmtree(self.spool, ignore_errors=True)
+                with suppress(OSError):
+                    self.spool.parent.rmdir()
+        return manifest
+
+
+class StreamedBatch(IngestBatch):
+    """An ingest parsed as it is written: `Lake.write` streams it chunk by chunk into the lake; reading
+    `tables` or `report` first parses it whole into memory instead (as `IngestBatch`).
+
+    `pieces(report)` yields `(table, rows)` in each table's final order and fills `report`.
+    """
+
+    def __init__(self, fmt: str, instrument: Instrument, pieces, table_names: list[str]):
+        self.fmt, self.instrument = fmt, instrument
+        self._pieces, self._names = pieces, list(table_names)
+        self._tables: dict[str, pa.Table] | None = None
+        self._report: IngestReport | None = None
+        self._written = False
+
+    def _materialize(self) -> None:
+        report = IngestReport()
+        parts: dict[str, list[pa.Table]] = {n: [] for n in self._names}
+        for n, t in self._pieces(report):
+            parts[n].append(t)
+        self._tables = {
+            n: pa.concat_tables(p).combine_chunks() if p else MARKET_TABLES[n].empty_table() for n, p in parts.items()
+        }
+        self._report = report
+
+    @property
+    def tables(self) -> dict[str, pa.Table]:  # type: ignore[override]
+        if self._tables is None:
+            self._materialize()
+        return self._tables
+
+    @tables.setter
+    def tables(self, value: dict[str, pa.Table]) -> None:
+        self._tables = value
+
+    @property
+    def report(self) -> IngestReport:  # type: ignore[override]
+        if self._report is None:
+            self._materialize()
+        return self._report
+
+    @report.setter
+    def report(self, value: IngestReport) -> None:
+        self._report = value
+
+    def __repr__(self) -> str:  # the dataclass' would parse the files to show the tables
+        state = "unparsed" if self.streaming else "parsed"
+        return f"StreamedBatch({self.fmt!r}, {self.instrument.venue}/{self.instrument.symbol}, {state})"
+
+    @property
+    def streaming(self) -> bool:
+        """Whether it has not been parsed yet (so `Lake.write` will stream it)."""
+        return self._tables is None and not self._written
+
+    def write_to(self, lake: Lake, sources: list[Path], key: str = "") -> dict:
+        """Parse and write in bounded memory; returns the manifest (as `Lake.write`)."""
+        report = IngestReport()
+        with StreamWriter(lake, self.fmt, self.instrument, sources, key, self._names) as w:
+            for n, t in self._pieces(report):
+                w.add(n, t)
+            manifest = w.commit(report)
+        self._report, self._written = report, True
+        return manifest

@@ -70,6 +70,38 @@ def test_ingest_then_ls(real_lines, tmp_path):
     assert r.returncode == 0 and "BTCUSDT" in r.stdout
 
 
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
+def test_ingest_progress_counts_the_bytes_read(real_lines, tmp_path, monkeypatch, gz):
+    """The bar counts the input's bytes on disk (compressed for gzip) up to their size, then the write ends."""
+    import contextlib
+
+    from typer.testing import CliRunner
+
+    from grinder.cli.common import ConsoleProgress
+    from grinder.cli.main import app
+
+    path = write_capture(tmp_path / "btcusdt_cli.gz", real_lines)
+    if not gz:
+        path = tmp_path / "btcusdt_cli"
+        path.write_bytes(b"".join(real_lines))
+    bars: list[tuple[str, int]] = []
+    seen: list[tuple[int, int]] = []
+
+    @contextlib.contextmanager
+    def count(self, text, total):  # as on a terminal: the bar is drawn and updated
+        bars.append((text, total))
+        yield lambda done, total_: seen.append((done, total_))
+
+    monkeypatch.setattr(ConsoleProgress, "count", count)
+    r = CliRunner().invoke(app, ["data", "ingest", "binance", str(path), "--root", str(tmp_path / "lake")])
+    assert r.exit_code == 0, r.output
+    assert "ingested binance-usdm/BTCUSDT" in r.stdout
+    size = path.stat().st_size
+    assert bars == [("ingesting 1 file(s) as binance binance-usdm/BTCUSDT", size)]
+    assert seen[0] == (0, size) and seen[-1] == (size, size) and all(t == size for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import gzip
+import json
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from grinder.book.check import replay_check
+from grinder.data import lake as lake_module
 from grinder.data.ingest import parse
-from grinder.data.ingest.tardis import parse_tardis
+from grinder.data.ingest.tardis import parse_tardis, tardis_batch
 from grinder.data.instruments import resolve_instrument
-from grinder.data.lake import Lake
+from grinder.data.lake import Lake, StreamedBatch
 from grinder.data.schema import BOOK, BOOK_DIFF, BOOK_RESET, BOOK_SNAPSHOT, SIDE_ASK, SIDE_BID, TRADES
 from grinder.data.tape import load_tape
 from grinder.errors import DataError
+from tests.conftest import REPO
 from tests.fixtures import make_fixtures as mf
 
 BTC = resolve_instrument("binance-usdm", "BTCUSDT")
@@ -338,3 +346,171 @@ def test_quoted_header_names_are_accepted(tmp_path):
     plain = parse_tardis([write(tmp_path, "a.csv", lines, gz=False)], BTC).tables["book"]
     got = parse_tardis([write(tmp_path, "b.csv", [quoted] + lines[1:], gz=False)], BTC).tables["book"]
     assert got.equals(plain)
+
+
+# ---------------------------------------------------------------- streaming (decision 045)
+
+WHOLE = 1 << 30  # a block size larger than any test file: one chunk, the whole-file read
+
+
+def _same(a, b):
+    for name in a.tables:
+        assert a.tables[name].equals(b.tables[name]), name
+    assert a.report.to_dict() == b.report.to_dict()
+
+
+def _lake_files(root):
+    """{relative path: bytes} of every file in a lake (the manifest's time stamp blanked)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != ".lock":
+            data = p.read_bytes()
+            if p.parent.name == "_ingest":
+                m = json.loads(data)
+                m.pop("ingested_at")
+                data = json.dumps(m).encode()
+            out[str(p.relative_to(root))] = data
+    return out
+
+
+@pytest.mark.parametrize("block", [2_000, 50_000])
+def test_chunked_read_equals_whole_file_on_the_fixture(batch, block):
+    # ~25 and ~600 rows a chunk: boundaries inside snapshots, messages and the merge with the trades.
+    _same(batch, parse_tardis([BOOK_CSV, TRADES_CSV], BTC, block_size=block))
+
+
+def test_streamed_lake_is_the_whole_file_lake_byte_for_byte(batch, tmp_path):
+    # The lake the whole-file batch makes (Lake.write of its tables, as before streaming) and the
+    # one tardis_batch streams chunk by chunk: same part files, bytes, manifest (group id 18bf8e9bd3aac294
+    # is what the whole-file reader of 4c1e0a1 wrote for this fixture: rows, order and ids unchanged).
+    m1 = Lake(tmp_path / "whole").write(batch, [BOOK_CSV, TRADES_CSV])
+    streamed = tardis_batch([BOOK_CSV, TRADES_CSV], BTC, block_size=3_000)
+    m2 = Lake(tmp_path / "streamed").write(streamed, [BOOK_CSV, TRADES_CSV])
+    assert m1["group"] == m2["group"] == "18bf8e9bd3aac294"
+    assert _lake_files(tmp_path / "whole") == _lake_files(tmp_path / "streamed")
+    assert not (tmp_path / "streamed" / ".spool").exists()
+
+
+def test_parse_streams_into_the_lake(tmp_path):
+    b = parse("tardis", [BOOK_CSV], BTC)
+    assert isinstance(b, StreamedBatch) and b.streaming
+    m = Lake(tmp_path).write(b, [BOOK_CSV])
+    assert m["report"]["rows"]["book"] == b.report.rows["book"] > 0 and not b.streaming
+
+
+_row = st.tuples(
+    st.integers(0, 3),  # local-time step (µs); 0 keeps rows in one message
+    st.booleans(),  # side: bid/ask (trades: buy/sell)
+    st.integers(1, 40),  # ticks away from the mid
+    st.integers(0, 9),  # lots (0 removes a book level)
+    st.sampled_from(["BTCUSDT"] * 8 + ["ETHUSDT"]),  # now and then another symbol's row
+)
+
+
+@st.composite
+def tardis_files(draw):
+    """1-3 book files (snapshots at their start and mid-file) and 0-2 trade files: never crossed."""
+    files, loc = [], L0
+    for k in range(draw(st.integers(1, 3))):
+        lines = [BOOK_HEADER]
+        for _ in range(draw(st.integers(1, 4))):
+            n = draw(st.integers(1, 4))  # a snapshot of n levels each side ...
+            for i in range(n):
+                lines.append(book_line(ts=loc, loc=loc, snap=True, side="bid", price=f"{61800 - i - 1}.0"))
+                lines.append(book_line(ts=loc, loc=loc, snap=True, side="ask", price=f"{61800 + i + 1}.0"))
+            for step, bid, d, lots, sym in draw(st.lists(_row, max_size=25)):  # ... then diffs
+                loc += step
+                px = f"{61800 - d if bid else 61800 + d}.0"
+                lines.append(
+                    book_line(ts=loc, loc=loc, side="bid" if bid else "ask", price=px, amount=f"{lots}.0", symbol=sym)
+                )
+            loc += 1
+        files.append(("book", k, lines))
+    tl = L0
+    for k in range(draw(st.integers(0, 2))):
+        lines = [TRADE_HEADER]
+        for step, _buy, d, lots, sym in draw(st.lists(_row, max_size=30)):
+            tl += step
+            side = draw(st.sampled_from(["buy", "sell", "unknown"]))
+            lines.append(
+                trade_line(tid=str(tl), side=side, price=f"{61800 + d}.0", amount=f"{lots + 1}.0", symbol=sym, loc=tl)
+            )
+        files.append(("trades", k, lines))
+    return draw(st.permutations(files))
+
+
+@settings(max_examples=60)
+@given(files=tardis_files(), block=st.integers(1, 400), gz=st.booleans())
+def test_any_chunking_equals_the_whole_file_read(tmp_path_factory, files, block, gz):
+    d = tmp_path_factory.mktemp("chunks")
+    paths = [write(d, f"{kind}{k}.csv{'.gz' if gz else ''}", lines, gz=gz) for kind, k, lines in files]
+    try:
+        whole = parse_tardis(paths, BTC, block_size=WHOLE)
+    except DataError as e:  # no rows of ours at all: the chunked read says the same
+        with pytest.raises(DataError, match=re.escape(str(e.args[0]))):
+            parse_tardis(paths, BTC, block_size=block)
+        return
+    _same(whole, parse_tardis(paths, BTC, block_size=block))
+
+
+def test_error_deep_in_a_big_file_leaves_the_lake_untouched(batch, tmp_path, monkeypatch):
+    monkeypatch.setattr(lake_module, "ROW_GROUP", 1000)  # part files are being written when the error comes
+    root = tmp_path / "lake"
+    Lake(root).write(batch, [BOOK_CSV, TRADES_CSV])
+    before = _lake_files(root)
+    lines = [BOOK_HEADER, *(book_line(0, True, s, p) for s, p in (("bid", "61800.1"), ("ask", "61800.3")))]
+    lines += [book_line(1 + i // 4, False, "bid", f"{61790 + i % 4}.0", "1") for i in range(40_000)]
+    bad_line = 40_000  # 1-based, in the last chunk of ~100
+    lines[bad_line - 1] = lines[bad_line - 1].replace(",1\n", ",1").rsplit(",", 1)[0] + ",1e3"
+    path = write(tmp_path, "big.csv.gz", lines)
+    with pytest.raises(DataError, match="column amount") as e:
+        Lake(root).write(tardis_batch([path], BTC, block_size=1 << 15), [path])
+    assert (e.value.path, e.value.line) == (str(path), bad_line)
+    assert "\n" not in str(e.value)
+    assert _lake_files(root) == before
+    assert sorted(p.name for p in root.iterdir()) == [".lock", "_ingest", "book", "instruments", "trades"]
+    # A crossed book is only known at the end: it too leaves nothing behind.
+    crossed = lines[: bad_line - 1] + [book_line(20_000, False, "ask", "61700.0", "1")]
+    path = write(tmp_path, "crossed.csv.gz", crossed)
+    with pytest.raises(DataError, match="book crossed") as e:
+        Lake(root).write(tardis_batch([path], BTC, block_size=1 << 15), [path])
+    assert e.value.line == bad_line
+    assert _lake_files(root) == before and not (root / ".spool").exists()
+
+
+# The child ingests one generated file with small row groups and chunks, so that both sizes run
+# in the steady state the bench (bench/ingest_memory.py) measures at full size.
+_CHILD = r"""
+import resource, sys
+from pathlib import Path
+import grinder.data.lake as lake
+lake.ROW_GROUP = 1 << 15
+from grinder.data.ingest.tardis import tardis_batch
+from grinder.data.instruments import resolve_instrument
+p = Path(sys.argv[1])
+m = lake.Lake(sys.argv[2]).write(tardis_batch([p], resolve_instrument("binance-usdm", "BTCUSDT"), 1 << 20), [p])
+print(sum(m["report"]["rows"].values()), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_peak_memory_does_not_grow_with_the_file(tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from ingest_memory import write_tardis
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    peaks = {}
+    for mb in (15, 150):
+        path = tmp_path / f"book{mb}.csv"
+        rows = write_tardis(path, mb * 1_000_000)
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(path), str(tmp_path / f"lake{mb}")],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+        ).stdout.split()
+        assert int(out[0]) == rows + 1  # and one reset before the snapshot
+        peaks[mb] = int(out[1])  # KiB
+        path.unlink()
+    assert peaks[150] < 1.2 * peaks[15], peaks

@@ -11,6 +11,7 @@ times ``T`` (ms); local times are the recorder's (µs or ns, detected per file).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import chain
 from pathlib import Path
 
@@ -20,11 +21,11 @@ import pyarrow as pa
 
 from grinder.data.ingest.binance_fast import _POW10, INT64_MAX, SLOW
 from grinder.data.ingest.binance_fast import scan as bf_scan
-from grinder.data.ingest.book_check import check_uncrossed
+from grinder.data.ingest.book_check import CrossCheck
 from grinder.data.ingest.numbers import check_prices_qtys, check_sorted, check_times, parse_decimals, why_not_decimal
-from grinder.data.ingest.source import LineMap, read_bytes
+from grinder.data.ingest.source import ByteProgress, LineMap, byte_progress, iter_blocks
 from grinder.data.instruments import Instrument
-from grinder.data.lake import IngestBatch, IngestReport
+from grinder.data.lake import IngestBatch, IngestReport, StreamedBatch
 from grinder.data.schema import BOOK_DIFF, BOOK_RESET, BOOK_SNAPSHOT, SIDE_ASK, SIDE_BID
 from grinder.errors import DataError
 
@@ -219,64 +220,81 @@ class _Scan:
     other_depth: dict[str, int]  # depth diffs of other symbols, by symbol
 
 
-def _scan(paths: list[Path], symbol: str, report: IngestReport, compiled: bool) -> tuple[_Scan, LineMap]:
-    lines_map = LineMap()
+def _scan(
+    paths: list[Path],
+    symbol: str,
+    report: IngestReport,
+    compiled: bool,
+    block_size: int,
+    lines_map: LineMap,
+    reads: ByteProgress | None = None,
+):
+    """Every kind's columns, a chunk of about `block_size` bytes at a time (as `_Scan`s with global
+    line indices, in file order); `lines_map` learns each file's first line."""
     sym = symbol.upper()
     sym_lit = np.frombuffer(sym.encode(), np.uint8).copy()
     sym_lower = np.frombuffer(sym.lower().encode(), np.uint8).copy()
-    slow = _Slow()
-    fast: list[tuple] = []
+    other_depth: dict[str, int] = {}
     g0 = 0
-    for path in paths:
-        raw = read_bytes(path)
+    for fi, path in enumerate(paths):
+        path = Path(path)
         lines_map.add(path, g0)
-        buf = np.frombuffer(raw, np.uint8)
-        # Without the compiled scanner every line takes the orjson path (tests compare the two).
-        kind, local, dep, lev, bi, bf, ti, tf, mi, mf = bf_scan(
-            buf, sym_lit if compiled else _NO_SYMBOL, sym_lower if compiled else _NO_SYMBOL, _POW10
-        )
-        nlines = len(kind)
-        if nlines == 0:
-            raise DataError("empty file", str(path))
-        ends = np.flatnonzero(buf == 10)
-        starts = np.concatenate(([0], ends + 1))[:nlines]
         unit = None
-        for i in np.flatnonzero(kind == SLOW).tolist() + ([0] if kind[0] != SLOW else []):
-            line = raw[starts[i] : ends[i] if i < len(ends) else len(raw)]
-            sp = line.find(b" ")
-            # ASCII digits only (bytes.isdigit), as the compiled scanner reads them; int() would
-            # also take '+', '_' and surrounding blanks.
-            if sp <= 0 or not line[:sp].isdigit():
-                raise DataError("expected '<local timestamp> <json>'", str(path), i + 1)
-            ts = int(line[:sp])
-            if ts > INT64_MAX:
-                raise DataError(f"local timestamp {ts} is beyond int64", str(path), i + 1)
-            local[i] = ts
-            if i == 0:
-                unit = _local_unit(ts, path, 1)
-                if kind[0] != SLOW:
-                    continue
+        off = 0  # lines of the file before the chunk
+        for raw in iter_blocks(path, block_size, reads.reader(fi) if reads else None):
+            slow = _Slow()
+            slow.other_depth = other_depth
+            buf = np.frombuffer(raw, np.uint8)
+            # Without the compiled scanner every line takes the orjson path (tests compare the two).
+            kind, local, dep, lev, bi, bf, ti, tf, mi, mf = bf_scan(
+                buf, sym_lit if compiled else _NO_SYMBOL, sym_lower if compiled else _NO_SYMBOL, _POW10
+            )
+            nlines = len(kind)
+            first_chunk = off == 0
+            ends = np.flatnonzero(buf == 10)
+            starts = np.concatenate(([0], ends + 1))[:nlines]
+            for i in np.flatnonzero(kind == SLOW).tolist() + ([0] if first_chunk and kind[0] != SLOW else []):
+                line = raw[starts[i] : ends[i] if i < len(ends) else len(raw)]
+                sp = line.find(b" ")
+                # ASCII digits only (bytes.isdigit), as the compiled scanner reads them; int() would
+                # also take '+', '_' and surrounding blanks.
+                if sp <= 0 or not line[:sp].isdigit():
+                    raise DataError("expected '<local timestamp> <json>'", str(path), off + i + 1)
+                ts = int(line[:sp])
+                if ts > INT64_MAX:
+                    raise DataError(f"local timestamp {ts} is beyond int64", str(path), off + i + 1)
+                local[i] = ts
+                if i == 0 and first_chunk:
+                    unit = _local_unit(ts, path, 1)
+                    if kind[0] != SLOW:
+                        continue
+                if unit is None:
+                    s0 = raw[: raw.find(b" ")]
+                    unit = _local_unit(int(s0) if s0.isdigit() else -1, path, 1)
+                try:
+                    slow.parse(line, g0 + off + i, ts * unit, sym, report)
+                except orjson.JSONDecodeError as e:
+                    raise DataError(f"malformed JSON: {e}", str(path), off + i + 1) from None
+                except _Bad as e:
+                    raise DataError(str(e), str(path), off + i + 1) from None
+                except KeyError as e:
+                    raise DataError(f"message lacks field {e.args[0]!r}", str(path), off + i + 1) from None
+                except (TypeError, ValueError, AttributeError) as e:
+                    raise DataError(f"message mistypes a field ({e})", str(path), off + i + 1) from None
             if unit is None:
-                s0 = raw[: raw.find(b" ")]
-                unit = _local_unit(int(s0) if s0.isdigit() else -1, path, 1)
-            try:
-                slow.parse(line, g0 + i, ts * unit, sym, report)
-            except orjson.JSONDecodeError as e:
-                raise DataError(f"malformed JSON: {e}", str(path), i + 1) from None
-            except _Bad as e:
-                raise DataError(str(e), str(path), i + 1) from None
-            except KeyError as e:
-                raise DataError(f"message lacks field {e.args[0]!r}", str(path), i + 1) from None
-            except (TypeError, ValueError, AttributeError) as e:
-                raise DataError(f"message mistypes a field ({e})", str(path), i + 1) from None
-        if unit is None:
-            unit = _local_unit(int(local[0]), path, 1)
-        # In the recorder's unit, before scaling: a wild value cannot overflow on its way to ns.
-        check_times(local, g0 + np.arange(nlines), lines_map, "local timestamp", unit)
-        loc = local * unit
-        fast.append((g0, loc, dep, lev, bi, bf, ti, tf, mi, mf))
-        g0 += nlines
+                unit = _local_unit(int(local[0]), path, 1)
+            # In the recorder's unit, before scaling: a wild value cannot overflow on its way to ns.
+            check_times(local, g0 + off + np.arange(nlines), lines_map, "local timestamp", unit)
+            loc = local * unit
+            yield _assemble([(g0 + off, loc, dep, lev, bi, bf, ti, tf, mi, mf)], slow, lines_map)
+            off += nlines
+        if off == 0:
+            raise DataError("empty file", str(path))
+        g0 += off
 
+
+def _assemble(fast: list[tuple], slow: _Slow, lines_map: LineMap) -> _Scan:
+    """One chunk's columns: the compiled scanner's and the slow path's, joined in line order."""
     out = _Scan()
     out.other_depth = slow.other_depth
     # depth messages (fast) + depth messages and snapshots (slow)
@@ -424,181 +442,282 @@ def _scan(paths: list[Path], symbol: str, report: IngestReport, compiled: bool) 
     ):
         check_times(cols[col], cols["line"], lines_map, what, MS)
         cols[col] = cols[col] * MS
-    return out, lines_map
+    return out
 
 
-def _sync(kind, first, last, prev, nlev, line, path_of, report: IngestReport) -> list[int]:
-    """Apply order of depth messages/snapshots; an entry -(m + 1) is a book reset at message m's time.
+class _Sync:
+    """Apply order of depth messages/snapshots, fed a chunk at a time; an entry -(m + 1) is a book
+    reset at message m's time. Diffs held back for a snapshot stay with it until one comes.
 
     Skipped messages are counted in price-level rows (`nlev` per message).
     """
-    order: list[int] = []
-    buffered: list[int] = []
-    state, snap_id, last_u = _WAIT, 0, 0
 
-    def process(m: int) -> None:
-        nonlocal state, last_u
-        if state == _BRIDGE:
-            if last[m] < snap_id:
-                report.skip("depth level in a diff older than the snapshot", int(nlev[m]))
-                return
-            # The first diff must cover the snapshot's id, or start right after it (pu is the
-            # snapshot's id: nothing lies between them).
-            if first[m] > snap_id and prev[m] != snap_id:
-                p, ln = path_of(line[m])
-                report.gaps.append(
-                    f"{p}:{ln}: first diff after snapshot {snap_id} starts at U={first[m]}: "
-                    "book resyncs from the next snapshot"
-                )
-                state = _WAIT
-                order.append(-m - 1)
+    def __init__(self) -> None:
+        self.state, self.snap_id, self.last_u = _WAIT, 0, 0
+
+    def run(self, kind, first, last, prev, nlev, line, path_of, report: IngestReport, nheld: int):
+        """(order, still buffered) over messages whose first `nheld` are the ones buffered before."""
+        order: list[int] = []
+        buffered: list[int] = list(range(nheld))
+
+        def process(m: int) -> None:
+            if self.state == _BRIDGE:
+                if last[m] < self.snap_id:
+                    report.skip("depth level in a diff older than the snapshot", int(nlev[m]))
+                    return
+                # The first diff must cover the snapshot's id, or start right after it (pu is the
+                # snapshot's id: nothing lies between them).
+                if first[m] > self.snap_id and prev[m] != self.snap_id:
+                    p, ln = path_of(line[m])
+                    report.gaps.append(
+                        f"{p}:{ln}: first diff after snapshot {self.snap_id} starts at U={first[m]}: "
+                        "book resyncs from the next snapshot"
+                    )
+                    self.state = _WAIT
+                    order.append(-m - 1)
+                    buffered.append(m)
+                    return
+                self.state, self.last_u = _SYNCED, last[m]
+                order.append(m)
+            elif self.state == _SYNCED:
+                if prev[m] != self.last_u:
+                    p, ln = path_of(line[m])
+                    report.gaps.append(
+                        f"{p}:{ln}: sequence gap: pu={prev[m]} but previous u={self.last_u}; "
+                        "book resyncs from the next snapshot"
+                    )
+                    self.state = _WAIT
+                    order.append(-m - 1)
+                    buffered.append(m)
+                    return
+                self.last_u = last[m]
+                order.append(m)
+            else:
                 buffered.append(m)
-                return
-            state, last_u = _SYNCED, last[m]
-            order.append(m)
-        elif state == _SYNCED:
-            if prev[m] != last_u:
-                p, ln = path_of(line[m])
-                report.gaps.append(
-                    f"{p}:{ln}: sequence gap: pu={prev[m]} but previous u={last_u}; book resyncs from the next snapshot"
-                )
-                state = _WAIT
+
+        for m in range(nheld, len(kind)):
+            if kind[m] == BOOK_SNAPSHOT:
                 order.append(-m - 1)
-                buffered.append(m)
-                return
-            last_u = last[m]
-            order.append(m)
-        else:
-            buffered.append(m)
-
-    for m in range(len(kind)):
-        if kind[m] == BOOK_SNAPSHOT:
-            order.append(-m - 1)
-            order.append(m)
-            state, snap_id = _BRIDGE, last[m]
-            held, buffered[:] = list(buffered), []
-            for b in held:
-                process(b)
-        else:
-            process(m)
-    if buffered:
-        report.skip("depth level in a diff with no snapshot to sync from", int(sum(nlev[b] for b in buffered)))
-    return order
+                order.append(m)
+                self.state, self.snap_id = _BRIDGE, last[m]
+                held, buffered[:] = list(buffered), []
+                for b in held:
+                    process(b)
+            else:
+                process(m)
+        return order, buffered
 
 
-def parse_binance(paths: list[Path], inst: Instrument, compiled: bool = True) -> IngestBatch:
-    """Parse raw captures (in the given order, later files continuing earlier ones) into lake tables."""
-    report = IngestReport()
-    sc, path_of = _scan(paths, inst.symbol, report, compiled)
-    snaps = np.flatnonzero(sc.depth["kind"] == BOOK_SNAPSHOT)
-    if snaps.size and sc.other_depth and not (sc.depth["kind"] == BOOK_DIFF).any():
+# Bytes of (uncompressed) capture scanned at a time (decision 045).
+BLOCK_SIZE = 1 << 24
+_MSG = ("line", "local", "ts", "kind", "first", "last", "prev", "nbid", "nask")
+
+
+def binance_pieces(
+    paths: list[Path],
+    inst: Instrument,
+    report: IngestReport,
+    compiled: bool = True,
+    block_size: int = BLOCK_SIZE,
+    progress: Callable[[int, int], None] | None = None,
+):
+    """Parse raw captures (in the given order, later files continuing earlier ones) a chunk of about
+    `block_size` bytes at a time: yields (table, rows) in each table's final order and fills `report`.
+    The rows, their order, the report and the errors are those of a whole-file read.
+
+    `progress(done, total)`, when given, follows the bytes of the files read (`source.ByteProgress`)."""
+    paths = [Path(p) for p in paths]
+    reads = byte_progress(paths, progress)
+    scan_report, sync_report = IngestReport(), IngestReport()  # the whole-file read's order: scan, then sync
+    path_of = LineMap()
+    sync, cross = _Sync(), CrossCheck(inst, path_of)
+    held = {k: np.empty(0, np.int64) for k in _MSG}
+    held_lev = np.empty((0, 2))
+    rows = dict.fromkeys(("book", "trades", "bbo", "funding"), 0)
+    first_snap_line, any_diff, other_depth = None, False, {}
+    last_local: tuple[int, int] | None = None  # (local ns, line) of the last line read
+    for sc in _scan(paths, inst.symbol, scan_report, compiled, block_size, path_of, reads):
+        other_depth = sc.other_depth
+        d = sc.depth
+        kind = d["kind"]
+        snaps = np.flatnonzero(kind == BOOK_SNAPSHOT)
+        if first_snap_line is None and snaps.size:
+            first_snap_line = int(d["line"][snaps[0]])
+        any_diff = any_diff or bool((kind == BOOK_DIFF).any())
+        # Local receive times are the recorder's append order: they must not go backwards in a file.
+        all_line = np.concatenate([d["line"], sc.trades["line"], sc.bbo["line"], sc.funding["line"]])
+        all_local = np.concatenate([d["local"], sc.trades["local"], sc.bbo["local"], sc.funding["local"]])
+        o = np.argsort(all_line, kind="stable")
+        all_line, all_local = all_line[o], all_local[o]
+        if last_local is not None:
+            all_local = np.concatenate(([last_local[0]], all_local))
+            all_line = np.concatenate(([last_local[1]], all_line))
+        check_sorted(all_local, all_line, path_of, "local timestamps")
+        if all_line.size:
+            last_local = (int(all_local[-1]), int(all_line[-1]))
+
+        # --- book ---
+        nlev = d["nbid"] + d["nask"]
+        lev_line = np.repeat(d["line"], nlev)
+        # Levels of each message, in message (file) order, for validation.
+        in_order = np.repeat(d["off"], nlev) + (np.arange(lev_line.size) - np.repeat(np.cumsum(nlev) - nlev, nlev))
+        lev = sc.levels[in_order] if in_order.size else np.empty((0, 2))
+        price, qty = lev[:, 0], lev[:, 1]
+        check_prices_qtys(price, qty, lev_line, path_of, inst, "depth level", qty_may_be_zero=True)
+        zero_snap = np.flatnonzero(np.repeat(kind == BOOK_SNAPSHOT, nlev) & (qty == 0))
+        if zero_snap.size:
+            raise DataError("snapshot level with zero quantity", *path_of(lev_line[zero_snap[0]]))
+        # The diffs still waiting for a snapshot go first: the sync sees them as buffered.
+        nheld = held["line"].size
+        msg = {k: np.concatenate([held[k], np.asarray(d[k], np.int64)]) for k in _MSG}
+        levels = np.concatenate([held_lev, lev])
+        kind, first, last, prev, mline = msg["kind"], msg["first"], msg["last"], msg["prev"], msg["line"]
+        nb, nlev = msg["nbid"], msg["nbid"] + msg["nask"]
+        lev_off = np.cumsum(nlev) - nlev
+        order, buffered = sync.run(kind, first, last, prev, nlev, mline, path_of, sync_report, nheld)
+        keep = np.array(buffered, np.int64)
+        held = {k: v[keep] for k, v in msg.items()}
+        held_lev = levels[np.repeat(lev_off[keep], nlev[keep]) + _within(nlev[keep])] if keep.size else levels[:0]
+        order = np.array(order, dtype=np.int64)
+        is_reset = order < 0
+        m = np.where(is_reset, -order - 1, order)
+        counts = np.where(is_reset, 1, nlev[m] if len(nlev) else 0)
+        entry = np.repeat(np.arange(len(order)), counts)
+        within = _within(counts)
+        em = m[entry]
+        ereset = is_reset[entry]
+        src = np.where(ereset, 0, lev_off[em] + within) if entry.size else entry
+        side = np.where(within < nb[em], SIDE_BID, SIDE_ASK).astype(np.int8)
+        lp, lq = levels[:, 0], levels[:, 1]
+        book = pa.table(
+            {
+                "ts_exch": msg["ts"][em],
+                "ts_local": msg["local"][em],
+                "seq": (mline[em] << SEQ_SHIFT) + np.where(ereset, 0, within + 1),
+                "update_id": last[em],
+                "kind": np.where(ereset, BOOK_RESET, kind[em]).astype(np.int8),
+                "side": np.where(ereset, 0, side).astype(np.int8),
+                "price": np.where(ereset, 0.0, lp[src] if lp.size else 0.0),
+                "qty": np.where(ereset, 0.0, lq[src] if lq.size else 0.0),
+            }
+        )
+        cross.feed(*(book.column(n).to_numpy() for n in ("kind", "side", "price", "qty", "update_id")), mline[em])
+        rows["book"] += book.num_rows
+        yield "book", book
+
+        # --- trades ---
+        t = sc.trades
+        check_prices_qtys(t["fp"], t["fq"], t["line"], path_of, inst, "trade", qty_may_be_zero=False)
+        yield (
+            "trades",
+            pa.table(
+                {
+                    "ts_exch": t["ts"],
+                    "ts_local": t["local"],
+                    "seq": t["line"] << SEQ_SHIFT,
+                    "trade_id": t["id"],
+                    "side": np.where(t["sell"] != 0, SIDE_ASK, SIDE_BID).astype(np.int8),
+                    "price": t["fp"],
+                    "qty": t["fq"],
+                }
+            ),
+        )
+        rows["trades"] += len(t["line"])
+
+        # --- best bid/ask ---
+        q = sc.bbo
+        check_prices_qtys(q["fb"], q["fbq"], q["line"], path_of, inst, "bookTicker bid", qty_may_be_zero=True)
+        check_prices_qtys(q["fa"], q["faq"], q["line"], path_of, inst, "bookTicker ask", qty_may_be_zero=True)
+        yield (
+            "bbo",
+            pa.table(
+                {
+                    "ts_exch": q["ts"],
+                    "ts_local": q["local"],
+                    "seq": q["line"] << SEQ_SHIFT,
+                    "update_id": q["id"],
+                    "bid_price": q["fb"],
+                    "bid_qty": q["fbq"],
+                    "ask_price": q["fa"],
+                    "ask_qty": q["faq"],
+                }
+            ),
+        )
+        rows["bbo"] += len(q["line"])
+
+        # --- mark price / funding ---
+        f = sc.funding
+        badf = np.flatnonzero(
+            ~(np.isfinite(f["fmark"]) & np.isfinite(f["findex"]) & np.isfinite(f["frate"]))
+            | (f["fmark"] <= 0)
+            | (f["findex"] <= 0)
+        )
+        if badf.size:
+            raise DataError("markPrice: invalid mark or index price", *path_of(f["line"][badf[0]]))
+        yield (
+            "funding",
+            pa.table(
+                {
+                    "ts_exch": f["ts"],
+                    "ts_local": f["local"],
+                    "seq": f["line"] << SEQ_SHIFT,
+                    "mark_price": f["fmark"],
+                    "index_price": f["findex"],
+                    "funding_rate": f["frate"],
+                    "next_funding_ts": f["next"],
+                }
+            ),
+        )
+        rows["funding"] += len(f["line"])
+    if reads is not None:
+        reads.finish()
+
+    if first_snap_line is not None and other_depth and not any_diff:
         # A REST snapshot names no symbol: it is the book of the symbol whose diffs the capture holds.
-        others = sorted(sc.other_depth, key=lambda k: -sc.other_depth[k])
+        others = sorted(other_depth, key=lambda k: -other_depth[k])
         raise DataError(
             f"depth snapshot (which names no symbol) in a capture whose depth diffs are for {', '.join(others)}, "
             f"none for {inst.symbol}: is --symbol {others[0]} meant?",
-            *path_of(sc.depth["line"][snaps[0]]),
+            *path_of(first_snap_line),
         )
-    # Local receive times are the recorder's append order: they must not go backwards in a file.
-    all_line = np.concatenate([sc.depth["line"], sc.trades["line"], sc.bbo["line"], sc.funding["line"]])
-    all_local = np.concatenate([sc.depth["local"], sc.trades["local"], sc.bbo["local"], sc.funding["local"]])
-    o = np.argsort(all_line, kind="stable")
-    check_sorted(all_local[o], all_line[o], path_of, "local timestamps")
-
-    tables = {}
-    # --- book ---
-    d = sc.depth
-    kind, first, last, prev, mline = d["kind"], d["first"], d["last"], d["prev"], d["line"]
-    nb, nlev, lev_off = d["nbid"], d["nbid"] + d["nask"], d["off"]
-    lev_line = np.repeat(mline, nlev)
-    # Levels of each message, in message (file) order, for validation.
-    in_order = np.repeat(lev_off, nlev) + (np.arange(lev_line.size) - np.repeat(np.cumsum(nlev) - nlev, nlev))
-    price, qty = sc.levels[:, 0], sc.levels[:, 1]
-    check_prices_qtys(price[in_order], qty[in_order], lev_line, path_of, inst, "depth level", qty_may_be_zero=True)
-    zero_snap = np.flatnonzero(np.repeat(kind == BOOK_SNAPSHOT, nlev) & (qty[in_order] == 0))
-    if zero_snap.size:
-        raise DataError("snapshot level with zero quantity", *path_of(lev_line[zero_snap[0]]))
-
-    order = np.array(_sync(kind, first, last, prev, nlev, mline, path_of, report), dtype=np.int64)
-    is_reset = order < 0
-    m = np.where(is_reset, -order - 1, order)
-    counts = np.where(is_reset, 1, nlev[m] if len(nlev) else 0)
-    entry = np.repeat(np.arange(len(order)), counts)
-    within = np.arange(entry.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    em = m[entry]
-    ereset = is_reset[entry]
-    src = np.where(ereset, 0, lev_off[em] + within) if entry.size else entry
-    side = np.where(within < nb[em], SIDE_BID, SIDE_ASK).astype(np.int8)
-    tables["book"] = pa.table(
-        {
-            "ts_exch": d["ts"][em],
-            "ts_local": d["local"][em],
-            "seq": (mline[em] << SEQ_SHIFT) + np.where(ereset, 0, within + 1),
-            "update_id": last[em],
-            "kind": np.where(ereset, BOOK_RESET, kind[em]).astype(np.int8),
-            "side": np.where(ereset, 0, side).astype(np.int8),
-            "price": np.where(ereset, 0.0, price[src] if price.size else 0.0),
-            "qty": np.where(ereset, 0.0, qty[src] if qty.size else 0.0),
-        }
-    )
-    report.rows["book"] = int(entry.size)
-    check_uncrossed(tables["book"], inst, mline[em], path_of)
-
-    # --- trades ---
-    t = sc.trades
-    check_prices_qtys(t["fp"], t["fq"], t["line"], path_of, inst, "trade", qty_may_be_zero=False)
-    tables["trades"] = pa.table(
-        {
-            "ts_exch": t["ts"],
-            "ts_local": t["local"],
-            "seq": t["line"] << SEQ_SHIFT,
-            "trade_id": t["id"],
-            "side": np.where(t["sell"] != 0, SIDE_ASK, SIDE_BID).astype(np.int8),
-            "price": t["fp"],
-            "qty": t["fq"],
-        }
-    )
-    report.rows["trades"] = len(t["line"])
-
-    # --- best bid/ask ---
-    q = sc.bbo
-    check_prices_qtys(q["fb"], q["fbq"], q["line"], path_of, inst, "bookTicker bid", qty_may_be_zero=True)
-    check_prices_qtys(q["fa"], q["faq"], q["line"], path_of, inst, "bookTicker ask", qty_may_be_zero=True)
-    tables["bbo"] = pa.table(
-        {
-            "ts_exch": q["ts"],
-            "ts_local": q["local"],
-            "seq": q["line"] << SEQ_SHIFT,
-            "update_id": q["id"],
-            "bid_price": q["fb"],
-            "bid_qty": q["fbq"],
-            "ask_price": q["fa"],
-            "ask_qty": q["faq"],
-        }
-    )
-    report.rows["bbo"] = len(q["line"])
-
-    # --- mark price / funding ---
-    f = sc.funding
-    badf = np.flatnonzero(
-        ~(np.isfinite(f["fmark"]) & np.isfinite(f["findex"]) & np.isfinite(f["frate"]))
-        | (f["fmark"] <= 0)
-        | (f["findex"] <= 0)
-    )
-    if badf.size:
-        raise DataError("markPrice: invalid mark or index price", *path_of(f["line"][badf[0]]))
-    tables["funding"] = pa.table(
-        {
-            "ts_exch": f["ts"],
-            "ts_local": f["local"],
-            "seq": f["line"] << SEQ_SHIFT,
-            "mark_price": f["fmark"],
-            "index_price": f["findex"],
-            "funding_rate": f["frate"],
-            "next_funding_ts": f["next"],
-        }
-    )
-    report.rows["funding"] = len(f["line"])
+    if held["line"].size:
+        sync_report.skip("depth level in a diff with no snapshot to sync from", int(held_lev.shape[0]))
+    cross.finish()
+    for r in (scan_report, sync_report):
+        for reason, n in r.skipped.items():
+            report.skip(reason, n)
+    report.gaps += sync_report.gaps
+    report.rows.update(rows)
     if not any(report.rows.values()):
         raise DataError("no market data for " + inst.symbol, str(paths[0]))
-    return IngestBatch("binance", inst, tables, report)
+
+
+def _within(counts: np.ndarray) -> np.ndarray:
+    """0, 1, .. counts[k] - 1 for each k, concatenated."""
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
+def binance_batch(
+    paths: list[Path],
+    inst: Instrument,
+    compiled: bool = True,
+    block_size: int = BLOCK_SIZE,
+    progress: Callable[[int, int], None] | None = None,
+) -> StreamedBatch:
+    """Captures as a batch that `Lake.write` streams into the lake (read `.tables` to parse it whole);
+    `progress(done, total)` follows the bytes of the files read as it is parsed."""
+    paths = [Path(p) for p in paths]
+    return StreamedBatch(
+        "binance",
+        inst,
+        lambda report: binance_pieces(paths, inst, report, compiled, block_size, progress),
+        ["book", "trades", "bbo", "funding"],
+    )
+
+
+def parse_binance(
+    paths: list[Path], inst: Instrument, compiled: bool = True, block_size: int = BLOCK_SIZE
+) -> IngestBatch:
+    """Parse raw captures (in the given order, later files continuing earlier ones) into lake tables."""
+    b = binance_batch(paths, inst, compiled, block_size)
+    return IngestBatch("binance", inst, b.tables, b.report)

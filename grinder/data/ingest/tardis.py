@@ -19,6 +19,7 @@ trade files may be mixed, and local timestamps must not go backwards within each
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 from numba import njit
 
-from grinder.data.ingest.book_check import check_uncrossed
+from grinder.data.ingest.book_check import CrossCheck
 from grinder.data.ingest.numbers import check_prices_qtys, check_sorted, check_times, parse_decimals, why_not_decimal
-from grinder.data.ingest.source import LineMap, read_bytes
+from grinder.data.ingest.source import ByteProgress, FileLines, byte_progress, iter_blocks
 from grinder.data.instruments import Instrument
-from grinder.data.lake import IngestBatch, IngestReport
+from grinder.data.lake import IngestBatch, IngestReport, StreamedBatch
 from grinder.data.schema import (
     BOOK,
     BOOK_DIFF,
@@ -101,8 +102,9 @@ def _read_header(raw: bytes, path: Path) -> tuple[str, list[str]]:
     return kind, names
 
 
-def _check_fields(raw: bytes, ncols: int, path: Path) -> None:
-    """Reject the first line whose number of comma-separated fields is wrong (Tardis never quotes)."""
+def _check_fields(raw: bytes, ncols: int, path: Path, first: int = 1) -> None:
+    """Reject the first line whose number of comma-separated fields is wrong (Tardis never quotes);
+    `raw`'s first line is the file's line `first`."""
     buf = np.frombuffer(raw, np.uint8)
     nl = np.flatnonzero(buf == 10)
     if len(raw) and raw[-1:] != b"\n":
@@ -117,7 +119,7 @@ def _check_fields(raw: bytes, ncols: int, path: Path) -> None:
     if bad.size:
         i = int(bad[0])
         what = "empty line" if empty[i] else f"expected {ncols} comma-separated fields, found {nfields[i]}"
-        raise DataError(what, str(path), i + 1)
+        raise DataError(what, str(path), i + first)
 
 
 def _ints_ok(strings: pa.ChunkedArray) -> np.ndarray:
@@ -147,8 +149,9 @@ def _first_bad(strings: pa.ChunkedArray, typ: pa.DataType) -> tuple[int, np.ndar
     return (bad, None) if bad >= 0 else (-1, values)
 
 
-def _read_rows(raw: bytes, names: list[str], path: Path) -> dict[str, np.ndarray | pa.ChunkedArray]:
-    """Every column of the file: numbers as numpy arrays, text as Arrow arrays, rows in file order.
+def _read_rows(raw: bytes, names: list[str], path: Path, first: int) -> dict[str, np.ndarray | pa.ChunkedArray]:
+    """Every column of a piece of the file without its header (its first line is the file's line
+    `first`): numbers as numpy arrays, text as Arrow arrays, rows in file order.
 
     Every column is read as text and converted by the shared grammar (numbers.parse_decimals,
     _ints_ok): Arrow's own CSV number parsing would take exponents, '+', 'inf' and 'nan'.
@@ -158,7 +161,7 @@ def _read_rows(raw: bytes, names: list[str], path: Path) -> dict[str, np.ndarray
     try:
         table = pcsv.read_csv(
             io.BytesIO(raw),
-            read_options=pcsv.ReadOptions(block_size=1 << 24),
+            read_options=pcsv.ReadOptions(block_size=1 << 24, column_names=names),
             parse_options=pcsv.ParseOptions(ignore_empty_lines=False, newlines_in_values=False),
             convert_options=pcsv.ConvertOptions(
                 column_types={c: pa.string() for c in names},
@@ -168,7 +171,7 @@ def _read_rows(raw: bytes, names: list[str], path: Path) -> dict[str, np.ndarray
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        _check_fields(raw, len(names), path)  # names the culprit line when it is a field count
+        _check_fields(raw, len(names), path, first)  # names the culprit line when it is a field count
         raise DataError(f"unreadable CSV ({e})", str(path)) from None
     out: dict = {}
     worst: tuple[int, str, str] | None = None
@@ -181,12 +184,12 @@ def _read_rows(raw: bytes, names: list[str], path: Path) -> dict[str, np.ndarray
         else:
             out[c] = col if values is None else values
     if worst is not None:
-        _check_fields(raw, len(names), path)  # an empty or short line reads as empty fields: name it so
+        _check_fields(raw, len(names), path, first)  # an empty or short line reads as empty fields: name it so
         bad, c, v = worst
         if types[c] == pa.float64():
-            raise DataError(f"column {c}: {why_not_decimal(v)}", str(path), bad + 2)
+            raise DataError(f"column {c}: {why_not_decimal(v)}", str(path), bad + first)
         what = {pa.int64(): "an integer within 0 .. 2**63-1", pa.bool_(): "true or false"}[types[c]]
-        raise DataError(f"column {c}: {v!r} is not {what}", str(path), bad + 2)
+        raise DataError(f"column {c}: {v!r} is not {what}", str(path), bad + first)
     return out
 
 
@@ -206,18 +209,6 @@ def _check_us(ts: np.ndarray, line: np.ndarray, path_of, what: str) -> None:
     check_times(ts, line, path_of, what + " (µs)", US)
 
 
-class _Stream:
-    """Rows of one kind, concatenated over files in the given order."""
-
-    def __init__(self) -> None:
-        self.parts: list[dict[str, np.ndarray]] = []
-
-    def cols(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        if not self.parts:
-            return {c: np.empty(0, np.int64) for c in names}
-        return {c: np.concatenate([p[c] for p in self.parts]) for c in names}
-
-
 @njit(cache=True)
 def _arrival_ranks(book_local_us: np.ndarray, trade_local_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ranks of two time-sorted streams in their merged order (book first at equal local µs)."""
@@ -235,142 +226,243 @@ def _arrival_ranks(book_local_us: np.ndarray, trade_local_us: np.ndarray) -> tup
     return rb, rt
 
 
-def _book_table(s: dict[str, np.ndarray]) -> tuple[pa.Table, np.ndarray]:
-    """Book rows with a reset before each snapshot and message-counter update ids; and each row's line."""
-    n = s["line"].size
-    snap = s["snap"]
-    prev_snap = np.concatenate(([False], snap[:-1]))
-    start = snap & (~prev_snap | s["file_start"])  # first row of a new snapshot
-    new_msg = np.ones(n, bool)
-    if n > 1:
-        new_msg[1:] = (s["ts"][1:] != s["ts"][:-1]) | (s["loc"][1:] != s["loc"][:-1]) | (snap[1:] != snap[:-1])
-    new_msg |= start | s["file_start"]
-    uid = np.cumsum(new_msg)
-    r = np.flatnonzero(start)
+# --- Streaming (decision 045) -------------------------------------------------------------------------
 
-    def place(rows: np.ndarray, resets, dtype) -> np.ndarray:
-        # Snapshots are few: insert their reset rows by slicing, not by scattering every row.
-        return np.insert(np.asarray(rows, dtype), r, resets)
-
-    table = pa.table(
-        {
-            "ts_exch": place(s["ts"] * US, s["ts"][r] * US, np.int64),
-            "ts_local": place(s["loc"] * US, s["loc"][r] * US, np.int64),
-            "seq": place((s["arrival"] << SEQ_SHIFT) | 1, s["arrival"][r] << SEQ_SHIFT, np.int64),
-            "update_id": place(uid, uid[r], np.int64),
-            "kind": place(np.where(snap, BOOK_SNAPSHOT, BOOK_DIFF), BOOK_RESET, np.int8),
-            "side": place(s["side"], SIDE_BOTH, np.int8),
-            "price": place(s["price"], 0.0, np.float64),
-            "qty": place(s["qty"], 0.0, np.float64),
-        },
-        schema=BOOK,
-    )
-    return table, place(s["line"], s["line"][r], np.int64)
+# Bytes of (uncompressed) CSV parsed at a time: a few hundred thousand rows, so the per-chunk costs
+# (Arrow's reader, the numba calls) are amortised while memory stays a small multiple of it.
+BLOCK_SIZE = 1 << 24
+_BOOK_COLS = ("line", "ts", "loc", "snap", "side", "price", "qty", "file_start")
+_TRADE_COLS = ("line", "ts", "loc", "side", "price", "qty", "id")
 
 
-def parse_tardis(paths: list[Path], inst: Instrument) -> IngestBatch:
-    """Parse Tardis CSV files (in the given order, later files continuing earlier ones) into lake tables."""
-    report = IngestReport()
-    path_of = LineMap()
-    book, trades = _Stream(), _Stream()
-    symbol = inst.symbol.upper()  # Tardis writes symbols upper-case
-    next_trade_id = 1
-    g0 = 0
-    for path in paths:
-        path = Path(path)
-        raw = read_bytes(path)
-        kind, names = _read_header(raw, path)
-        path_of.add(path, g0)
-        cols = _read_rows(raw, names, path)
+class _Ctx:
+    """What a parse carries across files and chunks."""
+
+    def __init__(
+        self,
+        paths: list[Path],
+        inst: Instrument,
+        report: IngestReport,
+        block_size: int,
+        reads: ByteProgress | None = None,
+    ):
+        self.paths, self.inst, self.report, self.block_size = paths, inst, report, block_size
+        self.reads = reads  # bytes of the files read, for a progress callback
+        self.path_of = FileLines(paths)
+        self.symbol = inst.symbol.upper()  # Tardis writes symbols upper-case
+        self.next_trade_id = 1
+        self.skips: dict[str, tuple] = {}  # reason -> (file, category, line) of its first row: the report's order
+        self.notes: list[tuple[int, str]] = []
+
+    def skip(self, reason: str, n: int, key: tuple) -> None:
+        if n:
+            self.skips[reason] = min(self.skips.get(reason, key), key)
+            self.report.skip(reason, n)
+
+
+def _header(path: Path) -> tuple[str, list[str]]:
+    first = next(iter_blocks(path, 1 << 16), b"")
+    return _read_header(first, path)
+
+
+def _file_rows(ctx: _Ctx, fi: int, kind: str, names: list[str]):
+    """One file's rows of our symbol, a chunk at a time, checked as far as one chunk can be."""
+    path = Path(ctx.paths[fi])
+    line0 = 1  # lines of the file before the chunk (the header is line 1)
+    file_first = True
+    ids_numeric: bool | None = None  # decided by the file's first trade ids, as for the whole file
+    for k, raw in enumerate(iter_blocks(path, ctx.block_size, ctx.reads.reader(fi) if ctx.reads else None)):
+        if k == 0:
+            raw = raw[raw.find(b"\n") + 1 :] if b"\n" in raw else b""
+        if not raw:
+            continue
+        cols = _read_rows(raw, names, path, line0 + 1)
         nrows = len(cols["timestamp"])
-        line = g0 + 1 + np.arange(nrows, dtype=np.int64)  # global index; the header is line g0
-        g0 += nrows + 1
-
+        line = (fi << FileLines.SHIFT) + line0 + 1 + np.arange(nrows, dtype=np.int64)
+        line0 += nrows
         sym = cols["symbol"]
-        mine = pc.equal(sym, symbol).to_numpy(zero_copy_only=False)
+        mine = pc.equal(sym, ctx.symbol).to_numpy(zero_copy_only=False)
         if not mine.all():
             others = pc.value_counts(pc.filter(sym, pa.array(~mine)))
             for item in others.to_pylist():
-                report.skip(f"row for another symbol ({item['values']})", item["counts"])
+                at = int(line[np.flatnonzero(~mine)[pc.index(pc.filter(sym, pa.array(~mine)), item["values"]).as_py()]])
+                ctx.skip(f"row for another symbol ({item['values']})", item["counts"], (fi, 0, at))
         idx = np.flatnonzero(mine)
         line = line[idx]
         ts, loc = cols["timestamp"][idx], cols["local_timestamp"][idx]
-        _check_us(ts, line, path_of, "timestamp")
-        _check_us(loc, line, path_of, "local_timestamp")
+        _check_us(ts, line, ctx.path_of, "timestamp")
+        _check_us(loc, line, ctx.path_of, "local_timestamp")
         side_text = pc.take(cols["side"], pa.array(idx))
         price, qty = cols["price"][idx], cols["amount"][idx]
-
         if kind == "book":
             side = _codes(side_text, {"bid": SIDE_BID, "ask": SIDE_ASK})
             bad = np.flatnonzero(side == 0)
             if bad.size:
                 i = bad[0]
-                raise DataError(f"book side {side_text[int(i)].as_py()!r} is neither bid nor ask", *path_of(line[i]))
+                raise DataError(
+                    f"book side {side_text[int(i)].as_py()!r} is neither bid nor ask", *ctx.path_of(line[i])
+                )
             first = np.zeros(idx.size, bool)
-            first[:1] = True
-            book.parts.append(
-                {
-                    "line": line,
-                    "ts": ts,
-                    "loc": loc,
-                    "snap": cols["is_snapshot"][idx],
-                    "side": side,
-                    "price": price,
-                    "qty": qty,
-                    "file_start": first,
-                }
-            )
+            if idx.size and file_first:
+                first[0], file_first = True, False
+            yield {
+                "line": line,
+                "ts": ts,
+                "loc": loc,
+                "snap": cols["is_snapshot"][idx].astype(bool),
+                "side": side,
+                "price": price,
+                "qty": qty,
+                "file_start": first,
+            }
             continue
-
         side = _codes(side_text, {"buy": SIDE_BID, "sell": SIDE_ASK, "unknown": 2})
         bad = np.flatnonzero(side == 0)
         if bad.size:
             i = bad[0]
-            raise DataError(f"trade side {side_text[int(i)].as_py()!r} is not buy, sell or unknown", *path_of(line[i]))
+            raise DataError(
+                f"trade side {side_text[int(i)].as_py()!r} is not buy, sell or unknown", *ctx.path_of(line[i])
+            )
         known = side != 2
-        report.skip("trade with unknown aggressor side", int((~known).sum()))
+        if (~known).any():
+            ctx.skip("trade with unknown aggressor side", int((~known).sum()), (fi, 1, 0))
         ids = pc.take(cols["id"], pa.array(idx[known]))
-        if _ints_ok(ids).all():
-            trade_id = pc.cast(ids, pa.int64()).to_numpy() if len(ids) else np.empty(0, np.int64)
+        ok = _ints_ok(ids)
+        if ids_numeric is None and len(ids):
+            ids_numeric = bool(ok.all())
+            if not ids_numeric:
+                ctx.notes.append((fi, f"{path}: trade ids are not numeric; trade_id is a running count"))
+        if ids_numeric is False:
+            trade_id = np.arange(ctx.next_trade_id, ctx.next_trade_id + len(ids), dtype=np.int64)
+            ctx.next_trade_id += len(ids)
         else:
-            trade_id = np.arange(next_trade_id, next_trade_id + len(ids), dtype=np.int64)
-            next_trade_id += len(ids)
-            report.notes.append(f"{path}: trade ids are not numeric; trade_id is a running count")
-        trades.parts.append(
+            if not ok.all():
+                # A whole-file read would have numbered the file's trades instead: the stream cannot go back.
+                i = int(np.flatnonzero(~ok)[0])
+                raise DataError(
+                    f"trade id {ids[i].as_py()!r} is not numeric but the file's earlier ids are",
+                    *ctx.path_of(line[known][i]),
+                )
+            trade_id = pc.cast(ids, pa.int64()).to_numpy() if len(ids) else np.empty(0, np.int64)
+        yield {
+            "line": line[known],
+            "ts": ts[known],
+            "loc": loc[known],
+            "side": side[known],
+            "price": price[known],
+            "qty": qty[known],
+            "id": trade_id,
+        }
+
+
+def _kind_rows(ctx: _Ctx, files: list[tuple[int, list[str]]], kind: str):
+    """Every file of one kind as one stream: validated chunks, local times checked across them."""
+    last: tuple[int, int] | None = None  # (local µs, line) of the stream's last row
+    for fi, names in files:
+        for c in _file_rows(ctx, fi, kind, names):
+            if not c["line"].size:
+                continue
+            what = "book level" if kind == "book" else "trade"
+            check_prices_qtys(c["price"], c["qty"], c["line"], ctx.path_of, ctx.inst, what, kind == "book")
+            loc, line = c["loc"], c["line"]
+            if last is not None:
+                loc, line = np.concatenate(([last[0]], loc)), np.concatenate(([last[1]], line))
+            check_sorted(
+                loc * US, line, ctx.path_of, "book local timestamps" if kind == "book" else "trade local timestamps"
+            )
+            last = (int(c["loc"][-1]), int(c["line"][-1]))
+            yield c
+
+
+def _take(c: dict, k: int) -> tuple[dict, dict]:
+    return {n: v[:k] for n, v in c.items()}, {n: v[k:] for n, v in c.items()}
+
+
+def _merged(book_it, trade_it):
+    """Both kinds' chunks in arrival order: ("book" | "trades", rows, arrival ranks), each piece a prefix
+    of the merged order (book first at equal local µs), so ranks equal `_arrival_ranks` on the whole."""
+    b = t = None
+    b_end = t_end = False
+    done = 0
+    while True:
+        while not b_end and (b is None or not b["line"].size):
+            b = next(book_it, None)
+            b_end = b is None
+        while not t_end and (t is None or not t["line"].size):
+            t = next(trade_it, None)
+            t_end = t is None
+        nb = 0 if b is None else b["line"].size
+        nt = 0 if t is None else t["line"].size
+        if not nb and not nt:
+            return
+        if not nt:
+            kb, kt = nb, 0
+        elif not nb:
+            kb, kt = 0, nt
+        elif b["loc"][-1] <= t["loc"][-1]:
+            kb, kt = nb, int(np.searchsorted(t["loc"], b["loc"][-1], side="left"))
+        else:
+            kb, kt = int(np.searchsorted(b["loc"], t["loc"][-1], side="right")), nt
+        bp, tp = (None, b) if not kb else _take(b, kb)
+        tq, tr = (None, t) if not kt else _take(t, kt)
+        rb, rt = _arrival_ranks(bp["loc"] if bp else np.empty(0, np.int64), tq["loc"] if tq else np.empty(0, np.int64))
+        if bp:
+            yield "book", bp, rb + done
+        if tq:
+            yield "trades", tq, rt + done
+        done += kb + kt
+        b, t = tp, tr
+
+
+class _Book:
+    """Book rows with a reset before each snapshot and message-counter update ids, a chunk at a time."""
+
+    def __init__(self) -> None:
+        self.prev: tuple[int, int, bool] | None = None  # (ts, loc, snap) of the last row
+        self.uid = 0
+
+    def table(self, s: dict, arrival: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+        snap, fs, ts, loc = s["snap"], s["file_start"], s["ts"], s["loc"]
+        n = snap.size
+        prev_snap = np.concatenate(([self.prev is not None and self.prev[2]], snap[:-1]))
+        start = snap & (~prev_snap | fs)  # first row of a new snapshot
+        new_msg = np.ones(n, bool)
+        if self.prev is not None:
+            new_msg[0] = (ts[0] != self.prev[0]) | (loc[0] != self.prev[1]) | (snap[0] != self.prev[2])
+        if n > 1:
+            new_msg[1:] = (ts[1:] != ts[:-1]) | (loc[1:] != loc[:-1]) | (snap[1:] != snap[:-1])
+        new_msg |= start | fs
+        uid = self.uid + np.cumsum(new_msg)
+        self.uid = int(uid[-1])
+        self.prev = (int(ts[-1]), int(loc[-1]), bool(snap[-1]))
+        r = np.flatnonzero(start)
+
+        def place(rows: np.ndarray, resets, dtype) -> np.ndarray:
+            # Snapshots are few: insert their reset rows by slicing, not by scattering every row.
+            return np.insert(np.asarray(rows, dtype), r, resets)
+
+        table = pa.table(
             {
-                "line": line[known],
-                "ts": ts[known],
-                "loc": loc[known],
-                "side": side[known],
-                "price": price[known],
-                "qty": qty[known],
-                "id": trade_id,
-            }
+                "ts_exch": place(ts * US, ts[r] * US, np.int64),
+                "ts_local": place(loc * US, loc[r] * US, np.int64),
+                "seq": place((arrival << SEQ_SHIFT) | 1, arrival[r] << SEQ_SHIFT, np.int64),
+                "update_id": place(uid, uid[r], np.int64),
+                "kind": place(np.where(snap, BOOK_SNAPSHOT, BOOK_DIFF), BOOK_RESET, np.int8),
+                "side": place(s["side"], SIDE_BOTH, np.int8),
+                "price": place(s["price"], 0.0, np.float64),
+                "qty": place(s["qty"], 0.0, np.float64),
+            },
+            schema=BOOK,
         )
+        return table, place(s["line"], s["line"][r], np.int64)
 
-    tables = {}
-    # --- book ---
-    b = book.cols(("line", "ts", "loc", "snap", "side", "price", "qty", "file_start"))
-    b["snap"] = b["snap"].astype(bool)
-    b["file_start"] = b["file_start"].astype(bool)
-    check_prices_qtys(b["price"], b["qty"], b["line"], path_of, inst, "book level", qty_may_be_zero=True)
-    check_sorted(b["loc"] * US, b["line"], path_of, "book local timestamps")
-    t = trades.cols(("line", "ts", "loc", "side", "price", "qty", "id"))
-    check_prices_qtys(t["price"], t["qty"], t["line"], path_of, inst, "trade", qty_may_be_zero=False)
-    check_sorted(t["loc"] * US, t["line"], path_of, "trade local timestamps")
-    # Arrival order across the book and trade files: rank by local time (book first on ties), so
-    # that equal exchange times are broken as they were received, not by which file came first.
-    b["arrival"], t_arrival = _arrival_ranks(b["loc"], t["loc"])
-    tables["book"], book_line = _book_table(b)
-    report.rows["book"] = tables["book"].num_rows
-    check_uncrossed(tables["book"], inst, book_line, path_of)
 
-    # --- trades ---
-    tables["trades"] = pa.table(
+def _trade_table(t: dict, arrival: np.ndarray) -> pa.Table:
+    return pa.table(
         {
             "ts_exch": t["ts"] * US,
             "ts_local": t["loc"] * US,
-            "seq": t_arrival << SEQ_SHIFT,
+            "seq": arrival << SEQ_SHIFT,
             "trade_id": t["id"],
             "side": t["side"].astype(np.int8),
             "price": t["price"].astype(np.float64),
@@ -378,11 +470,64 @@ def parse_tardis(paths: list[Path], inst: Instrument) -> IngestBatch:
         },
         schema=TRADES,
     )
-    report.rows["trades"] = tables["trades"].num_rows
 
+
+def tardis_pieces(
+    paths: list[Path],
+    inst: Instrument,
+    report: IngestReport,
+    block_size: int = BLOCK_SIZE,
+    progress: Callable[[int, int], None] | None = None,
+):
+    """Parse Tardis CSV files (in the given order, later files continuing earlier ones) a chunk of
+    `block_size` bytes at a time: yields ("book" | "trades", rows) in each table's final order and
+    fills `report`. The rows, their order, the report and the errors are those of a whole-file read.
+
+    `progress(done, total)`, when given, follows the bytes of the files read (`source.ByteProgress`)."""
+    paths = [Path(p) for p in paths]
+    ctx = _Ctx(paths, inst, report, block_size, byte_progress(paths, progress))
+    files = {"book": [], "trades": []}
+    for fi, path in enumerate(paths):
+        kind, names = _header(path)
+        files[kind].append((fi, names))
+    rows = {"book": 0, "trades": 0}
+    book, cross = _Book(), CrossCheck(inst, ctx.path_of)
+    for kind, c, arrival in _merged(_kind_rows(ctx, files["book"], "book"), _kind_rows(ctx, files["trades"], "trades")):
+        if kind == "book":
+            table, line = book.table(c, arrival)
+            cross.feed(*(table.column(n).to_numpy() for n in ("kind", "side", "price", "qty", "update_id")), line)
+        else:
+            table = _trade_table(c, arrival)
+        rows[kind] += table.num_rows
+        yield kind, table
+    if ctx.reads is not None:
+        ctx.reads.finish()
+    cross.finish()
+    report.skipped = dict(sorted(report.skipped.items(), key=lambda kv: ctx.skips[kv[0]]))
+    report.notes += [n for _, n in sorted(ctx.notes, key=lambda x: x[0])]
+    report.rows["book"], report.rows["trades"] = rows["book"], rows["trades"]
     if not any(report.rows.values()):
         raise DataError("no market data for " + inst.symbol, str(paths[0]) if paths else None)
-    return IngestBatch("tardis", inst, tables, report)
 
 
-__all__ = ["parse_tardis", "BOOK_COLUMNS", "TRADE_COLUMNS"]
+def tardis_batch(
+    paths: list[Path],
+    inst: Instrument,
+    block_size: int = BLOCK_SIZE,
+    progress: Callable[[int, int], None] | None = None,
+) -> StreamedBatch:
+    """Tardis files as a batch that `Lake.write` streams into the lake (read `.tables` to parse it whole);
+    `progress(done, total)` follows the bytes of the files read as it is parsed."""
+    paths = [Path(p) for p in paths]
+    return StreamedBatch(
+        "tardis", inst, lambda report: tardis_pieces(paths, inst, report, block_size, progress), ["book", "trades"]
+    )
+
+
+def parse_tardis(paths: list[Path], inst: Instrument, block_size: int = BLOCK_SIZE) -> IngestBatch:
+    """Parse Tardis CSV files (in the given order, later files continuing earlier ones) into lake tables."""
+    b = tardis_batch(paths, inst, block_size)
+    return IngestBatch("tardis", inst, b.tables, b.report)
+
+
+__all__ = ["parse_tardis", "tardis_batch", "tardis_pieces", "BOOK_COLUMNS", "TRADE_COLUMNS", "BLOCK_SIZE"]
