@@ -445,9 +445,23 @@ class RunSetup:
         """The loop's complaint about the strategy's output, as a ConfigError naming it."""
         return ConfigError(f"{self.strategy_name}: {e} (max_targets={self.max_targets})")
 
+    def steps_of(self, st: tuple, qr_series: np.ndarray) -> tuple[dict, dict]:
+        """BacktestResult's `steps` and `qrules` of the engine's step columns `st` and the rules' series."""
+        names = ("ts", "mid", "position", "balance", "fees", "realized", "equity", "open_orders", "quote_bid",
+                 "quote_ask", "mode")  # fmt: skip
+        steps = dict(zip(names, st, strict=True))
+        if self.record == "all":
+            for k in ("quote_bid", "quote_ask"):
+                steps[k] = np.where(steps[k] == EMPTY, np.nan, steps[k] * self.instrument.tick_size)
+        else:
+            steps = {k: steps[k] for k in ("ts", "mid", "equity")}
+        # The rules' ratios and order counts at each step (all of them recorded), and their largest.
+        qrules = {"ts": steps["ts"], **dict(zip(QR_OUT, qr_series.copy(), strict=True))} if self.record == "all" else {}
+        return steps, qrules
+
     def result(self, out: tuple, gates_args: tuple) -> BacktestResult:
         """The BacktestResult of the engine's output `out` (engine.run's tuple) and the run's gates."""
-        inst, record = self.instrument, self.record
+        inst = self.instrument
         blocked, qr_state = gates_args[2], gates_args[5]
         inverse = inst.contract == "inverse"
         fill_cols, st, fund, led, paid, cnt, (qr_series, qr_max), _ = out
@@ -467,19 +481,10 @@ class RunSetup:
             "position": fpos,
             "realized": freal,
         }
-        names = ("ts", "mid", "position", "balance", "fees", "realized", "equity", "open_orders", "quote_bid",
-                 "quote_ask", "mode")  # fmt: skip
-        steps = dict(zip(names, st, strict=True))
-        if record == "all":
-            for k in ("quote_bid", "quote_ask"):
-                steps[k] = np.where(steps[k] == EMPTY, np.nan, steps[k] * inst.tick_size)
-        else:
-            steps = {k: steps[k] for k in ("ts", "mid", "equity")}
+        steps, qrules = self.steps_of(st, qr_series)
         counters = {name: int(v) for name, v in zip(COUNTERS, cnt, strict=True)}
         counters.update({f"blocked_{r}": int(b) for r, b in zip(REASONS, blocked, strict=True)})
         counters["qr_overflow"] = int(qr_state[QR_OVERFLOW])
-        # The rules' ratios and order counts at each step (all of them recorded), and their largest.
-        qrules = {"ts": steps["ts"], **dict(zip(QR_OUT, qr_series.copy(), strict=True))} if record == "all" else {}
         qrules_max = {k: float(v) for k, v in zip(QR_OUT, qr_max, strict=True)}
         funding = {"ts": fund[0], "position": fund[1], "amount": fund[2]}
         position, balance, fees = float(led[POSITION]), float(led[CASH]), float(led[FEES])

@@ -67,7 +67,7 @@ from grinder.sim.engine import (
     resume_chunk,
 )
 from grinder.sim.exchange_side import block_extremes, new_level_cache, queues_from_chunk_start, queues_to_chunk_end
-from grinder.sim.records import COUNTER
+from grinder.sim.records import COUNTER, new_steps
 from grinder.sim.replay import NO_KEYS, NO_QTY, _level_index, _replay_pass, book_levels
 
 DAY_NS = 86_400 * 10**9
@@ -142,13 +142,24 @@ class TapeChunks:
 class ClockFacts:
     """What the run needs from the whole tape's times before it starts: the local clock's offset
     (ns, added to ts_local), the decision clock's t0, last event time and segments
-    (clock.decision_segments), and the number of rows."""
+    (clock.decision_segments), the number of rows, and each chunk's end (ns; None for the last)."""
 
     offset: int
     t0: int
     last_ts: int
     segments: np.ndarray
     rows: int
+    ends: tuple = ()
+
+    def steps_upto(self, end_ns: int | None, step_ns: int) -> int:
+        """The clock's recorded steps (those in `segments`) whose time is at or before end_ns (None: all)."""
+        segs = self.segments
+        k = None if end_ns is None else (end_ns - self.t0) // step_ns
+        total = 0
+        for a, b in zip(segs[0::2].tolist(), segs[1::2].tolist(), strict=True):
+            top = b if k is None else min(b, k)
+            total += max(0, top - a + 1)
+        return total
 
 
 def clock_facts(source: ChunkSource, venue: VenueConfig, start_ns: int) -> ClockFacts:
@@ -157,7 +168,9 @@ def clock_facts(source: ChunkSource, venue: VenueConfig, start_ns: int) -> Clock
     rows, min_lag, max_lead = 0, None, 0
     first_exch = last_exch = None
     min_local = max_local = None
+    ends = []
     for c in source.chunks(times_only=True):
+        ends.append(c.end_ns)
         if len(c.ts_exch) == 0:
             continue
         lag = c.ts_local - c.ts_exch
@@ -186,7 +199,7 @@ def clock_facts(source: ChunkSource, venue: VenueConfig, start_ns: int) -> Clock
         )
     if rows == 0:
         t0 = start_ns
-        return ClockFacts(offset, t0, t0, np.array([1, 1], np.int64), 0)
+        return ClockFacts(offset, t0, t0, np.array([1, 1], np.int64), 0, tuple(ends))
     t0 = start_ns if start_ns > 0 else min(first_exch, min_local + offset)
     last_ts = max(last_exch, max_local + offset)
     cap = max(1, (last_ts - t0) // venue.step_ns + 2)
@@ -203,7 +216,7 @@ def clock_facts(source: ChunkSource, venue: VenueConfig, start_ns: int) -> Clock
                 pairs += [int(scratch[1]), int(scratch[2])]
         prev = int(x[-1])
     pairs.append(cap)
-    return ClockFacts(offset, t0, last_ts, np.array(pairs, np.int64), rows)
+    return ClockFacts(offset, t0, last_ts, np.array(pairs, np.int64), rows, tuple(ends))
 
 
 def _local_stream(source: ChunkSource, offset: int) -> Iterator[np.ndarray]:
@@ -257,12 +270,18 @@ def run_chunked(
     signals: SignalSeries | None = None,
     progress: Callable[[int, int], None] | None = None,
     on_chunk: Callable[[Chunk], None] | None = None,
+    steps_sink: Callable[[dict, dict], None] | None = None,
 ) -> BacktestResult:
     """`backtest.run_backtest` over a tape read chunk by chunk from `source`: the same arguments,
     the same result, with at most one chunk's rows and replay in memory at a time.
 
     `progress(rows_done, rows_total)` is called after each chunk; `on_chunk(chunk)` sees each chunk
-    once, as the run reads it (e.g. provenance.TapeFingerprint.add), before it is run.
+    once, as the run reads it (e.g. provenance.TapeFingerprint.add), before it is run. With
+    `steps_sink(steps, qrules)` each chunk's step records go there as the run passes it (the result's
+    `steps` and `qrules` are then empty): what a run's memory would otherwise grow by, ~90 bytes a
+    decision (24 with record="equity"). Fill buffers grow between chunks; should one chunk fill more
+    than the half left, the run starts over with larger ones, and the sink is first told so with
+    `steps_sink(None, None)`, then handed every chunk's steps again.
     """
     setup = _setup(source.instrument, strategy, venue, max_targets, gates, latency, record, signals)
     if start_ns is None:
@@ -280,21 +299,27 @@ def run_chunked(
     while True:
         gates_args = setup.new_gates()
         out, events = _run_once(source, setup, facts, funding, venue, int(start_ns), params, state_size, fill_cap,
-                                gates_args, progress, feed)  # fmt: skip
+                                gates_args, progress, feed, steps_sink)  # fmt: skip
         if not out[-1]:
             break
         fill_cap *= 4  # more fills than the buffers hold: run again with larger ones
+        if steps_sink is not None:
+            steps_sink(None, None)
     out[5][COUNTER.exchange_events] = events
     return setup.result(out, gates_args)
 
 
 def _run_once(source, setup, facts, funding, venue, start_ns, params, state_size, fill_cap, gates_args, progress,
-              feed):  # fmt: skip
+              feed, sink):  # fmt: skip
     """One attempt of run_chunked with fill buffers of `fill_cap`: (engine output, exchange rows processed)."""
     none_f, none_i = np.empty(0), np.empty(0, np.int64)
     cap = max(64, 4 * setup.max_targets)
-    state = begin_chunks(cap, 1, setup.max_targets, fill_cap, segment_steps(facts.segments), len(funding[0]),
-                         setup.record == "all")  # fmt: skip
+    all_steps = setup.record == "all"
+    # With a sink, each chunk's step buffers hold exactly the steps it records: the whole run's count
+    # up to its end, less the earlier chunks' (the loop goes on unrecorded past a buffer's end).
+    upto = [facts.steps_upto(e, venue.step_ns) for e in facts.ends] if sink else [segment_steps(facts.segments)]
+    state = begin_chunks(cap, 1, setup.max_targets, fill_cap, upto[0], len(funding[0]), all_steps)
+    recorded_steps = 0
     carry = np.zeros(CARRY_SIZE, np.int64)
     params = np.array(params, np.float64)
     strategy_state = np.zeros(state_size)
@@ -326,14 +351,51 @@ def _run_once(source, setup, facts, funding, venue, start_ns, params, state_size
         k.events += int(exchange.state["next_row"][0]) - first_row
         if progress is not None:
             progress(k.events, facts.rows)
+        if sink is not None:
+            state, n = _drain(state, setup, sink, upto[i + 1] - upto[i] if i + 1 < len(upto) else 0, all_steps)
+            recorded_steps += n
         if carry[CARRY_STATE] == CARRY_ENDED:
             break
+        state = _room_for_fills(state)
         queues_to_chunk_end(rows, book, levels, exchange, local.orders, venue_group)
         if len(rows.ts_exch) > first_row:
             k.ghost = tuple(a[-1:] for a in (*rows, *book))
         if len(local_book[0]) > first_event:
             k.local_ghost = tuple(a[-1:] for a in local_book)
-    return finish_chunks(state), k.events
+    out = finish_chunks(state)
+    if sink is not None:
+        out[5][COUNTER.decisions] = recorded_steps
+    return out, k.events
+
+
+def _room_for_fills(state):
+    """The loop's state with its fill buffers doubled once they are half full: a chunked run grows them
+    between chunks instead of running again with larger ones (that is left for a chunk that fills the
+    other half)."""
+    records = state[4]
+    nf = int(records.state["fills"][0])
+    f = records.fills
+    if nf <= len(f.ts_exch) // 2:
+        return state
+    grown = []
+    for a in f:
+        b = np.empty(2 * len(a), a.dtype)
+        b[:nf] = a[:nf]
+        grown.append(b)
+    return (*state[:4], records._replace(fills=type(f)(*grown)))
+
+
+def _drain(state, setup, sink, n_next: int, all_steps: bool):
+    """Hand the chunk's recorded steps to `sink` and give the records buffers for the next chunk's
+    `n_next` steps: (the loop's state, steps handed over)."""
+    records = state[4]
+    n = int(records.state["steps"][0])
+    s = records.steps
+    st = (s.ts[:n], s.mid[:n], s.position[:n], s.cash[:n], s.fees[:n], s.realized[:n], s.equity[:n],
+          s.open_orders[:n], s.quote_bid[:n], s.quote_ask[:n], s.mode[:n])  # fmt: skip
+    sink(*setup.steps_of(tuple(a.copy() for a in st), s.rules[:, :n]))
+    records.state["steps"][0] = 0
+    return (*state[:4], records._replace(steps=new_steps(max(0, n_next), all_steps))), n
 
 
 def _exchange_arrays(chunk: Chunk, k: _Carry):

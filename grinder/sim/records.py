@@ -52,13 +52,19 @@ def new_records(fill_cap, n_steps, n_funding, all_steps):
     fills = Fills(np.empty(fill_cap, np.int64), np.empty(fill_cap, np.int64), np.empty(fill_cap, np.int8),
                   np.empty(fill_cap, np.int64), np.empty(fill_cap), np.empty(fill_cap), np.empty(fill_cap, np.int64),
                   np.empty(fill_cap, np.int64), np.empty(fill_cap), np.empty(fill_cap))  # fmt: skip
-    n = n_steps if all_steps else 0
-    steps = Steps(np.zeros(n_steps, np.int64), np.zeros(n_steps), np.zeros(n_steps), np.zeros(n), np.zeros(n),
-                  np.zeros(n), np.zeros(n), np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
-                  np.zeros(n, np.int8), np.zeros((len(QR_OUT), n)))  # fmt: skip
+    steps = new_steps(n_steps, all_steps)
     funding = FundingPayments(np.zeros(n_funding, np.int64), np.zeros(n_funding), np.zeros(n_funding))
     return Records(np.zeros(1, RECORDS_STATE), fills, steps, funding, np.zeros(len(QR_OUT)),
                    np.full(len(QR_OUT), np.nan), np.zeros(len(COUNTERS), np.int64), all_steps)  # fmt: skip
+
+
+@njit(cache=True)
+def new_steps(n_steps, all_steps):
+    """Empty step buffers for `n_steps` decision steps (every column with `all_steps`, else ts, mid, equity)."""
+    n = n_steps if all_steps else 0
+    return Steps(np.zeros(n_steps, np.int64), np.zeros(n_steps), np.zeros(n_steps), np.zeros(n), np.zeros(n),
+                 np.zeros(n), np.zeros(n), np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
+                 np.zeros(n, np.int8), np.zeros((len(QR_OUT), n)))  # fmt: skip
 
 
 @njit(_nrt=False, inline="always")

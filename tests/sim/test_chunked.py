@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from grinder.core.gates import GateConfig
 from grinder.data.chunks import LakeChunks
 from grinder.data.lake import Lake
 from grinder.data.synth import synth_batch
@@ -166,3 +167,38 @@ def test_a_local_clock_offset_that_receives_rows_before_they_were_sent_is_refuse
 def test_chunk_size_must_be_positive(sample):
     with pytest.raises(ConfigError, match="chunk_ns must be positive"):
         TapeChunks(sample, 0)
+
+
+@pytest.mark.parametrize("record", ["all", "equity"])
+@pytest.mark.parametrize("fill_cap", [None, 16])
+def test_a_steps_sink_gets_every_step_once_and_the_run_keeps_none(multi_day, monkeypatch, record, fill_cap):
+    from grinder.sim import chunked
+
+    if fill_cap:  # fill buffers grow between chunks; a chunk that overflows them starts the run over
+        monkeypatch.setattr(chunked, "FILL_CAP", fill_cap)
+    p = ADAPTIVE.vector(ADAPTIVE.validate(TIGHT))
+    v = VENUES["slow_partial"]
+    whole = run_backtest(multi_day, ADAPTIVE, p, v, record=record, gates=GateConfig(quant_rules=True))
+    parts: list = []
+    restarts = []
+
+    def sink(steps, qrules):
+        if steps is None:
+            restarts.append(len(parts))
+            parts.clear()
+        else:
+            parts.append((steps, qrules))
+
+    got = run_chunked(TapeChunks(multi_day, 30 * S), ADAPTIVE, p, v, record=record, steps_sink=sink,
+                      gates=GateConfig(quant_rules=True))  # fmt: skip
+    assert len(parts) > 10 and all(len(a) == 0 for a in [*got.steps.values(), *got.qrules.values()])
+    assert got.digest == whole.digest and got.counters == whole.counters
+    assert got.qrules_max.keys() == whole.qrules_max.keys()
+    assert np.array_equal(list(got.qrules_max.values()), list(whole.qrules_max.values()), equal_nan=True)
+    for name, mine in (("steps", [s for s, _ in parts]), ("qrules", [q for _, q in parts])):
+        theirs = getattr(whole, name)
+        assert all(m.keys() == theirs.keys() for m in mine), name
+        for k in theirs:
+            joined = np.concatenate([m[k] for m in mine])
+            assert np.array_equal(joined, theirs[k], equal_nan=joined.dtype.kind == "f"), (name, k)
+    assert bool(restarts) == (fill_cap is not None and whole.counters["fills"] > 2 * fill_cap)
