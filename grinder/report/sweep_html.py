@@ -304,6 +304,8 @@ def _decision_html(summary: dict) -> str:
     if summary.get("warning"):
         box = "color:#a00000;border:1px solid #a00000;padding:6px"
         parts.append(f"<p style='{box}'><b>Warning:</b> {html.escape(summary['warning'])}</p>")
+    if summary.get("annualised_note"):
+        parts.append(f"<p class='note'><b>Note:</b> {html.escape(summary['annualised_note'])}.</p>")
     if summary.get("baselines"):
         parts.append("<h2>Against the baselines (same windows, venue and gates)</h2>")
         parts.append(_rows_table(pd.DataFrame(summary["baselines"])))

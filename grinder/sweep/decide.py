@@ -64,6 +64,23 @@ def decision_summary(ranking: pd.DataFrame, base: pd.DataFrame | None, axes: lis
     }
 
 
+def annualised_note(windows: list[dict], rank_by: str) -> str | None:
+    """A one-line note when the windows are too short for annualised figures (report.stats.ANNUALISE_MIN_S):
+    `sharpe` then ranks sets, but its value extrapolates minutes or days to a year. None otherwise."""
+    from grinder.report.stats import ANNUALISE_MIN_S
+
+    if not windows:
+        return None
+    longest = max(int(w["end_ns"]) - int(w["start_ns"]) for w in windows) / 1e9
+    if longest >= ANNUALISE_MIN_S:
+        return None
+    span = pd.Timedelta(seconds=round(longest))
+    ranked = " (the ranking's metric)" if rank_by == "sharpe" else ""
+    return (f"sharpe{ranked} is annualised from windows of at most {span}, under the {ANNUALISE_MIN_S // 86_400} "
+            "days annualised figures need to mean much: it orders sets, its values are no yearly figures; "
+            "equity and max_drawdown are per window")  # fmt: skip
+
+
 def sample_of(ranking: pd.DataFrame, metric: str) -> str:
     """'out' when the ranking has out-of-sample columns, else 'in': the sample a decision is judged on."""
     return "out" if f"{metric}_out" in ranking else "in"

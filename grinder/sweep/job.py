@@ -214,7 +214,7 @@ def sweep_job(
             study = run_study(sel, g, windows, venue_cfg, gates_cfg, latency, rank_by, workers, loader,
                               progress=tick, client=client, rules_ok=rules_ok)  # fmt: skip
         seconds = round(time.perf_counter() - t0, 3)
-        from grinder.sweep.decide import decision_summary, run_baseline
+        from grinder.sweep.decide import annualised_note, decision_summary, run_baseline
 
         with progress.stage("running the baseline (the static grid's defaults) on the same windows"):
             base = run_baseline(sel, windows, venue_cfg, gates_cfg, latency, rank_by, workers, loader)
@@ -260,11 +260,14 @@ def sweep_job(
             "seconds": seconds,
         }
         summary |= decision_summary(study.ranking, base, list(g.axes), rank_by, settle)
+        summary["annualised_note"] = annualised_note(summary["windows"], rank_by)
         check_signals()  # no sweep folder after a signal whose exception was dropped
         with progress.stage("writing the sweep folder and report"):
             folder = write_sweep(out_dir, f"{strat.name}-{symbol}", study, summary, report=report)
         if summary["warning"]:
             progress.warn(summary["warning"])
+        if summary["annualised_note"] and rank_by == "sharpe":
+            progress.warn(summary["annualised_note"])
         child_runs = 0
         if parent is not None:
             t1 = time.perf_counter()

@@ -164,3 +164,12 @@ def test_sweep_report_units_and_offline(tmp_path):
     assert fig["layout"]["yaxis"]["title"]["text"] == "equity (USDT)"
     fig = figure_json(page, "equity_out by half_spread and interval")
     assert fig["data"][0]["colorbar"]["title"]["text"] == "equity_out (USDT)"
+
+
+def test_the_annualised_note_is_shown_when_the_sweep_has_one(tmp_path):
+    study, summary = study_of(WALK_FORWARD)
+    summary["annualised_note"] = "sharpe is annualised from windows of at most 0 days 00:06:00"
+    page = write_sweep_report(tmp_path, study, summary).read_text()
+    assert "<b>Note:</b> sharpe is annualised from windows of at most 0 days 00:06:00." in page
+    summary["annualised_note"] = None
+    assert "<b>Note:</b>" not in write_sweep_report(tmp_path, study, summary).read_text()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grinder.sweep.decide import baselines, importance, in_vs_out, losing_warning
+from grinder.sweep.decide import annualised_note, baselines, importance, in_vs_out, losing_warning
 
 finite = st.floats(-1e6, 1e6, allow_nan=False)
 
@@ -56,3 +56,13 @@ def test_baselines_put_the_default_grid_and_flat_beside_the_best_set():
     assert [r["name"] for r in rows] == ["static_grid defaults (static_grid.toml)", "flat (no trading)", "best set (5)"]
     assert rows[0] == {"name": rows[0]["name"], "equity_in": -3.0, "equity_out": None}  # NaN is not a number to show
     assert rows[1]["equity_out"] == 0.0 and rows[2]["equity_out"] == 0.5
+
+
+def test_annualised_figures_are_flagged_on_windows_shorter_than_thirty_days():
+    day = 86_400 * 10**9
+    short = [{"start_ns": 0, "end_ns": 6 * 60 * 10**9}, {"start_ns": 0, "end_ns": 2 * day}]
+    note = annualised_note(short, "equity")
+    assert note.startswith("sharpe is annualised from windows of at most 2 days 00:00:00, under the 30 days")
+    assert annualised_note(short, "sharpe").startswith("sharpe (the ranking's metric) is annualised")
+    assert annualised_note([{"start_ns": 0, "end_ns": 30 * day}], "sharpe") is None
+    assert annualised_note([], "sharpe") is None
