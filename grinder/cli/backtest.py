@@ -51,8 +51,8 @@ def backtest(
         bool,
         typer.Option(
             "--chunked/--whole",
-            help="Read and run the lake an hour at a time: memory follows an hour's data, not the selection's; "
-            "the same result (docs/backtest.md).",
+            help="Read and run the lake an hour at a time: memory follows the hour's row groups, not the "
+            "selection; the same result (docs/backtest.md).",
         ),
     ] = False,
     track: TrackOpt = True,

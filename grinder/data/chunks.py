@@ -13,6 +13,7 @@ coverage spans, whose first rows get a reset row whose local time is the earlies
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -67,6 +68,13 @@ class Chunk:
     end_ns: int | None
 
 
+def chunk_length(chunk_ns) -> int:
+    """`chunk_ns` as an int: a positive whole number of nanoseconds (a ConfigError otherwise)."""
+    if isinstance(chunk_ns, bool) or not isinstance(chunk_ns, numbers.Integral) or chunk_ns <= 0:
+        raise ConfigError(f"chunk_ns must be a positive whole number of nanoseconds, got {chunk_ns!r}")
+    return int(chunk_ns)
+
+
 @dataclass(frozen=True)
 class LakeChunks:
     """[start_ns, end_ns) of one instrument in the lake at `root`, `chunk_ns` of exchange time per chunk
@@ -80,8 +88,7 @@ class LakeChunks:
     chunk_ns: int = 3_600 * 10**9  # one hour of exchange time: a chunk's memory follows an hour's rows
 
     def __post_init__(self) -> None:
-        if self.chunk_ns <= 0:
-            raise ConfigError(f"chunk_ns must be positive, got {self.chunk_ns}")
+        object.__setattr__(self, "chunk_ns", chunk_length(self.chunk_ns))
         if self.start_ns is not None and self.end_ns is not None and self.end_ns <= self.start_ns:
             raise ConfigError(f"empty time range: end {self.end_ns} <= start {self.start_ns}")
         object.__setattr__(self, "root", Path(self.root))
@@ -111,23 +118,34 @@ class LakeChunks:
 
         return settlements_of(self.funding_series)
 
-    def _slices(self) -> Iterator[tuple[int, int, list[Path], list[Path]]]:
-        """(start, end (ns, exclusive), book files, trade files) of each chunk_ns slice of each date partition."""
+    def _slices(self, parts: _Parts) -> Iterator[tuple[int, int, list[Path], list[Path]]]:
+        """(start, end (ns, exclusive), book files, trade files) of each chunk_ns slice of each date
+        partition that its files' row groups reach (slices without data are not read)."""
         book = _files(self.root, "book", self.venue, self.symbol, self._book_from, self.end_ns)
         trades = _files(self.root, "trades", self.venue, self.symbol, self.start_ns, self.end_ns)
         for day in sorted({_day_of(f.parent) for f in book + trades}):
             lo, hi = day * NS_PER_DAY, (day + 1) * NS_PER_DAY
             day_book = [f for f in book if _day_of(f.parent) == day]
             day_trades = [f for f in trades if _day_of(f.parent) == day]
-            for a in range(lo, hi, self.chunk_ns):
-                yield a, min(a + self.chunk_ns, hi), day_book, day_trades
+            ranges = [r for f in day_book + day_trades for r in parts.ranges(f)]
+            if not ranges:
+                continue
+            first = max(lo, min(r[0] for r in ranges))
+            last = min(hi - 1, max(r[1] for r in ranges))
+            a = lo + (first - lo) // self.chunk_ns * self.chunk_ns
+            while a <= last:
+                b = min(a + self.chunk_ns, hi)
+                if any(r[1] >= a and r[0] < b for r in ranges):
+                    yield a, b, day_book, day_trades
+                a = b
 
-    def _slice(self, a: int, b: int, book: list[Path], trades: list[Path], cols_book: list[str], cols_trade: list[str]):
+    def _slice(self, parts: _Parts, a: int, b: int, book: list[Path], trades: list[Path], cols_book: list[str],
+               cols_trade: list[str]):  # fmt: skip
         """The book rows and trades of [a, b) within the selection, as load_tape orders them."""
         lo_b = a if self._book_from is None else max(a, self._book_from)
         lo_t = a if self.start_ns is None else max(a, self.start_ns)
         hi = b if self.end_ns is None else min(b, self.end_ns)
-        return _read_rows(book, cols_book, lo_b, hi), _read_rows(trades, cols_trade, lo_t, hi)
+        return parts.rows(book, cols_book, lo_b, hi), parts.rows(trades, cols_trade, lo_t, hi)
 
     @cached_property
     def _span_locals(self) -> dict[int, int]:
@@ -136,8 +154,9 @@ class LakeChunks:
         out: dict[int, int] = {}
         prev, span = None, None
         cols = ["ts_exch", "ts_local", "seq"]
-        for a, z, book, trades in self._slices():
-            b, t = self._slice(a, z, book, trades, cols, cols)
+        parts = _Parts()
+        for a, z, book, trades in self._slices(parts):
+            b, t = self._slice(parts, a, z, book, trades, cols, cols)
             ts = np.concatenate((_np(b, "ts_exch", np.int64), _np(t, "ts_exch", np.int64)))
             if not len(ts):
                 continue
@@ -159,7 +178,8 @@ class LakeChunks:
 
     def chunks(self, times_only: bool = False) -> Iterator[Chunk]:
         """The selection's rows, chunk_ns of exchange time at a time, none empty (`times_only`: the same
-        rows' ts_exch and ts_local, unmerged, without the resets at gaps; kind ... flags None)."""
+        rows' ts_exch and ts_local, the resets at gaps included, in time order but not merged by
+        arrival within a time; kind ... flags None)."""
         return self._times() if times_only else self._chunks()
 
     def _times(self) -> Iterator[Chunk]:
@@ -167,8 +187,9 @@ class LakeChunks:
         cols = ["ts_exch", "ts_local"]
         held = None
         prev = None
-        for a, z, book, trades in self._slices():
-            b, t = self._slice(a, z, book, trades, cols, cols)
+        parts = _Parts()
+        for a, z, book, trades in self._slices(parts):
+            b, t = self._slice(parts, a, z, book, trades, cols, cols)
             ts = np.concatenate((_np(b, "ts_exch", np.int64), _np(t, "ts_exch", np.int64)))
             if not len(ts):
                 continue
@@ -192,8 +213,9 @@ class LakeChunks:
         spans = self._span_locals
         prev = None
         held = None  # a chunk is handed out once the next non-empty one is found: the last has no end
-        for a, z, book, trades in self._slices():
-            b, t = self._slice(a, z, book, trades, list(_BOOK_COLS), list(_TRADE_COLS))
+        parts = _Parts()
+        for a, z, book, trades in self._slices(parts):
+            b, t = self._slice(parts, a, z, book, trades, list(_BOOK_COLS), list(_TRADE_COLS))
             if (b is None or not b.num_rows) and (t is None or not t.num_rows):
                 continue
             book_cols = (_np(b, c, d) for c, d in _BOOK_COLS.items())
@@ -216,49 +238,50 @@ class LakeChunks:
         yield dataclasses.replace(held, end_ns=None)
 
 
-def _read_rows(files: list[Path], cols: list[str], lo: int, hi: int) -> pa.Table | None:
-    """Rows of `files` with lo <= ts_exch < hi, in (ts_exch, seq) order, reading only the row groups
-    whose ts_exch statistics reach [lo, hi)."""
-    if hi <= lo:
-        return None
-    tables = []
-    for f in files:
-        pf = _parquet(f)
-        groups = [i for i, (g_lo, g_hi) in enumerate(_ts_ranges(f, pf)) if g_hi >= lo and g_lo < hi]
-        if groups:
-            tables.append(pf.read_row_groups(groups, columns=cols, use_threads=True))
-    return _window(_combine(tables), lo, hi)
+class _Parts:
+    """One pass's part files: each opened once, with its row groups' ts_exch ranges from their
+    statistics; the row groups last decoded per file are kept for the next slice, which most often
+    reads the same ones (a row group holds 1 Mi rows: hours of data)."""
 
+    def __init__(self) -> None:
+        self._open: dict[Path, tuple[pq.ParquetFile, list[tuple[int, int]]]] = {}
+        self._last: dict[Path, tuple[tuple, pa.Table, np.ndarray]] = {}
 
-_PARQUET: dict = {}  # file -> (stat key, ParquetFile, ts_exch (min, max) per row group)
+    def ranges(self, f: Path) -> list[tuple[int, int]]:
+        """(lowest, highest) ts_exch of each row group of `f` (the whole int64 range when not recorded)."""
+        return self._file(f)[1]
 
-
-def _parquet(f: Path) -> pq.ParquetFile:
-    return _entry(f)[1]
-
-
-def _ts_ranges(f: Path, pf: pq.ParquetFile) -> list[tuple[int, int]]:
-    return _entry(f)[2]
-
-
-def _entry(f: Path):
-    """A part file's ParquetFile and row groups' time ranges, opened once while the file is unchanged."""
-    st = f.stat()
-    key = (st.st_mtime_ns, st.st_size, st.st_ino)
-    hit = _PARQUET.get(str(f))
-    if hit is not None and hit[0] == key:
+    def _file(self, f: Path):
+        hit = self._open.get(f)
+        if hit is None:
+            pf = pq.ParquetFile(f)
+            meta = pf.metadata
+            j = meta.schema.names.index("ts_exch")
+            ranges = []
+            for i in range(meta.num_row_groups):
+                stats = meta.row_group(i).column(j).statistics
+                ok = stats is not None and stats.has_min_max
+                ranges.append((int(stats.min), int(stats.max)) if ok else (_I64_MIN, _I64_MAX))
+            hit = self._open[f] = (pf, ranges)
         return hit
-    pf = pq.ParquetFile(f)
-    meta = pf.metadata
-    j = meta.schema.names.index("ts_exch")
-    ranges = []
-    for i in range(meta.num_row_groups):
-        stats = meta.row_group(i).column(j).statistics
-        if stats is None or not stats.has_min_max:
-            ranges.append((_I64_MIN, _I64_MAX))  # unknown: read it
-        else:
-            ranges.append((int(stats.min), int(stats.max)))
-    if len(_PARQUET) > 4096:
-        _PARQUET.clear()
-    _PARQUET[str(f)] = hit = (key, pf, ranges)
-    return hit
+
+    def rows(self, files: list[Path], cols: list[str], lo: int, hi: int) -> pa.Table | None:
+        """Rows of `files` with lo <= ts_exch < hi, in (ts_exch, seq) order (`tape._combine`)."""
+        if hi <= lo:
+            return None
+        tables = []
+        for f in files:
+            pf, ranges = self._file(f)
+            groups = tuple(i for i, (g_lo, g_hi) in enumerate(ranges) if g_hi >= lo and g_lo < hi)
+            if not groups:
+                continue
+            key = (groups, tuple(cols))
+            last = self._last.get(f)
+            if last is None or last[0] != key:
+                t = pf.read_row_groups(list(groups), columns=cols, use_threads=True)
+                last = self._last[f] = (key, t, _np(t, "ts_exch", np.int64))
+            _, t, ts = last
+            keep = np.flatnonzero((ts >= lo) & (ts < hi))  # a part keeps its own order (_combine sorts)
+            if keep.size:
+                tables.append(t.take(keep))
+        return _combine(tables)

@@ -240,7 +240,7 @@ def _combine(tables: list[pa.Table]) -> pa.Table | None:
 
     Parts from different ingests of one partition may interleave. Their rows are put in that order
     whenever they are not in it already (one vectorised check), so the rows of any time slice come
-    out as they do in the whole partition (grinder.data.chunks reads a partition an hour at a time).
+    out as they do in the whole partition (grinder.data.chunks reads a partition a slice of time at a time).
     """
     if not tables:
         return None

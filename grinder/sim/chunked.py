@@ -30,6 +30,7 @@ The result, fills, step records, counters and digest, is the whole-tape run's (t
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -37,7 +38,7 @@ from typing import Protocol
 import numpy as np
 
 from grinder.core.gates import GateConfig
-from grinder.data.chunks import Chunk
+from grinder.data.chunks import Chunk, chunk_length
 from grinder.data.instruments import Instrument
 from grinder.data.tape import Series, Tape
 from grinder.errors import ConfigError, DataError
@@ -97,8 +98,7 @@ class TapeChunks:
     chunk_ns: int = DAY_NS
 
     def __post_init__(self) -> None:
-        if self.chunk_ns <= 0:
-            raise ConfigError(f"chunk_ns must be positive, got {self.chunk_ns}")
+        object.__setattr__(self, "chunk_ns", chunk_length(self.chunk_ns))
 
     @property
     def instrument(self) -> Instrument:
@@ -330,7 +330,10 @@ def _run_once(source, setup, facts, funding, venue, start_ns, params, state_size
     venue_group = Venue(*setup.venue)
     done = np.zeros(1, np.int64)
     k = _Carry()
+    prev_end = None
     for i, chunk in enumerate(source.chunks()):
+        _check_chunk(i, chunk, prev_end)
+        prev_end = chunk.end_ns
         feed(i, chunk)
         rows, book, blocks, levels, first_row = _exchange_arrays(chunk, k)
         local_book, first_event = _local_arrays(chunk, facts.offset, k)
@@ -366,6 +369,25 @@ def _run_once(source, setup, facts, funding, venue, start_ns, params, state_size
     if sink is not None:
         out[5][COUNTER.decisions] = recorded_steps
     return out, k.events
+
+
+def _check_chunk(i: int, c: Chunk, prev_end: int | None) -> None:
+    """A DataError unless chunk i keeps the contract (`Chunk`): rows in time order, none at or before
+    the last chunk's end, none after its own; ends that are whole ns and increase."""
+    ts = c.ts_exch
+    if c.end_ns is not None and (isinstance(c.end_ns, bool) or not isinstance(c.end_ns, numbers.Integral)):
+        raise DataError(f"chunk {i}: end_ns must be whole nanoseconds, got {c.end_ns!r}")
+    if prev_end is not None and c.end_ns is not None and c.end_ns <= prev_end:
+        raise DataError(f"chunk {i}: end_ns {c.end_ns} is not after the last chunk's {prev_end}")
+    if len(ts) == 0:
+        return
+    if prev_end is not None and ts[0] <= prev_end:
+        raise DataError(f"chunk {i}: its first row (ts_exch {int(ts[0])}) is at or before the last chunk's end "
+                        f"{prev_end}")  # fmt: skip
+    if c.end_ns is not None and ts[-1] > c.end_ns:
+        raise DataError(f"chunk {i}: its last row (ts_exch {int(ts[-1])}) is after its end_ns {c.end_ns}")
+    if len(ts) > 1 and (ts[1:] < ts[:-1]).any():
+        raise DataError(f"chunk {i}: rows are not in exchange time order")
 
 
 def _room_for_fills(state):

@@ -58,7 +58,7 @@ def backtest_job(
     URI, models:/NAME@ALIAS or models:/NAME/VERSION, in the `mlruns` store) drives a strategy that
     reads signals: resolved once to a version, which the summary and the digest name. `chunked` reads
     and runs the selection an hour of exchange time at a time (grinder.sim.chunked): memory follows
-    an hour's data; the result, digest and data fingerprint are the whole selection's.
+    the hour's Parquet row groups; the result, digest and data fingerprint are the whole selection's.
     """
     from grinder.core.strategy import compile_kernel, get
     from grinder.data.tape import load_tape

@@ -85,5 +85,5 @@ def test_interleaved_ingests_of_one_day_in_chunks(tmp_path):
 
 
 def test_chunk_ns_must_be_positive(lake):
-    with pytest.raises(ConfigError, match="chunk_ns must be positive"):
+    with pytest.raises(ConfigError, match="chunk_ns must be a positive whole number of nanoseconds"):
         LakeChunks(lake, "synthetic", "SYNTHUSDT", chunk_ns=0)

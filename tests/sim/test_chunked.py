@@ -15,7 +15,7 @@ from grinder.data.chunks import LakeChunks
 from grinder.data.lake import Lake
 from grinder.data.synth import synth_batch
 from grinder.data.tape import load_tape
-from grinder.errors import ConfigError
+from grinder.errors import ConfigError, DataError
 from grinder.sim.backtest import SignalSeries, VenueConfig, run_backtest
 from grinder.sim.chunked import TapeChunks, run_chunked
 from grinder.strategies.adaptive_grid import STRATEGY as ADAPTIVE
@@ -164,9 +164,32 @@ def test_a_local_clock_offset_that_receives_rows_before_they_were_sent_is_refuse
         run_chunked(TapeChunks(sample, 60 * S), GRID, p, v)
 
 
-def test_chunk_size_must_be_positive(sample):
-    with pytest.raises(ConfigError, match="chunk_ns must be positive"):
-        TapeChunks(sample, 0)
+@pytest.mark.parametrize("bad", [0, -5, 1.5e9, 2e9, True, "60"])
+def test_chunk_size_must_be_a_positive_whole_number_of_ns(sample, multi_day_lake, bad):
+    for make in (lambda: TapeChunks(sample, bad), lambda: LakeChunks(multi_day_lake, "synthetic", "SYNTHUSDT",
+                                                                        chunk_ns=bad)):  # fmt: skip
+        with pytest.raises(ConfigError, match="chunk_ns must be a positive whole number of nanoseconds"):
+            make()
+    assert TapeChunks(sample, np.int64(10 * S)).chunk_ns == 10 * S
+
+
+class Shifted(TapeChunks):
+    """A source that breaks the chunk contract: its chunks' ends moved by `shift` ns."""
+
+    shift: int = 0
+
+    def chunks(self, times_only=False):
+        for c in super().chunks(times_only):
+            yield c if c.end_ns is None else dataclasses.replace(c, end_ns=c.end_ns + self.shift)
+
+
+@pytest.mark.parametrize("shift, match", [(-50_000_000, "is after its end_ns"), (5 * S, "at or before the last chunk")])
+def test_a_source_that_breaks_the_chunk_contract_is_refused(sample, shift, match):
+    src = Shifted(sample, 20 * S)
+    object.__setattr__(src, "shift", shift)
+    p = GRID.vector(GRID.validate(TIGHT))
+    with pytest.raises(DataError, match=f"chunk \\d+: .*{match}"):
+        run_chunked(src, GRID, p, VENUES["fast"])
 
 
 @pytest.mark.parametrize("record", ["all", "equity"])
