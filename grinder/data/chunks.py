@@ -147,22 +147,25 @@ class LakeChunks:
         hi = b if self.end_ns is None else min(b, self.end_ns)
         return parts.rows(book, cols_book, lo_b, hi), parts.rows(trades, cols_trade, lo_t, hi)
 
+    def _slice_times(self) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """(start, end, ts_exch, ts_local) of each slice's rows in time order, reading only those two columns."""
+        cols = ["ts_exch", "ts_local"]
+        parts = _Parts()
+        for a, z, book, trades in self._slices(parts):
+            b, t = self._slice(parts, a, z, book, trades, cols, cols)
+            ts = np.concatenate((_np(b, "ts_exch", np.int64), _np(t, "ts_exch", np.int64)))
+            if len(ts):
+                loc = np.concatenate((_np(b, "ts_local", np.int64), _np(t, "ts_local", np.int64)))
+                order = np.argsort(ts, kind="stable")
+                yield a, z, ts[order], loc[order]
+
     @cached_property
     def _span_locals(self) -> dict[int, int]:
         """Per coverage span after the first, keyed by its first row's exchange time: its earliest
         local time. A DataError when the selection holds no row, as load_tape says."""
         out: dict[int, int] = {}
         prev, span = None, None
-        cols = ["ts_exch", "ts_local", "seq"]
-        parts = _Parts()
-        for a, z, book, trades in self._slices(parts):
-            b, t = self._slice(parts, a, z, book, trades, cols, cols)
-            ts = np.concatenate((_np(b, "ts_exch", np.int64), _np(t, "ts_exch", np.int64)))
-            if not len(ts):
-                continue
-            loc = np.concatenate((_np(b, "ts_local", np.int64), _np(t, "ts_local", np.int64)))
-            order = np.argsort(ts, kind="stable")
-            ts, loc = ts[order], loc[order]
+        for _, _, ts, loc in self._slice_times():
             full = np.concatenate(([prev if prev is not None else ts[0]], ts))
             starts = np.flatnonzero(np.diff(full) > DEFAULT_MAX_GAP_NS)  # rows of ts beginning a span
             bounds = np.concatenate((starts, [len(ts)]))
@@ -184,18 +187,9 @@ class LakeChunks:
 
     def _times(self) -> Iterator[Chunk]:
         spans = self._span_locals
-        cols = ["ts_exch", "ts_local"]
         held = None
         prev = None
-        parts = _Parts()
-        for a, z, book, trades in self._slices(parts):
-            b, t = self._slice(parts, a, z, book, trades, cols, cols)
-            ts = np.concatenate((_np(b, "ts_exch", np.int64), _np(t, "ts_exch", np.int64)))
-            if not len(ts):
-                continue
-            loc = np.concatenate((_np(b, "ts_local", np.int64), _np(t, "ts_local", np.int64)))
-            order = np.argsort(ts, kind="stable")
-            ts, loc = ts[order], loc[order]
+        for _, z, ts, loc in self._slice_times():
             at = np.flatnonzero(np.diff(np.concatenate(([ts[0] if prev is None else prev], ts))) > DEFAULT_MAX_GAP_NS)
             if at.size:  # the resets _chunks puts at gaps: the same rows, so the same count
                 ts = np.insert(ts, at, ts[at])
