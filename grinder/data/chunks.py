@@ -127,6 +127,7 @@ class LakeChunks:
             lo, hi = day * NS_PER_DAY, (day + 1) * NS_PER_DAY
             day_book = [f for f in book if _day_of(f.parent) == day]
             day_trades = [f for f in trades if _day_of(f.parent) == day]
+            parts.keep(day_book + day_trades)  # a day's parts are read by that day's slices only
             ranges = [r for f in day_book + day_trades for r in parts.ranges(f)]
             if not ranges:
                 continue
@@ -235,11 +236,19 @@ class LakeChunks:
 class _Parts:
     """One pass's part files: each opened once, with its row groups' ts_exch ranges from their
     statistics; the row groups last decoded per file are kept for the next slice, which most often
-    reads the same ones (a row group holds 1 Mi rows: hours of data)."""
+    reads the same ones (a row group holds 1 Mi rows: hours of data), until the pass moves on to
+    another day's files (`keep`): memory follows one day's part files' current row groups."""
 
     def __init__(self) -> None:
         self._open: dict[Path, tuple[pq.ParquetFile, list[tuple[int, int]]]] = {}
         self._last: dict[Path, tuple[tuple, pa.Table, np.ndarray]] = {}
+
+    def keep(self, files: list[Path]) -> None:
+        """Forget every part file but `files` (their decoded row groups are what a pass holds)."""
+        wanted = set(files)
+        for held in (self._open, self._last):
+            for f in [f for f in held if f not in wanted]:
+                del held[f]
 
     def ranges(self, f: Path) -> list[tuple[int, int]]:
         """(lowest, highest) ts_exch of each row group of `f` (the whole int64 range when not recorded)."""
