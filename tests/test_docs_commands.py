@@ -297,7 +297,7 @@ def test_data_check_speaks_before_it_loads_and_counts_its_steps(monkeypatch):
     assert counted(log) == (3, [(0, 3), (1, 3), (2, 3), (3, 3)])
 
 
-def test_ingest_speaks_before_it_parses_and_counts_its_steps(monkeypatch, tmp_path):
+def test_ingest_speaks_before_it_parses_and_counts_its_bytes(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     import grinder.data.ingest
@@ -308,13 +308,14 @@ def test_ingest_speaks_before_it_parses_and_counts_its_steps(monkeypatch, tmp_pa
     log: list = []
     monkeypatch.setattr(data, "ConsoleProgress", lambda: Recorder(log))
 
-    def parse(*_a):
-        log.append(("parse",))
+    def parse(*_a, progress=None):
+        log.append(("parse", progress is not None))
         raise DataError("stopped here by the test")
 
     monkeypatch.setattr(grinder.data.ingest, "parse", parse)
     capture = tmp_path / "btcusdt_20240808.gz"
-    capture.write_bytes(b"")
+    capture.write_bytes(b"x" * 1234)
     r = CliRunner().invoke(app, ["data", "ingest", "binance", str(capture), "--root", str(tmp_path / "lake")])
     assert r.exit_code == 2 and "stopped here by the test" in r.output
-    assert log[:3] == [("count", log[0][1], 2), ("update", 0, 2), ("parse",)]
+    # The bar counts the input's bytes (its total known before anything is read) and reaches the parser.
+    assert log[:3] == [("count", log[0][1], 1234), ("update", 0, 1234), ("parse", True)]
