@@ -187,27 +187,25 @@ class LakeChunks:
         return self._times() if times_only else self._chunks()
 
     def _times(self) -> Iterator[Chunk]:
+        return self._last_without_end(self._time_chunks())
+
+    def _time_chunks(self) -> Iterator[Chunk]:
         spans = self._span_locals
-        held = None
         prev = None
         for _, z, ts, loc in self._slice_times():
-            at = np.flatnonzero(np.diff(np.concatenate(([ts[0] if prev is None else prev], ts))) > DEFAULT_MAX_GAP_NS)
+            at, first_local = _gap_resets(prev, ts, spans)
             if at.size:  # the resets _chunks puts at gaps: the same rows, so the same count
-                ts = np.insert(ts, at, ts[at])
-                loc = np.insert(loc, at, [spans[int(x)] for x in ts[at + np.arange(at.size)]])
+                ts, loc = np.insert(ts, at, ts[at]), np.insert(loc, at, first_local)
             prev = int(ts[-1])
-            if held is not None:
-                yield held
-            held = Chunk(ts, loc, None, None, None, None, None, z - 1)
-        if held is None:
-            raise DataError(f"no book or trade rows for {self.venue}/{self.symbol} in the selected time range")
-        yield dataclasses.replace(held, end_ns=None)
+            yield Chunk(ts, loc, None, None, None, None, None, z - 1)
 
     def _chunks(self) -> Iterator[Chunk]:
+        return self._last_without_end(self._row_chunks())
+
+    def _row_chunks(self) -> Iterator[Chunk]:
         inst = self.instrument
         spans = self._span_locals
         prev = None
-        held = None  # a chunk is handed out once the next non-empty one is found: the last has no end
         parts = _Parts()
         for a, z, book, trades in self._slices(parts):
             b, t = self._slice(parts, a, z, book, trades, list(_BOOK_COLS), list(_TRADE_COLS))
@@ -216,21 +214,33 @@ class LakeChunks:
             book_cols = (_np(b, c, d) for c, d in _BOOK_COLS.items())
             cols = _merge(*book_cols, *(_np(t, c, d) for c, d in _TRADE_COLS.items()), inst.tick_size, 1)
             ts = cols[0]
-            full = np.concatenate(([prev if prev is not None else ts[0]], ts))
-            at = np.flatnonzero(np.diff(full) > DEFAULT_MAX_GAP_NS)
+            at, first_local = _gap_resets(prev, ts, spans)
             if at.size:
-                first_local = np.array([spans[int(ts[i])] for i in at], np.int64)
                 row = (ts[at], first_local, BOOK_RESET, SIDE_BOTH, 0.0, 0, 0.0, GAP_RESET_REF, BATCH_END)
                 cols = tuple(np.insert(c, at, v).astype(c.dtype, copy=False)
                              for c, v in zip(cols, row, strict=True))  # fmt: skip
             prev = int(cols[0][-1])
             ts, loc, kind, side, _, ticks, qty, _, flags = cols
+            yield Chunk(ts, loc, kind, side, ticks, qty, flags, z - 1)
+
+    def _last_without_end(self, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        """The chunks, the last one's end_ns None (each is handed out once the next is found); a
+        DataError when there is none, as load_tape says."""
+        held = None
+        for c in chunks:
             if held is not None:
                 yield held
-            held = Chunk(ts, loc, kind, side, ticks, qty, flags, z - 1)
+            held = c
         if held is None:
             raise DataError(f"no book or trade rows for {self.venue}/{self.symbol} in the selected time range")
         yield dataclasses.replace(held, end_ns=None)
+
+
+def _gap_resets(prev: int | None, ts: np.ndarray, spans: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of `ts` (sorted) that begin a coverage span, `prev` being the exchange time of the
+    row before them, and the local times of the resets put before them (their spans' earliest)."""
+    at = np.flatnonzero(np.diff(np.concatenate(([ts[0] if prev is None else prev], ts))) > DEFAULT_MAX_GAP_NS)
+    return at, np.array([spans[int(ts[i])] for i in at], np.int64)
 
 
 class _Parts:
