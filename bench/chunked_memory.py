@@ -8,13 +8,15 @@ child process (its peak RSS is its own VmHWM, `backtest_speed.spawn`), Grinder r
 (hftbacktest's grid example as in bench/agreement.py: 20 levels, interval 10 ticks, half spread 20
 ticks, 10 ms latencies, fees 0.0002/0.0005, a decision every 100 ms; order 0.01 at ~50,000 with tick
 0.1, max position 0.5) with `grinder.sim.chunked.run_chunked` over `grinder.data.chunks.LakeChunks`
-(an hour of exchange time per chunk), record="equity" and a steps sink that keeps only a count and
-the last equity. Reported: events, wall seconds of run_chunked (both passes over the time columns,
-every read and the loop), events/s, the child's peak RSS, fills and digest. At the smallest size
-only, the same run on the whole tape in memory (load_tape + run_backtest) is measured for contrast,
-and its digest must equal the chunked one. What grows with the tape apart from the fills shows in
-two extras: each chunked child traces its RSS and peak after every chunk (`trace` in the JSON), and
-each size is run again with the grid `--far-ticks` from mid (no fills: the run's own memory).
+(an hour of exchange time per chunk, at most `LakeChunks.chunk_rows` rows), record="equity", a steps
+sink that keeps only a count and the last equity, and a fills sink that counts them (and, for the
+hftbacktest comparison only, appends them to a file). Reported: events, wall seconds of run_chunked
+(both passes over the time columns, every read and the loop), events/s, the child's peak RSS, fills
+and digest. At the smallest size only, the same run on the whole tape in memory (load_tape +
+run_backtest) is measured for contrast, and its digest must equal the chunked one. What grows with
+the tape apart from the fills shows in two extras: each chunked child traces its RSS and peak after
+every chunk (`trace` in the JSON), and each size is run again with the grid `--far-ticks` from mid
+(no fills: the run's own memory).
 
 The hftbacktest comparison (`--peer-events`, 0 to skip) generates a lake the same way, converts it
 to hftbacktest's npz event layout in a separate process (`backtest_speed.hftbacktest_events`; not
@@ -149,20 +151,22 @@ def _report(r, events: int, import_s: float, run_s: float, **extra) -> dict:
     }
 
 
-def _save_fills(r, path: Path | None) -> None:
-    if path is not None:
-        f = r.fills
-        np.save(
-            path,
-            np.stack(
-                [
-                    f["ts_exch"].astype(np.int64),
-                    f["side"].astype(np.int64),
-                    f["price_ticks"].astype(np.int64),
-                    f["qty"].view(np.int64),
-                ]
-            ),
-        )
+def _fill_rows(f: dict) -> np.ndarray:
+    """Fills as the rows bench/agreement.py's compare reads: (ts_exch, side, price ticks, qty's bits)."""
+    return np.stack(
+        [
+            f["ts_exch"].astype(np.int64),
+            f["side"].astype(np.int64),
+            f["price_ticks"].astype(np.int64),
+            f["qty"].view(np.int64),
+        ]  # fmt: skip
+    )
+
+
+def _chunk_rows() -> int:
+    from grinder.data.chunks import LakeChunks
+
+    return LakeChunks.chunk_rows
 
 
 def _vm() -> tuple[float, float]:
@@ -201,6 +205,21 @@ def child_chunked(
         if n:
             kept["equity"] = float(steps["equity"][-1])
 
+    spilled = None if fills is None else fills.with_suffix(".part")
+    if spilled is not None:
+        spilled.unlink(missing_ok=True)
+
+    def fills_sink(f):
+        if f is None:  # the run starts over with larger fill buffers
+            kept.update(fills=0, restarts=kept["restarts"] + 1)
+            if spilled is not None:
+                spilled.unlink(missing_ok=True)
+            return
+        kept["fills"] = kept.get("fills", 0) + len(f["qty"])
+        if spilled is not None:
+            with open(spilled, "ab") as fh:
+                fh.write(_fill_rows(f).T.tobytes())
+
     def on_chunk(chunk):
         if not kept["chunks"]:
             kept["passes_s"] = time.perf_counter() - t0  # funding, the passes over the time columns
@@ -216,6 +235,7 @@ def child_chunked(
         start_ns=start,
         record="equity",
         steps_sink=sink,
+        fills_sink=fills_sink,
         on_chunk=on_chunk,
         progress=progress,
     )
@@ -229,6 +249,7 @@ def child_chunked(
         decisions=kept["steps"],
         last_equity=kept["equity"],
         sink_restarts=kept["restarts"],
+        fills_handed_out=kept.get("fills", 0),
         chunks=kept["chunks"],
         passes_s=kept["passes_s"],
         max_chunk_rows=kept["max_chunk_rows"],
@@ -236,7 +257,10 @@ def child_chunked(
         rss_after_run_mb=rss_end,
         trace=trace,
     )
-    _save_fills(r, fills)
+    if spilled is not None:  # after the run: what the comparison reads, not what the run held
+        rows = np.fromfile(spilled, np.int64).reshape(-1, 4).T if spilled.exists() else np.empty((4, 0), np.int64)
+        np.save(fills, np.ascontiguousarray(rows))
+        spilled.unlink(missing_ok=True)
     result.write_text(json.dumps(rep, default=str))
 
 
@@ -571,7 +595,8 @@ def main() -> None:
             "latency_ns": [10_000_000, 10_000_000],
             "fees": [0.0002, 0.0005],
             "record": "equity",
-            "chunk": "LakeChunks, 1 h of exchange time",
+            "chunk": "LakeChunks, 1 h of exchange time, at most chunk_rows rows",
+            "chunk_rows": _chunk_rows(),
             "batch_events": BATCH,
             "seed": a.seed,
         },

@@ -68,6 +68,39 @@ class Chunk:
     end_ns: int | None
 
 
+@dataclass(frozen=True)
+class TimeFacts:
+    """What one pass over a chunk source's time columns tells: rows (the resets at gaps included), the
+    least ts_local - ts_exch (ns), the first and last exchange times, the least and greatest local
+    times (ns, uncorrected; all five None without a row), and each chunk's end_ns (None for the last)."""
+
+    rows: int
+    min_lag: int | None
+    first_exch: int | None
+    last_exch: int | None
+    min_local: int | None
+    max_local: int | None
+    ends: tuple
+
+
+def time_facts_of(chunks: Iterator[Chunk]) -> TimeFacts:
+    """TimeFacts of `chunks` (times_only ones will do)."""
+    rows, min_lag, first, last, min_local, max_local = 0, _I64_MAX, None, None, _I64_MAX, _I64_MIN
+    ends = []
+    for c in chunks:
+        ends.append(c.end_ns)
+        if len(c.ts_exch) == 0:
+            continue
+        rows += len(c.ts_exch)
+        min_lag = min(min_lag, int((c.ts_local - c.ts_exch).min()))
+        first = int(c.ts_exch[0]) if first is None else first
+        last = int(c.ts_exch[-1])
+        min_local, max_local = min(min_local, int(c.ts_local.min())), max(max_local, int(c.ts_local.max()))
+    if first is None:
+        return TimeFacts(0, None, None, None, None, None, tuple(ends))
+    return TimeFacts(rows, min_lag, first, last, min_local, max_local, tuple(ends))
+
+
 def chunk_length(chunk_ns) -> int:
     """`chunk_ns` as an int: a positive whole number of nanoseconds (a ConfigError otherwise)."""
     if isinstance(chunk_ns, bool) or not isinstance(chunk_ns, numbers.Integral) or chunk_ns <= 0:
@@ -85,10 +118,17 @@ class LakeChunks:
     symbol: str
     start_ns: int | None = None
     end_ns: int | None = None
-    chunk_ns: int = 3_600 * 10**9  # one hour of exchange time: a chunk's memory follows an hour's rows
+    chunk_ns: int = 3_600 * 10**9  # one hour of exchange time
+    # At most this many rows a chunk (a slice with more is cut where its time changes): a chunk's
+    # replay, the most a run holds, is then the same in a quiet hour and in the busiest one.
+    chunk_rows: int = 1 << 19
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "chunk_ns", chunk_length(self.chunk_ns))
+        r = self.chunk_rows
+        if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r <= 0:
+            raise ConfigError(f"chunk_rows must be a positive whole number, got {r!r}")
+        object.__setattr__(self, "chunk_rows", int(r))
         if self.start_ns is not None and self.end_ns is not None and self.end_ns <= self.start_ns:
             raise ConfigError(f"empty time range: end {self.end_ns} <= start {self.start_ns}")
         object.__setattr__(self, "root", Path(self.root))
@@ -107,16 +147,51 @@ class LakeChunks:
 
     @cached_property
     def funding_series(self) -> Series:
-        """The selection's mark price and funding series, as `Tape.funding`."""
+        """The selection's mark price and funding series, as `Tape.funding` (read whole: a run reads
+        only its settlements, `funding`)."""
         files = _files(self.root, "funding", self.venue, self.symbol, self.start_ns, self.end_ns)
         fund = _window(_read(files, list(_FUND_COLS)), self.start_ns, self.end_ns)
         return Series({c: _np(fund, c, d) for c, d in _FUND_COLS.items()})
 
-    def funding(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The settlements in the selection's funding series (backtest.settlements_of)."""
-        from grinder.sim.backtest import settlements_of
+    def _funding_days(self, cols: list[str]) -> Iterator[pa.Table]:
+        """The selection's funding rows a date partition at a time, in time order (days hold disjoint times)."""
+        files = _files(self.root, "funding", self.venue, self.symbol, self.start_ns, self.end_ns)
+        for day in sorted({f.parent for f in files}):
+            t = _window(_read([f for f in files if f.parent == day], cols), self.start_ns, self.end_ns)
+            if t is not None and t.num_rows:
+                yield t
 
-        return settlements_of(self.funding_series)
+    def funding_parts(self) -> Iterator[dict[str, np.ndarray]]:
+        """The columns of `funding_series`, a day at a time (none: one part of empty columns), for
+        `provenance.TapeFingerprint.hexdigest`."""
+        empty = True
+        for t in self._funding_days(list(_FUND_COLS)):
+            empty = False
+            yield {c: _np(t, c, d) for c, d in _FUND_COLS.items()}
+        if empty:
+            yield {c: np.empty(0, d) for c, d in _FUND_COLS.items()}
+
+    def funding(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The settlements in the selection's funding series: `backtest.settlements_of(self.funding_series)`,
+        found a day at a time (a month of mark prices is millions of rows; a run needs a few a day)."""
+        first = last = None
+        times: set[int] = set()
+        for t in self._funding_days(["ts_exch", "next_funding_ts"]):
+            ts = _np(t, "ts_exch", np.int64)
+            first = int(ts[0]) if first is None else first
+            last = int(ts[-1])
+            times.update(np.unique(_np(t, "next_funding_ts", np.int64)).tolist())
+        at = np.array(sorted(x for x in times if first is not None and first < x <= last), np.int64)
+        rate, mark = np.empty(len(at)), np.empty(len(at))
+        if len(at):
+            # Per day, every settlement the day has a row before: a later day's answer replaces it.
+            for t in self._funding_days(["ts_exch", "mark_price", "funding_rate"]):
+                ts = _np(t, "ts_exch", np.int64)
+                r = np.searchsorted(ts, at, "left") - 1  # the rate published before the settlement
+                m = np.searchsorted(ts, at, "right") - 1  # the mark price at or before it
+                rate[r >= 0] = _np(t, "funding_rate", np.float64)[r[r >= 0]]
+                mark[m >= 0] = _np(t, "mark_price", np.float64)[m[m >= 0]]
+        return at, rate, mark
 
     def _slices(self, parts: _Parts) -> Iterator[tuple[int, int, list[Path], list[Path]]]:
         """(start, end (ns, exclusive), book files, trade files) of each chunk_ns slice of each date
@@ -164,9 +239,20 @@ class LakeChunks:
     def _span_locals(self) -> dict[int, int]:
         """Per coverage span after the first, keyed by its first row's exchange time: its earliest
         local time. A DataError when the selection holds no row, as load_tape says."""
+        return self._times_pass[0]
+
+    def time_facts(self) -> TimeFacts:
+        """`time_facts_of(self.chunks(times_only=True))`, found in the pass that finds the coverage spans
+        (one read of the time columns fewer)."""
+        return self._times_pass[1]
+
+    @cached_property
+    def _times_pass(self) -> tuple[dict[int, int], TimeFacts]:
         out: dict[int, int] = {}
         prev, span = None, None
-        for _, _, ts, loc in self._slice_times():
+        rows, min_lag, first, min_local, max_local = 0, _I64_MAX, None, _I64_MAX, _I64_MIN
+        ends: list[int | None] = []
+        for _, z, ts, loc in self._slice_times():
             full = np.concatenate(([prev if prev is not None else ts[0]], ts))
             starts = np.flatnonzero(np.diff(full) > DEFAULT_MAX_GAP_NS)  # rows of ts beginning a span
             bounds = np.concatenate((starts, [len(ts)]))
@@ -175,10 +261,19 @@ class LakeChunks:
             for s0, s1 in zip(starts, bounds[1:], strict=True):
                 span = int(ts[s0])
                 out[span] = int(loc[s0:s1].min())
+            # What _time_chunks hands out: these rows, a reset before each span start (_gap_resets), cut alike.
+            ends += [end for _, _, end in _pieces(np.insert(ts, starts, ts[starts]), self.chunk_rows, z - 1)]
+            rows += len(ts) + len(starts)
+            min_lag = min(min_lag, int((loc - ts).min()))
+            first = int(ts[0]) if first is None else first
+            min_local, max_local = min(min_local, int(loc.min())), max(max_local, int(loc.max()))
             prev = int(ts[-1])
         if prev is None:
             raise DataError(f"no book or trade rows for {self.venue}/{self.symbol} in the selected time range")
-        return out
+        for start, earliest in out.items():  # each reset's local time is its span's earliest
+            min_lag = min(min_lag, earliest - start)
+        ends[-1] = None
+        return out, TimeFacts(rows, min_lag, first, prev, min_local, max_local, tuple(ends))
 
     def chunks(self, times_only: bool = False) -> Iterator[Chunk]:
         """The selection's rows, chunk_ns of exchange time at a time, none empty (`times_only`: the same
@@ -197,7 +292,8 @@ class LakeChunks:
             if at.size:  # the resets _chunks puts at gaps: the same rows, so the same count
                 ts, loc = np.insert(ts, at, ts[at]), np.insert(loc, at, first_local)
             prev = int(ts[-1])
-            yield Chunk(ts, loc, None, None, None, None, None, z - 1)
+            for lo, hi, end in _pieces(ts, self.chunk_rows, z - 1):
+                yield Chunk(ts[lo:hi], loc[lo:hi], None, None, None, None, None, end)
 
     def _chunks(self) -> Iterator[Chunk]:
         return self._last_without_end(self._row_chunks())
@@ -221,7 +317,8 @@ class LakeChunks:
                              for c, v in zip(cols, row, strict=True))  # fmt: skip
             prev = int(cols[0][-1])
             ts, loc, kind, side, _, ticks, qty, _, flags = cols
-            yield Chunk(ts, loc, kind, side, ticks, qty, flags, z - 1)
+            for lo, hi, end in _pieces(ts, self.chunk_rows, z - 1):
+                yield Chunk(*(c[lo:hi] for c in (ts, loc, kind, side, ticks, qty, flags)), end)
 
     def _last_without_end(self, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
         """The chunks, the last one's end_ns None (each is handed out once the next is found); a
@@ -236,6 +333,23 @@ class LakeChunks:
         yield dataclasses.replace(held, end_ns=None)
 
 
+def _pieces(ts: np.ndarray, most: int, end: int) -> list[tuple[int, int, int]]:
+    """(first row, end row, end_ns) of the pieces of a slice's rows `ts` (sorted; the slice ends at
+    `end`) of at most `most` rows each, cut only where the time changes (the rows of one time, should
+    they be more, stay together): the same cuts for the same times, so both passes chunk alike."""
+    out, lo, n = [], 0, len(ts)
+    while n - lo > most:
+        k = int(np.searchsorted(ts, ts[lo + most], "left"))  # the first row at the time the cap falls on
+        if k <= lo:
+            k = int(np.searchsorted(ts, ts[lo], "right"))
+        if k >= n:
+            break
+        out.append((lo, k, int(ts[k - 1])))
+        lo = k
+    out.append((lo, n, end))
+    return out
+
+
 def _gap_resets(prev: int | None, ts: np.ndarray, spans: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The rows of `ts` (sorted) that begin a coverage span, `prev` being the exchange time of the
     row before them, and the local times of the resets put before them (their spans' earliest)."""
@@ -246,8 +360,9 @@ def _gap_resets(prev: int | None, ts: np.ndarray, spans: dict[int, int]) -> tupl
 class _Parts:
     """One pass's part files: each opened once, with its row groups' ts_exch ranges from their
     statistics; the row groups last decoded per file are kept for the next slice, which most often
-    reads the same ones (a row group holds 1 Mi rows: hours of data), until the pass moves on to
-    another day's files (`keep`): memory follows one day's part files' current row groups."""
+    reads the same ones (a row group holds 1 Mi rows: hours of data), until a slice ends after their
+    last time or the pass moves on to another day's files (`keep`): memory follows the row groups
+    that reach the slice being read."""
 
     def __init__(self) -> None:
         self._open: dict[Path, tuple[pq.ParquetFile, list[tuple[int, int]]]] = {}
@@ -297,4 +412,8 @@ class _Parts:
             keep = np.flatnonzero((ts >= lo) & (ts < hi))  # a part keeps its own order (_combine sorts)
             if keep.size:
                 tables.append(t.take(keep))
+            if max(ranges[i][1] for i in groups) < hi:
+                # No later slice reaches these groups (slices come in time order): a day holding several
+                # ingests' parts, one after the other in time, then holds only the one being read.
+                del self._last[f]
         return _combine(tables)

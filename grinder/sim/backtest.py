@@ -202,10 +202,17 @@ def corrected_local_times(tape: Tape, floor_ns: int = 0) -> np.ndarray:
 def digest_of(fills: dict[str, np.ndarray], final: tuple[float, float, float], source: str = "") -> str:
     """sha256 over every fill column and the final position, balance and fees, and the signals' `source`
     (the model and feature set that drove the run; nothing for a run without signals)."""
+    return digest_of_columns(((k, [np.ascontiguousarray(fills[k]).tobytes()]) for k in sorted(fills)), final, source)
+
+
+def digest_of_columns(columns, final: tuple[float, float, float], source: str = "") -> str:
+    """`digest_of` from (name, the column's bytes in pieces) pairs in name order: a run whose fills
+    went out as it ran (`chunked.run_chunked`'s `fills_sink`) gives the digest of its fills read back."""
     h = hashlib.sha256()
-    for k in sorted(fills):
+    for k, pieces in columns:
         h.update(k.encode())
-        h.update(np.ascontiguousarray(fills[k]).tobytes())
+        for b in pieces:
+            h.update(b)
     h.update(np.array(final, np.float64).tobytes())
     if source:
         h.update(b"signals:" + source.encode())
@@ -445,6 +452,25 @@ class RunSetup:
         """The loop's complaint about the strategy's output, as a ConfigError naming it."""
         return ConfigError(f"{self.strategy_name}: {e} (max_targets={self.max_targets})")
 
+    def fills_of(self, fill_cols: tuple) -> dict[str, np.ndarray]:
+        """BacktestResult's `fills` of the engine's fill columns (copied: slices of the loop's buffers
+        would keep them alive)."""
+        fts_exch, fts_local, fside, fpx, fqty, ffee, foid, flevel, fpos, freal = (a.copy() for a in fill_cols)
+        return {
+            "ts_exch": fts_exch,
+            "ts_local": fts_local,
+            "side": fside,
+            "price": fpx * self.instrument.tick_size,
+            "price_ticks": fpx,
+            "qty": fqty,
+            "maker": np.ones(len(fqty), np.bool_),  # quotes are post-only
+            "fee": ffee,
+            "order_id": foid,
+            "level": flevel,
+            "position": fpos,
+            "realized": freal,
+        }
+
     def steps_of(self, st: tuple, qr_series: np.ndarray) -> tuple[dict, dict]:
         """BacktestResult's `steps` and `qrules` of the engine's step columns `st` and the rules' series."""
         names = ("ts", "mid", "position", "balance", "fees", "realized", "equity", "open_orders", "quote_bid",
@@ -459,28 +485,16 @@ class RunSetup:
         qrules = {"ts": steps["ts"], **dict(zip(QR_OUT, qr_series.copy(), strict=True))} if self.record == "all" else {}
         return steps, qrules
 
-    def result(self, out: tuple, gates_args: tuple) -> BacktestResult:
-        """The BacktestResult of the engine's output `out` (engine.run's tuple) and the run's gates."""
+    def result(self, out: tuple, gates_args: tuple, handed_out=None) -> BacktestResult:
+        """The BacktestResult of the engine's output `out` (engine.run's tuple) and the run's gates.
+
+        `handed_out`: the fills the run handed out as it went, as `digest_of_columns` takes them (its
+        fills are then not in `out`, and the result holds none): the digest is of those."""
         inst = self.instrument
         blocked, qr_state = gates_args[2], gates_args[5]
         inverse = inst.contract == "inverse"
         fill_cols, st, fund, led, paid, cnt, (qr_series, qr_max), _ = out
-        # Copies: the slices would keep the large fill buffers alive with the result.
-        fts_exch, fts_local, fside, fpx, fqty, ffee, foid, flevel, fpos, freal = (a.copy() for a in fill_cols)
-        fills = {
-            "ts_exch": fts_exch,
-            "ts_local": fts_local,
-            "side": fside,
-            "price": fpx * inst.tick_size,
-            "price_ticks": fpx,
-            "qty": fqty,
-            "maker": np.ones(len(fqty), np.bool_),  # quotes are post-only
-            "fee": ffee,
-            "order_id": foid,
-            "level": flevel,
-            "position": fpos,
-            "realized": freal,
-        }
+        fills = self.fills_of(fill_cols)
         steps, qrules = self.steps_of(st, qr_series)
         counters = {name: int(v) for name, v in zip(COUNTERS, cnt, strict=True)}
         counters.update({f"blocked_{r}": int(b) for r, b in zip(REASONS, blocked, strict=True)})
@@ -495,7 +509,9 @@ class RunSetup:
             balance,
             fees,
             counters,
-            digest_of(fills, (position, balance, fees, float(paid)), self.signals_source),
+            digest_of(fills, (position, balance, fees, float(paid)), self.signals_source)
+            if handed_out is None
+            else digest_of_columns(handed_out, (position, balance, fees, float(paid)), self.signals_source),
             funding,
             avg_entry=float(led[AVG_ENTRY]),
             realized=float(led[REALIZED]),

@@ -30,15 +30,20 @@ The result, fills, step records, counters and digest, is the whole-tape run's (t
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import numbers
+import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+import pyarrow as pa
 
 from grinder.core.gates import GateConfig
-from grinder.data.chunks import Chunk, chunk_length
+from grinder.data.chunks import Chunk, TimeFacts, chunk_length, time_facts_of
 from grinder.data.instruments import Instrument
 from grinder.data.tape import Series, Tape
 from grinder.errors import ConfigError, DataError
@@ -76,8 +81,8 @@ DAY_NS = 86_400 * 10**9
 
 class ChunkSource(Protocol):
     """Where a chunked run reads its tape from: the instrument, the window's start (ns, 0: none),
-    the funding series (as Tape.funding) and its settlements (engine.Funding arrays), and the rows,
-    chunk by chunk, as often as asked."""
+    the funding series (as Tape.funding) and its settlements (engine.Funding arrays), the rows,
+    chunk by chunk, as often as asked, and what a pass over their times tells (`TimeFacts`)."""
 
     instrument: Instrument
     window_start_ns: int
@@ -86,6 +91,8 @@ class ChunkSource(Protocol):
     def funding(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
     def chunks(self, times_only: bool = False) -> Iterator[Chunk]: ...
+
+    def time_facts(self) -> TimeFacts: ...
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,9 @@ class TapeChunks:
 
     def funding(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return funding_settlements(self.tape)
+
+    def time_facts(self) -> TimeFacts:
+        return time_facts_of(self.chunks(times_only=True))
 
     def chunks(self, times_only: bool = False) -> Iterator[Chunk]:
         t = self.tape
@@ -163,25 +173,12 @@ class ClockFacts:
 
 
 def clock_facts(source: ChunkSource, venue: VenueConfig, start_ns: int) -> ClockFacts:
-    """ClockFacts from two passes over the source's time columns: the same values as
-    backtest.local_times, clock.decision_clock and clock.decision_segments over the whole tape."""
-    rows, min_lag, max_lead = 0, None, 0
-    first_exch = last_exch = None
-    min_local = max_local = None
-    ends = []
-    for c in source.chunks(times_only=True):
-        ends.append(c.end_ns)
-        if len(c.ts_exch) == 0:
-            continue
-        lag = c.ts_local - c.ts_exch
-        m = int(lag.min())
-        min_lag = m if min_lag is None else min(min_lag, m)
-        rows += len(c.ts_exch)
-        first_exch = int(c.ts_exch[0]) if first_exch is None else first_exch
-        last_exch = int(c.ts_exch[-1])
-        lo, hi = int(c.ts_local.min()), int(c.ts_local.max())
-        min_local = lo if min_local is None else min(min_local, lo)
-        max_local = hi if max_local is None else max(max_local, hi)
+    """ClockFacts from two passes over the source's time columns (the source's `time_facts`, then its
+    corrected local times in order): the same values as backtest.local_times, clock.decision_clock and
+    clock.decision_segments over the whole tape."""
+    tf = source.time_facts()
+    rows, min_lag, max_lead, ends = tf.rows, tf.min_lag, 0, tf.ends
+    first_exch, last_exch, min_local, max_local = tf.first_exch, tf.last_exch, tf.min_local, tf.max_local
     if venue.local_clock_offset_ns is None:
         if min_lag is not None and min_lag > MAX_CLOCK_LEAD_NS:
             raise DataError(
@@ -271,6 +268,7 @@ def run_chunked(
     progress: Callable[[int, int], None] | None = None,
     on_chunk: Callable[[Chunk], None] | None = None,
     steps_sink: Callable[[dict, dict], None] | None = None,
+    fills_sink: Callable[[dict | None], None] | None = None,
 ) -> BacktestResult:
     """`backtest.run_backtest` over a tape read chunk by chunk from `source`: the same arguments,
     the same result, with at most one chunk's rows and replay in memory at a time.
@@ -282,6 +280,11 @@ def run_chunked(
     decision (24 with record="equity"). Fill buffers grow between chunks; should one chunk fill more
     than the half left, the run starts over with larger ones, and the sink is first told so with
     `steps_sink(None, None)`, then handed every chunk's steps again.
+
+    With `fills_sink(fills)` each chunk's fills (columns as the result's `fills`) go there after the
+    chunk, and the result holds none; they are also written to a temporary folder and read back once
+    for the digest, which is the one the run would have with them kept. Should a chunk fill more than
+    the buffers hold, the sink is told `fills_sink(None)` before it is handed every chunk's fills again.
     """
     setup = _setup(source.instrument, strategy, venue, max_targets, gates, latency, record, signals)
     if start_ns is None:
@@ -296,21 +299,72 @@ def run_chunked(
             fed[0] += 1
 
     fill_cap = FILL_CAP
-    while True:
-        gates_args = setup.new_gates()
-        out, events = _run_once(source, setup, facts, funding, venue, int(start_ns), params, state_size, fill_cap,
-                                gates_args, progress, feed, steps_sink)  # fmt: skip
-        if not out[-1]:
-            break
-        fill_cap *= 4  # more fills than the buffers hold: run again with larger ones
-        if steps_sink is not None:
-            steps_sink(None, None)
-    out[5][COUNTER.exchange_events] = events
-    return setup.result(out, gates_args)
+    spilled = nullcontext(None) if fills_sink is None else tempfile.TemporaryDirectory(prefix="grinder-fills-")
+    with spilled as spill_dir:
+        spill = None if fills_sink is None else _Spill(spill_dir, setup, fills_sink)
+        while True:
+            gates_args = setup.new_gates()
+            out, events = _run_once(source, setup, facts, funding, venue, int(start_ns), params, state_size, fill_cap,
+                                    gates_args, progress, feed, steps_sink, spill)  # fmt: skip
+            if not out[-1]:
+                break
+            fill_cap *= 4  # more fills than the buffers hold: run again with larger ones
+            if steps_sink is not None:
+                steps_sink(None, None)
+            if spill is not None:
+                spill.restart()
+        out[5][COUNTER.exchange_events] = events
+        return setup.result(out, gates_args, None if spill is None else spill.columns())
+
+
+class _Spill:
+    """A run's fills as it hands them to its sink, also appended column by column to files in `folder`,
+    from which the run's digest is read back (`RunSetup.result`'s `handed_out`)."""
+
+    def __init__(self, folder: str, setup, sink: Callable[[dict | None], None]) -> None:
+        self.setup, self.sink, self.folder = setup, sink, folder
+        self.names: list[str] = []  # the result's fill columns, known from the first chunk's
+
+    def restart(self) -> None:
+        """Start over (the run goes again with larger fill buffers): the files emptied, the sink told."""
+        for k in self.names:
+            open(f"{self.folder}/{k}", "wb").close()
+        self.sink(None)
+
+    def add(self, fill_cols: tuple) -> None:
+        """A chunk's fills (the loop's fill columns): to the files, then to the sink."""
+        fills = self.setup.fills_of(fill_cols)
+        self.names = sorted(fills)
+        for k in self.names:
+            with open(f"{self.folder}/{k}", "ab") as fh:
+                fh.write(np.ascontiguousarray(fills[k]).tobytes())
+        self.sink(fills)
+
+    def columns(self):
+        """(name, the column's bytes in pieces) of every fill column, in name order, read from the files;
+        None before any chunk was handed out (the run's own, empty, fills then give the digest)."""
+        return [(k, self._pieces(k)) for k in self.names] or None
+
+    def _pieces(self, k: str):
+        with open(f"{self.folder}/{k}", "rb") as fh:
+            while piece := fh.read(1 << 20):
+                yield piece
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+
+
+def _give_back() -> None:
+    """Hand freed memory back to the system between chunks: Arrow's pool keeps freed Parquet buffers
+    and glibc keeps freed heap pages (decision 047), which would otherwise pile up over a month's chunks."""
+    pa.default_memory_pool().release_unused()
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def _run_once(source, setup, facts, funding, venue, start_ns, params, state_size, fill_cap, gates_args, progress,
-              feed, sink):  # fmt: skip
+              feed, sink, spill):  # fmt: skip
     """One attempt of run_chunked with fill buffers of `fill_cap`: (engine output, exchange rows processed)."""
     none_f, none_i = np.empty(0), np.empty(0, np.int64)
     cap = max(64, 4 * setup.max_targets)
@@ -357,6 +411,9 @@ def _run_once(source, setup, facts, funding, venue, start_ns, params, state_size
         if sink is not None:
             state, n = _drain(state, setup, sink, upto[i + 1] - upto[i] if i + 1 < len(upto) else 0, all_steps)
             recorded_steps += n
+        if spill is not None:
+            _hand_out_fills(state, spill)
+        _give_back()
         if carry[CARRY_STATE] == CARRY_ENDED:
             break
         state = _room_for_fills(state)
@@ -388,6 +445,14 @@ def _check_chunk(i: int, c: Chunk, prev_end: int | None) -> None:
         raise DataError(f"chunk {i}: its last row (ts_exch {int(ts[-1])}) is after its end_ns {c.end_ns}")
     if len(ts) > 1 and (ts[1:] < ts[:-1]).any():
         raise DataError(f"chunk {i}: rows are not in exchange time order")
+
+
+def _hand_out_fills(state, spill: _Spill) -> None:
+    """Hand the fills recorded since the last chunk to `spill`, and empty the buffers for the next chunk's."""
+    records = state[4]
+    nf = int(records.state["fills"][0])
+    spill.add(tuple(a[:nf] for a in records.fills))
+    records.state["fills"][0] = 0
 
 
 def _room_for_fills(state):

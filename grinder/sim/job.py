@@ -86,7 +86,7 @@ def backtest_job(
         return _finish(strat, chosen, venue_cfg, gates_cfg, root, venue, symbol, start, end, events, seconds, capital,
                        None, res, out_dir, report, progress, track, store, lambda: fingerprint)  # fmt: skip
     t0 = time.perf_counter()
-    tape = load_tape(root, venue, symbol, lo, hi, cache=cache)
+    tape = load_tape(root, venue, symbol, lo, hi, cache=cache, bbo=False)  # a backtest never reads the BBO table
     t1 = time.perf_counter()
     with progress.stage(f"compiling {strat.name} and preparing {len(tape):,} events"):
         kernel = compile_kernel(strat.kernel)
@@ -133,7 +133,7 @@ def _chunked(root, venue, symbol, lo, hi, strat, chosen, venue_cfg, gates_cfg, l
                           on_chunk=lambda c: fp.add({n: getattr(c, n) for n in EVENT_COLUMNS}))  # fmt: skip
     seconds = {"load": 0.0, "prepare": 0.0, "backtest": round(time.perf_counter() - t0, 3)}
     events = res.counters["exchange_events"]
-    return res, events, fp.hexdigest(source.instrument, source.funding_series.columns), seconds
+    return res, events, fp.hexdigest(source.instrument, source.funding_parts()), seconds
 
 
 def _finish(strat, chosen, venue_cfg, gates_cfg, root, venue, symbol, start, end, events, seconds, capital, loaded, res,

@@ -50,20 +50,24 @@ class TapeFingerprint:
             meta[1] += len(a)
             _feed(h, a, dtype)
 
-    def hexdigest(self, instrument, funding: dict[str, np.ndarray]) -> str:
-        """The fingerprint of the rows added so far, with the instrument and the funding series."""
+    def hexdigest(self, instrument, funding) -> str:
+        """The fingerprint of the rows added so far, with the instrument and the funding series: its
+        columns (name -> array), or its consecutive parts as such dicts (a month's, a day at a time)."""
         h = hashlib.sha256(b"grinder-tape-v2\n")
         h.update(instrument.model_dump_json().encode())
         for name in EVENT_COLUMNS:
             col, (dtype, n) = self._cols[name]
             h.update(f"\n{name}:{dtype}:{n}:{col.hexdigest()}".encode())
         # Funding is settled on the position, so it changes results as much as the book does.
-        for name in sorted(funding):
-            a = np.asarray(funding[name])
-            dtype = a.dtype.newbyteorder("<")
-            col = hashlib.sha256()
-            _feed(col, a, dtype)
-            h.update(f"\nfunding.{name}:{dtype.str}:{len(a)}:{col.hexdigest()}".encode())
+        cols: dict[str, tuple] = {}
+        for part in [funding] if isinstance(funding, dict) else funding:
+            for name in sorted(part):
+                a = np.asarray(part[name])
+                col, dtype, n = cols.get(name) or (hashlib.sha256(), a.dtype.newbyteorder("<"), 0)
+                _feed(col, a, dtype)
+                cols[name] = (col, dtype, n + len(a))
+        for name, (col, dtype, n) in sorted(cols.items()):
+            h.update(f"\nfunding.{name}:{dtype.str}:{n}:{col.hexdigest()}".encode())
         return h.hexdigest()
 
 

@@ -29,11 +29,11 @@ def lake(tmp_path_factory):
     return root
 
 
-def same_rows(root, venue, symbol, start, end, chunk_ns=3600 * S):
+def same_rows(root, venue, symbol, start, end, chunk_ns=3600 * S, chunk_rows=1 << 19):
     tape = load_tape(root, venue, symbol, start, end)
-    chunks = list(LakeChunks(root, venue, symbol, start, end, chunk_ns).chunks())
+    chunks = list(LakeChunks(root, venue, symbol, start, end, chunk_ns, chunk_rows).chunks())
     assert all(len(c.ts_exch) for c in chunks)  # none empty
-    times = list(LakeChunks(root, venue, symbol, start, end, chunk_ns).chunks(times_only=True))
+    times = list(LakeChunks(root, venue, symbol, start, end, chunk_ns, chunk_rows).chunks(times_only=True))
     assert [c.end_ns for c in times] == [c.end_ns for c in chunks]
     for name in ("ts_exch", "ts_local"):  # the same rows, gap resets included, in another order within a time
         assert np.array_equal(np.sort(np.concatenate([getattr(c, name) for c in times])), np.sort(getattr(tape, name)))
@@ -106,3 +106,86 @@ def test_a_pass_holds_only_the_current_days_part_files(lake, monkeypatch):
     list(LakeChunks(lake, "synthetic", "SYNTHUSDT", chunk_ns=3600 * S).chunks())
     assert held and max(len(days) for days in held) == 1  # one date partition at a time
     assert len(set().union(*held)) == 3
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 997, 50_000])
+def test_chunks_of_at_most_chunk_rows_are_the_rows_of_load_tape(lake, chunk_rows):
+    """Slices of more rows are cut where the time changes, both passes alike; rows of one time stay together."""
+    chunks = same_rows(lake, "synthetic", "SYNTHUSDT", None, None, 3600 * S, chunk_rows)
+    ts = np.concatenate([c.ts_exch for c in chunks])
+    assert len(chunks) > len(ts) // max(chunk_rows, 20_000)
+    for c in chunks:
+        assert len(c.ts_exch) <= chunk_rows or (c.ts_exch == c.ts_exch[0]).all()
+    for a, b in zip(chunks[:-1], chunks[1:], strict=True):
+        assert a.ts_exch[-1] <= a.end_ns < b.ts_exch[0]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "100"])
+def test_chunk_rows_must_be_a_positive_whole_number(lake, bad):
+    with pytest.raises(ConfigError, match="chunk_rows must be a positive whole number"):
+        LakeChunks(lake, "synthetic", "SYNTHUSDT", chunk_rows=bad)
+
+
+def test_settlements_found_a_day_at_a_time_are_those_of_the_whole_series(tmp_path):
+    """Funding rows on three days: a settlement published on one day and due on the next before any of
+    its rows, a row exactly at a settlement, times before the first row and after the last (not
+    known): LakeChunks.funding, a day at a time, gives settlements_of over the whole series."""
+    import dataclasses as dc
+
+    import pyarrow as pa
+
+    from grinder.data.schema import FUNDING
+    from grinder.sim.backtest import funding_settlements, settlements_of
+
+    day = 24 * 60
+    rows = [  # (minute from T0, rate, mark, next settlement minute)
+        (-5, 0.1, 100.0, -10),  # a settlement before the first row: not known
+        (10, 0.2, 101.0, 8 * 60),
+        (8 * 60, 0.3, 102.0, 16 * 60),  # exactly at the settlement: its mark, the earlier rate
+        (day - 1, 0.4, 103.0, day + 30),  # due on the next day, before that day's first row
+        (day + 60, 0.5, 104.0, 2 * day + 8 * 60),
+        (2 * day + 8 * 60, 0.6, 105.0, 2 * day + 8 * 60),
+        (2 * day + 9 * 60, 0.7, 106.0, 3 * day),  # after the last row: not known
+    ]
+    fund = pa.table(
+        {
+            "ts_exch": [T0 + m * 60 * S for m, *_ in rows],
+            "ts_local": [T0 + m * 60 * S + 7 for m, *_ in rows],
+            "seq": list(range(len(rows))),
+            "mark_price": [mk for _, _, mk, _ in rows],
+            "index_price": [mk for _, _, mk, _ in rows],
+            "funding_rate": [r for _, r, _, _ in rows],
+            "next_funding_ts": [T0 + n * 60 * S for *_, n in rows],
+        },
+        schema=FUNDING,
+    )
+    batch = synth_batch(3_000, seed=4, start_ns=T0)
+    Lake(tmp_path).write(dc.replace(batch, tables={**batch.tables, "funding": fund}), [], key="funding")
+    src = LakeChunks(tmp_path, "synthetic", "SYNTHUSDT")
+    want = settlements_of(src.funding_series)
+    assert len(want[0]) == 4
+    got = src.funding()
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert got[1].tolist() == [0.2, 0.3, 0.4, 0.5] and got[2].tolist() == [102.0, 102.0, 103.0, 105.0]
+    whole = funding_settlements(load_tape(tmp_path, "synthetic", "SYNTHUSDT"))
+    assert all(np.array_equal(a, b) for a, b in zip(got, whole, strict=True))
+    for start in (T0 + 9 * 60 * S, T0 + (day + 2 * 60) * 60 * S):  # a window cuts the series too
+        s = LakeChunks(tmp_path, "synthetic", "SYNTHUSDT", start)
+        assert all(np.array_equal(a, b) for a, b in zip(s.funding(), settlements_of(s.funding_series), strict=True))
+
+
+@pytest.mark.parametrize("chunk_rows", [1 << 19, 997])
+@pytest.mark.parametrize("start_min, end_min", [(None, None), (23 * 60 + 55, None), (24 * 60 + 5, 48 * 60 + 10)])
+def test_time_facts_from_the_spans_pass_are_those_of_a_pass_over_the_chunks(lake, chunk_rows, start_min, end_min):
+    """LakeChunks finds its TimeFacts in the pass that finds the coverage spans: the same as reading its
+    time chunks once more (gap resets, their local times and the cuts of chunk_rows included)."""
+    from grinder.data.chunks import time_facts_of
+
+    start = None if start_min is None else T0 + start_min * 60 * S
+    end = None if end_min is None else T0 + end_min * 60 * S
+    src = LakeChunks(lake, "synthetic", "SYNTHUSDT", start, end, chunk_rows=chunk_rows)
+    fused = src.time_facts()
+    again = time_facts_of(LakeChunks(lake, "synthetic", "SYNTHUSDT", start, end, chunk_rows=chunk_rows).chunks(True))
+    assert fused == again
+    assert fused.rows == len(load_tape(lake, "synthetic", "SYNTHUSDT", start, end))

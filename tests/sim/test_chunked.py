@@ -225,3 +225,50 @@ def test_a_steps_sink_gets_every_step_once_and_the_run_keeps_none(multi_day, mon
             joined = np.concatenate([m[k] for m in mine])
             assert np.array_equal(joined, theirs[k], equal_nan=joined.dtype.kind == "f"), (name, k)
     assert bool(restarts) == (fill_cap is not None and whole.counters["fills"] > 2 * fill_cap)
+
+
+@pytest.mark.parametrize("fill_cap", [None, 8])
+def test_a_fills_sink_gets_every_fill_once_and_the_digest_stays(multi_day, monkeypatch, fill_cap):
+    """Fills handed out chunk by chunk are the whole run's, the result keeps none, and its digest (read
+    back from the spilled columns) is the whole run's; a chunk that overflows the buffers restarts the sink."""
+    from grinder.sim import chunked
+
+    if fill_cap:
+        monkeypatch.setattr(chunked, "FILL_CAP", fill_cap)
+    p = GRID.vector(GRID.validate(TIGHT))
+    v = VENUES["fast"]
+    whole = run_backtest(multi_day, GRID, p, v)
+    parts: list = []
+    restarts = []
+
+    def sink(fills):
+        if fills is None:
+            restarts.append(len(parts))
+            parts.clear()
+        else:
+            parts.append(fills)
+
+    got = run_chunked(TapeChunks(multi_day, 60 * S), GRID, p, v, fills_sink=sink)
+    assert got.digest == whole.digest and got.counters == whole.counters
+    assert all(len(a) == 0 for a in got.fills.values()) and got.fills.keys() == whole.fills.keys()
+    assert (got.position, got.balance, got.fees) == (whole.position, whole.balance, whole.fees)
+    assert len(parts) > 10 and all(f.keys() == whole.fills.keys() for f in parts)
+    for k, col in whole.fills.items():
+        joined = np.concatenate([f[k] for f in parts])
+        assert joined.dtype == col.dtype and np.array_equal(joined, col), k
+    assert bool(restarts) == (fill_cap is not None)
+    assert whole.counters["fills"] > 8 * 4  # enough fills that a chunk overflows 8 (and the rerun's 32 holds)
+
+
+def test_a_run_in_chunks_of_a_few_rows_equals_the_whole_run(multi_day_lake):
+    """LakeChunks cuts an hour of rows into pieces of at most chunk_rows where the time changes: the
+    same result as the whole tape, and every piece within the cap."""
+    tape = load_tape(multi_day_lake, "synthetic", "SYNTHUSDT")
+    p = ADAPTIVE.vector(ADAPTIVE.validate(TIGHT))
+    v = VENUES["slow_partial"]
+    whole = run_backtest(tape, ADAPTIVE, p, v)
+    sizes = []
+    source = LakeChunks(multi_day_lake, "synthetic", "SYNTHUSDT", chunk_rows=3_000)
+    got = run_chunked(source, ADAPTIVE, p, v, on_chunk=lambda c: sizes.append(len(c.ts_exch)))
+    assert_same(got, whole)
+    assert len(sizes) > 25 and max(sizes) <= 3_000 and sum(sizes) == len(tape)

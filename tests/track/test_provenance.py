@@ -59,6 +59,30 @@ def test_a_tape_fed_in_chunks_has_the_whole_tapes_fingerprint(tape, cuts):
     assert fp.hexdigest(tape.instrument, tape.funding.columns) == data_fingerprint(tape)
 
 
+def test_funding_fed_in_parts_has_the_whole_series_fingerprint(tmp_path):
+    """A funding series handed over in parts (LakeChunks.funding_parts: a day at a time) hashes as the whole one."""
+    from grinder.data.chunks import LakeChunks
+    from grinder.data.lake import Lake
+    from grinder.data.synth import synth_batch
+
+    day = 86_400 * 10**9
+    for i, start in enumerate((1_704_067_200 * 10**9 - 3_600 * 10**9, 1_704_067_200 * 10**9 + day)):
+        Lake(tmp_path).write(synth_batch(30_000, seed=i + 1, start_ns=start), [], key=f"d{i}")
+    whole = load_tape(tmp_path, "synthetic", "SYNTHUSDT")
+    fp = TapeFingerprint()
+    fp.add({n: getattr(whole, n) for n in EVENT_COLUMNS})
+    cols, n = whole.funding.columns, len(whole.funding)
+    assert n > 3
+    parts = [{k: v[a:b] for k, v in cols.items()} for a, b in ((0, 1), (1, 1), (1, n // 2), (n // 2, n))]
+    assert fp.hexdigest(whole.instrument, parts) == fp.hexdigest(whole.instrument, cols) == data_fingerprint(whole)
+    assert fp.hexdigest(whole.instrument, parts[:-1]) != data_fingerprint(whole)
+    src = LakeChunks(tmp_path, "synthetic", "SYNTHUSDT")
+    assert len(list(src.funding_parts())) == 2  # two date partitions
+    assert fp.hexdigest(whole.instrument, src.funding_parts()) == data_fingerprint(whole)
+    empty = LakeChunks(tmp_path, "synthetic", "SYNTHUSDT", 10**9, 2 * 10**9)
+    assert [len(p["ts_exch"]) for p in empty.funding_parts()] == [0]
+
+
 def test_chunks_that_change_a_columns_dtype_are_refused(tape):
     fp = TapeFingerprint()
     fp.add({n: getattr(tape, n)[:10] for n in EVENT_COLUMNS})
