@@ -67,14 +67,11 @@ def grinder(window: str, lake: Path, s: dict):
     return run_grinder(window_tape(window, lake), s)
 
 
-def run_grinder(tape, s: dict, replay_cache_dir: Path | None = None):
-    """Grinder's run of the grid on `tape` with the settings, clock origin and offset of hftbacktest's summary `s`.
-
-    With `replay_cache_dir` (an empty folder), also times the replay stored there (build + write) and
-    opened again from there (read-only maps, every page read once), and the loop on the opened maps.
-    """
-    from grinder.sim.backtest import VenueConfig, prepare, run_backtest
-    from grinder.strategies.static_grid import StaticGridParams, static_grid
+def grinder_settings(s: dict):
+    """(StaticGridParams, VenueConfig, clock origin ns) of hftbacktest's summary `s`: its grid, latencies, fees,
+    decision step and local-time offset."""
+    from grinder.sim.backtest import VenueConfig
+    from grinder.strategies.static_grid import StaticGridParams
 
     st = s["settings"]
     params = StaticGridParams(
@@ -92,7 +89,19 @@ def run_grinder(tape, s: dict, replay_cache_dir: Path | None = None):
         maker_fee=st["fee_model"]["maker"],
         taker_fee=st["fee_model"]["taker"],
     )
-    start = s["conversion"]["first_exch_ts"]
+    return params, venue, s["conversion"]["first_exch_ts"]
+
+
+def run_grinder(tape, s: dict, replay_cache_dir: Path | None = None):
+    """Grinder's run of the grid on `tape` with the settings, clock origin and offset of hftbacktest's summary `s`.
+
+    With `replay_cache_dir` (an empty folder), also times the replay stored there (build + write) and
+    opened again from there (read-only maps, every page read once), and the loop on the opened maps.
+    """
+    from grinder.sim.backtest import prepare, run_backtest
+    from grinder.strategies.static_grid import static_grid
+
+    params, venue, start = grinder_settings(s)
     t0 = time.perf_counter()
     rep = prepare(tape, venue)
     prep_s = time.perf_counter() - t0
