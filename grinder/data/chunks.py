@@ -32,6 +32,7 @@ from grinder.data.tape import (
     _FUND_COLS,
     _TRADE_COLS,
     BATCH_END,
+    EV_TRADE,
     GAP_RESET_REF,
     Series,
     _combine,
@@ -299,6 +300,31 @@ class LakeChunks:
         return self._last_without_end(self._row_chunks())
 
     def _row_chunks(self) -> Iterator[Chunk]:
+        # A book message's rows may straddle slices (times out of order within it): its last row before
+        # the cut ends the message only if the next slice's first book row is another message's, as the
+        # whole tape's merge says. So slices are held until the next one with book rows is merged.
+        pending: list[tuple[int, tuple]] = []
+        last = None  # (the held slice's columns, its last book row, that row's message) once one has book rows
+        for z, cols, first_uid, last_book in self._merged_slices():
+            if first_uid is not None:
+                if last is not None and last[2] == first_uid:
+                    last[0][8][last[1]] = 0  # flags: not the message's end
+                for hz, hcols in pending:
+                    yield from self._cut(hz, hcols)
+                pending = []
+                last = (cols, *last_book)
+            pending.append((z, cols))
+        for hz, hcols in pending:
+            yield from self._cut(hz, hcols)
+
+    def _cut(self, z: int, cols: tuple) -> Iterator[Chunk]:
+        ts, loc, kind, side, _, ticks, qty, _, flags = cols
+        for lo, hi, end in _pieces(ts, self.chunk_rows, z - 1):
+            yield Chunk(*(c[lo:hi] for c in (ts, loc, kind, side, ticks, qty, flags)), end)
+
+    def _merged_slices(self) -> Iterator[tuple[int, tuple, int | None, tuple[int, int] | None]]:
+        """(slice end, its merged tape columns with the resets at gaps, its first book row's message id
+        or None, (its last book row, that row's message id) or None), slice by slice."""
         inst = self.instrument
         spans = self._span_locals
         prev = None
@@ -309,6 +335,9 @@ class LakeChunks:
                 continue
             book_cols = (_np(b, c, d) for c, d in _BOOK_COLS.items())
             cols = _merge(*book_cols, *(_np(t, c, d) for c, d in _TRADE_COLS.items()), inst.tick_size, 1)
+            is_book = np.flatnonzero(cols[2] != EV_TRADE)
+            first_uid = int(cols[7][is_book[0]]) if is_book.size else None
+            last_book = int(is_book[-1]) if is_book.size else -1
             ts = cols[0]
             at, first_local = _gap_resets(prev, ts, spans)
             if at.size:
@@ -316,9 +345,11 @@ class LakeChunks:
                 cols = tuple(np.insert(c, at, v).astype(c.dtype, copy=False)
                              for c, v in zip(cols, row, strict=True))  # fmt: skip
             prev = int(cols[0][-1])
-            ts, loc, kind, side, _, ticks, qty, _, flags = cols
-            for lo, hi, end in _pieces(ts, self.chunk_rows, z - 1):
-                yield Chunk(*(c[lo:hi] for c in (ts, loc, kind, side, ticks, qty, flags)), end)
+            if last_book < 0:
+                yield z, cols, None, None
+            else:
+                last_book += int(np.searchsorted(at, last_book, "right"))  # its row once the resets are in
+                yield z, cols, first_uid, (last_book, int(cols[7][last_book]))
 
     def _last_without_end(self, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
         """The chunks, the last one's end_ns None (each is handed out once the next is found); a

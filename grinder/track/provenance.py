@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ class TapeFingerprint:
             h.update(f"\n{name}:{dtype}:{n}:{col.hexdigest()}".encode())
         # Funding is settled on the position, so it changes results as much as the book does.
         cols: dict[str, tuple] = {}
-        for part in [funding] if isinstance(funding, dict) else funding:
+        for part in [funding] if isinstance(funding, Mapping) else funding:
             for name in sorted(part):
                 a = np.asarray(part[name])
                 col, dtype, n = cols.get(name) or (hashlib.sha256(), a.dtype.newbyteorder("<"), 0)

@@ -14,7 +14,7 @@ from tests.conftest import REPO
 
 S = 1_000_000_000
 T0 = 1_704_067_200 * S  # 2024-01-01
-COLS = ("ts_exch", "ts_local", "kind", "side", "price_ticks", "qty")
+COLS = ("ts_exch", "ts_local", "kind", "side", "price_ticks", "qty", "flags")
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +189,33 @@ def test_time_facts_from_the_spans_pass_are_those_of_a_pass_over_the_chunks(lake
     again = time_facts_of(LakeChunks(lake, "synthetic", "SYNTHUSDT", start, end, chunk_rows=chunk_rows).chunks(True))
     assert fused == again
     assert fused.rows == len(load_tape(lake, "synthetic", "SYNTHUSDT", start, end))
+
+
+def test_a_book_message_across_a_slice_boundary_ends_where_the_whole_tape_says(tmp_path):
+    """A message (one update_id) whose first rows are just before midnight and the rest after: its last
+    row before the cut is not its end (BATCH_END), as in load_tape; the chunked fingerprint stays the
+    whole tape's (found by a hostile review)."""
+    import dataclasses as dc
+
+    import pyarrow as pa
+
+    from grinder.track.provenance import EVENT_COLUMNS, TapeFingerprint, data_fingerprint
+
+    batch = synth_batch(3_000, seed=1, start_ns=T0)
+    book = batch.tables["book"]
+    ts = book.column("ts_exch").to_numpy().copy()
+    uid = book.column("update_id").to_numpy()
+    first = np.flatnonzero(uid == uid[0])
+    assert len(first) > 10
+    ts[first[: len(first) // 2]] = T0 - 1_000_000  # half the first snapshot 1 ms before midnight
+    book = book.set_column(book.schema.get_field_index("ts_exch"), "ts_exch", pa.array(ts, pa.int64()))
+    Lake(tmp_path).write(dc.replace(batch, tables={**batch.tables, "book": book}), [], key="straddle")
+    for chunk_rows in (1 << 19, 50):
+        chunks = same_rows(tmp_path, "synthetic", "SYNTHUSDT", None, None, 3600 * S, chunk_rows)
+        fp = TapeFingerprint()
+        for c in chunks:
+            fp.add({n: getattr(c, n) for n in EVENT_COLUMNS})
+        src = LakeChunks(tmp_path, "synthetic", "SYNTHUSDT")
+        assert fp.hexdigest(src.instrument, src.funding_parts()) == data_fingerprint(
+            load_tape(tmp_path, "synthetic", "SYNTHUSDT")
+        )
