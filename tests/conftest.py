@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,6 +55,63 @@ def write_capture(path: Path, lines: list[bytes]) -> Path:
     with gzip.open(path, "wb") as f:
         f.writelines(line if line.endswith(b"\n") else line + b"\n" for line in lines)
     return path
+
+
+# ------------------------------------------------------------------------------ numba's cache, warmed
+
+# A session of at least this many tests starts tests/numba_warmup.py beside it (a few tests pay for
+# their own compilation, as before: the warm-up would compile what they never reach).
+WARMUP_MIN_TESTS = 100
+
+
+def pytest_configure(config):
+    """Start compiling numba's kernels into its cache on the other core (tests/numba_warmup.py says why);
+    $GRINDER_TEST_WARMUP=0 turns it off."""
+    if (config.option.collectonly or os.environ.get("GRINDER_TEST_WARMUP") == "0"
+            or os.environ.get("NUMBA_DISABLE_JIT") == "1" or hasattr(config, "workerinput")):  # fmt: skip
+        return
+    work = Path(tempfile.mkdtemp(prefix="grinder-numba-warmup-"))
+    ready = work / "ready"
+    script = Path(__file__).with_name("numba_warmup.py")
+    proc = subprocess.Popen([sys.executable, str(script), str(work / "w"), str(ready)], cwd=work,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    config._grinder_warmup = (proc, work, ready)
+
+
+def pytest_collection_finish(session):
+    """Collection has compiled the engine's `run` (the test modules import it): the warm-up may go on
+    to the kernels that need it, or stops if the session is too small to use them."""
+    warmup = getattr(session.config, "_grinder_warmup", None)
+    if warmup is None:
+        return
+    if len(session.items) < WARMUP_MIN_TESTS:
+        _stop_warmup(session.config)
+    else:
+        warmup[2].touch()
+
+
+def pytest_unconfigure(config):
+    _stop_warmup(config)
+
+
+def _stop_warmup(config):
+    """End the warm-up and the command it runs (its own process group), then remove its folder. (One that
+    ended on its own left no command running: subprocess.run waits for, or kills, each.)"""
+    warmup = getattr(config, "_grinder_warmup", None)
+    if warmup is None:
+        return
+    config._grinder_warmup = None
+    proc, work, _ready = warmup
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _session_env(name: str, value: str):

@@ -60,10 +60,19 @@ def test_sweep_is_one_parent_run_with_its_best_sets_as_children(sample, tmp_path
     assert f"href='best/{rank1}/" in page and top.info.run_id in page
 
 
-def test_a_backtest_is_one_run_with_its_digest_and_data_fingerprint(sample, tmp_path):  # noqa: F811
-    store = tmp_path / "mlruns"
-    r = grinder("backtest", "static_grid", "--root", sample, *GRID, "--no-report", "--mlruns", store,
-                "--out", tmp_path / "runs")  # fmt: skip
+@pytest.fixture(scope="module")
+def whole_run(sample, tmp_path_factory):  # noqa: F811
+    """A whole backtest (`--whole`, the default) tracked in its own store: (store, the command's result).
+    The two tests below read it; neither writes to it."""
+    tmp = tmp_path_factory.mktemp("whole")
+    store = tmp / "mlruns"
+    r = grinder("backtest", "static_grid", "--root", sample, *GRID, "--whole", "--no-report", "--mlruns", store,
+                "--out", tmp / "runs")  # fmt: skip
+    return store, r
+
+
+def test_a_backtest_is_one_run_with_its_digest_and_data_fingerprint(whole_run):
+    store, r = whole_run
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.split("mlflow run: ")[1].split()[0]
     run = client_for(store)[0].get_run(run_id)
@@ -71,12 +80,12 @@ def test_a_backtest_is_one_run_with_its_digest_and_data_fingerprint(sample, tmp_
     assert len(run.data.tags["data_fingerprint"]) == 64 and "fills" in run.data.metrics
 
 
-def test_a_chunked_backtest_is_the_whole_runs_digest_and_data_fingerprint(sample, tmp_path):  # noqa: F811
-    store = tmp_path / "mlruns"
+def test_a_chunked_backtest_is_the_whole_runs_digest_and_data_fingerprint(sample, whole_run, tmp_path):  # noqa: F811
+    chunked_store = tmp_path / "mlruns"
+    chunked = grinder("backtest", "static_grid", "--root", sample, *GRID, "--chunked", "--no-report", "--mlruns",
+                      chunked_store, "--out", tmp_path / "runs")  # fmt: skip
     tags = []
-    for how in ("--whole", "--chunked"):
-        r = grinder("backtest", "static_grid", "--root", sample, *GRID, how, "--no-report", "--mlruns", store,
-                    "--out", tmp_path / "runs")  # fmt: skip
+    for store, r in (whole_run, (chunked_store, chunked)):
         assert r.returncode == 0, r.stderr
         tags.append(client_for(store)[0].get_run(r.stdout.split("mlflow run: ")[1].split()[0]).data.tags)
     assert tags[0]["digest"] == tags[1]["digest"]
