@@ -84,29 +84,47 @@ class TimeFacts:
     ends: tuple
 
 
+class _TimesFold:
+    """TimeFacts gathered rows after rows (exchange times in order, their local times)."""
+
+    def __init__(self) -> None:
+        self.rows, self.min_lag, self.first, self.last = 0, _I64_MAX, None, None
+        self.min_local, self.max_local = _I64_MAX, _I64_MIN
+
+    def add(self, ts: np.ndarray, loc: np.ndarray) -> None:
+        if len(ts) == 0:
+            return
+        self.rows += len(ts)
+        self.min_lag = min(self.min_lag, int((loc - ts).min()))
+        self.first = int(ts[0]) if self.first is None else self.first
+        self.last = int(ts[-1])
+        self.min_local, self.max_local = min(self.min_local, int(loc.min())), max(self.max_local, int(loc.max()))
+
+    def facts(self, ends: list) -> TimeFacts:
+        if self.first is None:
+            return TimeFacts(0, None, None, None, None, None, tuple(ends))
+        return TimeFacts(self.rows, self.min_lag, self.first, self.last, self.min_local, self.max_local, tuple(ends))
+
+
 def time_facts_of(chunks: Iterator[Chunk]) -> TimeFacts:
     """TimeFacts of `chunks` (times_only ones will do)."""
-    rows, min_lag, first, last, min_local, max_local = 0, _I64_MAX, None, None, _I64_MAX, _I64_MIN
-    ends = []
+    fold, ends = _TimesFold(), []
     for c in chunks:
         ends.append(c.end_ns)
-        if len(c.ts_exch) == 0:
-            continue
-        rows += len(c.ts_exch)
-        min_lag = min(min_lag, int((c.ts_local - c.ts_exch).min()))
-        first = int(c.ts_exch[0]) if first is None else first
-        last = int(c.ts_exch[-1])
-        min_local, max_local = min(min_local, int(c.ts_local.min())), max(max_local, int(c.ts_local.max()))
-    if first is None:
-        return TimeFacts(0, None, None, None, None, None, tuple(ends))
-    return TimeFacts(rows, min_lag, first, last, min_local, max_local, tuple(ends))
+        fold.add(c.ts_exch, c.ts_local)
+    return fold.facts(ends)
+
+
+def _positive_whole(name: str, value, unit: str) -> int:
+    """`value` as an int, or a ConfigError naming `name` unless it is a positive whole number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ConfigError(f"{name} must be a positive whole number{unit}, got {value!r}")
+    return int(value)
 
 
 def chunk_length(chunk_ns) -> int:
     """`chunk_ns` as an int: a positive whole number of nanoseconds (a ConfigError otherwise)."""
-    if isinstance(chunk_ns, bool) or not isinstance(chunk_ns, numbers.Integral) or chunk_ns <= 0:
-        raise ConfigError(f"chunk_ns must be a positive whole number of nanoseconds, got {chunk_ns!r}")
-    return int(chunk_ns)
+    return _positive_whole("chunk_ns", chunk_ns, " of nanoseconds")
 
 
 @dataclass(frozen=True)
@@ -126,10 +144,7 @@ class LakeChunks:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "chunk_ns", chunk_length(self.chunk_ns))
-        r = self.chunk_rows
-        if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r <= 0:
-            raise ConfigError(f"chunk_rows must be a positive whole number, got {r!r}")
-        object.__setattr__(self, "chunk_rows", int(r))
+        object.__setattr__(self, "chunk_rows", _positive_whole("chunk_rows", self.chunk_rows, ""))
         if self.start_ns is not None and self.end_ns is not None and self.end_ns <= self.start_ns:
             raise ConfigError(f"empty time range: end {self.end_ns} <= start {self.start_ns}")
         object.__setattr__(self, "root", Path(self.root))
@@ -251,8 +266,7 @@ class LakeChunks:
     def _times_pass(self) -> tuple[dict[int, int], TimeFacts]:
         out: dict[int, int] = {}
         prev, span = None, None
-        rows, min_lag, first, min_local, max_local = 0, _I64_MAX, None, _I64_MAX, _I64_MIN
-        ends: list[int | None] = []
+        fold, ends = _TimesFold(), []
         for _, z, ts, loc in self._slice_times():
             full = np.concatenate(([prev if prev is not None else ts[0]], ts))
             starts = np.flatnonzero(np.diff(full) > DEFAULT_MAX_GAP_NS)  # rows of ts beginning a span
@@ -264,17 +278,17 @@ class LakeChunks:
                 out[span] = int(loc[s0:s1].min())
             # What _time_chunks hands out: these rows, a reset before each span start (_gap_resets), cut alike.
             ends += [end for _, _, end in _pieces(np.insert(ts, starts, ts[starts]), self.chunk_rows, z - 1)]
-            rows += len(ts) + len(starts)
-            min_lag = min(min_lag, int((loc - ts).min()))
-            first = int(ts[0]) if first is None else first
-            min_local, max_local = min(min_local, int(loc.min())), max(max_local, int(loc.max()))
+            fold.add(ts, loc)
             prev = int(ts[-1])
         if prev is None:
             raise DataError(f"no book or trade rows for {self.venue}/{self.symbol} in the selected time range")
-        for start, earliest in out.items():  # each reset's local time is its span's earliest
-            min_lag = min(min_lag, earliest - start)
+        # The resets at gaps: one per span after the first, at its first time, with its earliest local time
+        # (within the rows' local range, so only the row count and the least lag change).
+        fold.rows += len(out)
+        for start, earliest in out.items():
+            fold.min_lag = min(fold.min_lag, earliest - start)
         ends[-1] = None
-        return out, TimeFacts(rows, min_lag, first, prev, min_local, max_local, tuple(ends))
+        return out, fold.facts(ends)
 
     def chunks(self, times_only: bool = False) -> Iterator[Chunk]:
         """The selection's rows, chunk_ns of exchange time at a time, none empty (`times_only`: the same
