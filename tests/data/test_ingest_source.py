@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from grinder.data.ingest.binance import binance_batch
@@ -29,6 +29,9 @@ BTC = resolve_instrument("binance-usdm", "BTCUSDT")
 )
 def test_pieces_end_at_line_ends_and_join_to_the_file(tmp_path_factory, lines, end, gz, block):
     raw = b"\n".join(lines) + (b"\n" if end and lines else b"")
+    # A file is gzip when it starts with gzip's magic bytes (iter_blocks sniffs, whatever its name): plain
+    # bytes that start with them are a corrupt gzip file, the next test's case.
+    assume(gz or not raw.startswith(b"\x1f\x8b"))
     path = tmp_path_factory.mktemp("src") / "f"
     path.write_bytes(gzip.compress(raw) if gz else raw)
     pieces = list(iter_blocks(path, block))
