@@ -23,6 +23,15 @@ _API = {
     "EMPTY": "grinder.book.l2",
     "BAND_MIN_STATE": "grinder.core.strategy",
     "STRATEGY_SIG": "grinder.core.strategy",
+    # what a target is (out_kind) and the book's depth columns (depth), docs/strategies.md
+    "QUOTE": "grinder.core.order_kind",
+    "IOC": "grinder.core.order_kind",
+    "MARKET": "grinder.core.order_kind",
+    "REDUCE_ONLY": "grinder.core.order_kind",
+    "BID_TICKS": "grinder.core.depth",
+    "BID_QTY": "grinder.core.depth",
+    "ASK_TICKS": "grinder.core.depth",
+    "ASK_QTY": "grinder.core.depth",
     # running one
     "get_strategy": ("grinder.core.strategy", "get"),
     "load_tape": "grinder.data.tape",

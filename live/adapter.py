@@ -4,7 +4,8 @@ Market data (`watch_order_book`) keeps the latest top of book; the user stream (
 keeps the adapter's orders and position. Every `step_ms` of local time the strategy decides
 exactly as in the backtest (`grinder.core.decision.Decider`: kernel -> diff -> gates); the intents
 then pass the daily budget and leave through the exchange port (`live.port`): the cancels at once,
-then the creates at once (two round trips a decision, not one per order). The
+then the creates at once (two round trips a decision, not one per order), then the strategy's taker
+orders (IOC or market, `_take`: each sent once, never retried, booked before the next decision). The
 adapter never trades on a stale book: after a sequence gap (ccxt raises ChecksumError) or a
 dropped socket it waits for a fresh snapshot before deciding again. The user stream's fills go
 into a ledger (`grinder.core.ledger`) at their price with the commission the venue charged; the
@@ -48,16 +49,19 @@ import math
 import time
 from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import ccxt
+import numpy as np
 
 from grinder.book.l2 import EMPTY
 from grinder.core.decision import Decider, DecisionRecord, Intents
 from grinder.core.decision import Order as KnownOrder
+from grinder.core.depth import depth_from_levels
 from grinder.core.diff import REQ_CANCEL, REQ_NONE, ST_NEW, ST_NONE
 from grinder.core.gates import S_DAY_START_EQ, S_PEAK_EQ
 from grinder.core.ledger import FEES, POSITION, book_fill, gate_inputs, new_ledger
+from grinder.core.order_kind import KIND_MASK, MARKET, REDUCE_ONLY, describe
 from grinder.core.qrules import QuantRulesTracker
 from grinder.core.step import quant_rules
 from grinder.core.strategy import get
@@ -75,7 +79,7 @@ from grinder.live.instance import Instances, other_instance, probe
 from grinder.live.leader import Fenced, Leadership, key_prefix
 from grinder.live.metrics import MetricsServer, adapter_registry, exposition
 from grinder.live.model import ModelPath, Reading
-from grinder.live.port import REFUSED_EVERY_NS, ExchangePort, PortFailed, PortRefused
+from grinder.live.port import PERMANENT, REFUSED_EVERY_NS, ExchangePort, PortFailed, PortRefused
 from grinder.live.reconcile import (
     LedgerDrift,
     VenuePosition,
@@ -91,6 +95,7 @@ from grinder.live.runs import BUDGET_FILE, METRICS_FILE, RunFolder
 from grinder.live.sd_notify import Notifier, keep_fed, stall_after_s
 from grinder.live.shutdown import DeadMan, DeadManLost, StopOutcome, cancel_everything
 from grinder.live.venue_watch import watch_venue
+from grinder.venue.wire import decimals_of
 
 # Throwaway decisions and requests run over this last stretch before the tick: one run leaves a
 # decision slower than several in a row do (branch predictors, caches; decision 012).
@@ -103,6 +108,15 @@ HOUSEKEEPING_CLEAR_NS = 20_000_000
 HOUSEKEEPING_MAX_DEFER_NS = 1_000_000_000
 # ccxt's order status -> Binance's, as the quantitative rules' tracker takes an order's end.
 QR_ENDS = {"closed": "FILLED", "canceled": "CANCELED", "expired": "EXPIRED", "rejected": "REJECTED"}
+# A strategy's taker order is booked from the user stream (each level's fill with the commission the venue
+# charged); once its reply says what it filled, the decision waits at most this long for those fills, then
+# books what has not come from the reply (the next decision must see the position; docs/live.md).
+TAKER_BOOK_WAIT_S = 0.25
+# A taker order's outcome (`taker_done`'s result; grinder_taker_orders_total's label): filled, expired (a
+# remainder the book could not fill, part filled or none), rejected (by the venue: reduce-only with nothing
+# to reduce, minimum notional, a filter), refused (not sent: budget, breaker, stale book, stopping, not the
+# leader) or unknown (no answer: a lost reply may hide a fill; never retried, reconciliation has the truth).
+TAKER_RESULTS = ("filled", "expired", "rejected", "refused", "unknown")
 
 
 @dataclass
@@ -116,6 +130,7 @@ class Known:
     filled: float = 0.0
     status: int = ST_NONE  # ST_NONE until acknowledged, then ST_NEW
     request: int = REQ_NONE
+    placed_ns: int = 0  # when it was sent (the adapter's clock, ns): the quote refresh's time to live
 
 
 @dataclass
@@ -177,6 +192,9 @@ class LiveAdapter:
         self._model_signals = self.model is not None and self.model.mode == "active"
         self.decider = Decider(self.strategy, self.strategy.validate(self.cfg.params), gates=self.cfg.gates)
         self.decider.warm_up()  # the first real decision must not pay for loading compiled code
+        # The book's first levels (grinder.core.depth), kept from the depth stream when the strategy or the
+        # L2 guard reads them: no level known yet.
+        self.depth = depth_from_levels([], [], 1.0, np.zeros((self.decider.depth_levels, 4)))  # no level: no tick
         # Binance's quantitative rules over every order sent, in the state the Decider's gate reads
         # (grinder.core.qrules; on when [gates] quant_rules = true, tracked and audited either way).
         self.qrules = QuantRulesTracker(quant_rules(self.cfg.gates.quant_rules_file), state=self.decider.qr_state)
@@ -202,6 +220,14 @@ class LiveAdapter:
         self.rollout = Rollout(self)
         self.kill_requested: str | None = None  # who asked for the kill (None: nobody)
         self.flatten_ids: set[str] = set()  # flatten orders: booked from their reply, not from the user stream
+        # A strategy's taker orders (docs/live.md, "Taker orders from strategies"): booked from the user stream;
+        # what a reply reported filled that the stream had not brought within TAKER_BOOK_WAIT_S is booked from
+        # the reply and is `covered`: the stream's later fills of it bring their commission only.
+        self.takers_sent = 0  # taker orders handed to the venue
+        self.taker_results: dict[str, int] = dict.fromkeys(TAKER_RESULTS, 0)
+        self.quote_booked: dict[str, float] = {}  # per client id of ours, quote value booked so far
+        self.covered: dict[str, float] = {}  # taker client id -> quantity booked from its reply, not yet streamed
+        self._user_news = asyncio.Event()  # set whenever the user stream brought updates
         self._adopted = 0.0  # the position the last ledger check adopted, less the ledger's before it
         gate_inputs(self.led, EMPTY, EMPTY, EMPTY, 1.0, 0.0, False, 1.0)  # compiled code loaded before trading
         d = self.cfg.state_dir
@@ -671,6 +697,8 @@ class LiveAdapter:
             if ob["bids"] and ob["asks"]:
                 (bp, bq), (ap, aq) = ob["bids"][0][:2], ob["asks"][0][:2]
                 self.top = (round(bp / self.tick), round(ap / self.tick), float(bq), float(aq))
+                if self.decider.depth_levels:
+                    depth_from_levels(ob["bids"], ob["asks"], self.tick, self.depth)
                 self.top_arrival_ns = self.ex.depth_arrival_ns
                 self.top_ts_ns = int(ob.get("timestamp") or 0) * 1_000_000
                 self.book_nonce = int(ob.get("nonce") or 0)
@@ -703,6 +731,7 @@ class LiveAdapter:
                 with contextlib.suppress(ccxt.NetworkError, ccxt.ExchangeError, PortFailed, PortRefused):
                     await self._reconcile(adopt_position=True)
                 continue
+            self._user_news.set()
             for o in updates:
                 cid = o.get("clientOrderId") or ""
                 if not is_ours(cid, self.strategy.name, self.cfg.symbol) or cid in self.flatten_ids:
@@ -731,13 +760,25 @@ class LiveAdapter:
         for f in fills_of(o):
             if f.trade_id not in self.booked:
                 self.booked.add(f.trade_id)
-                self._book_fill(cid, side, f.price, f.qty, f.fee, f.fee_currency, f.trade_id)
+                qty = f.qty
+                cover = self.covered.get(cid, 0.0)
+                if cover > 0.0:  # a taker's fill already booked from its reply: its commission only
+                    took = min(cover, qty)
+                    self.covered[cid] = cover - took if cover - took > 1e-12 else 0.0
+                    self._book_fee(cid, f.fee, f.fee_currency, f.trade_id, took)
+                    qty -= took
+                    if qty <= 1e-12:
+                        continue
+                    f = replace(f, fee=0.0)  # noqa: PLW2901 - the rest of it, its commission booked above
+                self._book_fill(cid, side, f.price, qty, f.fee, f.fee_currency, f.trade_id)
         rest = filled - self.filled.get(cid, 0.0)
         if rest > 1e-9 * max(filled, 1.0):
             # Filled beyond the trades listed (ccxt did not hold the order when an earlier fill came):
-            # booked at the order's price, a maker's fill price; its commission is not known here,
-            # the wallet drift shows it.
-            self._book_fill(cid, side, float(o.get("price") or o.get("average") or 0.0), rest, 0.0, None, None)
+            # booked at the order's price, a maker's fill price (a taker's: its average); its commission
+            # is not known here, the wallet drift shows it.
+            taker = o.get("type") == "market" or o.get("timeInForce") == "IOC"
+            price = (o.get("average") or o.get("price")) if taker else (o.get("price") or o.get("average"))
+            self._book_fill(cid, side, float(price or 0.0), rest, 0.0, None, None)
 
     def _book_fill(self, cid: str, side: int, price: float, qty: float, fee: float, fee_currency: str | None,
                    trade_id: str | None) -> None:  # fmt: skip
@@ -748,11 +789,20 @@ class LiveAdapter:
             # not this ledger's money: it stays on the fill line only.
             self.led[FEES] += fee
         self.filled[cid] = self.filled.get(cid, 0.0) + qty
+        self.quote_booked[cid] = self.quote_booked.get(cid, 0.0) + qty * price
         self.qrules.filled(cid, self.clock_ns(), qty, qty * (self.contract_size if self.inverse else price))
         self.position = float(self.led[POSITION])
         self.ledger_version += 1
         self.audit.write(self.clock_ns(), "fill", client_id=cid, qty=qty, price=price, fee=fee,
                          fee_currency=fee_currency, trade_id=trade_id, position=self.position)  # fmt: skip
+
+    def _book_fee(self, cid: str, fee: float, fee_currency: str | None, trade_id: str | None, qty: float) -> None:
+        """The commission of a taker's fill whose quantity was booked from the order's reply (`covered`)."""
+        if fee_currency in (self.settle, self.settle_id):
+            self.led[FEES] += fee
+            self.ledger_version += 1
+        self.audit.write(self.clock_ns(), "fill_fee", client_id=cid, qty=qty, fee=fee, fee_currency=fee_currency,
+                         trade_id=trade_id)  # fmt: skip
 
     async def _decide(self) -> None:
         if self.clock is not None:
@@ -866,7 +916,7 @@ class LiveAdapter:
         """
         bb, ba, bq, aq = self.top
         known = list(self.orders.values()) if known is None else known
-        view = [KnownOrder(k.side, k.price_ticks, k.qty - k.filled, k.status, k.request) for k in known]
+        view = [KnownOrder(k.side, k.price_ticks, k.qty - k.filled, k.status, k.request, k.placed_ns) for k in known]
         # Equity and the unit notional from the ledger, by the function the backtest engine uses.
         _, equity, unit_notional = gate_inputs(self.led, bb, ba, EMPTY, self.tick, self.funding_paid, self.inverse,
                                                self.contract_size)  # fmt: skip
@@ -875,6 +925,8 @@ class LiveAdapter:
         args = (now_ns, bb, ba, bq, aq, self.tick, self.lot, self.position, equity, unit_notional, view)
         if self._model_signals:  # the model's forecast on the features as they are now: the decision's signals
             args += (self.model.forecast(),)
+        if self.decider.depth_levels:  # the book's first levels, for the strategy or the L2 guard
+            args += ((None,) if not self._model_signals else ()) + (self.depth.copy(),)
         return known, args
 
     def _prepare_request(self) -> None:
@@ -917,7 +969,10 @@ class LiveAdapter:
         # The ledger's version and the funding stand for the equity the gates read; with the model's forecast
         # as the signals, the count of market events the features took stands for it (any new one may move it).
         features = self.model.features.received if self._model_signals else None
-        return self.top, self.position, self.ledger_version, self.funding_paid, self.tick, self.lot, orders, features
+        # The levels past the top move without the top: the book's sequence number stands for them.
+        book = self.book_nonce if self.decider.depth_levels else None
+        return (self.top, self.position, self.ledger_version, self.funding_paid, self.tick, self.lot, orders, features,
+                book)  # fmt: skip
 
     def _adopt_ahead(self, known: list[Known]) -> tuple[tuple, Intents] | None:
         """The decision taken ahead for this tick, adopted, if it was taken on these inputs: (its arguments, intents).
@@ -970,6 +1025,10 @@ class LiveAdapter:
         # Each create checks the book is still fresh when it leaves (`_create`): the book can go stale
         # while the cancels are out, or between one create and the next.
         await _together([self._create(side, px, qty) for side, px, qty, _level in intents.place])
+        if intents.take:
+            # The strategy's taker orders (IOC or market), once the quotes are out: each sent once, never
+            # retried, its fills booked before the next decision (`_take`).
+            await asyncio.gather(*(self._take(side, px, qty, kind) for side, px, qty, _level, kind in intents.take))
         self.ex.drop_presigned()  # one not used (the decision was taken afresh) is not for a later one
         # The journals' fsync, the next client-id reservation and the collector wait for housekeeping.
         if self.ex.first_request_ns:
@@ -1049,7 +1108,7 @@ class LiveAdapter:
             self.port.refuse(now, reason)
             return False
         cid = self.ids.next()
-        k = Known(str(cid), side, price_ticks, qty)
+        k = Known(str(cid), side, price_ticks, qty, placed_ns=now)
         self.orders[k.client_id] = k
         # Recorded as sent now, valued at the mid as the rules' gate assumed (post-only: GTX).
         self.qrules.placed(k.client_id, now, "GTX", qty, qty * self.unit_notional)
@@ -1065,6 +1124,108 @@ class LiveAdapter:
                 self.orders.pop(k.client_id, None)  # rejected for good; unknown ones stay for reconciliation
                 self.qrules.ended(k.client_id, self.clock_ns(), "REJECTED")
         return True
+
+    async def _take(self, side: int, price_ticks: int, qty: float, kind: int) -> str:
+        """Send one taker order of a decision (grinder.core.order_kind: IOC or MARKET, maybe REDUCE_ONLY); its result.
+
+        Checked as a quote's create is (stopping, a stale book, the port's refusal: breaker, budget, state
+        files, leadership), charged to the budget (an IOC at its limit, a market order at the touch it
+        takes) and recorded for the quantitative rules (IOC). Sent once through ccxt's create_order: a
+        failure is never retried (a lost reply may hide a fill: the user stream and reconciliation have
+        the truth). Its fills are booked from the user stream, and what its reply says it filled is in
+        the ledger before this returns (`_settle_taker`). One `taker` line before it leaves, one
+        `taker_done` line with its result (TAKER_RESULTS) for every taker the strategy asked for.
+        """
+        market = kind & KIND_MASK == MARKET
+        reduce_only = bool(kind & REDUCE_ONLY)
+        side_name = "buy" if side > 0 else "sell"
+        touch = self.top[1] if side > 0 else self.top[0]
+        # Whole lots and the tick grid, written as the venue prints them: ccxt truncates a quantity's text, and
+        # a position summed from fills (2.976999999999999) would lose a lot to it.
+        qty = round(math.floor(qty / self.lot + 1e-9) * self.lot, decimals_of(self.lot))
+        limit = None if market else round(price_ticks * self.tick, decimals_of(self.tick))
+        value = (touch * self.tick if touch != EMPTY else math.nan) if market else limit
+        now = self.clock_ns()
+        what = {"kind": describe(kind), "side": side_name, "qty": qty, "limit": limit, "reduce_only": reduce_only}
+
+        def done(result: str, **kw) -> str:
+            self.taker_results[result] += 1
+            self.audit.write(self.clock_ns(), "taker_done", **what, result=result, **kw)
+            return result
+
+        if self._stop.is_set():
+            return done("refused", reason="stopping")
+        if not self._book_fresh():
+            return done("refused", reason="book stale")
+        if qty <= 0.0:
+            return done("refused", reason=f"below one lot ({self.lot:g})")
+        if not math.isfinite(value):
+            return done("refused", reason="no touch to value a market order at")
+        reason = self.port.refusal(now, value * qty)
+        if reason is not None:  # counted with the creates' refusals too (creates_refused, the metrics)
+            self.port.refuse(now, reason)
+            return done("refused", reason=reason)
+        cid = str(self.ids.next())
+        port = self.port
+        port.breaker.acquire(now / 1e9)  # half open: this order is the trial
+        port._breaker_news()
+        self.budget.charge(now, value * qty)
+        # Recorded as sent now, valued at the mid as the rules' gate assumed (as a quote is), as Binance's IOC.
+        self.qrules.placed(cid, now, "IOC", qty, qty * self.unit_notional)
+        self.audit.write(now, "taker", client_id=cid, **what, notional=value * qty)
+        params = {"newClientOrderId": cid} | ({"reduceOnly": True} if reduce_only else {})
+        if not market:
+            params["timeInForce"] = "IOC"
+        self.takers_sent += 1
+        try:
+            o = await port._call(lambda: self.ex.create_order(self.symbol, "market" if market else "limit", side_name,
+                                                              qty, limit, params))  # fmt: skip
+        except Fenced as e:  # refused before it left (the lease lapsed): not the venue's failure, nor sent
+            self.takers_sent -= 1
+            self.qrules.ended(cid, self.clock_ns(), "REJECTED")
+            return done("refused", client_id=cid, reason=str(e)[:200])
+        except PERMANENT as e:
+            # The venue answered (reduce-only with nothing to reduce, -2022; the minimum notional; a filter):
+            # for the breaker a success. Nothing filled; nothing to retry.
+            port.breaker.success()
+            port._breaker_news()
+            self.qrules.ended(cid, self.clock_ns(), "REJECTED")
+            return done("rejected", client_id=cid, error=_one_line(e, self.audit.redact))
+        except (TimeoutError, ccxt.NetworkError, ccxt.ExchangeError) as e:
+            # The venue may have taken it: never sent again. Its fills, if any, come on the user stream, and
+            # the next reconciliation compares the position with the venue's.
+            port.breaker.failure(self.clock_ns() / 1e9)
+            port._breaker_news()
+            return done("unknown", client_id=cid, error=_one_line(e, self.audit.redact))
+        port.breaker.success()
+        port._breaker_news()
+        filled = float(o.get("filled") or 0.0)
+        cost = float(o.get("cost") or 0.0)
+        average = float(o.get("average") or (cost / filled if filled > 0 else 0.0))
+        status = o.get("status")
+        from_reply = await self._settle_taker(cid, side, filled, cost or filled * average)
+        self.qrules.ended(cid, self.clock_ns(), "FILLED" if status == "closed" else "EXPIRED")  # fills first
+        return done("filled" if status == "closed" else "expired", client_id=cid, status=status, filled=filled,
+                    average=average, booked_from_reply=from_reply)  # fmt: skip
+
+    async def _settle_taker(self, cid: str, side: int, filled: float, quote: float) -> float:
+        """Wait (at most TAKER_BOOK_WAIT_S) for the user stream to book the `filled` quantity its reply reported, then
+        book what has not come from the reply, as `covered` (its commission comes with the stream's fills); how much.
+        """
+        eps = 1e-9 * max(filled, 1.0)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + TAKER_BOOK_WAIT_S
+        while filled - self.filled.get(cid, 0.0) > eps and (left := give_up - loop.time()) > 0:
+            self._user_news.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._user_news.wait(), left)
+        rest = filled - self.filled.get(cid, 0.0)
+        if rest <= eps:
+            return 0.0
+        price = (quote - self.quote_booked.get(cid, 0.0)) / rest  # the part not booked yet, at its own average
+        self.covered[cid] = self.covered.get(cid, 0.0) + rest
+        self._book_fill(cid, side, price, rest, 0.0, None, None)
+        return rest
 
     async def _ha(self) -> None:
         """Act on the election's changes of role (live.leader): take over on winning the lease, step down on losing."""

@@ -161,6 +161,16 @@ class AdapterCollector:
             rej.add_metric([*base, kind], n)
         yield rej
         yield one(CounterMetricFamily, "grinder_fills", "Fills booked into the ledger.", events.get("fill", 0))
+        # The strategy's taker orders (IOC, market): sent, and each one's outcome (live.adapter.TAKER_RESULTS).
+        yield one(CounterMetricFamily, "grinder_taker_orders_sent", "Taker orders (IOC, market) handed to the venue.",
+                  getattr(a, "takers_sent", 0))  # fmt: skip
+        takers = fam(CounterMetricFamily, "grinder_taker_orders",
+                     "The strategy's taker orders by result: filled, expired (a remainder the book could not fill), "
+                     "rejected (by the venue), refused (not sent), unknown (no answer; left to reconciliation).",
+                     ("result",))  # fmt: skip
+        for result, n in getattr(a, "taker_results", {}).items():
+            takers.add_metric([*base, result], n)
+        yield takers
         yield one(GaugeMetricFamily, "grinder_open_orders", "Orders of ours the adapter holds open or in flight.",
                   len(a.orders))  # fmt: skip
 

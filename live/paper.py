@@ -25,7 +25,7 @@ import ccxt
 
 from grinder.data.schema import BOOK_DIFF, BOOK_RESET, BOOK_SNAPSHOT, SIDE_ASK, SIDE_BID
 from grinder.live.client import GrinderBinance, market_instrument
-from grinder.venue.exchange import BAD_PARAM, TRADE_KIND, Exchange, OrderEvent, Rejected
+from grinder.venue.exchange import BAD_PARAM, BAD_SIDE, NOT_REQUIRED, TRADE_KIND, Exchange, OrderEvent, Rejected
 from grinder.venue.wire import Wire
 
 MS = 1_000_000
@@ -159,18 +159,29 @@ class PaperBinance(GrinderBinance):
     async def create_order(self, symbol, type, side, amount, price=None, params=None):  # noqa: A002, D102
         self._check(symbol)
         params = params or {}
-        if type != "limit" or price is None:
+        if type not in ("limit", "market") or (type == "limit") != (price is not None):
             self._raise(Rejected(-1116, "Invalid orderType."))
         if side not in ("buy", "sell"):
-            self._raise(Rejected(*BAD_PARAM))
+            self._raise(Rejected(*BAD_SIDE))
+        cid = params.get("clientOrderId") or params.get("newClientOrderId") or f"paper-{self.x.next_id}"
+        if type == "market":  # a strategy's taker: walks the local book at once, no price limit
+            if "timeInForce" in params:
+                self._raise(Rejected(NOT_REQUIRED[0], NOT_REQUIRED[1].format("timeInForce")))
+            self.mark_request()
+            try:
+                events = self.x.take(cid, 1 if side == "buy" else -1, None, float(amount),
+                                     bool(params.get("reduceOnly")), self.feed_ns)  # fmt: skip
+            except Rejected as e:
+                self._raise(e)
+            self._updates.put_nowait(events)
+            return self.parse_order(self.wire.order(events[0].order), self.paper_market)
         tif = "GTX" if params.get("postOnly") else params.get("timeInForce", "GTC")
         ticks = self._ticks(price)
         if abs(ticks * self.x.instrument.tick_size - float(price)) > 1e-9 * max(1.0, float(price)):
             self._raise(Rejected(-4014, "Price not increased by tick size."))
-        cid = params.get("clientOrderId") or params.get("newClientOrderId") or f"paper-{self.x.next_id}"
         self.mark_request()
         try:
-            if tif == "IOC":  # a flatten (live.rollout): filled at once against the local book
+            if tif == "IOC":  # a flatten (live.rollout) or a strategy's taker: filled at once against the local book
                 events = self.x.take(cid, 1 if side == "buy" else -1, ticks, float(amount),
                                      bool(params.get("reduceOnly")), self.feed_ns)  # fmt: skip
                 self._updates.put_nowait(events)

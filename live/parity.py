@@ -64,7 +64,7 @@ def backtest_decisions(tape: Tape, strategy: Strategy, params, venue: VenueConfi
     replay = prepare(tape, venue)
     result = run_backtest(tape, strategy, np.array(strategy.vector(params)), venue, start_ns=start_ns, replay=replay,
                           gates=gates)  # fmt: skip
-    _segments, _, bb, ba, bbq, baq, _synced = decision_inputs(tape, replay, venue, start_ns)
+    _segments, _, bb, ba, bbq, baq, _synced, _depth = decision_inputs(tape, replay, venue, start_ns)
     ts, pos = result.steps["ts"], result.steps["position"]
     n = min(len(ts), len(bb))
     decider = Decider(strategy, params)
@@ -346,10 +346,12 @@ async def lockstep_session(tape: Tape, strategy: str, params: dict, step_ns: int
     fills, fill_ts = [], []
     for cid, _side, price, qty in _audited_fills(state_dir):
         o = srv.x.find(client_id=cid)
-        if o.status != "FILLED" or o.filled != qty:
+        # A taker order's levels all fill at the instant it arrives (its creation); a quote's one fill when
+        # it is filled whole.
+        if not o.takes and (o.status != "FILLED" or o.filled != qty):
             raise RuntimeError(f"lock-step: {cid} was filled in parts; fill times are known for whole fills only")
         fills.append((o.side, price, qty))
-        fill_ts.append(o.updated_ns)
+        fill_ts.append(o.created_ns if o.takes else o.updated_ns)
     return LiveSession(adapter.decision_log, fills, adapter.position, adapter.pnl, decision_ts, t0, step_ns, fill_ts,
                        adapter.decision_blocked, adapter.model_log)  # fmt: skip
 
@@ -381,11 +383,14 @@ async def _until_done(coro, what: str, task: asyncio.Task, timeout_s: float) -> 
 
 
 def backtest_fills(result: BacktestResult, span_ns: tuple[int, int], with_ts: bool = False) -> list[tuple]:
-    """The backtest's fills inside the span (exchange time), as (side, price, qty), or (ts, side, price, qty)."""
+    """The backtest's fills inside the span (exchange time), as (side, price, qty), or (ts, side, price, qty).
+
+    Prices are ticks x tick size rounded to 10 decimals, as the venue writes them (a taker's level at
+    618116 ticks of 0.1 is 61811.6, not the product's 61811.600000000006)."""
     f = result.fills
     keep = (f["ts_exch"] >= span_ns[0]) & (f["ts_exch"] <= span_ns[1])
-    out = [(int(s), float(p), float(q)) for s, p, q in zip(f["side"][keep], f["price"][keep], f["qty"][keep],
-                                                             strict=True)]  # fmt: skip
+    out = [(int(s), round(float(p), 10), float(q)) for s, p, q in zip(f["side"][keep], f["price"][keep],
+                                                                        f["qty"][keep], strict=True)]  # fmt: skip
     return [(int(t), *x) for t, x in zip(f["ts_exch"][keep], out, strict=True)] if with_ts else out
 
 

@@ -62,32 +62,11 @@ P = AdaptiveGridParams.index()
 
 
 @njit(cache=True)
-def adaptive_grid(
-    params,
-    state,
-    now_ns,
-    best_bid_tick,
-    best_ask_tick,
-    bid_qty,
-    ask_qty,
-    tick,
-    lot,
-    position,
-    signals,
-    open_side,
-    open_px,
-    open_qty,
-    n_open,
-    out_side,
-    out_px,
-    out_qty,
-    out_level,
-):
-    """Target quotes for one decision (see the module docstring); updates `state`."""
-    if best_bid_tick == EMPTY or best_ask_tick == EMPTY:
-        return 0
-    levels, interval, half_spread = int(params[P.levels]), params[P.interval], params[P.half_spread]
-    qty, max_position, skew = params[P.order_qty], params[P.max_position], params[P.skew]
+def shape_grid(params, state, best_bid_tick, best_ask_tick, bid_qty, ask_qty, tick):
+    """The controller (module docstring) at one decision on a two-sided book: (mode, mid, interval, half
+    spread), quote currency, after updating its features and hysteresis in `state`. `params` starts
+    with AdaptiveGridParams' fields (a strategy that extends them shares this controller)."""
+    interval, half_spread = params[P.interval], params[P.half_spread]
     halflife, widen_vol, tighten_vol = params[P.vol_halflife], params[P.widen_vol_bps], params[P.tighten_vol_bps]
     pause_spread, pause_imb = params[P.pause_spread_ticks], params[P.pause_imbalance]
     widen, tighten, confirm = params[P.widen], params[P.tighten], params[P.confirm]
@@ -99,8 +78,8 @@ def adaptive_grid(
         state[_VOL] += alpha * (ret_bps - state[_VOL])
     state[_LAST_MID] = mid
     spread_ticks = best_ask_tick - best_bid_tick
-    depth = bid_qty + ask_qty
-    imbalance = abs(bid_qty - ask_qty) / depth if depth > 0.0 else 0.0
+    top = bid_qty + ask_qty
+    imbalance = abs(bid_qty - ask_qty) / top if top > 0.0 else 0.0
     # Controller with hysteresis.
     if spread_ticks >= pause_spread or imbalance >= pause_imb:
         raw = PAUSE
@@ -121,14 +100,46 @@ def adaptive_grid(
         state[_MODE] = raw
         state[_STREAK] = 0.0
     mode = int(state[_MODE])
-    if mode == PAUSE:
-        return 0
     if mode == WIDEN:
         interval *= widen
         half_spread *= widen
     elif mode == TIGHTEN:
         interval = max(interval * tighten, tick)
         half_spread *= tighten
+    return mode, mid, interval, half_spread
+
+
+@njit(cache=True)
+def adaptive_grid(
+    params,
+    state,
+    now_ns,
+    best_bid_tick,
+    best_ask_tick,
+    bid_qty,
+    ask_qty,
+    tick,
+    lot,
+    position,
+    signals,
+    depth,
+    open_side,
+    open_px,
+    open_qty,
+    n_open,
+    out_side,
+    out_px,
+    out_qty,
+    out_level,
+    out_kind,
+):
+    """Target quotes for one decision (see the module docstring); updates `state`."""
+    if best_bid_tick == EMPTY or best_ask_tick == EMPTY:
+        return 0
+    mode, mid, interval, half_spread = shape_grid(params, state, best_bid_tick, best_ask_tick, bid_qty, ask_qty, tick)
+    if mode == PAUSE:
+        return 0
+    levels, qty, max_position, skew = int(params[P.levels]), params[P.order_qty], params[P.max_position], params[P.skew]
     # Skew may push a level through the book: drop those rather than send taker-priced quotes.
     return grid_levels(
         mid - skew * position,

@@ -74,6 +74,7 @@ def ml_grid(
     lot,
     position,
     signals,
+    depth,
     open_side,
     open_px,
     open_qty,
@@ -82,6 +83,7 @@ def ml_grid(
     out_px,
     out_qty,
     out_level,
+    out_kind,
 ):
     """Target quotes for one decision (see the module docstring); updates `state`."""
     if best_bid_tick == EMPTY or best_ask_tick == EMPTY:

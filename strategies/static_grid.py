@@ -135,6 +135,7 @@ def static_grid(
     lot,
     position,
     signals,
+    depth,
     open_side,
     open_px,
     open_qty,
@@ -143,6 +144,7 @@ def static_grid(
     out_px,
     out_qty,
     out_level,
+    out_kind,
 ):
     """Target quotes for one decision; writes (side +1/-1, price ticks, qty, level) and returns their count."""
     nst = state.shape[0]

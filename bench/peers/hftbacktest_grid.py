@@ -506,15 +506,19 @@ def grid_trading(
     return True
 
 
-def _build(data: np.ndarray, spec: dict, args, roi: tuple[float, float]):
+def _build(data: np.ndarray, spec: dict, args, roi: tuple[float, float], partial_fill: bool = False):
+    """The backtester over `data`; with `partial_fill`, PartialFillExchange (takers walk the book:
+    hftbacktest_taker.py) instead of the grid example's NoPartialFillExchange."""
     asset = (
         BacktestAsset()
         .data([data])
         .linear_asset(1.0)
         .constant_order_latency(args.entry_latency_ns, args.response_latency_ns)
         .risk_adverse_queue_model()
-        .no_partial_fill_exchange()
-        .trading_value_fee_model(args.maker_fee, args.taker_fee)
+    )
+    asset = asset.partial_fill_exchange() if partial_fill else asset.no_partial_fill_exchange()
+    asset = (
+        asset.trading_value_fee_model(args.maker_fee, args.taker_fee)
         .tick_size(spec["tick_size"])
         .lot_size(spec["lot_size"])
         .last_trades_capacity(0)

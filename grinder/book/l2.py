@@ -371,3 +371,35 @@ def apply_row(hdr, wq, ok, oq, kind, side_code, price_ticks, q):
         while set_level(hdr, wq, ok, oq, s, price_ticks, q) == 1:
             ok, oq = grow(hdr, ok, oq)
     return ok, oq
+
+
+@njit(cache=True)
+def top_levels(hdr, wq, ok, oq, s, out_px, out_qty):
+    """The first len(out_px) levels of side s, best first, into out_px (ticks) and out_qty; returns how
+    many there are (at most len(out_px)). One walk: what `level` gives for depths 0, 1, ... in turn."""
+    n = out_px.shape[0]
+    if n == 0 or hdr[H_BEST + s] == EMPTY:
+        return 0
+    w = hdr[H_W]
+    base = hdr[H_BASE]
+    opx, oqs = _overflow_sorted(ok, oq, s) if hdr[H_ON + s] > 0 else (np.empty(0, np.int64), np.empty(0))
+    r = 0
+    k = 0
+    i = min(hdr[H_BEST + s] - base, w - 1) if s == BID else max(hdr[H_BEST + s] - base, 0)
+    step = -1 if s == BID else 1
+    while 0 <= i < w and k < n:
+        if wq[s, i] > 0.0:
+            p = base + i
+            while r < opx.shape[0] and k < n and _better(s, opx[r], p):
+                out_px[k], out_qty[k] = opx[r], oqs[r]
+                k += 1
+                r += 1
+            if k < n:
+                out_px[k], out_qty[k] = p, wq[s, i]
+                k += 1
+        i += step
+    while r < opx.shape[0] and k < n:
+        out_px[k], out_qty[k] = opx[r], oqs[r]
+        k += 1
+        r += 1
+    return k

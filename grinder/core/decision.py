@@ -15,23 +15,26 @@ from numba import njit, typeof
 from pydantic import BaseModel
 
 from grinder.book.l2 import EMPTY
+from grinder.core.depth import needed_levels
 from grinder.core.diff import REQ_NONE, ST_NEW, diff_scratch
 from grinder.core.gates import REASONS, GateConfig
 from grinder.core.qrules import HEADER as QR_HEADER
-from grinder.core.step import decision_step, fresh_gates
+from grinder.core.step import BAD_KIND, decision_step, fresh_gates
 from grinder.core.strategy import Strategy, compile_kernel
 from grinder.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class Order:
-    """An order the driver knows of: side +1/-1, price in ticks, unfilled quantity, status and pending request."""
+    """An order the driver knows of: side +1/-1, price in ticks, unfilled quantity, status and pending request,
+    and when it was sent (ns, the driver's clock; 0: unknown, never replaced for its age)."""
 
     side: int
     price_ticks: int
     leaves: float
     status: int = ST_NEW
     request: int = REQ_NONE
+    placed_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,15 @@ class DecisionRecord:
 
 @dataclass(frozen=True)
 class Intents:
-    """What one decision asks for: orders to cancel (indices into the orders given) and quotes to place."""
+    """What one decision asks for: orders to cancel (indices into the orders given), quotes to place and
+    taker orders to send (IOC or market, grinder.core.order_kind), each past the gates."""
 
     cancel: list[int]
     place: list[tuple[int, int, float, int]]  # (side, price ticks, qty, level id)
-    targets: int
+    targets: int  # the quotes the strategy asked for
     blocked: dict[str, int] = field(default_factory=dict)
+    # (side, limit price ticks (an IOC's; a market order's is what the kernel wrote), qty, level id, kind code)
+    take: list[tuple[int, int, float, int, int]] = field(default_factory=list)
 
 
 # The step (grinder.core.step) as live calls it: with the kernel's dispatcher as an argument, a
@@ -87,10 +93,14 @@ class Decider:
         self._flags = (True, True, True, False, gates_on, qr_on)
         self._handle = compile_kernel(strategy.kernel)  # a dispatcher: a constant to the step, nothing to unbox
         n = strategy.max_targets
-        self._t = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64))
+        # side, price ticks, qty, level, kind of the targets
+        self._t = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64),
+                   np.zeros(n, np.int8))  # fmt: skip
         self._prev = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n))  # the step's copy of the last targets
         self._nt = 0
         self._signals = np.full(len(strategy.signals), np.nan)
+        # The book's first levels the kernel and the L2 guard read (grinder.core.depth); [0, 4] for none.
+        self._depth = np.full((needed_levels(strategy.depth_levels, gates), 4), np.nan)
         self._out_place = np.zeros(n, np.int64)
         self._blocked = np.zeros(len(REASONS), np.int64)
         self._scratch, self._stamp = diff_scratch(n), 0  # the diff's tables: sized by targets only
@@ -100,15 +110,17 @@ class Decider:
         self._step = None
 
     def _orders_for(self, m: int) -> None:
-        """Buffers for m orders (side, ticks, leaves, status, request, live, slots, cancels)."""
+        """Buffers for m orders (side, ticks, leaves, status, request, live, sent, slots, cancels)."""
         cap = max(m, 1)
         self._o = (np.zeros(cap, np.int8), np.zeros(cap, np.int64), np.zeros(cap), np.zeros(cap, np.int8),
-                   np.zeros(cap, np.int8), np.ones(cap, np.bool_), np.arange(cap, dtype=np.int64),
-                   np.zeros(cap, np.int64))  # fmt: skip
+                   np.zeros(cap, np.int8), np.ones(cap, np.bool_), np.zeros(cap, np.int64),
+                   np.arange(cap, dtype=np.int64), np.zeros(cap, np.int64))  # fmt: skip
 
     def warm_up(self, *decide_args) -> None:
         """A throwaway decision (on `decide_args`, default an empty book): code loaded and in cache, state kept."""
-        self.decide_ahead(*(decide_args or (0, EMPTY, EMPTY, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, [Order(1, 1, 1.0)])))
+        empty = (0, EMPTY, EMPTY, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, [Order(1, 1, 1.0)], None,
+                 np.zeros_like(self._depth))  # fmt: skip
+        self.decide_ahead(*(decide_args or empty))
 
     def decide_ahead(self, *decide_args) -> Ahead:
         """`decide(*decide_args)` without keeping its effects: `adopt` keeps them later, if the inputs still hold.
@@ -138,7 +150,7 @@ class Decider:
     @property
     def last_targets(self) -> tuple[tuple[int, int, float], ...]:
         """The target quotes of the last decision: (side, price ticks, qty) each, before the diff and gates."""
-        side, px, qty, _ = self._t
+        side, px, qty = self._t[:3]
         return tuple((int(side[j]), int(px[j]), float(qty[j])) for j in range(min(self._nt, len(side))))
 
     @property
@@ -146,13 +158,20 @@ class Decider:
         """The strategy's controller mode (state[0] by convention)."""
         return int(self.state[0])
 
+    @property
+    def depth_levels(self) -> int:
+        """Levels a side `decide` needs in `depth`: the strategy's, or the L2 guard's (0: none)."""
+        return self._depth.shape[0]
+
     def decide(self, now_ns: int, best_bid_ticks: int, best_ask_ticks: int, bid_qty: float, ask_qty: float,
                tick: float, lot: float, position: float, equity: float, unit_notional: float,
-               orders: list[Order], signals: np.ndarray | None = None) -> Intents:  # fmt: skip
+               orders: list[Order], signals: np.ndarray | None = None,
+               depth: np.ndarray | None = None) -> Intents:  # fmt: skip
         """Targets from the kernel, diffed against `orders`, filtered by the gates (state is kept).
 
         `signals`: the decision's model outputs (float64, one per `Strategy.signals` name); none for
-        a strategy that reads none."""
+        a strategy that reads none. `depth`: the book's first levels ([N, 4], grinder.core.depth,
+        `fill_depth`), at least `depth_levels` of them; needed when that is above 0."""
         kept = self._signals  # one array type for the compiled step, whatever the caller holds
         if signals is None:
             kept[:] = np.nan  # a strategy that reads signals, given none, sees NaN (none known)
@@ -161,13 +180,23 @@ class Decider:
                               f"{np.shape(signals)}")  # fmt: skip
         else:
             kept[:] = signals
+        book = self._depth
+        if book.shape[0]:
+            if depth is None:
+                raise ConfigError(f"{self.strategy.name}: reads {book.shape[0]} levels of the book (its depth_levels "
+                                  "or the L2 guard's); give decide() the depth")  # fmt: skip
+            if np.ndim(depth) != 2 or np.shape(depth)[1] != 4 or np.shape(depth)[0] < book.shape[0]:
+                raise ConfigError(f"{self.strategy.name}: depth of shape {np.shape(depth)}; need at least "
+                                  f"({book.shape[0]}, 4)")  # fmt: skip
+            book[:] = depth[: book.shape[0]]
         m = len(orders)
         if m > len(self._o[0]):
             self._orders_for(2 * m)
-        o_side, o_px, o_qty, o_status, o_req, o_live, o_slots, out_cancel = self._o
+        o_side, o_px, o_qty, o_status, o_req, o_live, o_sent, o_slots, out_cancel = self._o
         # Element by element into kept buffers: cheaper than five new arrays a decision (decision 012).
         for i, o in enumerate(orders):
             o_side[i], o_px[i], o_qty[i], o_status[i], o_req[i] = o.side, o.price_ticks, o.leaves, o.status, o.request
+            o_sent[i] = o.placed_ns
         blocked = self._blocked
         blocked[:] = 0
         self._stamp += 1
@@ -175,26 +204,34 @@ class Decider:
         # the backtest engine runs, never skipping (kernel, diff, gates; grinder.core.step).
         args = (self._handle, self.params, self.state, self._flags,
                 (now_ns, best_bid_ticks, best_ask_ticks, bid_qty, ask_qty, tick, lot, position, equity,
-                 unit_notional, kept), (m, self._nt, self._stamp), o_side, o_px, o_qty, o_side, o_px, o_status, o_req,
-                o_live, o_slots, *self._t, *self._prev, out_cancel, self._out_place, self.gate_cfg, self.gate_state,
-                self.qr_cfg, self.qr_state, blocked, self._scratch)  # fmt: skip
+                 unit_notional, kept, book), (m, self._nt, self._stamp), o_side, o_px, o_qty, o_side, o_px, o_status,
+                o_req, o_live, o_sent, o_slots, self._t, *self._prev, out_cancel, self._out_place, self.gate_cfg,
+                self.gate_state, self.qr_cfg, self.qr_state, blocked, self._scratch)  # fmt: skip
         if self._step is None:
             sig = tuple(typeof(a) for a in args)
             _live_step.compile(sig)  # for these argument types ...
             self._step = _live_step.overloads[sig].entry_point
-        nt, nc, npl, _ = self._step(*args)
+        try:
+            nt, nc, npl, ntk, _ = self._step(*args)
+        except ValueError as e:
+            if str(e) == BAD_KIND:
+                raise ConfigError(f"{self.strategy.name}: {BAD_KIND}") from None
+            raise
         if nt < 0 or nt > len(self._t[0]):
             raise ConfigError(f"{self.strategy.name}: strategy kernel returned {nt} targets; it may ask for 0 to "
                             f"{len(self._t[0])} (max_targets)")  # fmt: skip
         self._nt = nt
         out_place = self._out_place
-        place = []
+        place, take = [], []
         if npl:
-            side, px, qty, level = (a[out_place[:npl]].tolist() for a in self._t)
+            side, px, qty, level = (a[out_place[:npl]].tolist() for a in self._t[:4])
             place = list(zip(side, px, qty, level, strict=True))
+        if ntk:
+            take = list(zip(*(a[out_place[npl : npl + ntk]].tolist() for a in self._t), strict=True))
         return Intents(
             out_cancel[:nc].tolist(),
             place,
             nt,
             {r: b for r, b in zip(REASONS, blocked.tolist(), strict=True) if b} if blocked.any() else {},
+            take,
         )

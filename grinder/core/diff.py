@@ -107,3 +107,52 @@ def had_target(scratch, stamp, n_targets, side, px):
     Its target table stays readable until the next call on the scratch; `n_targets` is that call's.
     """
     return scratch[1, _probe(scratch[0], scratch[1], stamp, _mask(n_targets), _key(side, px))] == stamp
+
+
+@njit(cache=True, _nrt=False)
+def refresh_into(t_side, t_px, n_targets, o_side, o_px, o_status, o_req, o_live, o_placed, slots, n_orders, out_cancel,
+                 nc, out_place, npl, scratch, stamp, now_ns, ttl_ns, near_ticks):  # fmt: skip
+    """Quote refresh after `diff_quotes_into` (the same call's stamp and lists): returns (n_cancel, n_place).
+
+    - Time to live (`ttl_ns` > 0): a resting order with no request in flight, sent `ttl_ns` or more
+      before `now_ns` (o_placed, ns; 0: unknown, never stale), is cancelled even while a target has its
+      side and price. It still covers that target, which is placed again once the cancel is through:
+      a replacement, never two orders at one price.
+    - Refresh distance (`near_ticks` > 0): an order the diff would cancel that is within `near_ticks`
+      of a target the diff would place, on its side, stays and stands for that target (first found,
+      in the diff's order), unless it is stale. Orders farther than that from every target are replaced.
+    Cancels and places are counted by the drivers like any other (quantitative rules included).
+    """
+    if ttl_ns > 0:
+        tmask = _mask(n_targets)
+        for i in range(n_orders):
+            o = slots[i]
+            if (o_live[o] and o_status[o] == ST_NEW and o_req[o] == REQ_NONE and o_placed[o] > 0
+                    and now_ns - o_placed[o] >= ttl_ns):  # fmt: skip
+                h = _probe(scratch[0], scratch[1], stamp, tmask, _key(o_side[o], o_px[o]))
+                if scratch[1, h] == stamp:  # covers a target: the diff did not cancel it
+                    out_cancel[nc] = i
+                    nc += 1
+    if near_ticks <= 0 or nc == 0 or npl == 0:
+        return nc, npl
+    for c in range(nc):
+        o = slots[out_cancel[c]]
+        if ttl_ns > 0 and o_placed[o] > 0 and now_ns - o_placed[o] >= ttl_ns:
+            continue
+        for k in range(npl):
+            j = out_place[k]
+            if j >= 0 and t_side[j] == o_side[o] and abs(t_px[j] - o_px[o]) <= near_ticks:
+                out_place[k] = -1
+                out_cancel[c] = -1
+                break
+    kc = 0
+    for c in range(nc):
+        if out_cancel[c] >= 0:
+            out_cancel[kc] = out_cancel[c]
+            kc += 1
+    kp = 0
+    for k in range(npl):
+        if out_place[k] >= 0:
+            out_place[kp] = out_place[k]
+            kp += 1
+    return kc, kp

@@ -10,6 +10,16 @@ intent is dropped and counted under its reason:
   equity recovers (kill switch: the strategy's cancels still go out);
 - drawdown guard: once equity is `max_drawdown` (settle currency) below its peak, only places that reduce
   the position pass (reduce-only);
+- L2 execution guard (taker orders only, against the book's first `taker_guard_levels` levels a side,
+  grinder.core.depth): an IOC or market order whose walk would fill at a VWAP more than
+  `taker_max_slippage_bps` worse than the touch, or would take more than `taker_max_depth_share` of
+  the visible depth on its side, or more than is visible within its limit, is blocked, or with
+  `taker_guard_cut` cut down to the most whole lots that pass (`guard_taker`; both counted by reason);
+- quote refresh (not a gate: the decision step applies it to the diff, `diff.refresh_into`): a resting
+  quote older than `quote_ttl_ms` is replaced, and one within `refresh_ticks` of its target stays;
+- flatten: with `flatten_bps` set, while the drawdown guard or the daily-loss kill holds, the decision
+  step also closes the position with one reduce-only IOC order (`flatten_order`), at most once per
+  `flatten_retry_ms`;
 - toxicity: no places while the spread is more than `spread_spike` times its rolling median, or
   while the mid has moved more than `max_impact_bps` over the last `impact_window` decisions;
 - rate limit: a token bucket of `rate_capacity` actions refilled at `rate_per_s`; cancels are
@@ -26,18 +36,22 @@ import numpy as np
 from numba import njit
 from pydantic import ConfigDict, Field
 
+from grinder.book.l2 import EMPTY
+from grinder.core.depth import ASK_QTY, ASK_TICKS, BID_QTY, BID_TICKS, MAX_DEPTH_LEVELS
+from grinder.core.order_kind import IOC, KIND_MASK
 from grinder.core.params import ParamVector
 
 # Reasons, indexing the blocked-intent counters.
 RATE_LIMIT, MAX_POSITION, MAX_NOTIONAL, MAX_OPEN_ORDERS, DAILY_LOSS, SPREAD_SPIKE, PRICE_IMPACT, DRAWDOWN = range(8)
 QUANT_RULES = 8  # counted by the decision step after these gates (grinder.core.qrules)
+TAKER_SLIPPAGE, TAKER_DEPTH = 9, 10  # the L2 execution guard's (`guard_taker`): blocked or cut down
 REASONS = ("rate_limit", "max_position", "max_notional", "max_open_orders", "daily_loss", "spread_spike",
-           "price_impact", "drawdown_reduce_only", "quant_rules")  # fmt: skip
+           "price_impact", "drawdown_reduce_only", "quant_rules", "taker_slippage", "taker_depth_share")  # fmt: skip
 WINDOW = 256  # longest rolling window, decisions
 
 # State layout: scalars, then two rings of WINDOW values (spreads, mids), then WINDOW values of
 # scratch for the spread median (the gates allocate nothing: the decision step runs without NRT).
-S_TOKENS, S_LAST_TS, S_DAY, S_DAY_START_EQ, S_PEAK_EQ, S_N, S_KILLED = range(7)
+S_TOKENS, S_LAST_TS, S_DAY, S_DAY_START_EQ, S_PEAK_EQ, S_N, S_KILLED, S_FLATTEN_AT = range(8)
 S_RING = 8
 S_SCRATCH = S_RING + 2 * WINDOW
 NS_PER_DAY = 86_400_000_000_000
@@ -60,6 +74,21 @@ class GateConfig(ParamVector):
     max_impact_bps: float = Field(0, ge=0, description="block when |mid move| over the window exceeds this")
     impact_window: int = Field(10, ge=1, le=WINDOW - 1, description="decisions")
     max_drawdown: float = Field(0, ge=0, description="settle currency below peak equity: reduce-only")
+    flatten_bps: float = Field(
+        0, ge=0, le=1000, description="close the position by a reduce-only IOC this far through the best price "
+        "(basis points) while the drawdown guard or the daily-loss kill holds (0: no flatten)"
+    )  # fmt: skip
+    flatten_retry_ms: int = Field(1000, gt=0, description="at most one flatten order per this many ms")
+    taker_max_slippage_bps: float = Field(
+        0, ge=0, description="L2 guard: a taker order's VWAP over the visible book at most this far from the touch"
+    )
+    taker_max_depth_share: float = Field(
+        0, ge=0, le=1, description="L2 guard: a taker order takes at most this share of the visible depth on its side"
+    )
+    taker_guard_levels: int = Field(10, ge=1, le=MAX_DEPTH_LEVELS, description="levels a side the L2 guard sees")
+    taker_guard_cut: bool = Field(False, description="L2 guard: cut an order down to what passes instead of blocking")
+    quote_ttl_ms: int = Field(0, ge=0, description="replace a resting quote this old, ms (0: quotes live on)")
+    refresh_ticks: int = Field(0, ge=0, description="keep a quote within this many ticks of its target (0: exact)")
     quant_rules: bool = Field(False, description="block new orders before Binance's quantitative rules or "
                               "order limits would be breached; tracked and reported either way")  # fmt: skip
     quant_rules_file: str = Field("", description="thresholds file (TOML); empty: the shipped, versioned one")
@@ -127,6 +156,8 @@ def gates_active(cfg) -> bool:
         or cfg[G.spread_spike] > 0.0
         or cfg[G.max_impact_bps] > 0.0
         or cfg[G.max_drawdown] > 0.0
+        or cfg[G.taker_max_slippage_bps] > 0.0
+        or cfg[G.taker_max_depth_share] > 0.0
     )
 
 
@@ -222,3 +253,120 @@ def apply_gates(cfg, st, now_ns, position, best_bid_px, best_ask_px, equity, uni
             kept = tokens
         st[S_TOKENS] -= n_c + kept
     return kept, n_c
+
+
+@njit(cache=True, _nrt=False)
+def flatten_order(cfg, st, now_ns, position, equity, best_bid_ticks, best_ask_ticks, lot):
+    """The flatten the guards ask for at this decision: (side, limit price ticks, qty), qty 0.0 for none.
+
+    With `flatten_bps` set, while the drawdown guard or the daily-loss kill holds (as `apply_gates` left
+    the state: call it first, on the same decision), a position of at least half a lot is closed by one
+    reduce-only IOC order (grinder.core.order_kind) `flatten_bps` through the best price on the side it
+    takes, rounded towards the book (live.rollout.flatten_price's rule), for the position in whole lots;
+    at most once per `flatten_retry_ms`. None without a best price on that side. Prices in ticks,
+    quantities in base units (contracts for inverse instruments), `equity` in the settle currency.
+    """
+    bps = cfg[G.flatten_bps]
+    if bps <= 0.0 or abs(position) < 0.5 * lot:
+        return 0, 0, 0.0
+    max_dd = cfg[G.max_drawdown]
+    if not (st[S_KILLED] != 0.0 or (max_dd > 0.0 and st[S_PEAK_EQ] - equity > max_dd)):
+        return 0, 0, 0.0
+    if st[S_FLATTEN_AT] != 0.0 and now_ns - st[S_FLATTEN_AT] < cfg[G.flatten_retry_ms] * 1e6:
+        return 0, 0, 0.0
+    if position > 0.0:
+        if best_bid_ticks == EMPTY:
+            return 0, 0, 0.0
+        side, limit = -1, np.int64(np.ceil(best_bid_ticks * (1.0 - bps / 1e4) - 1e-9))
+    else:
+        if best_ask_ticks == EMPTY:
+            return 0, 0, 0.0
+        side, limit = 1, np.int64(np.floor(best_ask_ticks * (1.0 + bps / 1e4) + 1e-9))
+    st[S_FLATTEN_AT] = now_ns
+    return side, limit, np.round(abs(position) / lot) * lot
+
+
+@njit(cache=True, _nrt=False)
+def _guard_allows(cfg, depth, side, limit, has_limit, want, lot):
+    """(the most of `want` that passes the L2 guard, in whole lots; the reason it binds, -1 if it does not)
+    for a taker order on `side` (+1 buy takes asks) against `depth` (grinder.core.depth), `limit` ticks
+    (inclusive) when `has_limit`. See `guard_taker`."""
+    max_slip, max_share = cfg[G.taker_max_slippage_bps], cfg[G.taker_max_depth_share]
+    pc, qc = (ASK_TICKS, ASK_QTY) if side > 0 else (BID_TICKS, BID_QTY)
+    n = min(depth.shape[0], int(cfg[G.taker_guard_levels]))
+    total = 0.0  # visible depth on the side, the guard's levels
+    for i in range(n):
+        total += depth[i, qc]
+    best = want
+    reason = -1
+    if max_share > 0.0 and want > max_share * total:
+        best = max_share * total
+        reason = TAKER_DEPTH
+    # The walk over the visible levels within the limit, best first. With the bound on the VWAP, a level
+    # costs side x (price - bound) a unit (negative near the touch): the VWAP stays within the bound
+    # while the sum of those costs over what was taken is at most 0.
+    touch = depth[0, pc] if n > 0 else np.nan
+    bound = touch * (1.0 + side * max_slip / 1e4)
+    walkable = 0.0
+    fits = 0.0  # the most that keeps the VWAP within its bound
+    spent = 0.0
+    capped = False
+    for i in range(n):
+        q, px = depth[i, qc], depth[i, pc]
+        if q <= 0.0 or (has_limit and ((side > 0 and px > limit) or (side < 0 and px < limit))):
+            break
+        walkable += q
+        if max_slip > 0.0 and not capped:
+            e = side * (px - bound)
+            if e > 0.0 and spent + q * e > 0.0:
+                fits += max(0.0, -spent / e)
+                capped = True
+            else:
+                fits += q
+                spent += q * e
+    if max_slip > 0.0 and fits < best:
+        best = fits
+        reason = TAKER_SLIPPAGE
+    if walkable < best:  # more than the visible book holds within the limit: its cost cannot be known
+        best = walkable
+        reason = TAKER_DEPTH if max_share > 0.0 else TAKER_SLIPPAGE
+    if reason < 0:
+        return want, -1
+    return np.floor(best / lot + 1e-9) * lot, reason
+
+
+@njit(cache=True, _nrt=False)
+def guard_taker(cfg, depth, lot, t_side, t_px, t_qty, t_kind, place, first, n, blocked):
+    """The L2 execution guard over the taker orders place[first:first + n] (indices into the targets);
+    returns how many are kept, compacted in place, each cut down (t_qty) when `taker_guard_cut` lets it.
+
+    An order passes when its walk of the visible book (`depth`, the first `taker_guard_levels` levels of
+    the side it takes, up to an IOC's limit) fills its whole quantity at a VWAP at most
+    `taker_max_slippage_bps` from the touch and takes at most `taker_max_depth_share` of that side's
+    visible depth; otherwise it is blocked, or cut to the most whole lots that pass (none: blocked),
+    and counted under TAKER_SLIPPAGE or TAKER_DEPTH, the limit that binds. What the book does not
+    show cannot be vouched for: more than the visible depth within the limit does not pass. With both
+    limits 0 (off) every order passes.
+    """
+    if cfg[G.taker_max_slippage_bps] <= 0.0 and cfg[G.taker_max_depth_share] <= 0.0:
+        return n
+    cut = cfg[G.taker_guard_cut] != 0.0
+    kept = 0
+    for k in range(first, first + n):
+        j = place[k]
+        has_limit = (t_kind[j] & KIND_MASK) == IOC
+        allowed, reason = _guard_allows(cfg, depth, t_side[j], t_px[j], has_limit, t_qty[j], lot)
+        if reason >= 0:
+            blocked[reason] += 1
+            if not cut or allowed < 0.5 * lot:
+                continue
+            t_qty[j] = allowed
+        place[first + kept] = j
+        kept += 1
+    return kept
+
+
+@njit(cache=True, _nrt=False)
+def refresh_settings(cfg):
+    """(time to live, ns; refresh distance, ticks) of the quotes (0: off), for `diff.refresh_into`."""
+    return np.int64(cfg[G.quote_ttl_ms] * 1e6), np.int64(cfg[G.refresh_ticks])

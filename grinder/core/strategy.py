@@ -2,14 +2,18 @@
 
 Kernel contract (numba; `STRATEGY_SIG` below and docs/strategies.md):
 ``kernel(params, state, now_ns, best_bid_ticks, best_ask_ticks, bid_qty, ask_qty, tick_size,
-lot_size, position, signals, open_side, open_price_ticks, open_qty, n_open, out_side, out_price_ticks,
-out_qty, out_level) -> count``. From the market view, the position, the decision's signals (a
-model's predictions, `Strategy.signals`; empty for a strategy without) and our open quotes it writes
-the quotes that should be resting now (side +1 buy / -1 sell, price in ticks, quantity, and a
-level id of the strategy's choosing that is carried into fills) and returns how many. `state` is
-its memory between decisions; by convention state[0] is its controller mode, which drivers
-record. EMPTY best prices mean that side of the book is empty. The drivers diff those targets
-against known orders (`grinder.core.diff`) and pass the intents through the gates.
+lot_size, position, signals, depth, open_side, open_price_ticks, open_qty, n_open, out_side,
+out_price_ticks, out_qty, out_level, out_kind) -> count``. From the market view (the best prices and
+quantities, and in `depth` the book's first levels, grinder.core.depth, for a strategy that asks for
+them with `Strategy.depth_levels`), the position, the decision's signals (a model's predictions,
+`Strategy.signals`; empty for a strategy without) and our open quotes it writes its targets (side
++1 buy / -1 sell, price in ticks, quantity, a level id of the strategy's choosing that is carried
+into fills, and a `grinder.core.order_kind` code) and returns how many.
+A QUOTE target (what `out_kind` holds unless the kernel writes there) should be resting now; an IOC
+or MARKET target is a taker order sent once, now. `state` is its memory between decisions; by
+convention state[0] is its controller mode, which drivers record. EMPTY best prices mean that side
+of the book is empty. The drivers diff the quotes against known orders (`grinder.core.diff`) and
+pass the intents, taker orders included, through the gates.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from numba.core.types.function_type import CompileResultWAP
 from numba.core.typing.typeof import typeof_impl
 from pydantic import BaseModel, ValidationError
 
+from grinder.core.depth import MAX_DEPTH_LEVELS
 from grinder.errors import ConfigError
 
 _i8, _i64, _f64 = (types.Array(t, 1, "C") for t in (types.int8, types.int64, types.float64))
+_f64_2d = types.Array(types.float64, 2, "C")
 # The engine takes the kernel as a typed function pointer, so it is compiled once for all
 # strategies and cached on disk; a kernel is compiled for exactly this signature.
 STRATEGY_SIG = types.int64(
@@ -42,6 +48,7 @@ STRATEGY_SIG = types.int64(
     types.float64,  # lot size
     types.float64,  # position (base units or contracts; + long)
     _f64,  # signals: this decision's model outputs, in Strategy.signals' order (empty: none)
+    _f64_2d,  # depth: the book's first levels [N, 4] (grinder.core.depth; N 0 for none)
     _i8,  # our open quotes: side
     _i64,  # price, ticks
     _f64,  # quantity not yet filled
@@ -50,6 +57,7 @@ STRATEGY_SIG = types.int64(
     _i64,  # out: price, ticks
     _f64,  # out: quantity
     _i64,  # out: level id
+    _i8,  # out: order kind (grinder.core.order_kind; QUOTE unless written)
 )
 STRATEGY_FN = types.FunctionType(STRATEGY_SIG)
 # Strategy.recompute values, in the order of the engine's codes (grinder.sim.engine.REUSE_*).
@@ -84,8 +92,14 @@ class Strategy:
     # of a grinder.ml.labels name, e.g. "fwd_rv_"). A strategy that names any needs a model
     # (`--model models:/NAME@champion`) whose label matches, and is called at every decision.
     signals: tuple[str, ...] = ()
+    # How many levels a side of the book the kernel reads in `depth` (grinder.core.depth): at least
+    # this many, from the same book code in both drivers; 0 for a kernel that reads only the best prices.
+    depth_levels: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.depth_levels <= MAX_DEPTH_LEVELS:
+            raise ConfigError(f"strategy {self.name}: depth_levels must be 0 to {MAX_DEPTH_LEVELS}, got "
+                              f"{self.depth_levels}")  # fmt: skip
         if self.recompute not in RECOMPUTE:
             raise ConfigError(
                 f"strategy {self.name}: recompute must be one of {', '.join(RECOMPUTE)}, got {self.recompute!r}"

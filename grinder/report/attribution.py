@@ -10,7 +10,11 @@ Attribution (cumulative, on the steps' time grid, and in total):
   (m - p) * qty, sell (p - m) * qty. m_i, "the mid at the fill", is the steps' mid at the last
   decision at or before the fill's exchange time (ts_exch): the mid the strategy last saw before
   the fill happened, with no look-ahead. The exchange book's mid at the fill is not in the run
-  folder. A fill before any step with a mid is taken at its own price (no spread).
+  folder. A fill before any step with a mid is taken at its own price (no spread). Maker fills
+  (resting quotes) only.
+- taking: the same edge for taker fills (IOC and market orders, a flatten among them: fills whose
+  `maker` is False), where it is a cost: half the spread and every level walked past the touch. Zero
+  for a run whose fills are all maker (or whose fills record no `maker` column).
 - inventory PnL: the position carried through mid moves, computed on its own (not as a residual):
   at step k, position[k-1] * (u(mid[k]) - u(mid[k-1])) for what the ledger held, plus, for each
   fill the ledger booked since step k-1 (ts_local in (ts[k-1], ts[k]]: the engine books a fill
@@ -18,7 +22,7 @@ Attribution (cumulative, on the steps' time grid, and in total):
 - fees: minus the ledger's fees (rebates come out positive).
 - funding: minus the funding paid (settlements at or before the step).
 
-With cash = -sum q_i * u(p_i) and value(position, mid) = sum q_i * u(mid), the four add up to the
+With cash = -sum q_i * u(p_i) and value(position, mid) = sum q_i * u(mid), the five add up to the
 ledger's equity, cash + value(position, mid) - fees - funding, at every step that has one. A step
 without a mid (no two-sided book) has no equity in the steps; the attribution marks there at the
 last mid before it, so its series stays continuous, and the identity resumes at the next mid.
@@ -38,7 +42,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 HORIZONS_S = (1, 10, 60)
-COMPONENTS = ("spread", "inventory", "fees", "funding")
+COMPONENTS = ("spread", "taking", "inventory", "fees", "funding")
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,8 @@ class Attribution:
     """Cumulative components on the steps' grid (settle currency) and the fill mids they used."""
 
     ts: np.ndarray
-    spread: np.ndarray
+    spread: np.ndarray  # maker fills
+    taking: np.ndarray  # taker fills (a cost: negative)
     inventory: np.ndarray
     fees: np.ndarray  # minus fees paid
     funding: np.ndarray  # minus funding paid
@@ -54,8 +59,8 @@ class Attribution:
 
     @property
     def total(self) -> np.ndarray:
-        """spread + inventory + fees + funding at every step: the ledger's equity."""
-        return self.spread + self.inventory + self.fees + self.funding
+        """spread + taking + inventory + fees + funding at every step: the ledger's equity."""
+        return self.spread + self.taking + self.inventory + self.fees + self.funding
 
     def totals(self) -> dict[str, float]:
         """Each component and their sum (equity) at the last step."""
@@ -83,10 +88,11 @@ def marks(mid: np.ndarray) -> np.ndarray:
 
 def attribute(steps: dict, fills: dict, funding: dict, inverse: bool = False,
               contract_size: float = 1.0) -> Attribution:  # fmt: skip
-    """Cumulative spread, inventory, fees and funding at every step (see the module docstring).
+    """Cumulative spread, taking, inventory, fees and funding at every step (see the module docstring).
 
     steps: ts, mid, position, fees (the ledger's, per step); fills: ts_exch, ts_local, side, price,
-    qty, in any order; funding: ts, amount (positive = paid).
+    qty, and maker if recorded (else every fill is a maker's), in any order; funding: ts, amount
+    (positive = paid).
     """
     ts = np.asarray(steps["ts"], np.int64)
     n = len(ts)
@@ -99,7 +105,9 @@ def attribute(steps: dict, fills: dict, funding: dict, inverse: bool = False,
     booked = np.searchsorted(ts, np.asarray(fills["ts_local"], np.int64), "left")
     in_run = booked < n
     spread_i = q * (u(m) - u(price))
-    spread = np.cumsum(np.bincount(booked[in_run], spread_i[in_run], minlength=n))
+    maker = np.asarray(fills["maker"], np.bool_) if "maker" in fills else np.ones(len(q), np.bool_)
+    spread = np.cumsum(np.bincount(booked[in_run], np.where(maker, spread_i, 0.0)[in_run], minlength=n))
+    taking = np.cumsum(np.bincount(booked[in_run], np.where(maker, 0.0, spread_i)[in_run], minlength=n))
     um = u(marks(mid))
     pos = np.asarray(steps["position"], np.float64)
     carried = np.zeros(n)
@@ -112,7 +120,7 @@ def attribute(steps: dict, fills: dict, funding: dict, inverse: bool = False,
     f_at = np.searchsorted(ts, f_ts, "left")
     f_in = f_at < n
     paid = np.cumsum(np.bincount(f_at[f_in], np.asarray(funding["amount"], np.float64)[f_in], minlength=n))
-    return Attribution(ts, spread, inventory, -np.asarray(steps["fees"], np.float64), -paid, m)
+    return Attribution(ts, spread, taking, inventory, -np.asarray(steps["fees"], np.float64), -paid, m)
 
 
 def fill_mids(ts: np.ndarray, mid: np.ndarray, at: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -186,12 +194,12 @@ FILLS_IN = ("ts_exch", "ts_local", "side", "price", "qty")
 
 
 def read_inputs(run_dir: Path) -> tuple[dict, dict, str]:
-    """steps (ts, mid, position, fees) and fills (ts_exch, ts_local, side, price, qty, and level when
-    recorded) as the run wrote them; ({}, {}, why) when the folder lacks a column (a run recorded with
+    """steps (ts, mid, position, fees) and fills (ts_exch, ts_local, side, price, qty, and level and maker
+    when recorded) as the run wrote them; ({}, {}, why) when the folder lacks a column (a run recorded with
     only ts, mid and equity per step, or written before fills had ts_local)."""
     run_dir = Path(run_dir)
     out = []
-    for name, want, extra in (("steps", STEPS_IN, ()), ("fills", FILLS_IN, ("level",))):
+    for name, want, extra in (("steps", STEPS_IN, ()), ("fills", FILLS_IN, ("level", "maker"))):
         path = run_dir / f"{name}.parquet"
         have = pq.read_schema(path).names
         missing = [c for c in want if c not in have]

@@ -9,7 +9,8 @@ from grinder.report.load import Run
 from grinder.report.stats import covered_s
 
 LABELS = {
-    "spread": "spread capture",
+    "spread": "spread capture (maker fills)",
+    "taking": "taking (taker fills' edge against the mid: IOC, market, flatten)",
     "inventory": "inventory (position through mid moves)",
     "fees": "fees (minus; rebates plus)",
     "funding": "funding (minus paid)",
@@ -44,8 +45,9 @@ def attribution_section(run: Run, figs: list | None = None) -> str:
     note = (
         "Spread capture: each fill's edge against the mid at the fill, buy (mid - price) x qty, sell (price - mid) x "
         "qty (inverse contracts through the ledger's value, contract_size / price); the mid at a fill is the steps' "
-        "mid at the last decision at or before the fill's exchange time. Inventory: the position carried through mid "
-        "moves, from the fill's mid on. The four add up to equity at every step (docs/report.md)."
+        "mid at the last decision at or before the fill's exchange time. Taking: the same edge for taker fills, a "
+        "cost. Inventory: the position carried through mid moves, from the fill's mid on. The five add up to equity "
+        "at every step (docs/report.md)."
     )
     return "".join([
         head, fig,
@@ -60,11 +62,11 @@ def attribution_figure(a, settle: str):
     """Cumulative components and their sum (equity) over time, settle currency."""
     import plotly.graph_objects as go
 
-    from grinder.report.figures import BLUE, GREEN, GREY, PURPLE, RED, TIME_FORMAT, _line
+    from grinder.report.figures import BLUE, GREEN, GREY, ORANGE, PURPLE, RED, TIME_FORMAT, _line
 
     x = a.ts / 1e6
     fig = go.Figure()
-    for k, color in (("spread", GREEN), ("inventory", BLUE), ("fees", RED), ("funding", GREY)):
+    for k, color in (("spread", GREEN), ("taking", ORANGE), ("inventory", BLUE), ("fees", RED), ("funding", GREY)):
         fig.add_trace(_line(x, getattr(a, k), LABELS[k], color))
     fig.add_trace(_line(x, a.total, "equity (sum)", PURPLE, line_dash="dot"))
     fig.update_xaxes(type="date", hoverformat=TIME_FORMAT, title_text="time (UTC)")

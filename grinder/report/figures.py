@@ -12,7 +12,7 @@ from grinder.report.load import Run
 MAX_POINTS = 5_000  # per line trace
 MAX_FILL_MARKERS = 5_000  # over both sides
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%L"
-GREEN, RED, GREY, BLUE, PURPLE = "#2ca02c", "#d62728", "#7f7f7f", "#1f77b4", "#9467bd"
+GREEN, RED, GREY, BLUE, PURPLE, ORANGE = "#2ca02c", "#d62728", "#7f7f7f", "#1f77b4", "#9467bd", "#ff7f0e"
 
 
 def drawdown(equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

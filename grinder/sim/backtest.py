@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from grinder.book.l2 import EMPTY
+from grinder.core.depth import needed_levels
 from grinder.core.gates import REASONS, GateConfig, new_gate_state
 from grinder.core.ledger import AVG_ENTRY, CASH, FEES, POSITION, REALIZED, equity, new_ledger, unrealized
 from grinder.core.qrules import H_OVERFLOW as QR_OVERFLOW
@@ -28,6 +29,7 @@ from grinder.errors import ConfigError, DataError
 from grinder.sim.clock import decision_clock, decision_segments, local_at_decisions, segment_steps
 from grinder.sim.engine import ExchangeBook, Levels, LocalBook, TapeRows, Venue, run
 from grinder.sim.exchange_side import block_extremes
+from grinder.sim.local_depth import depth_at_decisions
 from grinder.sim.queue import PROB_POWER, RISK_AVERSE
 from grinder.sim.records import COUNTERS
 from grinder.sim.replay import NO_KEYS, NO_QTY, Replay, load_or_prepare
@@ -54,7 +56,12 @@ class VenueConfig(BaseModel):
     queue_power: float = Field(3.0, gt=0)
     partial_fills: bool = Field(False, description="fill by the traded quantity beyond our queue, in lots")
     maker_fee: float | None = Field(None, ge=-0.01, le=0.01, description="default: the instrument's")
-    taker_fee: float | None = Field(None, ge=-0.01, le=0.01, description="kept for taker orders; quotes are post-only")
+    taker_fee: float | None = Field(
+        None, ge=-0.01, le=0.01, description="default: the instrument's; paid per level an IOC or market order takes"
+    )
+    market_walk_ticks: int = Field(
+        0, ge=0, description="a market order takes levels at most this many ticks through the touch (0: no limit)"
+    )
 
 
 @dataclass(frozen=True)
@@ -308,11 +315,12 @@ MAX_TABULATED_DECISIONS = 20_000_000
 
 
 def decision_inputs(
-    tape: Tape, replay: Replay, venue: VenueConfig, start_ns: int | None = None
+    tape: Tape, replay: Replay, venue: VenueConfig, start_ns: int | None = None, depth_levels: int = 0
 ) -> tuple[np.ndarray, ...]:
     """The steps of the decision clock that are taken (clock.decision_segments: none inside a
     coverage gap), then the local view at each of them (clock.local_at_decisions, or empty arrays
-    when there are too many to tabulate); sweeps compute them once per window.
+    when there are too many to tabulate), then the local book's first `depth_levels` levels a side
+    at each (grinder.sim.local_depth; one empty row for 0); sweeps compute them once per window.
 
     `start_ns` defaults to the tape's `window_start_ns`, as in `run_backtest`.
     """
@@ -322,13 +330,34 @@ def decision_inputs(
     r = replay
     segments = decision_segments(ts, r.local_ts, int(start_ns), venue.step_ns, STALE_NS)
     if segment_steps(segments) > MAX_TABULATED_DECISIONS:
+        if depth_levels:
+            raise ConfigError(f"{segment_steps(segments):,} decisions: too many to tabulate the book's depth at "
+                              f"each (at most {MAX_TABULATED_DECISIONS:,}); run a shorter window or a longer "
+                              "step")  # fmt: skip
         e = np.empty(0, np.int64)
-        return segments, e, e, e, np.empty(0), np.empty(0), np.empty(0, np.bool_)
+        return segments, e, e, e, np.empty(0), np.empty(0), np.empty(0, np.bool_), NO_DEPTH_TABLE
     t0, _, _ = decision_clock(ts, r.local_ts, int(start_ns), venue.step_ns)
-    return segments, *local_at_decisions(
-        segments, r.local_ts, r.local_best_bid, r.local_best_ask, r.local_best_bid_qty, r.local_best_ask_qty,
-        r.local_synced, t0, venue.step_ns, STALE_NS,
-    )  # fmt: skip
+    local = local_at_decisions(segments, r.local_ts, r.local_best_bid, r.local_best_ask, r.local_best_bid_qty,
+                               r.local_best_ask_qty, r.local_synced, t0, venue.step_ns, STALE_NS)  # fmt: skip
+    depth = NO_DEPTH_TABLE
+    if depth_levels:
+        depth = depth_at_decisions(tape, local_times(tape, venue), local[0], depth_levels)
+    return segments, *local, depth
+
+
+# The depth table of a run that reads none: one empty row (grinder.sim.engine.DecisionInputs).
+NO_DEPTH_TABLE = np.zeros((1, 0, 4))
+
+
+def _check_depth(decisions: tuple, levels: int) -> None:
+    """Decision inputs given by a caller carry the book's depth a run reads (`decision_inputs`' depth_levels)."""
+    if len(decisions) != 8:
+        raise ConfigError("decisions: expected the 8 arrays decision_inputs returns")
+    have = decisions[7].shape[1] if decisions[7].shape[0] >= len(decisions[1]) else 0
+    if levels > have:
+        raise ConfigError(f"decisions carry {have} levels of the book's depth; this run reads {levels} (the "
+                          "strategy's depth_levels or the L2 guard's): pass depth_levels to "
+                          "decision_inputs")  # fmt: skip
 
 
 # A local book whose last event is older than this is stale at a decision (unsynced: decision 021):
@@ -385,6 +414,8 @@ def run_backtest(
     if start_ns is None:
         start_ns = tape.window_start_ns
     setup = _setup(tape.instrument, strategy, venue, max_targets, gates, latency, record, signals)
+    if decisions is not None:
+        _check_depth(decisions, setup.depth_levels)
     rep = prepare(tape, venue) if replay is None else replay
     c = np.ascontiguousarray  # no copy for tapes from load_tape; the engine is compiled for C layout
     local_book = LocalBook(rep.local_ts, rep.local_best_bid, rep.local_best_ask, rep.local_best_bid_qty,
@@ -398,7 +429,7 @@ def run_backtest(
             Levels(rep.level_rows, rep.level_ukeys, rep.level_starts, rep.reset_rows, rep.reset_sides, NO_KEYS, NO_QTY)
         ),  # fmt: skip
         tuple(local_book),
-        tuple(decision_inputs(tape, rep, venue, start_ns) if decisions is None else decisions),
+        tuple(decision_inputs(tape, rep, venue, start_ns, setup.depth_levels) if decisions is None else decisions),
         setup.signals,
         funding_settlements(tape),
         setup.latency,
@@ -440,6 +471,7 @@ class RunSetup:
     signals_source: str
     strategy_name: str
     gate_cfg: tuple
+    depth_levels: int  # levels a side of the local book the run reads at each decision (grinder.core.depth)
 
     def new_gates(self) -> tuple:
         """The Gates group with fresh state and zero counts (config, state, blocked, rules on, rules
@@ -455,7 +487,7 @@ class RunSetup:
     def fills_of(self, fill_cols: tuple) -> dict[str, np.ndarray]:
         """BacktestResult's `fills` of the engine's fill columns (copied: slices of the loop's buffers
         would keep them alive)."""
-        fts_exch, fts_local, fside, fpx, fqty, ffee, foid, flevel, fpos, freal = (a.copy() for a in fill_cols)
+        fts_exch, fts_local, fside, fpx, fqty, ffee, foid, flevel, fpos, freal, fmaker = (a.copy() for a in fill_cols)
         return {
             "ts_exch": fts_exch,
             "ts_local": fts_local,
@@ -463,7 +495,7 @@ class RunSetup:
             "price": fpx * self.instrument.tick_size,
             "price_ticks": fpx,
             "qty": fqty,
-            "maker": np.ones(len(fqty), np.bool_),  # quotes are post-only
+            "maker": fmaker,  # a resting quote's fill; False: one level of a taker order's walk
             "fee": ffee,
             "order_id": foid,
             "level": flevel,
@@ -531,6 +563,7 @@ def _setup(inst: Instrument, strategy, venue: VenueConfig, max_targets: int | No
     if latency is None:
         latency = LatencySeries.for_venue(venue)
     reuse = 0  # a bare kernel is called at every decision
+    depth_levels = needed_levels(strategy.depth_levels if isinstance(strategy, Strategy) else 0, gates)
     if isinstance(strategy, Strategy):
         max_targets = strategy.max_targets if max_targets is None else max_targets
         reuse = RECOMPUTE.index(strategy.recompute)
@@ -545,11 +578,13 @@ def _setup(inst: Instrument, strategy, venue: VenueConfig, max_targets: int | No
         lot=inst.lot_size,
         min_notional=inst.min_notional,
         maker_fee=inst.maker_fee if venue.maker_fee is None else venue.maker_fee,
+        taker_fee=inst.taker_fee if venue.taker_fee is None else venue.taker_fee,
         inverse=inst.contract == "inverse",
         contract_size=inst.contract_size,
         queue_model=RISK_AVERSE if venue.queue == "risk_averse" else PROB_POWER,
         queue_power=venue.queue_power,
         partial_fills=venue.partial_fills,
+        market_walk_ticks=venue.market_walk_ticks,
     )
     return RunSetup(
         instrument=inst,
@@ -563,6 +598,7 @@ def _setup(inst: Instrument, strategy, venue: VenueConfig, max_targets: int | No
         signals_source="" if signals is None else signals.source,
         strategy_name=getattr(strategy, "__name__", "strategy"),
         gate_cfg=gate_configs(gates),
+        depth_levels=depth_levels,
     )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 
 from grinder.sim.clock import advance
+from grinder.sim.taker import WALK_LEVELS
 
 MAX_TS = np.iinfo(np.int64).max
 
@@ -25,8 +26,9 @@ RING_COUNT, RING_HEAD, RING_LAST = 0, 1, 2
 # Local -> exchange, per message: when it arrives (ns), the order slot, REQ_NEW or REQ_CANCEL.
 Requests = namedtuple("Requests", "due slot request ring")
 # Exchange -> local, per message: when it arrives (ns), the order slot, its status (grinder.core.diff's
-# ST_* or RESP_*), the exchange time of the event (ns) and the quantity filled (base units or contracts).
-Responses = namedtuple("Responses", "due slot status exchange_ts qty ring")
+# ST_* or RESP_*), the exchange time of the event (ns), the quantity filled (base units or contracts) and
+# the price it filled at (ticks: a quote's own price, or the level a taker order took).
+Responses = namedtuple("Responses", "due slot status exchange_ts qty price ring")
 Bus = namedtuple("Bus", "requests responses")
 
 RESP_REJECTED = -1  # response status for a cancel that found no order
@@ -36,11 +38,13 @@ RESP_FILTERED = -3  # response status of a new order the venue's filters refused
 
 @njit(cache=True)
 def new_bus(cap):
-    """Empty buses for `cap` order slots (a slot has at most one request and two responses on the way)."""
+    """Empty buses for `cap` order slots: a slot has at most one request on the way, and two responses, or
+    for a taker order one per level it takes (at most WALK_LEVELS) and one for its end."""
     requests = Requests(np.full(cap, MAX_TS, np.int64), np.zeros(cap, np.int64), np.zeros(cap, np.int8),
                         np.zeros(3, np.int64))  # fmt: skip
-    responses = Responses(np.full(cap * 2, MAX_TS, np.int64), np.zeros(cap * 2, np.int64), np.zeros(cap * 2, np.int8),
-                          np.zeros(cap * 2, np.int64), np.zeros(cap * 2), np.zeros(3, np.int64))  # fmt: skip
+    n = cap * (WALK_LEVELS + 1)
+    responses = Responses(np.full(n, MAX_TS, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int8),
+                          np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64), np.zeros(3, np.int64))  # fmt: skip
     return Bus(requests, responses)
 
 

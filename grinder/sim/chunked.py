@@ -50,6 +50,7 @@ from grinder.errors import ConfigError, DataError
 from grinder.sim.backtest import (
     FILL_CAP,
     MAX_CLOCK_LEAD_NS,
+    NO_DEPTH_TABLE,
     STALE_NS,
     BacktestResult,
     LatencySeries,
@@ -287,6 +288,10 @@ def run_chunked(
     the buffers hold, the sink is told `fills_sink(None)` before it is handed every chunk's fills again.
     """
     setup = _setup(source.instrument, strategy, venue, max_targets, gates, latency, record, signals)
+    if setup.depth_levels:
+        raise ConfigError(f"{setup.strategy_name}: reads {setup.depth_levels} levels of the book at each decision (its "
+                          "depth_levels or the L2 guard's); a chunked run does not tabulate them yet: run the "
+                          "window whole")  # fmt: skip
     if start_ns is None:
         start_ns = source.window_start_ns
     facts = clock_facts(source, venue, int(start_ns))
@@ -378,7 +383,8 @@ def _run_once(source, setup, facts, funding, venue, start_ns, params, state_size
     params = np.array(params, np.float64)
     strategy_state = np.zeros(state_size)
     empty_i, empty_f = _ro(none_i)[0], _ro(none_f)[0]
-    decisions = (_ro(facts.segments)[0], empty_i, empty_i, empty_i, empty_f, empty_f, _ro(np.empty(0, np.bool_))[0])
+    decisions = (_ro(facts.segments)[0], empty_i, empty_i, empty_i, empty_f, empty_f, _ro(np.empty(0, np.bool_))[0],
+                 NO_DEPTH_TABLE)  # fmt: skip
     clock = (start_ns, venue.step_ns, STALE_NS)
     lat = _ro(*setup.latency)
     venue_group = Venue(*setup.venue)

@@ -44,9 +44,11 @@ from numba import njit, types
 
 from grinder.book.l2 import EMPTY
 from grinder.core.diff import REQ_CANCEL, REQ_NEW, ST_NONE, diff_scratch
-from grinder.core.gates import gates_active
+from grinder.core.gates import gates_active, refresh_settings
 from grinder.core.ledger import LEDGER_SIZE, POSITION, gate_inputs
+from grinder.core.order_kind import QUOTE
 from grinder.core.qrules import GTC as QR_GTC
+from grinder.core.qrules import IOC as QR_IOC
 from grinder.core.qrules import qr_new
 from grinder.core.step import decision_step, step_is_idle
 from grinder.core.strategy import BAND_MIN_STATE, STRATEGY_FN
@@ -112,10 +114,12 @@ Levels = _group("Levels", {"rows": _ro(_i64), "ukeys": _ro(_i64), "starts": _ro(
 LocalBook = _group("LocalBook", {"ts": _ro(_i64), "best_bid": _ro(_i64), "best_ask": _ro(_i64),
                                  "best_bid_qty": _ro(_f64), "best_ask_qty": _ro(_f64), "synced": _ro(_b)})  # fmt: skip
 # The steps taken (clock.decision_segments), then at each one the local events arrived and the local
-# book (clock.local_at_decisions, or empty: looked up as the loop goes).
+# book (clock.local_at_decisions, or empty: looked up as the loop goes), and the local book's first
+# levels at each (grinder.sim.local_depth, [decisions, N, 4]; one empty row [1, 0, 4] when none is read).
 DecisionInputs = _group("DecisionInputs", {"segments": _ro(_i64), "events": _ro(_i64), "best_bid": _ro(_i64),
                                            "best_ask": _ro(_i64), "best_bid_qty": _ro(_f64),
-                                           "best_ask_qty": _ro(_f64), "synced": _ro(_b)})  # fmt: skip
+                                           "best_ask_qty": _ro(_f64), "synced": _ro(_b),
+                                           "depth": types.Array(_f64, 3, "C")})  # fmt: skip
 # The strategy's signals (a model's outputs, Strategy.signals): from local time ts[i] (ns) on, the
 # kernel is given values[i * width:(i + 1) * width]. ts[0] is the clock's earliest time, so every
 # decision has a row (NaN until the first real one); width 0 for a strategy without signals.
@@ -126,11 +130,12 @@ Funding = _group("Funding", {"ts": _ro(_i64), "rate": _ro(_f64), "mark": _ro(_f6
 Latency = _group("Latency", {"ts": _ro(_i64), "entry_ns": _ro(_i64), "response_ns": _ro(_i64)})
 # The decision clock's start (ns; 0: the first event), step (ns), and the age (ns) past which the local book is stale.
 Clock = _group("Clock", {"start_ns": _i64, "step_ns": _i64, "stale_ns": _i64})
-# The venue's rules: tick and lot size, minimum notional (quote), maker fee (a fraction), inverse
-# contract and its size, queue model (grinder.sim.queue) and its power, partial fills.
-Venue = _group("Venue", {"tick": _f64, "lot": _f64, "min_notional": _f64, "maker_fee": _f64, "inverse": _b,
-                         "contract_size": _f64, "queue_model": _i64, "queue_power": _f64,
-                         "partial_fills": _b})  # fmt: skip
+# The venue's rules: tick and lot size, minimum notional (quote), maker and taker fee (fractions), inverse
+# contract and its size, queue model (grinder.sim.queue) and its power, partial fills, and how many ticks
+# through the touch a market order may take levels (0: no limit).
+Venue = _group("Venue", {"tick": _f64, "lot": _f64, "min_notional": _f64, "maker_fee": _f64, "taker_fee": _f64,
+                         "inverse": _b, "contract_size": _f64, "queue_model": _i64, "queue_power": _f64,
+                         "partial_fills": _b, "market_walk_ticks": _i64})  # fmt: skip
 # The gates (grinder.core.gates: config, state, intents blocked by reason) and the quantitative rules
 # (grinder.core.qrules: their gate on, config, state).
 Gates = _group("Gates", {"config": _ro(_f64), "state": _rw(_f64), "blocked": _rw(_i64), "rules_on": _b,
@@ -148,11 +153,12 @@ DECISION_STATE = np.dtype(
      ("kernel_bid_qty", np.float64), ("kernel_ask_qty", np.float64), ("kernel_position", np.float64)],
     align=True,
 )  # fmt: skip
-# The kernel's targets: side, price (ticks), quantity, level.
-Targets = namedtuple("Targets", "side price qty level")
+# The kernel's targets: side, price (ticks), quantity, level, kind (grinder.core.order_kind).
+Targets = namedtuple("Targets", "side price qty level kind")
 # The last targets the kernel returned (side, price, quantity), compared with new ones.
 LastTargets = namedtuple("LastTargets", "side price qty")
-# A step's intents: open quotes to cancel (indices into local_side.OpenQuotes), targets to place (into Targets).
+# A step's intents: open quotes to cancel (indices into local_side.OpenQuotes), targets to place (into
+# Targets): quotes, then taker orders (decision_step's `out_place`).
 Intents = namedtuple("Intents", "cancel place")
 # `diff`: the diff's hash tables, kept for the whole run (grinder.core.diff.diff_scratch).
 Decision = namedtuple("Decision", "state targets last_targets intents diff")
@@ -169,21 +175,23 @@ def _new_decision(cap, max_targets):
     initial.kernel_ask_qty = np.nan
     initial.kernel_position = np.nan
     targets = Targets(np.zeros(max_targets, np.int8), np.zeros(max_targets, np.int64), np.zeros(max_targets),
-                      np.zeros(max_targets, np.int64))  # fmt: skip
+                      np.zeros(max_targets, np.int64), np.zeros(max_targets, np.int8))  # fmt: skip
     last = LastTargets(np.zeros(max_targets, np.int8), np.zeros(max_targets, np.int64), np.zeros(max_targets))
     intents = Intents(np.zeros(cap, np.int64), np.zeros(max_targets, np.int64))
     return Decision(state, targets, last, intents, diff_scratch(max_targets))
 
 
 @njit(_nrt=False, inline="always")
-def decide(target, local_view, signals, strategy, params, strategy_state, max_targets, reuse, gates, gates_on, venue,
-           funding_paid, resting_live, local, decision, counters):  # fmt: skip
+def decide(target, local_view, signals, depth, strategy, params, strategy_state, max_targets, reuse, gates, gates_on,
+           refresh, venue, funding_paid, resting_live, local, decision, counters):  # fmt: skip
     """The decision at `target` (ns) on the local book (`local_side.book_at_decision`): the strategy's
     step, when it may change anything, through the gates and the rules.
 
-    `signals` is the kernel's row of signals for this decision (empty for a strategy without).
-    Returns (cancels, places, mid, equity, unit notional): the intents are in `decision.intents`; the
-    mid (quote) and equity (settle currency) as recorded (NaN without both sides of the book).
+    `signals` is the kernel's row of signals for this decision (empty for a strategy without), `depth`
+    the local book's first levels ([0, 4] when none is read); `refresh`: quote refresh is on.
+    Returns (cancels, places, taker orders, mid, equity, unit notional): the intents are in
+    `decision.intents`; the mid (quote) and equity (settle currency) as recorded (NaN without both sides
+    of the book).
     """
     bid, ask, bid_qty, ask_qty, synced = local_view
     local_state = local.state[0]
@@ -228,25 +236,28 @@ def decide(target, local_view, signals, strategy, params, strategy_state, max_ta
     # answer: `settled`), the diff would be empty.
     # A quote a gate held back last time is asked for again (as live does at every decision):
     # the gate may let it through now, with nothing else changed.
-    orders_changed = (local_state.touched and not decision_state.settled) or decision_state.gated_out
+    # With quote refresh on (a time to live, a refresh distance) the diff's answer moves with the clock
+    # and with where orders stand: diff at every decision, as live does.
+    orders_changed = (local_state.touched and not decision_state.settled) or decision_state.gated_out or refresh
     compare = decision_state.settled or not local_state.touched
     any_gate = gates_on or gates.rules_on
     blocked_before = gates.blocked.sum() if any_gate else 0
     last_nt = decision_state.last_targets
-    market = (target, bid, ask, bid_qty, ask_qty, venue.tick, venue.lot, position, equity, unit, signals)
+    market = (target, bid, ask, bid_qty, ask_qty, venue.tick, venue.lot, position, equity, unit, signals, depth)
     counts = (local_state.open_count, last_nt, decision_state.diff_stamp + 1)
     if step_is_idle(synced, fresh, orders_changed, gates_on, gates.rules_on, last_nt):
-        nt, nc, npl, diffed = (last_nt if synced else 0), 0, 0, False
+        nt, nc, npl, ntk, diffed = (last_nt if synced else 0), 0, 0, 0, False
     else:
         shown, orders, known = local.open_quotes, local.orders, local.known
-        t, p, out = decision.targets, decision.last_targets, decision.intents
+        p, out = decision.last_targets, decision.intents
         flags = (synced, fresh, orders_changed, compare, gates_on, gates.rules_on)
-        nt, nc, npl, diffed = decision_step(strategy, params, strategy_state, flags, market, counts, shown.side,
-                                            shown.price, shown.qty, orders.side, orders.price, known.status,
-                                            known.request, known.live, shown.slot, t.side, t.price, t.qty, t.level,
-                                            p.side, p.price, p.qty, out.cancel, out.place, gates.config, gates.state,
-                                            gates.rules_config, gates.rules_state, gates.blocked,
-                                            decision.diff)  # fmt: skip
+        nt, nc, npl, ntk, diffed = decision_step(strategy, params, strategy_state, flags, market, counts, shown.side,
+                                                 shown.price, shown.qty, orders.side, orders.price, known.status,
+                                                 known.request, known.live, orders.placed, shown.slot,
+                                                 decision.targets, p.side,
+                                                 p.price, p.qty, out.cancel, out.place, gates.config, gates.state,
+                                                 gates.rules_config, gates.rules_state, gates.blocked,
+                                                 decision.diff)  # fmt: skip
     if synced and fresh and (nt < 0 or nt > max_targets):
         raise ValueError("strategy kernel returned more targets than max_targets (or a negative count)")
     decision_state.last_targets = nt
@@ -257,16 +268,16 @@ def decide(target, local_view, signals, strategy, params, strategy_state, max_ta
         decision_state.settled = not gates_on
     local_state.touched = False
     if not have_mid:
-        return nc, npl, np.nan, np.nan, unit
-    return nc, npl, mid, equity, unit
+        return nc, npl, ntk, np.nan, np.nan, unit
+    return nc, npl, ntk, mid, equity, unit
 
 
 @njit(_nrt=False, inline="always")
-def send(target, nc, npl, unit, latency, rules_state, local, decision, bus, records):
-    """Put the decision's cancels and places on the request bus, all arriving together after the
-    entry latency from `target` (ns); a new order takes a free slot, and its record in the rules'
-    state (valued at `unit`, the unit notional the gates assumed)."""
-    if nc == 0 and npl == 0:
+def send(target, nc, npl, ntk, unit, latency, rules_state, local, decision, bus, records):
+    """Put the decision's cancels, places and taker orders on the request bus, all arriving together
+    after the entry latency from `target` (ns); a new order takes a free slot, and its record in the
+    rules' state (valued at `unit`, the unit notional the gates assumed)."""
+    if nc == 0 and npl == 0 and ntk == 0:
         return
     local_state = local.state[0]
     orders, known, requests = local.orders, local.known, bus.requests
@@ -281,27 +292,31 @@ def send(target, nc, npl, unit, latency, rules_state, local, decision, bus, reco
         orders.inflight[slot] += 1
         counters[COUNTER.cancelled] += 1
     targets = decision.targets
-    for pl in range(npl):
+    for pl in range(npl + ntk):
         j = decision.intents.place[pl]
         if local_state.free_slots == 0:
             decision.state[0].settled = False  # a target left unplaced
             break
+        taker = pl >= npl
         local_state.free_slots -= 1
         slot = local.free[local_state.free_slots]
         local_state.used_slots = max(local_state.used_slots, slot + 1)
         orders.side[slot], orders.price[slot], orders.qty[slot] = targets.side[j], targets.price[j], targets.qty[j]
         orders.level[slot] = targets.level[j]
+        orders.kind[slot] = targets.kind[j] if taker else QUOTE
+        orders.placed[slot] = target
         orders.id[slot] = local_state.next_order_id
         local_state.next_order_id += 1
         # Recorded as sent at the decision, valued at the mid (what the rules' gate assumed).
-        orders.rule_record[slot] = qr_new(rules_state, target, QR_GTC, targets.qty[j], targets.qty[j] * unit)
+        orders.rule_record[slot] = qr_new(rules_state, target, QR_IOC if taker else QR_GTC, targets.qty[j],
+                                          targets.qty[j] * unit)  # fmt: skip
         records.state[0].rules_moved = True
         known.live[slot], known.status[slot], known.request[slot] = True, ST_NONE, REQ_NEW
         known.leaves[slot] = targets.qty[j]
         k = push(requests.due, requests.ring, t_send)
         requests.slot[k], requests.request[k] = slot, REQ_NEW
         orders.inflight[slot] += 1
-        counters[COUNTER.placed] += 1
+        counters[COUNTER.takers if taker else COUNTER.placed] += 1
 
 
 @njit(_nrt=False, inline="always")
@@ -339,6 +354,8 @@ def _loop(t0, last_ts, rows, book, blocks, levels, local_book, decisions, signal
         signal_row = carry[CARRY_SIGNAL_ROW]
     width, n_signals = signals.width, signals.ts.shape[0]
     final = pause_at == MAX_TS
+    ttl_ns, near_ticks = refresh_settings(gates.config)
+    refresh = ttl_ns > 0 or near_ticks > 0
     carry[CARRY_STATE] = CARRY_ENDED
     while True:
         if target > pause_at:
@@ -362,10 +379,13 @@ def _loop(t0, last_ts, rows, book, blocks, levels, local_book, decisions, signal
         while signal_row + 1 < n_signals and signals.ts[signal_row + 1] <= target:
             signal_row += 1
         row = signals.values[signal_row * width : (signal_row + 1) * width]
-        nc, npl, mid, equity, unit = decide(target, local_view, row, strategy, params, strategy_state, max_targets,
-                                            reuse, gates, gates_on, venue, exchange.state[0].funding_paid,
-                                            exchange.resting.live, local, decision, records.counters)  # fmt: skip
-        send(target, nc, npl, unit, latency, gates.rules_state, local, decision, bus, records)
+        # Tabulated by decision (next_decision has moved past this one); a table of one empty row for none.
+        depth = decisions.depth[min(local.state[0].next_decision - 1, decisions.depth.shape[0] - 1)]
+        nc, npl, ntk, mid, equity, unit = decide(target, local_view, row, depth, strategy, params, strategy_state,
+                                                 max_targets, reuse, gates, gates_on, refresh, venue,
+                                                 exchange.state[0].funding_paid, exchange.resting.live, local,
+                                                 decision, records.counters)  # fmt: skip
+        send(target, nc, npl, ntk, unit, latency, gates.rules_state, local, decision, bus, records)
         shown = local.state[0]
         record_step(records, target, mid, equity, local.ledger, shown.open_count, shown.quote_bid, shown.quote_ask,
                     strategy_state, gates.rules_state, gates.rules_config)  # fmt: skip
@@ -388,8 +408,8 @@ def _signature():
 # The modules whose compiled code `run` holds (its steps are inlined into it): numba keys its
 # on-disk cache by run's own file only, so a digest of them is part of run's cache key.
 _INLINED = ("sim/engine.py", "sim/bus.py", "sim/clock.py", "sim/exchange_side.py", "sim/local_side.py",
-            "sim/records.py", "sim/queue.py", "sim/replay.py", "core/step.py", "core/diff.py", "core/gates.py",
-            "core/qrules.py", "core/ledger.py")  # fmt: skip
+            "sim/records.py", "sim/queue.py", "sim/replay.py", "sim/taker.py", "core/step.py", "core/diff.py",
+            "core/gates.py", "core/qrules.py", "core/ledger.py", "core/order_kind.py")  # fmt: skip
 _ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -25,6 +25,7 @@ from numba import njit
 from grinder.book.l2 import ASK, BID, EMPTY
 from grinder.core.diff import REQ_NEW, ST_CANCELED, ST_EXPIRED, ST_FILLED, ST_NEW
 from grinder.core.ledger import notional, quote_notional
+from grinder.core.order_kind import IOC, KIND_MASK, QUOTE, REDUCE_ONLY
 from grinder.data.schema import BOOK_RESET, BOOK_SNAPSHOT
 from grinder.data.tape import EV_TRADE
 from grinder.sim.bus import MAX_TS, RESP_FILTERED, RESP_PARTIAL, RESP_REJECTED, arrival, pop, push, top
@@ -32,6 +33,12 @@ from grinder.sim.clock import advance
 from grinder.sim.queue import filled_qty, on_depth, on_trade
 from grinder.sim.records import COUNTER, record_funding
 from grinder.sim.replay import _first_at_or_after, level_key, level_of, qty_at_cursor
+from grinder.sim.taker import MARKET_BUY, MARKET_SELL, TAKE_EXHAUSTED, TAKE_FILLED, TAKEN_LEVELS, WALK_LEVELS, walk_book
+from grinder.sim.taker import touch_before as _touch_before
+
+# The walk and the touch inlined into the loop, which runs without reference counting (decision 030).
+walk = njit(_nrt=False, inline="always")(walk_book.py_func)
+touch_before = njit(_nrt=False, inline="always")(_touch_before.py_func)
 
 LEVEL_CACHE = 1024  # entries of the cache of price levels (a power of two)
 BLOCK_SHIFT = 4  # rows per block: 16
@@ -59,7 +66,11 @@ PriceIndex = namedtuple("PriceIndex", "price slot count")
 # The price levels of recent placements, direct-mapped by price (level_key values, the lowest int64
 # being no level's, and their levels); per level of the tape, where its last search for a queue ended.
 LevelCache = namedtuple("LevelCache", "key level search_end")
-ExchangeSide = namedtuple("ExchangeSide", "state resting index level_cache")
+# Taker orders' walks (grinder.sim.taker): the depth our takes consumed in the current book state, as
+# level keys and quantities, how many, and the market row that state is before (-1: none yet); a walk's
+# output, price (ticks) and quantity per level; an empty array (walk_book's out_avail, not wanted).
+TakerScratch = namedtuple("TakerScratch", "taken_key taken_qty taken_n taken_row out_px out_qty no_avail")
+ExchangeSide = namedtuple("ExchangeSide", "state resting index level_cache taker")
 
 
 @njit(cache=True)
@@ -71,7 +82,10 @@ def new_exchange_side(cap, n_levels):
     # A grid quotes the same few hundred prices again and again: a hit saves a binary search over
     # every level of the tape.
     level_cache = new_level_cache(n_levels)
-    return ExchangeSide(np.zeros(1, EXCHANGE_STATE), resting, index, level_cache)
+    taker = TakerScratch(np.zeros(TAKEN_LEVELS, np.int64), np.zeros(TAKEN_LEVELS), np.zeros(1, np.int64),
+                         np.full(1, -1, np.int64), np.zeros(WALK_LEVELS, np.int64), np.zeros(WALK_LEVELS),
+                         np.zeros(0))  # fmt: skip
+    return ExchangeSide(np.zeros(1, EXCHANGE_STATE), resting, index, level_cache, taker)
 
 
 @njit(cache=True)
@@ -142,10 +156,12 @@ def index_remove_at(index, s, i):
 
 
 @njit(_nrt=False, inline="always")
-def respond(responses, latency, slot, status, exchange_ts, qty, inflight):
-    """Send the local side the response to an event of the order in `slot` at `exchange_ts` (ns)."""
+def respond(responses, latency, slot, status, exchange_ts, qty, price, inflight):
+    """Send the local side the response to an event of the order in `slot` at `exchange_ts` (ns); a
+    fill's quantity and price (ticks)."""
     k = push(responses.due, responses.ring, arrival(responses.ring, exchange_ts, latency.ts, latency.response_ns))
-    responses.slot[k], responses.status[k], responses.exchange_ts[k], responses.qty[k] = slot, status, exchange_ts, qty
+    responses.slot[k], responses.status[k], responses.exchange_ts[k] = slot, status, exchange_ts
+    responses.qty[k], responses.price[k] = qty, price
     inflight[slot] += 1
 
 
@@ -161,7 +177,7 @@ def execute(slot, ts, q, full, exchange, orders, responses, latency, counters):
         resting.live[slot] = False
         resting.leaves[slot] = 0.0
     exchange.state[0].position += q if orders.side[slot] > 0 else -q
-    respond(responses, latency, slot, ST_FILLED if full else RESP_PARTIAL, ts, q, orders.inflight)
+    respond(responses, latency, slot, ST_FILLED if full else RESP_PARTIAL, ts, q, orders.price[slot], orders.inflight)
     counters[COUNTER.fills] += 1
     if not full:
         counters[COUNTER.partial_fills] += 1
@@ -341,7 +357,7 @@ def cancel_all(i, rows, exchange, orders, responses, latency, counters):
             index_remove_at(index, o, index.count[o] - 1)
             resting.live[slot] = False
             resting.leaves[slot] = 0.0
-            respond(responses, latency, slot, ST_CANCELED, rows.ts_exch[i], 0.0, orders.inflight)
+            respond(responses, latency, slot, ST_CANCELED, rows.ts_exch[i], 0.0, 0, orders.inflight)
             counters[COUNTER.unsynced_orders] += 1
 
 
@@ -392,7 +408,64 @@ def accept(slot, row, book, blocks, exchange, orders, counters):
 
 
 @njit(_nrt=False, inline="always")
-def arrive(t, k, row, book, blocks, exchange, orders, bus, latency, venue, counters):
+def take(t, slot, row, rows, book, levels, exchange, orders, responses, latency, venue, counters):
+    """The taker order (IOC or market, grinder.core.order_kind) in `slot` arrives at t, after rows [0, row):
+    it walks the book (grinder.sim.taker.walk_book) and every level it takes is a fill at that level's
+    price, answered one by one; the rest expires (a market order's, too, past `venue.market_walk_ticks`
+    ticks through the touch, when set). Reduce-only: cut to the position held here, refused
+    when there is none on the other side. The minimum notional (at the limit; a market order's at the
+    touch) does not apply to reduce-only orders. Our takes stay taken while the book state lasts."""
+    state = exchange.state[0]
+    side = orders.side[slot]
+    kind = orders.kind[slot]
+    want = orders.qty[slot]
+    if kind & REDUCE_ONLY:
+        if state.position * side >= 0.0 or abs(state.position) < 0.5 * venue.lot:
+            counters[COUNTER.rejected] += 1
+            respond(responses, latency, slot, RESP_FILTERED, t, 0.0, 0, orders.inflight)
+            return
+        want = min(want, abs(state.position))
+    if row == 0 or not book.synced[row - 1]:
+        counters[COUNTER.unsynced_orders] += 1  # no book to take from (decision 021)
+        respond(responses, latency, slot, ST_EXPIRED, t, 0.0, 0, orders.inflight)
+        return
+    touch = touch_before(book.best_bid, book.best_ask, side, row)
+    if (kind & KIND_MASK) == IOC:
+        limit = orders.price[slot]
+    elif venue.market_walk_ticks > 0 and touch != EMPTY:
+        limit = touch + side * venue.market_walk_ticks  # inclusive
+    else:
+        limit = MARKET_BUY if side > 0 else MARKET_SELL
+    priced = orders.price[slot] if (kind & KIND_MASK) == IOC else touch
+    if (not kind & REDUCE_ONLY and priced != EMPTY
+            and quote_notional(want, priced * venue.tick, venue.inverse, venue.contract_size)
+            < venue.min_notional * (1.0 - 1e-12)):  # fmt: skip
+        counters[COUNTER.rejected] += 1
+        respond(responses, latency, slot, RESP_FILTERED, t, 0.0, 0, orders.inflight)
+        return
+    tk = exchange.taker
+    if tk.taken_row[0] != row:  # another book state: what earlier takes consumed is back
+        tk.taken_n[0] = 0
+        tk.taken_row[0] = row
+    n, _, status = walk(levels.rows, levels.ukeys, levels.starts, levels.reset_rows, levels.reset_sides, rows.qty,
+                        levels.init_keys, levels.init_qty, row, side, touch, limit, want, tk.taken_key, tk.taken_qty,
+                        tk.taken_n, tk.out_px, tk.out_qty, tk.no_avail, True)  # fmt: skip
+    for i in range(n):
+        q = tk.out_qty[i]
+        state.position += q if side > 0 else -q
+        last = i == n - 1 and status == TAKE_FILLED
+        respond(responses, latency, slot, ST_FILLED if last else RESP_PARTIAL, t, q, tk.out_px[i], orders.inflight)
+        counters[COUNTER.fills] += 1
+    if status != TAKE_FILLED:
+        if status == TAKE_EXHAUSTED:
+            counters[COUNTER.taker_expired] += 1
+        else:
+            counters[COUNTER.walk_capped] += 1
+        respond(responses, latency, slot, ST_EXPIRED, t, 0.0, 0, orders.inflight)
+
+
+@njit(_nrt=False, inline="always")
+def arrive(t, k, row, rows, book, blocks, levels, exchange, orders, bus, latency, venue, counters):
     """The request at the head of the request bus (index k) arrives at the exchange at t, after rows
     [0, row); its response goes out."""
     requests = bus.requests
@@ -401,6 +474,9 @@ def arrive(t, k, row, book, blocks, exchange, orders, bus, latency, venue, count
     pop(requests.due, requests.ring)
     orders.inflight[slot] -= 1
     lots = orders.qty[slot] / venue.lot
+    if request == REQ_NEW and orders.kind[slot] != QUOTE and abs(lots - round(lots)) <= 1e-9 and lots >= 0.5:
+        take(t, slot, row, rows, book, levels, exchange, orders, bus.responses, latency, venue, counters)
+        return
     if request == REQ_NEW and (
         lots < 0.5
         or abs(lots - round(lots)) > 1e-9
@@ -420,7 +496,7 @@ def arrive(t, k, row, book, blocks, exchange, orders, bus, latency, venue, count
     else:
         status = RESP_REJECTED
         counters[COUNTER.cancel_rejected] += 1
-    respond(bus.responses, latency, slot, status, t, 0.0, orders.inflight)
+    respond(bus.responses, latency, slot, status, t, 0.0, 0, orders.inflight)
 
 
 @njit(_nrt=False, inline="always")
@@ -454,7 +530,8 @@ def exchange_until(target, rows, book, blocks, levels, funding, latency, venue, 
                 cancel_all(row, rows, exchange, orders, bus.responses, latency, counters)
             row += 1
         elif request_ts <= target and request_ts != MAX_TS:
-            arrive(request_ts, request_at, row, book, blocks, exchange, orders, bus, latency, venue, counters)
+            arrive(request_ts, request_at, row, rows, book, blocks, levels, exchange, orders, bus, latency, venue,
+                   counters)  # fmt: skip
             request_ts, request_at = top(requests.due, requests.ring)
         else:
             break
@@ -488,7 +565,15 @@ def queues_to_chunk_end(rows, book, levels, exchange, orders, venue):
 @njit(cache=True)
 def queues_from_chunk_start(levels, exchange, orders, first_row):
     """At the start of the next chunk, after `queues_to_chunk_end`: each resting order's level rows
-    in this chunk from `first_row` on (the rows before it were applied in the last chunk)."""
+    in this chunk from `first_row` on (the rows before it were applied in the last chunk). Depth taker
+    orders consumed after the last chunk's last row stays consumed: that book state is the one before
+    `first_row` (call this before moving `next_row` there); any other is gone."""
+    tk = exchange.taker
+    if tk.taken_row[0] == exchange.state[0].next_row:
+        tk.taken_row[0] = first_row
+    else:
+        tk.taken_n[0] = 0
+        tk.taken_row[0] = -1
     index, resting = exchange.index, exchange.resting
     for s in range(2):
         for j in range(index.count[s]):

@@ -21,6 +21,7 @@ from numba import njit
 from grinder.book.l2 import EMPTY
 from grinder.core.diff import REQ_NONE, ST_CANCELED, ST_EXPIRED, ST_FILLED, ST_NEW, had_target
 from grinder.core.ledger import book_fill, quote_notional
+from grinder.core.order_kind import QUOTE
 from grinder.core.qrules import CANCELLED as QR_CANCELLED
 from grinder.core.qrules import EXPIRED as QR_EXPIRED
 from grinder.core.qrules import FILLED as QR_FILLED
@@ -30,10 +31,11 @@ from grinder.sim.bus import RESP_FILTERED, RESP_PARTIAL, RESP_REJECTED, pop, top
 from grinder.sim.clock import advance
 from grinder.sim.records import record_fill
 
-# Per order slot, as sent (what both sides know of the order): side (+1 buy, -1 sell), price (ticks),
-# quantity, the strategy's level, its id; its record in the quantitative rules' state, and how many
-# messages about it are on the buses.
-Orders = namedtuple("Orders", "side price qty level id rule_record inflight")
+# Per order slot, as sent (what both sides know of the order): side (+1 buy, -1 sell), price (ticks; an
+# IOC's limit), quantity, the strategy's level, its id, its kind (grinder.core.order_kind), when it was
+# sent (local ns); its record in the quantitative rules' state, and how many messages about it are on
+# the buses.
+Orders = namedtuple("Orders", "side price qty level id kind placed rule_record inflight")
 # Per order slot, as the local side knows it: tracked, last known status (grinder.core.diff ST_*), the
 # request on its way (REQ_*), quantity left.
 Known = namedtuple("Known", "live status request leaves")
@@ -65,7 +67,8 @@ def new_local_side(cap, ledger_size):
     initial.quote_ask = EMPTY
     initial.free_slots = cap
     orders = Orders(np.zeros(cap, np.int8), np.zeros(cap, np.int64), np.zeros(cap), np.zeros(cap, np.int64),
-                    np.zeros(cap, np.int64), np.zeros(cap, np.int64), np.zeros(cap, np.int64))  # fmt: skip
+                    np.zeros(cap, np.int64), np.zeros(cap, np.int8), np.zeros(cap, np.int64), np.zeros(cap, np.int64),
+                    np.zeros(cap, np.int64))  # fmt: skip
     known = Known(np.zeros(cap, np.bool_), np.zeros(cap, np.int8), np.zeros(cap, np.int8), np.zeros(cap))
     shown = OpenQuotes(np.zeros(cap, np.int8), np.zeros(cap, np.int64), np.zeros(cap), np.zeros(cap, np.int64))
     free = np.arange(cap - 1, -1, -1).astype(np.int64)
@@ -97,7 +100,9 @@ def deliver_responses(target, responses, resting_live, local, decision, venue, r
         pop(responses.due, responses.ring)
         state.touched = True
         state.dirty = True
-        if decision_state.settled:
+        maker = orders.kind[slot] == QUOTE
+        # A taker order is never a target of the diff: what becomes of it cannot change the diff's answer.
+        if decision_state.settled and maker:
             if status == RESP_PARTIAL:
                 relevant = False  # the quote stays, with its price and state
             elif status == RESP_REJECTED:
@@ -120,15 +125,16 @@ def deliver_responses(target, responses, resting_live, local, decision, venue, r
             qr_end(rules_state, rule_record, arrived, QR_EXPIRED)
         if status == ST_FILLED or status == RESP_PARTIAL:
             q = responses.qty[k]
-            price = orders.price[slot] * venue.tick
+            ticks = responses.price[k]  # a taker order's fills are at the levels it took
+            price = ticks * venue.tick
             value = abs(quote_notional(q, price, venue.inverse, venue.contract_size))
             qr_fill(rules_state, rule_record, arrived, q, value)
             if status == ST_FILLED:
                 qr_end(rules_state, rule_record, arrived, QR_FILLED)
-            fee = book_fill(local.ledger, orders.side[slot], price, q, venue.maker_fee, venue.inverse,
-                            venue.contract_size)  # fmt: skip
-            if not record_fill(records, responses.exchange_ts[k], arrived, orders.side[slot], orders.price[slot], q,
-                               fee, orders.id[slot], orders.level[slot], local.ledger):  # fmt: skip
+            fee = book_fill(local.ledger, orders.side[slot], price, q, venue.maker_fee if maker else venue.taker_fee,
+                            venue.inverse, venue.contract_size)  # fmt: skip
+            if not record_fill(records, responses.exchange_ts[k], arrived, orders.side[slot], ticks, q, fee,
+                               orders.id[slot], orders.level[slot], local.ledger, maker):  # fmt: skip
                 return False
             known.leaves[slot] -= q
             if status == ST_FILLED:
@@ -193,6 +199,8 @@ def show_open_quotes(local, resting_live):
             known.live[s] = False
             if not resting_live[s] and orders.inflight[s] == 0:
                 free_slot(local, s)
+        elif orders.kind[s] != QUOTE:
+            continue  # a taker order on its way or taking: not a quote the strategy can keep or cancel
         else:
             shown.slot[m] = s
             shown.side[m], shown.price[m], shown.qty[m] = orders.side[s], orders.price[s], known.leaves[s]

@@ -20,8 +20,11 @@ from grinder.core.qrules import qr_ratios
 # Counters returned by the loop, in this order.
 # unsynced_orders: orders the venue dropped because the book was not synced (expired on arrival, or
 # cancelled at a reset); unsynced_decisions: decisions taken on an unsynced book (kernel not called).
+# takers: taker orders (IOC, market) sent; taker_expired: those whose rest expired unfilled (no depth left
+# within the limit); walk_capped: those that stopped at WALK_LEVELS levels with depth left (the rest expired).
 COUNTERS = ("placed", "cancelled", "expired", "cancel_rejected", "fills", "exchange_events", "decisions", "rejected",
-            "partial_fills", "unsynced_orders", "unsynced_decisions")  # fmt: skip
+            "partial_fills", "unsynced_orders", "unsynced_decisions", "takers", "taker_expired",
+            "walk_capped")  # fmt: skip
 COUNTER = namedtuple("Counter", COUNTERS)(*range(len(COUNTERS)))  # each counter's slot, by name
 
 QR_SAMPLE_NS = 1_000_000_000  # the quantitative rules are read at least this often (and after every order event)
@@ -34,8 +37,9 @@ RECORDS_STATE = np.dtype(
     align=True,
 )  # fmt: skip
 # Per fill: exchange and local time (ns), side (+1 buy, -1 sell), price (ticks), quantity, fee (settle
-# currency), order id, the strategy's level, and the local ledger's position and realized PnL after it.
-Fills = namedtuple("Fills", "ts_exch ts_local side price qty fee order_id level position realized")
+# currency), order id, the strategy's level, the local ledger's position and realized PnL after it, and
+# whether it was a maker fill (a resting quote) or a taker one (one level of an IOC or market order's walk).
+Fills = namedtuple("Fills", "ts_exch ts_local side price qty fee order_id level position realized maker")
 # Per decision step: time (ns), mid (quote), equity (settle currency); with all_steps also the ledger's
 # position, cash, fees and realized PnL, open orders, our innermost open quotes (ticks, EMPTY if none),
 # the strategy's state[0] (its controller mode, if it has one) and the rules' ratios and counts (qrules.OUT).
@@ -51,7 +55,8 @@ def new_records(fill_cap, n_steps, n_funding, all_steps):
     """Empty records for up to `fill_cap` fills, `n_steps` decision steps and `n_funding` settlements."""
     fills = Fills(np.empty(fill_cap, np.int64), np.empty(fill_cap, np.int64), np.empty(fill_cap, np.int8),
                   np.empty(fill_cap, np.int64), np.empty(fill_cap), np.empty(fill_cap), np.empty(fill_cap, np.int64),
-                  np.empty(fill_cap, np.int64), np.empty(fill_cap), np.empty(fill_cap))  # fmt: skip
+                  np.empty(fill_cap, np.int64), np.empty(fill_cap), np.empty(fill_cap),
+                  np.empty(fill_cap, np.bool_))  # fmt: skip
     steps = new_steps(n_steps, all_steps)
     funding = FundingPayments(np.zeros(n_funding, np.int64), np.zeros(n_funding), np.zeros(n_funding))
     return Records(np.zeros(1, RECORDS_STATE), fills, steps, funding, np.zeros(len(QR_OUT)),
@@ -74,7 +79,7 @@ def record_funding(funding, k, ts, position, amount):
 
 
 @njit(_nrt=False, inline="always")
-def record_fill(records, ts_exch, ts_local, side, price, qty, fee, order_id, level, ledger):
+def record_fill(records, ts_exch, ts_local, side, price, qty, fee, order_id, level, ledger, maker):
     """Record a fill after the ledger booked it; False when the buffers are full (the run stops)."""
     state = records.state[0]
     nf = state.fills
@@ -92,6 +97,7 @@ def record_fill(records, ts_exch, ts_local, side, price, qty, fee, order_id, lev
     fills.level[nf] = level
     fills.position[nf] = ledger[POSITION]
     fills.realized[nf] = ledger[REALIZED]
+    fills.maker[nf] = maker
     state.fills = nf + 1
     return True
 
@@ -141,7 +147,7 @@ def recorded(records, settlements):
     nf, ns, fi = state.fills, state.steps, settlements
     f, s, p = records.fills, records.steps, records.funding
     fills = (f.ts_exch[:nf], f.ts_local[:nf], f.side[:nf], f.price[:nf], f.qty[:nf], f.fee[:nf], f.order_id[:nf],
-             f.level[:nf], f.position[:nf], f.realized[:nf])  # fmt: skip
+             f.level[:nf], f.position[:nf], f.realized[:nf], f.maker[:nf])  # fmt: skip
     steps = (s.ts[:ns], s.mid[:ns], s.position[:ns], s.cash[:ns], s.fees[:ns], s.realized[:ns], s.equity[:ns],
              s.open_orders[:ns], s.quote_bid[:ns], s.quote_ask[:ns], s.mode[:ns])  # fmt: skip
     return fills, steps, (p.ts[:fi], p.position[:fi], p.amount[:fi]), (s.rules[:, :ns], records.rules_max)

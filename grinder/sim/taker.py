@@ -43,6 +43,11 @@ TAKE_EXHAUSTED = 1  # no more visible depth within the limit (or no touch): an I
 TAKE_OUT_FULL = 2  # out_px / out_qty are full and depth within the limit remains
 TAKE_TABLE_FULL = 3  # the consumed-depth table has no room for another level (commit=True only)
 DUST = 1e-12  # a quantity at most this share of its whole counts as zero (module docstring)
+# The most levels one taker order takes in the backtest engine: the rest of it expires, counted as
+# `walk_capped` (grinder.sim.records). The response bus holds one message per level taken.
+WALK_LEVELS = 128
+# Levels one book state's walks may take together (the consumed-depth table of the engine).
+TAKEN_LEVELS = 4 * WALK_LEVELS
 
 
 @njit(cache=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grinder.core.depth import needed_levels
 from grinder.errors import ConfigError
 from grinder.progress import Progress
 from grinder.settings import default_lake, parse_time, read_settings, venue_and_gates
@@ -345,7 +346,8 @@ def _track_sweep(parent, folder, study, summary, g, spans, load, venue_cfg, gate
             tape = load(span)
             replay = prepare(tape, venue_cfg)  # one replay and block summary serve every child run of the span
             blocks = row_blocks(tape, replay)
-            decisions = decision_inputs(tape, replay, venue_cfg, span.start_ns)
+            decisions = decision_inputs(tape, replay, venue_cfg, span.start_ns,
+                                        needed_levels(strat.depth_levels, gates_cfg))  # fmt: skip
             selection = {**summary["selection"], "start_ns": span.start_ns, "end_ns": span.end_ns}
             for rank, set_no in enumerate(chosen["set"].head(children).tolist(), start=1):
                 params = g.sets[set_no]

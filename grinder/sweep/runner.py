@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel
 
+from grinder.core.depth import needed_levels
 from grinder.core.gates import GateConfig
 from grinder.core.strategy import Strategy, compile_kernel
 from grinder.data.tape import Tape
@@ -94,7 +95,7 @@ def run_window(
     latency = LatencySeries.for_venue(venue) if latency is None else latency  # read a latency file once, not per set
     rep = prepare(tape, venue) if replay is None else replay
     blocks = row_blocks(tape, rep)
-    decisions = decision_inputs(tape, rep, venue, start_ns)
+    decisions = decision_inputs(tape, rep, venue, start_ns, needed_levels(strategy.depth_levels, gates))
     lo = start_ns if start_ns > 0 else int(min(tape.ts_exch[0], rep.local_ts[0])) if len(tape) else 0
     hi = int(max(tape.ts_exch[-1], rep.local_ts[-1])) if len(tape) else lo
     grid_ns = np.unique(np.linspace(lo, hi, grid_points).astype(np.int64))

@@ -7,9 +7,9 @@ in one compiled pass: a resting buy fills at its own price in full when the best
 ahead of it has traded (`grinder.sim.queue`, risk-averse or probabilistic), in full or, with
 partial fills on, by the traded quantity beyond the queue in whole lots. Orders are post-only
 (GTX): one that would cross on arrival is rejected; one breaking the filters (tick, lot, minimum
-notional) is rejected with the venue's error code. The one other kind taken is an immediate-or-cancel
-limit order (`take`, reduce-only or not): what closes a position, filled against the displayed depth
-at once. Money goes through `grinder.core.ledger`.
+notional) is rejected with the venue's error code. The other kinds taken are taker orders (`take`,
+reduce-only or not): an immediate-or-cancel limit order and a market order, filled against the
+displayed depth at once, level by level, with the taker fee. Money goes through `grinder.core.ledger`.
 
 Everything here is synchronous and deterministic; the server (`grinder.venue.server`) owns the
 clock, the sockets and the faults. Prices are int64 ticks inside, quantities base units.
@@ -41,6 +41,8 @@ BAD_CLIENT_ID = (-4015, "Client order id is not valid.")
 # The backtester models post-only quotes only; other orders are refused rather than mis-filled.
 POST_ONLY_ONLY = (-1115, "Invalid timeInForce: this venue emulator takes post-only (GTX) limit orders only.")
 REDUCE_ONLY_REJECTED = (-2022, "ReduceOnly Order is rejected.")
+BAD_SIDE = (-1117, "Invalid side.")
+NOT_REQUIRED = (-1106, "Parameter '{}' sent when not required.")
 _CLIENT_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 
 
@@ -70,6 +72,12 @@ class Order:
     created_ns: int = 0
     updated_ns: int = 0
     reduce_only: bool = False
+    type: str = "LIMIT"  # or MARKET (price_ticks 0: none)
+
+    @property
+    def takes(self) -> bool:
+        """Whether it took liquidity (an IOC or a market order): its fills are the taker's."""
+        return self.tif == "IOC" or self.type == "MARKET"
 
     @property
     def leaves(self) -> float:
@@ -108,6 +116,9 @@ class Exchange:
     queue_power: float = 2.0
     partial_fills: bool = False
     maker_fee: float | None = None
+    # How far a market order may walk from the touch, in ticks (0: no bound; the sim's market_walk_ticks):
+    # levels beyond it are not taken and the rest expires.
+    market_walk_ticks: int = 0
     orders: dict[int, Order] = field(default_factory=dict)  # every order, in any state
     by_client: dict[str, int] = field(default_factory=dict)
     next_id: int = 1
@@ -242,38 +253,52 @@ class Exchange:
         del self.resting[o.order_id]
         return OrderEvent(o, "CANCELED", CANCELED, ts_ns)
 
-    def take(self, client_id: str, side: int, price_ticks: int, qty: float, reduce_only: bool,
+    def take(self, client_id: str, side: int, price_ticks: int | None, qty: float, reduce_only: bool,
              ts_ns: int) -> list[OrderEvent]:  # fmt: skip
-        """An immediate-or-cancel limit order: fills against the book's levels up to its price, the rest expires.
+        """A taker order: an immediate-or-cancel limit order up to `price_ticks`, or a market order (None).
 
-        What closes a position (the adapter's flatten), not a quote: it takes the displayed depth
-        level by level at each level's price and pays the taker fee; the replayed book does not lose
-        what it took (the next rows are the recorded market's). Reduce-only: clipped to the position
-        and refused (-2022) when there is none on the other side. Returns the order's events: a
+        It takes the displayed depth level by level at each level's price and pays the taker fee
+        (an IOC closes a position for the adapter's flatten; a strategy sends either kind); the
+        replayed book does not lose what it took (the next rows are the recorded market's). A market
+        order walks until it is filled or the side runs out (or `market_walk_ticks` from the touch).
+        Reduce-only: clipped to the position and refused (-2022) when there is none on the other side;
+        it is exempt from the minimum notional, which a market order is checked against at the touch
+        it takes (an empty side: not checked, and it expires). Returns the order's events: NEW, a
         TRADE per level, then EXPIRED for a remainder.
         """
         inst = self.instrument
+        market = price_ticks is None
         if not _CLIENT_ID.fullmatch(client_id):
             raise Rejected(*BAD_CLIENT_ID)
         lots = qty / inst.lot_size
-        if qty <= 0 or abs(lots - round(lots)) > 1e-9:
+        if not qty > 0 or abs(lots - round(lots)) > 1e-9:
             raise Rejected(*BAD_QTY)
+        bb, ba = self.best()
+        touch = ba if side > 0 else bb
+        limit = price_ticks
+        if market:
+            limit = EMPTY if touch == EMPTY or not self.market_walk_ticks else touch + side * self.market_walk_ticks
         pos = float(self.led[POSITION])
         if reduce_only:
             if pos * side >= 0 or abs(pos) < 0.5 * inst.lot_size:
                 raise Rejected(*REDUCE_ONLY_REJECTED)
             qty = min(qty, abs(pos))
-        elif qty * price_ticks * inst.tick_size < inst.min_notional * (1 - 1e-12):
-            raise Rejected(MIN_NOTIONAL[0], MIN_NOTIONAL[1].format(f"{inst.min_notional:g}"))
-        o = Order(self.next_id, client_id, side, int(price_ticks), float(qty), "IOC", created_ns=ts_ns,
-                  updated_ns=ts_ns, reduce_only=reduce_only)  # fmt: skip
+        else:
+            value_ticks = touch if market else price_ticks
+            if value_ticks != EMPTY and qty * value_ticks * inst.tick_size < inst.min_notional * (1 - 1e-12):
+                raise Rejected(MIN_NOTIONAL[0], MIN_NOTIONAL[1].format(f"{inst.min_notional:g}"))
+        o = Order(self.next_id, client_id, side, 0 if market else int(price_ticks), float(qty),
+                  "GTC" if market else "IOC", created_ns=ts_ns, updated_ns=ts_ns, reduce_only=reduce_only,
+                  type="MARKET" if market else "LIMIT")  # fmt: skip
         self.next_id += 1
         self.orders[o.order_id] = o
         self.by_client[client_id] = o.order_id
         events = [OrderEvent(o, "NEW", NEW, ts_ns)]
         bids, asks = self.depth(1000)
         for px, avail in asks if side > 0 else bids:
-            if o.leaves <= 0.5 * inst.lot_size or (px > price_ticks if side > 0 else px < price_ticks):
+            if o.leaves <= 0.5 * inst.lot_size:
+                break
+            if limit != EMPTY and (px > limit if side > 0 else px < limit):
                 break
             q = min(o.leaves, round(avail / inst.lot_size) * inst.lot_size)
             if q <= 0.5 * inst.lot_size:

@@ -5,12 +5,13 @@ through exchange time by a driver (`advance_to`), matched by `grinder.venue.exch
 Public: exchangeInfo, time, depth snapshots, the diff depth stream (U / u / pu) and trade / aggTrade
 streams. Private (HMAC-signed, `grinder.venue.auth`): order create / cancel / query, open orders,
 cancel all, countdown cancel-all (the dead-man's switch, on the wall clock), leverage brackets, position
-risk, account, listenKey and the user stream
-(ORDER_TRADE_UPDATE, ACCOUNT_UPDATE). Paths and message shapes follow docs/venue-protocol.md,
-measured against ccxt 4.5. Market data times are the tape's; signature timestamps are checked
-against the wall clock, as the real venue does. Not modelled: funding
-(the backtester settles it, so balances drift apart across a settlement), margin and leverage,
-and orders other than post-only limits (refused with -1115).
+risk, account, listenKey and the user stream (ORDER_TRADE_UPDATE, ACCOUNT_UPDATE). Orders: post-only
+limits (GTX), immediate-or-cancel limits and market orders (both taker orders that walk the book at
+once, reduce-only or not). Paths and message shapes follow docs/venue-protocol.md, measured against
+ccxt 4.5. Market data times are the tape's; signature timestamps are checked against the wall clock,
+as the real venue does. Not modelled: funding (the backtester settles it, so balances drift apart
+across a settlement), margin and leverage, and other orders (GTC / FOK limits are refused with
+-1115, stop and take-profit types with -1116).
 
 At the end of the tape the server stays up with the book frozen, or replays it again (`run_tape`).
 The fault knobs (`grinder.venue.faults.Faults`) are read and set over `/admin/faults`, for
@@ -33,7 +34,7 @@ from prometheus_client import generate_latest
 from grinder.book.l2 import EMPTY
 from grinder.data.tape import Tape
 from grinder.venue.auth import Credentials, check_signed
-from grinder.venue.exchange import BAD_PARAM, Exchange, OrderEvent, Rejected
+from grinder.venue.exchange import BAD_PARAM, BAD_SIDE, NOT_REQUIRED, Exchange, OrderEvent, Rejected
 from grinder.venue.faults import Faults, loopback_peer
 from grinder.venue.metrics import CONTENT_TYPE, venue_registry
 from grinder.venue.order_log import CHANGING, FENCE_HEADER, OrderLog, check_fencing, token_of
@@ -111,7 +112,7 @@ class VenueServer:
         self.countdowns_fired = 0  # times a countdown ran out and cancelled the symbol's open orders
         self._background: set[asyncio.Task] = set()
         # Counted for the metrics (grinder.venue.metrics reads them when scraped).
-        self.orders_accepted = 0  # creates taken (post-only and IOC)
+        self.orders_accepted = 0  # creates taken (post-only, IOC and market)
         self.orders_rejected: dict[int, int] = {}  # creates refused, by the venue's error code
         self.faults_injected: dict[str, int] = {}  # by knob: each time one changed an answer or a stream
         self.replay_lag_s = 0.0  # how far behind its schedule the replay streamed its last row
@@ -524,35 +525,56 @@ class VenueServer:
 
     async def create_order(self, request: web.Request) -> web.Response:
         p = await self._signed(request)
+        side = {"BUY": 1, "SELL": -1}.get(p.get("side", ""))
+        if side is None:
+            raise Rejected(*BAD_SIDE)
+        kind = p.get("type")
+        if kind not in ("LIMIT", "MARKET"):
+            raise Rejected(-1116, "Invalid orderType.")
+        cid = p.get("newClientOrderId") or f"venue-{secrets.token_hex(8)}"
+        reduce_only = p.get("reduceOnly") == "true"
         try:
-            side = {"BUY": 1, "SELL": -1}[p["side"]]
-            if p.get("type") != "LIMIT":
-                raise Rejected(-1116, "Invalid orderType.")
             if "symbol" not in p:
                 raise KeyError("symbol")
-            price = float(p["price"])
             qty = float(p["quantity"])
-            if not (math.isfinite(price) and math.isfinite(qty)) or price <= 0:
-                raise ValueError(p["price"])
-            cid = p.get("newClientOrderId") or f"venue-{secrets.token_hex(8)}"
-            tif = p.get("timeInForce", "GTC")
+            if not math.isfinite(qty):
+                raise ValueError(p["quantity"])
+            if kind == "LIMIT":
+                price = float(p["price"])
+                if not math.isfinite(price) or price <= 0:
+                    raise ValueError(p["price"])
+                tif = p.get("timeInForce", "GTC")
         except (KeyError, ValueError):
             raise Rejected(*BAD_PARAM) from None
+        if kind == "MARKET":
+            # Walks the book with no price limit (grinder.venue.exchange.take); the reply is its end (RESULT).
+            for name in ("price", "timeInForce"):
+                if name in p:
+                    raise Rejected(NOT_REQUIRED[0], NOT_REQUIRED[1].format(name))
+            events = self.x.take(cid, side, None, qty, reduce_only, self.now_ns)
+            reply = self.wire.order(events[0].order)
+            self.orders_accepted += 1
+            await self._emit_orders(events)
+            return self._reply(request, reply)
         ticks = round(price / self.inst.tick_size)
         if abs(ticks * self.inst.tick_size - price) > 1e-9 * max(1.0, price):
             raise Rejected(-4014, "Price not increased by tick size.")
-        if tif == "IOC":  # a flatten: filled at once, the reply is its end (Binance's RESULT)
-            events = self.x.take(cid, side, ticks, qty, p.get("reduceOnly") == "true", self.now_ns)
+        if tif == "IOC":  # a flatten or a strategy's taker: filled at once, the reply is its end (Binance's RESULT)
+            events = self.x.take(cid, side, ticks, qty, reduce_only, self.now_ns)
             reply = self.wire.order(events[0].order)
         else:
             events = [self.x.create(cid, side, ticks, qty, tif, self.now_ns)]
             reply = self.wire.order(events[0].order)  # as created: NEW, whatever the replay does meanwhile
         self.orders_accepted += 1
         await self._emit_orders(events)
+        return self._reply(request, reply)
+
+    def _reply(self, request: web.Request, reply: dict) -> web.Response:
+        """A create's reply, or (the fault) the connection dropped instead: accepted, but the reply never arrives."""
         if self.faults.lose_create_replies > 0:
             self.faults.lose_create_replies -= 1
             self._injected("lose_create_replies")
-            request.transport.close()  # type: ignore[union-attr] - accepted, but the reply never arrives
+            request.transport.close()  # type: ignore[union-attr]
             return web.Response(status=204)
         return web.json_response(reply)
 

@@ -43,16 +43,20 @@ class Wire:
         """A quantity (base units) as the venue prints it."""
         return f"{q:.{self.qty_decimals}f}"
 
+    def order_price(self, o: Order) -> str:
+        """An order's limit price as the venue prints it ("0" for a market order)."""
+        return "0" if o.type == "MARKET" else self.px(o.price_ticks)
+
     def order(self, o: Order) -> dict:
         """An order as REST returns it (create, cancel, query, open orders)."""
         avg = o.quote_filled / o.filled if o.filled > 0 else 0.0
         return {
             "orderId": o.order_id, "symbol": self.inst.symbol, "status": o.status, "clientOrderId": o.client_id,
-            "price": self.px(o.price_ticks), "avgPrice": f"{avg:.{self.decimals + 2}f}", "origQty": self.qty(o.qty),
+            "price": self.order_price(o), "avgPrice": f"{avg:.{self.decimals + 2}f}", "origQty": self.qty(o.qty),
             "executedQty": self.qty(o.filled), "cumQty": self.qty(o.filled), "cumQuote": f"{o.quote_filled:.8f}",
-            "timeInForce": o.tif, "type": "LIMIT", "reduceOnly": o.reduce_only, "closePosition": False,
+            "timeInForce": o.tif, "type": o.type, "reduceOnly": o.reduce_only, "closePosition": False,
             "side": SIDE[o.side], "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
-            "priceProtect": False, "origType": "LIMIT", "priceMatch": "NONE", "selfTradePreventionMode": "NONE",
+            "priceProtect": False, "origType": o.type, "priceMatch": "NONE", "selfTradePreventionMode": "NONE",
             "goodTillDate": 0, "time": ms(o.created_ns), "updateTime": ms(o.updated_ns),
         }  # fmt: skip
 
@@ -61,12 +65,12 @@ class Wire:
         o = ev.order
         avg = ev.quote_filled / ev.filled if ev.filled > 0 else 0.0
         return {"e": "ORDER_TRADE_UPDATE", "E": ms(ev.ts_ns), "T": ms(ev.ts_ns), "o": {
-            "s": self.inst.symbol, "c": o.client_id, "S": SIDE[o.side], "o": "LIMIT", "f": o.tif,
-            "q": self.qty(o.qty), "p": self.px(o.price_ticks), "ap": f"{avg:.{self.decimals + 2}f}", "sp": "0",
+            "s": self.inst.symbol, "c": o.client_id, "S": SIDE[o.side], "o": o.type, "f": o.tif,
+            "q": self.qty(o.qty), "p": self.order_price(o), "ap": f"{avg:.{self.decimals + 2}f}", "sp": "0",
             "x": ev.exec_type, "X": ev.status, "i": o.order_id, "l": self.qty(ev.last_qty), "z": self.qty(ev.filled),
             "L": self.px(ev.last_price_ticks) if ev.last_qty else "0", "n": f"{ev.fee:.8f}", "N": "USDT",
-            "T": ms(ev.ts_ns), "t": ev.trade_id, "b": "0", "a": "0", "m": o.tif != "IOC", "R": o.reduce_only,
-            "wt": "CONTRACT_PRICE", "ot": "LIMIT", "ps": "BOTH", "cp": False, "rp": f"{ev.realized:.8f}",
+            "T": ms(ev.ts_ns), "t": ev.trade_id, "b": "0", "a": "0", "m": not o.takes, "R": o.reduce_only,
+            "wt": "CONTRACT_PRICE", "ot": o.type, "ps": "BOTH", "cp": False, "rp": f"{ev.realized:.8f}",
             "pP": False, "si": 0, "ss": 0}}  # fmt: skip
 
     def account_update(self, x: Exchange, ts_ns: int) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,9 @@ from grinder.book.l2 import (
     new_book,
     qty_at,
     set_level,
+    top_levels,
 )
+from grinder.core.depth import ASK_QTY, ASK_TICKS, BID_QTY, BID_TICKS, fill_depth
 
 # A 64-tick window over prices 1..600 exercises the overflow tier and re-centring constantly.
 prices = st.one_of(st.integers(250, 350), st.integers(1, 600))
@@ -46,6 +49,19 @@ def _check(book, model):
                 assert (px, q) == (ordered[depth], m[ordered[depth]]), (side, depth)
             else:
                 assert px == EMPTY
+        # One walk gives what `level` gives depth by depth; fill_depth (what strategies see) the same.
+        for n in (0, 1, 3, len(ordered) + 2):
+            out_px, out_q = np.zeros(n, np.int64), np.zeros(n)
+            k = top_levels(hdr, wq, ok, oq, side, out_px, out_q)
+            assert k == min(n, len(ordered))
+            assert list(zip(out_px[:k].tolist(), out_q[:k].tolist(), strict=True)) == [(x, m[x]) for x in ordered[:k]]
+    depth = np.full((4, 4), -1.0)
+    fill_depth(hdr, wq, ok, oq, depth)
+    for side, pc, qc in ((BID, BID_TICKS, BID_QTY), (ASK, ASK_TICKS, ASK_QTY)):
+        ordered = sorted(model[side], reverse=side == BID)[:4]
+        assert depth[: len(ordered), pc].tolist() == [float(x) for x in ordered]
+        assert depth[: len(ordered), qc].tolist() == [model[side][x] for x in ordered]
+        assert np.isnan(depth[len(ordered) :, pc]).all() and (depth[len(ordered) :, qc] == 0.0).all()
 
 
 @settings(max_examples=300, deadline=None)

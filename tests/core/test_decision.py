@@ -71,8 +71,8 @@ def test_a_kernel_asking_for_more_targets_than_it_may_is_refused_by_name():
     from grinder.errors import ConfigError
 
     @njit
-    def greedy(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, signals,
-               o_side, o_px, o_qty, n_open, out_side, out_px, out_qty, out_level):  # fmt: skip
+    def greedy(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, signals, depth,
+               o_side, o_px, o_qty, n_open, out_side, out_px, out_qty, out_level, out_kind):  # fmt: skip
         return out_side.shape[0] + 1
 
     s = Strategy("greedy", GRID.params, greedy, max_targets=4)

@@ -25,7 +25,8 @@ class Driver:
         self.params = np.array(GRID.vector(PARAMS))
         self.state = np.zeros(64)
         self.gates = fresh_gates(gates)
-        self.targets = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64))
+        self.targets = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64),
+                        np.zeros(n, np.int8))  # fmt: skip
         self.prev = (np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n))
         self.out_cancel, self.out_place = np.zeros(32, np.int64), np.zeros(n, np.int64)
         self.blocked = np.zeros(len(REASONS), np.int64)
@@ -42,12 +43,15 @@ class Driver:
         live, slots = np.ones(m + 1, np.bool_), np.arange(m + 1, dtype=np.int64)
         mid = (bid + ask) / 2 * TICK
         on, cfg, state, qr_on, qr_cfg, qr_state = self.gates
-        nt, nc, npl, diffed = decision_step(self.kernel, self.params, self.state,
-                                            (synced, call_kernel, orders_changed, compare, on, qr_on),
-                                            (1_000, bid, ask, 1.0, 1.0, TICK, LOT, position, equity, mid, np.empty(0)),
-                                            (m, self.last_nt, self.stamp + 1), side, px, qty, side, px, status, req,
-                                            live, slots, *self.targets, *self.prev, self.out_cancel, self.out_place,
-                                            cfg, state, qr_cfg, qr_state, self.blocked, self.scratch)  # fmt: skip
+        nt, nc, npl, self.ntk, diffed = decision_step(self.kernel, self.params, self.state,
+                                                      (synced, call_kernel, orders_changed, compare, on, qr_on),
+                                                      (1_000, bid, ask, 1.0, 1.0, TICK, LOT, position, equity, mid,
+                                                       np.empty(0), np.zeros((0, 4))),
+                                                      (m, self.last_nt, self.stamp + 1), side, px, qty, side, px,
+                                                      status, req, live, np.zeros(m + 1, np.int64), slots,
+                                                      self.targets, *self.prev, self.out_cancel, self.out_place, cfg,
+                                                      state, qr_cfg, qr_state, self.blocked, self.scratch)  # fmt: skip
+        self.npl = npl
         if diffed:
             self.stamp += 1
         self.last_nt = nt
@@ -101,7 +105,27 @@ def test_an_unsynced_book_cancels_every_quote_without_calling_the_kernel():
 
 @njit(cache=True)
 def too_many(
-    params, state, now, bb, ba, bq, aq, tick, lot, pos, sig, o_side, o_px, o_qty, m, t_side, t_px, t_qty, t_level
+    params,
+    state,
+    now,
+    bb,
+    ba,
+    bq,
+    aq,
+    tick,
+    lot,
+    pos,
+    sig,
+    depth,
+    o_side,
+    o_px,
+    o_qty,
+    m,
+    t_side,
+    t_px,
+    t_qty,
+    t_level,
+    t_kind,
 ):
     return t_side.shape[0] + 1
 

@@ -36,6 +36,7 @@ ADAPTER_FAMILIES = {
     "grinder_wallet_drift_settle", "grinder_lot_size_base", "grinder_gate_blocks", "grinder_quant_rule_ratio",
     "grinder_quant_rule_ratio_max", "grinder_quant_rule_orders", "grinder_quant_rule_orders_max",
     "grinder_rollout_mode", "grinder_kill_switch_engaged", "grinder_is_leader", "grinder_fencing_token",
+    "grinder_taker_orders_sent", "grinder_taker_orders",
 }  # fmt: skip
 
 

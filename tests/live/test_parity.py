@@ -12,6 +12,7 @@ import asyncio
 import pytest
 
 from grinder.core.gates import GateConfig
+from grinder.core.order_kind import FLATTEN_LEVEL
 from grinder.core.strategy import get
 from grinder.live.parity import (
     _until,
@@ -110,6 +111,35 @@ def test_with_gates_the_position_limit_drawdown_guard_and_kill_fire_at_the_same_
     # Decision by decision the same intents blocked for the same reasons: a quote a gate held back is
     # asked for again at the next decision in both drivers, with nothing else changed.
     assert [dict(b) for b in live.blocked] == [dict(b) for b in engine]
+
+
+@pytest.fixture(scope="module")
+def flattened(tape, tmp_path_factory):  # noqa: F811
+    live = asyncio.run(lockstep_session(tape, "static_grid", PARAMS, STEP_NS, TICKS, tmp_path_factory.mktemp("f"),
+                                        gates=FLATTEN))  # fmt: skip
+    s, p = get("static_grid"), get("static_grid").validate(PARAMS)
+    return live, lockstep_parity(live, tape, s, p, FLATTEN)
+
+
+# The same guards, and a flatten by reduce-only IOC 20 bps through the best price once the drawdown guard
+# or the kill holds (grinder.core.gates.flatten_order): a taker order from the decision step in both drivers.
+FLATTEN = GateConfig(max_position=0.006, max_drawdown=0.3, max_daily_loss=0.5, flatten_bps=20)
+
+
+def test_a_taker_flatten_is_the_same_intent_live_and_in_the_backtest_and_fills_the_same(flattened):
+    live, report = flattened
+    assert report.agree == report.live == TICKS and report.first_difference is None and report.first_mismatch is None
+    fills = report.backtest.fills
+    t0, t1 = report.span_ns
+    inside = (fills["ts_exch"] >= t0) & (fills["ts_exch"] <= t1)
+    flat = inside & (fills["level"] == FLATTEN_LEVEL)
+    assert flat.any() and not fills["maker"][flat].any()  # the backtest flattened, by taker fills
+    # Live sent the same orders: the emulator walked its book for the IOC as the backtest walked its own, so
+    # the fills are the same, one for one, taker and maker alike, and so are the position and PnL.
+    bt = backtest_fills(report.backtest, report.span_ns, with_ts=True)
+    assert by_instant([(ts, *f) for ts, f in zip(live.fill_ts, live.fills, strict=True)]) == by_instant(bt)
+    assert live.position == pytest.approx(sum(side * qty for _, side, _, qty in bt), abs=1e-12)
+    assert live.pnl == pytest.approx(backtest_pnl(report.backtest, report.span_ns), abs=1e-9)
 
 
 def test_a_lock_step_wait_that_does_not_end_fails_naming_its_condition_or_the_adapters_error():

@@ -1,4 +1,4 @@
-"""PnL attribution: spread + inventory - fees - funding is the ledger's equity at every step; markouts; levels."""
+"""PnL attribution: spread + taking + inventory - fees - funding is the ledger's equity at every step; markouts."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grinder.core.gates import GateConfig
 from grinder.core.ledger import book_fill, equity, new_ledger
+from grinder.core.order_kind import FLATTEN_LEVEL
 from grinder.core.strategy import get
 from grinder.data.lake import Lake
 from grinder.data.synth import FUNDING_PERIOD_NS, synth_batch
 from grinder.data.tape import load_tape
-from grinder.report.attribution import attribute, markouts, per_level
+from grinder.report.attribution import COMPONENTS, attribute, markouts, per_level
+from grinder.report.attribution_html import attribution_section
+from grinder.report.load import load_run
 from grinder.sim.backtest import VenueConfig, run_backtest
 from grinder.sim.run_folder import summarize, write_run
 from tests.conftest import REPO
@@ -25,15 +29,15 @@ S = 1_000_000_000
 
 
 def check_identity(res, a) -> None:
-    """The four components add up to the ledger's equity at every step that has one (to TOL), and the
-    trading part (spread + inventory) to the ledger's cash + position marked at the mid."""
+    """The five components add up to the ledger's equity at every step that has one (to TOL), and the
+    trading part (spread + taking + inventory) to the ledger's cash + position marked at the mid."""
     eq = res.steps["equity"]
     ok = np.isfinite(eq)
     assert ok.sum() > 0.99 * len(eq)
     assert np.max(np.abs(a.total[ok] - eq[ok])) <= TOL
     trading = res.steps["balance"] + res.steps["position"] * res.steps["mid"] if not res.inverse else None
     if trading is not None:
-        assert np.max(np.abs((a.spread + a.inventory)[ok] - trading[ok])) <= TOL
+        assert np.max(np.abs((a.spread + a.taking + a.inventory)[ok] - trading[ok])) <= TOL
     assert np.array_equal(-a.fees, res.steps["fees"])
     assert a.totals()["equity"] == pytest.approx(res.equity, abs=TOL)
 
@@ -211,7 +215,8 @@ def test_summary_and_report_show_the_attribution(sample, tmp_path):
     summary = summarize(sample, {"strategy": "static_grid"})
     att = summary["attribution"]
     assert att["equity"] == pytest.approx(summary["equity"], abs=TOL)
-    assert att["spread"] + att["inventory"] + att["fees"] + att["funding"] == pytest.approx(att["equity"], abs=1e-9)
+    parts = att["spread"] + att["taking"] + att["inventory"] + att["fees"] + att["funding"]
+    assert parts == pytest.approx(att["equity"], abs=1e-9) and att["taking"] == 0.0  # post-only quotes only
     assert {(r["horizon_s"], r["side"]) for r in summary["markouts"]} == {
         (h, s) for h in (1, 10, 60) for s in ("buy", "sell", "all")
     }
@@ -224,3 +229,24 @@ def test_summary_and_report_show_the_attribution(sample, tmp_path):
                  "Markouts after fills", "past the end", "Fills per grid level", "Mean queue time"):  # fmt: skip
         assert text in page, text
     assert f"data-value='{att['fees']!r}'" in page
+
+
+def test_a_flatten_by_the_drawdown_guard_shows_as_taking_and_the_parts_still_sum_to_equity(tmp_path):
+    # The sample's grid loses to fees; a tight drawdown guard with a flatten closes the position by
+    # reduce-only IOC orders (taker fills at FLATTEN_LEVEL), whose crossing cost is the "taking" part.
+    tape = load_tape(REPO / "data" / "sample" / "lake", "binance-usdm", "BTCUSDT")
+    grid = get("static_grid")
+    params = grid.validate({"interval": 1.0, "half_spread": 2.0, "order_qty": 0.1, "max_position": 5})
+    gates = GateConfig(max_drawdown=20.0, flatten_bps=10.0)
+    res = run_backtest(tape, grid.kernel, grid.vector(params), VenueConfig(), grid.max_targets, gates=gates)
+    flat = res.fills["level"] == FLATTEN_LEVEL
+    assert flat.any() and not res.fills["maker"][flat].any() and res.fills["maker"][~flat].all()
+    a = attribute(res.steps, res.fills, res.funding, res.inverse, res.contract_size)
+    check_identity(res, a)
+    t = a.totals()
+    assert t["taking"] < 0.0 and sum(t[k] for k in COMPONENTS) == pytest.approx(t["equity"], abs=TOL)
+    summary = summarize(res, {"strategy": "static_grid"})
+    assert summary["attribution"]["taking"] == pytest.approx(t["taking"], abs=TOL)
+    run_dir = write_run(tmp_path, "flatten", res, summary)
+    html = attribution_section(load_run(run_dir))
+    assert "taking (taker fills" in html and f"data-value='{t['taking']!r}'" in html

@@ -103,7 +103,7 @@ def test_tabulated_local_view_and_looked_up_one_give_the_same_run(result):
     table = decision_inputs(tape, rep, VENUE)
     assert len(table[1]) >= r.counters["decisions"]
     e = np.empty(0, np.int64)
-    empty = (table[0], e, e, e, np.empty(0), np.empty(0), np.empty(0, np.bool_))
+    empty = (table[0], e, e, e, np.empty(0), np.empty(0), np.empty(0, np.bool_), table[7])
     looked_up = run_backtest(tape, static_grid, PARAMS.as_array(), VENUE, replay=rep, decisions=empty)
     assert looked_up.digest == r.digest and looked_up.counters == r.counters
 

@@ -21,8 +21,8 @@ VENUE = VenueConfig(entry_latency_ns=10 * MS, response_latency_ns=10 * MS, step_
 
 
 @njit(cache=True)
-def one_quote(params, state, now_ns, best_bid, best_ask, bid_qty, ask_qty, tick, lot, position, signals,
-              open_side, open_px, open_qty, n_open, out_side, out_px, out_qty, out_level):  # fmt: skip
+def one_quote(params, state, now_ns, best_bid, best_ask, bid_qty, ask_qty, tick, lot, position, signals, depth,
+              open_side, open_px, open_qty, n_open, out_side, out_px, out_qty, out_level, out_kind):  # fmt: skip
     """Quote params[1] (ticks) on side params[0] for params[2] while flat and best bid >= params[3]."""
     if position != 0.0 or best_bid < params[3]:
         return 0
@@ -105,8 +105,8 @@ def test_post_only_order_that_would_cross_expires():
 
 
 @njit(cache=True)
-def moving_bid(params, state, now_ns, best_bid, best_ask, bid_qty, ask_qty, tick, lot, position, signals,
-               open_side, open_px, open_qty, n_open, out_side, out_px, out_qty, out_level):  # fmt: skip
+def moving_bid(params, state, now_ns, best_bid, best_ask, bid_qty, ask_qty, tick, lot, position, signals, depth,
+               open_side, open_px, open_qty, n_open, out_side, out_px, out_qty, out_level, out_kind):  # fmt: skip
     """Bid params[2] at params[0] (ticks) until params[3] ns, then at params[1]."""
     out_side[0] = 1
     out_px[0] = int(params[0] if now_ns < params[3] else params[1])
@@ -164,8 +164,8 @@ def test_a_targeted_quote_whose_cancel_lands_late_is_placed_again():
 
 
 @njit(cache=True)
-def bids_98_97(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, signals,
-               o_side, o_px, o_qty, n_open, out_side, out_px, out_qty, out_level):  # fmt: skip
+def bids_98_97(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, signals, depth,
+               o_side, o_px, o_qty, n_open, out_side, out_px, out_qty, out_level, out_kind):  # fmt: skip
     """Always wants 1 @ 98 and 1 @ 97."""
     for i in range(2):
         out_side[i], out_px[i], out_qty[i], out_level[i] = 1, 98 - i, 1.0, -(i + 1)
@@ -268,8 +268,8 @@ def test_partial_fills_take_the_traded_quantity_beyond_the_queue():
 
 
 @njit(cache=True)
-def bid_99_reporting_leaves(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, signals,
-                            o_side, o_px, o_qty, n_open, out_side, out_px, out_qty, out_level):  # fmt: skip
+def bid_99_reporting_leaves(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, signals, depth,
+                            o_side, o_px, o_qty, n_open, out_side, out_px, out_qty, out_level, out_kind):  # fmt: skip
     """Always wants 4 @ 99; state[0] (recorded as the step's mode) = leaves of the open quote, -1 if none."""
     state[0] = o_qty[0] if n_open == 1 else -1.0
     out_side[0], out_px[0], out_qty[0], out_level[0] = 1, 99, 4.0, 0
@@ -375,8 +375,8 @@ def test_progress_reports_rows_until_done():
 
 
 @njit(cache=True)
-def too_many(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, signals, o_side, o_px, o_qty, n_open, out_side,
-             out_px, out_qty, out_level):  # fmt: skip
+def too_many(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, signals, depth, o_side, o_px, o_qty, n_open,
+             out_side, out_px, out_qty, out_level, out_kind):  # fmt: skip
     """Claims more targets than the buffer holds (writes none: numba would not stop it)."""
     return out_side.shape[0] + 1
 
@@ -405,8 +405,8 @@ def test_a_grid_wider_than_max_targets_is_refused_not_truncated():
 
 
 @njit(cache=True)
-def count_as_int32(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, signals,
-                   o_side, o_px, o_qty, n_open, out_side, out_px, out_qty, out_level):  # fmt: skip
+def count_as_int32(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, signals, depth,
+                   o_side, o_px, o_qty, n_open, out_side, out_px, out_qty, out_level, out_kind):  # fmt: skip
     """Returns its count as int32: the engine reads an int64."""
     return np.int32(0)
 

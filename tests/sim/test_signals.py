@@ -18,8 +18,8 @@ MS = 1_000_000
 
 
 @njit(cache=True)
-def echo(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, signals, o_side, o_px, o_qty, n_open,
-         out_side, out_px, out_qty, out_level):  # fmt: skip
+def echo(params, state, now_ns, bb, ba, bq, aq, tick, lot, position, signals, depth, o_side, o_px, o_qty, n_open,
+         out_side, out_px, out_qty, out_level, out_kind):  # fmt: skip
     """Records signals[0] as its mode (state[0], recorded every step; -1 for NaN) and bids 1 @ 98 while it is 1."""
     s = signals[0]
     state[0] = -1.0 if np.isnan(s) else s

@@ -26,6 +26,7 @@ P = AdaptiveGridParams(
     pause_spread_ticks=20,
     confirm=2,
 )
+NO_DEPTH = np.zeros((0, 4))  # the book's depth for a kernel that reads none
 
 
 class Kernel:
@@ -38,8 +39,8 @@ class Kernel:
     def __call__(self, bid, ask, position=0.0, bq=1.0, aq=1.0):
         side, px, qty, level = np.zeros(64, np.int8), np.zeros(64, np.int64), np.zeros(64), np.zeros(64, np.int64)
         no_side, no_px, no_qty = np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0)
-        n = adaptive_grid(self.p, self.state, 0, bid, ask, bq, aq, 0.1, 0.001, position, NO_SIGNALS, no_side, no_px,
-                          no_qty, 0, side, px, qty, level)  # fmt: skip
+        n = adaptive_grid(self.p, self.state, 0, bid, ask, bq, aq, 0.1, 0.001, position, NO_SIGNALS, NO_DEPTH, no_side,
+                          no_px, no_qty, 0, side, px, qty, level, np.zeros(64, np.int8))  # fmt: skip
         return list(zip(side[:n].tolist(), px[:n].tolist(), strict=True)), int(self.state[0])
 
 

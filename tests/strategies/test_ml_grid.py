@@ -24,7 +24,8 @@ class Grid:
     def __call__(self, forecast, bid=1000_0, ask=1000_1, position=0.0):
         side, px, qty, level = np.zeros(64, np.int8), np.zeros(64, np.int64), np.zeros(64), np.zeros(64, np.int64)
         n = ml_grid(self.p, self.state, 0, bid, ask, 1.0, 1.0, 0.1, 0.001, position, np.array([forecast]),
-                    np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0), 0, side, px, qty, level)  # fmt: skip
+                    np.zeros((0, 4)), np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0), 0, side, px, qty, level,
+                    np.zeros(64, np.int8))  # fmt: skip
         return list(zip(side[:n].tolist(), px[:n].tolist(), strict=True)), int(self.state[0])
 
 

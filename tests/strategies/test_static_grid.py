@@ -13,13 +13,15 @@ from grinder.strategies.static_grid import STRATEGY, mid_band, static_grid
 NO_SIGNALS = np.empty(0)  # the grids read no signals
 
 TICKS = (0.1, 0.01, 0.5, 1e-5)
+NO_DEPTH = np.zeros((0, 4))  # the book's depth for a kernel that reads none
 
 
 def _targets(vec, bb, ba, tick, position=0.0, state_size=BAND_MIN_STATE):
     state = np.zeros(state_size)
-    out = (np.zeros(400, np.int8), np.zeros(400, np.int64), np.zeros(400), np.zeros(400, np.int64))
+    out = (np.zeros(400, np.int8), np.zeros(400, np.int64), np.zeros(400), np.zeros(400, np.int64),
+           np.zeros(400, np.int8))  # fmt: skip
     empty = (np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0))
-    n = static_grid(vec, state, 0, bb, ba, 1.0, 1.0, tick, 0.001, position, NO_SIGNALS, *empty, 0, *out)
+    n = static_grid(vec, state, 0, bb, ba, 1.0, 1.0, tick, 0.001, position, NO_SIGNALS, NO_DEPTH, *empty, 0, *out)
     return [a[:n].tolist() for a in out], (state[-2], state[-1])
 
 
@@ -81,15 +83,17 @@ def test_no_band_without_a_both_sided_book_an_anchored_centre_or_room_in_the_sta
         STRATEGY.validate({"levels": 3, "interval": 1.0, "half_spread": 0.2, "order_qty": 0.1, "max_position": 1.0})
     )
     state = np.full(BAND_MIN_STATE, 5.0)
-    out = (np.zeros(8, np.int8), np.zeros(8, np.int64), np.zeros(8), np.zeros(8, np.int64))
+    out = (np.zeros(8, np.int8), np.zeros(8, np.int64), np.zeros(8), np.zeros(8, np.int64), np.zeros(8, np.int8))
     empty = (np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0))
-    assert static_grid(vec, state, 0, EMPTY, 1001, 1.0, 1.0, 0.1, 0.001, 0.0, NO_SIGNALS, *empty, 0, *out) == 0
+    assert (
+        static_grid(vec, state, 0, EMPTY, 1001, 1.0, 1.0, 0.1, 0.001, 0.0, NO_SIGNALS, NO_DEPTH, *empty, 0, *out) == 0
+    )
     assert (state[-2], state[-1]) == (1.0, 0.0)  # a stale band must not outlive an empty book
     anchored = vec.copy()
     anchored[5] = 2.0
     assert _targets(anchored, 1000, 1001, 0.1)[1] == (1.0, 0.0)
     small = np.full(4, 5.0)  # too short to hold a band: its cells are left alone
-    static_grid(vec, small, 0, 1000, 1001, 1.0, 1.0, 0.1, 0.001, 0.0, NO_SIGNALS, *empty, 0, *out)
+    static_grid(vec, small, 0, 1000, 1001, 1.0, 1.0, 0.1, 0.001, 0.0, NO_SIGNALS, NO_DEPTH, *empty, 0, *out)
     assert small.tolist() == [5.0] * 4
 
 
