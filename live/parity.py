@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from grinder.book.l2 import EMPTY
 from grinder.core.decision import Decider
 from grinder.core.decision import DecisionRecord as Decision
 from grinder.core.gates import REASONS, GateConfig
@@ -64,16 +65,20 @@ def backtest_decisions(tape: Tape, strategy: Strategy, params, venue: VenueConfi
     replay = prepare(tape, venue)
     result = run_backtest(tape, strategy, np.array(strategy.vector(params)), venue, start_ns=start_ns, replay=replay,
                           gates=gates)  # fmt: skip
-    _segments, _, bb, ba, bbq, baq, _synced, _depth = decision_inputs(tape, replay, venue, start_ns)
+    # The targets are the kernel's, before any gate: the strategy's own depth is all it reads.
+    _segments, _, bb, ba, bbq, baq, _synced, depth = decision_inputs(tape, replay, venue, start_ns,
+                                                                     strategy.depth_levels)  # fmt: skip
     ts, pos = result.steps["ts"], result.steps["position"]
     n = min(len(ts), len(bb))
     decider = Decider(strategy, params)
     inst = tape.instrument
     out = []
     for k in range(n):
-        mid = (bb[k] + ba[k]) * 0.5 * inst.tick_size
+        two_sided = bb[k] != EMPTY and ba[k] != EMPTY
+        mid = (float(bb[k]) + float(ba[k])) * 0.5 * inst.tick_size if two_sided else float("nan")
         decider.decide(int(ts[k]), int(bb[k]), int(ba[k]), float(bbq[k]), float(baq[k]), inst.tick_size,
-                       inst.lot_size, float(pos[k]), 0.0, mid, [])  # fmt: skip
+                       inst.lot_size, float(pos[k]), 0.0, mid, [], None,
+                       depth[k] if strategy.depth_levels else None)  # fmt: skip
         if ts[k] > end_ns:
             break
         out.append(Decision(int(ts[k]), int(bb[k]), int(ba[k]), float(bbq[k]), float(baq[k]), float(pos[k]),

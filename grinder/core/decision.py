@@ -18,6 +18,7 @@ from grinder.book.l2 import EMPTY
 from grinder.core.depth import needed_levels
 from grinder.core.diff import REQ_NONE, ST_NEW, diff_scratch
 from grinder.core.gates import REASONS, GateConfig
+from grinder.core.order_kind import FLATTEN_LEVEL, IOC, REDUCE_ONLY
 from grinder.core.qrules import HEADER as QR_HEADER
 from grinder.core.step import BAD_KIND, decision_step, fresh_gates
 from grinder.core.strategy import Strategy, compile_kernel
@@ -212,7 +213,7 @@ class Decider:
             _live_step.compile(sig)  # for these argument types ...
             self._step = _live_step.overloads[sig].entry_point
         try:
-            nt, nc, npl, ntk, _ = self._step(*args)
+            nt, nc, npl, ntk, _, (f_side, f_px, f_qty) = self._step(*args)
         except ValueError as e:
             if str(e) == BAD_KIND:
                 raise ConfigError(f"{self.strategy.name}: {BAD_KIND}") from None
@@ -227,7 +228,12 @@ class Decider:
             side, px, qty, level = (a[out_place[:npl]].tolist() for a in self._t[:4])
             place = list(zip(side, px, qty, level, strict=True))
         if ntk:
+            if self.strategy.recompute != "always":  # as the backtest engine refuses it (engine.TAKER_REUSED)
+                raise ConfigError(f"{self.strategy.name}: strategy kernel wrote a taker order but does not "
+                                  "recompute 'always' (Strategy.recompute)")  # fmt: skip
             take = list(zip(*(a[out_place[npl : npl + ntk]].tolist() for a in self._t), strict=True))
+        if f_qty > 0.0:  # the guards' flatten, after the kernel's taker orders (grinder.core.gates.flatten_order)
+            take.append((int(f_side), int(f_px), float(f_qty), FLATTEN_LEVEL, IOC | REDUCE_ONLY))
         return Intents(
             out_cancel[:nc].tolist(),
             place,

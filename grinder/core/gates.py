@@ -163,8 +163,11 @@ def gates_active(cfg) -> bool:
 
 @njit(cache=True, _nrt=False)
 def apply_gates(cfg, st, now_ns, position, best_bid_px, best_ask_px, equity, unit_notional, t_side, t_qty, place,
-                n_place, n_cancel, n_open, blocked):  # fmt: skip
+                n_place, n_cancel, n_open, blocked, first_taker):  # fmt: skip
     """Filter one decision's intents; returns (places kept, cancels kept). `place` is compacted in place.
+
+    Entries of `place` at or above `first_taker` are taker orders (grinder.core.order_kind): they never
+    rest, so they do not count toward `max_open_orders`.
 
     Prices are quote per base; `equity` is in the settle currency; `unit_notional` is the quote value
     of one unit of position (the mid for linear contracts, the contract size for inverse ones).
@@ -210,6 +213,7 @@ def apply_gates(cfg, st, now_ns, position, best_bid_px, best_ask_px, equity, uni
     pending_buy = 0.0
     pending_sell = 0.0
     kept = 0
+    resting = 0  # quotes kept (taker orders are kept too, but never rest)
     for j in range(n_place):
         i = place[j]
         sgn = 1.0 if t_side[i] > 0 else -1.0
@@ -226,7 +230,7 @@ def apply_gates(cfg, st, now_ns, position, best_bid_px, best_ask_px, equity, uni
             reason = MAX_POSITION
         elif max_notional > 0.0 and have_book and abs(after) * unit_notional > max_notional and not reduces:
             reason = MAX_NOTIONAL
-        elif max_open > 0.0 and n_open + kept + 1 > max_open:
+        elif max_open > 0.0 and i < first_taker and n_open + resting + 1 > max_open:
             reason = MAX_OPEN_ORDERS
         if reason >= 0:
             blocked[reason] += 1
@@ -237,6 +241,7 @@ def apply_gates(cfg, st, now_ns, position, best_bid_px, best_ask_px, equity, uni
             pending_sell += t_qty[i]
         place[kept] = i
         kept += 1
+        resting += 1 if i < first_taker else 0
     # Rate limit last, cancels first.
     n_c = n_cancel
     if rate_cap > 0.0:
@@ -287,34 +292,45 @@ def flatten_order(cfg, st, now_ns, position, equity, best_bid_ticks, best_ask_ti
 
 
 @njit(cache=True, _nrt=False)
-def _guard_allows(cfg, depth, side, limit, has_limit, want, lot):
+def _guard_allows(cfg, depth, side, limit, has_limit, want, lot, skip):
     """(the most of `want` that passes the L2 guard, in whole lots; the reason it binds, -1 if it does not)
     for a taker order on `side` (+1 buy takes asks) against `depth` (grinder.core.depth), `limit` ticks
-    (inclusive) when `has_limit`. See `guard_taker`."""
+    (inclusive) when `has_limit`, after earlier orders of the same decision took `skip` from that side
+    (the touch outwards). A quantity that is not a positive number ends the visible book. See
+    `guard_taker`."""
     max_slip, max_share = cfg[G.taker_max_slippage_bps], cfg[G.taker_max_depth_share]
     pc, qc = (ASK_TICKS, ASK_QTY) if side > 0 else (BID_TICKS, BID_QTY)
     n = min(depth.shape[0], int(cfg[G.taker_guard_levels]))
     total = 0.0  # visible depth on the side, the guard's levels
     for i in range(n):
+        if not depth[i, qc] > 0.0:
+            break
         total += depth[i, qc]
     best = want
     reason = -1
-    if max_share > 0.0 and want > max_share * total:
-        best = max_share * total
+    if max_share > 0.0 and skip + want > max_share * total * (1.0 + 1e-9):
+        best = max(0.0, max_share * total - skip)
         reason = TAKER_DEPTH
-    # The walk over the visible levels within the limit, best first. With the bound on the VWAP, a level
-    # costs side x (price - bound) a unit (negative near the touch): the VWAP stays within the bound
-    # while the sum of those costs over what was taken is at most 0.
+    # The walk over the visible levels within the limit, best first, past what earlier orders took. With
+    # the bound on the VWAP, a level costs side x (price - bound) a unit (negative near the touch): the
+    # VWAP stays within the bound while the sum of those costs over what was taken is at most 0.
     touch = depth[0, pc] if n > 0 else np.nan
     bound = touch * (1.0 + side * max_slip / 1e4)
     walkable = 0.0
     fits = 0.0  # the most that keeps the VWAP within its bound
     spent = 0.0
     capped = False
+    left = skip
     for i in range(n):
         q, px = depth[i, qc], depth[i, pc]
-        if q <= 0.0 or (has_limit and ((side > 0 and px > limit) or (side < 0 and px < limit))):
+        if not q > 0.0 or (has_limit and ((side > 0 and px > limit) or (side < 0 and px < limit))):
             break
+        if left > 0.0:
+            used = min(q, left)
+            q -= used
+            left -= used
+            if q <= 0.0:
+                continue
         walkable += q
         if max_slip > 0.0 and not capped:
             e = side * (px - bound)
@@ -330,7 +346,7 @@ def _guard_allows(cfg, depth, side, limit, has_limit, want, lot):
     if walkable < best:  # more than the visible book holds within the limit: its cost cannot be known
         best = walkable
         reason = TAKER_DEPTH if max_share > 0.0 else TAKER_SLIPPAGE
-    if reason < 0:
+    if reason < 0 or best >= want * (1.0 - 1e-9):  # float rounding of a bound met exactly is no breach
         return want, -1
     return np.floor(best / lot + 1e-9) * lot, reason
 
@@ -341,26 +357,34 @@ def guard_taker(cfg, depth, lot, t_side, t_px, t_qty, t_kind, place, first, n, b
     returns how many are kept, compacted in place, each cut down (t_qty) when `taker_guard_cut` lets it.
 
     An order passes when its walk of the visible book (`depth`, the first `taker_guard_levels` levels of
-    the side it takes, up to an IOC's limit) fills its whole quantity at a VWAP at most
-    `taker_max_slippage_bps` from the touch and takes at most `taker_max_depth_share` of that side's
-    visible depth; otherwise it is blocked, or cut to the most whole lots that pass (none: blocked),
-    and counted under TAKER_SLIPPAGE or TAKER_DEPTH, the limit that binds. What the book does not
-    show cannot be vouched for: more than the visible depth within the limit does not pass. With both
-    limits 0 (off) every order passes.
+    the side it takes, up to an IOC's limit, after what the decision's earlier taker orders on that
+    side would take) fills its whole quantity at a VWAP at most `taker_max_slippage_bps` from the touch,
+    and the side's orders together take at most `taker_max_depth_share` of its visible depth; otherwise
+    it is blocked, or cut to the most whole lots that pass (none: blocked), and counted under
+    TAKER_SLIPPAGE or TAKER_DEPTH, the limit that binds. What the book does not show cannot be vouched
+    for: more than the visible depth within the limit does not pass. With both limits 0 (off) every
+    order passes.
     """
     if cfg[G.taker_max_slippage_bps] <= 0.0 and cfg[G.taker_max_depth_share] <= 0.0:
         return n
     cut = cfg[G.taker_guard_cut] != 0.0
+    taken_buy = 0.0  # what the orders kept so far take from the asks, and from the bids
+    taken_sell = 0.0
     kept = 0
     for k in range(first, first + n):
         j = place[k]
         has_limit = (t_kind[j] & KIND_MASK) == IOC
-        allowed, reason = _guard_allows(cfg, depth, t_side[j], t_px[j], has_limit, t_qty[j], lot)
+        skip = taken_buy if t_side[j] > 0 else taken_sell
+        allowed, reason = _guard_allows(cfg, depth, t_side[j], t_px[j], has_limit, t_qty[j], lot, skip)
         if reason >= 0:
             blocked[reason] += 1
             if not cut or allowed < 0.5 * lot:
                 continue
             t_qty[j] = allowed
+        if t_side[j] > 0:
+            taken_buy += t_qty[j]
+        else:
+            taken_sell += t_qty[j]
         place[first + kept] = j
         kept += 1
     return kept

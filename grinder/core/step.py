@@ -35,7 +35,7 @@ from grinder.core.gates import (
     new_gate_state,
     refresh_settings,
 )
-from grinder.core.order_kind import FLATTEN_LEVEL, IOC, KIND_MASK, MARKET, QUOTE, REDUCE_ONLY
+from grinder.core.order_kind import KIND_MASK, MARKET, QUOTE, REDUCE_ONLY
 from grinder.core.qrules import GTC, C, QuantRules, load_quant_rules, new_qr_state, qr_allowed
 from grinder.core.qrules import IOC as IOC_TIF
 
@@ -100,7 +100,9 @@ def _takers_last(t_side, t_px, t_qty, t_level, t_kind, nt):
 def decision_step(strategy, params, state, flags, market, counts, v_side, v_px, v_qty, o_side, o_px, o_status, o_req,
                   o_live, o_placed, slots, targets, p_side, p_px, p_qty, out_cancel, out_place, gate_cfg, gate_state,
                   qr_cfg, qr_state, blocked, scratch):  # fmt: skip
-    """One decision; returns (quotes, cancels, places, takers, diffed), or (the kernel's bad count, 0, 0, 0, False).
+    """One decision; returns (quotes, cancels, places, takers, diffed, flatten), or (the kernel's bad count, 0, 0,
+    0, False, no flatten). `flatten` is the guards' order (side, price ticks, qty; qty 0.0 for none, `gates.
+    flatten_order`): a reduce-only IOC at level FLATTEN_LEVEL the driver sends after the taker orders.
 
     - `flags`: (synced, call_kernel, orders_changed, compare, gates_on, qr_on).
       - `synced`: the book is synced; if not, the kernel is not called and there are no targets (every
@@ -113,8 +115,7 @@ def decision_step(strategy, params, state, flags, market, counts, v_side, v_px, 
       - `gates_on`, `qr_on`: whether the gates (`grinder.core.gates`: `gate_cfg`, `gate_state`) and then
         the quantitative rules' gate (`grinder.core.qrules`: `qr_cfg`, `qr_state`) act on the places
         and taker orders left; each new order is valued at its quantity times `unit_notional` (what
-        the driver records it with). With the gates on, their flatten (a reduce-only IOC at level
-        FLATTEN_LEVEL) is the last taker order, if the targets have room for it.
+        the driver records it with).
     - `market`: (now_ns, best bid ticks, best ask ticks, bid qty, ask qty, tick, lot, position, equity,
       unit_notional, signals, depth): `signals` is this decision's model outputs for the kernel
       (`Strategy.signals`; empty: none), `depth` the book's first levels (grinder.core.depth; [0, 4]:
@@ -153,7 +154,7 @@ def decision_step(strategy, params, state, flags, market, counts, v_side, v_px, 
         nt = strategy(params, state, now_ns, bb, ba, bbq, baq, tick, lot, position, signals, depth, v_side, v_px,
                       v_qty, m, t_side, t_px, t_qty, t_level, t_kind)  # fmt: skip
         if nt < 0 or nt > t_side.shape[0]:
-            return nt, 0, 0, 0, False
+            return nt, 0, 0, 0, False, (0, np.int64(0), 0.0)
         nq = _takers_last(t_side, t_px, t_qty, t_level, t_kind, nt)
         if nq < 0:
             raise ValueError(BAD_KIND)
@@ -184,7 +185,7 @@ def decision_step(strategy, params, state, flags, market, counts, v_side, v_px, 
         bid_px = bb * tick if bb != EMPTY else 0.0
         ask_px = ba * tick if ba != EMPTY else 0.0
         kept, nc = apply_gates(gate_cfg, gate_state, now_ns, position, bid_px, ask_px, equity, unit_notional, t_side,
-                               t_qty, out_place, npl + n_take, nc, m, blocked)  # fmt: skip
+                               t_qty, out_place, npl + n_take, nc, m, blocked, nq)  # fmt: skip
         ntk = 0  # the gates keep the order: the takers kept are the last ones
         while ntk < kept and out_place[kept - 1 - ntk] >= nq:
             ntk += 1
@@ -199,15 +200,12 @@ def decision_step(strategy, params, state, flags, market, counts, v_side, v_px, 
             npl = allowed
     if qr_on and ntk > 0:
         ntk = _rules_allow(qr_cfg, qr_state, now_ns, IOC_TIF, t_qty, out_place, npl, ntk, unit_notional, blocked)
+    flatten = (0, np.int64(0), 0.0)
     if gates_on:
-        # The guards' flatten lowers risk: past the gates and the rules (both drivers record it as sent).
-        f_side, f_px, f_qty = flatten_order(gate_cfg, gate_state, now_ns, position, equity, bb, ba, lot)
-        j = nq + n_take
-        if f_qty > 0.0 and j < t_side.shape[0]:
-            t_side[j], t_px[j], t_qty[j], t_level[j], t_kind[j] = f_side, f_px, f_qty, FLATTEN_LEVEL, IOC | REDUCE_ONLY
-            out_place[npl + ntk] = j
-            ntk += 1
-    return nq, nc, npl, ntk, diffed
+        # The guards' flatten lowers risk: past the gates and the rules (both drivers record it as sent), and
+        # outside the targets, which the kernel may have filled.
+        flatten = flatten_order(gate_cfg, gate_state, now_ns, position, equity, bb, ba, lot)
+    return nq, nc, npl, ntk, diffed, flatten
 
 
 @njit(cache=True, _nrt=False, inline="always")

@@ -106,6 +106,8 @@ class Strategy:
             )
         if self.signals and self.recompute != "always":
             raise ConfigError(f"strategy {self.name}: a kernel that reads signals must recompute 'always'")
+        if self.depth_levels and self.recompute != "always":  # the loop's reuse does not watch the depth
+            raise ConfigError(f"strategy {self.name}: a kernel that reads depth must recompute 'always'")
 
     def compiled(self):
         """The kernel compiled for STRATEGY_SIG (what the engine and the live adapter call)."""

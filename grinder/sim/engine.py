@@ -46,7 +46,7 @@ from grinder.book.l2 import EMPTY
 from grinder.core.diff import REQ_CANCEL, REQ_NEW, ST_NONE, diff_scratch
 from grinder.core.gates import gates_active, refresh_settings
 from grinder.core.ledger import LEDGER_SIZE, POSITION, gate_inputs
-from grinder.core.order_kind import QUOTE
+from grinder.core.order_kind import FLATTEN_LEVEL, IOC, QUOTE, REDUCE_ONLY
 from grinder.core.qrules import GTC as QR_GTC
 from grinder.core.qrules import IOC as QR_IOC
 from grinder.core.qrules import qr_new
@@ -64,6 +64,7 @@ __all__ = ["COUNTERS", "LEVEL_CACHE", "Signals", "block_extremes", "decision_clo
 
 # When the loop may reuse a kernel's last targets instead of calling it (Strategy.recompute).
 REUSE_NEVER, REUSE_TOP, REUSE_PRICES, REUSE_BAND = 0, 1, 2, 3
+TAKER_REUSED = "strategy kernel wrote a taker order but does not recompute 'always' (Strategy.recompute)"
 
 # The loop's position between two calls (`_loop`'s `carry`, int64): its state (not started, paused
 # before the next decision at `pause_at`, ended), where the clock's current run starts in its
@@ -189,9 +190,9 @@ def decide(target, local_view, signals, depth, strategy, params, strategy_state,
 
     `signals` is the kernel's row of signals for this decision (empty for a strategy without), `depth`
     the local book's first levels ([0, 4] when none is read); `refresh`: quote refresh is on.
-    Returns (cancels, places, taker orders, mid, equity, unit notional): the intents are in
-    `decision.intents`; the mid (quote) and equity (settle currency) as recorded (NaN without both sides
-    of the book).
+    Returns (cancels, places, taker orders, the guards' flatten (side, price ticks, qty; qty 0.0 for
+    none), mid, equity, unit notional): the intents are in `decision.intents`; the mid (quote) and
+    equity (settle currency) as recorded (NaN without both sides of the book).
     """
     bid, ask, bid_qty, ask_qty, synced = local_view
     local_state = local.state[0]
@@ -246,20 +247,23 @@ def decide(target, local_view, signals, depth, strategy, params, strategy_state,
     market = (target, bid, ask, bid_qty, ask_qty, venue.tick, venue.lot, position, equity, unit, signals, depth)
     counts = (local_state.open_count, last_nt, decision_state.diff_stamp + 1)
     if step_is_idle(synced, fresh, orders_changed, gates_on, gates.rules_on, last_nt):
-        nt, nc, npl, ntk, diffed = (last_nt if synced else 0), 0, 0, 0, False
+        nt, nc, npl, ntk, diffed, flatten = (last_nt if synced else 0), 0, 0, 0, False, (0, np.int64(0), 0.0)
     else:
         shown, orders, known = local.open_quotes, local.orders, local.known
         p, out = decision.last_targets, decision.intents
         flags = (synced, fresh, orders_changed, compare, gates_on, gates.rules_on)
-        nt, nc, npl, ntk, diffed = decision_step(strategy, params, strategy_state, flags, market, counts, shown.side,
-                                                 shown.price, shown.qty, orders.side, orders.price, known.status,
-                                                 known.request, known.live, orders.placed, shown.slot,
+        nt, nc, npl, ntk, diffed, flatten = decision_step(strategy, params, strategy_state, flags, market, counts,
+                                                 shown.side, shown.price, shown.qty, orders.side, orders.price,
+                                                 known.status, known.request, known.live, orders.placed, shown.slot,
                                                  decision.targets, p.side,
                                                  p.price, p.qty, out.cancel, out.place, gates.config, gates.state,
                                                  gates.rules_config, gates.rules_state, gates.blocked,
                                                  decision.diff)  # fmt: skip
     if synced and fresh and (nt < 0 or nt > max_targets):
         raise ValueError("strategy kernel returned more targets than max_targets (or a negative count)")
+    if ntk > 0 and reuse != REUSE_NEVER:
+        # Reused targets send no taker order, while live calls the kernel at every decision: refused in both.
+        raise ValueError(TAKER_REUSED)
     decision_state.last_targets = nt
     decision_state.gated_out = any_gate and gates.blocked.sum() > blocked_before
     if diffed:
@@ -268,16 +272,19 @@ def decide(target, local_view, signals, depth, strategy, params, strategy_state,
         decision_state.settled = not gates_on
     local_state.touched = False
     if not have_mid:
-        return nc, npl, ntk, np.nan, np.nan, unit
-    return nc, npl, ntk, mid, equity, unit
+        return nc, npl, ntk, flatten, np.nan, np.nan, unit
+    return nc, npl, ntk, flatten, mid, equity, unit
 
 
 @njit(_nrt=False, inline="always")
-def send(target, nc, npl, ntk, unit, latency, rules_state, local, decision, bus, records):
-    """Put the decision's cancels, places and taker orders on the request bus, all arriving together
-    after the entry latency from `target` (ns); a new order takes a free slot, and its record in the
-    rules' state (valued at `unit`, the unit notional the gates assumed)."""
-    if nc == 0 and npl == 0 and ntk == 0:
+def send(target, nc, npl, ntk, flatten, unit, latency, rules_state, local, decision, bus, records):
+    """Put the decision's cancels, places and taker orders, then the guards' flatten (side, price ticks,
+    qty; qty 0.0 for none), on the request bus, all arriving together after the entry latency from
+    `target` (ns); a new order takes a free slot, and its record in the rules' state (valued at `unit`,
+    the unit notional the gates assumed)."""
+    f_side, f_px, f_qty = flatten
+    n_new = npl + ntk + (1 if f_qty > 0.0 else 0)
+    if nc == 0 and n_new == 0:
         return
     local_state = local.state[0]
     orders, known, requests = local.orders, local.known, bus.requests
@@ -292,27 +299,30 @@ def send(target, nc, npl, ntk, unit, latency, rules_state, local, decision, bus,
         orders.inflight[slot] += 1
         counters[COUNTER.cancelled] += 1
     targets = decision.targets
-    for pl in range(npl + ntk):
-        j = decision.intents.place[pl]
+    for pl in range(n_new):
         if local_state.free_slots == 0:
             decision.state[0].settled = False  # a target left unplaced
             break
         taker = pl >= npl
+        if pl < npl + ntk:
+            j = decision.intents.place[pl]
+            side, px, qty, level = targets.side[j], targets.price[j], targets.qty[j], targets.level[j]
+            kind = targets.kind[j] if taker else QUOTE
+        else:
+            side, px, qty, level, kind = f_side, f_px, f_qty, FLATTEN_LEVEL, IOC | REDUCE_ONLY
         local_state.free_slots -= 1
         slot = local.free[local_state.free_slots]
         local_state.used_slots = max(local_state.used_slots, slot + 1)
-        orders.side[slot], orders.price[slot], orders.qty[slot] = targets.side[j], targets.price[j], targets.qty[j]
-        orders.level[slot] = targets.level[j]
-        orders.kind[slot] = targets.kind[j] if taker else QUOTE
+        orders.side[slot], orders.price[slot], orders.qty[slot], orders.level[slot] = side, px, qty, level
+        orders.kind[slot] = kind
         orders.placed[slot] = target
         orders.id[slot] = local_state.next_order_id
         local_state.next_order_id += 1
         # Recorded as sent at the decision, valued at the mid (what the rules' gate assumed).
-        orders.rule_record[slot] = qr_new(rules_state, target, QR_IOC if taker else QR_GTC, targets.qty[j],
-                                          targets.qty[j] * unit)  # fmt: skip
+        orders.rule_record[slot] = qr_new(rules_state, target, QR_IOC if taker else QR_GTC, qty, qty * unit)
         records.state[0].rules_moved = True
         known.live[slot], known.status[slot], known.request[slot] = True, ST_NONE, REQ_NEW
-        known.leaves[slot] = targets.qty[j]
+        known.leaves[slot] = qty
         k = push(requests.due, requests.ring, t_send)
         requests.slot[k], requests.request[k] = slot, REQ_NEW
         orders.inflight[slot] += 1
@@ -381,11 +391,11 @@ def _loop(t0, last_ts, rows, book, blocks, levels, local_book, decisions, signal
         row = signals.values[signal_row * width : (signal_row + 1) * width]
         # Tabulated by decision (next_decision has moved past this one); a table of one empty row for none.
         depth = decisions.depth[min(local.state[0].next_decision - 1, decisions.depth.shape[0] - 1)]
-        nc, npl, ntk, mid, equity, unit = decide(target, local_view, row, depth, strategy, params, strategy_state,
-                                                 max_targets, reuse, gates, gates_on, refresh, venue,
+        nc, npl, ntk, flatten, mid, equity, unit = decide(target, local_view, row, depth, strategy, params,
+                                                 strategy_state, max_targets, reuse, gates, gates_on, refresh, venue,
                                                  exchange.state[0].funding_paid, exchange.resting.live, local,
                                                  decision, records.counters)  # fmt: skip
-        send(target, nc, npl, ntk, unit, latency, gates.rules_state, local, decision, bus, records)
+        send(target, nc, npl, ntk, flatten, unit, latency, gates.rules_state, local, decision, bus, records)
         shown = local.state[0]
         record_step(records, target, mid, equity, local.ledger, shown.open_count, shown.quote_bid, shown.quote_ask,
                     strategy_state, gates.rules_state, gates.rules_config)  # fmt: skip

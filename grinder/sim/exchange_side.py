@@ -66,8 +66,9 @@ PriceIndex = namedtuple("PriceIndex", "price slot count")
 # The price levels of recent placements, direct-mapped by price (level_key values, the lowest int64
 # being no level's, and their levels); per level of the tape, where its last search for a queue ended.
 LevelCache = namedtuple("LevelCache", "key level search_end")
-# Taker orders' walks (grinder.sim.taker): the depth our takes consumed in the current book state, as
-# level keys and quantities, how many, and the market row that state is before (-1: none yet); a walk's
+# Taker orders' walks (grinder.sim.taker): the depth our takes consumed in the current book state, per
+# side taken (row 0 the asks, row 1 the bids), as level keys and quantities, how many, and the market row
+# that state is before (-1: none yet); a walk's
 # output, price (ticks) and quantity per level; an empty array (walk_book's out_avail, not wanted).
 TakerScratch = namedtuple("TakerScratch", "taken_key taken_qty taken_n taken_row out_px out_qty no_avail")
 ExchangeSide = namedtuple("ExchangeSide", "state resting index level_cache taker")
@@ -82,7 +83,7 @@ def new_exchange_side(cap, n_levels):
     # A grid quotes the same few hundred prices again and again: a hit saves a binary search over
     # every level of the tape.
     level_cache = new_level_cache(n_levels)
-    taker = TakerScratch(np.zeros(TAKEN_LEVELS, np.int64), np.zeros(TAKEN_LEVELS), np.zeros(1, np.int64),
+    taker = TakerScratch(np.zeros((2, TAKEN_LEVELS), np.int64), np.zeros((2, TAKEN_LEVELS)), np.zeros(2, np.int64),
                          np.full(1, -1, np.int64), np.zeros(WALK_LEVELS, np.int64), np.zeros(WALK_LEVELS),
                          np.zeros(0))  # fmt: skip
     return ExchangeSide(np.zeros(1, EXCHANGE_STATE), resting, index, level_cache, taker)
@@ -446,10 +447,12 @@ def take(t, slot, row, rows, book, levels, exchange, orders, responses, latency,
     tk = exchange.taker
     if tk.taken_row[0] != row:  # another book state: what earlier takes consumed is back
         tk.taken_n[0] = 0
+        tk.taken_n[1] = 0
         tk.taken_row[0] = row
+    s = 0 if side > 0 else 1  # the asks a buy takes, the bids a sell takes: one table each
     n, _, status = walk(levels.rows, levels.ukeys, levels.starts, levels.reset_rows, levels.reset_sides, rows.qty,
-                        levels.init_keys, levels.init_qty, row, side, touch, limit, want, tk.taken_key, tk.taken_qty,
-                        tk.taken_n, tk.out_px, tk.out_qty, tk.no_avail, True)  # fmt: skip
+                        levels.init_keys, levels.init_qty, row, side, touch, limit, want, tk.taken_key[s],
+                        tk.taken_qty[s], tk.taken_n[s : s + 1], tk.out_px, tk.out_qty, tk.no_avail, True)  # fmt: skip
     for i in range(n):
         q = tk.out_qty[i]
         state.position += q if side > 0 else -q
@@ -474,16 +477,18 @@ def arrive(t, k, row, rows, book, blocks, levels, exchange, orders, bus, latency
     pop(requests.due, requests.ring)
     orders.inflight[slot] -= 1
     lots = orders.qty[slot] / venue.lot
-    if request == REQ_NEW and orders.kind[slot] != QUOTE and abs(lots - round(lots)) <= 1e-9 and lots >= 0.5:
+    # Written so that a quantity that is not a number fails them (every comparison with NaN is false).
+    whole = lots >= 0.5 and abs(lots - round(lots)) <= 1e-9
+    if request == REQ_NEW and orders.kind[slot] != QUOTE and whole:
         take(t, slot, row, rows, book, levels, exchange, orders, bus.responses, latency, venue, counters)
         return
     if request == REQ_NEW and (
-        lots < 0.5
-        or abs(lots - round(lots)) > 1e-9
-        or quote_notional(orders.qty[slot], orders.price[slot] * venue.tick, venue.inverse, venue.contract_size)
-        < venue.min_notional * (1.0 - 1e-12)
+        not whole
+        or not quote_notional(orders.qty[slot], orders.price[slot] * venue.tick, venue.inverse, venue.contract_size)
+        >= venue.min_notional * (1.0 - 1e-12)
     ):
-        # The venue's filters: whole lots, and at least the minimum notional (quote).
+        # The venue's filters: whole lots, and at least the minimum notional (quote); a taker order that
+        # fails the first is refused here too (take judges its notional).
         status = RESP_FILTERED
         counters[COUNTER.rejected] += 1
     elif request == REQ_NEW:
@@ -573,6 +578,7 @@ def queues_from_chunk_start(levels, exchange, orders, first_row):
         tk.taken_row[0] = first_row
     else:
         tk.taken_n[0] = 0
+        tk.taken_n[1] = 0
         tk.taken_row[0] = -1
     index, resting = exchange.index, exchange.resting
     for s in range(2):

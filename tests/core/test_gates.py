@@ -23,7 +23,7 @@ def decide(cfg: GateConfig, st=None, now=0, position=0.0, bid=100.0, ask=100.1, 
     blocked = np.zeros(len(REASONS), np.int64)
     unit = (bid + ask) / 2 if unit_notional is None else unit_notional
     kept, nc = apply_gates(c, st, now, position, bid, ask, equity, unit, side, qty, idx, len(places), cancels, n_open,
-                           blocked)  # fmt: skip
+                           blocked, len(places))  # fmt: skip
     return idx[:kept].tolist(), nc, dict(zip(REASONS, blocked.tolist(), strict=True)), st
 
 

@@ -43,7 +43,7 @@ class Driver:
         live, slots = np.ones(m + 1, np.bool_), np.arange(m + 1, dtype=np.int64)
         mid = (bid + ask) / 2 * TICK
         on, cfg, state, qr_on, qr_cfg, qr_state = self.gates
-        nt, nc, npl, self.ntk, diffed = decision_step(self.kernel, self.params, self.state,
+        nt, nc, npl, self.ntk, diffed, self.flatten = decision_step(self.kernel, self.params, self.state,
                                                       (synced, call_kernel, orders_changed, compare, on, qr_on),
                                                       (1_000, bid, ask, 1.0, 1.0, TICK, LOT, position, equity, mid,
                                                        np.empty(0), np.zeros((0, 4))),

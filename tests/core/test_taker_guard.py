@@ -54,7 +54,8 @@ def test_depth_share_counts_the_visible_side():
     cfg = GateConfig(taker_max_depth_share=0.5)
     assert guard(cfg, [(1, MARKET, 0, 6.0)]) == ([], {"taker_depth_share": 1})
     cut = GateConfig(taker_max_depth_share=0.5, taker_guard_cut=True)
-    assert guard(cut, [(1, MARKET, 0, 6.0), (1, MARKET, 0, 5.0)]) == ([(0, 5.0), (1, 5.0)], {"taker_depth_share": 1})
+    # Cut to 5, the half; the next buy of the same decision finds the half taken.
+    assert guard(cut, [(1, MARKET, 0, 6.0), (1, MARKET, 0, 5.0)]) == ([(0, 5.0)], {"taker_depth_share": 2})
 
 
 def test_what_the_book_does_not_show_is_not_vouched_for():
@@ -113,3 +114,32 @@ def test_what_the_cut_leaves_passes_and_one_lot_more_would_not(levels, want, sli
 def test_bad_guard_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         GateConfig(**{field: value})
+
+
+def test_orders_of_one_decision_are_judged_together_on_a_side():
+    # Two market buys of 5 against 10 visible at a share of 0.5: the second would take the other half.
+    cfg = GateConfig(taker_max_depth_share=0.5)
+    assert guard(cfg, [(1, MARKET, 0, 5.0), (1, MARKET, 0, 5.0)]) == ([(0, 5.0)], {"taker_depth_share": 1})
+    # The other side is another book: a sell of 5 of the bids' 10 still passes.
+    assert guard(cfg, [(1, MARKET, 0, 5.0), (-1, MARKET, 0, 5.0)])[0] == [(0, 5.0), (1, 5.0)]
+    # Slippage too: after a buy of 2 took the touch, a buy of 3 fills at 102 (99 bps over 101).
+    slip = GateConfig(taker_max_slippage_bps=50)
+    assert guard(slip, [(1, MARKET, 0, 2.0), (1, MARKET, 0, 3.0)]) == ([(0, 2.0)], {"taker_slippage": 1})
+
+
+def test_a_quantity_that_is_not_a_number_ends_the_visible_book():
+    nan_touch = DEPTH.copy()
+    nan_touch[0, 3] = np.nan
+    for cfg in (GateConfig(taker_max_depth_share=1.0), GateConfig(taker_max_slippage_bps=1000)):
+        assert guard(cfg, [(1, MARKET, 0, 1.0)], nan_touch)[0] == []  # fails closed
+
+
+def test_an_order_exactly_at_the_share_passes():
+    depth = DEPTH.copy()
+    depth[:, 3] = [0.004, 0.003, 0.003]  # 0.01 visible on the asks
+    lot = 0.001
+    side, kind, px = np.array([1], np.int8), np.array([MARKET], np.int8), np.array([0], np.int64)
+    for share, want in ((0.7, 0.007), (0.3, 0.003)):
+        qty, place, blocked = np.array([want]), np.arange(1, dtype=np.int64), np.zeros(len(REASONS), np.int64)
+        cfg = GateConfig(taker_max_depth_share=share).as_array()
+        assert guard_taker(cfg, depth, lot, side, px, qty, kind, place, 0, 1, blocked) == 1 and not blocked.any()

@@ -17,6 +17,7 @@ from grinder.core.strategy import get
 from grinder.live.parity import (
     _until,
     backtest_blocked,
+    backtest_decisions,
     backtest_fills,
     backtest_pnl,
     by_instant,
@@ -25,6 +26,7 @@ from grinder.live.parity import (
     lockstep_parity,
     lockstep_session,
 )
+from grinder.sim.backtest import VenueConfig
 from tests.venue.test_server import tape  # noqa: F401 - a fixture
 
 # recenter_intervals > 0: the strategy keeps state (its anchor), so equal targets need equal histories.
@@ -140,6 +142,16 @@ def test_a_taker_flatten_is_the_same_intent_live_and_in_the_backtest_and_fills_t
     assert by_instant([(ts, *f) for ts, f in zip(live.fill_ts, live.fills, strict=True)]) == by_instant(bt)
     assert live.position == pytest.approx(sum(side * qty for _, side, _, qty in bt), abs=1e-12)
     assert live.pnl == pytest.approx(backtest_pnl(report.backtest, report.span_ns), abs=1e-9)
+
+
+def test_the_backtests_decisions_replay_a_strategy_that_reads_depth(tape):  # noqa: F811
+    # smart_grid reads 10 levels a side: the replay through the Decider gives it the engine's depth table.
+    s = get("smart_grid")
+    p = s.validate({"levels": 3, "interval": 1.0, "half_spread": 0.5, "order_qty": 0.002, "max_position": 0.01,
+                    "depth_share": 0.5})  # fmt: skip
+    start = int(tape.ts_exch[0])
+    decisions, result = backtest_decisions(tape, s, p, VenueConfig(), start, start + 20 * STEP_NS)
+    assert len(decisions) >= 15 and any(d.targets for d in decisions) and len(result.fills["qty"]) > 0
 
 
 def test_a_lock_step_wait_that_does_not_end_fails_naming_its_condition_or_the_adapters_error():

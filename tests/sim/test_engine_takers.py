@@ -229,3 +229,71 @@ def test_a_flatten_that_cannot_fill_is_sent_again_after_the_retry_interval():
             if lv == FLATTEN_LEVEL]  # fmt: skip
     assert [f for f, _ in flat] == [(90, 1.0, False), (90, 7.0, False)]
     assert flat[1][1] - flat[0][1] >= 300 * MS and r.position == 0.0
+
+
+def test_the_guards_flatten_goes_out_when_the_kernel_fills_every_target():
+    # max_targets = 2 and the probe writes 2 quotes (far from the book) at every decision: the flatten
+    # is the drivers' own order, outside the targets, so it still goes out (it used to need a free slot).
+    rows = [(150, 2, 0, 0, 0), (150, 1, 1, 90, 3), (150, 1, 1, 89, 9), (150, 1, -1, 91, 5)]
+    orders = [(100, 1, IOC, 102, 8), (100, 1, QUOTE, 50, 1), (100, -1, QUOTE, 150, 1)]
+    params = np.array([len(orders), *[x for o in orders for x in o]], np.float64)
+    gates = GateConfig(max_drawdown=5.0, flatten_bps=500)
+    r = run_backtest(tape(BOOK + rows + END), probe, params, VENUE, max_targets=3, gates=gates)
+    assert r.position == 0.0 and (r.fills["level"] == FLATTEN_LEVEL).any()
+    # The Decider sends it too, with every target slot taken.
+    from grinder.core.decision import Decider, Order
+    from grinder.core.strategy import Strategy
+    from tests.sim.test_local_depth import NoParams
+
+    d = Decider(Strategy("probe", NoParams, probe, max_targets=2), NoParams(), gates=gates)
+    d.params = np.array([2, 0, 1, QUOTE, 50, 1, 0, -1, QUOTE, 150, 1], np.float64)
+    d.decide(0, 99, 101, 5.0, 5.0, 1.0, 1.0, 8.0, 100.0, 100.0, [])  # the peak
+    later = d.decide(MS, 90, 91, 3.0, 5.0, 1.0, 1.0, 8.0, 0.0, 90.5, [Order(1, 50, 1.0), Order(-1, 150, 1.0)])
+    assert later.take == [(-1, 86, 8.0, FLATTEN_LEVEL, IOC | REDUCE_ONLY)]
+
+
+def test_taker_orders_do_not_count_toward_max_open_orders():
+    # Two quotes rest; with max_open_orders = 2 a reduce-only market exit still goes out.
+    orders = [
+        (100, 1, IOC, 101, 3),
+        (100, 1, QUOTE, 50, 1),
+        (100, -1, QUOTE, 150, 1),
+        (300, -1, MARKET | REDUCE_ONLY, 0, 3),
+    ]
+    r = run(orders, gates=GateConfig(max_open_orders=2))
+    assert fills(r)[:2] == [(101, 3.0, False), (99, 3.0, False)] and r.position == 0.0
+    assert r.counters["blocked_max_open_orders"] == 0
+
+
+def test_a_kernel_that_reuses_its_targets_may_not_write_taker_orders():
+    from grinder.core.strategy import Strategy
+    from tests.sim.test_local_depth import NoParams
+
+    reusing = Strategy("probe", NoParams, probe, max_targets=4, recompute="best_prices")
+    params = np.array([1, 100, 1, IOC, 102, 1], np.float64)
+    with pytest.raises(ConfigError, match="probe: strategy kernel wrote a taker order but does not recompute"):
+        run_backtest(tape(BOOK + END), reusing, params, VENUE)
+    from grinder.core.decision import Decider
+
+    d = Decider(reusing, NoParams())
+    d.params = params
+    with pytest.raises(ConfigError, match="probe: strategy kernel wrote a taker order but does not recompute"):
+        d.decide(200 * MS, 99, 101, 5.0, 5.0, 1.0, 1.0, 0.0, 0.0, 100.0, [])
+
+
+def test_exits_on_one_side_are_not_blocked_by_deep_takes_on_the_other():
+    # 600 ask levels of 1: four market buys of 128 levels each fill the asks' consumed-depth table (512
+    # levels) in one book state; a reduce-only sell in that same state still takes the bids.
+    book = [(0, 2, 0, 0, 0), (0, 1, 1, 99, 50), *[(0, 1, -1, 101 + i, 1) for i in range(600)]]
+    orders = [(100, 1, MARKET, 0, 128)] * 4 + [(100, -1, MARKET | REDUCE_ONLY, 0, 10)]
+    params = np.array([len(orders), *[x for o in orders for x in o]], np.float64)
+    r = run_backtest(tape(book + END), probe, params, VENUE)
+    sells = [f for f in fills(r) if f[0] == 99]
+    assert sells == [(99, 10.0, False)] and r.position == 4 * 128 - 10
+
+
+def test_a_taker_quantity_that_is_not_a_number_is_refused():
+    r = run([(100, 1, IOC, 102, float("nan"))])
+    assert fills(r) == [] and r.counters["rejected"] == 1 and r.counters["takers"] == 1
+    r = run([(100, 1, QUOTE, 99, float("nan"))])  # a quote's too: refused, not resting
+    assert r.counters["rejected"] >= 1

@@ -131,6 +131,9 @@ def test_a_run_that_reads_depth_is_refused_where_it_is_not_tabulated():
     assert fills(r) == [(101, 5.0, False), (102, 5.0, False)]
 
 
-def test_depth_levels_are_bounded():
+def test_depth_levels_are_bounded_and_read_at_every_decision():
     with pytest.raises(ConfigError, match="depth_levels must be 0 to 100"):
         Strategy("deep", NoParams, sweep_two_asks, depth_levels=101)
+    # The loop's reuse of a kernel's targets watches the best prices, not the levels behind them.
+    with pytest.raises(ConfigError, match="deep: a kernel that reads depth must recompute 'always'"):
+        Strategy("deep", NoParams, sweep_two_asks, depth_levels=2, recompute="top_of_book")
