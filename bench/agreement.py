@@ -67,10 +67,26 @@ def grinder(window: str, lake: Path, s: dict):
     return run_grinder(window_tape(window, lake), s)
 
 
+def peer_venue(s: dict, **extra):
+    """The VenueConfig of hftbacktest's summary `s` (a peer script's): its latencies, fees, decision step and
+    local-time offset, and `extra` settings."""
+    from grinder.sim.backtest import VenueConfig
+
+    st = s["settings"]
+    return VenueConfig(
+        entry_latency_ns=st["order_latency"]["entry_ns"],
+        response_latency_ns=st["order_latency"]["response_ns"],
+        step_ns=st["step_ns"],
+        local_clock_offset_ns=s["conversion"]["local_ts_offset_added_ns"],
+        maker_fee=st["fee_model"]["maker"],
+        taker_fee=st["fee_model"]["taker"],
+        **extra,
+    )
+
+
 def grinder_settings(s: dict):
     """(StaticGridParams, VenueConfig, clock origin ns) of hftbacktest's summary `s`: its grid, latencies, fees,
     decision step and local-time offset."""
-    from grinder.sim.backtest import VenueConfig
     from grinder.strategies.static_grid import StaticGridParams
 
     st = s["settings"]
@@ -81,15 +97,7 @@ def grinder_settings(s: dict):
         order_qty=st["order_qty"],
         max_position=st["max_position"],
     )
-    venue = VenueConfig(
-        entry_latency_ns=st["order_latency"]["entry_ns"],
-        response_latency_ns=st["order_latency"]["response_ns"],
-        step_ns=st["step_ns"],
-        local_clock_offset_ns=s["conversion"]["local_ts_offset_added_ns"],
-        maker_fee=st["fee_model"]["maker"],
-        taker_fee=st["fee_model"]["taker"],
-    )
-    return params, venue, s["conversion"]["first_exch_ts"]
+    return params, peer_venue(s), s["conversion"]["first_exch_ts"]
 
 
 def run_grinder(tape, s: dict, replay_cache_dir: Path | None = None):

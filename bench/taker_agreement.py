@@ -116,20 +116,12 @@ def peer_records(window: str, out: Path) -> tuple[dict, dict, list[tuple]]:
 
 def grinder_run(window: str, lake: Path, s: dict):
     """Grinder's probe run with the peer summary's settings; (result, orders by n, level fills, decision facts)."""
-    from agreement import window_tape
+    from agreement import peer_venue, window_tape
 
-    from grinder.sim.backtest import VenueConfig, decision_inputs, prepare, run_backtest
+    from grinder.sim.backtest import decision_inputs, prepare, run_backtest
 
     st = s["settings"]
-    venue = VenueConfig(
-        entry_latency_ns=st["order_latency"]["entry_ns"],
-        response_latency_ns=st["order_latency"]["response_ns"],
-        step_ns=st["step_ns"],
-        local_clock_offset_ns=s["conversion"]["local_ts_offset_added_ns"],
-        maker_fee=st["fee_model"]["maker"],
-        taker_fee=st["fee_model"]["taker"],
-        market_walk_ticks=st["grinder_market_walk_ticks"],
-    )
+    venue = peer_venue(s, market_walk_ticks=st["grinder_market_walk_ticks"])
     start = int(s["conversion"]["first_exch_ts"])
     tape = window_tape(window, lake)
     qty, lot, tick = float(st["qty"]), float(tape.instrument.lot_size), float(tape.instrument.tick_size)
