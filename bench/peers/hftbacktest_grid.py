@@ -963,8 +963,9 @@ def run_sweep(name: str, spec: dict, data: np.ndarray, meta: dict, load_s: float
     return summary
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """The options every peer script takes: the datasets, where their data is, and the venue's latencies,
+    fees, decision step, depth and snapshot wait (hftbacktest_taker.py takes them too)."""
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument(
         "--window", action="append", choices=sorted(WINDOWS) + ["all"], help="window to run (repeatable; default: all)"
@@ -982,7 +983,7 @@ def main(argv=None) -> int:
     )
     p.add_argument("--tick-size", type=float, help="with --npz: the instrument's tick size")
     p.add_argument("--lot-size", type=float, help="with --npz: the instrument's lot size")
-    p.add_argument("--name", help="with --npz: name of the outputs <name>_*.* (default: the file's stem)")
+    p.add_argument("--name", help="with --npz: the outputs' name prefix (default: the file's stem)")
     p.add_argument(
         "--feed-base-latency-ns",
         type=int,
@@ -1000,13 +1001,6 @@ def main(argv=None) -> int:
         "--taker-fee", type=float, default=0.0005, help="taker fee rate (default: %(default)s, Binance VIP0)"
     )
     p.add_argument("--step-ns", type=int, default=100_000_000, help="decision interval (default: 100 ms)")
-    p.add_argument("--grid-num", type=int, default=20, help="orders per side (default: %(default)s)")
-    p.add_argument("--grid-interval-ticks", type=int, default=10, help="grid interval in ticks (default: %(default)s)")
-    p.add_argument("--half-spread-ticks", type=int, default=20, help="half spread in ticks (default: %(default)s)")
-    p.add_argument("--order-qty", type=float, default=0.1, help="order quantity (default: %(default)s)")
-    p.add_argument(
-        "--max-position", type=float, default=5.0, help="max |position| to keep quoting a side (default: %(default)s)"
-    )
     p.add_argument(
         "--depth",
         choices=["roivector", "hashmap"],
@@ -1017,7 +1011,33 @@ def main(argv=None) -> int:
         "--no-wait-snapshot",
         dest="wait_snapshot",
         action="store_false",
-        help="quote from the first step even though the book is not yet initialised by the snapshot",
+        help="act from the first step with a two-sided book, before the in-file snapshot initialised it",
+    )
+
+
+def datasets(p: argparse.ArgumentParser, args, also_needed: tuple[str, ...] = ()) -> list[str]:
+    """The datasets `args` ask for: --npz's (named by --name or the file's stem), or the windows (default: all).
+    --npz excludes --window and needs --tick-size, --lot-size and the options named in `also_needed`."""
+    if args.npz is None:
+        return list(WINDOWS) if not args.window or "all" in args.window else list(dict.fromkeys(args.window))
+    if args.window:
+        p.error("--npz and --window exclude each other")
+    needed = ("tick_size", "lot_size", *also_needed)
+    if any(getattr(args, k) is None for k in needed):
+        p.error("--npz needs " + ", ".join("--" + k.replace("_", "-") for k in needed))
+    args.name = args.name or args.npz.name.removesuffix(".npz")
+    return [args.name]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p)
+    p.add_argument("--grid-num", type=int, default=20, help="orders per side (default: %(default)s)")
+    p.add_argument("--grid-interval-ticks", type=int, default=10, help="grid interval in ticks (default: %(default)s)")
+    p.add_argument("--half-spread-ticks", type=int, default=20, help="half spread in ticks (default: %(default)s)")
+    p.add_argument("--order-qty", type=float, default=0.1, help="order quantity (default: %(default)s)")
+    p.add_argument(
+        "--max-position", type=float, default=5.0, help="max |position| to keep quoting a side (default: %(default)s)"
     )
     p.add_argument(
         "--repeat",
@@ -1034,15 +1054,7 @@ def main(argv=None) -> int:
         "--npz, a fresh backtester per set, --repeat passes; writes <out>/<name>_sweep.json",
     )
     args = p.parse_args(argv)
-    if args.npz is not None:
-        if args.window:
-            p.error("--npz and --window exclude each other")
-        if args.tick_size is None or args.lot_size is None:
-            p.error("--npz needs --tick-size and --lot-size")
-        args.name = args.name or args.npz.name.removesuffix(".npz")
-        names = [args.name]
-    else:
-        names = list(WINDOWS) if not args.window or "all" in args.window else list(dict.fromkeys(args.window))
+    names = datasets(p, args)
 
     print(f"hftbacktest {hftbacktest.__version__}, numpy {np.__version__}; out={args.out}")
     if args.sweep_file is not None:

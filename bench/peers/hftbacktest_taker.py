@@ -63,11 +63,10 @@ from numba import njit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hftbacktest_grid import (  # noqa: E402
-    DEFAULT_DATA_DIR,
-    DEFAULT_RAW_DIR,
-    WINDOWS,
     _build,
     _run_context,
+    add_common_args,
+    datasets,
     load_npz,
     load_window,
 )
@@ -666,19 +665,7 @@ def run_data(name: str, spec: dict, data: np.ndarray, meta: dict, load_s: float,
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument(
-        "--window", action="append", choices=sorted(WINDOWS) + ["all"], help="window to run (repeatable; default: all)"
-    )
-    p.add_argument("--raw-dir", type=Path, default=DEFAULT_RAW_DIR, help="raw Binance captures (default: %(default)s)")
-    p.add_argument(
-        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="converted .npz cache (default: %(default)s)"
-    )
-    p.add_argument("--force-convert", action="store_true", help="ignore the .npz cache")
-    p.add_argument("--npz", type=Path, help="run on this hftbacktest event file instead of the windows")
-    p.add_argument("--tick-size", type=float, help="with --npz: the instrument's tick size")
-    p.add_argument("--lot-size", type=float, help="with --npz: the instrument's lot size")
-    p.add_argument("--name", help="with --npz: name of the outputs <name>_taker_*.* (default: the file's stem)")
+    add_common_args(p)
     p.add_argument(
         "--qty",
         type=float,
@@ -700,36 +687,8 @@ def main(argv=None) -> int:
         help="shadow ladder: ticks behind the touch seen (and beyond it for markets) covered (default: 50)",
     )
     p.add_argument("--no-shadow", action="store_true", help="skip the shadow run (no per-level fills)")
-    p.add_argument(
-        "--feed-base-latency-ns",
-        type=int,
-        default=0,
-        help="convert(base_latency=...): added after the clock-offset correction (default: %(default)s)",
-    )
-    p.add_argument("--entry-latency-ns", type=int, default=10_000_000, help="order entry latency (default: 10 ms)")
-    p.add_argument(
-        "--response-latency-ns", type=int, default=10_000_000, help="order response latency (default: 10 ms)"
-    )
-    p.add_argument("--maker-fee", type=float, default=0.0002, help="maker fee rate (default: %(default)s)")
-    p.add_argument("--taker-fee", type=float, default=0.0005, help="taker fee rate (default: %(default)s)")
-    p.add_argument("--step-ns", type=int, default=100_000_000, help="decision interval (default: 100 ms)")
-    p.add_argument("--depth", choices=["roivector", "hashmap"], default="roivector", help="depth (default: roivector)")
-    p.add_argument(
-        "--no-wait-snapshot",
-        dest="wait_snapshot",
-        action="store_false",
-        help="count decisions from the first two-sided local book even before the in-file snapshot arrived",
-    )
     args = p.parse_args(argv)
-    if args.npz is not None:
-        if args.window:
-            p.error("--npz and --window exclude each other")
-        if args.tick_size is None or args.lot_size is None or args.qty is None:
-            p.error("--npz needs --tick-size, --lot-size and --qty")
-        args.name = args.name or args.npz.name.removesuffix(".npz")
-        names = [args.name]
-    else:
-        names = list(WINDOWS) if not args.window or "all" in args.window else list(dict.fromkeys(args.window))
+    names = datasets(p, args, ("qty",))
 
     print(f"hftbacktest {hftbacktest.__version__}, numpy {np.__version__}; out={args.out}")
     for name in names:
